@@ -1,0 +1,53 @@
+# Shukei: the two commands of the quick start are `make demo` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/shukei
+DEMO_ARGS ?=
+# Integration tests fail instead of skipping when a service is missing.
+TEST_ENV := SHUKEI_TEST_REQUIRE_SERVICES=1
+FUZZTIME ?= 30s
+
+.PHONY: all build demo test test-unit bench lint fuzz services-up services-down services-status clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/shukei
+
+## The main job: services up, schema, topics, then the demo.
+demo: services-up build
+	$(BIN) demo $(DEMO_ARGS)
+
+## Every test, against the real Kafka and ClickHouse that services-up starts.
+test: services-up lint
+	$(TEST_ENV) $(GO) test -race -count=1 -timeout 20m ./...
+
+## Tests that need no service (the integration ones skip unless CI is set).
+test-unit:
+	$(GO) test -race -count=1 ./...
+
+bench: services-up
+	$(TEST_ENV) $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f ($(FUZZTIME))"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+services-up:
+	scripts/services.sh up
+
+services-down:
+	scripts/services.sh down
+
+services-status:
+	scripts/services.sh status
+
+clean:
+	rm -rf bin

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/pipeline/topic"
+)
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	root := newRoot()
+	root.SetArgs(args)
+	root.SetOut(&out)
+	root.SetErr(&out)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := root.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+func TestHelpExplainsRolesAndSettings(t *testing.T) {
+	out, err := run(t, "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"migrate", "topics", "demo", "config", "--kafka.brokers", "SHUKEI_KAFKA_BROKERS", "--config"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("shukei --help does not mention %q", want)
+		}
+	}
+	for _, role := range []string{"migrate", "topics", "demo", "config"} {
+		out, err := run(t, role, "--help")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out) < 200 {
+			t.Errorf("shukei %s --help says too little:\n%s", role, out)
+		}
+	}
+}
+
+func TestBadConfigurationStopsEveryRole(t *testing.T) {
+	t.Setenv("SHUKEI_KAFKA_RAW_PARTITIONS", "0")
+	_, err := run(t, "config", "--log.level=loud")
+	if err == nil {
+		t.Fatal("accepted a bad configuration")
+	}
+	for _, want := range []string{"kafka.raw_partitions", "log.level"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
+}
+
+func TestMigrateAndTopicsOnRealServices(t *testing.T) {
+	_, cfg := servicetest.ClickHouse(t)
+	servicetest.Kafka(t)
+	raw, dlq := servicetest.Name(t, "raw."), servicetest.Name(t, "dlq.")
+	t.Cleanup(func() { _ = topic.Delete(context.Background(), cfg.Kafka.Brokers, raw, dlq) })
+	t.Setenv("SHUKEI_CLICKHOUSE_DATABASE", cfg.ClickHouse.Database)
+	t.Setenv("SHUKEI_KAFKA_RAW_TOPIC", raw)
+	t.Setenv("SHUKEI_KAFKA_DLQ_TOPIC", dlq)
+
+	out, err := run(t, "migrate")
+	if err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "applied  0001_databases") {
+		t.Errorf("first migrate did not apply 0001:\n%s", out)
+	}
+	out, err = run(t, "migrate")
+	if err != nil || strings.Contains(out, "applied  ") {
+		t.Errorf("second migrate should apply nothing: %v\n%s", err, out)
+	}
+	out, err = run(t, "topics", "--kafka.raw_partitions=3")
+	if err != nil {
+		t.Fatalf("topics: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "created  "+raw+" (3 partitions)") || !strings.Contains(out, "created  "+dlq+" (3 partitions)") {
+		t.Errorf("topics output:\n%s", out)
+	}
+}
+
+func TestUnreachableServicesSayWhatToDo(t *testing.T) {
+	_, err := run(t, "migrate", "--clickhouse.addr=127.0.0.1:1", "--clickhouse.dial_timeout=1s")
+	if err == nil || !strings.Contains(err.Error(), "scripts/services.sh up") {
+		t.Errorf("migrate against nothing: %v", err)
+	}
+	_, err = run(t, "topics", "--kafka.brokers=127.0.0.1:1", "--kafka.dial_timeout=1s")
+	if err == nil || !strings.Contains(err.Error(), "scripts/services.sh up") {
+		t.Errorf("topics against nothing: %v", err)
+	}
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/pipeline/topic"
+	chm "github.com/shukei/shukei/schemas/clickhouse"
+)
+
+func newMigrateCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply the ClickHouse schema (numbered, idempotent migrations)",
+		Long: `migrate applies the DDL in schemas/clickhouse/ (embedded in the binary) to the configured
+ClickHouse server: the internal database and one database per purpose. Each migration is
+recorded in <database>.schema_migrations with its checksum; applied ones are skipped, and an
+applied migration whose file was later edited is refused. Safe to run any number of times.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return migrate(cmd.Context(), cmd.OutOrStdout(), a.cfg.ClickHouse)
+		},
+	}
+}
+
+func migrate(ctx context.Context, out io.Writer, c config.ClickHouse) error {
+	conn, err := clickhouse.Open(c.Options())
+	if err != nil {
+		return fmt.Errorf("connect to ClickHouse at %v: %w", c.Addr, err)
+	}
+	defer conn.Close()
+	if err := conn.Ping(ctx); err != nil {
+		return fmt.Errorf("ClickHouse at %v does not answer (is it running? scripts/services.sh up): %w", c.Addr, err)
+	}
+	res, err := chm.Apply(ctx, conn, c.Database)
+	for _, m := range res.Applied {
+		fmt.Fprintf(out, "applied  %04d_%s\n", m.Version, m.Name)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "database %s is at migration %d (%d applied now, %d already)\n",
+		c.Database, len(res.Applied)+len(res.Skipped), len(res.Applied), len(res.Skipped))
+	return nil
+}
+
+func newTopicsCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "topics",
+		Short: "Create the Kafka topics (usage.raw, usage.dlq) with the configured partitions",
+		Long: `topics creates the raw and DLQ topics if they are missing, with the partition counts and
+replication factor from the configuration, and checks existing ones. It never adds partitions
+to an existing topic: that would move tenants between partitions while consumers run.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return ensureTopics(cmd.Context(), cmd.OutOrStdout(), a.cfg.Kafka)
+		},
+	}
+}
+
+func ensureTopics(ctx context.Context, out io.Writer, k config.Kafka) error {
+	if err := topic.Reachable(ctx, k.Brokers, k.DialTimeout); err != nil {
+		return fmt.Errorf("%w (is it running? scripts/services.sh up)", err)
+	}
+	st, err := topic.Ensure(ctx, k.Brokers, topic.Specs(k))
+	for _, s := range st {
+		verb := "exists "
+		if s.Created {
+			verb = "created"
+		}
+		fmt.Fprintf(out, "%s  %s (%d partitions)\n", verb, s.Name, s.Partitions)
+	}
+	return err
+}

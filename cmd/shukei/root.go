@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/config"
+)
+
+// app is what every role gets: the loaded configuration and a logger.
+type app struct {
+	cfg        config.Config
+	log        *slog.Logger
+	configPath string
+	flagHolder config.Config // only registers the flags; values are read back by name
+}
+
+func newRoot() *cobra.Command {
+	a := &app{}
+	root := &cobra.Command{
+		Use:   "shukei",
+		Short: "Shukei: privacy-preserving usage analytics that follows a published data policy",
+		Long: `Shukei turns a SaaS vendor's data policy into running code. Collectors send usage events
+(never customer content) to Kafka; the processor checks each event against the policy, rejects
+anything that looks like customer content, pseudonymises users and tags the purposes the event
+may serve; the aggregator bounds each tenant's contribution and releases differentially private
+aggregates; ClickHouse answers purpose-scoped queries.
+
+Configuration comes from built-in defaults, then the YAML file (--config, SHUKEI_CONFIG, or
+./shukei.yaml when present), then SHUKEI_* environment variables, then flags. Every setting has
+all three forms, e.g. kafka.brokers, SHUKEI_KAFKA_BROKERS, --kafka.brokers.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.load(cmd)
+		},
+	}
+	root.PersistentFlags().StringVar(&a.configPath, "config", "", "YAML configuration file (default $SHUKEI_CONFIG, else ./shukei.yaml if it exists)")
+	a.flagHolder.AddFlags(root.PersistentFlags())
+
+	root.AddCommand(
+		newMigrateCmd(a),
+		newTopicsCmd(a),
+		newConfigCmd(a),
+		newDemoCmd(a),
+	)
+	return root
+}
+
+func (a *app) load(cmd *cobra.Command) error {
+	path := a.configPath
+	if path == "" {
+		path = os.Getenv("SHUKEI_CONFIG")
+	}
+	if path == "" {
+		if _, err := os.Stat("shukei.yaml"); err == nil {
+			path = "shukei.yaml"
+		}
+	}
+	cfg, err := config.Load(path, os.Environ(), cmd.Flags())
+	if err != nil {
+		return err
+	}
+	a.cfg = cfg
+	a.configPath = path
+	a.log = newLogger(cmd.ErrOrStderr(), cfg.Log)
+	return nil
+}
+
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func newConfigCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Print the effective configuration, or check it",
+		Long: `config prints the configuration Shukei would run with after the file, the environment
+and the flags are applied, one setting a line with its environment variable. It exits non-zero
+and lists every problem if the configuration is invalid.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			src := a.configPath
+			if src == "" {
+				src = "(no file: defaults, environment and flags)"
+			}
+			fmt.Fprintf(out, "# source: %s\n", src)
+			for _, f := range a.cfg.Fields() {
+				v := f.String()
+				if f.Path == "clickhouse.password" && v != "" {
+					v = "(set)"
+				}
+				fmt.Fprintf(out, "%-30s %-40s %s\n", f.Path, v, f.Env)
+			}
+			return nil
+		},
+	}
+	return cmd
+}

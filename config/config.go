@@ -1,0 +1,201 @@
+// Package config holds Shukei's one configuration: defaults, the YAML file (decoded strictly),
+// SHUKEI_* environment variables and command-line flags, in that order of precedence, and the
+// validation that reports every problem with its field path before any role starts.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration. Every leaf field carries a yaml tag (its path in the file,
+// its SHUKEI_* variable and its --flag are derived from it) and a doc tag (its help text).
+type Config struct {
+	Kafka      Kafka      `yaml:"kafka"`
+	ClickHouse ClickHouse `yaml:"clickhouse"`
+	Log        Log        `yaml:"log"`
+}
+
+// Kafka says where the broker is and how the topics are laid out.
+type Kafka struct {
+	Brokers           []string      `yaml:"brokers" doc:"bootstrap brokers, host:port, comma-separated in env and flags"`
+	RawTopic          string        `yaml:"raw_topic" doc:"topic collectors write usage events to, keyed by tenant id"`
+	DLQTopic          string        `yaml:"dlq_topic" doc:"topic rejected events go to, with their reason"`
+	RawPartitions     int           `yaml:"raw_partitions" doc:"partitions of the raw topic: the most processor or aggregator instances that can share the work"`
+	DLQPartitions     int           `yaml:"dlq_partitions" doc:"partitions of the DLQ topic"`
+	ReplicationFactor int           `yaml:"replication_factor" doc:"replicas of each topic partition (1 for a single broker, 3 in production)"`
+	DialTimeout       time.Duration `yaml:"dial_timeout" doc:"how long to wait for a broker connection"`
+}
+
+// ClickHouse says where the server is and which databases Shukei owns.
+type ClickHouse struct {
+	Addr        []string      `yaml:"addr" doc:"native-protocol addresses, host:port (the HTTP transport is not supported on ClickHouse 18.16)"`
+	Database    string        `yaml:"database" doc:"name of the internal database; purpose databases are named <database>_<purpose>"`
+	Username    string        `yaml:"username" doc:"user for migrations and writes"`
+	Password    string        `yaml:"password" doc:"password of that user (prefer SHUKEI_CLICKHOUSE_PASSWORD to the file)"`
+	DialTimeout time.Duration `yaml:"dial_timeout" doc:"how long to wait for a server connection"`
+}
+
+// Log sets the structured logger.
+type Log struct {
+	Level  string `yaml:"level" doc:"debug, info, warn or error"`
+	Format string `yaml:"format" doc:"text or json"`
+}
+
+// Default returns the configuration that matches the services scripts/services.sh starts.
+func Default() Config {
+	return Config{
+		Kafka: Kafka{
+			Brokers:           []string{"127.0.0.1:19092"},
+			RawTopic:          "usage.raw",
+			DLQTopic:          "usage.dlq",
+			RawPartitions:     6,
+			DLQPartitions:     3,
+			ReplicationFactor: 1,
+			DialTimeout:       10 * time.Second,
+		},
+		ClickHouse: ClickHouse{
+			Addr:        []string{"127.0.0.1:19000"},
+			Database:    "shukei",
+			Username:    "default",
+			DialTimeout: 10 * time.Second,
+		},
+		Log: Log{Level: "info", Format: "text"},
+	}
+}
+
+// ErrInvalid marks every validation failure; the joined errors name each field.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Decode reads YAML onto c. Unknown keys are errors, so a typo cannot silently fall back to a
+// default.
+func (c *Config) Decode(r io.Reader) error {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // an empty file keeps the defaults
+		}
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	// A second document in the file is almost certainly a mistake.
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: only one YAML document is allowed", ErrInvalid)
+	}
+	return nil
+}
+
+// LoadFile decodes the file at path onto c.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	if err := c.Decode(bytes.NewReader(b)); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// Validate reports every problem at once, each prefixed with its field path.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	hostPorts := func(path string, addrs []string) {
+		if len(addrs) == 0 {
+			bad(path, "must name at least one host:port")
+		}
+		for i, a := range addrs {
+			host, port, ok := strings.Cut(a, ":")
+			if !ok || host == "" || port == "" || strings.ContainsAny(a, " /") {
+				bad(fmt.Sprintf("%s[%d]", path, i), "%q is not host:port", a)
+			}
+		}
+	}
+	topic := func(path, name string) {
+		if name == "" || len(name) > 249 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+			bad(path, "%q is not a valid Kafka topic name (letters, digits, '.', '_', '-', at most 249)", name)
+		}
+	}
+
+	hostPorts("kafka.brokers", c.Kafka.Brokers)
+	topic("kafka.raw_topic", c.Kafka.RawTopic)
+	topic("kafka.dlq_topic", c.Kafka.DLQTopic)
+	if c.Kafka.RawTopic != "" && c.Kafka.RawTopic == c.Kafka.DLQTopic {
+		bad("kafka.dlq_topic", "must differ from kafka.raw_topic")
+	}
+	if c.Kafka.RawPartitions < 1 || c.Kafka.RawPartitions > 1024 {
+		bad("kafka.raw_partitions", "must be between 1 and 1024, got %d", c.Kafka.RawPartitions)
+	}
+	if c.Kafka.DLQPartitions < 1 || c.Kafka.DLQPartitions > 1024 {
+		bad("kafka.dlq_partitions", "must be between 1 and 1024, got %d", c.Kafka.DLQPartitions)
+	}
+	if c.Kafka.ReplicationFactor < 1 || c.Kafka.ReplicationFactor > 16 {
+		bad("kafka.replication_factor", "must be between 1 and 16, got %d", c.Kafka.ReplicationFactor)
+	}
+	if c.Kafka.DialTimeout <= 0 {
+		bad("kafka.dial_timeout", "must be positive, got %s", c.Kafka.DialTimeout)
+	}
+
+	hostPorts("clickhouse.addr", c.ClickHouse.Addr)
+	if !validDatabase(c.ClickHouse.Database) {
+		bad("clickhouse.database", "%q must match ^[a-z][a-z0-9_]{0,39}$ (purpose databases append _<purpose>)", c.ClickHouse.Database)
+	}
+	if c.ClickHouse.Username == "" {
+		bad("clickhouse.username", "must not be empty")
+	}
+	if c.ClickHouse.DialTimeout <= 0 {
+		bad("clickhouse.dial_timeout", "must be positive, got %s", c.ClickHouse.DialTimeout)
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w:\n  %w", ErrInvalid, indented(errs))
+}
+
+func validDatabase(s string) bool {
+	if len(s) == 0 || len(s) > 40 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// indented is errors.Join with one problem a line, so a person can read the list.
+type indented []error
+
+func (e indented) Error() string {
+	s := make([]string, len(e))
+	for i, err := range e {
+		s[i] = err.Error()
+	}
+	return strings.Join(s, "\n  ")
+}
+
+func (e indented) Unwrap() []error { return e }

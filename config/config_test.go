@@ -1,0 +1,166 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatalf("defaults must validate: %v", err)
+	}
+}
+
+// The documented example must stay in step with the code: it decodes strictly and, being a
+// list of the defaults, equals Default().
+func TestExampleFileMatchesDefaults(t *testing.T) {
+	c := Default()
+	c.Kafka.Brokers = nil
+	c.ClickHouse.Addr = nil
+	if err := c.LoadFile(filepath.Join("..", "shukei.example.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, Default()) {
+		t.Fatalf("shukei.example.yaml differs from Default():\n file: %+v\n code: %+v", c, Default())
+	}
+	b, err := os.ReadFile(filepath.Join("..", "shukei.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range Paths() {
+		leaf := p[strings.LastIndex(p, ".")+1:]
+		if !strings.Contains(string(b), leaf+":") {
+			t.Errorf("shukei.example.yaml does not document %s", p)
+		}
+	}
+}
+
+func TestGoodAndBadFiles(t *testing.T) {
+	good, _ := filepath.Glob("testdata/*.good.yml")
+	bad, _ := filepath.Glob("testdata/*.bad.yml")
+	if len(good) == 0 || len(bad) == 0 {
+		t.Fatal("no testdata")
+	}
+	for _, f := range good {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			c := Default()
+			if err := c.LoadFile(f); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Validate(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	for _, f := range bad {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			want, err := os.ReadFile(strings.TrimSuffix(f, ".yml") + ".err")
+			if err != nil {
+				t.Fatalf("each bad file needs its expected error in a .err file: %v", err)
+			}
+			c := Default()
+			err = c.LoadFile(f)
+			if err == nil {
+				err = c.Validate()
+			}
+			if err == nil {
+				t.Fatal("accepted a bad file")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v does not wrap ErrInvalid", err)
+			}
+			for _, line := range strings.Split(strings.TrimSpace(string(want)), "\n") {
+				if !strings.Contains(err.Error(), line) {
+					t.Errorf("error does not say %q:\n%v", line, err)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := Default()
+	c.Kafka.Brokers = []string{"nohost"}
+	c.Kafka.RawPartitions = 0
+	c.ClickHouse.Database = "Bad-Name"
+	c.Log.Level = "loud"
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"kafka.brokers[0]", "kafka.raw_partitions", "clickhouse.database", "log.level"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %s in %v", want, err)
+		}
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "shukei.yaml")
+	if err := os.WriteFile(file, []byte("kafka:\n  raw_partitions: 12\n  dlq_partitions: 4\nclickhouse:\n  database: fromfile\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	var c Config
+	c.AddFlags(fs)
+	if err := fs.Parse([]string{"--kafka.dlq_partitions=9", "--kafka.dial_timeout=3s"}); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{
+		"SHUKEI_KAFKA_RAW_PARTITIONS=24",
+		"SHUKEI_KAFKA_DLQ_PARTITIONS=5",
+		"SHUKEI_KAFKA_BROKERS=a:1, b:2",
+		"SHUKEI_SERVICES_DIR=/ignored",
+		"PATH=/bin",
+	}
+	got, err := Load(file, env, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Kafka.RawPartitions != 24 { // env over file
+		t.Errorf("raw_partitions = %d, want 24", got.Kafka.RawPartitions)
+	}
+	if got.Kafka.DLQPartitions != 9 { // flag over env over file
+		t.Errorf("dlq_partitions = %d, want 9", got.Kafka.DLQPartitions)
+	}
+	if got.ClickHouse.Database != "fromfile" { // file over default
+		t.Errorf("database = %q", got.ClickHouse.Database)
+	}
+	if !reflect.DeepEqual(got.Kafka.Brokers, []string{"a:1", "b:2"}) {
+		t.Errorf("brokers = %q", got.Kafka.Brokers)
+	}
+	if got.Kafka.DialTimeout != 3*time.Second {
+		t.Errorf("dial_timeout = %s", got.Kafka.DialTimeout)
+	}
+}
+
+func TestEnvErrors(t *testing.T) {
+	f := func(env, want string) {
+		t.Helper()
+		c := Default()
+		err := c.ApplyEnv([]string{env})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want error containing %q", env, err, want)
+		}
+	}
+	f("SHUKEI_KAFKA_BROKER=x:1", "unknown setting")
+	f("SHUKEI_KAFKA_RAW_PARTITIONS=six", "not an integer")
+	f("SHUKEI_KAFKA_DIAL_TIMEOUT=10", "not a duration")
+}
+
+func TestEveryFieldHasDoc(t *testing.T) {
+	c := Default()
+	for _, f := range c.Fields() {
+		if f.Doc == "" {
+			t.Errorf("%s has no doc tag", f.Path)
+		}
+	}
+}

@@ -1,0 +1,148 @@
+// Package servicetest gives each integration test its own ClickHouse databases and Kafka topics
+// on the real services (scripts/services.sh up), and removes them when the test ends.
+//
+// When a service cannot be reached the test is skipped on a developer's machine, but fails when
+// CI or SHUKEI_TEST_REQUIRE_SERVICES is set (make test sets it): a run that skipped its
+// integration tests would be a green light for nothing.
+package servicetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/pipeline/topic"
+)
+
+// Config returns the configuration tests run with: the defaults (which match
+// scripts/services.sh) overridden by SHUKEI_* variables, with a database name unique to t.
+func Config(t testing.TB) config.Config {
+	t.Helper()
+	c := config.Default()
+	if err := c.ApplyEnv(os.Environ()); err != nil {
+		t.Fatalf("test configuration from the environment: %v", err)
+	}
+	c.ClickHouse.Database = Name(t, "t_")
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Name returns a name unique to this test and run: prefix, a readable part of the test name,
+// and random hex, using only [a-z0-9_] so it is valid as a database or topic name.
+func Name(t testing.TB, prefix string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(t.Name()) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	readable := b.String()
+	if len(readable) > 18 {
+		readable = readable[:18]
+	}
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	return prefix + readable + "_" + hex.EncodeToString(rnd[:])
+}
+
+// Unavailable ends the test because a service is missing: Fatal under CI, Skip elsewhere.
+func Unavailable(t testing.TB, service string, err error) {
+	t.Helper()
+	msg := fmt.Sprintf("%s unreachable: %v; start it with 'scripts/services.sh up' (make test does)", service, err)
+	if os.Getenv("CI") != "" || os.Getenv("SHUKEI_TEST_REQUIRE_SERVICES") != "" {
+		t.Fatalf("%s (CI or SHUKEI_TEST_REQUIRE_SERVICES is set, so a missing service fails the test)", msg)
+	}
+	t.Skip(msg)
+}
+
+// ClickHouse connects to the server and returns the connection and a database name owned by
+// this test. Every database named db or db_* is dropped when the test ends (purpose databases
+// are named <db>_<purpose>).
+func ClickHouse(t testing.TB) (driver.Conn, config.Config) {
+	t.Helper()
+	c := Config(t)
+	conn, err := clickhouse.Open(c.ClickHouse.Options())
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = conn.Ping(ctx)
+		cancel()
+	}
+	if err != nil {
+		Unavailable(t, "ClickHouse at "+strings.Join(c.ClickHouse.Addr, ","), err)
+	}
+	db := c.ClickHouse.Database
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		defer conn.Close()
+		rows, err := conn.Query(ctx, "SELECT name FROM system.databases WHERE name = ? OR startsWith(name, ?)", db, db+"_")
+		if err != nil {
+			t.Errorf("list test databases: %v", err)
+			return
+		}
+		var names []string
+		for rows.Next() {
+			var n string
+			if err := rows.Scan(&n); err != nil {
+				t.Errorf("scan: %v", err)
+			}
+			names = append(names, n)
+		}
+		rows.Close()
+		for _, n := range names {
+			if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+n); err != nil {
+				t.Errorf("drop test database %s: %v", n, err)
+			}
+		}
+	})
+	return conn, c
+}
+
+// Kafka checks that a broker answers and returns the configuration to reach it.
+func Kafka(t testing.TB) config.Config {
+	t.Helper()
+	c := Config(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := topic.Reachable(ctx, c.Kafka.Brokers, 5*time.Second)
+	if err == nil {
+		_, err = topic.Partitions(ctx, c.Kafka.Brokers)
+	}
+	if err != nil {
+		Unavailable(t, "Kafka at "+strings.Join(c.Kafka.Brokers, ","), err)
+	}
+	return c
+}
+
+// Topic creates a topic with the given partitions, owned by this test and deleted after it.
+func Topic(t testing.TB, brokers []string, partitions int) string {
+	t.Helper()
+	name := Name(t, "test.")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := topic.Ensure(ctx, brokers, []topic.Spec{{Name: name, Partitions: partitions, ReplicationFactor: 1}}); err != nil {
+		t.Fatalf("create topic %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := topic.Delete(ctx, brokers, name); err != nil {
+			t.Errorf("delete topic %s: %v", name, err)
+		}
+	})
+	return name
+}
