@@ -1,0 +1,1009 @@
+package dashboards
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/shukei/shukei/config"
+)
+
+// Paths are relative to this package's folder, where `go test` runs.
+const (
+	composePath     = "../docker-compose.yml"
+	promConfigPath  = "prometheus/prometheus.yml"
+	promRulesPath   = "prometheus/rules.yml"
+	promRulesTest   = "prometheus/rules_test.yml"
+	grafanaDir      = "grafana"
+	datasourcesPath = "grafana/provisioning/datasources/datasources.yml"
+	providersPath   = "grafana/provisioning/dashboards/dashboards.yml"
+
+	// roleImage is the one image every service built from the Dockerfile runs.
+	roleImage = "shukei:dev"
+)
+
+// roles are the long-running Shukei services of the Compose stack and the port each serves
+// /metrics on (the collector and query serve their API on the same port).
+var roles = []struct{ name, port string }{
+	{"collector", "8080"},
+	{"processor", "9101"},
+	{"aggregator", "9102"},
+	{"query", "8081"},
+}
+
+// oneShots prepare ClickHouse and Kafka and exit before the roles start.
+var oneShots = []string{"migrate", "topics"}
+
+// metric is what a role promises to export: its type and its labels.
+type metric struct {
+	kind   string // counter or gauge
+	labels []string
+}
+
+// pipelineMetrics is the contract between the roles and what dashboards and alerts read: every
+// Prometheus expression in this folder may use only these metrics and their labels. Renaming a
+// metric or label in a role means changing it here and in the JSON or rules in the same change;
+// an end-to-end test can scrape each role's /metrics and compare it with this list.
+var pipelineMetrics = map[string]metric{
+	"shukei_events_total":                   {"counter", []string{"outcome"}},
+	"shukei_collector_requests_total":       {"counter", []string{"code"}},
+	"shukei_processor_consumer_lag":         {"gauge", []string{"partition"}},
+	"shukei_dlq_events_total":               {"counter", []string{"reason"}},
+	"shukei_clickhouse_insert_errors_total": {"counter", nil},
+	"shukei_budget_epsilon_remaining":       {"gauge", []string{"purpose"}},
+	// Prometheus's own, one series per scrape target.
+	"up": {"gauge", nil},
+}
+
+// targetLabels are on every scraped series: job and instance from Prometheus, role from
+// prometheus.yml.
+var targetLabels = []string{"job", "instance", "role"}
+
+// requiredAlerts must exist in rules.yml.
+var requiredAlerts = []string{"ShukeiConsumerLagHigh", "ShukeiDLQRateHigh", "ShukeiInsertErrors", "ShukeiPrivacyBudgetLow"}
+
+// (a) Compose itself accepts the file.
+func TestComposeConfig(t *testing.T) {
+	bin := requireTool(t, "docker-compose", "docker-compose")
+	out := runTool(t, bin, "-f", composePath, "config", "-q")
+	if strings.TrimSpace(out) != "" {
+		t.Errorf("docker-compose config -q printed warnings (a variable without a ${VAR:-default}?):\n%s", out)
+	}
+}
+
+// (b) The stack is wired the way the roles need it.
+func TestComposeStack(t *testing.T) {
+	c := loadCompose(t)
+
+	t.Run("every service built from the Dockerfile runs the one image", func(t *testing.T) {
+		for _, name := range sortedKeys(c.Services) {
+			s := c.Services[name]
+			if s.Build == nil && s.Image != roleImage {
+				continue
+			}
+			if s.Image != roleImage {
+				t.Errorf("%s: builds the Dockerfile but is tagged %q, want %q (one image for every role)", name, s.Image, roleImage)
+			}
+			if ctx := buildContext(s.Build); ctx != "." {
+				t.Errorf("%s: build context %q, want \".\" (the repository root, where the Dockerfile is)", name, ctx)
+			}
+		}
+	})
+
+	for _, r := range roles {
+		t.Run("role "+r.name, func(t *testing.T) {
+			s, ok := c.Services[r.name]
+			if !ok {
+				t.Fatalf("no service %q", r.name)
+			}
+			checkShukeiService(t, r.name, s)
+			if !slices.Contains(containerPorts(s), r.port) {
+				t.Errorf("publishes container ports %v, want %s (its metrics port, scraped by prometheus.yml)", containerPorts(s), r.port)
+			}
+			cfg := roleConfig(t, s)
+			checkListen(t, r.name, r.port, cfg)
+			deps := dependsOn(s)
+			for _, o := range oneShots {
+				if deps[o] != "service_completed_successfully" {
+					t.Errorf("depends_on %s: condition %q, want service_completed_successfully (schema and topics first)", o, deps[o])
+				}
+			}
+			if s.Restart == "" || s.Restart == "no" {
+				t.Errorf("restart %q: a long-running role should come back after a crash", s.Restart)
+			}
+		})
+	}
+	for _, name := range oneShots {
+		t.Run("one-shot "+name, func(t *testing.T) {
+			s, ok := c.Services[name]
+			if !ok {
+				t.Fatalf("no service %q", name)
+			}
+			checkShukeiService(t, name, s)
+			roleConfig(t, s)
+			if s.Restart != "no" {
+				t.Errorf("restart %q, want \"no\": the roles wait for it to complete successfully", s.Restart)
+			}
+		})
+	}
+
+	t.Run("every published port binds 127.0.0.1", func(t *testing.T) {
+		for _, name := range sortedKeys(c.Services) {
+			for _, p := range c.Services[name].Ports {
+				if ip := hostIP(p); ip != "127.0.0.1" {
+					t.Errorf("%s: port %v binds %q; publish as \"127.0.0.1:HOST:CONTAINER\"", name, p, ip)
+				}
+			}
+		}
+	})
+
+	t.Run("depends_on conditions can be met", func(t *testing.T) {
+		for _, name := range sortedKeys(c.Services) {
+			for dep, cond := range dependsOn(c.Services[name]) {
+				d, ok := c.Services[dep]
+				switch {
+				case !ok:
+					t.Errorf("%s: depends on unknown service %q", name, dep)
+				case cond == "service_healthy" && (d.Healthcheck == nil || len(d.Healthcheck.Test) == 0):
+					t.Errorf("%s: waits for %s to be healthy, but %s has no healthcheck", name, dep, dep)
+				case cond == "service_completed_successfully" && d.Restart != "no":
+					t.Errorf("%s: waits for %s to complete, but %s restarts (%q)", name, dep, dep, d.Restart)
+				}
+			}
+		}
+		for _, infra := range []string{"kafka", "clickhouse"} {
+			if s, ok := c.Services[infra]; !ok || s.Healthcheck == nil {
+				t.Errorf("%s: missing, or without a healthcheck", infra)
+			}
+		}
+	})
+
+	t.Run("bind-mounted paths exist", func(t *testing.T) {
+		for _, name := range sortedKeys(c.Services) {
+			for _, v := range c.Services[name].Volumes {
+				src, _ := mount(v)
+				if !isBindSource(src) {
+					if _, ok := c.Volumes[src]; !ok {
+						t.Errorf("%s: named volume %q is not declared under volumes:", name, src)
+					}
+					continue
+				}
+				if _, err := os.Stat(filepath.Join(filepath.Dir(composePath), src)); err != nil {
+					t.Errorf("%s: bind mount source: %v", name, err)
+				}
+			}
+		}
+	})
+}
+
+// checkShukeiService checks what every service running the Shukei image needs.
+func checkShukeiService(t *testing.T, name string, s service) {
+	t.Helper()
+	if s.Image != roleImage || s.Build == nil {
+		t.Errorf("image %q, build %v: want image %q built from the Dockerfile", s.Image, s.Build, roleImage)
+	}
+	if !slices.Equal(s.Command, []string{name}) {
+		t.Errorf("command %q, want [%q] (the image's entrypoint is the shukei binary)", s.Command, name)
+	}
+}
+
+// roleConfig applies a service's SHUKEI_* environment the way the binary does and checks the
+// result: an unknown variable or an invalid value would stop the role at start-up.
+func roleConfig(t *testing.T, s service) config.Config {
+	t.Helper()
+	env, err := interpolate(s.Environment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	if err := cfg.ApplyEnv(env); err != nil {
+		t.Fatalf("environment: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("environment: %v", err)
+	}
+	// Inside a container, loopback is the container itself: the defaults point at the host.
+	for _, a := range append(slices.Clone(cfg.Kafka.Brokers), cfg.ClickHouse.Addr...) {
+		if host, _, _ := net.SplitHostPort(a); isLoopback(host) {
+			t.Errorf("address %s is loopback in the container; set SHUKEI_KAFKA_BROKERS / SHUKEI_CLICKHOUSE_ADDR to the compose service", a)
+		}
+	}
+	return cfg
+}
+
+// checkListen: any <role>.*listen setting must accept connections from other containers, and
+// <role>.listen must use the port that is published and scraped.
+func checkListen(t *testing.T, role, port string, cfg config.Config) {
+	t.Helper()
+	for _, f := range cfg.Fields() {
+		if !strings.HasPrefix(f.Path, role+".") || !strings.HasSuffix(f.Path, "listen") {
+			continue
+		}
+		host, p, err := net.SplitHostPort(f.String())
+		if err != nil {
+			t.Errorf("%s = %q: %v", f.Path, f.String(), err)
+			continue
+		}
+		if isLoopback(host) {
+			t.Errorf("%s = %q: unreachable through a published port; set %s=:%s in docker-compose.yml", f.Path, f.String(), f.Env, port)
+		}
+		if f.Path == role+".listen" && p != port {
+			t.Errorf("%s = %q, want port %s (published and scraped)", f.Path, f.String(), port)
+		}
+	}
+}
+
+// TestDockerfile checks the few lines of the Dockerfile the stack relies on: a Go toolchain of
+// the go.mod release (an older one cannot build the module), a static build of ./cmd/shukei,
+// and the binary as the entrypoint (compose passes only the subcommand).
+func TestDockerfile(t *testing.T) {
+	df, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goLine := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(mod)
+	if goLine == nil {
+		t.Fatal("go.mod: no go directive")
+	}
+	for _, tc := range []struct{ name, pattern string }{
+		{"builder is Go " + string(goLine[1]), `(?m)^FROM golang:` + regexp.QuoteMeta(string(goLine[1])) + `[-.\w]*\s+AS\s+\w+`},
+		{"modules download in their own layer", `(?m)^COPY go\.mod go\.sum \./\s*\nRUN go mod download`},
+		{"static build", `(?m)^ENV CGO_ENABLED=0`},
+		{"builds ./cmd/shukei with -trimpath", `go build -trimpath .*-o /out/shukei \./cmd/shukei`},
+		{"entrypoint is the binary", `(?m)^ENTRYPOINT \["/usr/local/bin/shukei"\]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !regexp.MustCompile(tc.pattern).Match(df) {
+				t.Errorf("Dockerfile has no line matching %s", tc.pattern)
+			}
+		})
+	}
+}
+
+// (c) Prometheus accepts its configuration and rules, the rules behave as their unit tests say,
+// and every role is scraped.
+func TestPrometheus(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"check config", []string{"check", "config", promConfigPath}},
+		{"check rules", []string{"check", "rules", promRulesPath}},
+		{"test rules", []string{"test", "rules", promRulesTest}},
+	} {
+		t.Run("promtool "+tc.name, func(t *testing.T) {
+			runTool(t, requireTool(t, "promtool", "prometheus"), tc.args...)
+		})
+	}
+
+	var pc struct {
+		RuleFiles     []string `yaml:"rule_files"`
+		ScrapeConfigs []struct {
+			JobName       string `yaml:"job_name"`
+			MetricsPath   string `yaml:"metrics_path"`
+			StaticConfigs []struct {
+				Targets []string          `yaml:"targets"`
+				Labels  map[string]string `yaml:"labels"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	readYAML(t, promConfigPath, &pc)
+
+	t.Run("every role is scraped", func(t *testing.T) {
+		scraped := map[string]string{} // target -> role label
+		for _, sc := range pc.ScrapeConfigs {
+			if sc.MetricsPath != "" && sc.MetricsPath != "/metrics" {
+				t.Errorf("job %s: metrics_path %q, the roles serve /metrics", sc.JobName, sc.MetricsPath)
+			}
+			for _, st := range sc.StaticConfigs {
+				for _, target := range st.Targets {
+					scraped[target] = st.Labels["role"]
+				}
+			}
+		}
+		for _, r := range roles {
+			target := net.JoinHostPort(r.name, r.port)
+			role, ok := scraped[target]
+			if !ok {
+				t.Errorf("no scrape target %s (compose service name and metrics port)", target)
+			} else if role != r.name {
+				t.Errorf("target %s: role label %q, want %q (dashboards use it)", target, role, r.name)
+			}
+		}
+	})
+
+	t.Run("files resolve in the container and in the checkout", func(t *testing.T) {
+		for _, f := range pc.RuleFiles {
+			if filepath.IsAbs(f) {
+				t.Errorf("rule_files %q: use a path relative to prometheus.yml, so promtool and the container agree", f)
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(promConfigPath), f)); err != nil {
+				t.Errorf("rule_files: %v", err)
+			}
+		}
+		prom := loadCompose(t).Services["prometheus"]
+		var inContainer string
+		for _, arg := range prom.Command {
+			if v, ok := strings.CutPrefix(arg, "--config.file="); ok {
+				inContainer = v
+			}
+		}
+		if inContainer == "" {
+			t.Fatalf("prometheus service: no --config.file in command %q", prom.Command)
+		}
+		checkMountedAs(t, prom, inContainer, promConfigPath)
+	})
+
+	t.Run("alert rules", func(t *testing.T) {
+		var rf struct {
+			Groups []struct {
+				Rules []struct {
+					Alert       string            `yaml:"alert"`
+					Record      string            `yaml:"record"`
+					Expr        string            `yaml:"expr"`
+					For         string            `yaml:"for"`
+					Labels      map[string]string `yaml:"labels"`
+					Annotations map[string]string `yaml:"annotations"`
+				} `yaml:"rules"`
+			} `yaml:"groups"`
+		}
+		readYAML(t, promRulesPath, &rf)
+		var tests struct {
+			Tests []struct {
+				AlertRuleTest []struct {
+					Alertname string `yaml:"alertname"`
+				} `yaml:"alert_rule_test"`
+			} `yaml:"tests"`
+		}
+		readYAML(t, promRulesTest, &tests)
+		tested := map[string]bool{}
+		for _, tc := range tests.Tests {
+			for _, a := range tc.AlertRuleTest {
+				tested[a.Alertname] = true
+			}
+		}
+		seen := map[string]bool{}
+		for _, g := range rf.Groups {
+			for _, r := range g.Rules {
+				name := r.Alert + r.Record
+				seen[name] = true
+				for _, p := range checkExpr(r.Expr, r.Annotations["summary"]+r.Annotations["description"]) {
+					t.Errorf("%s: %s", name, p)
+				}
+				if r.Alert == "" {
+					continue
+				}
+				if r.For == "" {
+					t.Errorf("%s: no for:, so one bad scrape pages someone", name)
+				}
+				if sev := r.Labels["severity"]; sev != "warning" && sev != "critical" {
+					t.Errorf("%s: severity %q, want warning or critical", name, sev)
+				}
+				for _, a := range []string{"summary", "description"} {
+					if strings.TrimSpace(r.Annotations[a]) == "" {
+						t.Errorf("%s: no %s annotation", name, a)
+					}
+				}
+				if !tested[name] {
+					t.Errorf("%s: no alert_rule_test in %s", name, promRulesTest)
+				}
+			}
+		}
+		for _, a := range requiredAlerts {
+			if !seen[a] {
+				t.Errorf("alert %s is missing", a)
+			}
+		}
+	})
+}
+
+// (d) Dashboards load, have stable unique uids, use provisioned data sources, and query only
+// metrics the roles export, with valid PromQL.
+func TestDashboards(t *testing.T) {
+	var ds struct {
+		Datasources []struct {
+			Name      string         `yaml:"name"`
+			UID       string         `yaml:"uid"`
+			Type      string         `yaml:"type"`
+			URL       string         `yaml:"url"`
+			IsDefault bool           `yaml:"isDefault"`
+			JSONData  map[string]any `yaml:"jsonData"`
+		} `yaml:"datasources"`
+	}
+	readYAML(t, datasourcesPath, &ds)
+	c := loadCompose(t)
+	grafana, ok := c.Services["grafana"]
+	if !ok {
+		t.Fatal("no grafana service in docker-compose.yml")
+	}
+
+	dsType := map[string]string{} // uid -> type; "" is the default data source
+	t.Run("datasources", func(t *testing.T) {
+		for _, d := range ds.Datasources {
+			if d.UID == "" {
+				t.Errorf("%s: no uid; dashboards need a stable one to refer to", d.Name)
+			}
+			if _, dup := dsType[d.UID]; dup {
+				t.Errorf("%s: uid %q used twice", d.Name, d.UID)
+			}
+			dsType[d.UID] = d.Type
+			if d.IsDefault {
+				if _, dup := dsType[""]; dup {
+					t.Errorf("%s: a second default data source", d.Name)
+				}
+				dsType[""] = d.Type
+			}
+			host, _ := d.JSONData["host"].(string)
+			if d.URL != "" {
+				host = strings.TrimPrefix(strings.TrimPrefix(d.URL, "http://"), "https://")
+				host, _, _ = net.SplitHostPort(strings.TrimSuffix(host, "/"))
+			}
+			if _, ok := c.Services[host]; !ok {
+				t.Errorf("%s: host %q is not a compose service", d.Name, host)
+			}
+		}
+		b, err := os.ReadFile(datasourcesPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`\$\{?([A-Za-z_][A-Za-z0-9_]*)`).FindAllStringSubmatch(string(b), -1) {
+			if _, ok := grafana.Environment[m[1]]; !ok {
+				t.Errorf("datasources.yml reads $%s, which the grafana service's environment does not set", m[1])
+			}
+		}
+		checkMountedAs(t, grafana, "/etc/grafana/provisioning/datasources", filepath.Dir(datasourcesPath))
+		checkMountedAs(t, grafana, "/etc/grafana/provisioning/dashboards", filepath.Dir(providersPath))
+	})
+
+	t.Run("dashboard provider reads this folder", func(t *testing.T) {
+		var pv struct {
+			Providers []struct {
+				Name    string `yaml:"name"`
+				Options struct {
+					Path string `yaml:"path"`
+				} `yaml:"options"`
+			} `yaml:"providers"`
+		}
+		readYAML(t, providersPath, &pv)
+		if len(pv.Providers) == 0 {
+			t.Fatal("no dashboard providers")
+		}
+		for _, p := range pv.Providers {
+			checkMountedAs(t, grafana, p.Options.Path, grafanaDir)
+		}
+	})
+
+	var files []string
+	err := filepath.WalkDir(grafanaDir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".json") {
+			files = append(files, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatalf("no dashboard JSON under %s", grafanaDir)
+	}
+
+	uids := map[string]string{}
+	type query struct{ where, expr string }
+	var queries []query
+	for _, file := range files {
+		t.Run(file, func(t *testing.T) {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var d dashboard
+			if err := json.Unmarshal(b, &d); err != nil {
+				t.Fatalf("not valid dashboard JSON: %v", err)
+			}
+			if d.UID == "" || d.Title == "" {
+				t.Errorf("uid %q, title %q: both must be set (the uid keeps links stable)", d.UID, d.Title)
+			}
+			if other, dup := uids[d.UID]; dup {
+				t.Errorf("uid %q is also used by %s", d.UID, other)
+			}
+			uids[d.UID] = file
+			ids := map[int]bool{}
+			for _, p := range d.allPanels() {
+				where := fmt.Sprintf("panel %d %q", p.ID, p.Title)
+				if p.ID == 0 || ids[p.ID] {
+					t.Errorf("%s: id missing or used twice", where)
+				}
+				ids[p.ID] = true
+				if p.Type == "row" {
+					continue
+				}
+				if len(p.Targets) == 0 {
+					t.Errorf("%s: no queries", where)
+				}
+				if uid, err := datasourceUID(p.Datasource); err != nil {
+					t.Errorf("%s: %v", where, err)
+				} else if _, ok := dsType[uid]; !ok {
+					t.Errorf("%s: data source uid %q is not provisioned in %s", where, uid, datasourcesPath)
+				}
+				for _, tg := range p.Targets {
+					src := tg.Datasource
+					if src == nil {
+						src = p.Datasource
+					}
+					uid, err := datasourceUID(src)
+					if err != nil {
+						t.Errorf("%s: %v", where, err)
+						continue
+					}
+					typ, ok := dsType[uid]
+					if !ok {
+						t.Errorf("%s: data source uid %q is not provisioned in %s", where, uid, datasourcesPath)
+						continue
+					}
+					if typ != "prometheus" {
+						continue
+					}
+					if strings.TrimSpace(tg.Expr) == "" {
+						t.Errorf("%s, query %s: empty expr", where, tg.RefID)
+						continue
+					}
+					for _, prob := range checkExpr(tg.Expr, tg.LegendFormat) {
+						t.Errorf("%s, query %s: %s", where, tg.RefID, prob)
+					}
+					queries = append(queries, query{fmt.Sprintf("%s %s %s", d.UID, where, tg.RefID), tg.Expr})
+				}
+			}
+		})
+	}
+
+	t.Run("PromQL parses", func(t *testing.T) {
+		bin := requireTool(t, "promtool", "prometheus")
+		// promtool parses expressions only inside rule files: wrap each query in an alert, with
+		// Grafana's interval variables replaced by a duration.
+		type rule struct {
+			Alert  string `yaml:"alert"`
+			Expr   string `yaml:"expr"`
+			Labels struct {
+				Where string `yaml:"where"`
+			} `yaml:"labels"`
+		}
+		var rules []rule
+		grafanaVar := regexp.MustCompile(`\$\{?__(rate_interval|interval|range)\}?`)
+		for i, q := range queries {
+			r := rule{Alert: fmt.Sprintf("DashboardQuery%d", i), Expr: grafanaVar.ReplaceAllString(q.expr, "5m")}
+			r.Labels.Where = q.where
+			rules = append(rules, r)
+		}
+		doc := map[string]any{"groups": []any{map[string]any{"name": "dashboards", "rules": rules}}}
+		b, err := yaml.Marshal(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "dashboard-queries.yml")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		runTool(t, bin, "check", "rules", path)
+	})
+}
+
+// TestPromQLNames pins the tokenizer the metric checks rely on.
+func TestPromQLNames(t *testing.T) {
+	for _, tc := range []struct {
+		expr            string
+		metrics, labels []string
+	}{
+		{`sum by (outcome) (rate(shukei_events_total[$__rate_interval]))`, []string{"shukei_events_total"}, []string{"outcome"}},
+		{`up{job=~"shukei-.*"}`, []string{"up"}, []string{"job"}},
+		{`sum(rate(a_total{reason!="x y"}[5m] offset 1h)) / ignoring(reason) sum without (instance) (rate(b_total[5m]))`, []string{"a_total", "b_total"}, []string{"reason", "instance"}},
+		{`histogram_quantile(0.99, sum(rate(x_bucket[5m])) by (le))`, []string{"x_bucket"}, []string{"le"}},
+		{`max_over_time(g[1h:5m]) > 1e3 and on() vector(1)`, []string{"g"}, nil},
+		{`topk(5, count_values("v", m)) * on (a) group_left (b) n`, []string{"m", "n"}, []string{"a", "b"}},
+		{`min by (purpose) (shukei_budget_epsilon_remaining) < 0.5`, []string{"shukei_budget_epsilon_remaining"}, []string{"purpose"}},
+	} {
+		t.Run(tc.expr, func(t *testing.T) {
+			m, l := promqlNames(tc.expr)
+			if !slices.Equal(m, tc.metrics) || !slices.Equal(l, tc.labels) {
+				t.Errorf("got metrics %q labels %q, want %q %q", m, l, tc.metrics, tc.labels)
+			}
+		})
+	}
+}
+
+// checkExpr lists what expr, or the text rendered from its result (a legend or an alert's
+// annotations), uses beyond pipelineMetrics.
+func checkExpr(expr, rendered string) []string {
+	metrics, labels := promqlNames(expr)
+	if len(metrics) == 0 {
+		return []string{fmt.Sprintf("%q reads no metric", expr)}
+	}
+	var probs []string
+	allowed := slices.Clone(targetLabels)
+	for _, m := range metrics {
+		pm, ok := pipelineMetrics[m]
+		if !ok {
+			probs = append(probs, fmt.Sprintf("metric %s is not one the roles export (pipelineMetrics in deploy_test.go)", m))
+			continue
+		}
+		allowed = append(allowed, pm.labels...)
+	}
+	for _, m := range regexp.MustCompile(`\{\{\s*(?:\$labels\.)?([A-Za-z_][A-Za-z0-9_]*)\s*\}\}|\$labels\.([A-Za-z_][A-Za-z0-9_]*)`).FindAllStringSubmatch(rendered, -1) {
+		if l := m[1] + m[2]; !slices.Contains(labels, l) {
+			labels = append(labels, l)
+		}
+	}
+	for _, l := range labels {
+		if !slices.Contains(allowed, l) {
+			probs = append(probs, fmt.Sprintf("label %s is not on %v (nor a target label %v)", l, metrics, targetLabels))
+		}
+	}
+	return probs
+}
+
+// promqlNames returns the metric names and label names a PromQL expression refers to, each once,
+// in order. It is a tokenizer, not a parser (promtool checks the syntax): strings, [ranges]
+// and Grafana $variables are skipped; an identifier followed by '(' is a function; identifiers
+// inside {...} and in the lists after by, without, on, ignoring, group_left and group_right are
+// labels; any other identifier that is not a keyword or aggregation is a metric.
+func promqlNames(expr string) (metrics, labels []string) {
+	grouping := map[string]bool{"by": true, "without": true, "on": true, "ignoring": true, "group_left": true, "group_right": true}
+	keyword := map[string]bool{"and": true, "or": true, "unless": true, "bool": true, "offset": true, "atan2": true, "inf": true, "nan": true,
+		"sum": true, "min": true, "max": true, "avg": true, "group": true, "stddev": true, "stdvar": true, "count": true,
+		"count_values": true, "bottomk": true, "topk": true, "quantile": true, "limitk": true, "limit_ratio": true}
+	add := func(list *[]string, s string) {
+		if !slices.Contains(*list, s) {
+			*list = append(*list, s)
+		}
+	}
+	identStart := func(c byte) bool { return c == '_' || c == ':' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+	ident := func(c byte) bool { return identStart(c) || '0' <= c && c <= '9' }
+	skipTo := func(i int, end byte) int {
+		for i < len(expr) && expr[i] != end {
+			i++
+		}
+		return i + 1
+	}
+	inBraces, inLabelList := false, false
+	for i := 0; i < len(expr); {
+		c := expr[i]
+		switch {
+		case c == '"' || c == '\'' || c == '`':
+			j := i + 1
+			for j < len(expr) && expr[j] != c {
+				if expr[j] == '\\' && c != '`' {
+					j++
+				}
+				j++
+			}
+			i = j + 1
+		case c == '[':
+			i = skipTo(i, ']')
+		case c == '{':
+			inBraces, i = true, i+1
+		case c == '}':
+			inBraces, i = false, i+1
+		case c == ')' && inLabelList:
+			inLabelList, i = false, i+1
+		case c == '$':
+			if i+1 < len(expr) && expr[i+1] == '{' {
+				i = skipTo(i, '}')
+				continue
+			}
+			for i++; i < len(expr) && ident(expr[i]); i++ {
+			}
+		case '0' <= c && c <= '9' || c == '.':
+			for i++; i < len(expr) && (ident(expr[i]) || expr[i] == '.'); i++ {
+			}
+		case identStart(c):
+			j := i
+			for j < len(expr) && ident(expr[j]) {
+				j++
+			}
+			word := expr[i:j]
+			next := j
+			for next < len(expr) && (expr[next] == ' ' || expr[next] == '\t' || expr[next] == '\n') {
+				next++
+			}
+			i = j
+			switch lower := strings.ToLower(word); {
+			case inBraces || inLabelList:
+				add(&labels, word)
+			case grouping[lower]:
+				if next < len(expr) && expr[next] == '(' {
+					inLabelList, i = true, next+1
+				}
+			case keyword[lower], next < len(expr) && expr[next] == '(':
+			default:
+				add(&metrics, word)
+			}
+		default:
+			i++
+		}
+	}
+	return metrics, labels
+}
+
+// dashboard is the part of Grafana's dashboard JSON the checks read.
+type dashboard struct {
+	UID    string  `json:"uid"`
+	Title  string  `json:"title"`
+	Panels []panel `json:"panels"`
+}
+
+type panel struct {
+	ID         int     `json:"id"`
+	Type       string  `json:"type"`
+	Title      string  `json:"title"`
+	Datasource any     `json:"datasource"`
+	Panels     []panel `json:"panels"` // a collapsed row holds its panels
+	Targets    []struct {
+		RefID        string `json:"refId"`
+		Datasource   any    `json:"datasource"`
+		Expr         string `json:"expr"`
+		LegendFormat string `json:"legendFormat"`
+	} `json:"targets"`
+}
+
+func (d dashboard) allPanels() []panel {
+	var out []panel
+	var walk func([]panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			out = append(out, p)
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
+	return out
+}
+
+// datasourceUID reads a panel's or target's datasource: absent means the default one; an
+// object names a uid. A name string or a ${DS_...} input only works through the import UI.
+func datasourceUID(v any) (string, error) {
+	switch ds := v.(type) {
+	case nil:
+		return "", nil
+	case map[string]any:
+		uid, _ := ds["uid"].(string)
+		if uid == "" {
+			return "", fmt.Errorf("datasource %v has no uid", ds)
+		}
+		return uid, nil
+	default:
+		return "", fmt.Errorf("datasource %v: use {\"type\": ..., \"uid\": ...} with a provisioned uid", ds)
+	}
+}
+
+// compose is the part of docker-compose.yml the checks read. YAML merge keys (<<) are resolved
+// by the decoder, as Compose does.
+type compose struct {
+	Services map[string]service `yaml:"services"`
+	Volumes  map[string]any     `yaml:"volumes"`
+}
+
+type service struct {
+	Image       string            `yaml:"image"`
+	Build       any               `yaml:"build"`
+	Command     []string          `yaml:"command"`
+	Environment map[string]string `yaml:"environment"`
+	Ports       []any             `yaml:"ports"`
+	Volumes     []any             `yaml:"volumes"`
+	DependsOn   any               `yaml:"depends_on"`
+	Restart     string            `yaml:"restart"`
+	Healthcheck *struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
+}
+
+func loadCompose(t *testing.T) compose {
+	t.Helper()
+	var c compose
+	readYAML(t, composePath, &c)
+	if len(c.Services) == 0 {
+		t.Fatalf("%s: no services", composePath)
+	}
+	return c
+}
+
+func readYAML(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+func buildContext(b any) string {
+	switch v := b.(type) {
+	case string:
+		return v
+	case map[string]any:
+		s, _ := v["context"].(string)
+		return s
+	}
+	return ""
+}
+
+// dependsOn returns each dependency with its condition (the short list form means started).
+func dependsOn(s service) map[string]string {
+	out := map[string]string{}
+	switch v := s.DependsOn.(type) {
+	case []any:
+		for _, d := range v {
+			out[fmt.Sprint(d)] = "service_started"
+		}
+	case map[string]any:
+		for name, d := range v {
+			cond := "service_started"
+			if m, ok := d.(map[string]any); ok {
+				if c, ok := m["condition"].(string); ok {
+					cond = c
+				}
+			}
+			out[name] = cond
+		}
+	}
+	return out
+}
+
+// hostIP returns the host address a published port binds, "" when it binds every interface.
+func hostIP(p any) string {
+	switch v := p.(type) {
+	case map[string]any:
+		s, _ := v["host_ip"].(string)
+		return s
+	default:
+		spec, _, _ := strings.Cut(fmt.Sprint(v), "/")
+		if parts := strings.Split(spec, ":"); len(parts) == 3 {
+			return parts[0]
+		}
+		return ""
+	}
+}
+
+// containerPorts returns the container side of each published port.
+func containerPorts(s service) []string {
+	var out []string
+	for _, p := range s.Ports {
+		switch v := p.(type) {
+		case map[string]any:
+			out = append(out, fmt.Sprint(v["target"]))
+		default:
+			spec, _, _ := strings.Cut(fmt.Sprint(v), "/")
+			parts := strings.Split(spec, ":")
+			out = append(out, parts[len(parts)-1])
+		}
+	}
+	return out
+}
+
+// mount returns a volume entry's source (a named volume or a host path) and container path.
+func mount(v any) (source, target string) {
+	switch m := v.(type) {
+	case map[string]any:
+		source, _ = m["source"].(string)
+		target, _ = m["target"].(string)
+	default:
+		parts := strings.Split(fmt.Sprint(m), ":")
+		if len(parts) == 1 {
+			return "", parts[0] // anonymous volume
+		}
+		source, target = parts[0], parts[1]
+	}
+	return source, target
+}
+
+func isBindSource(s string) bool {
+	return strings.HasPrefix(s, ".") || strings.HasPrefix(s, "/") || strings.HasPrefix(s, "~")
+}
+
+// checkMountedAs checks that a path the container reads is a bind mount of want, a path
+// relative to this package.
+func checkMountedAs(t *testing.T, s service, inContainer, want string) {
+	t.Helper()
+	best, host := "", ""
+	for _, v := range s.Volumes {
+		src, target := mount(v)
+		if !isBindSource(src) {
+			continue
+		}
+		if (inContainer == target || strings.HasPrefix(inContainer, target+"/")) && len(target) > len(best) {
+			best = target
+			host = filepath.Join(filepath.Dir(composePath), src, strings.TrimPrefix(inContainer, target))
+		}
+	}
+	if best == "" {
+		t.Errorf("%s is not bind-mounted from the checkout (want %s)", inContainer, want)
+		return
+	}
+	got, err1 := filepath.Abs(host)
+	exp, err2 := filepath.Abs(want)
+	if err1 != nil || err2 != nil || got != exp {
+		t.Errorf("%s comes from %s, want %s", inContainer, host, want)
+	}
+	if _, err := os.Stat(host); err != nil {
+		t.Errorf("%s: %v", inContainer, err)
+	}
+}
+
+// interpolate renders a service's environment as Compose would with no variables set on the
+// host: ${VAR:-default} and ${VAR-default} give the default, $$ is a dollar. A bare ${VAR} or
+// $VAR is an error, because the stack must come up without a .env file.
+func interpolate(env map[string]string) ([]string, error) {
+	withDefault := regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\}`)
+	var out []string
+	for _, k := range sortedKeys(env) {
+		v := strings.ReplaceAll(env[k], "$$", "\x00")
+		v = withDefault.ReplaceAllString(v, "$1")
+		if strings.Contains(v, "$") {
+			return nil, fmt.Errorf("%s=%s: a variable without a default", k, env[k])
+		}
+		out = append(out, k+"="+strings.ReplaceAll(v, "\x00", "$"))
+	}
+	return out, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// requireTool returns the path of a command the test needs. Without it a developer's run skips
+// with how to install it; a CI run (CI set) fails, because a check that did not run proves
+// nothing. scripts/services.sh up installs both tools.
+func requireTool(t *testing.T, name, debPackage string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s not found: apt-get install -y --no-install-recommends %s (or scripts/services.sh up)", name, debPackage)
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// runTool runs a command and fails the test, with its output, when it exits non-zero.
+func runTool(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out.String())
+	}
+	return out.String()
+}
