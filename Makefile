@@ -7,7 +7,7 @@ DEMO_ARGS ?=
 TEST_ENV := SHUKEI_TEST_REQUIRE_SERVICES=1
 FUZZTIME ?= 30s
 
-.PHONY: all build demo test test-unit bench lint fuzz services-up services-down services-status clean
+.PHONY: all build demo test test-unit test-sdk-js bench lint fuzz services-up services-down services-status clean
 
 all: build
 
@@ -18,9 +18,14 @@ build:
 demo: services-up build
 	$(BIN) demo $(DEMO_ARGS)
 
-## Every test, against the real Kafka and ClickHouse that services-up starts.
-test: services-up lint
+## Every test, against the real Kafka and ClickHouse that services-up starts. The TypeScript
+## SDK is built and unit-tested first; a Go test then runs its integration test against a real
+## collector.
+test: services-up lint test-sdk-js
 	$(TEST_ENV) $(GO) test -race -count=1 -timeout 20m ./...
+
+test-sdk-js:
+	cd sdk/js && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 ## Tests that need no service (the integration ones skip unless CI is set).
 test-unit:

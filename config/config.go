@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -20,7 +21,28 @@ import (
 type Config struct {
 	Kafka      Kafka      `yaml:"kafka"`
 	ClickHouse ClickHouse `yaml:"clickhouse"`
+	Events     Events     `yaml:"events"`
+	Collector  Collector  `yaml:"collector"`
 	Log        Log        `yaml:"log"`
+}
+
+// Events bounds what any stage accepts as an event.
+type Events struct {
+	MaxAge  time.Duration `yaml:"max_age" doc:"oldest occurred_at accepted, relative to now (older events are rejected as too_old)"`
+	MaxSkew time.Duration `yaml:"max_skew" doc:"how far in the future occurred_at may be, for client clock skew"`
+}
+
+// Collector is the HTTP ingest role.
+type Collector struct {
+	Listen        string        `yaml:"listen" doc:"address the collector's HTTP API listens on"`
+	MaxBodyBytes  int           `yaml:"max_body_bytes" doc:"largest request body, after gzip decompression"`
+	MaxEventBytes int           `yaml:"max_event_bytes" doc:"largest single event"`
+	MaxEvents     int           `yaml:"max_events" doc:"most events in one request"`
+	MaxInFlight   int           `yaml:"max_in_flight" doc:"requests handled at once; past it the collector answers 503 with Retry-After"`
+	RetryAfter    time.Duration `yaml:"retry_after" doc:"what 503 replies tell senders to wait"`
+	WriteTimeout  time.Duration `yaml:"write_timeout" doc:"longest wait for Kafka to acknowledge a request's events"`
+	IngestTokens  []string      `yaml:"ingest_tokens" doc:"tenant:sha256-hex-of-token pairs accepted until the tenant registry issues tokens ('shukei collector token' makes one)"`
+	AllowOrigins  []string      `yaml:"allow_origins" doc:"browser origins (https://app.example.com) allowed to send events cross-origin; * for any (safe: auth is a bearer token, never a cookie); empty for none"`
 }
 
 // Kafka says where the broker is and how the topics are laid out.
@@ -66,6 +88,17 @@ func Default() Config {
 			Database:    "shukei",
 			Username:    "default",
 			DialTimeout: 10 * time.Second,
+		},
+		Events: Events{MaxAge: 7 * 24 * time.Hour, MaxSkew: 5 * time.Minute},
+		Collector: Collector{
+			Listen:        "127.0.0.1:8080",
+			MaxBodyBytes:  1 << 20,
+			MaxEventBytes: 8 << 10,
+			MaxEvents:     1000,
+			MaxInFlight:   64,
+			RetryAfter:    2 * time.Second,
+			WriteTimeout:  10 * time.Second,
+			AllowOrigins:  []string{"*"},
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}
@@ -158,6 +191,47 @@ func (c Config) Validate() error {
 		bad("clickhouse.dial_timeout", "must be positive, got %s", c.ClickHouse.DialTimeout)
 	}
 
+	if c.Events.MaxAge <= 0 {
+		bad("events.max_age", "must be positive, got %s", c.Events.MaxAge)
+	}
+	if c.Events.MaxSkew < 0 {
+		bad("events.max_skew", "must not be negative, got %s", c.Events.MaxSkew)
+	}
+
+	if _, _, err := net.SplitHostPort(c.Collector.Listen); err != nil {
+		bad("collector.listen", "%q is not host:port", c.Collector.Listen)
+	}
+	if c.Collector.MaxEventBytes < 256 || c.Collector.MaxEventBytes > 1<<20 {
+		bad("collector.max_event_bytes", "must be between 256 and 1048576, got %d", c.Collector.MaxEventBytes)
+	}
+	if c.Collector.MaxBodyBytes < c.Collector.MaxEventBytes || c.Collector.MaxBodyBytes > 64<<20 {
+		bad("collector.max_body_bytes", "must be between max_event_bytes and 64 MiB, got %d", c.Collector.MaxBodyBytes)
+	}
+	if c.Collector.MaxEvents < 1 || c.Collector.MaxEvents > 100000 {
+		bad("collector.max_events", "must be between 1 and 100000, got %d", c.Collector.MaxEvents)
+	}
+	if c.Collector.MaxInFlight < 1 {
+		bad("collector.max_in_flight", "must be at least 1, got %d", c.Collector.MaxInFlight)
+	}
+	if c.Collector.RetryAfter < time.Second {
+		bad("collector.retry_after", "must be at least 1s (Retry-After counts whole seconds), got %s", c.Collector.RetryAfter)
+	}
+	if c.Collector.WriteTimeout <= 0 {
+		bad("collector.write_timeout", "must be positive, got %s", c.Collector.WriteTimeout)
+	}
+	for i, t := range c.Collector.IngestTokens {
+		tenant, sum, ok := strings.Cut(t, ":")
+		if !ok || !validTenant(tenant) || len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
+			bad(fmt.Sprintf("collector.ingest_tokens[%d]", i), "must be tenant:<64 lowercase hex of sha256(token)>")
+		}
+	}
+
+	for i, o := range c.Collector.AllowOrigins {
+		if o != "*" && !(strings.HasPrefix(o, "https://") || strings.HasPrefix(o, "http://")) || strings.HasSuffix(o, "/") {
+			bad(fmt.Sprintf("collector.allow_origins[%d]", i), "%q must be * or scheme://host[:port] without a path", o)
+		}
+	}
+
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -173,6 +247,20 @@ func (c Config) Validate() error {
 		return nil
 	}
 	return fmt.Errorf("%w:\n  %w", ErrInvalid, indented(errs))
+}
+
+// validTenant is the envelope's tenant_id pattern, ^[a-z0-9][a-z0-9_.-]{0,63}$.
+func validTenant(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || i > 0 && (r == '_' || r == '.' || r == '-')
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func validDatabase(s string) bool {

@@ -1,9 +1,28 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"time"
 
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/client"
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/pipeline/collector"
+	"github.com/shukei/shukei/schemas/event"
 )
 
 func newDemoCmd(a *app) *cobra.Command {
@@ -15,8 +34,10 @@ func newDemoCmd(a *app) *cobra.Command {
 tenants, and prints what each kind of user of Shukei gets. Run it through 'make demo', which
 starts Kafka and ClickHouse first.
 
-This build has the platform only: demo migrates ClickHouse, creates the Kafka topics and says
-which parts of the story are not built yet.`,
+This build has the platform and the ingest door: demo migrates ClickHouse, creates the Kafka
+topics, runs the collector, sends usage events through the Go SDK together with events that
+carry customer content, and shows what was accepted into Kafka and what was refused and why.
+The processor, aggregator and query service are not built yet; demo says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -30,13 +51,172 @@ which parts of the story are not built yet.`,
 			if err := ensureTopics(ctx, out, a.cfg.Kafka); err != nil {
 				return err
 			}
-			fmt.Fprintln(out, "\n-- Not built yet (see the open issues): event contracts and collector, processor,")
-			fmt.Fprintln(out, "   aggregator with DP releases, query service and web page, load generator.")
-			fmt.Fprintln(out, "   The demo will drive them once they land; today it stops here.")
+			if err := demoIngest(ctx, out, a.cfg); err != nil {
+				return err
+			}
+			fmt.Fprintln(out, "\n-- Not built yet (see the open issues): processor (pseudonymise, tag purposes,")
+			fmt.Fprintln(out, "   store), aggregator with DP releases, query service and web page, load generator.")
 			_ = exit // the demo exits after printing until it has a web page to keep serving
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&exit, "exit", false, "exit after printing instead of serving the web page until Ctrl-C")
 	return cmd
+}
+
+// demoIngest runs a collector on a free loopback port and drives it: good events through the Go
+// SDK, and a handful of events that carry customer content through plain HTTP.
+func demoIngest(ctx context.Context, out io.Writer, cfg config.Config) error {
+	const tenant = "demo-acme"
+	var tb [16]byte
+	_, _ = rand.Read(tb[:])
+	token := "shk_demo_" + hex.EncodeToString(tb[:])
+	cfg.Collector.IngestTokens = []string{collector.TokenHash(tenant, token)}
+
+	w := collector.NewKafkaWriter(cfg.Kafka, cfg.Collector)
+	defer w.Close()
+	reg := prometheus.NewRegistry()
+	c, err := collector.New(cfg.Collector, cfg.Events, w, reg, newLogger(io.Discard, cfg.Log))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srvCtx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- c.Serve(srvCtx, ln) }()
+	defer func() { stop(); <-served }()
+	url := "http://" + ln.Addr().String()
+
+	before, err := endOffsets(ctx, cfg.Kafka)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(out, "\n-- Collector at %s: 2,000 usage events through the Go SDK\n", url)
+	sdk, err := client.New(client.Config{Endpoint: url, Token: token, TenantID: tenant, Source: "demo-web", FlushAt: 500})
+	if err != nil {
+		return err
+	}
+	features := []string{"app.record.create", "app.record.view", "space.post.create", "space.post.reaction", "app.export.csv"}
+	oses := []event.OS{event.OSWindows, event.OSMacOS, event.OSIOS, event.OSAndroid}
+	start := time.Now()
+	for i := range 2000 {
+		ev := event.Event{
+			Envelope: event.Envelope{
+				User:   fmt.Sprintf("u-%d", i%137),
+				Client: event.Client{OS: oses[i%len(oses)], OSVersion: "17", DeviceKind: event.DeviceDesktop},
+			},
+			Data: &event.FeatureUse{FeatureID: features[(i*i)%len(features)], Count: int64(1 + i%4), RecordsRegistered: int64(i % 2)},
+		}
+		if err := sdk.Track(ev); err != nil {
+			return err
+		}
+	}
+	if err := sdk.Close(ctx); err != nil {
+		return err
+	}
+	st := sdk.Stats()
+	fmt.Fprintf(out, "   sent %d, rejected %d, dropped %d, retried %d in %s\n", st.Sent, st.Rejected, st.Dropped, st.Retried, time.Since(start).Round(time.Millisecond))
+
+	fmt.Fprintln(out, "\n-- Events that carry customer content are refused at the door (content never echoed):")
+	leaks := []struct{ what, field, value string }{
+		{"an email address as the user", "user", "taro.yamada@example.co.jp"},
+		{"a person's name as the user", "user", "山田太郎"},
+		{"a file name as a feature id", "feature_id", "見積書_2026.xlsx"},
+		{"a sentence as a feature id", "feature_id", "please call me back tomorrow"},
+		{"a URL with a query as a feature id", "feature_id", "https://example.com/share?doc=123"},
+	}
+	var batch []map[string]any
+	for _, l := range leaks {
+		ev := map[string]any{
+			"event_id": uuid.NewString(), "tenant_id": tenant, "occurred_at": time.Now().UTC().Format(time.RFC3339),
+			"schema": "feature_use/v1", "source": "demo-web", "user": "u-1",
+			"client": map[string]any{"os": "windows", "os_version": "11", "device_kind": "desktop"},
+			"data":   map[string]any{"feature_id": "app.record.create", "count": 1, "records_registered": 0},
+		}
+		if l.field == "user" {
+			ev["user"] = l.value
+		} else {
+			ev["data"].(map[string]any)[l.field] = l.value
+		}
+		batch = append(batch, ev)
+	}
+	body, _ := json.Marshal(batch)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/events", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	var reply collector.Reply
+	err = json.NewDecoder(resp.Body).Decode(&reply)
+	resp.Body.Close()
+	if err != nil {
+		return fmt.Errorf("collector reply: %w", err)
+	}
+	fmt.Fprintf(out, "   %-36s %-10s %s\n", "event", "status", "reason (field)")
+	for i, r := range reply.Results {
+		fmt.Fprintf(out, "   %-36s %-10s %s (%s)\n", leaks[i].what, r.Status, r.Reason, r.Field)
+	}
+
+	after, err := endOffsets(ctx, cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	var added int64
+	for p, off := range after {
+		added += off - before[p]
+	}
+	fmt.Fprintf(out, "\n-- Kafka %s now holds %d more events (the SDK's accepted ones, none of the refused)\n", cfg.Kafka.RawTopic, added)
+	if added != int64(st.Sent) {
+		return fmt.Errorf("kafka gained %d events but the collector accepted %d", added, st.Sent)
+	}
+	return nil
+}
+
+// endOffsets returns the raw topic's end offset per partition. A partition created moments ago
+// can answer "not leader" for a short while; that is retried.
+func endOffsets(ctx context.Context, k config.Kafka) (map[int]int64, error) {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := endOffsetsOnce(ctx, k)
+		var kerr kafka.Error
+		if err == nil || !errors.As(err, &kerr) || !kerr.Temporary() || time.Now().After(deadline) {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func endOffsetsOnce(ctx context.Context, k config.Kafka) (map[int]int64, error) {
+	cl := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second}
+	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{k.RawTopic}})
+	if err != nil || len(meta.Topics) != 1 {
+		return nil, fmt.Errorf("metadata of %s: %v", k.RawTopic, err)
+	}
+	var reqs []kafka.OffsetRequest
+	for _, p := range meta.Topics[0].Partitions {
+		reqs = append(reqs, kafka.LastOffsetOf(p.ID))
+	}
+	res, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{k.RawTopic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("offsets of %s: %w", k.RawTopic, err)
+	}
+	out := map[int]int64{}
+	parts := res.Topics[k.RawTopic]
+	sort.Slice(parts, func(i, j int) bool { return parts[i].Partition < parts[j].Partition })
+	for _, p := range parts {
+		if p.Error != nil {
+			return nil, p.Error
+		}
+		out[p.Partition] = p.LastOffset
+	}
+	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/pipeline/topic"
 )
 
@@ -29,12 +30,12 @@ func TestHelpExplainsRolesAndSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"migrate", "topics", "demo", "config", "--kafka.brokers", "SHUKEI_KAFKA_BROKERS", "--config"} {
+	for _, want := range []string{"migrate", "topics", "demo", "config", "collector", "--kafka.brokers", "SHUKEI_KAFKA_BROKERS", "--config"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("shukei --help does not mention %q", want)
 		}
 	}
-	for _, role := range []string{"migrate", "topics", "demo", "config"} {
+	for _, role := range []string{"migrate", "topics", "demo", "config", "collector"} {
 		out, err := run(t, role, "--help")
 		if err != nil {
 			t.Fatal(err)
@@ -95,5 +96,61 @@ func TestUnreachableServicesSayWhatToDo(t *testing.T) {
 	_, err = run(t, "topics", "--kafka.brokers=127.0.0.1:1", "--kafka.dial_timeout=1s")
 	if err == nil || !strings.Contains(err.Error(), "scripts/services.sh up") {
 		t.Errorf("topics against nothing: %v", err)
+	}
+}
+
+func TestDemoOnRealServices(t *testing.T) {
+	_, cfg := servicetest.ClickHouse(t)
+	servicetest.Kafka(t)
+	raw, dlq := servicetest.Name(t, "raw."), servicetest.Name(t, "dlq.")
+	t.Cleanup(func() { _ = topic.Delete(context.Background(), cfg.Kafka.Brokers, raw, dlq) })
+	t.Setenv("SHUKEI_CLICKHOUSE_DATABASE", cfg.ClickHouse.Database)
+	t.Setenv("SHUKEI_KAFKA_RAW_TOPIC", raw)
+	t.Setenv("SHUKEI_KAFKA_DLQ_TOPIC", dlq)
+	out, err := run(t, "demo", "--exit")
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"sent 2000, rejected 0, dropped 0",
+		"input_data.email (user)",
+		"input_data.personal_name (user)",
+		"input_data.file_name (data.feature_id)",
+		"holds 2000 more events",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, leak := range []string{"taro.yamada", "山田太郎"} {
+		if strings.Contains(out, leak) {
+			t.Errorf("demo output repeats content %q", leak)
+		}
+	}
+}
+
+func TestCollectorToken(t *testing.T) {
+	out, err := run(t, "collector", "token", "--tenant", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok, line string
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, "token: "); ok {
+			tok = v
+		}
+		if v, ok := strings.CutPrefix(l, "ingest_tokens entry: "); ok {
+			line = v
+		}
+	}
+	if tok == "" || line != collector.TokenHash("acme", tok) {
+		t.Fatalf("token %q and entry %q do not match:\n%s", tok, line, out)
+	}
+	if strings.Contains(line, tok) {
+		t.Error("the config line contains the token itself")
+	}
+	t.Setenv("SHUKEI_COLLECTOR_INGEST_TOKENS", line)
+	if _, err := run(t, "config"); err != nil {
+		t.Errorf("the printed entry does not validate: %v", err)
 	}
 }

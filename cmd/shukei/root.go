@@ -46,6 +46,7 @@ all three forms, e.g. kafka.brokers, SHUKEI_KAFKA_BROKERS, --kafka.brokers.`,
 		newMigrateCmd(a),
 		newTopicsCmd(a),
 		newConfigCmd(a),
+		newCollectorCmd(a),
 		newDemoCmd(a),
 	)
 	return root

@@ -89,7 +89,8 @@ func Ensure(ctx context.Context, brokers []string, specs []Spec) ([]Status, erro
 }
 
 // Partitions returns the partition count of each named topic. Topic creation is asynchronous in
-// KRaft, so it waits briefly for metadata to show a just-created topic.
+// KRaft, so it waits briefly for metadata to show a just-created topic with a leader for every
+// partition.
 func Partitions(ctx context.Context, brokers []string, topics ...string) (map[string]int, error) {
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second}
 	deadline := time.Now().Add(15 * time.Second)
@@ -104,6 +105,13 @@ func Partitions(ctx context.Context, brokers []string, topics ...string) (map[st
 			if t.Error != nil {
 				missing = fmt.Errorf("topic %s: %w", t.Name, t.Error)
 				continue
+			}
+			// A just-created partition is listed before its leader is elected; writes and
+			// offset look-ups fail until then, so wait for every leader.
+			for _, p := range t.Partitions {
+				if p.Error != nil || p.Leader.ID < 0 || p.Leader.Host == "" {
+					missing = fmt.Errorf("topic %s partition %d has no leader yet", t.Name, p.ID)
+				}
 			}
 			out[t.Name] = len(t.Partitions)
 		}

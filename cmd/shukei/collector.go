@@ -1,0 +1,68 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/pipeline/collector"
+)
+
+func newCollectorCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "collector",
+		Short: "Run the HTTP ingest API (POST /v1/events → Kafka usage.raw)",
+		Long: `collector serves POST /v1/events: a JSON array or NDJSON of up to collector.max_events
+events (gzip accepted), authenticated by a tenant's ingest token ('Authorization: Bearer ...').
+Each event runs through the same decision the processor uses (decode, validate, input-data
+guard); accepted events are written to Kafka keyed by tenant and acknowledged by all in-sync
+replicas before the reply, which gives every event its outcome: accepted, rejected (with a
+reason; do not resend) or retry (resend with the same event_id). Past collector.max_in_flight
+requests, or while Kafka is unavailable, it answers 503 with Retry-After.
+
+Also serves /healthz, /readyz and /metrics.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			w := collector.NewKafkaWriter(a.cfg.Kafka, a.cfg.Collector)
+			defer w.Close()
+			c, err := collector.New(a.cfg.Collector, a.cfg.Events, w, reg, a.log)
+			if err != nil {
+				return err
+			}
+			if len(a.cfg.Collector.IngestTokens) == 0 {
+				a.log.Warn("no ingest tokens configured: every request will be refused (shukei collector token --tenant T makes one)")
+			}
+			a.log.Info("collector listening", "addr", a.cfg.Collector.Listen, "topic", a.cfg.Kafka.RawTopic)
+			return c.Run(cmd.Context())
+		},
+	}
+	var tenant string
+	token := &cobra.Command{
+		Use:   "token",
+		Short: "Make a new ingest token for a tenant and print its config line",
+		Long: `token prints a new random ingest token (give it to the tenant's collectors; it is shown
+once) and the line to add to collector.ingest_tokens, which holds only its SHA-256.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var b [24]byte
+			if _, err := rand.Read(b[:]); err != nil {
+				return err
+			}
+			tok := "shk_" + base64.RawURLEncoding.EncodeToString(b[:])
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "token: %s\n", tok)
+			fmt.Fprintf(out, "ingest_tokens entry: %s\n", collector.TokenHash(tenant, tok))
+			return nil
+		},
+	}
+	token.Flags().StringVar(&tenant, "tenant", "", "tenant id the token speaks for")
+	_ = token.MarkFlagRequired("tenant")
+	cmd.AddCommand(token)
+	return cmd
+}

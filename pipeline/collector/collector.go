@@ -1,0 +1,456 @@
+// Package collector is Shukei's HTTP ingest: it authenticates a tenant by its ingest token,
+// runs every event through the same decision the processor uses (decode, validate, input-data
+// guard), and writes the accepted ones to Kafka, keyed by tenant, acknowledged by all in-sync
+// replicas, before it answers. Nothing is reported accepted that Kafka does not hold.
+package collector
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/pipeline/guard"
+	"github.com/shukei/shukei/schemas/event"
+)
+
+// Writer is the part of *kafka.Writer the collector needs.
+type Writer interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Status of one event in a reply.
+const (
+	StatusAccepted = "accepted" // Kafka holds it
+	StatusRejected = "rejected" // it breaks the contract; sending it again will not help
+	StatusRetry    = "retry"    // Kafka did not take it; send it again with the same event_id
+)
+
+// Reasons the collector adds to the event package's.
+const (
+	ReasonTenantMismatch = "tenant_mismatch"   // the event names a tenant other than the token's
+	ReasonEventTooLarge  = "event_too_large"   // over collector.max_event_bytes
+	ReasonUnavailable    = "kafka_unavailable" // Kafka did not acknowledge in time
+)
+
+// Result is the outcome of one event of a request, in request order.
+type Result struct {
+	Index   int    `json:"index"`
+	EventID string `json:"event_id,omitempty"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Reply is the body of a 200 answer to POST /v1/events.
+type Reply struct {
+	Accepted int      `json:"accepted"`
+	Rejected int      `json:"rejected"`
+	Retry    int      `json:"retry"`
+	Results  []Result `json:"results"`
+}
+
+// Collector serves the ingest API.
+type Collector struct {
+	cfg     config.Collector
+	limits  event.Limits
+	w       Writer
+	log     *slog.Logger
+	tokens  map[[sha256.Size]byte]string // sha256(token) → tenant
+	sem     chan struct{}
+	now     func() time.Time
+	m       metrics
+	handler http.Handler
+	ready   atomic.Int64 // unix nanos until which the last Kafka failure marks us not ready
+}
+
+// New builds a collector. reg receives its metrics; w is the Kafka writer for the raw topic
+// (see NewKafkaWriter).
+func New(cfg config.Collector, ev config.Events, w Writer, reg prometheus.Registerer, log *slog.Logger) (*Collector, error) {
+	c := &Collector{
+		cfg:    cfg,
+		limits: event.Limits{MaxAge: ev.MaxAge, MaxSkew: ev.MaxSkew, MaxBytes: cfg.MaxEventBytes}.WithDefaults(),
+		w:      w,
+		log:    log,
+		tokens: map[[sha256.Size]byte]string{},
+		sem:    make(chan struct{}, cfg.MaxInFlight),
+		now:    time.Now,
+		m:      newMetrics(reg),
+	}
+	for _, t := range cfg.IngestTokens {
+		tenant, sum, _ := strings.Cut(t, ":")
+		b, err := hex.DecodeString(sum)
+		if err != nil || len(b) != sha256.Size {
+			return nil, fmt.Errorf("collector.ingest_tokens: bad hash for tenant %s", tenant)
+		}
+		c.tokens[[sha256.Size]byte(b)] = tenant
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/events", c.ingest)
+	mux.HandleFunc("OPTIONS /v1/events", c.preflight)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", c.readyz)
+	if g, ok := reg.(prometheus.Gatherer); ok {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	}
+	c.handler = c.cors(mux)
+	return c, nil
+}
+
+// cors lets browser pages on allowed origins post events. No cookies are involved (the token is
+// a bearer header), so credentials are never allowed.
+func (c *Collector) cors(next http.Handler) http.Handler {
+	anyOrigin, allowed := false, map[string]bool{}
+	for _, o := range c.cfg.AllowOrigins {
+		if o == "*" {
+			anyOrigin = true
+		}
+		allowed[o] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if origin := r.Header.Get("Origin"); origin != "" && (anyOrigin || allowed[origin]) {
+			h := w.Header()
+			if anyOrigin {
+				h.Set("Access-Control-Allow-Origin", "*")
+			} else {
+				h.Set("Access-Control-Allow-Origin", origin)
+				h.Add("Vary", "Origin")
+			}
+			h.Set("Access-Control-Expose-Headers", "Retry-After")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (c *Collector) preflight(w http.ResponseWriter, r *http.Request) {
+	if w.Header().Get("Access-Control-Allow-Origin") == "" {
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Methods", "POST")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Content-Encoding")
+	h.Set("Access-Control-Max-Age", "86400")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// NewKafkaWriter returns the writer the collector needs: synchronous, acknowledged by all
+// in-sync replicas, keyed by tenant with Murmur2 (the partitioner Java clients use, so any
+// producer of the raw topic puts a tenant in the same partition).
+func NewKafkaWriter(k config.Kafka, c config.Collector) *kafka.Writer {
+	return &kafka.Writer{
+		Addr:         kafka.TCP(k.Brokers...),
+		Topic:        k.RawTopic,
+		Balancer:     &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll,
+		Async:        false,
+		BatchSize:    c.MaxEvents,
+		BatchBytes:   int64(c.MaxBodyBytes) + 64<<10,
+		BatchTimeout: 2 * time.Millisecond,
+		MaxAttempts:  3,
+		WriteTimeout: c.WriteTimeout,
+		Compression:  kafka.Lz4,
+	}
+}
+
+// Handler is the HTTP API, for tests and for embedding.
+func (c *Collector) Handler() http.Handler { return c.handler }
+
+// Run serves on cfg.Listen until ctx ends, then drains in-flight requests.
+func (c *Collector) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", c.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("collector listen on %s: %w", c.cfg.Listen, err)
+	}
+	return c.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller opened.
+func (c *Collector) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler: c.handler,
+		// Slow clients must not hold a request slot: bound every phase of a request.
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      c.cfg.WriteTimeout + 30*time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), c.cfg.WriteTimeout+5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		return fmt.Errorf("collector shutdown: %w", err)
+	}
+	<-errc
+	return nil
+}
+
+// httpError is a whole-request failure: status, a stable code and what to do.
+type httpError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (c *Collector) fail(w http.ResponseWriter, e httpError) {
+	if e.status == http.StatusServiceUnavailable || e.status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", strconv.Itoa(int(c.cfg.RetryAfter.Round(time.Second)/time.Second)))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": e.code, "message": e.msg})
+	c.m.requests.WithLabelValues(strconv.Itoa(e.status), e.code).Inc()
+}
+
+func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
+	start := c.now()
+	defer func() { c.m.duration.Observe(time.Since(start).Seconds()) }()
+
+	// Bounded concurrency: past the bound, tell the sender to come back rather than queue.
+	select {
+	case c.sem <- struct{}{}:
+		defer func() { <-c.sem }()
+	default:
+		c.fail(w, httpError{http.StatusServiceUnavailable, "overloaded", "too many requests in flight; retry after the Retry-After delay"})
+		return
+	}
+	c.m.inFlight.Inc()
+	defer c.m.inFlight.Dec()
+
+	tenant, ok := c.authenticate(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="shukei-ingest"`)
+		c.fail(w, httpError{http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <ingest token>' with the tenant's token"})
+		return
+	}
+
+	body, herr := c.readBody(w, r)
+	if herr != nil {
+		c.fail(w, *herr)
+		return
+	}
+	c.m.bytes.Add(float64(len(body)))
+	raws, herr := splitEvents(body, c.cfg.MaxEvents)
+	if herr != nil {
+		c.fail(w, *herr)
+		return
+	}
+
+	now := c.now()
+	reply := Reply{Results: make([]Result, len(raws))}
+	var msgs []kafka.Message
+	var msgIdx []int
+	for i, raw := range raws {
+		res := &reply.Results[i]
+		res.Index = i
+		if len(raw) > c.cfg.MaxEventBytes {
+			res.Status, res.Reason = StatusRejected, ReasonEventTooLarge
+			res.Message = fmt.Sprintf("event is %d bytes, the limit is %d", len(raw), c.cfg.MaxEventBytes)
+			continue
+		}
+		ev, rej := guard.Inspect(raw, now, c.limits)
+		if rej != nil {
+			res.Status, res.Reason, res.Field, res.Message = StatusRejected, string(rej.Reason), rej.Field, rej.Msg
+			if rej.Class() != event.ClassInputData {
+				res.EventID = ev.EventID // decoded, valid or empty; never content
+			}
+			continue
+		}
+		res.EventID = ev.EventID
+		if ev.TenantID != tenant {
+			res.Status, res.Reason, res.Field = StatusRejected, ReasonTenantMismatch, "tenant_id"
+			res.Message = "the event names a tenant other than the ingest token's"
+			continue
+		}
+		msgs = append(msgs, kafka.Message{Key: []byte(tenant), Value: raw, Time: now})
+		msgIdx = append(msgIdx, i)
+	}
+
+	if len(msgs) > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), c.cfg.WriteTimeout)
+		werr := c.write(ctx, msgs)
+		cancel()
+		var perMsg kafka.WriteErrors
+		switch {
+		case werr == nil:
+			for _, i := range msgIdx {
+				reply.Results[i].Status = StatusAccepted
+			}
+		case errors.As(werr, &perMsg) && len(perMsg) == len(msgs):
+			for j, i := range msgIdx {
+				if perMsg[j] == nil {
+					reply.Results[i].Status = StatusAccepted
+				} else {
+					reply.Results[i].Status, reply.Results[i].Reason = StatusRetry, ReasonUnavailable
+				}
+			}
+		default:
+			for _, i := range msgIdx {
+				reply.Results[i].Status, reply.Results[i].Reason = StatusRetry, ReasonUnavailable
+			}
+		}
+		if werr != nil {
+			c.log.Warn("kafka write failed; events answered as retry", "events", len(msgs), "err", werr)
+		}
+	}
+
+	for _, res := range reply.Results {
+		switch res.Status {
+		case StatusAccepted:
+			reply.Accepted++
+		case StatusRejected:
+			reply.Rejected++
+		case StatusRetry:
+			reply.Retry++
+		}
+		c.m.events.WithLabelValues(res.Status, res.Reason).Inc()
+	}
+
+	status := http.StatusOK
+	if reply.Retry > 0 && reply.Accepted == 0 {
+		// Kafka took nothing: the whole request is worth retrying later.
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", strconv.Itoa(int(c.cfg.RetryAfter.Round(time.Second)/time.Second)))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(reply)
+	c.m.requests.WithLabelValues(strconv.Itoa(status), "").Inc()
+}
+
+func (c *Collector) write(ctx context.Context, msgs []kafka.Message) error {
+	start := time.Now()
+	err := c.w.WriteMessages(ctx, msgs...)
+	c.m.kafkaWrite.Observe(time.Since(start).Seconds())
+	if err != nil {
+		c.m.kafkaErrors.Inc()
+		c.ready.Store(time.Now().Add(c.cfg.RetryAfter).UnixNano())
+	}
+	return err
+}
+
+// authenticate maps the bearer token to its tenant. Tokens are stored only as SHA-256 hashes;
+// a map lookup on the hash reveals nothing useful through timing.
+func (c *Collector) authenticate(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || tok == "" || len(tok) > 512 {
+		return "", false
+	}
+	tenant, ok := c.tokens[sha256.Sum256([]byte(tok))]
+	return tenant, ok
+}
+
+// readBody reads the body, decompressing gzip, and bounds the size after decompression so a
+// small compressed body cannot expand without limit.
+func (c *Collector) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
+	limit := int64(c.cfg.MaxBodyBytes)
+	var src io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(src)
+		if err != nil {
+			return nil, &httpError{http.StatusBadRequest, "bad_gzip", "the body is not valid gzip"}
+		}
+		defer zr.Close()
+		src = io.LimitReader(zr, limit+1)
+	default:
+		return nil, &httpError{http.StatusUnsupportedMediaType, "unsupported_encoding", "Content-Encoding must be gzip or absent"}
+	}
+	body, err := io.ReadAll(src)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig) || int64(len(body)) > limit:
+		return nil, &httpError{http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is over %d bytes (after decompression); split the batch", limit)}
+	case errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, &httpError{http.StatusBadRequest, "bad_gzip", "the gzip stream is corrupt or cut short"}
+	case err != nil:
+		return nil, &httpError{http.StatusBadRequest, "bad_body", "the body could not be read"}
+	}
+	return body, nil
+}
+
+// splitEvents cuts a body into raw events without decoding them: a JSON array of events, or
+// NDJSON (one event a line). Each piece is decoded once, by the event decision.
+func splitEvents(body []byte, maxEvents int) ([][]byte, *httpError) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return nil, &httpError{http.StatusBadRequest, "empty_body", "send a JSON array of events or NDJSON"}
+	}
+	var out [][]byte
+	if trimmed[0] == '[' {
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		if _, err := dec.Token(); err != nil {
+			return nil, &httpError{http.StatusBadRequest, "malformed_batch", "the body is not a JSON array"}
+		}
+		for dec.More() {
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
+				return nil, &httpError{http.StatusBadRequest, "malformed_batch", fmt.Sprintf("element %d of the array is not JSON", len(out))}
+			}
+			if len(out) == maxEvents {
+				return nil, &httpError{http.StatusRequestEntityTooLarge, "too_many_events", fmt.Sprintf("at most %d events a request; split the batch", maxEvents)}
+			}
+			out = append(out, raw)
+		}
+		if _, err := dec.Token(); err != nil {
+			return nil, &httpError{http.StatusBadRequest, "malformed_batch", "the JSON array is not closed"}
+		}
+		if dec.More() {
+			return nil, &httpError{http.StatusBadRequest, "malformed_batch", "data after the JSON array"}
+		}
+		return out, nil
+	}
+	for line := range bytes.SplitSeq(trimmed, []byte{'\n'}) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if len(out) == maxEvents {
+			return nil, &httpError{http.StatusRequestEntityTooLarge, "too_many_events", fmt.Sprintf("at most %d events a request; split the batch", maxEvents)}
+		}
+		out = append(out, line)
+	}
+	return out, nil
+}
+
+func (c *Collector) readyz(w http.ResponseWriter, _ *http.Request) {
+	if until := c.ready.Load(); until != 0 && time.Now().UnixNano() < until {
+		w.Header().Set("Retry-After", strconv.Itoa(int(c.cfg.RetryAfter.Round(time.Second)/time.Second)))
+		http.Error(w, "kafka write failed recently", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = io.WriteString(w, "ready\n")
+}
+
+// TokenHash returns the config line for a token: tenant:hex(sha256(token)).
+func TokenHash(tenant, token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return tenant + ":" + hex.EncodeToString(sum[:])
+}

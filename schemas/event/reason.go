@@ -1,0 +1,145 @@
+package event
+
+import "strings"
+
+// Reason is the stable, machine-readable code of a rejection. Reasons are
+// metric label values and DLQ columns: never rename one, only add.
+//
+// Reason implements error so that callers can test a rejection with
+// errors.Is(err, event.ReasonTooOld).
+type Reason string
+
+// Reasons of class ClassMalformed: the message is not a valid event, but nothing
+// in it looks like input data, so the DLQ keeps the payload for replay.
+const (
+	ReasonMalformedJSON    Reason = "malformed_json"      // not JSON, not UTF-8, or trailing data
+	ReasonWrongType        Reason = "wrong_type"          // a value of the wrong JSON type, including null
+	ReasonUnknownField     Reason = "unknown_field"       // a key the schema does not define
+	ReasonDuplicateKey     Reason = "duplicate_key"       // a key given twice in one object
+	ReasonMissingField     Reason = "missing_field"       // a required key is absent
+	ReasonForbiddenField   Reason = "forbidden_field"     // a key the category must not carry (user on tenant_profile)
+	ReasonUnknownSchema    Reason = "unknown_schema"      // schema names no known category/version
+	ReasonInvalidEventID   Reason = "invalid_event_id"    // event_id is not a lowercase canonical, non-nil UUID
+	ReasonInvalidTenantID  Reason = "invalid_tenant_id"   // tenant_id does not match the id pattern
+	ReasonInvalidTimestamp Reason = "invalid_timestamp"   // occurred_at is not RFC 3339 with an offset
+	ReasonInvalidField     Reason = "invalid_field"       // a string outside its pattern or enumeration
+	ReasonOutOfRange       Reason = "out_of_range"        // a number outside its bounds
+	ReasonInconsistent     Reason = "inconsistent_fields" // fields that contradict each other
+	ReasonTooOld           Reason = "too_old"             // occurred_at older than Limits.MaxAge
+	ReasonInFuture         Reason = "in_future"           // occurred_at later than now + Limits.MaxSkew
+)
+
+// Reasons of class ClassInputData: something in the message looks like content
+// or identity. The payload must be dropped; only a keyed hash may be kept.
+const (
+	ReasonEmail        Reason = "input_data.email"
+	ReasonPhone        Reason = "input_data.phone"
+	ReasonURL          Reason = "input_data.url"
+	ReasonFreeText     Reason = "input_data.free_text"
+	ReasonPersonalName Reason = "input_data.personal_name"
+	ReasonFileName     Reason = "input_data.file_name"
+	ReasonBlob         Reason = "input_data.blob"
+	ReasonControlChar  Reason = "input_data.control_char"
+	// ReasonOversize: a message over Limits.MaxBytes. A typical event is a few
+	// hundred bytes; kilobytes are a content dump or a bug, and we would rather
+	// drop such a payload than keep something we could not prove content-free.
+	ReasonOversize Reason = "input_data.oversize"
+)
+
+// InputDataPrefix starts the code of every ClassInputData reason.
+const InputDataPrefix = "input_data."
+
+var allReasons = []Reason{
+	ReasonMalformedJSON, ReasonWrongType, ReasonUnknownField, ReasonDuplicateKey,
+	ReasonMissingField, ReasonForbiddenField, ReasonUnknownSchema, ReasonInvalidEventID,
+	ReasonInvalidTenantID, ReasonInvalidTimestamp, ReasonInvalidField, ReasonOutOfRange,
+	ReasonInconsistent, ReasonTooOld, ReasonInFuture,
+	ReasonEmail, ReasonPhone, ReasonURL, ReasonFreeText, ReasonPersonalName,
+	ReasonFileName, ReasonBlob, ReasonControlChar, ReasonOversize,
+}
+
+// Reasons returns every reason, so that a metric can be initialised for each.
+func Reasons() []Reason {
+	return append([]Reason(nil), allReasons...)
+}
+
+// Known reports whether r is one of the reasons this package defines.
+func (r Reason) Known() bool {
+	for _, k := range allReasons {
+		if k == r {
+			return true
+		}
+	}
+	return false
+}
+
+// Error lets a Reason be the target of errors.Is.
+func (r Reason) Error() string { return string(r) }
+
+// Class tells what the DLQ may keep of a message rejected for this reason.
+// Anything that is not a known malformed reason is ClassInputData: when in
+// doubt, the payload goes.
+func (r Reason) Class() Class {
+	if strings.HasPrefix(string(r), InputDataPrefix) || !r.Known() {
+		return ClassInputData
+	}
+	return ClassMalformed
+}
+
+// Class splits reasons by what happens to the payload.
+type Class uint8
+
+const (
+	// ClassInputData: the payload is dropped; the DLQ gets the reason, tenant,
+	// schema, event id and a keyed hash of the payload.
+	ClassInputData Class = iota + 1
+	// ClassMalformed: the payload is kept in the DLQ for replay.
+	ClassMalformed
+)
+
+func (c Class) String() string {
+	switch c {
+	case ClassInputData:
+		return "input_data"
+	case ClassMalformed:
+		return "malformed"
+	}
+	return "unknown"
+}
+
+// Rejection is the error of Decode, Validate and the input-data guard.
+//
+// Field and Msg never quote a value from the message: rejections end up in logs
+// and in the DLQ, and for input-data reasons quoting the value would store the
+// very content we refuse. Field names only keys the schema defines; an unknown
+// key is shown as "*".
+type Rejection struct {
+	Reason Reason
+	Field  string // path of the offending value, e.g. "data.feature_id"; "" for the whole message
+	Msg    string // what is wrong and what to do, for the collector team
+}
+
+func (r *Rejection) Error() string {
+	var b strings.Builder
+	b.WriteString("event rejected: ")
+	b.WriteString(string(r.Reason))
+	if r.Field != "" {
+		b.WriteString(" at ")
+		b.WriteString(r.Field)
+	}
+	if r.Msg != "" {
+		b.WriteString(": ")
+		b.WriteString(r.Msg)
+	}
+	return b.String()
+}
+
+// Unwrap exposes the reason to errors.Is.
+func (r *Rejection) Unwrap() error { return r.Reason }
+
+// Class is the class of the rejection's reason.
+func (r *Rejection) Class() Class { return r.Reason.Class() }
+
+func reject(reason Reason, field, msg string) *Rejection {
+	return &Rejection{Reason: reason, Field: field, Msg: msg}
+}
