@@ -18,7 +18,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/pipeline/collector"
@@ -85,27 +84,17 @@ func use(feature string) event.Event {
 	}
 }
 
-func eventIDs(t *testing.T, brokers []string, topicName string, partitions int) map[string]int {
+func eventIDs(t *testing.T, brokers []string, topicName string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	for p := range partitions {
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topicName, Partition: p, MaxWait: 100 * time.Millisecond})
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
-			m, err := r.ReadMessage(ctx)
-			cancel()
-			if err != nil {
-				break
-			}
-			var ev struct {
-				EventID string `json:"event_id"`
-			}
-			if err := json.Unmarshal(m.Value, &ev); err != nil {
-				t.Fatal(err)
-			}
-			out[ev.EventID]++
+	for _, m := range servicetest.ReadTopic(t, brokers, topicName) {
+		var ev struct {
+			EventID string `json:"event_id"`
 		}
-		_ = r.Close()
+		if err := json.Unmarshal(m.Value, &ev); err != nil {
+			t.Fatal(err)
+		}
+		out[ev.EventID]++
 	}
 	return out
 }
@@ -148,7 +137,7 @@ func TestRetriesKeepEventIDs(t *testing.T) {
 	if st.Sent != 250 || st.Rejected != 0 || st.Dropped != 0 || st.Retried == 0 {
 		t.Errorf("stats %+v; want 250 sent, some retried", st)
 	}
-	got := eventIDs(t, brokers, topicName, 2)
+	got := eventIDs(t, brokers, topicName)
 	dups := 0
 	for id, n := range got {
 		if !tracked[id] {

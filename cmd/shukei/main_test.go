@@ -25,6 +25,20 @@ func run(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// ownServices points the commands run by this test at a database and topics of its own on the
+// real services, and returns the topic names.
+func ownServices(t *testing.T) (raw, dlq string) {
+	t.Helper()
+	_, cfg := servicetest.ClickHouse(t)
+	servicetest.Kafka(t)
+	raw, dlq = servicetest.Name(t, "raw."), servicetest.Name(t, "dlq.")
+	t.Cleanup(func() { _ = topic.Delete(context.Background(), cfg.Kafka.Brokers, raw, dlq) })
+	t.Setenv("SHUKEI_CLICKHOUSE_DATABASE", cfg.ClickHouse.Database)
+	t.Setenv("SHUKEI_KAFKA_RAW_TOPIC", raw)
+	t.Setenv("SHUKEI_KAFKA_DLQ_TOPIC", dlq)
+	return raw, dlq
+}
+
 func TestHelpExplainsRolesAndSettings(t *testing.T) {
 	out, err := run(t, "--help")
 	if err != nil {
@@ -60,13 +74,7 @@ func TestBadConfigurationStopsEveryRole(t *testing.T) {
 }
 
 func TestMigrateAndTopicsOnRealServices(t *testing.T) {
-	_, cfg := servicetest.ClickHouse(t)
-	servicetest.Kafka(t)
-	raw, dlq := servicetest.Name(t, "raw."), servicetest.Name(t, "dlq.")
-	t.Cleanup(func() { _ = topic.Delete(context.Background(), cfg.Kafka.Brokers, raw, dlq) })
-	t.Setenv("SHUKEI_CLICKHOUSE_DATABASE", cfg.ClickHouse.Database)
-	t.Setenv("SHUKEI_KAFKA_RAW_TOPIC", raw)
-	t.Setenv("SHUKEI_KAFKA_DLQ_TOPIC", dlq)
+	raw, dlq := ownServices(t)
 
 	out, err := run(t, "migrate")
 	if err != nil {
@@ -100,13 +108,7 @@ func TestUnreachableServicesSayWhatToDo(t *testing.T) {
 }
 
 func TestDemoOnRealServices(t *testing.T) {
-	_, cfg := servicetest.ClickHouse(t)
-	servicetest.Kafka(t)
-	raw, dlq := servicetest.Name(t, "raw."), servicetest.Name(t, "dlq.")
-	t.Cleanup(func() { _ = topic.Delete(context.Background(), cfg.Kafka.Brokers, raw, dlq) })
-	t.Setenv("SHUKEI_CLICKHOUSE_DATABASE", cfg.ClickHouse.Database)
-	t.Setenv("SHUKEI_KAFKA_RAW_TOPIC", raw)
-	t.Setenv("SHUKEI_KAFKA_DLQ_TOPIC", dlq)
+	ownServices(t)
 	out, err := run(t, "demo", "--exit")
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)

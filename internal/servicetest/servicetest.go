@@ -18,6 +18,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/topic"
@@ -145,4 +146,31 @@ func Topic(t testing.TB, brokers []string, partitions int) string {
 		}
 	})
 	return name
+}
+
+// ReadTopic reads every message of every partition of a topic from the beginning, stopping at
+// a partition when nothing more arrives for a moment.
+func ReadTopic(t testing.TB, brokers []string, topicName string) []kafka.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	parts, err := topic.Partitions(ctx, brokers, topicName)
+	if err != nil {
+		t.Fatalf("partitions of %s: %v", topicName, err)
+	}
+	var out []kafka.Message
+	for p := range parts[topicName] {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topicName, Partition: p, MaxWait: 100 * time.Millisecond})
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+			m, err := r.ReadMessage(ctx)
+			cancel()
+			if err != nil {
+				break
+			}
+			out = append(out, m)
+		}
+		_ = r.Close()
+	}
+	return out
 }

@@ -127,24 +127,9 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-// readAll reads every message of the topic from the beginning until it has want of them, then
-// waits a moment longer to be sure no more arrive.
 func readAll(t *testing.T, brokers []string, topicName string, want int) []kafka.Message {
 	t.Helper()
-	var out []kafka.Message
-	for p := range 3 {
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topicName, Partition: p, MaxWait: 100 * time.Millisecond})
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
-			m, err := r.ReadMessage(ctx)
-			cancel()
-			if err != nil {
-				break
-			}
-			out = append(out, m)
-		}
-		_ = r.Close()
-	}
+	out := servicetest.ReadTopic(t, brokers, topicName)
 	if len(out) != want {
 		t.Errorf("topic holds %d messages, want %d", len(out), want)
 	}
