@@ -1,0 +1,419 @@
+// Package registry is the tenant registry in ClickHouse: contract status, edition, size band,
+// contract end, consents (purpose × policy version, with time), ingest token hashes, and the
+// encrypted pseudonymisation root of each tenant. Stages read it through a Cache that reloads
+// every few seconds, so a change made with 'shukei tenants' is seen within seconds.
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+)
+
+// Contract statuses (DESIGN.md §1, clause 2(5)).
+const (
+	StatusTrial      = "trial"
+	StatusBeta       = "beta"
+	StatusContracted = "contracted"
+	StatusTerminated = "terminated"
+)
+
+// Consent is one consent given (or withdrawn) by a tenant for a purpose under a policy version.
+type Consent struct {
+	Purpose       string
+	PolicyVersion int
+	Given         bool
+	At            time.Time
+}
+
+// Tenant is one registry entry.
+type Tenant struct {
+	ID          string
+	Status      string
+	Edition     string
+	SizeBand    string
+	ContractEnd time.Time // zero: open-ended
+	TokenHashes []string  // hex SHA-256 of each ingest token
+	Consents    []Consent // in time order
+	UpdatedAt   time.Time
+}
+
+// ConsentedAt returns when the tenant's current consent to purpose under version was given,
+// or false if it was never given or was withdrawn later.
+func (t *Tenant) ConsentedAt(purpose string, version int) (time.Time, bool) {
+	var at time.Time
+	ok := false
+	for _, c := range t.Consents {
+		if c.Purpose == purpose && c.PolicyVersion == version {
+			at, ok = c.At, c.Given
+		}
+	}
+	return at, ok
+}
+
+var (
+	// ErrUnknownTenant means the id is not in the registry.
+	ErrUnknownTenant = errors.New("unknown tenant")
+	// ErrExists means Add was called for a tenant that is already registered.
+	ErrExists = errors.New("tenant already registered")
+	// ErrInvalid means a field's value is not allowed.
+	ErrInvalid = errors.New("invalid tenant")
+)
+
+var (
+	idPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
+	tagPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+)
+
+// Validate checks a tenant's fields.
+func (t *Tenant) Validate() error {
+	var errs []error
+	if !idPattern.MatchString(t.ID) {
+		errs = append(errs, fmt.Errorf("id %q must match %s", t.ID, idPattern))
+	}
+	switch t.Status {
+	case StatusTrial, StatusBeta, StatusContracted, StatusTerminated:
+	default:
+		errs = append(errs, fmt.Errorf("status %q must be trial, beta, contracted or terminated", t.Status))
+	}
+	if !tagPattern.MatchString(t.Edition) {
+		errs = append(errs, fmt.Errorf("edition %q must match %s", t.Edition, tagPattern))
+	}
+	if !tagPattern.MatchString(t.SizeBand) {
+		errs = append(errs, fmt.Errorf("size band %q must match %s", t.SizeBand, tagPattern))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
+}
+
+// Registry reads and writes the registry tables of one database.
+type Registry struct {
+	conn   driver.Conn
+	db     string
+	master *pseudonym.MasterKey
+	now    func() time.Time
+}
+
+// New returns a registry over database db. master encrypts new pseudonymisation roots; it may
+// be nil for read-only use.
+func New(conn driver.Conn, db string, master *pseudonym.MasterKey) *Registry {
+	return &Registry{conn: conn, db: db, master: master, now: func() time.Time { return time.Now().UTC().Truncate(time.Second) }}
+}
+
+// NewToken returns a random ingest token and its hex SHA-256.
+func NewToken() (token, hash string) {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	token = "shk_" + base64.RawURLEncoding.EncodeToString(b[:])
+	return token, TokenHash(token)
+}
+
+// TokenHash is the hex SHA-256 of a token, the only form the registry keeps.
+func TokenHash(token string) string {
+	s := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(s[:])
+}
+
+// Add registers a tenant, creates its pseudonymisation root and returns its first ingest
+// token (shown once; only its hash is stored).
+func (r *Registry) Add(ctx context.Context, t Tenant) (string, error) {
+	if r.master == nil {
+		return "", errors.New("registry: a master key is needed to register tenants")
+	}
+	if err := t.Validate(); err != nil {
+		return "", err
+	}
+	if _, err := r.Get(ctx, t.ID); err == nil {
+		return "", fmt.Errorf("%w: %s", ErrExists, t.ID)
+	} else if !errors.Is(err, ErrUnknownTenant) {
+		return "", err
+	}
+	token, hash := NewToken()
+	t.TokenHashes = []string{hash}
+	root, err := r.master.NewRoot(t.ID)
+	if err != nil {
+		return "", err
+	}
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".pseudonym_roots (tenant_id, root_enc, created_at)")
+	if err != nil {
+		return "", err
+	}
+	if err := b.Append(t.ID, string(root), r.now()); err != nil {
+		return "", err
+	}
+	if err := b.Send(); err != nil {
+		return "", fmt.Errorf("store pseudonymisation root: %w", err)
+	}
+	return token, r.put(ctx, t)
+}
+
+// Update changes a registered tenant with fn and writes it back.
+func (r *Registry) Update(ctx context.Context, id string, fn func(*Tenant) error) (Tenant, error) {
+	t, err := r.Get(ctx, id)
+	if err != nil {
+		return t, err
+	}
+	if err := fn(&t); err != nil {
+		return t, err
+	}
+	if err := t.Validate(); err != nil {
+		return t, err
+	}
+	return t, r.put(ctx, t)
+}
+
+// AddToken issues another ingest token for a tenant.
+func (r *Registry) AddToken(ctx context.Context, id string) (string, error) {
+	token, hash := NewToken()
+	_, err := r.Update(ctx, id, func(t *Tenant) error {
+		t.TokenHashes = append(t.TokenHashes, hash)
+		return nil
+	})
+	return token, err
+}
+
+func (r *Registry) put(ctx context.Context, t Tenant) error {
+	now := r.now()
+	if !t.UpdatedAt.Before(now) {
+		// ReplacingMergeTree keeps the row with the greatest updated_at; two updates within a
+		// second must still order.
+		now = t.UpdatedAt.Add(time.Second)
+	}
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".tenants (tenant_id, status, edition, size_band, contract_end, token_hashes, deleted, updated_at)")
+	if err != nil {
+		return err
+	}
+	end := t.ContractEnd
+	if end.IsZero() {
+		end = time.Unix(0, 0).UTC()
+	}
+	if err := b.Append(t.ID, t.Status, t.Edition, t.SizeBand, end, t.TokenHashes, uint8(0), now); err != nil {
+		return err
+	}
+	return b.Send()
+}
+
+// Consent records a consent given (or withdrawn, given=false) at a time.
+func (r *Registry) Consent(ctx context.Context, id, purpose string, version int, given bool, at time.Time) error {
+	if _, err := r.Get(ctx, id); err != nil {
+		return err
+	}
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".consents (tenant_id, purpose, policy_version, given, at, recorded_at)")
+	if err != nil {
+		return err
+	}
+	g := uint8(0)
+	if given {
+		g = 1
+	}
+	if err := b.Append(id, purpose, uint16(version), g, at.UTC(), r.now()); err != nil {
+		return err
+	}
+	return b.Send()
+}
+
+// Get returns one tenant.
+func (r *Registry) Get(ctx context.Context, id string) (Tenant, error) {
+	all, err := r.load(ctx, id)
+	if err != nil {
+		return Tenant{}, err
+	}
+	t, ok := all[id]
+	if !ok {
+		return Tenant{}, fmt.Errorf("%w: %s", ErrUnknownTenant, id)
+	}
+	return *t, nil
+}
+
+// List returns every registered tenant, sorted by id.
+func (r *Registry) List(ctx context.Context) ([]Tenant, error) {
+	all, err := r.load(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Tenant, 0, len(all))
+	for _, t := range all {
+		out = append(out, *t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func (r *Registry) load(ctx context.Context, only string) (map[string]*Tenant, error) {
+	where, args := "", []any{}
+	if only != "" {
+		where, args = " WHERE tenant_id = ?", []any{only}
+	}
+	rows, err := r.conn.Query(ctx, "SELECT tenant_id, toString(status), edition, size_band, contract_end, token_hashes, deleted, updated_at FROM "+r.db+".tenants FINAL"+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read tenant registry: %w", err)
+	}
+	out := map[string]*Tenant{}
+	for rows.Next() {
+		var t Tenant
+		var deleted uint8
+		if err := rows.Scan(&t.ID, &t.Status, &t.Edition, &t.SizeBand, &t.ContractEnd, &t.TokenHashes, &deleted, &t.UpdatedAt); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if t.ContractEnd.Unix() <= 0 {
+			t.ContractEnd = time.Time{}
+		}
+		if deleted == 0 {
+			out[t.ID] = &t
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	crows, err := r.conn.Query(ctx, "SELECT tenant_id, purpose, policy_version, given, at FROM "+r.db+".consents"+where+" ORDER BY tenant_id, at, recorded_at", args...)
+	if err != nil {
+		return nil, fmt.Errorf("read consents: %w", err)
+	}
+	defer crows.Close()
+	for crows.Next() {
+		var id, purpose string
+		var version uint16
+		var given uint8
+		var at time.Time
+		if err := crows.Scan(&id, &purpose, &version, &given, &at); err != nil {
+			return nil, err
+		}
+		if t := out[id]; t != nil {
+			t.Consents = append(t.Consents, Consent{Purpose: purpose, PolicyVersion: int(version), Given: given == 1, At: at})
+		}
+	}
+	return out, crows.Err()
+}
+
+// Roots returns each tenant's encrypted pseudonymisation root.
+func (r *Registry) Roots(ctx context.Context) (map[string][]byte, error) {
+	rows, err := r.conn.Query(ctx, "SELECT tenant_id, root_enc FROM "+r.db+".pseudonym_roots FINAL")
+	if err != nil {
+		return nil, fmt.Errorf("read pseudonymisation roots: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var id, enc string
+		if err := rows.Scan(&id, &enc); err != nil {
+			return nil, err
+		}
+		out[id] = []byte(enc)
+	}
+	return out, rows.Err()
+}
+
+// Snapshot is an immutable view of the registry at one moment.
+type Snapshot struct {
+	Tenants map[string]*Tenant
+	byToken map[string]string // token hash → tenant id
+	Loaded  time.Time
+}
+
+// Lookup returns a tenant of the snapshot.
+func (s *Snapshot) Lookup(id string) (*Tenant, bool) {
+	t, ok := s.Tenants[id]
+	return t, ok
+}
+
+// TenantOfToken maps an ingest token's hash to its tenant.
+func (s *Snapshot) TenantOfToken(hash string) (string, bool) {
+	id, ok := s.byToken[hash]
+	return id, ok
+}
+
+// Cache keeps a fresh Snapshot and the keyring in step with the registry.
+type Cache struct {
+	reg     *Registry
+	keyring *pseudonym.Keyring
+	every   time.Duration
+	log     *slog.Logger
+	snap    atomic.Pointer[Snapshot]
+	mu      sync.Mutex
+}
+
+// NewCache makes a cache; call Refresh once before use and Run to keep it fresh. keyring may
+// be nil when the caller does not pseudonymise.
+func NewCache(reg *Registry, keyring *pseudonym.Keyring, every time.Duration, log *slog.Logger) *Cache {
+	c := &Cache{reg: reg, keyring: keyring, every: every, log: log}
+	c.snap.Store(&Snapshot{Tenants: map[string]*Tenant{}, byToken: map[string]string{}})
+	return c
+}
+
+// Snapshot returns the current view.
+func (c *Cache) Snapshot() *Snapshot { return c.snap.Load() }
+
+// Refresh reloads the registry (and the roots into the keyring) now.
+func (c *Cache) Refresh(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	all, err := c.reg.load(ctx, "")
+	if err != nil {
+		return err
+	}
+	s := &Snapshot{Tenants: all, byToken: map[string]string{}, Loaded: time.Now()}
+	for id, t := range all {
+		for _, h := range t.TokenHashes {
+			s.byToken[h] = id
+		}
+	}
+	if c.keyring != nil {
+		roots, err := c.reg.Roots(ctx)
+		if err != nil {
+			return err
+		}
+		for id, enc := range roots {
+			if _, ok := all[id]; !ok {
+				c.keyring.Forget(id)
+				continue
+			}
+			if !c.keyring.Has(id) {
+				if err := c.keyring.Set(id, enc); err != nil {
+					return err
+				}
+			}
+		}
+		for id := range all {
+			if _, ok := roots[id]; !ok {
+				c.keyring.Forget(id) // destroyed: its pseudonyms must not be made again
+			}
+		}
+	}
+	c.snap.Store(s)
+	return nil
+}
+
+// Run refreshes every interval until ctx ends. A failed refresh keeps the last snapshot and
+// is retried at the next tick.
+func (c *Cache) Run(ctx context.Context) error {
+	t := time.NewTicker(c.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := c.Refresh(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("tenant registry refresh failed; keeping the last snapshot", "err", err)
+			}
+		}
+	}
+}
