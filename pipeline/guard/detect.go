@@ -97,7 +97,7 @@ func classify(k kind, s string) event.Reason {
 		}
 	case kindRequestID:
 		if event.IsRequestID(s) {
-			if !event.IsUUID(s) && hexIsText(s) {
+			if !event.IsUUID(s) && hexIsText(s, textMin(k)) {
 				return event.ReasonBlob
 			}
 			return ""
@@ -107,13 +107,22 @@ func classify(k kind, s string) event.Reason {
 			return ""
 		}
 		if allDigits(s) {
-			if isPhone(s, shape{digits: len(s)}) {
+			// A numeric id: a phone number only with a trunk prefix
+			// (09012345678). 81 and eight more digits is as often an id as
+			// a number without its +.
+			if s[0] == '0' && isPhone(s, shape{digits: len(s)}) {
 				return event.ReasonPhone
 			}
 			if len(s) > 20 {
 				return event.ReasonBlob
 			}
 			return ""
+		}
+		if lowerHex(s) && (len(s) >= 16 && len(s) <= 64 || len(s) == 128) {
+			if hexIsText(s, textMin(k)) {
+				return event.ReasonBlob // hex-encoded text, not a hash
+			}
+			return "" // a hashed id
 		}
 	case kindID, kindTenant, kindToken:
 		if plainID(s) {
@@ -170,13 +179,13 @@ func plainID(s string) bool {
 		default:
 			return false
 		}
-		if seg > 32 || seg >= 16 && hexIsText(s[i-seg:i]) {
+		if seg > 32 || seg >= 16 && hexIsText(s[i-seg:i], 8) {
 			return false
 		}
 		seg = 0
 		// isBlob decodes dot-separated parts (and the whole value) as base64.
 		if c == '.' || i == len(s) {
-			if i-chunk >= 12 && base64IsText(s[chunk:i]) {
+			if i-chunk >= 12 && base64IsText(s[chunk:i], 8) {
 				return false
 			}
 			chunk = i + 1
@@ -204,6 +213,15 @@ func riskyWord(w string) bool {
 		}
 	}
 	return namePrefixes.mayStart(w[1:]) && latin[w[1:]]&wLast != 0
+}
+
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isDigit(c) && c-'a' >= 6 {
+			return false
+		}
+	}
+	return true
 }
 
 func allDigits(s string) bool {
@@ -322,7 +340,7 @@ func scan(k kind, s string) event.Reason {
 		return event.ReasonPhone
 	case isFileName(norm, p):
 		return event.ReasonFileName
-	case k != kindTenant && isName(&w, norm, p):
+	case k != kindTenant && isName(k, &w, norm, p):
 		return event.ReasonPersonalName
 	case isBlob(k, s, orig): // case matters to base64
 		return event.ReasonBlob
@@ -670,6 +688,8 @@ func (r *digitRun) isPhone() bool {
 	switch {
 	case r.plus:
 		return d >= 8 && d <= 15
+	case r.hasLead("000"):
+		return false // zero padding (0000012345), not a trunk or international prefix
 	case r.hasLead("00"):
 		return d >= 11 && d <= 15
 	case r.hasLead("0"):
@@ -815,7 +835,7 @@ func isBlob(k kind, s string, p shape) bool {
 		if n > limit && !(k == kindUser && n == 128) {
 			return true
 		}
-		return hexIsText(s)
+		return hexIsText(s, textMin(k))
 	}
 	if isUUIDAnyCase(s) {
 		return false
@@ -829,13 +849,13 @@ func isBlob(k kind, s string, p shape) bool {
 			} else {
 				rest = ""
 			}
-			if len(seg) >= 12 && isBase64ish(seg) && base64IsText(seg) {
+			if len(seg) >= 12 && isBase64ish(seg) && base64IsText(seg, textMin(k)) {
 				return true
 			}
 		}
 	}
 	if isBase64ish(s) {
-		if base64IsText(s) {
+		if base64IsText(s, textMin(k)) {
 			return true
 		}
 		mixed := p.upper && p.lower && p.digits > 0
@@ -920,7 +940,7 @@ var b64 = func() (t [256]int8) {
 // base64IsText decodes s (standard or URL alphabet, padded or not) and tells
 // whether the bytes read as text. A hash decodes to noise; encoded content
 // decodes to words.
-func base64IsText(s string) bool {
+func base64IsText(s string, minBytes int) bool {
 	s = strings.TrimRight(s, "=")
 	if len(s) < 12 || len(s) > 512 || len(s)%4 == 1 {
 		return false
@@ -940,12 +960,16 @@ func base64IsText(s string) bool {
 			n++
 		}
 	}
-	return textLike(buf[:n])
+	return n >= minBytes && textLike(buf[:n])
 }
 
 // hexIsText decodes a hex string and tells whether the bytes read as text.
-func hexIsText(s string) bool {
-	if len(s)%2 != 0 || len(s) < 16 || len(s) > 512 {
+//
+// minBytes is 8 where no hash is expected, 12 in opaque ids: eight random
+// bytes read as text about once in 40,000 times, and a user's hash is fixed,
+// so a false alarm would drop all of that user's events.
+func hexIsText(s string, minBytes int) bool {
+	if len(s)%2 != 0 || len(s) < 2*minBytes || len(s) > 512 {
 		return false
 	}
 	var buf [256]byte
@@ -971,14 +995,14 @@ func unhex(c byte) int {
 	return -1
 }
 
-// textLike: printable ASCII of some length, or UTF-8 with several non-ASCII
+// textLike: printable ASCII of some length, or UTF-8 with several CJK
 // letters, and no control bytes. Eight random bytes are all printable ASCII
 // about once in three thousand times, so short decodes need a space as well.
 func textLike(b []byte) bool {
 	if len(b) < 8 || !utf8.Valid(b) {
 		return false
 	}
-	space, letters, wide := false, 0, 0
+	space, letters, wide, cjk := false, 0, 0, 0
 	for i := 0; i < len(b); {
 		r, size := utf8.DecodeRune(b[i:])
 		i += size
@@ -992,15 +1016,20 @@ func textLike(b []byte) bool {
 			letters++
 			if r >= utf8.RuneSelf {
 				wide++
+				if unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul) {
+					cjk++
+				}
 			}
 		case !unicode.IsPrint(r):
 			return false
 		}
 	}
-	if wide >= 2 {
+	// Random bytes often form a two-byte UTF-8 letter or two (Arabic, Greek);
+	// three letters of the scripts our customers write in rarely happen by chance.
+	if cjk >= 3 {
 		return true
 	}
-	return letters >= 4 && (len(b) >= 10 || space)
+	return letters-wide >= 4 && wide == 0 && (len(b) >= 10 || space)
 }
 
 // --- free text ---
@@ -1033,32 +1062,61 @@ func isFreeText(k kind, w *words, s string, p shape) bool {
 	}
 	// Words that mark a sentence, joined by separators: please_call_me_back,
 	// re_mitsumori_no_ken.
+	// Only whole words count: in a hash, "I" or "Me" between digits and case
+	// changes is chance (and a user's hash is fixed, so a false alarm there
+	// would drop every event of that user).
 	if p.sep || p.dot || p.upper {
 		toks, flags, ok := w.get()
+		if !ok || len(toks) < 3 || randomLooking(w.s, toks) {
+			return false
+		}
 		stops := 0
-		for _, f := range flags {
-			if f&wStop != 0 {
+		for i, f := range flags {
+			t := toks[i]
+			if f&wStop != 0 && wordSep(t.sep) && (t.end == len(w.s) || wordSep(w.s[t.end])) {
 				stops++
 			}
 		}
-		return ok && len(toks) >= 3 && stops >= 2
+		return stops >= 2
 	}
 	return false
 }
 
+func wordSep(c byte) bool { return c == 0 || c == '.' || c == '_' || c == '-' || c == ' ' }
+
 // --- names ---
 
-func isName(w *words, norm string, p shape) bool {
+func isName(k kind, w *words, norm string, p shape) bool {
 	if p.nonASCII && japaneseName(norm) {
 		return true
 	}
 	if !p.lower && !p.upper {
 		return false
 	}
-	return latinName(w)
+	found, nameLetters := latinName(w)
+	if !found || k != kindUser {
+		return found
+	}
+	// An opaque id may hold a chance "lee" or "aoi" among random letters; a
+	// name used as an id is most of the id (yamada_taro, tanaka1985).
+	letters := 0
+	for i := 0; i < len(w.s); i++ {
+		if isLetter(w.s[i]) {
+			letters++
+		}
+	}
+	return 2*nameLetters > letters
 }
 
 const maxTokens = 24
+
+// textMin is the shortest decoded blob judged as text in a field of kind k.
+func textMin(k kind) int {
+	if k == kindUser || k == kindRequestID {
+		return 12
+	}
+	return 8
+}
 
 // token is a run of ASCII letters in the value; words split at anything else
 // and at a lower-to-upper case change (YamadaTaro).
@@ -1118,42 +1176,45 @@ func lookupRange(s string, start, end int) uint16 {
 	return latin[string(buf[:end-start])]
 }
 
-func latinName(w *words) bool {
+// latinName reports whether the value's Latin words hold a name, and how
+// many letters the name's words have.
+func latinName(w *words) (bool, int) {
 	toks, flags, ok := w.get()
 	s, n := w.s, len(toks)
 	if !ok || n == 0 || randomLooking(s, toks) {
-		return false
+		return false, 0
 	}
 	for i := 0; i < n; i++ {
 		f, t := flags[i], toks[i]
 		l := t.end - t.start
-		if f&wJPFamily != 0 && f&wPairOnly == 0 && l >= 5 {
-			return true // a distinctive family name on its own: tanaka, takahashi
-		}
-		if f&wJPGiven != 0 && f&wPairOnly == 0 && l >= 6 {
-			return true // a distinctive given name on its own: hanako, takashi
-		}
+		// Pairs first: they cover more of the value than a name alone.
 		if i+1 < n {
 			g, u := flags[i+1], toks[i+1]
 			m := u.end - u.start
 			switch {
 			case f&wFirst != 0 && g&wLast != 0, f&wLast != 0 && g&wFirst != 0:
-				return true // taro.yamada, yamada_taro, john.smith, YamadaTaro
+				return true, l + m // taro.yamada, yamada_taro, john.smith, YamadaTaro
 			case f&wLast != 0 && g&wHonorific != 0, f&wFirst != 0 && g&wHonorific != 0:
-				return true // yamada-san, taro_kun
+				return true, l + m // yamada-san, taro_kun
 			case f&wTitle != 0 && g&(wLast|wFirst) != 0:
-				return true // mr_smith
+				return true, l + m // mr_smith
 			case u.sep == '.' || u.sep == '_' || u.sep == '-' || u.sep == ' ':
 				if (l == 1 && g&wLast != 0 && m >= 3) || (f&wLast != 0 && l >= 3 && m == 1) {
-					return true // t.yamada, smith_j
+					return true, l + m // t.yamada, smith_j
 				}
 			}
 		}
+		if f&wJPFamily != 0 && f&wPairOnly == 0 && l >= 5 {
+			return true, l // a distinctive family name on its own: tanaka, takahashi
+		}
+		if f&wJPGiven != 0 && f&wPairOnly == 0 && l >= 6 {
+			return true, l // a distinctive given name on its own: hanako, takashi
+		}
 		if l >= 6 && concatName(s, t) {
-			return true
+			return true, l
 		}
 	}
-	return false
+	return false, 0
 }
 
 // concatName finds a name written as one word: yamadataro, johnsmith, tyamada.
@@ -1199,7 +1260,25 @@ func randomLooking(s string, toks []token) bool {
 			short++
 		}
 	}
-	return short >= 3 && 2*short >= len(toks)
+	if short >= 3 && 2*short >= len(toks) {
+		return true
+	}
+	// Case that changes all the time: YamadaTaro changes three times in ten
+	// letters, a base64 hash every other letter or so.
+	switches, letters, upper := 0, 0, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isLetter(c) {
+			continue
+		}
+		u := c-'A' < 26
+		if letters > 0 && u != upper {
+			switches++
+		}
+		upper = u
+		letters++
+	}
+	return switches >= 6 && 3*switches >= letters
 }
 
 var jaHonorifics = []string{"さん", "様", "さま", "くん", "君", "ちゃん", "殿", "氏", "先生", "部長", "課長", "社長", "先輩"}

@@ -21,6 +21,7 @@
 package guard
 
 import (
+	"errors"
 	"time"
 
 	"github.com/shukei/shukei/schemas/event"
@@ -64,7 +65,8 @@ func Inspect(b []byte, now time.Time, lim event.Limits) (event.Event, *event.Rej
 }
 
 func asRejection(err error) *event.Rejection {
-	if r, ok := err.(*event.Rejection); ok {
+	var r *event.Rejection
+	if errors.As(err, &r) {
 		return r
 	}
 	// Decode and Validate only return *Rejection; anything else is a bug, and

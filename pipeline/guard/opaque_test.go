@@ -1,0 +1,68 @@
+package guard
+
+import (
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+)
+
+// An opaque id is fixed per user: a false positive on one would drop every
+// event of that user, always. So random ids of every documented shape must
+// pass, all of them.
+func TestOpaqueIDsPass(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	const n = 20000
+	shapes := []struct {
+		field string
+		gen   func(seed []byte) string
+	}{
+		{"user", func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }},
+		{"user", func(b []byte) string { s := sha256.Sum256(b); return base64.RawURLEncoding.EncodeToString(s[:]) }},
+		{"user", func(b []byte) string { s := sha256.Sum256(b); return base64.URLEncoding.EncodeToString(s[:]) }},
+		{"user", func(b []byte) string { s := sha1.Sum(b); return hex.EncodeToString(s[:]) }},
+		{"user", func(b []byte) string { s := sha256.Sum256(b); return base64.RawURLEncoding.EncodeToString(s[:16]) }},
+		{"user", func(b []byte) string { s := sha256.Sum256(b); return base64.RawURLEncoding.EncodeToString(s[:9]) }},
+		{"user", func(b []byte) string { return uuid(b) }},
+		{"user", func(b []byte) string { return strconv.FormatUint(binary.LittleEndian.Uint64(b)%1e12+1, 10) }},
+		{"user", func(b []byte) string { return "u:" + strconv.FormatUint(binary.LittleEndian.Uint64(b)%1e9, 10) }},
+		{"data.request_id", func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:16]) }},
+		{"data.request_id", func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:8]) }},
+		{"data.request_id", func(b []byte) string { return uuid(b) }},
+		{"event_id", func(b []byte) string { return uuid(b) }},
+	}
+	for i, sh := range shapes {
+		t.Run(fmt.Sprintf("%s/%d", sh.field, i), func(t *testing.T) {
+			fp := 0
+			for j := 0; j < n; j++ {
+				var seed [16]byte
+				binary.LittleEndian.PutUint64(seed[:], rng.Uint64())
+				binary.LittleEndian.PutUint64(seed[8:], rng.Uint64())
+				v := sh.gen(seed[:])
+				if r := CheckField(sh.field, v); r != nil {
+					if fp < 10 {
+						t.Errorf("%s=%q rejected: %s", sh.field, v, r.Reason)
+					}
+					fp++
+				}
+			}
+			if fp > 0 {
+				t.Errorf("%d of %d random ids rejected", fp, n)
+			}
+		})
+	}
+}
+
+func uuid(b []byte) string {
+	var u [16]byte
+	copy(u[:], b)
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	h := hex.EncodeToString(u[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
