@@ -105,6 +105,7 @@ func New(cfg config.Collector, ev config.Events, w Writer, reg prometheus.Regist
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/events", c.ingest)
+	mux.HandleFunc("POST /v1/beacon", c.beacon)
 	mux.HandleFunc("OPTIONS /v1/events", c.preflight)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", c.readyz)
@@ -227,20 +228,32 @@ func (c *Collector) fail(w http.ResponseWriter, e httpError) {
 	c.m.requests.WithLabelValues(strconv.Itoa(e.status), e.code).Inc()
 }
 
-func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
+// admit takes one of the bounded request slots and starts the request's metrics; done gives
+// the slot back. Past the bound it answers 503 and ok is false: tell the sender to come back
+// rather than queue.
+func (c *Collector) admit(w http.ResponseWriter) (done func(), ok bool) {
 	start := c.now()
-	defer func() { c.m.duration.Observe(time.Since(start).Seconds()) }()
-
-	// Bounded concurrency: past the bound, tell the sender to come back rather than queue.
 	select {
 	case c.sem <- struct{}{}:
-		defer func() { <-c.sem }()
 	default:
 		c.fail(w, httpError{http.StatusServiceUnavailable, "overloaded", "too many requests in flight; retry after the Retry-After delay"})
-		return
+		c.m.duration.Observe(time.Since(start).Seconds())
+		return nil, false
 	}
 	c.m.inFlight.Inc()
-	defer c.m.inFlight.Dec()
+	return func() {
+		c.m.inFlight.Dec()
+		<-c.sem
+		c.m.duration.Observe(time.Since(start).Seconds())
+	}, true
+}
+
+func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
+	done, ok := c.admit(w)
+	if !ok {
+		return
+	}
+	defer done()
 
 	tenant, ok := c.authenticate(r)
 	if !ok {
@@ -260,7 +273,14 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, *herr)
 		return
 	}
+	reply, status := c.process(r.Context(), tenant, raws)
+	c.answer(w, status, reply)
+}
 
+// process is the per-event path every ingest door shares once it knows the tenant: size limit,
+// the event decision (decode, validate, input-data guard), tenant check, then one Kafka write
+// of the events that passed. status is 503 when Kafka took none of them, else 200.
+func (c *Collector) process(ctx context.Context, tenant string, raws [][]byte) (Reply, int) {
 	now := c.now()
 	reply := Reply{Results: make([]Result, len(raws))}
 	var msgs []kafka.Message
@@ -292,7 +312,7 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if len(msgs) > 0 {
-		ctx, cancel := context.WithTimeout(r.Context(), c.cfg.WriteTimeout)
+		ctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
 		werr := c.write(ctx, msgs)
 		cancel()
 		var perMsg kafka.WriteErrors
@@ -331,10 +351,16 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 		c.m.events.WithLabelValues(res.Status, res.Reason).Inc()
 	}
 
-	status := http.StatusOK
 	if reply.Retry > 0 && reply.Accepted == 0 {
 		// Kafka took nothing: the whole request is worth retrying later.
-		status = http.StatusServiceUnavailable
+		return reply, http.StatusServiceUnavailable
+	}
+	return reply, http.StatusOK
+}
+
+// answer writes a per-event reply with the status process chose.
+func (c *Collector) answer(w http.ResponseWriter, status int, reply Reply) {
+	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", strconv.Itoa(int(c.cfg.RetryAfter.Round(time.Second)/time.Second)))
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -357,9 +383,16 @@ func (c *Collector) write(ctx context.Context, msgs []kafka.Message) error {
 // authenticate maps the bearer token to its tenant. Tokens are stored only as SHA-256 hashes;
 // a map lookup on the hash reveals nothing useful through timing.
 func (c *Collector) authenticate(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" || len(tok) > 512 {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return "", false
+	}
+	return c.tenantOf(tok)
+}
+
+// tenantOf maps an ingest token, from whichever part of the request carries it, to its tenant.
+func (c *Collector) tenantOf(tok string) (string, bool) {
+	if tok == "" || len(tok) > 512 {
 		return "", false
 	}
 	tenant, ok := c.tokens[sha256.Sum256([]byte(tok))]

@@ -19,7 +19,10 @@ import {
 export interface ShukeiOptions {
   /** Base URL of the collector; events go to `{endpoint}/v1/events`. */
   endpoint: string;
-  /** Ingest token, sent only in the Authorization header. */
+  /**
+   * Ingest token, sent in the Authorization header, or in the body of a
+   * page-hide beacon (which cannot carry headers); never in a URL.
+   */
   token: string;
   tenantId: string;
   /** Id of this collector, e.g. `web-sdk`. */
@@ -45,7 +48,8 @@ export interface ShukeiOptions {
   closeTimeoutMs?: number;
   /**
    * In a browser: flush when the page is hidden or left, and send requests
-   * that fit the browser's budget with keepalive. Default true.
+   * that fit the browser's budget with keepalive, the rest of a page hide
+   * with navigator.sendBeacon. Default true.
    */
   pageLifecycle?: boolean;
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
@@ -66,7 +70,7 @@ export interface Stats {
   /** Tracked and not yet settled, including those in flight. */
   queued: number;
   inFlight: number;
-  /** Accepted by the collector. */
+  /** Accepted by the collector, or handed to sendBeacon (whose reply is never seen). */
   sent: number;
   /** Refused by the collector; never sent again. */
   rejected: number;
@@ -105,6 +109,12 @@ export const MAX_BODY_BYTES = 1 << 20;
 // Browsers cap the bodies of all in-flight keepalive requests of a page at
 // 64 KiB together; leave room for a request another script may have made.
 const KEEPALIVE_BYTES = 48 << 10;
+// sendBeacon bodies are held to the same 64 KiB by browsers; stay under it
+// with the token and the wrapping included.
+const BEACON_BYTES = 60 << 10;
+// A CORS-safelisted type: the browser sends the beacon without a preflight,
+// which a page being unloaded has no time for.
+const BEACON_TYPE = 'text/plain;charset=UTF-8';
 
 interface Pending {
   ev: ShukeiEvent;
@@ -156,6 +166,7 @@ export function parseRetryAfter(v: string | null, now: number): number | undefin
 
 export class ShukeiClient {
   private readonly url: string;
+  private readonly beaconUrl: string;
   private readonly token: string;
   private readonly tenantId: string;
   private readonly source: string;
@@ -191,6 +202,7 @@ export class ShukeiClient {
   private closing: Promise<void> | undefined;
   private removeListeners: (() => void) | undefined;
   private inPage = false;
+  private readonly keepaliveSupported = keepaliveSupported();
   private readonly hideSends = new Set<Promise<void>>();
 
   constructor(opts: ShukeiOptions) {
@@ -200,6 +212,7 @@ export class ShukeiClient {
       throw new TypeError('shukei: endpoint must be a plain base URL, without query or credentials; pass the token as `token`');
     }
     this.url = endpoint.href.replace(/\/+$/, '') + '/v1/events';
+    this.beaconUrl = endpoint.href.replace(/\/+$/, '') + '/v1/beacon';
     if (typeof opts.token !== 'string' || opts.token === '') throw new TypeError('shukei: token is required');
     if (!isId(opts.tenantId)) throw new TypeError('shukei: tenantId must match ^[a-z0-9][a-z0-9_.-]{0,63}$');
     if (!isId(opts.source)) throw new TypeError('shukei: source must match ^[a-z0-9][a-z0-9_.-]{0,63}$');
@@ -458,7 +471,7 @@ export class ShukeiClient {
     const body = `[${batch.map((p) => p.json).join(',')}]`;
     // In a page, any request small enough goes with keepalive: one that is
     // under way when the user leaves then still arrives.
-    const keepalive = this.inPage && KEEPALIVE_SUPPORTED && body.length <= KEEPALIVE_BYTES - this.keepaliveBytes;
+    const keepalive = this.inPage && this.keepaliveSupported && body.length <= KEEPALIVE_BYTES - this.keepaliveBytes;
     this.inFlight += batch.length;
     if (keepalive) this.keepaliveBytes += body.length;
     let res: Response;
@@ -614,26 +627,70 @@ export class ShukeiClient {
   }
 
   /**
-   * The page may be gone in a moment: send what fits in one keepalive
-   * request, which the browser completes after unload, with the same headers
-   * as any other request. What does not fit stays queued for when (if) the
-   * page comes back.
+   * The page may be gone in a moment. What fits in one keepalive request
+   * goes that way, which the browser completes after unload, with the same
+   * headers as any other request. The rest, or everything where keepalive is
+   * missing, goes with navigator.sendBeacon to /v1/beacon. What neither takes
+   * stays queued for when (if) the page comes back.
    */
   private flushOnHide(): void {
     if (this.queue.length === 0 || !this.canSend()) return;
     const budget = KEEPALIVE_BYTES - this.keepaliveBytes;
-    if (budget < MAX_EVENT_BYTES) return;
-    const sending = this.send(this.take(budget)).finally(() => {
+    if (this.keepaliveSupported && budget >= MAX_EVENT_BYTES) this.sendOnHide(this.take(budget));
+    if (this.queue.length === 0) return;
+    if (!this.beacon() && !this.keepaliveSupported) {
+      // No keepalive and no sendBeacon: a plain request is the best we can
+      // do; it completes when the tab is only hidden and may be cut on unload.
+      this.sendOnHide(this.take(budget));
+    }
+  }
+
+  private sendOnHide(batch: Pending[]): void {
+    const sending = this.send(batch).finally(() => {
       this.hideSends.delete(sending);
       this.schedule();
     });
     this.hideSends.add(sending);
   }
+
+  /**
+   * Hands the queue to navigator.sendBeacon in bodies under BEACON_BYTES.
+   * sendBeacon cannot set headers, so the token goes in the body (never the
+   * URL, which logs keep), and it never shows the reply: an event the browser
+   * queued counts as sent. When it refuses (its budget is used up) the events
+   * stay queued and no more beacons are tried. Returns false when there is no
+   * sendBeacon.
+   */
+  private beacon(): boolean {
+    const nav = (globalThis as { navigator?: { sendBeacon?: (url: string, data: Blob) => boolean } }).navigator;
+    if (typeof nav?.sendBeacon !== 'function' || typeof Blob !== 'function') return false;
+    const head = `{"token":${JSON.stringify(this.token)},"events":`;
+    // take() counts the array; the token may be non-ASCII, so count its bytes.
+    const limit = BEACON_BYTES - new TextEncoder().encode(head + '}').length;
+    while (this.queue.length > 0) {
+      const batch = this.take(limit);
+      const body = `${head}[${batch.map((p) => p.json).join(',')}]}`;
+      let queued = false;
+      try {
+        queued = nav.sendBeacon(this.beaconUrl, new Blob([body], { type: BEACON_TYPE }));
+      } catch {
+        // Some browsers throw instead of returning false; same meaning.
+      }
+      if (!queued) {
+        this.enqueue(batch, true);
+        break;
+      }
+      this.counts.sent += batch.length;
+    }
+    return true;
+  }
 }
 
-// Where keepalive is missing (old Firefox), a plain request is the best we can
-// do: it completes when the tab is only hidden and may be cut on unload.
-const KEEPALIVE_SUPPORTED = typeof Request === 'function' && 'keepalive' in Request.prototype;
+// Missing in old Firefox. Asked per client rather than once at load, so a
+// test can take it away.
+function keepaliveSupported(): boolean {
+  return typeof Request === 'function' && 'keepalive' in Request.prototype;
+}
 
 async function readResults(res: Response): Promise<ResultItem[] | undefined> {
   try {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 
 import { parseRetryAfter, ShukeiClient, ShukeiError, ShukeiValidationError, type ShukeiOptions } from '../src/index.js';
 import { accepted, FakeClock, FakeCollector, reply, sleep, tick, waitFor } from './fake.js';
@@ -545,6 +545,161 @@ describe('page lifecycle', () => {
     c.trackFeatureUse('app.record.create', 1, 0);
     await c.flush();
     assert.equal(fake.calls[2].init.keepalive, true, 'small requests in a page always use keepalive');
+    await c.close();
+  });
+});
+
+interface SentBeacon {
+  url: string;
+  data: Blob;
+}
+
+/**
+ * A hidden page for the SDK: document and window events, and on request a
+ * navigator.sendBeacon answering `beacon(i)` to the i-th call (true: queued,
+ * false: refused, 'throw') and a Request without keepalive, as in old Firefox.
+ * Call before making the client.
+ */
+function fakePage(t: TestContext, opts: { keepalive?: boolean; beacon?: (i: number) => boolean | 'throw' } = {}) {
+  const doc = new EventTarget() as EventTarget & { visibilityState: string };
+  doc.visibilityState = 'hidden';
+  const win = new EventTarget();
+  const g = globalThis as Record<string, unknown>;
+  g.document = doc;
+  g.addEventListener = win.addEventListener.bind(win);
+  g.removeEventListener = win.removeEventListener.bind(win);
+  const saved = (['Request', 'navigator'] as const).map((k) => [k, Object.getOwnPropertyDescriptor(globalThis, k)] as const);
+  const set = (k: string, value: unknown) => Object.defineProperty(globalThis, k, { value, configurable: true, writable: true });
+  if (opts.keepalive === false) set('Request', class {});
+  const beacons: SentBeacon[] = [];
+  const answer = opts.beacon;
+  if (answer) {
+    set('navigator', {
+      sendBeacon(url: string, data: Blob): boolean {
+        const a = answer(beacons.length);
+        beacons.push({ url, data });
+        if (a === 'throw') throw new TypeError('beacon refused');
+        return a;
+      },
+    });
+  }
+  t.after(() => {
+    delete g.document;
+    delete g.addEventListener;
+    delete g.removeEventListener;
+    for (const [k, d] of saved) {
+      if (d) Object.defineProperty(globalThis, k, d);
+      else delete g[k];
+    }
+  });
+  return { win, beacons };
+}
+
+async function readBeacon(b: SentBeacon): Promise<{ token: string; events: { event_id: string }[] }> {
+  return JSON.parse(await b.data.text());
+}
+
+describe('page hide with sendBeacon', () => {
+  test('without keepalive: beacons to /v1/beacon, text/plain, token in the body, each under 60 KiB', async (t) => {
+    const { win, beacons } = fakePage(t, { keepalive: false, beacon: () => true });
+    const fake = new FakeCollector();
+    const { c } = make(fake, { pageLifecycle: true, flushAt: 10_000 });
+    const ids: string[] = [];
+    for (let i = 0; i < 1000; i++) ids.push(c.trackFeatureUse('app.record.create', 1, 0)!);
+    win.dispatchEvent(new Event('pagehide'));
+    await tick();
+
+    assert.equal(fake.calls.length, 0, 'no fetch: it could be cut on unload');
+    assert.ok(beacons.length > 1, `one beacon cannot hold 1000 events; got ${beacons.length}`);
+    const sent: string[] = [];
+    for (const b of beacons) {
+      assert.equal(b.url, 'https://collector.example/v1/beacon');
+      assert.ok(!b.url.includes('?') && !b.url.includes('ingest-token-1'), 'no token in the URL');
+      assert.equal(b.data.type, 'text/plain;charset=utf-8'); // Blob lower-cases its type
+      assert.ok(b.data.size <= 60 << 10, `beacon of ${b.data.size} bytes`);
+      const body = await readBeacon(b);
+      assert.deepEqual(Object.keys(body).sort(), ['events', 'token']);
+      assert.equal(body.token, 'ingest-token-1');
+      assert.ok(body.events.length > 0);
+      sent.push(...body.events.map((e) => e.event_id));
+    }
+    assert.ok(beacons.slice(0, -1).every((b) => b.data.size > 50 << 10), 'beacons are filled before a new one starts');
+    assert.deepEqual(sent, ids, 'every event once, in order');
+    assert.equal(c.stats().sent, 1000);
+    assert.equal(c.stats().queued, 0);
+    await c.close();
+  });
+
+  test('events leave the queue only when sendBeacon returned true', async (t) => {
+    // The browser queues the first beacon, then its budget is used up.
+    const { win, beacons } = fakePage(t, { keepalive: false, beacon: (i) => i === 0 });
+    const fake = new FakeCollector();
+    const { c } = make(fake, { pageLifecycle: true, flushAt: 10_000 });
+    const ids: string[] = [];
+    for (let i = 0; i < 1000; i++) ids.push(c.trackFeatureUse('app.record.create', 1, 0)!);
+    win.dispatchEvent(new Event('pagehide'));
+    await tick();
+
+    assert.equal(beacons.length, 2, 'no more beacons after a refusal');
+    const first = (await readBeacon(beacons[0])).events.map((e) => e.event_id);
+    const refused = (await readBeacon(beacons[1])).events.map((e) => e.event_id);
+    assert.equal(c.stats().sent, first.length);
+    assert.equal(c.stats().queued, 1000 - first.length);
+    assert.equal(fake.calls.length, 0);
+
+    // The page lives on: the rest, the refused beacon's events first, goes
+    // by fetch, and nothing the browser took goes twice.
+    await c.flush();
+    const fetched = fake.calls.flatMap((call) => call.events.map((e) => e.event_id));
+    assert.deepEqual(fetched.slice(0, refused.length), refused);
+    assert.deepEqual([...first, ...fetched], ids);
+    assert.equal(c.stats().sent, 1000);
+    await c.close();
+  });
+
+  test('a sendBeacon that throws leaves the events queued', async (t) => {
+    const { win, beacons } = fakePage(t, { keepalive: false, beacon: () => 'throw' });
+    const fake = new FakeCollector();
+    const errors: Error[] = [];
+    const { c } = make(fake, { pageLifecycle: true, onError: (e) => errors.push(e) });
+    c.trackFeatureUse('a', 1, 0);
+    win.dispatchEvent(new Event('pagehide'));
+    await tick();
+    assert.equal(beacons.length, 1);
+    assert.equal(c.stats().queued, 1);
+    assert.equal(c.stats().sent, 0);
+    await c.close();
+    assert.equal(c.stats().sent, 1, 'sent by close() instead');
+    assert.deepEqual(errors, []);
+  });
+
+  test('with keepalive: keepalive first, with the Authorization header; beacons only for what does not fit', async (t) => {
+    const { win, beacons } = fakePage(t, { beacon: () => true });
+    const fake = new FakeCollector();
+    const { c } = make(fake, { pageLifecycle: true, flushAt: 10_000 });
+
+    c.trackFeatureUse('a', 1, 0);
+    win.dispatchEvent(new Event('pagehide'));
+    await tick();
+    assert.equal(fake.calls.length, 1);
+    assert.equal(fake.calls[0].init.keepalive, true);
+    assert.equal(fake.calls[0].headers['authorization'], 'Bearer ingest-token-1');
+    assert.equal(beacons.length, 0, 'a queue that fits keepalive needs no beacon');
+    await waitFor(() => c.stats().queued === 0);
+
+    const ids: string[] = [];
+    for (let i = 0; i < 1000; i++) ids.push(c.trackFeatureUse('app.record.create', 1, 0)!);
+    win.dispatchEvent(new Event('pagehide'));
+    await tick();
+    assert.equal(fake.calls.length, 2);
+    assert.equal(fake.calls[1].init.keepalive, true);
+    assert.ok(beacons.length > 0, 'the rest goes by beacon');
+    const keepalive = fake.calls[1].events.map((e) => e.event_id);
+    const beaconed: string[] = [];
+    for (const b of beacons) beaconed.push(...(await readBeacon(b)).events.map((e) => e.event_id));
+    assert.deepEqual([...keepalive, ...beaconed], ids, 'every event once');
+    await waitFor(() => c.stats().queued === 0);
+    assert.equal(c.stats().sent, 1001);
     await c.close();
   });
 });

@@ -121,6 +121,50 @@ describe('collector integration', () => {
     assert.ok(errors.some((e) => e instanceof ShukeiError && e.code === 'rejected'));
   });
 
+  test('page hide without keepalive: the beacons sendBeacon would send are fully accepted (204)', { skip }, async (t) => {
+    // A hidden page whose sendBeacon posts the Blob as a browser would: its
+    // type as Content-Type, no other header.
+    const doc = Object.assign(new EventTarget(), { visibilityState: 'hidden' });
+    const win = new EventTarget();
+    const g = globalThis as Record<string, unknown>;
+    const saved = (['Request', 'navigator'] as const).map((k) => [k, Object.getOwnPropertyDescriptor(globalThis, k)] as const);
+    const set = (k: string, value: unknown) => Object.defineProperty(globalThis, k, { value, configurable: true, writable: true });
+    const posts: Promise<{ url: string; status: number; body: string }>[] = [];
+    g.document = doc;
+    g.addEventListener = win.addEventListener.bind(win);
+    g.removeEventListener = win.removeEventListener.bind(win);
+    set('Request', class {}); // no keepalive, as in old Firefox: everything goes by beacon
+    set('navigator', {
+      sendBeacon(u: string, data: Blob): boolean {
+        posts.push(fetch(u, { method: 'POST', body: data }).then(async (r) => ({ url: u, status: r.status, body: await r.text() })));
+        return true;
+      },
+    });
+    t.after(() => {
+      delete g.document;
+      delete g.addEventListener;
+      delete g.removeEventListener;
+      for (const [k, d] of saved) {
+        if (d) Object.defineProperty(globalThis, k, d);
+        else delete g[k];
+      }
+    });
+
+    const { client, seen, errors } = connect({ pageLifecycle: true, flushAt: 10_000 });
+    for (let i = 0; i < 400; i++) client.trackFeatureUse('app.record.create', 1, 0);
+    win.dispatchEvent(new Event('pagehide'));
+    const answers = await Promise.all(posts);
+    assert.ok(answers.length > 1, `400 events need more than one beacon; got ${answers.length}`);
+    for (const a of answers) {
+      assert.match(a.url, /\/v1\/beacon$/);
+      assert.equal(a.status, 204, a.body);
+    }
+    assert.equal(seen.length, 0, 'nothing went by fetch');
+    assert.equal(client.stats().sent, 400);
+    await client.close();
+    assert.deepEqual(errors, []);
+  });
+
   test('a wrong token stops the client with an unauthorized error', { skip }, async () => {
     const { client, errors } = connect({ token: `${token}-not-valid` });
     client.trackFeatureUse('app.record.create', 1, 0);
