@@ -23,7 +23,27 @@ type Config struct {
 	ClickHouse ClickHouse `yaml:"clickhouse"`
 	Events     Events     `yaml:"events"`
 	Collector  Collector  `yaml:"collector"`
+	Processor  Processor  `yaml:"processor"`
+	Anonymizer Anonymizer `yaml:"anonymizer"`
 	Log        Log        `yaml:"log"`
+}
+
+// Processor is the Kafka → ClickHouse role.
+type Processor struct {
+	GroupID         string        `yaml:"group_id" doc:"Kafka consumer group of the processors (every instance shares it)"`
+	BatchSize       int           `yaml:"batch_size" doc:"events a ClickHouse insert carries at most"`
+	BatchTimeout    time.Duration `yaml:"batch_timeout" doc:"longest wait to fill a batch once its first event arrived"`
+	DedupeHorizon   time.Duration `yaml:"dedupe_horizon" doc:"how long a stored event_id is remembered to drop collector retries"`
+	DedupeMax       int           `yaml:"dedupe_max" doc:"event_ids remembered at most per instance (memory bound)"`
+	RegistryRefresh time.Duration `yaml:"registry_refresh" doc:"how often the tenant registry is reloaded"`
+	MaxBackoff      time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
+	Listen          string        `yaml:"listen" doc:"address of /metrics, /healthz and /readyz"`
+}
+
+// Anonymizer holds the master key that protects the per-tenant pseudonymisation keys.
+type Anonymizer struct {
+	MasterKeyFile string `yaml:"master_key_file" doc:"file holding the 32-byte master key (64 hex digits); 'shukei keys init' writes one"`
+	MasterKey     string `yaml:"master_key" doc:"the master key itself, for SHUKEI_ANONYMIZER_MASTER_KEY; prefer the file; never commit it"`
 }
 
 // Events bounds what any stage accepts as an event.
@@ -99,6 +119,16 @@ func Default() Config {
 			RetryAfter:    2 * time.Second,
 			WriteTimeout:  10 * time.Second,
 			AllowOrigins:  []string{"*"},
+		},
+		Processor: Processor{
+			GroupID:         "shukei-processor",
+			BatchSize:       20000,
+			BatchTimeout:    time.Second,
+			DedupeHorizon:   time.Hour,
+			DedupeMax:       2000000,
+			RegistryRefresh: 5 * time.Second,
+			MaxBackoff:      30 * time.Second,
+			Listen:          "127.0.0.1:9101",
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}
@@ -230,6 +260,28 @@ func (c Config) Validate() error {
 		if o != "*" && !(strings.HasPrefix(o, "https://") || strings.HasPrefix(o, "http://")) || strings.HasSuffix(o, "/") {
 			bad(fmt.Sprintf("collector.allow_origins[%d]", i), "%q must be * or scheme://host[:port] without a path", o)
 		}
+	}
+
+	if c.Processor.GroupID == "" {
+		bad("processor.group_id", "must not be empty")
+	}
+	if c.Processor.BatchSize < 1 || c.Processor.BatchSize > 1000000 {
+		bad("processor.batch_size", "must be between 1 and 1000000 (ClickHouse splits bigger inserts, which breaks their atomicity), got %d", c.Processor.BatchSize)
+	}
+	if c.Processor.BatchTimeout <= 0 {
+		bad("processor.batch_timeout", "must be positive, got %s", c.Processor.BatchTimeout)
+	}
+	if c.Processor.DedupeHorizon < 0 || c.Processor.DedupeMax < 0 {
+		bad("processor.dedupe_horizon", "dedupe_horizon and dedupe_max must not be negative")
+	}
+	if c.Processor.RegistryRefresh < 100*time.Millisecond {
+		bad("processor.registry_refresh", "must be at least 100ms, got %s", c.Processor.RegistryRefresh)
+	}
+	if c.Processor.MaxBackoff < 100*time.Millisecond {
+		bad("processor.max_backoff", "must be at least 100ms, got %s", c.Processor.MaxBackoff)
+	}
+	if _, _, err := net.SplitHostPort(c.Processor.Listen); err != nil {
+		bad("processor.listen", "%q is not host:port", c.Processor.Listen)
 	}
 
 	switch c.Log.Level {

@@ -328,6 +328,19 @@ type Snapshot struct {
 	Loaded  time.Time
 }
 
+// NewSnapshot builds a snapshot from tenants, for tools and tests that do not read the
+// registry.
+func NewSnapshot(tenants ...*Tenant) *Snapshot {
+	s := &Snapshot{Tenants: map[string]*Tenant{}, byToken: map[string]string{}, Loaded: time.Now()}
+	for _, t := range tenants {
+		s.Tenants[t.ID] = t
+		for _, h := range t.TokenHashes {
+			s.byToken[h] = t.ID
+		}
+	}
+	return s
+}
+
 // Lookup returns a tenant of the snapshot.
 func (s *Snapshot) Lookup(id string) (*Tenant, bool) {
 	t, ok := s.Tenants[id]

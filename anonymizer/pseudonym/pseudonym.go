@@ -36,7 +36,18 @@ type Pseudonym [Size]byte
 var ErrNoRoot = errors.New("tenant has no pseudonymisation key")
 
 // MasterKey encrypts the per-tenant roots at rest.
-type MasterKey struct{ aead cipher.AEAD }
+type MasterKey struct {
+	aead cipher.AEAD
+	raw  []byte
+}
+
+// Derive returns a 32-byte key for another use (e.g. the keyed hash kept in place of a dropped
+// payload), independent of the root encryption key.
+func (m *MasterKey) Derive(label string) []byte {
+	mac := hmac.New(sha256.New, m.raw)
+	mac.Write([]byte("shukei/derive/" + label))
+	return mac.Sum(nil)
+}
 
 // ParseMasterKey reads a 32-byte key written as 64 hex digits or standard base64.
 func ParseMasterKey(s string) (*MasterKey, error) {
@@ -56,7 +67,7 @@ func ParseMasterKey(s string) (*MasterKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &MasterKey{aead: aead}, nil
+	return &MasterKey{aead: aead, raw: b}, nil
 }
 
 // LoadMasterKey reads the key from a file (mode 0600 expected) or, when path is empty, from

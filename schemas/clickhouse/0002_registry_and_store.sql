@@ -81,12 +81,15 @@ ORDER BY (tenant_id, occurred_at, event_id);
 -- Every message of the raw topic that was not stored, with its reason: the store and this
 -- table together account for every offset exactly once. Suspected input data keeps no payload,
 -- only a keyed hash of it; other rejections keep the payload for replay.
+-- Each processor batch ends with one insert here holding its rejections and a 'checkpoint'
+-- row per Kafka partition at the batch's last offset: the events of a batch are inserted
+-- first, so max(kafka_offset) here is the offset below which everything is accounted for.
 CREATE TABLE IF NOT EXISTS ${db}.rejections (
     rejected_at         DateTime,
     kafka_partition     UInt16,
     kafka_offset        UInt64,
     reason              String,
-    class               Enum8('input_data' = 1, 'malformed' = 2, 'policy' = 3, 'duplicate' = 4),
+    class               Enum8('input_data' = 1, 'malformed' = 2, 'policy' = 3, 'duplicate' = 4, 'checkpoint' = 5),
     field               String,
     tenant_id           String,
     schema              String,

@@ -1,0 +1,132 @@
+package decision
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/schemas/event"
+	"github.com/shukei/shukei/schemas/policy"
+)
+
+var now = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+
+func testContext(t *testing.T, tenants ...*registry.Tenant) *Context {
+	t.Helper()
+	m, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
+	k := pseudonym.NewKeyring(m)
+	for _, tn := range tenants {
+		enc, _ := m.NewRoot(tn.ID)
+		if err := k.Set(tn.ID, enc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := policy.Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Context{
+		Now: now, Limits: event.DefaultLimits(), Tenants: registry.NewSnapshot(tenants...),
+		Keyring: k, Policy: NewPolicyTagger(v), HashKey: []byte("k"),
+	}
+}
+
+func raw(t *testing.T, mutate func(map[string]any)) []byte {
+	ev := map[string]any{
+		"event_id": uuid.NewString(), "tenant_id": "acme", "occurred_at": now.Add(-time.Minute).Format(time.RFC3339),
+		"schema": "feature_use/v1", "source": "web", "user": "u-1",
+		"client": map[string]any{"os": "ios", "os_version": "17.4.1", "device_kind": "mobile"},
+		"data":   map[string]any{"feature_id": "app.record.create", "count": 2, "records_registered": 1},
+	}
+	if mutate != nil {
+		mutate(ev)
+	}
+	b, _ := json.Marshal(ev)
+	return b
+}
+
+func TestDecide(t *testing.T) {
+	acme := &registry.Tenant{ID: "acme", Status: "contracted", Edition: "standard", SizeBand: "m"}
+	gone := &registry.Tenant{ID: "gone", Status: "terminated", Edition: "standard", SizeBand: "m"}
+	c := testContext(t, acme, gone)
+
+	tagged, rej := Decide(raw(t, nil), c)
+	if rej != nil {
+		t.Fatalf("good event rejected: %+v", rej)
+	}
+	if tagged.Event.User != "" {
+		t.Error("the raw user id survived the decision")
+	}
+	want, _ := c.Keyring.Pseudonymize("acme", now.Add(-time.Minute), "u-1")
+	if tagged.Pseudonym != want {
+		t.Error("pseudonym is not the keyring's")
+	}
+	ps := policy.Set(tagged.Purposes)
+	if tagged.PolicyVersion != 1 || !ps.Has(policy.ServiceImprovement) || !ps.Has(policy.ExternalAggregate) || ps.Has(policy.Support) || ps.Has(policy.ExternalConsented) {
+		t.Errorf("feature_use of a contracted tenant tagged %s under v%d", ps, tagged.PolicyVersion)
+	}
+
+	f := func(name string, b []byte, reason string, class Class, keepsPayload bool) {
+		t.Run(name, func(t *testing.T) {
+			_, rej := Decide(b, c)
+			if rej == nil {
+				t.Fatal("accepted")
+			}
+			if rej.Reason != reason || rej.Class != class {
+				t.Errorf("got %s/%s, want %s/%s", rej.Reason, rej.Class, reason, class)
+			}
+			if (rej.Payload != nil) != keepsPayload {
+				t.Errorf("payload kept = %v, want %v", rej.Payload != nil, keepsPayload)
+			}
+			if rej.Hash == "" {
+				t.Error("no keyed hash")
+			}
+		})
+	}
+	f("email as user", raw(t, func(m map[string]any) { m["user"] = "hanako@example.jp" }), "input_data.email", ClassInputData, false)
+	f("malformed", []byte(`{"event_id":`), "malformed_json", ClassMalformed, true)
+	f("unknown tenant", raw(t, func(m map[string]any) { m["tenant_id"] = "nobody" }), ReasonUnknownTenant, ClassPolicy, true)
+	f("terminated tenant", raw(t, func(m map[string]any) { m["tenant_id"] = "gone" }), ReasonNoPurpose, ClassPolicy, true)
+
+	// An email as tenant id must not be copied into the rejection's tenant field.
+	_, rej = Decide(raw(t, func(m map[string]any) { m["tenant_id"] = "hanako@example.jp" }), c)
+	if rej == nil || rej.Tenant != "" {
+		t.Errorf("rejection carries the offending tenant id: %+v", rej)
+	}
+}
+
+func TestPolicyTenantConsents(t *testing.T) {
+	at := now.Add(-24 * time.Hour)
+	rt := &registry.Tenant{ID: "acme", Status: "trial", Edition: "e", SizeBand: "s", Consents: []registry.Consent{
+		{Purpose: "external_consented", PolicyVersion: 1, Given: true, At: at},
+		{Purpose: "external_consented", PolicyVersion: 1, Given: false, At: at.Add(time.Hour)},
+		{Purpose: ConsentToPolicy, PolicyVersion: 2, Given: true, At: at},
+	}}
+	pt := PolicyTenant(rt)
+	if pt.Status != policy.Trial || len(pt.Consents) != 2 {
+		t.Fatalf("%+v", pt)
+	}
+	if !pt.Consents[0].Purposes.Has(policy.ExternalConsented) || !pt.Consents[0].Withdrawn.Equal(at.Add(time.Hour)) {
+		t.Errorf("purpose consent %+v", pt.Consents[0])
+	}
+	if !pt.Consents[1].Policy || pt.Consents[1].Version != 2 {
+		t.Errorf("policy consent %+v", pt.Consents[1])
+	}
+}
+
+func BenchmarkDecide(b *testing.B) {
+	acme := &registry.Tenant{ID: "acme", Status: "contracted", Edition: "standard", SizeBand: "m"}
+	c := testContext(&testing.T{}, acme)
+	msg := raw(&testing.T{}, nil)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		if _, rej := Decide(msg, c); rej != nil {
+			b.Fatal(rej)
+		}
+	}
+}

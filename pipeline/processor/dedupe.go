@@ -1,0 +1,73 @@
+package processor
+
+import (
+	"sync"
+	"time"
+)
+
+// dedupe remembers stored event ids for a horizon, bounded in count: a collector that retried
+// after a lost reply sends the same event_id again, and the copy must not be stored twice.
+type dedupe struct {
+	mu      sync.Mutex
+	horizon time.Duration
+	max     int
+	seen    map[string]time.Time
+	order   []entry // insertion order, for expiry and eviction
+}
+
+type entry struct {
+	id string
+	at time.Time
+}
+
+func newDedupe(horizon time.Duration, maxIDs int) *dedupe {
+	return &dedupe{horizon: horizon, max: maxIDs, seen: map[string]time.Time{}}
+}
+
+// add records id and reports whether it was new.
+func (d *dedupe) add(id string, now time.Time) bool {
+	if d.horizon <= 0 || d.max <= 0 {
+		return true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.expire(now)
+	if _, ok := d.seen[id]; ok {
+		return false
+	}
+	d.seen[id] = now
+	d.order = append(d.order, entry{id, now})
+	return true
+}
+
+// has reports whether id was stored within the horizon.
+func (d *dedupe) has(id string, now time.Time) bool {
+	if d.horizon <= 0 || d.max <= 0 {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.expire(now)
+	_, ok := d.seen[id]
+	return ok
+}
+
+// warm loads ids already in the store (after a restart or rebalance).
+func (d *dedupe) warm(ids []string, now time.Time) {
+	for _, id := range ids {
+		d.add(id, now)
+	}
+}
+
+func (d *dedupe) expire(now time.Time) {
+	n := 0
+	for n < len(d.order) && (now.Sub(d.order[n].at) > d.horizon || len(d.order)-n > d.max) {
+		if d.seen[d.order[n].id].Equal(d.order[n].at) {
+			delete(d.seen, d.order[n].id)
+		}
+		n++
+	}
+	if n > 0 {
+		d.order = append(d.order[:0:0], d.order[n:]...)
+	}
+}

@@ -1,0 +1,66 @@
+package processor
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics never carry a tenant label.
+type metrics struct {
+	events       *prometheus.CounterVec
+	skipped      prometheus.Counter
+	batchSize    prometheus.Histogram
+	batchSeconds prometheus.Histogram
+	writeErrors  *prometheus.CounterVec
+	kafkaErrors  prometheus.Counter
+	retrying     prometheus.Gauge
+	assigned     prometheus.Gauge
+	committed    *prometheus.GaugeVec
+	lag          *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shukei_events_total",
+			Help: "Messages of the raw topic by outcome (stored, rejected) and rejection reason.",
+		}, []string{"outcome", "reason"}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shukei_processor_skipped_total",
+			Help: "Messages skipped because the store already held them (redelivered after a crash or rebalance).",
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shukei_processor_batch_size",
+			Help:    "Messages per processed batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
+		}),
+		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shukei_processor_batch_seconds",
+			Help:    "Time to decide and write one batch, retries included.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+		writeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shukei_clickhouse_insert_errors_total",
+			Help: "Failed writes (ClickHouse inserts, DLQ writes) by what was written; each is retried.",
+		}, []string{"what"}),
+		kafkaErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shukei_processor_kafka_errors_total",
+			Help: "Kafka errors: joining the group, reading, committing.",
+		}),
+		retrying: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shukei_processor_backpressure",
+			Help: "1 while a write is being retried and nothing is read or committed.",
+		}),
+		assigned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shukei_processor_assigned_partitions",
+			Help: "Raw-topic partitions this instance owns.",
+		}),
+		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shukei_processor_committed_offset",
+			Help: "Last committed offset by partition.",
+		}, []string{"partition"}),
+	}
+	m.lag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "shukei_processor_consumer_lag",
+		Help: "Messages between the last one read and the partition's end, by partition.",
+	}, []string{"partition"})
+	reg.MustRegister(m.events, m.skipped, m.batchSize, m.batchSeconds, m.writeErrors, m.kafkaErrors, m.retrying, m.assigned, m.committed, m.lag)
+	return m
+}

@@ -1,0 +1,443 @@
+// Package processor is the stage that loads usage events into ClickHouse exactly once: a
+// Kafka consumer group on the raw topic, the shared event decision for each message, batched
+// inserts into the event store (which fills the purpose marts) and the rejections table, the
+// DLQ topic for replay, and offsets committed only after ClickHouse holds the batch.
+//
+// Exactly once: ClickHouse, not Kafka, is the record of what was done. Every stored row and
+// every rejection carries its Kafka partition and offset; when a partition is assigned, the
+// processor reads the store's high-water mark and skips what is already there, so neither a
+// crash between insert and commit nor a rebalance stores a message twice. Collector retries
+// (the same event_id at another offset) are dropped as duplicates within a horizon.
+package processor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/schemas/event"
+)
+
+// Processor consumes the raw topic into ClickHouse.
+type Processor struct {
+	cfg     config.Processor
+	kcfg    config.Kafka
+	limits  event.Limits
+	conn    driver.Conn
+	db      string
+	cache   *registry.Cache
+	keyring *pseudonym.Keyring
+	policy  decision.Tagger
+	hashKey []byte
+	dlq     *kafka.Writer
+	log     *slog.Logger
+	m       *metrics
+	now     func() time.Time
+
+	dedupe *dedupe
+}
+
+// Deps are the processor's collaborators; main owns them.
+type Deps struct {
+	Conn     driver.Conn
+	Database string
+	Cache    *registry.Cache
+	Keyring  *pseudonym.Keyring
+	Policy   decision.Tagger
+	HashKey  []byte
+	Registry prometheus.Registerer
+	Log      *slog.Logger
+}
+
+// New builds a processor.
+func New(cfg config.Config, d Deps) *Processor {
+	return &Processor{
+		cfg:     cfg.Processor,
+		kcfg:    cfg.Kafka,
+		limits:  event.Limits{MaxAge: cfg.Events.MaxAge, MaxSkew: cfg.Events.MaxSkew, MaxBytes: cfg.Collector.MaxEventBytes}.WithDefaults(),
+		conn:    d.Conn,
+		db:      d.Database,
+		cache:   d.Cache,
+		keyring: d.Keyring,
+		policy:  d.Policy,
+		hashKey: d.HashKey,
+		dlq: &kafka.Writer{
+			Addr:         kafka.TCP(cfg.Kafka.Brokers...),
+			Topic:        cfg.Kafka.DLQTopic,
+			Balancer:     &kafka.Murmur2Balancer{},
+			RequiredAcks: kafka.RequireAll,
+			BatchSize:    cfg.Processor.BatchSize,
+			BatchBytes:   64 << 20,
+			BatchTimeout: 5 * time.Millisecond,
+			MaxAttempts:  3,
+			Compression:  kafka.Lz4,
+		},
+		log:    d.Log,
+		m:      newMetrics(d.Registry),
+		now:    time.Now,
+		dedupe: newDedupe(cfg.Processor.DedupeHorizon, cfg.Processor.DedupeMax),
+	}
+}
+
+// Run joins the consumer group and processes until ctx ends. Each generation of the group
+// (one assignment of partitions) is processed by runGeneration; a rebalance ends it and the
+// next one starts from the store's high-water marks.
+func (p *Processor) Run(ctx context.Context) error {
+	defer p.dlq.Close()
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                p.cfg.GroupID,
+		Brokers:           p.kcfg.Brokers,
+		Topics:            []string{p.kcfg.RawTopic},
+		StartOffset:       kafka.FirstOffset,
+		SessionTimeout:    10 * time.Second,
+		RebalanceTimeout:  30 * time.Second,
+		HeartbeatInterval: time.Second,
+		JoinGroupBackoff:  time.Second,
+		Timeout:           10 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("processor consumer group: %w", err)
+	}
+	defer cg.Close()
+	backoff := newBackoff(p.cfg.MaxBackoff)
+	for {
+		gen, err := cg.Next(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			p.m.kafkaErrors.Inc()
+			p.log.Warn("joining the consumer group failed; retrying", "err", err)
+			if !backoff.wait(ctx) {
+				return nil
+			}
+			continue
+		}
+		backoff.reset()
+		assigned := gen.Assignments[p.kcfg.RawTopic]
+		p.m.assigned.Set(float64(len(assigned)))
+		p.log.Info("partitions assigned", "generation", gen.ID, "partitions", len(assigned))
+		done := make(chan struct{})
+		gen.Start(func(gctx context.Context) {
+			defer close(done)
+			// The generation ends on a rebalance (gctx) or on shutdown (ctx), whichever first.
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			stop := context.AfterFunc(gctx, cancel)
+			defer stop()
+			if err := p.runGeneration(rctx, gen, assigned); err != nil && rctx.Err() == nil {
+				p.log.Warn("generation ended with an error; rejoining", "err", err)
+			}
+		})
+		select {
+		case <-done:
+		case <-ctx.Done():
+			<-done
+			return nil
+		}
+	}
+}
+
+type fetched struct {
+	msg kafka.Message
+	err error
+}
+
+func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, assigned []kafka.PartitionAssignment) error {
+	if len(assigned) == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	parts := make([]int, len(assigned))
+	for i, a := range assigned {
+		parts[i] = a.ID
+	}
+	state, err := p.loadWithRetry(ctx, parts)
+	if err != nil {
+		return err
+	}
+
+	msgs := make(chan fetched, p.cfg.BatchSize)
+	readers := map[int]*kafka.Reader{}
+	var wg sync.WaitGroup
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer func() { stopReading(); wg.Wait() }()
+	for _, a := range assigned {
+		start := a.Offset
+		if lo := state[a.ID].lo; start < 0 || start <= lo {
+			// No commit yet, or the store is ahead of the commit (a crash after the insert):
+			// the store decides where to resume.
+			start = lo + 1
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{
+			Brokers:   p.kcfg.Brokers,
+			Topic:     p.kcfg.RawTopic,
+			Partition: a.ID,
+			MinBytes:  1,
+			MaxBytes:  16 << 20,
+			MaxWait:   250 * time.Millisecond,
+		})
+		if err := r.SetOffset(start); err != nil {
+			_ = r.Close()
+			return err
+		}
+		readers[a.ID] = r
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer r.Close()
+			for {
+				m, err := r.ReadMessage(readCtx) // a partition reader without a group commits nothing
+				if readCtx.Err() != nil {
+					return
+				}
+				select {
+				case msgs <- fetched{m, err}:
+				case <-readCtx.Done():
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+
+	for {
+		batch, err := p.collect(ctx, msgs)
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		if err := p.process(ctx, batch, state); err != nil {
+			return err // abandoned without commit: the next generation resumes from the store
+		}
+		offsets := map[int]int64{}
+		for _, m := range batch {
+			offsets[m.Partition] = max(offsets[m.Partition], m.Offset+1)
+		}
+		if err := gen.CommitOffsets(map[string]map[int]int64{p.kcfg.RawTopic: offsets}); err != nil {
+			// Not fatal for correctness: the store already holds the batch.
+			p.m.kafkaErrors.Inc()
+			return fmt.Errorf("commit offsets: %w", err)
+		}
+		for part, off := range offsets {
+			p.m.committed.WithLabelValues(strconv.Itoa(part)).Set(float64(off))
+		}
+		for part, r := range readers {
+			p.m.lag.WithLabelValues(strconv.Itoa(part)).Set(float64(r.Lag()))
+		}
+	}
+}
+
+// collect waits for the first message, then gathers until the batch is full or the batch
+// timeout passes.
+func (p *Processor) collect(ctx context.Context, msgs <-chan fetched) ([]kafka.Message, error) {
+	var batch []kafka.Message
+	add := func(f fetched) error {
+		if f.err != nil {
+			p.m.kafkaErrors.Inc()
+			return fmt.Errorf("read partition: %w", f.err)
+		}
+		batch = append(batch, f.msg)
+		return nil
+	}
+	select {
+	case f := <-msgs:
+		if err := add(f); err != nil {
+			return nil, err
+		}
+	case <-ctx.Done():
+		return nil, nil
+	}
+	timer := time.NewTimer(p.cfg.BatchTimeout)
+	defer timer.Stop()
+	for len(batch) < p.cfg.BatchSize {
+		select {
+		case f := <-msgs:
+			if err := add(f); err != nil {
+				return nil, err
+			}
+		case <-timer.C:
+			return batch, nil
+		case <-ctx.Done():
+			return nil, nil
+		}
+	}
+	return batch, nil
+}
+
+// process decides every message of the batch and writes the outcome: events, then
+// rejections with checkpoints, then the DLQ topic. Each write is retried with backoff until it
+// succeeds or ctx ends; decisions are made once, so a retry writes exactly the same rows.
+func (p *Processor) process(ctx context.Context, batch []kafka.Message, state map[int]*partitionState) error {
+	start := time.Now()
+	dctx := &decision.Context{
+		Now:     p.now(),
+		Limits:  p.limits,
+		Tenants: p.cache.Snapshot(),
+		Keyring: p.keyring,
+		Policy:  p.policy,
+		HashKey: p.hashKey,
+	}
+	var rows []row
+	var rejs []rejected
+	inBatch := map[string]bool{}
+	var dlq []kafka.Message
+	last := map[int]int64{}
+	for _, m := range batch {
+		last[m.Partition] = max(last[m.Partition], m.Offset)
+		st := state[m.Partition]
+		if st == nil || st.stored(m.Offset) {
+			p.m.skipped.Inc()
+			continue
+		}
+		t, rej := decision.Decide(m.Value, dctx)
+		if rej == nil {
+			// Remembered only once the batch is written: an abandoned batch must not turn
+			// its own redelivery into "duplicates".
+			if inBatch[t.Event.EventID] || p.dedupe.has(t.Event.EventID, dctx.Now) {
+				rej = decision.Duplicate(t, m.Value, dctx)
+			} else {
+				inBatch[t.Event.EventID] = true
+			}
+		}
+		if rej != nil {
+			rejs = append(rejs, rejected{r: rej, partition: m.Partition, offset: m.Offset})
+			dlq = append(dlq, dlqMessage(m, rej))
+			p.m.events.WithLabelValues("rejected", rej.Reason).Inc()
+			continue
+		}
+		rows = append(rows, row{t: t, partition: m.Partition, offset: m.Offset})
+		p.m.events.WithLabelValues("stored", "").Inc()
+	}
+	for part, off := range last {
+		rejs = append(rejs, rejected{partition: part, offset: off}) // checkpoint
+	}
+	ingested := dctx.Now.UTC().Truncate(time.Second)
+	if len(rows) > 0 {
+		if err := p.retry(ctx, "insert events", func() error { return insertEvents(ctx, p.conn, p.db, rows, ingested) }); err != nil {
+			return err
+		}
+	}
+	if err := p.retry(ctx, "insert rejections", func() error { return insertRejections(ctx, p.conn, p.db, rejs, ingested) }); err != nil {
+		return err
+	}
+	if len(dlq) > 0 {
+		if err := p.retry(ctx, "write DLQ", func() error { return p.dlq.WriteMessages(ctx, dlq...) }); err != nil {
+			return err
+		}
+	}
+	for _, r := range rows {
+		p.dedupe.add(r.t.Event.EventID, dctx.Now)
+	}
+	for part, off := range last {
+		st := state[part]
+		st.lo = max(st.lo, off)
+		for o := range st.done {
+			if o <= st.lo {
+				delete(st.done, o)
+			}
+		}
+	}
+	p.m.batchSize.Observe(float64(len(batch)))
+	p.m.batchSeconds.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// retry runs fn until it succeeds or ctx ends, backing off exponentially: backpressure, not
+// loss. While it retries, nothing is read or committed.
+func (p *Processor) retry(ctx context.Context, what string, fn func() error) error {
+	b := newBackoff(p.cfg.MaxBackoff)
+	for {
+		err := fn()
+		if err == nil {
+			p.m.retrying.Set(0)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		p.m.retrying.Set(1)
+		p.m.writeErrors.WithLabelValues(what).Inc()
+		p.log.Warn("write failed; backing off", "what", what, "err", err)
+		if !b.wait(ctx) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (p *Processor) loadWithRetry(ctx context.Context, parts []int) (map[int]*partitionState, error) {
+	var state map[int]*partitionState
+	err := p.retry(ctx, "read high-water marks", func() error {
+		var err error
+		state, err = loadState(ctx, p.conn, p.db, parts)
+		if err != nil {
+			return err
+		}
+		if p.cfg.DedupeHorizon > 0 {
+			ids, err := recentEventIDs(ctx, p.conn, p.db, parts, p.now().Add(-p.cfg.DedupeHorizon), p.cfg.DedupeMax)
+			if err != nil {
+				return err
+			}
+			p.dedupe.warm(ids, p.now())
+		}
+		return nil
+	})
+	return state, err
+}
+
+// dlqMessage is what the DLQ topic gets: the reason in headers, and the payload only when the
+// class allows keeping it. The key is the source position, so a replay tool can tell a
+// re-sent DLQ record (after a crash) from a new one.
+func dlqMessage(m kafka.Message, r *decision.Rejection) kafka.Message {
+	h := []kafka.Header{
+		{Key: "reason", Value: []byte(r.Reason)},
+		{Key: "class", Value: []byte(r.Class.String())},
+		{Key: "field", Value: []byte(r.Field)},
+		{Key: "tenant_id", Value: []byte(r.Tenant)},
+		{Key: "schema", Value: []byte(r.Schema)},
+		{Key: "event_id", Value: []byte(r.EventID)},
+		{Key: "payload_hmac", Value: []byte(r.Hash)},
+	}
+	return kafka.Message{
+		Key:     []byte(fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset)),
+		Value:   r.Payload,
+		Headers: h,
+	}
+}
+
+type backoff struct {
+	cur, max time.Duration
+}
+
+func newBackoff(maxWait time.Duration) *backoff {
+	return &backoff{cur: 100 * time.Millisecond, max: maxWait}
+}
+
+func (b *backoff) reset() { b.cur = 100 * time.Millisecond }
+
+func (b *backoff) wait(ctx context.Context) bool {
+	d := b.cur + time.Duration(rand.Int64N(int64(b.cur)/2+1))
+	b.cur = min(2*b.cur, b.max)
+	select {
+	case <-time.After(d):
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

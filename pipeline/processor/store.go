@@ -1,0 +1,200 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/schemas/event"
+)
+
+// partitionState is what the store already holds for one Kafka partition. A batch is written
+// as two atomic inserts, events first, then rejections with a checkpoint row per partition, so
+// every offset up to the rejections table's high-water mark is accounted for, and only the
+// events of a batch cut short between the two inserts lie beyond it.
+type partitionState struct {
+	lo   int64          // every offset ≤ lo is accounted for
+	done map[int64]bool // offsets > lo already in the events table
+}
+
+func (s *partitionState) stored(offset int64) bool {
+	return offset <= s.lo || s.done[offset]
+}
+
+// loadState reads the store's high-water marks for the given partitions.
+func loadState(ctx context.Context, conn driver.Conn, db string, partitions []int) (map[int]*partitionState, error) {
+	out := map[int]*partitionState{}
+	for _, p := range partitions {
+		out[p] = &partitionState{lo: -1, done: map[int64]bool{}}
+	}
+	rows, err := conn.Query(ctx, "SELECT kafka_partition, max(kafka_offset) FROM "+db+".rejections WHERE kafka_partition IN ("+inList(partitions)+") GROUP BY kafka_partition")
+	if err != nil {
+		return nil, fmt.Errorf("high-water mark of %s.rejections: %w", db, err)
+	}
+	for rows.Next() {
+		var p uint16
+		var o uint64
+		if err := rows.Scan(&p, &o); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out[int(p)].lo = int64(o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, p := range partitions {
+		st := out[p]
+		rows, err := conn.Query(ctx, "SELECT kafka_offset FROM "+db+".events WHERE kafka_partition = ? AND kafka_offset >= ?", uint16(p), uint64(st.lo+1))
+		if err != nil {
+			return nil, fmt.Errorf("events beyond the checkpoint: %w", err)
+		}
+		for rows.Next() {
+			var o uint64
+			if err := rows.Scan(&o); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			st.done[int64(o)] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// recentEventIDs returns the event ids stored from the partitions within the horizon, to
+// recognise collector retries that arrive after a restart.
+func recentEventIDs(ctx context.Context, conn driver.Conn, db string, partitions []int, since time.Time, limit int) ([]string, error) {
+	rows, err := conn.Query(ctx, "SELECT toString(event_id) FROM "+db+".events WHERE kafka_partition IN ("+inList(partitions)+") AND ingested_at >= ? ORDER BY ingested_at DESC LIMIT ?",
+		since, uint64(limit))
+	if err != nil {
+		return nil, fmt.Errorf("recent event ids: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// inList renders partition numbers for an IN clause: ClickHouse 18.16 reads a bound slice as
+// an array, not as a list. They are integers, so nothing can be injected.
+func inList(ps []int) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
+}
+
+// row is one accepted event as stored.
+type row struct {
+	t         decision.Tagged
+	partition int
+	offset    int64
+}
+
+// rejected is one rejection as stored; r is nil for a batch's checkpoint row.
+type rejected struct {
+	r         *decision.Rejection
+	partition int
+	offset    int64
+}
+
+const eventsInsert = `INSERT INTO %s.events (event_id, tenant_id, occurred_at, ingested_at, category, schema_version, source,
+ user_pseudonym, os, os_major, device_kind, contract_status, edition, size_band, purposes, policy_version,
+ app_id, action, feature_id, use_count, records_registered, setting_key, setting_value, customization_present,
+ customization_count, operation_id, result_code, request_id, user_count, organization_count, client_kind, browser,
+ kafka_partition, kafka_offset)`
+
+// insertEvents writes rows in one insert. ingested is the same for the whole batch, so the
+// batch is one part of one partition: all of it is stored or none.
+func insertEvents(ctx context.Context, conn driver.Conn, db string, rows []row, ingested time.Time) error {
+	b, err := conn.PrepareBatch(ctx, fmt.Sprintf(eventsInsert, db))
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		ev := r.t.Event
+		var (
+			appID, action, featureID, settingKey, settingValue, operationID, resultCode, requestID, clientKind, browser string
+			useCount, records, custCount, users, orgs                                                                   uint32
+			custPresent                                                                                                 uint8
+		)
+		switch d := ev.Data.(type) {
+		case *event.AppAccess:
+			appID, action = d.AppID, string(d.Action)
+		case *event.FeatureUse:
+			featureID, useCount, records = d.FeatureID, uint32(d.Count), uint32(d.RecordsRegistered)
+		case *event.Settings:
+			settingKey, settingValue, custCount = d.SettingKey, settingText(d.Value), uint32(d.CustomizationCount)
+			if d.CustomizationPresent {
+				custPresent = 1
+			}
+		case *event.Operation:
+			operationID, appID, resultCode, requestID = d.OperationID, d.AppID, d.ResultCode, d.RequestID
+		case *event.TenantProfile:
+			users, orgs = uint32(d.UserCount), uint32(d.OrganizationCount)
+		case *event.ClientEnv:
+			clientKind, browser = string(d.ClientKind), string(d.Browser)
+		}
+		t := r.t.Tenant
+		if err := b.Append(
+			ev.EventID, ev.TenantID, ev.OccurredAt.UTC(), ingested, decision.Category(ev.Schema), decision.SchemaVersion(ev.Schema), ev.Source,
+			string(r.t.Pseudonym[:]), string(ev.Client.OS), decision.OSMajor(ev.Client.OSVersion), string(ev.Client.DeviceKind),
+			t.Status, t.Edition, t.SizeBand, r.t.Purposes, r.t.PolicyVersion,
+			appID, action, featureID, useCount, records, settingKey, settingValue, custPresent,
+			custCount, operationID, resultCode, requestID, users, orgs, clientKind, browser,
+			uint16(r.partition), uint64(r.offset),
+		); err != nil {
+			return fmt.Errorf("append event: %w", err)
+		}
+	}
+	return b.Send()
+}
+
+func settingText(v event.SettingValue) string {
+	b, err := v.MarshalJSON()
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	if len(s) >= 2 && s[0] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	return s
+}
+
+func insertRejections(ctx context.Context, conn driver.Conn, db string, rs []rejected, at time.Time) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".rejections (rejected_at, kafka_partition, kafka_offset, reason, class, field, tenant_id, schema, event_id, payload_hmac, payload)")
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if r.r == nil { // checkpoint
+			if err := b.Append(at, uint16(r.partition), uint64(r.offset), "", "checkpoint", "", "", "", "", "", ""); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := b.Append(at, uint16(r.partition), uint64(r.offset), r.r.Reason, r.r.Class.String(), r.r.Field,
+			r.r.Tenant, r.r.Schema, r.r.EventID, r.r.Hash, string(r.r.Payload)); err != nil {
+			return fmt.Errorf("append rejection: %w", err)
+		}
+	}
+	return b.Send()
+}
