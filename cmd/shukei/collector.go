@@ -1,15 +1,16 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/oklog/run"
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/pipeline/collector"
+	"github.com/shukei/shukei/registry"
 )
 
 func newCollectorCmd(a *app) *cobra.Command {
@@ -27,19 +28,37 @@ requests, or while Kafka is unavailable, it answers 503 with Retry-After.
 Also serves /healthz, /readyz and /metrics.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			reg := newRegistry()
 			w := collector.NewKafkaWriter(a.cfg.Kafka, a.cfg.Collector)
 			defer w.Close()
 			c, err := collector.New(a.cfg.Collector, a.cfg.Events, w, reg, a.log)
 			if err != nil {
 				return err
 			}
-			if len(a.cfg.Collector.IngestTokens) == 0 {
-				a.log.Warn("no ingest tokens configured: every request will be refused (shukei collector token --tenant T makes one)")
+			ctx := cmd.Context()
+			// Tokens issued by 'shukei tenants' live in the registry; without ClickHouse the
+			// collector still serves the configured ones.
+			var cache *registry.Cache
+			if conn, err := openClickHouse(ctx, a.cfg.ClickHouse); err == nil {
+				defer conn.Close()
+				cache = registry.NewCache(registry.New(conn, a.cfg.ClickHouse.Database, nil), nil, a.cfg.Processor.RegistryRefresh, a.log)
+				if err := cache.Refresh(ctx); err != nil {
+					return fmt.Errorf("read the tenant registry (run 'shukei migrate' first?): %w", err)
+				}
+				c.UseRegistry(cache)
+			} else if len(a.cfg.Collector.IngestTokens) == 0 {
+				return fmt.Errorf("no ingest tokens configured and the tenant registry is unreachable: %w", err)
+			} else {
+				a.log.Warn("tenant registry unreachable; only configured ingest tokens are accepted", "err", err)
 			}
 			a.log.Info("collector listening", "addr", a.cfg.Collector.Listen, "topic", a.cfg.Kafka.RawTopic)
-			return c.Run(cmd.Context())
+			var g run.Group
+			runCtx, cancel := context.WithCancel(ctx)
+			g.Add(func() error { return c.Run(runCtx) }, func(error) { cancel() })
+			if cache != nil {
+				g.Add(func() error { return cache.Run(runCtx) }, func(error) { cancel() })
+			}
+			return g.Run()
 		},
 	}
 	var tenant string

@@ -12,7 +12,7 @@ import (
 	"github.com/shukei/shukei/pipeline/topic"
 )
 
-func run(t *testing.T, args ...string) (string, error) {
+func runCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
 	root := newRoot()
@@ -40,7 +40,7 @@ func ownServices(t *testing.T) (raw, dlq string) {
 }
 
 func TestHelpExplainsRolesAndSettings(t *testing.T) {
-	out, err := run(t, "--help")
+	out, err := runCLI(t, "--help")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestHelpExplainsRolesAndSettings(t *testing.T) {
 		}
 	}
 	for _, role := range []string{"migrate", "topics", "demo", "config", "collector"} {
-		out, err := run(t, role, "--help")
+		out, err := runCLI(t, role, "--help")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +62,7 @@ func TestHelpExplainsRolesAndSettings(t *testing.T) {
 
 func TestBadConfigurationStopsEveryRole(t *testing.T) {
 	t.Setenv("SHUKEI_KAFKA_RAW_PARTITIONS", "0")
-	_, err := run(t, "config", "--log.level=loud")
+	_, err := runCLI(t, "config", "--log.level=loud")
 	if err == nil {
 		t.Fatal("accepted a bad configuration")
 	}
@@ -76,18 +76,18 @@ func TestBadConfigurationStopsEveryRole(t *testing.T) {
 func TestMigrateAndTopicsOnRealServices(t *testing.T) {
 	raw, dlq := ownServices(t)
 
-	out, err := run(t, "migrate")
+	out, err := runCLI(t, "migrate")
 	if err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
 	if !strings.Contains(out, "applied  0001_databases") {
 		t.Errorf("first migrate did not apply 0001:\n%s", out)
 	}
-	out, err = run(t, "migrate")
+	out, err = runCLI(t, "migrate")
 	if err != nil || strings.Contains(out, "applied  ") {
 		t.Errorf("second migrate should apply nothing: %v\n%s", err, out)
 	}
-	out, err = run(t, "topics", "--kafka.raw_partitions=3")
+	out, err = runCLI(t, "topics", "--kafka.raw_partitions=3")
 	if err != nil {
 		t.Fatalf("topics: %v\n%s", err, out)
 	}
@@ -97,11 +97,11 @@ func TestMigrateAndTopicsOnRealServices(t *testing.T) {
 }
 
 func TestUnreachableServicesSayWhatToDo(t *testing.T) {
-	_, err := run(t, "migrate", "--clickhouse.addr=127.0.0.1:1", "--clickhouse.dial_timeout=1s")
+	_, err := runCLI(t, "migrate", "--clickhouse.addr=127.0.0.1:1", "--clickhouse.dial_timeout=1s")
 	if err == nil || !strings.Contains(err.Error(), "scripts/services.sh up") {
 		t.Errorf("migrate against nothing: %v", err)
 	}
-	_, err = run(t, "topics", "--kafka.brokers=127.0.0.1:1", "--kafka.dial_timeout=1s")
+	_, err = runCLI(t, "topics", "--kafka.brokers=127.0.0.1:1", "--kafka.dial_timeout=1s")
 	if err == nil || !strings.Contains(err.Error(), "scripts/services.sh up") {
 		t.Errorf("topics against nothing: %v", err)
 	}
@@ -109,7 +109,7 @@ func TestUnreachableServicesSayWhatToDo(t *testing.T) {
 
 func TestDemoOnRealServices(t *testing.T) {
 	ownServices(t)
-	out, err := run(t, "demo", "--exit")
+	out, err := runCLI(t, "demo", "--exit")
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
@@ -132,7 +132,7 @@ func TestDemoOnRealServices(t *testing.T) {
 }
 
 func TestCollectorToken(t *testing.T) {
-	out, err := run(t, "collector", "token", "--tenant", "acme")
+	out, err := runCLI(t, "collector", "token", "--tenant", "acme")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestCollectorToken(t *testing.T) {
 		t.Error("the config line contains the token itself")
 	}
 	t.Setenv("SHUKEI_COLLECTOR_INGEST_TOKENS", line)
-	if _, err := run(t, "config"); err != nil {
+	if _, err := runCLI(t, "config"); err != nil {
 		t.Errorf("the printed entry does not validate: %v", err)
 	}
 }

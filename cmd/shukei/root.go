@@ -47,6 +47,10 @@ all three forms, e.g. kafka.brokers, SHUKEI_KAFKA_BROKERS, --kafka.brokers.`,
 		newTopicsCmd(a),
 		newConfigCmd(a),
 		newCollectorCmd(a),
+		newProcessorCmd(a),
+		newTenantsCmd(a),
+		newKeysCmd(a),
+		newPolicyCmd(a),
 		newDemoCmd(a),
 	)
 	return root

@@ -70,16 +70,17 @@ type Reply struct {
 
 // Collector serves the ingest API.
 type Collector struct {
-	cfg     config.Collector
-	limits  event.Limits
-	w       Writer
-	log     *slog.Logger
-	tokens  map[[sha256.Size]byte]string // sha256(token) → tenant
-	sem     chan struct{}
-	now     func() time.Time
-	m       metrics
-	handler http.Handler
-	ready   atomic.Int64 // unix nanos until which the last Kafka failure marks us not ready
+	cfg      config.Collector
+	limits   event.Limits
+	w        Writer
+	log      *slog.Logger
+	tokens   map[[sha256.Size]byte]string // sha256(token) → tenant
+	sem      chan struct{}
+	now      func() time.Time
+	m        metrics
+	handler  http.Handler
+	ready    atomic.Int64 // unix nanos until which the last Kafka failure marks us not ready
+	registry Tokens       // nil: only configured tokens
 }
 
 // New builds a collector. reg receives its metrics; w is the Kafka writer for the raw topic
@@ -395,9 +396,24 @@ func (c *Collector) tenantOf(tok string) (string, bool) {
 	if tok == "" || len(tok) > 512 {
 		return "", false
 	}
-	tenant, ok := c.tokens[sha256.Sum256([]byte(tok))]
-	return tenant, ok
+	sum := sha256.Sum256([]byte(tok))
+	if tenant, ok := c.tokens[sum]; ok {
+		return tenant, true
+	}
+	if c.registry != nil {
+		return c.registry.TenantOfToken(hex.EncodeToString(sum[:]))
+	}
+	return "", false
 }
+
+// Tokens maps the hex SHA-256 of an ingest token to its tenant: the tenant registry.
+type Tokens interface {
+	TenantOfToken(hash string) (string, bool)
+}
+
+// UseRegistry makes the collector accept the tokens the tenant registry issued, besides the
+// configured ones. Call it before serving.
+func (c *Collector) UseRegistry(t Tokens) { c.registry = t }
 
 // readBody reads the body, decompressing gzip, and bounds the size after decompression so a
 // small compressed body cannot expand without limit.

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/pipeline/guard"
+	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/schemas/event"
+	"github.com/shukei/shukei/schemas/policy"
+)
+
+func newPolicyCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Check, explain and export the data policy Shukei enforces",
+		Long: `policy works with the policy as code in schemas/policy/ (embedded in the binary): the purposes
+with their clauses, the category × purpose matrix of granularities, consent, statuses, k,
+retention and the privacy budget.`,
+	}
+	check := &cobra.Command{
+		Use:   "check [file.yaml ...]",
+		Short: "Validate policy files (default: the embedded versions)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := cmd.OutOrStdout()
+			if len(args) == 0 {
+				v, err := policy.Embedded()
+				if err != nil {
+					return err
+				}
+				for n := 1; n <= v.Len(); n++ {
+					p := v.Policy(n)
+					fmt.Fprintf(out, "ok  v%d %q: %d purposes, %d categories, k=%d\n", p.Version, p.Title, len(p.Purposes), len(p.Categories), p.K)
+				}
+				return nil
+			}
+			var errs []error
+			for _, f := range args {
+				b, err := os.ReadFile(f)
+				if err == nil {
+					var p *policy.Policy
+					if p, err = policy.Parse(b); err == nil {
+						fmt.Fprintf(out, "ok  %s: v%d %q\n", f, p.Version, p.Title)
+						continue
+					}
+				}
+				fmt.Fprintf(out, "bad %s:\n%v\n", f, err)
+				errs = append(errs, fmt.Errorf("%s: %w", f, err))
+			}
+			if len(errs) > 0 {
+				return errQuiet
+			}
+			return nil
+		},
+	}
+
+	var tenantID, at string
+	explain := &cobra.Command{
+		Use:   "explain <event.json> --tenant T",
+		Short: "Show the purposes an event gets and, for each refused one, the rule and clause",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			// Explaining is about the policy, not the clock: any past event may be explained.
+			ev, rej := guard.Inspect(b, time.Now(), event.Limits{MaxAge: 100 * 365 * 24 * time.Hour, MaxSkew: 24 * time.Hour})
+			if rej != nil {
+				return fmt.Errorf("the event is rejected before the policy sees it: %w", rej)
+			}
+			if tenantID == "" {
+				tenantID = ev.TenantID
+			}
+			when := ev.OccurredAt
+			if at != "" {
+				if when, err = time.Parse(time.RFC3339, at); err != nil {
+					return fmt.Errorf("--at %q: want RFC 3339", at)
+				}
+			}
+			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			t, err := registry.New(conn, a.cfg.ClickHouse.Database, nil).Get(cmd.Context(), tenantID)
+			if err != nil {
+				if errors.Is(err, registry.ErrUnknownTenant) {
+					return fmt.Errorf("%w: the event gets no purposes until the tenant is registered (shukei tenants add)", err)
+				}
+				return err
+			}
+			v, err := policy.Embedded()
+			if err != nil {
+				return err
+			}
+			x, err := decision.NewPolicyTagger(v).Explain(decision.Category(ev.Schema), &t, when)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), x.String())
+			return nil
+		},
+	}
+	explain.Flags().StringVar(&tenantID, "tenant", "", "tenant to explain for (default: the event's)")
+	explain.Flags().StringVar(&at, "at", "", "explain as of this time, RFC 3339 (default: the event's occurred_at)")
+
+	var format string
+	var version int
+	export := &cobra.Command{
+		Use:   "export --format fides",
+		Short: "Export the policy as a fideslang-style manifest for review in Fides",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "fides" {
+				return fmt.Errorf("--format %q: only fides is supported", format)
+			}
+			v, err := policy.Embedded()
+			if err != nil {
+				return err
+			}
+			if version < 1 || version > v.Len() {
+				return fmt.Errorf("--version %d: the embedded policy has versions 1..%d", version, v.Len())
+			}
+			b, err := policy.ExportFides(v.Policy(version))
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+	export.Flags().StringVar(&format, "format", "fides", "output format (fides)")
+	export.Flags().IntVar(&version, "version", 1, "policy version to export")
+
+	cmd.AddCommand(check, explain, export)
+	return cmd
+}

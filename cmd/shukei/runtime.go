@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/config"
+)
+
+// openClickHouse connects and checks the server answers.
+func openClickHouse(ctx context.Context, c config.ClickHouse) (driver.Conn, error) {
+	conn, err := clickhouse.Open(c.Options())
+	if err != nil {
+		return nil, fmt.Errorf("connect to ClickHouse at %v: %w", c.Addr, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ClickHouse at %v does not answer (is it running? scripts/services.sh up): %w", c.Addr, err)
+	}
+	return conn, nil
+}
+
+func masterKey(c config.Anonymizer) (*pseudonym.MasterKey, error) {
+	return pseudonym.LoadMasterKey(c.MasterKeyFile, c.MasterKey)
+}
+
+// newRegistry is the process's metric registry with the Go and process collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// serveOps serves /metrics, /healthz and /readyz for a role without an HTTP API of its own,
+// until ctx ends.
+func serveOps(ctx context.Context, addr string, reg *prometheus.Registry, ready func() error) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/schemas/policy"
+)
+
+func newTenantsCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tenants",
+		Short: "Manage the tenant registry: add, set, consent, list, token",
+		Long: `tenants manages the registry the pipeline reads: each tenant's contract status (trial, beta,
+contracted, terminated), edition, size band, contract end, consents (purpose or whole policy
+version, with time) and ingest tokens (kept only as SHA-256 hashes). Running processors and
+collectors see a change within processor.registry_refresh.`,
+	}
+	var t registry.Tenant
+	var contractEnd string
+	withReg := func(cmd *cobra.Command, fn func(*registry.Registry) error) error {
+		conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		var master *pseudonym.MasterKey
+		if cmd.Name() == "add" {
+			if master, err = masterKey(a.cfg.Anonymizer); err != nil {
+				return err
+			}
+		}
+		return fn(registry.New(conn, a.cfg.ClickHouse.Database, master))
+	}
+	parseEnd := func() (time.Time, error) {
+		if contractEnd == "" {
+			return time.Time{}, nil
+		}
+		d, err := time.Parse("2006-01-02", contractEnd)
+		if err != nil {
+			return d, fmt.Errorf("--contract-end %q: want YYYY-MM-DD", contractEnd)
+		}
+		return d, nil
+	}
+	tenantFlags := func(c *cobra.Command) {
+		c.Flags().StringVar(&t.ID, "tenant", "", "tenant id")
+		c.Flags().StringVar(&t.Status, "status", "", "trial, beta, contracted or terminated")
+		c.Flags().StringVar(&t.Edition, "edition", "", "edition (a short id, e.g. standard)")
+		c.Flags().StringVar(&t.SizeBand, "size-band", "", "size band (a short id, e.g. s, m, l)")
+		c.Flags().StringVar(&contractEnd, "contract-end", "", "contract (or trial) end date, YYYY-MM-DD")
+		_ = c.MarkFlagRequired("tenant")
+	}
+
+	add := &cobra.Command{
+		Use:   "add",
+		Short: "Register a tenant; prints its first ingest token once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			end, err := parseEnd()
+			if err != nil {
+				return err
+			}
+			t.ContractEnd = end
+			return withReg(cmd, func(r *registry.Registry) error {
+				tok, err := r.Add(cmd.Context(), t)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s, %s, %s)\ningest token (shown once): %s\n", t.ID, t.Status, t.Edition, t.SizeBand, tok)
+				return nil
+			})
+		},
+	}
+	tenantFlags(add)
+
+	set := &cobra.Command{
+		Use:   "set",
+		Short: "Change a tenant's status, edition, size band or contract end",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			end, err := parseEnd()
+			if err != nil {
+				return err
+			}
+			return withReg(cmd, func(r *registry.Registry) error {
+				got, err := r.Update(cmd.Context(), t.ID, func(x *registry.Tenant) error {
+					if t.Status != "" {
+						x.Status = t.Status
+					}
+					if t.Edition != "" {
+						x.Edition = t.Edition
+					}
+					if t.SizeBand != "" {
+						x.SizeBand = t.SizeBand
+					}
+					if !end.IsZero() {
+						x.ContractEnd = end
+					}
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "updated %s: %s, %s, %s\n", got.ID, got.Status, got.Edition, got.SizeBand)
+				return nil
+			})
+		},
+	}
+	tenantFlags(set)
+
+	var purpose, at string
+	var version int
+	var withdraw bool
+	consent := &cobra.Command{
+		Use:   "consent",
+		Short: "Record a tenant's consent (or its withdrawal) to a purpose or to a policy version",
+		Long: `consent records that a tenant consented to a purpose under a policy version
+(--purpose external_consented --version 1), or to a policy version as a whole
+(--purpose policy --version 2). A consent counts for data collected at or after --at (default
+now): it never widens what was collected before it. --withdraw records a withdrawal.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if purpose != decision.ConsentToPolicy {
+				if _, err := policy.ParsePurpose(purpose); err != nil {
+					return fmt.Errorf("--purpose: %w (or 'policy' for a whole version)", err)
+				}
+			}
+			when := time.Now().UTC()
+			if at != "" {
+				var err error
+				if when, err = time.Parse(time.RFC3339, at); err != nil {
+					return fmt.Errorf("--at %q: want RFC 3339", at)
+				}
+			}
+			return withReg(cmd, func(r *registry.Registry) error {
+				if err := r.Consent(cmd.Context(), t.ID, purpose, version, !withdraw, when); err != nil {
+					return err
+				}
+				verb := "consented to"
+				if withdraw {
+					verb = "withdrew consent to"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s under policy v%d at %s\n", t.ID, verb, purpose, version, when.Format(time.RFC3339))
+				return nil
+			})
+		},
+	}
+	consent.Flags().StringVar(&t.ID, "tenant", "", "tenant id")
+	consent.Flags().StringVar(&purpose, "purpose", "", "purpose id, or 'policy' for consent to a whole policy version")
+	consent.Flags().IntVar(&version, "version", 1, "policy version the consent refers to")
+	consent.Flags().StringVar(&at, "at", "", "when it was given, RFC 3339 (default now)")
+	consent.Flags().BoolVar(&withdraw, "withdraw", false, "record a withdrawal instead")
+	_ = consent.MarkFlagRequired("tenant")
+	_ = consent.MarkFlagRequired("purpose")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List registered tenants",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withReg(cmd, func(r *registry.Registry) error {
+				all, err := r.List(cmd.Context())
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "TENANT\tSTATUS\tEDITION\tSIZE\tCONTRACT END\tTOKENS\tCONSENTS")
+				for _, x := range all {
+					end := "-"
+					if !x.ContractEnd.IsZero() {
+						end = x.ContractEnd.Format("2006-01-02")
+					}
+					var cs []string
+					for _, c := range x.Consents {
+						sign := "+"
+						if !c.Given {
+							sign = "-"
+						}
+						cs = append(cs, fmt.Sprintf("%s%s@v%d", sign, c.Purpose, c.PolicyVersion))
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", x.ID, x.Status, x.Edition, x.SizeBand, end, len(x.TokenHashes), strings.Join(cs, " "))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+
+	token := &cobra.Command{
+		Use:   "token",
+		Short: "Issue another ingest token for a tenant (printed once)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withReg(cmd, func(r *registry.Registry) error {
+				tok, err := r.AddToken(cmd.Context(), t.ID)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "ingest token for %s (shown once): %s\n", t.ID, tok)
+				return nil
+			})
+		},
+	}
+	token.Flags().StringVar(&t.ID, "tenant", "", "tenant id")
+	_ = token.MarkFlagRequired("tenant")
+
+	cmd.AddCommand(add, set, consent, list, token)
+	return cmd
+}
+
+func newKeysCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "keys",
+		Short: "Manage the master key that protects the pseudonymisation keys",
+	}
+	var path string
+	initCmd := &cobra.Command{
+		Use:   "init",
+		Short: "Write a new random master key to a file (mode 0600); never overwrites",
+		Long: `init writes a new 32-byte master key as hex to --file, readable only by its owner. Point
+anonymizer.master_key_file at it. Losing the key makes every tenant's pseudonymisation root
+unreadable; it is never stored in ClickHouse or in the repository.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := os.Stat(path); err == nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "master key exists: %s (left as it is)\n", path)
+				return nil
+			}
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return err
+			}
+			if _, err := fmt.Fprintln(f, pseudonym.NewMasterKeyText()); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote a new master key to %s\n", path)
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&path, "file", ".services/master.key", "where to write the key")
+	cmd.AddCommand(initCmd)
+	return cmd
+}
