@@ -14,9 +14,11 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/shukei
 
-## The main job: services up, schema, topics, then the demo.
+## The main job: services up, a master key for pseudonymisation (kept out of git), then the demo.
+MASTER_KEY ?= .services/master.key
 demo: services-up build
-	$(BIN) demo $(DEMO_ARGS)
+	@$(BIN) keys init --file $(MASTER_KEY) >/dev/null
+	SHUKEI_ANONYMIZER_MASTER_KEY_FILE=$(MASTER_KEY) $(BIN) demo $(DEMO_ARGS)
 
 ## Every test, against the real Kafka and ClickHouse that services-up starts. The TypeScript
 ## SDK is built and unit-tested first; a Go test then runs its integration test against a real

@@ -399,8 +399,11 @@ func (c *Cache) Refresh(ctx context.Context) error {
 				continue
 			}
 			if !c.keyring.Has(id) {
+				// One unreadable root (a key from another master key) must not stop the
+				// pipeline: that tenant's events are refused as no_pseudonym_key and kept
+				// for replay, and the others flow.
 				if err := c.keyring.Set(id, enc); err != nil {
-					return err
+					c.log.Error("pseudonymisation root unreadable; the tenant's events are held back", "tenant", id, "err", err)
 				}
 			}
 		}

@@ -34,10 +34,11 @@ func newDemoCmd(a *app) *cobra.Command {
 tenants, and prints what each kind of user of Shukei gets. Run it through 'make demo', which
 starts Kafka and ClickHouse first.
 
-This build has the platform and the ingest door: demo migrates ClickHouse, creates the Kafka
-topics, runs the collector, sends usage events through the Go SDK together with events that
-carry customer content, and shows what was accepted into Kafka and what was refused and why.
-The processor, aggregator and query service are not built yet; demo says so.`,
+This build has the platform, the ingest door and the processor: demo migrates ClickHouse,
+creates the Kafka topics, registers demo tenants, runs the collector, sends usage events through
+the Go SDK together with events that carry customer content, runs the processor until every
+message of the raw topic is accounted for, and shows what each purpose's mart received. The
+aggregator and the query service are not built yet; demo says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -51,11 +52,21 @@ The processor, aggregator and query service are not built yet; demo says so.`,
 			if err := ensureTopics(ctx, out, a.cfg.Kafka); err != nil {
 				return err
 			}
+			master, err := masterKey(a.cfg.Anonymizer)
+			if err != nil {
+				return fmt.Errorf("%w (make demo writes one to .services/master.key)", err)
+			}
+			if err := demoTenants(ctx, out, a.cfg, master); err != nil {
+				return err
+			}
 			if err := demoIngest(ctx, out, a.cfg); err != nil {
 				return err
 			}
-			fmt.Fprintln(out, "\n-- Not built yet (see the open issues): processor (pseudonymise, tag purposes,")
-			fmt.Fprintln(out, "   store), aggregator with DP releases, query service and web page, load generator.")
+			if err := demoProcess(ctx, out, a.cfg, master, a.log); err != nil {
+				return err
+			}
+			fmt.Fprintln(out, "\n-- Not built yet (see the open issues): aggregator with DP releases, query service")
+			fmt.Fprintln(out, "   and web page, load generator driving a million events over 14 simulated days.")
 			_ = exit // the demo exits after printing until it has a web page to keep serving
 			return nil
 		},
@@ -67,11 +78,11 @@ The processor, aggregator and query service are not built yet; demo says so.`,
 // demoIngest runs a collector on a free loopback port and drives it: good events through the Go
 // SDK, and a handful of events that carry customer content through plain HTTP.
 func demoIngest(ctx context.Context, out io.Writer, cfg config.Config) error {
-	const tenant = "demo-acme"
+	const tenant = "demo-acme" // registered by demoTenants
 	var tb [16]byte
 	_, _ = rand.Read(tb[:])
 	token := "shk_demo_" + hex.EncodeToString(tb[:])
-	cfg.Collector.IngestTokens = []string{collector.TokenHash(tenant, token)}
+	cfg.Collector.IngestTokens = []string{collector.TokenHash(tenant, token)} // a token of this run only
 
 	w := collector.NewKafkaWriter(cfg.Kafka, cfg.Collector)
 	defer w.Close()
@@ -174,7 +185,51 @@ func demoIngest(ctx context.Context, out io.Writer, cfg config.Config) error {
 	if added != int64(st.Sent) {
 		return fmt.Errorf("kafka gained %d events but the collector accepted %d", added, st.Sent)
 	}
-	return nil
+	return demoBypass(ctx, out, cfg)
+}
+
+// demoBypass writes straight to Kafka what a producer that skipped the collector might: the
+// processor runs the same decision, so the door holds even then.
+func demoBypass(ctx context.Context, out io.Writer, cfg config.Config) error {
+	base := func(tenant string) map[string]any {
+		return map[string]any{
+			"event_id": uuid.NewString(), "tenant_id": tenant, "occurred_at": time.Now().UTC().Format(time.RFC3339),
+			"schema": "app_access/v1", "source": "legacy-batch", "user": "u-77",
+			"client": map[string]any{"os": "macos", "os_version": "14.5", "device_kind": "desktop"},
+			"data":   map[string]any{"app_id": "expense-claims", "action": "open"},
+		}
+	}
+	leak := base("demo-globex")
+	leak["data"].(map[string]any)["app_id"] = "hanako.suzuki@example.co.jp"
+	ok := base("demo-globex")
+	okBytes, _ := json.Marshal(ok)
+	msgs := []struct {
+		what, key string
+		v         any
+	}{
+		{"an email address as an app id", "demo-globex", leak},
+		{"malformed JSON", "demo-globex", `{"event_id": 42, "tenant_id": `},
+		{"a tenant the registry does not know", "demo-unknown", base("demo-unknown")},
+		{"a tenant whose contract ended (no purpose left)", "demo-hooli", base("demo-hooli")},
+		{"a good event", "demo-globex", ok},
+		{"the same event again (a collector retry)", "demo-globex", string(okBytes)},
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(cfg.Kafka.Brokers...), Topic: cfg.Kafka.RawTopic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond}
+	defer w.Close()
+	fmt.Fprintln(out, "\n-- Written straight to Kafka, bypassing the collector (the processor decides the same way):")
+	var kms []kafka.Message
+	for _, m := range msgs {
+		var b []byte
+		switch v := m.v.(type) {
+		case string:
+			b = []byte(v)
+		default:
+			b, _ = json.Marshal(v)
+		}
+		kms = append(kms, kafka.Message{Key: []byte(m.key), Value: b})
+		fmt.Fprintf(out, "   %s\n", m.what)
+	}
+	return w.WriteMessages(ctx, kms...)
 }
 
 // endOffsets returns the raw topic's end offset per partition. A partition created moments ago

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/pipeline/topic"
@@ -36,6 +37,8 @@ func ownServices(t *testing.T) (raw, dlq string) {
 	t.Setenv("SHUKEI_CLICKHOUSE_DATABASE", cfg.ClickHouse.Database)
 	t.Setenv("SHUKEI_KAFKA_RAW_TOPIC", raw)
 	t.Setenv("SHUKEI_KAFKA_DLQ_TOPIC", dlq)
+	t.Setenv("SHUKEI_PROCESSOR_GROUP_ID", servicetest.Name(t, "group."))
+	t.Setenv("SHUKEI_ANONYMIZER_MASTER_KEY", pseudonym.NewMasterKeyText())
 	return raw, dlq
 }
 
@@ -119,6 +122,13 @@ func TestDemoOnRealServices(t *testing.T) {
 		"input_data.personal_name (user)",
 		"input_data.file_name (data.feature_id)",
 		"holds 2000 more events",
+		"every message accounted for",
+		"stored 2001 + rejected 5 = 2006",
+		"malformed_json",
+		"unknown_tenant",
+		"no_purpose",
+		"duplicate_event_id",
+		"input_data.email",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)

@@ -175,11 +175,13 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, as
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer func() { stopReading(); wg.Wait() }()
 	for _, a := range assigned {
-		start := a.Offset
-		if lo := state[a.ID].lo; start < 0 || start <= lo {
-			// No commit yet, or the store is ahead of the commit (a crash after the insert):
-			// the store decides where to resume.
-			start = lo + 1
+		// The store, not the group's committed offset, decides where to resume: the commit may
+		// lag the store (a crash after the insert) or lead it (a store restored from an older
+		// backup, or a new database), and either way only the store knows what it holds.
+		// Committed offsets are kept for lag tooling.
+		start := state[a.ID].lo + 1
+		if start == 0 {
+			start = kafka.FirstOffset
 		}
 		r := kafka.NewReader(kafka.ReaderConfig{
 			Brokers:   p.kcfg.Brokers,

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/pipeline/processor"
+	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/schemas/policy"
+)
+
+// demoTenantList is the demo's customers: a contract mix of contracted, trial and beta
+// tenants across editions and size bands, and one that has ended its contract.
+var demoTenantList = []registry.Tenant{
+	{ID: "demo-acme", Status: registry.StatusContracted, Edition: "enterprise", SizeBand: "l"},
+	{ID: "demo-globex", Status: registry.StatusContracted, Edition: "standard", SizeBand: "m"},
+	{ID: "demo-initech", Status: registry.StatusTrial, Edition: "standard", SizeBand: "s"},
+	{ID: "demo-umbrella", Status: registry.StatusBeta, Edition: "enterprise", SizeBand: "l"},
+	{ID: "demo-hooli", Status: registry.StatusTerminated, Edition: "standard", SizeBand: "m"},
+}
+
+func demoTenants(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey) error {
+	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	reg := registry.New(conn, cfg.ClickHouse.Database, master)
+	fmt.Fprintln(out, "\n-- Tenant registry: demo customers")
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "   TENANT\tSTATUS\tEDITION\tSIZE\t")
+	for _, t := range demoTenantList {
+		if _, err := reg.Add(ctx, t); err != nil && !errors.Is(err, registry.ErrExists) {
+			return err
+		}
+		fmt.Fprintf(tw, "   %s\t%s\t%s\t%s\t\n", t.ID, t.Status, t.Edition, t.SizeBand)
+	}
+	return tw.Flush()
+}
+
+// demoProcess runs the processor until every message of the raw topic is accounted for in
+// ClickHouse, then shows what was stored, refused, and what the purpose marts received.
+func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger) error {
+	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	versions, err := policy.Embedded()
+	if err != nil {
+		return err
+	}
+	keyring := pseudonym.NewKeyring(master)
+	cache := registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, master), keyring, cfg.Processor.RegistryRefresh, log)
+	if err := cache.Refresh(ctx); err != nil {
+		return err
+	}
+	p := processor.New(cfg, processor.Deps{
+		Conn: conn, Database: cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
+		Policy: decision.NewPolicyTagger(versions), HashKey: master.Derive("dlq"),
+		Registry: prometheus.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	ends, err := endOffsets(ctx, cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	var total uint64
+	for _, o := range ends {
+		total += uint64(o)
+	}
+	db := cfg.ClickHouse.Database
+	fmt.Fprintf(out, "\n-- Processor: %d messages in %s to account for\n", total, cfg.Kafka.RawTopic)
+	start := time.Now()
+	var stored, rejected uint64
+	for {
+		// A failed count (ClickHouse restarting) is only a reason to look again.
+		errE := conn.QueryRow(ctx, "SELECT count() FROM "+db+".events").Scan(&stored)
+		errR := conn.QueryRow(ctx, "SELECT count() FROM "+db+".rejections WHERE class != 'checkpoint'").Scan(&rejected)
+		if errE == nil && errR == nil && stored+rejected >= total {
+			break
+		}
+		if time.Since(start) > 3*time.Minute {
+			return fmt.Errorf("the processor accounted for %d of %d messages in 3 minutes", stored+rejected, total)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	fmt.Fprintf(out, "   every message accounted for in %s: stored %d + rejected %d = %d\n", time.Since(start).Round(time.Millisecond), stored, rejected, stored+rejected)
+
+	fmt.Fprintln(out, "\n   rejected, by reason (content of input-data rejections is not kept, only a keyed hash):")
+	rows, err := conn.Query(ctx, "SELECT reason, toString(class), count(), countIf(payload != '') FROM "+db+".rejections WHERE class != 'checkpoint' GROUP BY reason, class ORDER BY count() DESC")
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "   REASON\tCLASS\tCOUNT\tPAYLOADS KEPT\t")
+	for rows.Next() {
+		var reason, class string
+		var n, kept uint64
+		if err := rows.Scan(&reason, &class, &n, &kept); err != nil {
+			rows.Close()
+			return err
+		}
+		fmt.Fprintf(tw, "   %s\t%s\t%d\t%d\t\n", reason, class, n, kept)
+	}
+	rows.Close()
+	_ = tw.Flush()
+
+	fmt.Fprintln(out, "\n   stored, by tenant status and the purposes the policy allowed:")
+	rows, err = conn.Query(ctx, "SELECT toString(contract_status), purposes, policy_version, count() FROM "+db+".events GROUP BY contract_status, purposes, policy_version ORDER BY contract_status, purposes")
+	if err != nil {
+		return err
+	}
+	tw = tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "   STATUS\tPOLICY\tPURPOSES\tEVENTS\t")
+	for rows.Next() {
+		var status string
+		var purposes, version uint16
+		var n uint64
+		if err := rows.Scan(&status, &purposes, &version, &n); err != nil {
+			rows.Close()
+			return err
+		}
+		fmt.Fprintf(tw, "   %s\tv%d\t%s\t%d\t\n", status, version, policy.Set(purposes), n)
+	}
+	rows.Close()
+	_ = tw.Flush()
+
+	fmt.Fprintln(out, "\n   what each purpose's mart received (its own database, only what the policy allows):")
+	tw = tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "   MART\tROWS\tGRANULARITY\t")
+	for _, m := range []struct{ table, grain string }{
+		{"_support.trace", "event level, pseudonymous users"},
+		{"_service_improvement.feature_daily", "per tenant and day, users as uniq sketches"},
+		{"_marketing.activity_daily", "per segment, tenant and day"},
+		{"_follow_up.tenant_daily", "per tenant and day"},
+		{"_interview_selection.tenant_daily", "per tenant and day"},
+		{"_external_consented.tenant_daily", "per consenting tenant and day"},
+	} {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+m.table).Scan(&n); err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "   %s%s\t%d\t%s\t\n", db, m.table, n, m.grain)
+	}
+	return tw.Flush()
+}
