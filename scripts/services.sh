@@ -5,6 +5,9 @@
 #   scripts/services.sh up      install what is missing, start both, wait until they answer
 #   scripts/services.sh down    stop what this script started (by pid file), nothing else
 #   scripts/services.sh status  say what runs and where
+#   scripts/services.sh restart-clickhouse
+#                               stop the ClickHouse server this script started (by pid file) and
+#                               start it again with the same config, wait until it answers
 #
 # Data and logs live under $SHUKEI_SERVICES_DIR (default: .services/ in the checkout, ignored
 # by git). Kafka's jars are cached outside the checkout in $SHUKEI_CACHE_DIR (default
@@ -272,13 +275,15 @@ start_clickhouse() {
 # --- waiting, stopping, status ---------------------------------------------------------------
 
 wait_ready() {
+  # wait_ready clickhouse waits for ClickHouse alone (Kafka is left as it is).
   local deadline=$(( $(date +%s) + WAIT_SECONDS ))
   local ch_ok=0 kafka_ok=0
+  [ "${1:-}" = clickhouse ] && kafka_ok=1
   while [ "$(date +%s)" -lt "$deadline" ]; do
     [ $ch_ok -eq 1 ] || { clickhouse-client --host 127.0.0.1 --port "$CH_TCP_PORT" -q 'SELECT 1' >/dev/null 2>&1 && ch_ok=1; }
     [ $kafka_ok -eq 1 ] || { grep -q 'Kafka Server started' "$(kafka_dir)/logs/server.log" 2>/dev/null && port_open "$KAFKA_PORT" && kafka_ok=1; }
     [ $ch_ok -eq 1 ] && [ $kafka_ok -eq 1 ] && return 0
-    pid_alive "$(kafka_dir)/pid" || { tail -n 30 "$(kafka_dir)/logs/server.log" >&2 || true; die "kafka exited during start-up"; }
+    [ "${1:-}" = clickhouse ] || pid_alive "$(kafka_dir)/pid" || { tail -n 30 "$(kafka_dir)/logs/server.log" >&2 || true; die "kafka exited during start-up"; }
     sleep 0.5
   done
   [ $ch_ok -eq 1 ] || { tail -n 30 "$(ch_dir)/log/server.err.log" >&2 2>/dev/null || true; die "clickhouse did not answer within ${WAIT_SECONDS}s"; }
@@ -321,6 +326,16 @@ case "${1:-}" in
     stop_pid kafka "$(kafka_dir)/pid"
     stop_pid clickhouse "$(ch_state_dir)/pid"
     ;;
+  restart-clickhouse)
+    # Same data directory and config as the running server: the one recorded at start.
+    ch_dir_now=$(ch_state_dir)
+    pid_alive "$ch_dir_now/pid" || die "clickhouse is not running under this script (no live pid in $ch_dir_now/pid); use 'up'"
+    stop_pid clickhouse "$ch_dir_now/pid"
+    ch_dir() { echo "$ch_dir_now"; }
+    start_clickhouse
+    wait_ready clickhouse
+    cmd_status || true
+    ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|restart-clickhouse" >&2; exit 2 ;;
 esac

@@ -47,6 +47,9 @@ type Processor struct {
 	now     func() time.Time
 
 	dedupe *dedupe
+	// rawCopy makes the processor a baseline for benchmarks: the same consumer, batching and
+	// insert path, writing the raw messages to <db>.raw_copy without any decision.
+	rawCopy bool
 }
 
 // Deps are the processor's collaborators; main owns them.
@@ -283,8 +286,8 @@ func (p *Processor) collect(ctx context.Context, msgs <-chan fetched) ([]kafka.M
 	return batch, nil
 }
 
-// process decides every message of the batch and writes the outcome: events, then
-// rejections with checkpoints, then the DLQ topic. Each write is retried with backoff until it
+// process decides every message of the batch and writes the outcome: events, then the DLQ
+// topic, then rejections with checkpoints. Each write is retried with backoff until it
 // succeeds or ctx ends; decisions are made once, so a retry writes exactly the same rows.
 func (p *Processor) process(ctx context.Context, batch []kafka.Message, state map[int]*partitionState) error {
 	start := time.Now()
@@ -295,6 +298,9 @@ func (p *Processor) process(ctx context.Context, batch []kafka.Message, state ma
 		Keyring: p.keyring,
 		Policy:  p.policy,
 		HashKey: p.hashKey,
+	}
+	if p.rawCopy {
+		return p.copyRaw(ctx, batch, state)
 	}
 	var rows []row
 	var rejs []rejected
@@ -336,13 +342,17 @@ func (p *Processor) process(ctx context.Context, batch []kafka.Message, state ma
 			return err
 		}
 	}
-	if err := p.retry(ctx, "insert rejections", func() error { return insertRejections(ctx, p.conn, p.db, rejs, ingested) }); err != nil {
-		return err
-	}
+	// The DLQ goes before the rejections insert: that insert carries the checkpoint, and
+	// once it is in, a restart skips the batch, so a DLQ record not yet written would never
+	// be. A crash in between re-sends some DLQ records; their key (source partition and
+	// offset) tells a replay tool they are the same.
 	if len(dlq) > 0 {
 		if err := p.retry(ctx, "write DLQ", func() error { return p.dlq.WriteMessages(ctx, dlq...) }); err != nil {
 			return err
 		}
+	}
+	if err := p.retry(ctx, "insert rejections", func() error { return insertRejections(ctx, p.conn, p.db, rejs, ingested) }); err != nil {
+		return err
 	}
 	for _, r := range rows {
 		p.dedupe.add(r.t.Event.EventID, dctx.Now)

@@ -37,7 +37,7 @@ type rig struct {
 	tenants []string
 }
 
-func newRig(t *testing.T, tenants int) *rig {
+func newRig(t testing.TB, tenants int) *rig {
 	t.Helper()
 	conn, cfg := servicetest.ClickHouse(t)
 	servicetest.Kafka(t)
@@ -103,7 +103,7 @@ func good(tenant string, rnd *rand.Rand, now time.Time) map[string]any {
 
 // produce writes n messages: about 2% bad ones (input data, malformed, unknown tenant) and
 // about 0.5% collector retries of already produced events.
-func produce(t *testing.T, r *rig, n int) workload {
+func produce(t testing.TB, r *rig, n int) workload {
 	t.Helper()
 	rnd := rand.New(rand.NewPCG(7, 7))
 	now := time.Now()
