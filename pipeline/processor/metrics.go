@@ -14,6 +14,7 @@ type metrics struct {
 	assigned     prometheus.Gauge
 	committed    *prometheus.GaugeVec
 	lag          *prometheus.GaugeVec
+	stage        *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -61,6 +62,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "shukei_processor_consumer_lag",
 		Help: "Messages between the last one read and the partition's end, by partition.",
 	}, []string{"partition"})
-	reg.MustRegister(m.events, m.skipped, m.batchSize, m.batchSeconds, m.writeErrors, m.kafkaErrors, m.retrying, m.assigned, m.committed, m.lag)
+	m.stage = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "shukei_processor_stage_seconds",
+		Help:    "Time a batch spends in each stage: decide, insert_events, write_dlq, insert_rejections.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	}, []string{"stage"})
+	reg.MustRegister(m.stage, m.events, m.skipped, m.batchSize, m.batchSeconds, m.writeErrors, m.kafkaErrors, m.retrying, m.assigned, m.committed, m.lag)
 	return m
 }

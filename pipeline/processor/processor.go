@@ -336,11 +336,18 @@ func (p *Processor) process(ctx context.Context, batch []kafka.Message, state ma
 	for part, off := range last {
 		rejs = append(rejs, rejected{partition: part, offset: off}) // checkpoint
 	}
+	p.m.stage.WithLabelValues("decide").Observe(time.Since(start).Seconds())
+	mark := time.Now()
+	lap := func(stage string) {
+		p.m.stage.WithLabelValues(stage).Observe(time.Since(mark).Seconds())
+		mark = time.Now()
+	}
 	ingested := dctx.Now.UTC().Truncate(time.Second)
 	if len(rows) > 0 {
 		if err := p.retry(ctx, "insert events", func() error { return insertEvents(ctx, p.conn, p.db, rows, ingested) }); err != nil {
 			return err
 		}
+		lap("insert_events")
 	}
 	// The DLQ goes before the rejections insert: that insert carries the checkpoint, and
 	// once it is in, a restart skips the batch, so a DLQ record not yet written would never
@@ -350,10 +357,12 @@ func (p *Processor) process(ctx context.Context, batch []kafka.Message, state ma
 		if err := p.retry(ctx, "write DLQ", func() error { return p.dlq.WriteMessages(ctx, dlq...) }); err != nil {
 			return err
 		}
+		lap("write_dlq")
 	}
 	if err := p.retry(ctx, "insert rejections", func() error { return insertRejections(ctx, p.conn, p.db, rejs, ingested) }); err != nil {
 		return err
 	}
+	lap("insert_rejections")
 	for _, r := range rows {
 		p.dedupe.add(r.t.Event.EventID, dctx.Now)
 	}

@@ -44,7 +44,7 @@ func newRig(t testing.TB, tenants int) *rig {
 	cfg.Kafka.RawTopic = servicetest.Topic(t, cfg.Kafka.Brokers, 6)
 	cfg.Kafka.DLQTopic = servicetest.Topic(t, cfg.Kafka.Brokers, 2)
 	cfg.Processor.GroupID = servicetest.Name(t, "proc.")
-	cfg.Processor.BatchSize = 20000
+	cfg.Processor.BatchSize = 50000
 	cfg.Processor.BatchTimeout = 200 * time.Millisecond
 	ctx := context.Background()
 	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -25,17 +26,30 @@ func BenchmarkProcessorVsRawCopy(b *testing.B) {
 		for _, q := range []string{
 			"CREATE DATABASE " + copyDB,
 			"CREATE TABLE " + copyDB + ".rejections AS " + r.db + ".rejections",
+			"CREATE TABLE " + copyDB + ".events AS " + r.db + ".events", // stays empty; read at resume
 			"CREATE TABLE " + copyDB + ".raw_copy (ingested_at DateTime, kafka_partition UInt16, kafka_offset UInt64, payload String) ENGINE = MergeTree PARTITION BY toYYYYMM(ingested_at) ORDER BY (kafka_partition, kafka_offset)",
 		} {
 			if err := r.conn.Exec(ctx, q); err != nil {
 				b.Fatal(err)
 			}
 		}
+		if os.Getenv("SHUKEI_TEST_BENCH_NO_MARTS") != "" { // to see what the marts cost
+			for _, mv := range []string{"_support.trace_mv", "_service_improvement.feature_daily_mv", "_marketing.activity_daily_mv", "_follow_up.tenant_daily_mv", "_interview_selection.tenant_daily_mv", "_external_consented.tenant_daily_mv"} {
+				if err := r.conn.Exec(ctx, "DROP TABLE "+r.db+mv); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
 		b.StartTimer()
 
+		stages := prometheus.NewRegistry()
 		run := func(raw bool, count string) float64 {
 			r.cfg.Processor.GroupID += "x" // a fresh group each run
-			p := r.processor(prometheus.NewRegistry())
+			reg := prometheus.NewRegistry()
+			if !raw {
+				reg = stages
+			}
+			p := r.processor(reg)
 			if raw {
 				p.rawCopy, p.db = true, copyDB
 			}
@@ -60,6 +74,16 @@ func BenchmarkProcessorVsRawCopy(b *testing.B) {
 		}
 		procRate := run(false, "SELECT (SELECT count() FROM "+r.db+".events) + (SELECT count() FROM "+r.db+".rejections WHERE class != 'checkpoint')")
 		rawRate := run(true, "SELECT count() FROM "+copyDB+".raw_copy")
+		// Where the processor's time goes, per event, by stage.
+		families, _ := stages.Gather()
+		for _, f := range families {
+			if f.GetName() != "shukei_processor_stage_seconds" {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				b.ReportMetric(m.GetHistogram().GetSampleSum()/float64(w.total)*1e6, m.GetLabel()[0].GetValue()+"_us/event")
+			}
+		}
 		b.ReportMetric(procRate, "processor_events/s")
 		b.ReportMetric(rawRate, "raw_copy_events/s")
 		b.ReportMetric(procRate/rawRate, "processor_vs_raw")
