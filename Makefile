@@ -7,7 +7,7 @@ DEMO_ARGS ?=
 TEST_ENV := SHUKEI_TEST_REQUIRE_SERVICES=1
 FUZZTIME ?= 30s
 
-.PHONY: all build demo test test-unit test-sdk-js bench lint fuzz services-up services-down services-status clean
+.PHONY: all build demo test test-unit test-sdk-js test-faults bench lint fuzz services-up services-down services-status clean
 
 all: build
 
@@ -25,6 +25,12 @@ demo: services-up build
 ## collector.
 test: services-up lint test-sdk-js
 	$(TEST_ENV) $(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) test-faults
+
+## Fault tests kill processes and restart ClickHouse, so they run alone, after the others
+## (build tag "faults").
+test-faults: services-up
+	$(TEST_ENV) $(GO) test -race -count=1 -timeout 15m -tags faults -run 'Kills' -v ./pipeline/processor/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|lost=|DLQ:|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
 
 test-sdk-js:
 	cd sdk/js && npm ci --no-audit --no-fund --loglevel=error && npm test
@@ -39,6 +45,7 @@ bench: services-up
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags faults ./...
 
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
