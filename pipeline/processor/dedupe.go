@@ -12,7 +12,8 @@ type dedupe struct {
 	horizon time.Duration
 	max     int
 	seen    map[string]time.Time
-	order   []entry // insertion order, for expiry and eviction
+	order   []entry             // insertion order, for expiry and eviction
+	pending map[string]struct{} // decided, not yet written
 }
 
 type entry struct {
@@ -21,7 +22,7 @@ type entry struct {
 }
 
 func newDedupe(horizon time.Duration, maxIDs int) *dedupe {
-	return &dedupe{horizon: horizon, max: maxIDs, seen: map[string]time.Time{}}
+	return &dedupe{horizon: horizon, max: maxIDs, seen: map[string]time.Time{}, pending: map[string]struct{}{}}
 }
 
 // add records id and reports whether it was new.
@@ -48,8 +49,39 @@ func (d *dedupe) has(id string, now time.Time) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.expire(now)
+	if _, ok := d.pending[id]; ok {
+		return true
+	}
 	_, ok := d.seen[id]
 	return ok
+}
+
+// addPending marks ids of a batch being written: taken for later batches, not yet stored.
+func (d *dedupe) addPending(ids []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, id := range ids {
+		d.pending[id] = struct{}{}
+	}
+}
+
+// confirm moves a written batch's ids from pending to stored.
+func (d *dedupe) confirm(ids []string, now time.Time) {
+	d.mu.Lock()
+	for _, id := range ids {
+		delete(d.pending, id)
+	}
+	d.mu.Unlock()
+	for _, id := range ids {
+		d.add(id, now)
+	}
+}
+
+// dropPending forgets batches that were decided but never written (the generation ended).
+func (d *dedupe) dropPending() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	clear(d.pending)
 }
 
 // warm loads ids already in the store (after a restart or rebalance).

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -220,31 +221,61 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, as
 		}()
 	}
 
+	// Two stages overlap: while one batch is written, the next is decided. The hand-off holds
+	// one batch, so a slow ClickHouse stops reading (backpressure, not buffering).
+	if p.rawCopy {
+		return p.copyLoop(ctx, gen, msgs, state)
+	}
+	decidedCh := make(chan *decided, 1)
+	writeErr := make(chan error, 1)
+	wctx, stopWriting := context.WithCancel(ctx)
+	defer stopWriting()
+	go func() {
+		defer close(writeErr)
+		for d := range decidedCh {
+			if err := p.write(wctx, d); err != nil {
+				writeErr <- err // abandoned without commit: the next generation resumes from the store
+				stopWriting()
+				return
+			}
+			p.dedupe.confirm(d.ids, d.now)
+			if err := gen.CommitOffsets(map[string]map[int]int64{p.kcfg.RawTopic: d.next}); err != nil {
+				// Not fatal for correctness: the store already holds the batch.
+				p.m.kafkaErrors.Inc()
+				writeErr <- fmt.Errorf("commit offsets: %w", err)
+				stopWriting()
+				return
+			}
+			for part, off := range d.next {
+				p.m.committed.WithLabelValues(strconv.Itoa(part)).Set(float64(off))
+			}
+			for part, r := range readers {
+				p.m.lag.WithLabelValues(strconv.Itoa(part)).Set(float64(r.Lag()))
+			}
+		}
+	}()
+	finish := func(err error) error {
+		close(decidedCh)
+		if werr := <-writeErr; werr != nil && err == nil {
+			err = werr
+		}
+		// Ids of batches that were decided but not written must not count as stored.
+		p.dedupe.dropPending()
+		return err
+	}
 	for {
-		batch, err := p.collect(ctx, msgs)
-		if err != nil || ctx.Err() != nil {
-			return err
+		batch, err := p.collect(wctx, msgs)
+		if err != nil || wctx.Err() != nil {
+			return finish(err)
 		}
 		if len(batch) == 0 {
 			continue
 		}
-		if err := p.process(ctx, batch, state); err != nil {
-			return err // abandoned without commit: the next generation resumes from the store
-		}
-		offsets := map[int]int64{}
-		for _, m := range batch {
-			offsets[m.Partition] = max(offsets[m.Partition], m.Offset+1)
-		}
-		if err := gen.CommitOffsets(map[string]map[int]int64{p.kcfg.RawTopic: offsets}); err != nil {
-			// Not fatal for correctness: the store already holds the batch.
-			p.m.kafkaErrors.Inc()
-			return fmt.Errorf("commit offsets: %w", err)
-		}
-		for part, off := range offsets {
-			p.m.committed.WithLabelValues(strconv.Itoa(part)).Set(float64(off))
-		}
-		for part, r := range readers {
-			p.m.lag.WithLabelValues(strconv.Itoa(part)).Set(float64(r.Lag()))
+		d := p.decide(batch, state)
+		select {
+		case decidedCh <- d:
+		case <-wctx.Done():
+			return finish(nil)
 		}
 	}
 }
@@ -286,10 +317,28 @@ func (p *Processor) collect(ctx context.Context, msgs <-chan fetched) ([]kafka.M
 	return batch, nil
 }
 
-// process decides every message of the batch and writes the outcome: events, then the DLQ
-// topic, then rejections with checkpoints. Each write is retried with backoff until it
-// succeeds or ctx ends; decisions are made once, so a retry writes exactly the same rows.
-func (p *Processor) process(ctx context.Context, batch []kafka.Message, state map[int]*partitionState) error {
+// decided is a batch after the decision: what to write and where the group resumes.
+type decided struct {
+	rows  []row
+	rejs  []rejected // with one checkpoint per partition
+	dlq   []kafka.Message
+	ids   []string      // event ids of rows, for the dedupe once written
+	next  map[int]int64 // offset to commit per partition
+	now   time.Time
+	size  int
+	start time.Time
+}
+
+// outcome is one message's decision.
+type outcome struct {
+	t    decision.Tagged
+	rej  *decision.Rejection
+	skip bool
+}
+
+// decide runs the decision for every message of the batch, in parallel (it is pure), then
+// classifies in order: skipped (already stored), duplicate, rejected or stored.
+func (p *Processor) decide(batch []kafka.Message, state map[int]*partitionState) *decided {
 	start := time.Now()
 	dctx := &decision.Context{
 		Now:     p.now(),
@@ -299,52 +348,75 @@ func (p *Processor) process(ctx context.Context, batch []kafka.Message, state ma
 		Policy:  p.policy,
 		HashKey: p.hashKey,
 	}
-	if p.rawCopy {
-		return p.copyRaw(ctx, batch, state)
+	out := make([]outcome, len(batch))
+	workers := min(runtime.GOMAXPROCS(0), 1+len(batch)/1000)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(batch); i += workers {
+				m := batch[i]
+				if st := state[m.Partition]; st == nil || st.stored(m.Offset) {
+					out[i].skip = true
+					continue
+				}
+				out[i].t, out[i].rej = decision.Decide(m.Value, dctx)
+			}
+		}()
 	}
-	var rows []row
-	var rejs []rejected
+	wg.Wait()
+
+	d := &decided{next: map[int]int64{}, now: dctx.Now, size: len(batch), start: start}
 	inBatch := map[string]bool{}
-	var dlq []kafka.Message
-	last := map[int]int64{}
-	for _, m := range batch {
-		last[m.Partition] = max(last[m.Partition], m.Offset)
-		st := state[m.Partition]
-		if st == nil || st.stored(m.Offset) {
+	var fresh []string
+	for i, m := range batch {
+		d.next[m.Partition] = max(d.next[m.Partition], m.Offset+1)
+		o := out[i]
+		if o.skip {
 			p.m.skipped.Inc()
 			continue
 		}
-		t, rej := decision.Decide(m.Value, dctx)
-		if rej == nil {
-			// Remembered only once the batch is written: an abandoned batch must not turn
-			// its own redelivery into "duplicates".
-			if inBatch[t.Event.EventID] || p.dedupe.has(t.Event.EventID, dctx.Now) {
-				rej = decision.Duplicate(t, m.Value, dctx)
+		if o.rej == nil {
+			id := o.t.Event.EventID
+			if inBatch[id] || p.dedupe.has(id, dctx.Now) {
+				o.rej = decision.Duplicate(o.t, m.Value, dctx)
 			} else {
-				inBatch[t.Event.EventID] = true
+				inBatch[id] = true
+				fresh = append(fresh, id)
 			}
 		}
-		if rej != nil {
-			rejs = append(rejs, rejected{r: rej, partition: m.Partition, offset: m.Offset})
-			dlq = append(dlq, dlqMessage(m, rej))
-			p.m.events.WithLabelValues("rejected", rej.Reason).Inc()
+		if o.rej != nil {
+			d.rejs = append(d.rejs, rejected{r: o.rej, partition: m.Partition, offset: m.Offset})
+			d.dlq = append(d.dlq, dlqMessage(m, o.rej))
+			p.m.events.WithLabelValues("rejected", o.rej.Reason).Inc()
 			continue
 		}
-		rows = append(rows, row{t: t, partition: m.Partition, offset: m.Offset})
+		d.rows = append(d.rows, row{t: o.t, partition: m.Partition, offset: m.Offset})
 		p.m.events.WithLabelValues("stored", "").Inc()
 	}
-	for part, off := range last {
-		rejs = append(rejs, rejected{partition: part, offset: off}) // checkpoint
+	// A later batch, decided while this one is written, must see these ids as taken.
+	p.dedupe.addPending(fresh)
+	d.ids = fresh
+	for part, next := range d.next {
+		d.rejs = append(d.rejs, rejected{partition: part, offset: next - 1}) // checkpoint
 	}
 	p.m.stage.WithLabelValues("decide").Observe(time.Since(start).Seconds())
+	return d
+}
+
+// write stores a decided batch: events, then the DLQ topic, then rejections with the
+// checkpoints. Each write is retried with backoff until it succeeds or ctx ends; the rows are
+// fixed at decision time, so a retry writes exactly the same.
+func (p *Processor) write(ctx context.Context, d *decided) error {
 	mark := time.Now()
 	lap := func(stage string) {
 		p.m.stage.WithLabelValues(stage).Observe(time.Since(mark).Seconds())
 		mark = time.Now()
 	}
-	ingested := dctx.Now.UTC().Truncate(time.Second)
-	if len(rows) > 0 {
-		if err := p.retry(ctx, "insert events", func() error { return insertEvents(ctx, p.conn, p.db, rows, ingested) }); err != nil {
+	ingested := d.now.UTC().Truncate(time.Second)
+	if len(d.rows) > 0 {
+		if err := p.retry(ctx, "insert events", func() error { return insertEvents(ctx, p.conn, p.db, d.rows, ingested) }); err != nil {
 			return err
 		}
 		lap("insert_events")
@@ -353,30 +425,18 @@ func (p *Processor) process(ctx context.Context, batch []kafka.Message, state ma
 	// once it is in, a restart skips the batch, so a DLQ record not yet written would never
 	// be. A crash in between re-sends some DLQ records; their key (source partition and
 	// offset) tells a replay tool they are the same.
-	if len(dlq) > 0 {
-		if err := p.retry(ctx, "write DLQ", func() error { return p.dlq.WriteMessages(ctx, dlq...) }); err != nil {
+	if len(d.dlq) > 0 {
+		if err := p.retry(ctx, "write DLQ", func() error { return p.dlq.WriteMessages(ctx, d.dlq...) }); err != nil {
 			return err
 		}
 		lap("write_dlq")
 	}
-	if err := p.retry(ctx, "insert rejections", func() error { return insertRejections(ctx, p.conn, p.db, rejs, ingested) }); err != nil {
+	if err := p.retry(ctx, "insert rejections", func() error { return insertRejections(ctx, p.conn, p.db, d.rejs, ingested) }); err != nil {
 		return err
 	}
 	lap("insert_rejections")
-	for _, r := range rows {
-		p.dedupe.add(r.t.Event.EventID, dctx.Now)
-	}
-	for part, off := range last {
-		st := state[part]
-		st.lo = max(st.lo, off)
-		for o := range st.done {
-			if o <= st.lo {
-				delete(st.done, o)
-			}
-		}
-	}
-	p.m.batchSize.Observe(float64(len(batch)))
-	p.m.batchSeconds.Observe(time.Since(start).Seconds())
+	p.m.batchSize.Observe(float64(d.size))
+	p.m.batchSeconds.Observe(time.Since(d.start).Seconds())
 	return nil
 }
 

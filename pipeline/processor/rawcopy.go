@@ -43,3 +43,26 @@ func (p *Processor) copyRaw(ctx context.Context, batch []kafka.Message, state ma
 	}
 	return nil
 }
+
+// copyLoop is the baseline's batch loop: collect, copy, commit, one batch after another.
+func (p *Processor) copyLoop(ctx context.Context, gen *kafka.Generation, msgs <-chan fetched, state map[int]*partitionState) error {
+	for {
+		batch, err := p.collect(ctx, msgs)
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		if err := p.copyRaw(ctx, batch, state); err != nil {
+			return err
+		}
+		next := map[int]int64{}
+		for _, m := range batch {
+			next[m.Partition] = max(next[m.Partition], m.Offset+1)
+		}
+		if err := gen.CommitOffsets(map[string]map[int]int64{p.kcfg.RawTopic: next}); err != nil {
+			return err
+		}
+	}
+}
