@@ -105,6 +105,17 @@ func TestRegistryOnRealServer(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Crypto-shredding: once the root is destroyed the cache forgets the key, and no
+	// pseudonym of the tenant can be made again.
+	if err := reg.DestroyKeys(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keyring.Pseudonymize("acme", time.Now(), "u-1"); !errors.Is(err, pseudonym.ErrNoRoot) {
+		t.Errorf("after DestroyKeys: %v, want ErrNoRoot", err)
+	}
 	list, err := reg.List(ctx)
 	if err != nil || len(list) != 2 || list[0].ID != "acme" || list[1].ID != "globex" {
 		t.Errorf("list %v %v", list, err)
