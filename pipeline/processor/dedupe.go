@@ -27,11 +27,15 @@ func newDedupe(horizon time.Duration, maxIDs int) *dedupe {
 
 // add records id and reports whether it was new.
 func (d *dedupe) add(id string, now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.addLocked(id, now)
+}
+
+func (d *dedupe) addLocked(id string, now time.Time) bool {
 	if d.horizon <= 0 || d.max <= 0 {
 		return true
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.expire(now)
 	if _, ok := d.seen[id]; ok {
 		return false
@@ -65,15 +69,14 @@ func (d *dedupe) addPending(ids []string) {
 	}
 }
 
-// confirm moves a written batch's ids from pending to stored.
+// confirm moves a written batch's ids from pending to stored, in one step: a batch being
+// decided meanwhile must find each id in one set or the other.
 func (d *dedupe) confirm(ids []string, now time.Time) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	for _, id := range ids {
+		d.addLocked(id, now)
 		delete(d.pending, id)
-	}
-	d.mu.Unlock()
-	for _, id := range ids {
-		d.add(id, now)
 	}
 }
 
@@ -86,8 +89,10 @@ func (d *dedupe) dropPending() {
 
 // warm loads ids already in the store (after a restart or rebalance).
 func (d *dedupe) warm(ids []string, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for _, id := range ids {
-		d.add(id, now)
+		d.addLocked(id, now)
 	}
 }
 

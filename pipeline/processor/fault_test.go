@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -24,12 +22,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/internal/servicetest"
-	"github.com/shukei/shukei/pipeline/decision"
-	"github.com/shukei/shukei/registry"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 // TestProcessorSurvivesKillsAndClickHouseRestart runs the real `shukei processor` binary over
@@ -50,7 +43,8 @@ func TestProcessorSurvivesKillsAndClickHouseRestart(t *testing.T) {
 		t.Skip("kills a subprocess and restarts ClickHouse: not in -short")
 	}
 	began := time.Now()
-	r, keyFile := newKeyedRig(t, 12)
+	r := newRig(t, 12)
+	keyFile := r.keyFile
 	root := moduleRoot(t)
 
 	// Build the real binary while the workload is produced.
@@ -210,53 +204,6 @@ func TestProcessorSurvivesKillsAndClickHouseRestart(t *testing.T) {
 	r.checkDLQ(t, killedAt)
 	r.checkExact(t, w)
 	t.Logf("total runtime %s", time.Since(began).Round(time.Millisecond))
-}
-
-// newKeyedRig is newRig with a master key that a subprocess can read too: its text is
-// written to a 0600 file whose path is returned.
-func newKeyedRig(t *testing.T, tenants int) (*rig, string) {
-	t.Helper()
-	conn, cfg := servicetest.ClickHouse(t)
-	servicetest.Kafka(t)
-	cfg.Kafka.RawTopic = servicetest.Topic(t, cfg.Kafka.Brokers, 6)
-	cfg.Kafka.DLQTopic = servicetest.Topic(t, cfg.Kafka.Brokers, 2)
-	cfg.Processor.GroupID = servicetest.Name(t, "proc.")
-	cfg.Processor.BatchSize = 5000
-	cfg.Processor.BatchTimeout = 100 * time.Millisecond
-	ctx := context.Background()
-	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
-		t.Fatal(err)
-	}
-	text := pseudonym.NewMasterKeyText()
-	master, err := pseudonym.ParseMasterKey(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "master.key")
-	if err := os.WriteFile(keyFile, []byte(text+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	reg := registry.New(conn, cfg.ClickHouse.Database, master)
-	r := &rig{cfg: cfg, conn: conn, db: cfg.ClickHouse.Database, master: master}
-	statuses := []string{registry.StatusContracted, registry.StatusTrial, registry.StatusBeta}
-	for i := range tenants {
-		id := fmt.Sprintf("tenant-%02d", i)
-		if _, err := reg.Add(ctx, registry.Tenant{ID: id, Status: statuses[i%3], Edition: "standard", SizeBand: "m"}); err != nil {
-			t.Fatal(err)
-		}
-		r.tenants = append(r.tenants, id)
-	}
-	versions, err := policy.Embedded()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.policy = decision.NewPolicyTagger(versions)
-	r.keyring = pseudonym.NewKeyring(master)
-	r.cache = registry.NewCache(reg, r.keyring, time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := r.cache.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return r, keyFile
 }
 
 // processorEnv is the subprocess's environment: this one, minus anything that would point it

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,7 @@ type rig struct {
 	keyring *pseudonym.Keyring
 	master  *pseudonym.MasterKey
 	policy  decision.Tagger
+	keyFile string // the master key, for subprocesses
 	tenants []string
 }
 
@@ -50,9 +52,18 @@ func newRig(t testing.TB, tenants int) *rig {
 	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
 		t.Fatal(err)
 	}
-	master, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
+	// The key is also written to a file, for a processor started as a subprocess.
+	text := pseudonym.NewMasterKeyText()
+	master, err := pseudonym.ParseMasterKey(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "master.key")
+	if err := os.WriteFile(keyFile, []byte(text+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	reg := registry.New(conn, cfg.ClickHouse.Database, master)
-	r := &rig{cfg: cfg, conn: conn, db: cfg.ClickHouse.Database, master: master}
+	r := &rig{cfg: cfg, conn: conn, db: cfg.ClickHouse.Database, master: master, keyFile: keyFile}
 	statuses := []string{registry.StatusContracted, registry.StatusTrial, registry.StatusBeta}
 	for i := range tenants {
 		id := fmt.Sprintf("tenant-%02d", i)
