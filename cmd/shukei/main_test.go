@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -164,5 +165,54 @@ func TestCollectorToken(t *testing.T) {
 	t.Setenv("SHUKEI_COLLECTOR_INGEST_TOKENS", line)
 	if _, err := runCLI(t, "config"); err != nil {
 		t.Errorf("the printed entry does not validate: %v", err)
+	}
+}
+
+func TestTenantsAndPolicyCommands(t *testing.T) {
+	ownServices(t)
+	if out, err := runCLI(t, "migrate"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out, err := runCLI(t, "tenants", "add", "--tenant", "acme", "--status", "trial", "--edition", "standard", "--size-band", "s")
+	if err != nil || !strings.Contains(out, "ingest token (shown once): shk_") {
+		t.Fatalf("tenants add: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, "tenants", "add", "--tenant", "acme", "--status", "trial", "--edition", "standard", "--size-band", "s"); err == nil {
+		t.Error("adding the same tenant twice succeeded")
+	}
+	if out, err := runCLI(t, "tenants", "set", "--tenant", "acme", "--status", "gold"); err == nil {
+		t.Errorf("an unknown status was accepted:\n%s", out)
+	}
+	if _, err := runCLI(t, "tenants", "consent", "--tenant", "acme", "--purpose", "external_consented", "--at", "2026-01-01T00:00:00Z"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCLI(t, "tenants", "list")
+	if err != nil || !strings.Contains(out, "acme") || !strings.Contains(out, "+external_consented@v1") {
+		t.Fatalf("tenants list: %v\n%s", err, out)
+	}
+
+	ev := `{"event_id":"3c4d5e6f-7a8b-4c9d-8e0f-2a3b4c5d6e7f","tenant_id":"acme","occurred_at":"2026-06-01T10:00:00Z",
+"schema":"settings/v1","source":"web","user":"u-1","client":{"os":"windows","os_version":"11","device_kind":"desktop"},
+"data":{"setting_key":"notification.digest","value":"weekly","customization_present":true,"customization_count":2}}`
+	file := t.TempDir() + "/event.json"
+	if err := os.WriteFile(file, []byte(ev), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCLI(t, "policy", "explain", file)
+	if err != nil {
+		t.Fatalf("policy explain: %v\n%s", err, out)
+	}
+	// Settings serve follow-up (3(1)-4) but are not needed for support (3(1)-1); the consent
+	// given in January covers June's data for external sharing with consent (3(2)-1).
+	for _, want := range []string{"follow_up", "granted", "3(1)-1", "not needed for support", "external_consented"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("policy explain lacks %q:\n%s", want, out)
+		}
+	}
+	if out, err := runCLI(t, "policy", "check"); err != nil || !strings.Contains(out, "ok  v1") {
+		t.Errorf("policy check: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "policy", "export", "--format", "fides"); err != nil || !strings.Contains(out, "data_use:") {
+		t.Errorf("policy export: %v\n%s", err, out)
 	}
 }
