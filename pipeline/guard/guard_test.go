@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shukei/shukei/internal/vectors"
 	"github.com/shukei/shukei/schemas/event"
 )
 
@@ -20,25 +21,7 @@ var testNow = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
 func readVectors(tb testing.TB, dir string) map[string][]byte {
 	tb.Helper()
-	paths, err := filepath.Glob(filepath.Join(testdata, dir, "*.json"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	out := map[string][]byte{}
-	for _, p := range paths {
-		if filepath.Base(p) == "expected.json" {
-			continue
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out[filepath.Base(p)] = b
-	}
-	if len(out) == 0 {
-		tb.Fatalf("no vectors in %s", dir)
-	}
-	return out
+	return vectors.Read(tb, testdata, dir)
 }
 
 func sorted(m map[string][]byte) []string {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/shukei/shukei/internal/vectors"
 	"github.com/shukei/shukei/schemas/events"
 )
 
@@ -71,25 +72,7 @@ func schemaAccepts(tb testing.TB, b []byte) (bool, error) {
 
 func readDir(tb testing.TB, dir string) map[string][]byte {
 	tb.Helper()
-	paths, err := filepath.Glob(filepath.Join(testdata, dir, "*.json"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	out := map[string][]byte{}
-	for _, p := range paths {
-		if filepath.Base(p) == "expected.json" {
-			continue
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out[filepath.Base(p)] = b
-	}
-	if len(out) == 0 {
-		tb.Fatalf("no vectors in %s", dir)
-	}
-	return out
+	return vectors.Read(tb, testdata, dir)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
