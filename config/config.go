@@ -24,6 +24,7 @@ type Config struct {
 	Events     Events     `yaml:"events"`
 	Collector  Collector  `yaml:"collector"`
 	Processor  Processor  `yaml:"processor"`
+	Aggregator Aggregator `yaml:"aggregator"`
 	Anonymizer Anonymizer `yaml:"anonymizer"`
 	Log        Log        `yaml:"log"`
 }
@@ -36,6 +37,27 @@ type Processor struct {
 	DedupeHorizon   time.Duration `yaml:"dedupe_horizon" doc:"how long a stored event_id is remembered to drop collector retries"`
 	DedupeMax       int           `yaml:"dedupe_max" doc:"event_ids remembered at most per instance (memory bound)"`
 	RegistryRefresh time.Duration `yaml:"registry_refresh" doc:"how often the tenant registry is reloaded"`
+	MaxBackoff      time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
+	Listen          string        `yaml:"listen" doc:"address of /metrics, /healthz and /readyz"`
+}
+
+// Aggregator is the role that releases differentially private cross-tenant aggregates for the
+// external_aggregate purpose (DESIGN.md §4).
+type Aggregator struct {
+	GroupID         string        `yaml:"group_id" doc:"Kafka consumer group of the aggregators (every instance shares it; the member holding partition 0 releases)"`
+	Window          time.Duration `yaml:"window" doc:"event-time window of a release: 24h (daily) or a divisor of it such as 1h"`
+	AllowedLateness time.Duration `yaml:"allowed_lateness" doc:"how long after a window's end events are still added; later ones are counted as late, never added"`
+	Epsilon         float64       `yaml:"epsilon" doc:"ε of one metric's release for one window (partition selection included)"`
+	SelectionShare  float64       `yaml:"selection_share" doc:"share of a metric's ε spent on private partition selection when its cells come from data"`
+	SelectionDelta  float64       `yaml:"selection_delta" doc:"δ of one metric's partition selection (must stay far below 1/number of tenants)"`
+	Mechanism       string        `yaml:"mechanism" doc:"noise: laplace (pure ε-DP) or gaussian"`
+	GaussianDelta   float64       `yaml:"gaussian_delta" doc:"δ of a Gaussian metric release (unused for laplace)"`
+	BudgetEpsilon   float64       `yaml:"budget_epsilon" doc:"ε budget of external_aggregate per calendar month; 0 takes the policy's"`
+	BudgetDelta     float64       `yaml:"budget_delta" doc:"δ budget per calendar month; 0 takes the policy's"`
+	Features        []string      `yaml:"features" doc:"the public feature catalogue: these feature ids are released without partition selection; others only if selected privately"`
+	Settings        []string      `yaml:"settings" doc:"the public settings catalogue, as features"`
+	Editions        []string      `yaml:"editions" doc:"editions released as themselves; any other edition is released as 'other'"`
+	ReleaseInterval time.Duration `yaml:"release_interval" doc:"how often the release step looks for windows every partition has closed"`
 	MaxBackoff      time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
 	Listen          string        `yaml:"listen" doc:"address of /metrics, /healthz and /readyz"`
 }
@@ -129,6 +151,22 @@ func Default() Config {
 			RegistryRefresh: 5 * time.Second,
 			MaxBackoff:      30 * time.Second,
 			Listen:          "127.0.0.1:9101",
+		},
+		Aggregator: Aggregator{
+			GroupID:         "shukei-aggregator",
+			Window:          24 * time.Hour,
+			AllowedLateness: 2 * time.Hour,
+			Epsilon:         0.2,
+			SelectionShare:  0.5,
+			SelectionDelta:  1e-8,
+			Mechanism:       "laplace",
+			GaussianDelta:   1e-8,
+			Features:        []string{},
+			Settings:        []string{},
+			Editions:        []string{"standard", "professional", "enterprise"},
+			ReleaseInterval: 5 * time.Second,
+			MaxBackoff:      30 * time.Second,
+			Listen:          "127.0.0.1:9102",
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}
@@ -280,6 +318,7 @@ func (c Config) Validate() error {
 	if c.Processor.MaxBackoff < 100*time.Millisecond {
 		bad("processor.max_backoff", "must be at least 100ms, got %s", c.Processor.MaxBackoff)
 	}
+	c.validateAggregator(bad)
 	if _, _, err := net.SplitHostPort(c.Processor.Listen); err != nil {
 		bad("processor.listen", "%q is not host:port", c.Processor.Listen)
 	}
@@ -339,3 +378,59 @@ func (e indented) Error() string {
 }
 
 func (e indented) Unwrap() []error { return e }
+
+func (c *Config) validateAggregator(bad func(path, format string, args ...any)) {
+	a := c.Aggregator
+	if a.GroupID == "" {
+		bad("aggregator.group_id", "must not be empty")
+	}
+	if a.GroupID == c.Processor.GroupID {
+		bad("aggregator.group_id", "must differ from processor.group_id (%q): the aggregator reads every event on its own", a.GroupID)
+	}
+	if a.Window < time.Minute || (24*time.Hour)%a.Window != 0 {
+		bad("aggregator.window", "must divide 24h (e.g. 24h, 1h, 15m) and be at least 1m, got %s", a.Window)
+	}
+	if a.AllowedLateness < 0 {
+		bad("aggregator.allowed_lateness", "must not be negative, got %s", a.AllowedLateness)
+	}
+	if !(a.Epsilon >= 1e-6 && a.Epsilon <= 10) {
+		bad("aggregator.epsilon", "must be a number in [1e-6, 10], got %v", a.Epsilon)
+	}
+	if !(a.SelectionShare > 0 && a.SelectionShare < 1) {
+		bad("aggregator.selection_share", "must be strictly between 0 and 1, got %v", a.SelectionShare)
+	}
+	if !(a.SelectionDelta > 0 && a.SelectionDelta < 1e-3) {
+		bad("aggregator.selection_delta", "must be in (0, 1e-3), got %v", a.SelectionDelta)
+	}
+	switch a.Mechanism {
+	case "laplace":
+	case "gaussian":
+		if !(a.GaussianDelta > 0 && a.GaussianDelta < 1e-3) {
+			bad("aggregator.gaussian_delta", "must be in (0, 1e-3) for the gaussian mechanism, got %v", a.GaussianDelta)
+		}
+	default:
+		bad("aggregator.mechanism", "must be laplace or gaussian, got %q", a.Mechanism)
+	}
+	if a.BudgetEpsilon < 0 || a.BudgetDelta < 0 || a.BudgetDelta >= 1 {
+		bad("aggregator.budget_epsilon", "budget_epsilon must be ≥ 0 and budget_delta in [0, 1) (0 takes the policy's)")
+	}
+	for _, l := range []struct {
+		path string
+		ids  []string
+	}{{"aggregator.features", a.Features}, {"aggregator.settings", a.Settings}, {"aggregator.editions", a.Editions}} {
+		for _, id := range l.ids {
+			if !validTenant(id) || id == "other" {
+				bad(l.path, "%q must match ^[a-z0-9][a-z0-9_.-]{0,63}$ and not be 'other'", id)
+			}
+		}
+	}
+	if a.ReleaseInterval < 100*time.Millisecond {
+		bad("aggregator.release_interval", "must be at least 100ms, got %s", a.ReleaseInterval)
+	}
+	if a.MaxBackoff < 100*time.Millisecond {
+		bad("aggregator.max_backoff", "must be at least 100ms, got %s", a.MaxBackoff)
+	}
+	if _, _, err := net.SplitHostPort(a.Listen); err != nil {
+		bad("aggregator.listen", "%q is not host:port", a.Listen)
+	}
+}

@@ -330,3 +330,19 @@ func SelectPartition(p Params, distinctTenants int64) (bool, error) {
 	}
 	return keep, nil
 }
+
+// PartialValue returns the raw, un-noised value inside a MarshalPartial output. It exists for
+// tests and for the aggregator's utility report, which compares released values with the
+// bounded truth; like the partial itself, the value must never leave the pipeline.
+func PartialValue(data []byte) (int64, error) {
+	var pt partial
+	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&pt); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrPartial, err)
+	}
+	// The library's Gob payloads: dpagg.Count has Count, dpagg.BoundedSumInt64 has Sum.
+	var lib struct{ Count, Sum int64 }
+	if err := gob.NewDecoder(bytes.NewReader(pt.Library)).Decode(&lib); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrPartial, err)
+	}
+	return lib.Count + lib.Sum, nil
+}

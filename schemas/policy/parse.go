@@ -436,8 +436,10 @@ func (p *Policy) problems() problems {
 	return probs
 }
 
+// Caps on a purpose's monthly budget. ε accumulates over a month's releases (31 daily windows
+// at ε = 1 is 31); above 64 a month the tenant-level guarantee says nothing useful any more.
 const (
-	maxEpsilon = 10
+	maxEpsilon = 64
 	maxDelta   = 1e-5
 )
 

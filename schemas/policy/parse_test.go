@@ -125,7 +125,7 @@ func TestParseV1Values(t *testing.T) {
 		{"retention.after_contract_end 2(3)", p.Retention.AfterContractEnd, 90 * 24 * time.Hour},
 		{"retention.event_store", p.Retention.EventStore, 395 * 24 * time.Hour},
 		{"retention.dlq", p.Retention.DLQ, 30 * 24 * time.Hour},
-		{"budget 3(2)-4", *p.Purposes[ExternalAggregate].Budget, Budget{EpsilonPerMonth: 1, DeltaPerMonth: 1e-7}},
+		{"budget 3(2)-4", *p.Purposes[ExternalAggregate].Budget, Budget{EpsilonPerMonth: 31, DeltaPerMonth: 1e-6}},
 		{"support condition 3(1)-1", p.Purposes[Support].Condition, OpenTicket},
 		{"external_consented consent 3(2)-1", p.Purposes[ExternalConsented].Consent, true},
 		{"marketing consent", p.Purposes[Marketing].Consent, false},

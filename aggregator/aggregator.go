@@ -1,0 +1,603 @@
+package aggregator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/schemas/event"
+	"github.com/shukei/shukei/schemas/policy"
+)
+
+// Purpose is the purpose whose releases this package makes and whose budget it spends.
+const Purpose = "external_aggregate"
+
+// Aggregator is one instance of the aggregator role.
+type Aggregator struct {
+	cfg       config.Aggregator
+	kcfg      config.Kafka
+	limits    event.Limits
+	conn      driver.Conn
+	store     *store
+	cache     *registry.Cache
+	keyring   *pseudonym.Keyring
+	policy    decision.Tagger
+	hashKey   []byte
+	sampleKey []byte
+	plan      *Plan
+	planHash  string
+	ledger    *ledger.Ledger
+	budget    ledger.Budget
+	log       *slog.Logger
+	m         *metrics
+	now       func() time.Time
+
+	refusedMu sync.Mutex
+	refused   map[int64]bool // windows whose refusal was already counted and logged
+}
+
+// Deps are the aggregator's collaborators; main owns them.
+type Deps struct {
+	Conn     driver.Conn
+	Database string
+	Cache    *registry.Cache
+	Keyring  *pseudonym.Keyring
+	Policy   decision.Tagger
+	HashKey  []byte
+	// SampleKey keys the choice of cells kept for a tenant over L0 (derive it from the
+	// master key): reproducible on replay, unpredictable without the key.
+	SampleKey []byte
+	Plan      *Plan
+	// Budget is external_aggregate's (ε, δ) per calendar month.
+	Budget   ledger.Budget
+	Registry prometheus.Registerer
+	Log      *slog.Logger
+	// Now is the clock (event-time watermark of caught-up partitions, the decision's now);
+	// nil means time.Now.
+	Now func() time.Time
+}
+
+// New builds an aggregator. It refuses a plan whose one window would cost more than the whole
+// period's budget: every release would be refused.
+func New(cfg config.Config, d Deps) (*Aggregator, error) {
+	eps, delta := d.Plan.Cost()
+	if eps > d.Budget.Epsilon+1e-9 || delta > d.Budget.Delta+1e-15 {
+		return nil, fmt.Errorf("aggregator: one window costs ε=%g δ=%g but the monthly budget of %s is ε=%g δ=%g; lower aggregator.epsilon or raise the budget",
+			eps, delta, Purpose, d.Budget.Epsilon, d.Budget.Delta)
+	}
+	now := d.Now
+	if now == nil {
+		now = time.Now
+	}
+	h := d.Plan.Hash()
+	return &Aggregator{
+		cfg:       cfg.Aggregator,
+		kcfg:      cfg.Kafka,
+		limits:    event.Limits{MaxAge: cfg.Events.MaxAge, MaxSkew: cfg.Events.MaxSkew, MaxBytes: cfg.Collector.MaxEventBytes}.WithDefaults(),
+		conn:      d.Conn,
+		store:     &store{conn: d.Conn, db: d.Database, plan: h},
+		cache:     d.Cache,
+		keyring:   d.Keyring,
+		policy:    d.Policy,
+		hashKey:   d.HashKey,
+		sampleKey: d.SampleKey,
+		plan:      d.Plan,
+		planHash:  h,
+		ledger:    ledger.New(d.Conn, d.Database),
+		budget:    d.Budget,
+		log:       d.Log,
+		m:         newMetrics(d.Registry),
+		now:       now,
+		refused:   map[int64]bool{},
+	}, nil
+}
+
+// PlanHash identifies the plan in partials, releases and ledger entries.
+func (a *Aggregator) PlanHash() string { return a.planHash }
+
+// Run joins the consumer group and aggregates until ctx ends.
+func (a *Aggregator) Run(ctx context.Context) error {
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                a.cfg.GroupID,
+		Brokers:           a.kcfg.Brokers,
+		Topics:            []string{a.kcfg.RawTopic},
+		StartOffset:       kafka.FirstOffset,
+		SessionTimeout:    10 * time.Second,
+		RebalanceTimeout:  30 * time.Second,
+		HeartbeatInterval: time.Second,
+		JoinGroupBackoff:  time.Second,
+		Timeout:           10 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("aggregator consumer group: %w", err)
+	}
+	defer cg.Close()
+	b := newBackoff(a.cfg.MaxBackoff)
+	for {
+		gen, err := cg.Next(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			a.m.kafkaErrors.Inc()
+			a.log.Warn("joining the aggregator group failed; retrying", "err", err)
+			if !b.wait(ctx) {
+				return nil
+			}
+			continue
+		}
+		b.reset()
+		assigned := gen.Assignments[a.kcfg.RawTopic]
+		a.m.assigned.Set(float64(len(assigned)))
+		a.log.Info("aggregator partitions assigned", "generation", gen.ID, "partitions", len(assigned))
+		done := make(chan struct{})
+		gen.Start(func(gctx context.Context) {
+			defer close(done)
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			stop := context.AfterFunc(gctx, cancel)
+			defer stop()
+			if err := a.runGeneration(rctx, gen, assigned); err != nil && rctx.Err() == nil {
+				a.log.Warn("aggregator generation ended with an error; rejoining", "err", err)
+			}
+		})
+		select {
+		case <-done:
+		case <-ctx.Done():
+			<-done
+			return nil
+		}
+	}
+}
+
+// partState is one assigned partition's windows.
+type partState struct {
+	id       int
+	closed   time.Time
+	high     int64 // offsets below it were read before the last close
+	resume   int64 // the recorded replay start
+	next     int64 // next offset to read; -1 until the first message
+	maxEvent time.Time
+	caught   bool
+	open     map[int64]*Acc
+}
+
+type fetched struct {
+	part   int
+	msg    kafka.Message
+	lag    int64
+	err    error
+	onlyUp bool // a lag report without a message
+}
+
+func (a *Aggregator) runGeneration(ctx context.Context, gen *kafka.Generation, assigned []kafka.PartitionAssignment) error {
+	parts := make([]int, len(assigned))
+	for i, p := range assigned {
+		parts[i] = p.ID
+	}
+	slices.Sort(parts)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	gctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if slices.Contains(parts, 0) {
+		a.m.releaser.Set(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer a.m.releaser.Set(0)
+			a.releaseLoop(gctx)
+		}()
+	}
+	if len(parts) == 0 {
+		<-gctx.Done()
+		return nil
+	}
+	var prog map[int]progress
+	if err := a.retry(gctx, "read progress", func() error {
+		var err error
+		prog, err = a.store.loadProgress(gctx, parts)
+		return err
+	}); err != nil {
+		return err
+	}
+	states := map[int]*partState{}
+	msgs := make(chan fetched, 1024)
+	for _, p := range parts {
+		pr, ok := prog[p]
+		st := &partState{id: p, next: -1, open: map[int64]*Acc{}, resume: kafka.FirstOffset, high: -1}
+		if ok {
+			st.closed, st.high, st.resume = pr.closed.UTC(), pr.high, pr.resume
+			a.m.closedThrough.WithLabelValues(strconv.Itoa(p)).Set(float64(st.closed.Unix()))
+		}
+		if st.resume >= 0 {
+			st.next = st.resume
+		}
+		states[p] = st
+		r := kafka.NewReader(kafka.ReaderConfig{
+			Brokers: a.kcfg.Brokers, Topic: a.kcfg.RawTopic, Partition: p,
+			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
+		})
+		if err := r.SetOffset(st.resume); err != nil {
+			_ = r.Close()
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer r.Close()
+			send := func(f fetched) bool {
+				select {
+				case msgs <- f:
+					return true
+				case <-gctx.Done():
+					return false
+				}
+			}
+			// Whether the partition is caught up decides whether its watermark may reach now,
+			// so an empty partition needs this answer before any message.
+			for {
+				lag, err := r.ReadLag(gctx)
+				if err == nil {
+					if !send(fetched{part: p, lag: lag, onlyUp: true}) {
+						return
+					}
+					break
+				}
+				a.m.kafkaErrors.Inc()
+				select {
+				case <-gctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+			}
+			for {
+				m, err := r.ReadMessage(gctx)
+				if gctx.Err() != nil {
+					return
+				}
+				if !send(fetched{part: p, msg: m, lag: r.Lag(), err: err}) || err != nil {
+					return
+				}
+			}
+		}()
+	}
+
+	tick := time.NewTicker(min(time.Second, a.cfg.ReleaseInterval))
+	defer tick.Stop()
+	dctx := a.decisionContext()
+	for {
+		select {
+		case <-gctx.Done():
+			return nil
+		case f := <-msgs:
+			if f.err != nil {
+				a.m.kafkaErrors.Inc()
+				return fmt.Errorf("read partition %d: %w", f.part, f.err)
+			}
+			st := states[f.part]
+			st.caught = f.lag == 0
+			if !f.onlyUp {
+				a.add(st, f.msg, dctx)
+			}
+		case <-tick.C:
+			dctx = a.decisionContext()
+			open := 0
+			for _, p := range parts {
+				if err := a.maybeClose(gctx, gen, states[p]); err != nil {
+					return err
+				}
+				open += len(states[p].open)
+			}
+			a.m.openWindows.Set(float64(open))
+		}
+	}
+}
+
+func (a *Aggregator) decisionContext() *decision.Context {
+	return &decision.Context{
+		Now: a.now(), Limits: a.limits, Tenants: a.cache.Snapshot(), Keyring: a.keyring, Policy: a.policy, HashKey: a.hashKey,
+	}
+}
+
+// add runs the shared event decision on one message and adds it to its window.
+func (a *Aggregator) add(st *partState, m kafka.Message, dctx *decision.Context) {
+	st.next = m.Offset + 1
+	t, rej := decision.Decide(m.Value, dctx)
+	if rej != nil {
+		a.m.events.WithLabelValues("rejected").Inc()
+		return
+	}
+	if !policy.Set(t.Purposes).Has(policy.ExternalAggregate) {
+		a.m.events.WithLabelValues("not_tagged").Inc()
+		return
+	}
+	w := WindowOf(t.Event.OccurredAt, a.cfg.Window)
+	if !w.End.After(st.closed) {
+		if m.Offset < st.high {
+			a.m.events.WithLabelValues("replayed").Inc()
+		} else {
+			a.m.events.WithLabelValues("late").Inc()
+			a.m.late.Inc()
+		}
+		return
+	}
+	if t.Event.OccurredAt.After(st.maxEvent) {
+		st.maxEvent = t.Event.OccurredAt
+	}
+	acc := st.open[w.Start.Unix()]
+	if acc == nil {
+		acc = a.plan.NewAcc(w)
+		st.open[w.Start.Unix()] = acc
+	}
+	if acc.Add(&t, m.Offset) {
+		a.m.events.WithLabelValues("added").Inc()
+	} else {
+		a.m.events.WithLabelValues("duplicate").Inc()
+	}
+}
+
+// maybeClose closes every window of the partition that the watermark has passed by the
+// allowed lateness: their partials and the partition's progress are stored in one insert.
+func (a *Aggregator) maybeClose(ctx context.Context, gen *kafka.Generation, st *partState) error {
+	wm := st.maxEvent
+	if now := a.now().UTC(); st.caught && now.After(wm) {
+		wm = now // nothing is waiting in the partition: event time has reached now
+	}
+	if wm.IsZero() {
+		return nil
+	}
+	label := strconv.Itoa(st.id)
+	a.m.watermark.WithLabelValues(label).Set(float64(wm.Unix()))
+	through := WindowOf(wm.Add(-a.cfg.AllowedLateness), a.cfg.Window).Start
+	if !through.After(st.closed) {
+		return nil
+	}
+	var closed []closedWindow
+	resume := st.next
+	for k, acc := range st.open {
+		if acc.W.End.After(through) {
+			if resume < 0 || acc.FirstOffset < resume {
+				resume = acc.FirstOffset
+			}
+			continue
+		}
+		ps, err := acc.Partials(a.sampleKey, st.id)
+		if err != nil {
+			return fmt.Errorf("partials of %v: %w", acc.W, err)
+		}
+		closed = append(closed, closedWindow{w: acc.W, partials: ps})
+		_ = k
+	}
+	if resume < 0 {
+		resume = kafka.FirstOffset // nothing read yet: a restart starts from the beginning
+	}
+	slices.SortFunc(closed, func(x, y closedWindow) int { return x.w.Start.Compare(y.w.Start) })
+	pr := progress{closed: through, resume: resume, high: max(st.next, st.high)}
+	now := a.now().UTC().Truncate(time.Second)
+	if err := a.retry(ctx, "store partials", func() error { return a.store.writeClose(ctx, st.id, closed, pr, now) }); err != nil {
+		return err
+	}
+	for _, c := range closed {
+		delete(st.open, c.w.Start.Unix())
+		a.m.windowsClosed.Inc()
+	}
+	st.closed, st.high, st.resume = through, pr.high, pr.resume
+	a.m.closedThrough.WithLabelValues(label).Set(float64(through.Unix()))
+	if resume >= 0 {
+		// Only for lag tooling: the store, not the group offset, decides where to resume.
+		if err := gen.CommitOffsets(map[string]map[int]int64{a.kcfg.RawTopic: {st.id: resume}}); err != nil {
+			a.m.kafkaErrors.Inc()
+			a.log.Warn("committing aggregator offsets failed (progress is stored; continuing)", "err", err)
+		}
+	}
+	return nil
+}
+
+// releaseLoop is the release step: run by the instance holding partition 0.
+func (a *Aggregator) releaseLoop(ctx context.Context) {
+	nparts := -1
+	t := time.NewTicker(a.cfg.ReleaseInterval)
+	defer t.Stop()
+	for {
+		if nparts < 0 {
+			if n, err := partitionCount(ctx, a.kcfg); err != nil {
+				a.m.kafkaErrors.Inc()
+				a.log.Warn("reading the raw topic's partitions failed; retrying", "err", err)
+			} else {
+				nparts = n
+			}
+		}
+		if nparts > 0 {
+			if err := a.ReleaseDue(ctx, nparts); err != nil && ctx.Err() == nil {
+				a.m.writeErrors.WithLabelValues("release").Inc()
+				a.log.Warn("release step failed; retrying", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func partitionCount(ctx context.Context, k config.Kafka) (int, error) {
+	var d kafka.Dialer
+	conn, err := d.DialContext(ctx, "tcp", k.Brokers[0])
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	ps, err := conn.ReadPartitions(k.RawTopic)
+	if err != nil {
+		return 0, err
+	}
+	return len(ps), nil
+}
+
+// ReleaseDue releases every window that all nparts partitions have closed and that has not
+// been released yet, from the earliest window with any data on: windows without data are
+// released too (their configured cells, noised), so whether a window is released says
+// nothing about any tenant.
+func (a *Aggregator) ReleaseDue(ctx context.Context, nparts int) error {
+	closed, err := a.store.closedAll(ctx)
+	if err != nil {
+		return err
+	}
+	if len(closed) < nparts {
+		return nil // a partition has not reported yet
+	}
+	var through time.Time
+	for p := range nparts {
+		c, ok := closed[p]
+		if !ok {
+			return nil
+		}
+		if through.IsZero() || c.Before(through) {
+			through = c
+		}
+	}
+	first, ok, err := a.store.firstWindow(ctx)
+	if err != nil || !ok {
+		return err
+	}
+	done, err := a.store.releasedWindows(ctx)
+	if err != nil {
+		return err
+	}
+	for w := WindowOf(first, a.cfg.Window); !w.End.After(through); w = WindowOf(w.End, a.cfg.Window) {
+		if done[w.Start.Unix()] {
+			continue
+		}
+		if err := a.releaseWindow(ctx, w); err != nil {
+			if errors.Is(err, ledger.ErrOverdraw) {
+				continue // counted and logged; later windows may belong to a fresh period
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// ReleaseID is the id of the release of window w under the plan.
+func ReleaseID(planHash string, w Window) string {
+	h := sha256.Sum256([]byte(planHash + "|" + w.String()))
+	return hex.EncodeToString(h[:8])
+}
+
+// releaseWindow charges the ledger, then merges, selects, noises and stores. The ledger is
+// charged first: a crash after the charge leaves no release row, and the next attempt finds
+// the charge, is not charged again and draws the noise it never published. A window with
+// release rows is never touched again.
+func (a *Aggregator) releaseWindow(ctx context.Context, w Window) error {
+	eps, delta := a.plan.Cost()
+	l0, linf := a.plan.maxBounds()
+	id := ReleaseID(a.planHash, w)
+	entry := ledger.Entry{
+		ReleaseID: id, Purpose: Purpose, Period: w.Start.UTC().Format("2006-01"),
+		Epsilon: eps, Delta: delta, L0: l0, LInf: linf, WindowStart: w.Start, WindowEnd: w.End,
+		QueryHash: a.planHash, PolicyVersion: a.plan.PolicyVersion,
+	}
+	_, already, err := a.ledger.Charge(ctx, entry, a.budget)
+	if errors.Is(err, ledger.ErrOverdraw) {
+		a.refusedMu.Lock()
+		first := !a.refused[w.Start.Unix()]
+		a.refused[w.Start.Unix()] = true
+		a.refusedMu.Unlock()
+		if first {
+			a.m.refusals.WithLabelValues(Purpose, "budget").Inc()
+			a.log.Error("release refused: the privacy budget would be overdrawn", "window", w.String(), "err", err)
+		}
+		a.updateBudget(ctx, entry.Period)
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("charge the budget ledger: %w", err)
+	}
+	partials, err := a.store.partials(ctx, w)
+	if err != nil {
+		return err
+	}
+	rs, oc, err := a.plan.Release(partials)
+	if err != nil {
+		return err
+	}
+	if err := a.store.insertReleases(ctx, id, w, rs, a.plan.PolicyVersion, a.now().UTC().Truncate(time.Second)); err != nil {
+		return fmt.Errorf("store the release of %v: %w", w, err)
+	}
+	for _, r := range rs {
+		a.m.cells.WithLabelValues(r.Metric, "released").Inc()
+	}
+	if oc.Suppressed > 0 {
+		a.m.cells.WithLabelValues("any", "suppressed").Add(float64(oc.Suppressed))
+	}
+	a.m.windowsReleased.Inc()
+	a.log.Info("window released", "window", w.String(), "release", id, "cells", oc.Released, "suppressed", oc.Suppressed, "charged_before", already)
+	a.updateBudget(ctx, entry.Period)
+	return nil
+}
+
+func (a *Aggregator) updateBudget(ctx context.Context, period string) {
+	spent, err := a.ledger.Spent(ctx, Purpose, period)
+	if err != nil {
+		return
+	}
+	a.m.budgetEps.WithLabelValues(Purpose).Set(a.budget.Epsilon - spent.Epsilon)
+	a.m.budgetDelta.WithLabelValues(Purpose).Set(a.budget.Delta - spent.Delta)
+}
+
+// retry runs fn until it succeeds or ctx ends: backpressure, not loss.
+func (a *Aggregator) retry(ctx context.Context, what string, fn func() error) error {
+	b := newBackoff(a.cfg.MaxBackoff)
+	for {
+		err := fn()
+		if err == nil {
+			a.m.retrying.Set(0)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		a.m.retrying.Set(1)
+		a.m.writeErrors.WithLabelValues(what).Inc()
+		a.log.Warn("aggregator write failed; backing off", "what", what, "err", err)
+		if !b.wait(ctx) {
+			return ctx.Err()
+		}
+	}
+}
+
+type backoff struct{ cur, max time.Duration }
+
+func newBackoff(m time.Duration) *backoff { return &backoff{cur: 100 * time.Millisecond, max: m} }
+
+func (b *backoff) reset() { b.cur = 100 * time.Millisecond }
+
+func (b *backoff) wait(ctx context.Context) bool {
+	d := b.cur + time.Duration(rand.Int64N(int64(b.cur)/2+1))
+	b.cur = min(2*b.cur, b.max)
+	select {
+	case <-time.After(d):
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,224 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// progress is a partition's last recorded state.
+type progress struct {
+	closed time.Time // every window ending at or before it is closed
+	resume int64     // where a restart replays from (a Kafka offset, or kafka.FirstOffset)
+	high   int64     // offsets below it were read before the last close
+}
+
+// closedWindow is one window a partition closes, with its partials.
+type closedWindow struct {
+	w        Window
+	partials []Partial
+}
+
+type store struct {
+	conn driver.Conn
+	db   string
+	plan string // plan hash
+}
+
+func intList(parts []int) string {
+	s := make([]string, len(parts))
+	for i, p := range parts {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
+}
+
+// loadProgress reads the last progress of each partition (absent: never closed anything).
+func (s *store) loadProgress(ctx context.Context, parts []int) (map[int]progress, error) {
+	// Rendered literally: a bound slice becomes an Array on 18.16 (DESIGN.md §7).
+	rows, err := s.conn.Query(ctx, `SELECT partition, max(closed_through), argMax(resume_offset, closed_through), argMax(high_offset, closed_through)
+		FROM `+s.db+`.aggregate_state WHERE kind = 'progress' AND plan_hash = ? AND partition IN (`+intList(parts)+`) GROUP BY partition`, s.plan)
+	if err != nil {
+		return nil, fmt.Errorf("read aggregator progress: %w", err)
+	}
+	defer rows.Close()
+	out := map[int]progress{}
+	for rows.Next() {
+		var (
+			part uint32
+			pr   progress
+		)
+		if err := rows.Scan(&part, &pr.closed, &pr.resume, &pr.high); err != nil {
+			return nil, err
+		}
+		out[int(part)] = pr
+	}
+	return out, rows.Err()
+}
+
+// writeClose stores the closed windows' partials and the partition's new progress in one
+// insert (one block: all or nothing).
+func (s *store) writeClose(ctx context.Context, part int, closed []closedWindow, pr progress, now time.Time) error {
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at)")
+	if err != nil {
+		return err
+	}
+	for _, c := range closed {
+		for _, p := range c.partials {
+			if err := b.Append("partial", s.plan, uint32(part), c.w.Start, c.w.End, p.Metric, p.Cell, uint32(p.Tenants), string(p.State), pr.closed, pr.resume, pr.high, now); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.Append("progress", s.plan, uint32(part), time.Unix(0, 0), time.Unix(0, 0), "", "", uint32(0), "", pr.closed, pr.resume, pr.high, now); err != nil {
+		return err
+	}
+	return b.Send()
+}
+
+// closedAll returns, per partition, the window end everything before which is closed.
+func (s *store) closedAll(ctx context.Context) (map[int]time.Time, error) {
+	rows, err := s.conn.Query(ctx, "SELECT partition, max(closed_through) FROM "+s.db+".aggregate_state WHERE kind = 'progress' AND plan_hash = ? GROUP BY partition", s.plan)
+	if err != nil {
+		return nil, fmt.Errorf("read aggregator progress: %w", err)
+	}
+	defer rows.Close()
+	out := map[int]time.Time{}
+	for rows.Next() {
+		var (
+			part uint32
+			t    time.Time
+		)
+		if err := rows.Scan(&part, &t); err != nil {
+			return nil, err
+		}
+		out[int(part)] = t
+	}
+	return out, rows.Err()
+}
+
+// firstWindow is the start of the earliest window with any partial, and false if none.
+func (s *store) firstWindow(ctx context.Context) (time.Time, bool, error) {
+	var (
+		first time.Time
+		n     uint64
+	)
+	err := s.conn.QueryRow(ctx, "SELECT min(window_start), count() FROM "+s.db+".aggregate_state WHERE kind = 'partial' AND plan_hash = ?", s.plan).Scan(&first, &n)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("read aggregator partials: %w", err)
+	}
+	return first, n > 0, nil
+}
+
+// releasedWindows is the set of window starts that have release rows.
+func (s *store) releasedWindows(ctx context.Context) (map[int64]bool, error) {
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT window_start FROM "+s.db+"_external_aggregate.releases WHERE plan_hash = ?", s.plan)
+	if err != nil {
+		return nil, fmt.Errorf("read releases: %w", err)
+	}
+	defer rows.Close()
+	out := map[int64]bool{}
+	for rows.Next() {
+		var t time.Time
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		out[t.Unix()] = true
+	}
+	return out, rows.Err()
+}
+
+// partials returns the window's partials, one per (partition, metric, cell): a partition
+// whose close was written twice (a rebalance overlapping an insert) wrote the same partial
+// twice, since a replay of a partition makes exactly the same partials.
+func (s *store) partials(ctx context.Context, w Window) ([]Partial, error) {
+	rows, err := s.conn.Query(ctx, "SELECT partition, metric, cell, tenants, state FROM "+s.db+".aggregate_state WHERE kind = 'partial' AND plan_hash = ? AND window_start = ? ORDER BY partition, metric, cell", s.plan, w.Start)
+	if err != nil {
+		return nil, fmt.Errorf("read partials of %v: %w", w, err)
+	}
+	defer rows.Close()
+	type key struct {
+		part         uint32
+		metric, cell string
+	}
+	seen := map[key]bool{}
+	var out []Partial
+	for rows.Next() {
+		var (
+			k       key
+			tenants uint32
+			state   string
+		)
+		if err := rows.Scan(&k.part, &k.metric, &k.cell, &tenants, &state); err != nil {
+			return nil, err
+		}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, Partial{Metric: k.metric, Cell: k.cell, Tenants: int64(tenants), State: []byte(state)})
+	}
+	return out, rows.Err()
+}
+
+// insertReleases writes a window's released cells in one insert.
+func (s *store) insertReleases(ctx context.Context, id string, w Window, rs []Released, policyVersion int, now time.Time) error {
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+"_external_aggregate.releases (release_id, plan_hash, window_start, window_end, metric, unit, dims, dim_names, dim_values, value, stddev, ci95_low, ci95_high, epsilon, delta, selected, selection_epsilon, selection_delta, l0, linf, mechanism, policy_version, released_at)")
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		sel := uint8(0)
+		if r.Selected {
+			sel = 1
+		}
+		if err := b.Append(id, s.plan, w.Start, w.End, r.Metric, r.Unit, r.Dims(), r.DimNames, r.DimValues, r.Value, r.StdDev, r.CI95Low, r.CI95High,
+			r.Epsilon, r.Delta, sel, r.SelectionEpsilon, r.SelectionDelta, r.L0, r.LInf, r.Mechanism, uint16(policyVersion), now); err != nil {
+			return err
+		}
+	}
+	return b.Send()
+}
+
+// StoredRelease is one row of the releases table, as readers get it.
+type StoredRelease struct {
+	ReleaseID   string
+	WindowStart time.Time
+	Metric      string
+	Dims        string
+	Value       int64
+	StdDev      float64
+	CI95Low     float64
+	CI95High    float64
+	Epsilon     float64
+	Delta       float64
+	Selected    bool
+	L0, LInf    int64
+	Mechanism   string
+}
+
+// Releases reads every stored release of database db, ordered by window, metric and cell.
+func Releases(ctx context.Context, conn driver.Conn, db string) ([]StoredRelease, error) {
+	rows, err := conn.Query(ctx, "SELECT release_id, window_start, metric, dims, value, stddev, ci95_low, ci95_high, epsilon, delta, selected, l0, linf, mechanism FROM "+db+"_external_aggregate.releases ORDER BY window_start, metric, dims")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []StoredRelease
+	for rows.Next() {
+		var (
+			r   StoredRelease
+			sel uint8
+		)
+		if err := rows.Scan(&r.ReleaseID, &r.WindowStart, &r.Metric, &r.Dims, &r.Value, &r.StdDev, &r.CI95Low, &r.CI95High, &r.Epsilon, &r.Delta, &sel, &r.L0, &r.LInf, &r.Mechanism); err != nil {
+			return nil, err
+		}
+		r.Selected = sel == 1
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,190 @@
+package aggregator
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shukei/shukei/aggregator/bound"
+	"github.com/shukei/shukei/anonymizer/dp"
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/pipeline/decision"
+)
+
+// Window is an event-time window [Start, End), aligned to UTC midnight.
+type Window struct{ Start, End time.Time }
+
+// WindowOf is the window of size containing t. size must divide 24h.
+func WindowOf(t time.Time, size time.Duration) Window {
+	s := t.UTC().Truncate(size) // the zero time is a UTC midnight, so days align
+	return Window{Start: s, End: s.Add(size)}
+}
+
+func (w Window) String() string {
+	return w.Start.Format(time.RFC3339) + "/" + w.End.Format(time.RFC3339)
+}
+
+type cellRef struct {
+	metric uint8
+	key    string
+}
+
+type cellAcc struct {
+	events int64
+	users  map[pseudonym.Pseudonym]struct{} // capped at the metric's LInf
+}
+
+// Acc accumulates one window of one Kafka partition: per tenant and cell, the raw material of
+// each metric. A tenant's events are all in one partition (the topic is keyed by tenant), so
+// bounding here bounds the tenant.
+type Acc struct {
+	plan        *Plan
+	W           Window
+	FirstOffset int64 // the first offset that added to the window: where a restart must replay from
+	seen        map[uuid.UUID]struct{}
+	tenants     map[string]map[cellRef]*cellAcc
+	// Duplicates counts collector retries (an event_id already added) that were dropped.
+	Duplicates int64
+}
+
+// NewAcc starts an empty window.
+func (p *Plan) NewAcc(w Window) *Acc {
+	return &Acc{plan: p, W: w, FirstOffset: -1, seen: map[uuid.UUID]struct{}{}, tenants: map[string]map[cellRef]*cellAcc{}}
+}
+
+// Add adds an accepted event tagged for external_aggregate, read at offset. It reports whether
+// the event counted (false for a retried copy of an event already added).
+func (a *Acc) Add(t *decision.Tagged, offset int64) bool {
+	id, err := uuid.Parse(t.Event.EventID)
+	if err != nil { // the decision validated it; keep the string's hash rather than crash
+		id = uuid.NewSHA1(uuid.Nil, []byte(t.Event.EventID))
+	}
+	if _, dup := a.seen[id]; dup {
+		a.Duplicates++
+		return false
+	}
+	a.seen[id] = struct{}{}
+	if a.FirstOffset < 0 || offset < a.FirstOffset {
+		a.FirstOffset = offset
+	}
+	ed := a.plan.edition(t.Tenant.Edition)
+	for i, m := range a.plan.Metrics {
+		if m.Schema != t.Event.Schema {
+			continue
+		}
+		vals, ok := m.key(t, ed)
+		if !ok {
+			continue
+		}
+		cells := a.tenants[t.Tenant.ID]
+		if cells == nil {
+			cells = map[cellRef]*cellAcc{}
+			a.tenants[t.Tenant.ID] = cells
+		}
+		ref := cellRef{uint8(i), cellKey(vals)}
+		c := cells[ref]
+		if c == nil {
+			c = &cellAcc{}
+			cells[ref] = c
+		}
+		switch m.Unit {
+		case UnitEvents:
+			c.events++
+		case UnitUsers:
+			if t.Pseudonym == (pseudonym.Pseudonym{}) {
+				continue
+			}
+			if c.users == nil {
+				c.users = map[pseudonym.Pseudonym]struct{}{}
+			}
+			if int64(len(c.users)) < m.LInf { // more would be clamped away
+				c.users[t.Pseudonym] = struct{}{}
+			}
+		}
+	}
+	return true
+}
+
+// Events is the number of distinct events added.
+func (a *Acc) Events() int { return len(a.seen) }
+
+// Partial is one cell's un-noised partial aggregate from one partition: the library's state
+// (raw sums, never to be released) and the number of distinct tenants in it (for partition
+// selection, also never released).
+type Partial struct {
+	Metric  string
+	Cell    string
+	Tenants int64
+	State   []byte
+}
+
+// Partials bounds every tenant of the window (at most L0 cells a metric, sampled uniformly
+// when over; at most LInf a cell) and returns the partial aggregates. The sampling is seeded
+// by a keyed hash of (window, partition, metric): a replay of the same partition after a
+// restart makes exactly the same partials, while nobody without the key can predict which
+// cells a tenant keeps.
+func (a *Acc) Partials(sampleKey []byte, partition int) ([]Partial, error) {
+	var out []Partial
+	tenants := make([]string, 0, len(a.tenants))
+	for t := range a.tenants {
+		tenants = append(tenants, t)
+	}
+	slices.Sort(tenants)
+	for i, m := range a.plan.Metrics {
+		b, err := bound.New(m.L0, m.LInf, bound.SeedFrom(sampleSeed(sampleKey, a.W, partition, m.Name)))
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range tenants {
+			for ref, c := range a.tenants[t] {
+				if ref.metric != uint8(i) {
+					continue
+				}
+				var v int64
+				switch m.Unit {
+				case UnitTenant:
+					v = 1
+				case UnitUsers:
+					v = int64(len(c.users))
+				case UnitEvents:
+					v = c.events
+				}
+				b.Add(t, bound.Cell(ref.key), v)
+			}
+		}
+		bounded := b.Bounded()
+		cells := make([]bound.Cell, 0, len(bounded))
+		for c := range bounded {
+			cells = append(cells, c)
+		}
+		slices.Sort(cells)
+		for _, c := range cells {
+			cell, err := dp.NewCount(a.plan.params(m))
+			if err != nil {
+				return nil, err
+			}
+			for _, ct := range bounded[c] {
+				if err := cell.Add(ct.Value); err != nil {
+					return nil, err
+				}
+			}
+			state, err := cell.MarshalPartial()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, Partial{Metric: m.Name, Cell: string(c), Tenants: int64(len(bounded[c])), State: state})
+		}
+	}
+	return out, nil
+}
+
+func sampleSeed(key []byte, w Window, partition int, metric string) uint64 {
+	h := hmac.New(sha256.New, key)
+	fmt.Fprintf(h, "%d|%d|%s", w.Start.Unix(), partition, metric)
+	return binary.LittleEndian.Uint64(h.Sum(nil))
+}
