@@ -39,8 +39,9 @@ test-sdk-js:
 test-unit:
 	$(GO) test -race -count=1 ./...
 
-bench: services-up
+bench: services-up build
 	$(TEST_ENV) $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+	$(BIN) aggregator --report
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -379,7 +379,7 @@ func (a *Aggregator) maybeClose(ctx context.Context, gen *kafka.Generation, st *
 			}
 			continue
 		}
-		ps, err := acc.Partials(a.sampleKey, st.id)
+		ps, err := acc.Partials(a.sampleKey)
 		if err != nil {
 			return fmt.Errorf("partials of %v: %w", acc.W, err)
 		}

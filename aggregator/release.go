@@ -129,23 +129,31 @@ func (p *Plan) Release(partials []Partial) ([]Released, Outcome, error) {
 				}
 				r.Selected, r.SelectionEpsilon, r.SelectionDelta = true, sel.Epsilon, sel.Delta
 			}
-			cell, err := dp.NewCount(p.params(m))
-			if err != nil {
-				return nil, oc, err
-			}
+			var states [][]byte
 			if c != nil {
-				for _, s := range c.states {
-					if err := cell.MergePartial(s); err != nil {
-						return nil, oc, fmt.Errorf("aggregator: %s %s: %w", m.Name, k, err)
-					}
-				}
+				states = c.states
 			}
-			if r.Release, err = cell.Result(); err != nil {
-				return nil, oc, err
+			var err error
+			if r.Release, err = p.releaseCell(m, states); err != nil {
+				return nil, oc, fmt.Errorf("aggregator: %s %s: %w", m.Name, k, err)
 			}
 			out = append(out, r)
 			oc.Released++
 		}
 	}
 	return out, oc, nil
+}
+
+// releaseCell merges one cell's partials and adds the noise, once.
+func (p *Plan) releaseCell(m *Metric, states [][]byte) (dp.Release, error) {
+	cell, err := dp.NewCount(p.params(m))
+	if err != nil {
+		return dp.Release{}, err
+	}
+	for _, s := range states {
+		if err := cell.MergePartial(s); err != nil {
+			return dp.Release{}, err
+		}
+	}
+	return cell.Result()
 }

@@ -90,8 +90,8 @@ func UtilityReport(cfg config.Aggregator, pop *population.Population, day time.T
 			truth.add(&tg)
 		}
 		var partials []Partial
-		for p, acc := range accs {
-			ps, err := acc.Partials([]byte("utility-report"), p)
+		for _, acc := range accs {
+			ps, err := acc.Partials([]byte("utility-report"))
 			if err != nil {
 				return u, err
 			}

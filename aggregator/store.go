@@ -187,6 +187,7 @@ func (s *store) insertReleases(ctx context.Context, id string, w Window, rs []Re
 // StoredRelease is one row of the releases table, as readers get it.
 type StoredRelease struct {
 	ReleaseID   string
+	PlanHash    string
 	WindowStart time.Time
 	Metric      string
 	Dims        string
@@ -201,9 +202,10 @@ type StoredRelease struct {
 	Mechanism   string
 }
 
-// Releases reads every stored release of database db, ordered by window, metric and cell.
-func Releases(ctx context.Context, conn driver.Conn, db string) ([]StoredRelease, error) {
-	rows, err := conn.Query(ctx, "SELECT release_id, window_start, metric, dims, value, stddev, ci95_low, ci95_high, epsilon, delta, selected, l0, linf, mechanism FROM "+db+"_external_aggregate.releases ORDER BY window_start, metric, dims")
+// Releases reads every stored release of database db under the plan (every plan if ""),
+// ordered by window, metric and cell.
+func Releases(ctx context.Context, conn driver.Conn, db, plan string) ([]StoredRelease, error) {
+	rows, err := conn.Query(ctx, "SELECT release_id, plan_hash, window_start, metric, dims, value, stddev, ci95_low, ci95_high, epsilon, delta, selected, l0, linf, mechanism FROM "+db+"_external_aggregate.releases WHERE plan_hash = ? OR ? = '' ORDER BY window_start, metric, dims", plan, plan)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +216,7 @@ func Releases(ctx context.Context, conn driver.Conn, db string) ([]StoredRelease
 			r   StoredRelease
 			sel uint8
 		)
-		if err := rows.Scan(&r.ReleaseID, &r.WindowStart, &r.Metric, &r.Dims, &r.Value, &r.StdDev, &r.CI95Low, &r.CI95High, &r.Epsilon, &r.Delta, &sel, &r.L0, &r.LInf, &r.Mechanism); err != nil {
+		if err := rows.Scan(&r.ReleaseID, &r.PlanHash, &r.WindowStart, &r.Metric, &r.Dims, &r.Value, &r.StdDev, &r.CI95Low, &r.CI95High, &r.Epsilon, &r.Delta, &sel, &r.L0, &r.LInf, &r.Mechanism); err != nil {
 			return nil, err
 		}
 		r.Selected = sel == 1

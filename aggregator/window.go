@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -124,11 +125,11 @@ type Partial struct {
 }
 
 // Partials bounds every tenant of the window (at most L0 cells a metric, sampled uniformly
-// when over; at most LInf a cell) and returns the partial aggregates. The sampling is seeded
-// by a keyed hash of (window, partition, metric): a replay of the same partition after a
-// restart makes exactly the same partials, while nobody without the key can predict which
-// cells a tenant keeps.
-func (a *Acc) Partials(sampleKey []byte, partition int) ([]Partial, error) {
+// when over; at most LInf a cell) and returns the partial aggregates. Each tenant's sampling
+// is seeded by a keyed hash of (window, metric, tenant): a replay after a restart, on any
+// instance and whatever the partitioning, makes exactly the same partials, while nobody
+// without the key can predict which cells a tenant keeps.
+func (a *Acc) Partials(sampleKey []byte) ([]Partial, error) {
 	var out []Partial
 	tenants := make([]string, 0, len(a.tenants))
 	for t := range a.tenants {
@@ -136,7 +137,9 @@ func (a *Acc) Partials(sampleKey []byte, partition int) ([]Partial, error) {
 	}
 	slices.Sort(tenants)
 	for i, m := range a.plan.Metrics {
-		b, err := bound.New(m.L0, m.LInf, bound.SeedFrom(sampleSeed(sampleKey, a.W, partition, m.Name)))
+		b, err := bound.NewPerTenant(m.L0, m.LInf, func(tenant string) *rand.Rand {
+			return bound.SeedFrom(sampleSeed(sampleKey, a.W, m.Name, tenant))
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -183,8 +186,8 @@ func (a *Acc) Partials(sampleKey []byte, partition int) ([]Partial, error) {
 	return out, nil
 }
 
-func sampleSeed(key []byte, w Window, partition int, metric string) uint64 {
+func sampleSeed(key []byte, w Window, metric, tenant string) uint64 {
 	h := hmac.New(sha256.New, key)
-	fmt.Fprintf(h, "%d|%d|%s", w.Start.Unix(), partition, metric)
+	fmt.Fprintf(h, "%d|%s|%s", w.Start.Unix(), metric, tenant)
 	return binary.LittleEndian.Uint64(h.Sum(nil))
 }

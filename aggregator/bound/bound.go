@@ -27,6 +27,17 @@ type Bounder struct {
 	l0, linf int64
 	sums     map[string]map[Cell]int64
 	rng      *rand.Rand
+	rngFor   func(tenant string) *rand.Rand
+}
+
+// NewPerTenant is New with one generator per tenant: a tenant's sample then depends only on
+// its own cells and its generator, not on which other tenants are in the window (or in the
+// same Kafka partition), so neighbouring datasets differ only in that tenant's cells.
+func NewPerTenant(l0, linf int64, rngFor func(tenant string) *rand.Rand) (*Bounder, error) {
+	if l0 < 1 || linf < 1 {
+		return nil, fmt.Errorf("%w: L0=%d Linf=%d", ErrBounds, l0, linf)
+	}
+	return &Bounder{l0: l0, linf: linf, sums: map[string]map[Cell]int64{}, rngFor: rngFor}, nil
 }
 
 // New returns a bounder with L0 cells a tenant and Linf a cell. rng may be nil: the sampling
@@ -91,9 +102,13 @@ func (b *Bounder) Bounded() map[Cell][]Contribution {
 		}
 		slices.Sort(cells)
 		if int64(len(cells)) > b.l0 {
+			rng := b.rng
+			if b.rngFor != nil {
+				rng = b.rngFor(t)
+			}
 			// Partial Fisher-Yates: the first L0 are a uniform sample.
 			for i := range int(b.l0) {
-				j := i + b.rng.IntN(len(cells)-i)
+				j := i + rng.IntN(len(cells)-i)
 				cells[i], cells[j] = cells[j], cells[i]
 			}
 			cells = cells[:b.l0]

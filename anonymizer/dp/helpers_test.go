@@ -1,8 +1,6 @@
 package dp
 
 import (
-	"bytes"
-	"encoding/gob"
 	"math"
 	"testing"
 )
@@ -11,22 +9,14 @@ import (
 // 1e-5: P(|Z| > z) = 1e-5  ⇔  z = √2·erfc⁻¹(1e-5) ≈ 4.417.
 var zTwoSided1e5 = math.Sqrt2 * math.Erfcinv(1e-5)
 
-// zOneSided returns z with P(Z > z) = p.
-func zOneSided(p float64) float64 { return math.Sqrt2 * math.Erfcinv(2*p) }
-
-// rawValue returns the un-noised value inside a MarshalPartial output. Test-only: it reads the
-// library's Gob payload (fields Count of dpagg.Count, Sum of dpagg.BoundedSumInt64).
+// rawValue returns the un-noised value inside a MarshalPartial output.
 func rawValue(t testing.TB, data []byte) int64 {
 	t.Helper()
-	var pt partial
-	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&pt); err != nil {
-		t.Fatalf("decode partial: %v", err)
+	v, err := PartialValue(data)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var lib struct{ Count, Sum int64 }
-	if err := gob.NewDecoder(bytes.NewReader(pt.Library)).Decode(&lib); err != nil {
-		t.Fatalf("decode library payload: %v", err)
-	}
-	return lib.Count + lib.Sum // exactly one is present
+	return v
 }
 
 // template builds one cell with the contributions added, through the public constructor.

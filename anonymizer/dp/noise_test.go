@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shukei/shukei/internal/dptest"
 )
 
 const statDraws = 100_000
@@ -113,7 +115,7 @@ func TestNoiseMeanAndVariance(t *testing.T) {
 			// The library's 95% CI must cover the true value at least 95% of the time
 			// (rounding outwards makes it conservative). One-sided binomial bound at 1e-5.
 			cov := float64(covered) / n
-			if minCov := 0.95 - zOneSided(1e-5)*math.Sqrt(0.95*0.05/n); cov < minCov {
+			if minCov := 0.95 - dptest.ZOneSided(1e-5)*math.Sqrt(0.95*0.05/n); cov < minCov {
 				t.Errorf("CI95 coverage %.4f < %.4f", cov, minCov)
 			}
 		})

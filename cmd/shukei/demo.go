@@ -34,11 +34,13 @@ func newDemoCmd(a *app) *cobra.Command {
 tenants, and prints what each kind of user of Shukei gets. Run it through 'make demo', which
 starts Kafka and ClickHouse first.
 
-This build has the platform, the ingest door and the processor: demo migrates ClickHouse,
-creates the Kafka topics, registers demo tenants, runs the collector, sends usage events through
-the Go SDK together with events that carry customer content, runs the processor until every
-message of the raw topic is accounted for, and shows what each purpose's mart received. The
-aggregator and the query service are not built yet; demo says so.`,
+This build has the platform, the ingest door, the processor and the aggregator: demo migrates
+ClickHouse, creates the Kafka topics, registers demo tenants, runs the collector, sends usage
+events through the Go SDK together with events that carry customer content, writes the last
+three days of a synthetic customer base of 300 tenants to the raw topic, runs the processor until
+every message is accounted for, shows what each purpose's mart received, then runs the
+aggregator until the closed days are released with differential privacy and shows the releases
+and the privacy budget. The query service is not built yet; demo says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -62,11 +64,17 @@ aggregator and the query service are not built yet; demo says so.`,
 			if err := demoIngest(ctx, out, a.cfg); err != nil {
 				return err
 			}
+			if err := demoPastUsage(ctx, out, a.cfg, master); err != nil {
+				return err
+			}
 			if err := demoProcess(ctx, out, a.cfg, master, a.log); err != nil {
 				return err
 			}
-			fmt.Fprintln(out, "\n-- Not built yet (see the open issues): aggregator with DP releases, query service")
-			fmt.Fprintln(out, "   and web page, load generator driving a million events over 14 simulated days.")
+			if err := demoAggregate(ctx, out, a, master); err != nil {
+				return err
+			}
+			fmt.Fprintln(out, "\n-- Not built yet (see the open issues): query service and web page, load generator")
+			fmt.Fprintln(out, "   driving a million events over 14 simulated days.")
 			_ = exit // the demo exits after printing until it has a web page to keep serving
 			return nil
 		},

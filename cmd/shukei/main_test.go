@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -124,7 +126,8 @@ func TestDemoOnRealServices(t *testing.T) {
 		"input_data.file_name (data.feature_id)",
 		"holds 2000 more events",
 		"every message accounted for",
-		"stored 2001 + rejected 5 = 2006",
+		"ledger hash chain verified",
+		"feature=app.record.create|status=contracted",
 		"malformed_json",
 		"unknown_tenant",
 		"no_purpose",
@@ -134,6 +137,22 @@ func TestDemoOnRealServices(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
+	}
+	// Every message accounted for: the SDK's 2,000 and one good event straight to Kafka, the
+	// synthetic customers' events, and five rejections.
+	var past, stored, total int
+	if m := regexp.MustCompile(`(\d+) events of their last 3 days`).FindStringSubmatch(out); m != nil {
+		past, _ = strconv.Atoi(m[1])
+	}
+	if m := regexp.MustCompile(`stored (\d+) \+ rejected 5 = (\d+)`).FindStringSubmatch(out); m != nil {
+		stored, _ = strconv.Atoi(m[1])
+		total, _ = strconv.Atoi(m[2])
+	}
+	if past == 0 || stored != 2001+past || total != stored+5 {
+		t.Errorf("want stored %d + rejected 5 (past usage %d); got stored %d, total %d", 2001+past, past, stored, total)
+	}
+	if m := regexp.MustCompile(`(\d+) of (\d+) windows released`).FindStringSubmatch(out); m == nil || m[1] != m[2] || m[1] == "0" {
+		t.Errorf("the aggregator did not release every closed window: %v", m)
 	}
 	for _, leak := range []string{"taro.yamada", "山田太郎"} {
 		if strings.Contains(out, leak) {

@@ -14,7 +14,7 @@ var specV1 = map[Category]map[Purpose]Granularity{
 	ClientEnv:     {Support: EventLevel, ServiceImprovement: None, Marketing: None, FollowUp: None, InterviewSelection: None, ExternalAggregate: DPOnly, ExternalConsented: TenantSummary},
 	AppAccess:     {Support: EventLevel, ServiceImprovement: Aggregate, Marketing: Aggregate, FollowUp: TenantSummary, InterviewSelection: TenantSummary, ExternalAggregate: DPOnly, ExternalConsented: TenantSummary},
 	FeatureUse:    {Support: None, ServiceImprovement: Aggregate, Marketing: Aggregate, FollowUp: TenantSummary, InterviewSelection: TenantSummary, ExternalAggregate: DPOnly, ExternalConsented: TenantSummary},
-	Settings:      {Support: None, ServiceImprovement: None, Marketing: None, FollowUp: TenantSummary, InterviewSelection: TenantSummary, ExternalAggregate: None, ExternalConsented: TenantSummary},
+	Settings:      {Support: None, ServiceImprovement: None, Marketing: None, FollowUp: TenantSummary, InterviewSelection: TenantSummary, ExternalAggregate: DPOnly, ExternalConsented: TenantSummary},
 	Operation:     {Support: EventLevel, ServiceImprovement: None, Marketing: None, FollowUp: None, InterviewSelection: None, ExternalAggregate: None, ExternalConsented: None},
 }
 

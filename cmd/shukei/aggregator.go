@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/aggregator"
+	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/schemas/policy"
+)
+
+func newAggregatorCmd(a *app) *cobra.Command {
+	var (
+		report     bool
+		reportEps  float64
+		tenants    int
+		minTenants int
+	)
+	cmd := &cobra.Command{
+		Use:   "aggregator",
+		Short: "Release differentially private cross-tenant aggregates (external_aggregate)",
+		Long: `aggregator joins the aggregator consumer group on the raw topic and runs the same event decision
+as the processor, keeping the events the policy tags external_aggregate. It accumulates them in
+event-time windows (aggregator.window, daily by default) per Kafka partition; when a partition's
+watermark passes a window's end by aggregator.allowed_lateness, it bounds every tenant (at most L0
+cells a metric, sampled; at most LInf a cell, clamped) and stores un-noised partial aggregates with
+the partition's progress. Later events of a closed window are counted in
+shukei_aggregator_late_events_total, never added.
+
+The instance holding partition 0 is the release step: once every partition has closed a window,
+it charges the window's (ε, δ) to the external_aggregate budget ledger (refusing a release that
+would overdraw the month's budget), merges the partials, keeps data-derived cells only if private
+partition selection does, adds the noise once and stores the releases with their standard
+deviation, 95% confidence interval, ε, δ, L0, LInf and mechanism. A window is released once:
+restarts, replays and other instances find its release and change nothing.
+
+--report prints the utility of the releases on the synthetic population instead of running.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if report {
+				day := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
+				u, err := aggregator.UtilityReport(a.cfg.Aggregator, population.New(tenants, 1, "t"), day, reportEps, minTenants)
+				if err != nil {
+					return err
+				}
+				u.Print(cmd.OutOrStdout())
+				return nil
+			}
+			return runAggregator(cmd.Context(), a)
+		},
+	}
+	cmd.Flags().BoolVar(&report, "report", false, "print the utility report (median relative error, fraction released) and exit")
+	cmd.Flags().Float64Var(&reportEps, "report-epsilon", 1, "ε per metric release for --report")
+	cmd.Flags().IntVar(&tenants, "report-tenants", 2000, "tenants of the synthetic population for --report")
+	cmd.Flags().IntVar(&minTenants, "report-min-tenants", 50, "cells with at least this many tenants are measured by --report")
+	return cmd
+}
+
+// aggregatorBudget is external_aggregate's monthly budget: the configuration's if set, else
+// the policy's.
+func aggregatorBudget(c config.Aggregator, p *policy.Policy) (ledger.Budget, error) {
+	b := ledger.Budget{Epsilon: c.BudgetEpsilon, Delta: c.BudgetDelta}
+	if rule, ok := p.Purposes[policy.ExternalAggregate]; ok && rule.Budget != nil {
+		if b.Epsilon == 0 {
+			b.Epsilon = rule.Budget.EpsilonPerMonth
+		}
+		if b.Delta == 0 {
+			b.Delta = rule.Budget.DeltaPerMonth
+		}
+	}
+	if b.Epsilon == 0 {
+		return b, errors.New("external_aggregate has no privacy budget: set aggregator.budget_epsilon or the policy's budget")
+	}
+	return b, nil
+}
+
+// newAggregator wires an aggregator from the configuration; the caller runs it.
+func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *pseudonym.Keyring, master *pseudonym.MasterKey, deps func(*aggregator.Deps)) (*aggregator.Aggregator, error) {
+	versions, err := policy.Embedded()
+	if err != nil {
+		return nil, err
+	}
+	inForce := versions.InForce(time.Now())
+	budget, err := aggregatorBudget(a.cfg.Aggregator, inForce)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := aggregator.NewPlan(a.cfg.Aggregator, inForce.Version)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator plan: %w", err)
+	}
+	d := aggregator.Deps{
+		Conn: nil, Database: a.cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
+		Policy: decision.NewPolicyTagger(versions), HashKey: master.Derive("dlq"),
+		SampleKey: master.Derive("aggregator-sampling"), Plan: plan, Budget: budget, Log: a.log,
+	}
+	deps(&d)
+	return aggregator.New(a.cfg, d)
+}
+
+func runAggregator(ctx context.Context, a *app) error {
+	master, err := masterKey(a.cfg.Anonymizer)
+	if err != nil {
+		return err
+	}
+	conn, err := openClickHouse(ctx, a.cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	keyring := pseudonym.NewKeyring(master)
+	cache := registry.NewCache(registry.New(conn, a.cfg.ClickHouse.Database, master), keyring, a.cfg.Processor.RegistryRefresh, a.log)
+	if err := cache.Refresh(ctx); err != nil {
+		return err
+	}
+	reg := newRegistry()
+	agg, err := newAggregator(ctx, a, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, reg })
+	if err != nil {
+		return err
+	}
+	a.log.Info("aggregator starting", "topic", a.cfg.Kafka.RawTopic, "group", a.cfg.Aggregator.GroupID, "window", a.cfg.Aggregator.Window, "plan", agg.PlanHash())
+	var g run.Group
+	runCtx, cancel := context.WithCancel(ctx)
+	g.Add(func() error { return agg.Run(runCtx) }, func(error) { cancel() })
+	g.Add(func() error { return cache.Run(runCtx) }, func(error) { cancel() })
+	g.Add(func() error {
+		return serveOps(runCtx, a.cfg.Aggregator.Listen, reg, func() error {
+			if time.Since(cache.Snapshot().Loaded) > 10*a.cfg.Processor.RegistryRefresh {
+				return errors.New("tenant registry is stale")
+			}
+			return nil
+		})
+	}, func(error) { cancel() })
+	return g.Run()
+}
+
+// mustPolicy is the embedded policy version in force now (the embedded policies are checked
+// by the tests, so failing here is a build defect).
+func mustPolicy() *policy.Policy {
+	v, err := policy.Embedded()
+	if err != nil {
+		panic(err)
+	}
+	return v.InForce(time.Now())
+}
