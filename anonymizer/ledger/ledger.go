@@ -9,8 +9,6 @@ package ledger
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -19,6 +17,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/shukei/shukei/internal/chain"
 )
 
 // ErrOverdraw means the release would spend more than the period's budget.
@@ -49,18 +49,11 @@ type Entry struct {
 }
 
 func (e Entry) digest() string {
-	h := sha256.New()
-	for _, s := range []string{
-		e.PrevHash, e.ReleaseID, e.Purpose, e.Period,
+	return chain.Digest(e.PrevHash, e.ReleaseID, e.Purpose, e.Period,
 		strconv.FormatFloat(e.Epsilon, 'g', -1, 64), strconv.FormatFloat(e.Delta, 'g', -1, 64),
 		strconv.FormatInt(e.L0, 10), strconv.FormatInt(e.LInf, 10),
 		e.WindowStart.UTC().Format(time.RFC3339), e.WindowEnd.UTC().Format(time.RFC3339),
-		e.QueryHash, strconv.Itoa(e.PolicyVersion), e.At.UTC().Format(time.RFC3339), strconv.FormatUint(e.Seq, 10),
-	} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil))
+		e.QueryHash, strconv.Itoa(e.PolicyVersion), e.At.UTC().Format(time.RFC3339), strconv.FormatUint(e.Seq, 10))
 }
 
 // Ledger reads and appends the ledger table of one database prefix.

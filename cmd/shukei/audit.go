@@ -1,0 +1,190 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/query/principal"
+)
+
+func newPrincipalsCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "principals",
+		Short: "Manage who may use the query service and for which purposes: add, list, disable",
+		Long: `principals manages the query service's users: employees, affiliates, contractors (with their
+contract reference and an expiry, clause 5) and partners (external purposes only). Each has a
+token, stored only as its SHA-256 hash, and a grant naming the purposes it may act for.`,
+	}
+	var (
+		p        principal.Principal
+		purposes string
+		expires  string
+	)
+	add := &cobra.Command{
+		Use:   "add",
+		Short: "Register a principal; prints its token once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p.Purposes = splitList(purposes)
+			if expires != "" {
+				t, err := time.Parse("2006-01-02", expires)
+				if err != nil {
+					return fmt.Errorf("--expires %q: want YYYY-MM-DD", expires)
+				}
+				p.Expires = t
+			}
+			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			tok, err := principal.New(conn, a.cfg.ClickHouse.Database).Add(cmd.Context(), p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s) for %s\ntoken (shown once): %s\n", p.ID, p.Kind, strings.Join(p.Purposes, ", "), tok)
+			return nil
+		},
+	}
+	add.Flags().StringVar(&p.ID, "id", "", "principal id (e.g. hana.sato or acme-research)")
+	add.Flags().StringVar(&p.Kind, "kind", principal.Employee, "employee, affiliate, contractor or partner")
+	add.Flags().StringVar(&purposes, "purposes", "", "comma-separated purposes the grant names")
+	add.Flags().StringVar(&p.ContractRef, "contract-ref", "", "contractors: the outsourcing contract's reference")
+	add.Flags().StringVar(&expires, "expires", "", "YYYY-MM-DD the grant ends (required for contractors)")
+	_ = add.MarkFlagRequired("id")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List principals and their grants",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ps, err := principal.New(conn, a.cfg.ClickHouse.Database).List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tKIND\tPURPOSES\tCONTRACT\tEXPIRES\tDISABLED\t")
+			for _, x := range ps {
+				exp := "-"
+				if !x.Expires.IsZero() {
+					exp = x.Expires.UTC().Format("2006-01-02")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t\n", x.ID, x.Kind, strings.Join(x.Purposes, ","), x.ContractRef, exp, x.Disabled)
+			}
+			return tw.Flush()
+		},
+	}
+	var id string
+	disable := &cobra.Command{
+		Use:   "disable",
+		Short: "Disable a principal: its token stops working at once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			if _, err := principal.New(conn, a.cfg.ClickHouse.Database).Update(cmd.Context(), id, func(x *principal.Principal) error {
+				x.Disabled = true
+				return nil
+			}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "disabled %s\n", id)
+			return nil
+		},
+	}
+	disable.Flags().StringVar(&id, "id", "", "principal id")
+	_ = disable.MarkFlagRequired("id")
+	cmd.AddCommand(add, list, disable)
+	return cmd
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func newAuditCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Check the query service's audit log: verify the chain, report what a principal read",
+	}
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "Walk the audit log's hash chain and report the first broken link",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			n, err := audit.New(conn, a.cfg.ClickHouse.Database).Verify(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("%w (%d records verified before it)", err, n)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "audit log verified: %d records, chain intact\n", n)
+			return nil
+		},
+	}
+	var who, month string
+	report := &cobra.Command{
+		Use:   "report",
+		Short: "Print what a principal (e.g. a contractor) requested in a month, for supervision (clause 5)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			rs, err := audit.New(conn, a.cfg.ClickHouse.Database).Report(cmd.Context(), who, month)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			var allowed, denied int
+			var rows uint64
+			tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tAT\tPURPOSE\tTICKET\tREPORT\tDECISION\tREASON\tROWS\tε\t")
+			for _, r := range rs {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%g\t\n", r.Seq, r.At.UTC().Format(time.RFC3339), r.Purpose, r.Ticket, r.Report, r.Decision, r.Reason, r.Rows, r.BudgetEpsilon)
+				if r.Decision == audit.Allowed {
+					allowed++
+					rows += r.Rows
+				} else {
+					denied++
+				}
+			}
+			_ = tw.Flush()
+			kind, ref := "", ""
+			if len(rs) > 0 {
+				kind, ref = rs[0].Kind, rs[0].ContractRef
+			}
+			fmt.Fprintf(out, "%s (%s %s) in %s: %d requests allowed (%d rows), %d denied\n", who, kind, ref, month, allowed, rows, denied)
+			return nil
+		},
+	}
+	report.Flags().StringVar(&who, "principal", "", "principal id")
+	report.Flags().StringVar(&month, "month", time.Now().UTC().Format("2006-01"), "YYYY-MM")
+	_ = report.MarkFlagRequired("principal")
+	cmd.AddCommand(verify, report)
+	return cmd
+}

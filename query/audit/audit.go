@@ -1,0 +1,153 @@
+// Package audit is the query service's audit log (DESIGN.md §5): every request, allowed or
+// denied, appends a record — who (principal, kind, contractor reference), for which purpose and
+// ticket, which report with a hash of its parameters, the decision and its reason, the rows
+// returned and the privacy budget charged — holding the hash of the previous record. Verify
+// walks the chain; Report lists what one principal read in a month (clause 5: supervision of
+// contractors).
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/shukei/shukei/internal/chain"
+)
+
+// Decisions.
+const (
+	Allowed = "allowed"
+	Denied  = "denied"
+)
+
+// ErrBroken means the chain does not verify: a record was edited, inserted or deleted.
+var ErrBroken = errors.New("audit log hash chain is broken")
+
+// Record is one request.
+type Record struct {
+	Seq           uint64
+	At            time.Time
+	Principal     string
+	Kind          string
+	ContractRef   string
+	Purpose       string
+	Ticket        string
+	Report        string
+	ParamsHash    string
+	Decision      string
+	Reason        string
+	Rows          uint64
+	BudgetEpsilon float64
+	PrevHash      string
+	Hash          string
+}
+
+func (r Record) digest() string {
+	return chain.Digest(r.PrevHash, strconv.FormatUint(r.Seq, 10), r.At.UTC().Format(time.RFC3339), r.Principal, r.Kind,
+		r.ContractRef, r.Purpose, r.Ticket, r.Report, r.ParamsHash, r.Decision, r.Reason,
+		strconv.FormatUint(r.Rows, 10), strconv.FormatFloat(r.BudgetEpsilon, 'g', -1, 64))
+}
+
+// Log appends to and reads the audit log of one Shukei database. One process appends (the
+// query service); Append is safe for concurrent use within it.
+type Log struct {
+	conn  driver.Conn
+	table string
+	now   func() time.Time
+
+	mu     sync.Mutex
+	loaded bool
+	seq    uint64
+	last   string
+}
+
+// New returns the audit log of database db.
+func New(conn driver.Conn, db string) *Log {
+	return &Log{conn: conn, table: db + ".audit_log", now: func() time.Time { return time.Now().UTC().Truncate(time.Second) }}
+}
+
+const columns = "seq, at, principal_id, principal_kind, contract_ref, purpose, ticket, report, params_hash, decision, reason, rows, budget_epsilon, prev_hash, hash"
+
+// Append writes r (Seq, At, PrevHash and Hash are set here) and returns it. A request whose
+// record cannot be written must not be answered: the caller refuses it.
+func (l *Log) Append(ctx context.Context, r Record) (Record, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.loaded {
+		if err := l.conn.QueryRow(ctx, "SELECT count(), argMax(hash, seq) FROM "+l.table).Scan(&l.seq, &l.last); err != nil {
+			return r, fmt.Errorf("read the audit log's tail: %w", err)
+		}
+		l.loaded = true
+	}
+	r.Seq = l.seq + 1
+	r.At = l.now()
+	r.PrevHash = l.last
+	r.Hash = r.digest()
+	b, err := l.conn.PrepareBatch(ctx, "INSERT INTO "+l.table+" ("+columns+")")
+	if err != nil {
+		return r, err
+	}
+	if err := b.Append(r.Seq, r.At, r.Principal, r.Kind, r.ContractRef, r.Purpose, r.Ticket, r.Report, r.ParamsHash,
+		r.Decision, r.Reason, r.Rows, r.BudgetEpsilon, r.PrevHash, r.Hash); err != nil {
+		return r, err
+	}
+	if err := b.Send(); err != nil {
+		l.loaded = false // the tail is unknown now: read it again before the next append
+		return r, fmt.Errorf("append to the audit log: %w", err)
+	}
+	l.seq, l.last = r.Seq, r.Hash
+	return r, nil
+}
+
+// Verify walks the whole chain and reports the first broken link, and the number of records.
+func (l *Log) Verify(ctx context.Context) (int, error) {
+	rs, err := l.read(ctx, "", nil)
+	if err != nil {
+		return 0, err
+	}
+	prev := ""
+	for i, r := range rs {
+		switch {
+		case r.Seq != uint64(i)+1:
+			return i, fmt.Errorf("%w: record %d has sequence %d (a record is missing or repeated)", ErrBroken, i+1, r.Seq)
+		case r.PrevHash != prev:
+			return i, fmt.Errorf("%w: record %d does not follow record %d (one was deleted or inserted)", ErrBroken, r.Seq, r.Seq-1)
+		case r.digest() != r.Hash:
+			return i, fmt.Errorf("%w: record %d was edited (its hash does not match its fields)", ErrBroken, r.Seq)
+		}
+		prev = r.Hash
+	}
+	return len(rs), nil
+}
+
+// Report returns a principal's records in a month ("YYYY-MM").
+func (l *Log) Report(ctx context.Context, principal, month string) ([]Record, error) {
+	m, err := time.Parse("2006-01", month)
+	if err != nil {
+		return nil, fmt.Errorf("month %q is not YYYY-MM", month)
+	}
+	return l.read(ctx, "WHERE principal_id = ? AND at >= ? AND at < ?", []any{principal, m, m.AddDate(0, 1, 0)})
+}
+
+func (l *Log) read(ctx context.Context, where string, args []any) ([]Record, error) {
+	rows, err := l.conn.Query(ctx, "SELECT "+columns+" FROM "+l.table+" "+where+" ORDER BY seq", args...)
+	if err != nil {
+		return nil, fmt.Errorf("read the audit log: %w", err)
+	}
+	defer rows.Close()
+	var out []Record
+	for rows.Next() {
+		var r Record
+		if err := rows.Scan(&r.Seq, &r.At, &r.Principal, &r.Kind, &r.ContractRef, &r.Purpose, &r.Ticket, &r.Report, &r.ParamsHash,
+			&r.Decision, &r.Reason, &r.Rows, &r.BudgetEpsilon, &r.PrevHash, &r.Hash); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

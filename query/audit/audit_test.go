@@ -1,0 +1,106 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shukei/shukei/internal/servicetest"
+	chm "github.com/shukei/shukei/schemas/clickhouse"
+)
+
+func newLog(t *testing.T, n int) (*Log, func(sql string)) {
+	conn, cfg := servicetest.ClickHouse(t)
+	ctx := context.Background()
+	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+		t.Fatal(err)
+	}
+	l := New(conn, cfg.ClickHouse.Database)
+	for i := range n {
+		d := Allowed
+		if i%3 == 2 {
+			d = Denied
+		}
+		if _, err := l.Append(ctx, Record{Principal: fmt.Sprintf("p%d", i%2), Kind: "contractor", ContractRef: "C-1", Purpose: "marketing",
+			Report: "adoption", ParamsHash: "h", Decision: d, Rows: uint64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// mutate runs an ALTER (a mutation, applied in the background on 18.16) and waits for it.
+	mutate := func(sql string) {
+		if err := conn.Exec(ctx, strings.ReplaceAll(sql, "$t", cfg.ClickHouse.Database+".audit_log")); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var pending uint64
+			if err := conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND table = 'audit_log' AND is_done = 0", cfg.ClickHouse.Database).Scan(&pending); err != nil {
+				t.Fatal(err)
+			}
+			if pending == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("mutation not applied in 30s")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return l, mutate
+}
+
+func TestChainVerifiesAndReports(t *testing.T) {
+	l, _ := newLog(t, 6)
+	ctx := context.Background()
+	n, err := l.Verify(ctx)
+	if err != nil || n != 6 {
+		t.Fatalf("Verify = %d, %v; want 6 records, nil", n, err)
+	}
+	rs, err := l.Report(ctx, "p1", time.Now().UTC().Format("2006-01"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 3 {
+		t.Fatalf("p1 made 3 requests this month, report has %d", len(rs))
+	}
+	for _, r := range rs {
+		if r.Principal != "p1" || r.ContractRef != "C-1" {
+			t.Errorf("report row %+v", r)
+		}
+	}
+	if rs, _ := l.Report(ctx, "p1", "2001-01"); len(rs) != 0 {
+		t.Errorf("report of another month has %d rows", len(rs))
+	}
+	if _, err := l.Report(ctx, "p1", "January"); err == nil {
+		t.Error("a bad month was accepted")
+	}
+	// A second Log on the same table continues the chain.
+	l2 := New(l.conn, strings.TrimSuffix(l.table, ".audit_log"))
+	if _, err := l2.Append(ctx, Record{Principal: "p0", Decision: Allowed}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := l.Verify(ctx); err != nil || n != 7 {
+		t.Fatalf("after a second writer's append: %d, %v", n, err)
+	}
+}
+
+func TestChainDetectsAnEditedRecord(t *testing.T) {
+	l, mutate := newLog(t, 5)
+	mutate("ALTER TABLE $t UPDATE rows = 0 WHERE seq = 3") // hide that rows were returned
+	_, err := l.Verify(context.Background())
+	if !errors.Is(err, ErrBroken) || !strings.Contains(err.Error(), "record 3 was edited") {
+		t.Fatalf("Verify after editing record 3: %v", err)
+	}
+}
+
+func TestChainDetectsADeletedRecord(t *testing.T) {
+	l, mutate := newLog(t, 5)
+	mutate("ALTER TABLE $t DELETE WHERE seq = 2")
+	_, err := l.Verify(context.Background())
+	if !errors.Is(err, ErrBroken) || !strings.Contains(err.Error(), "record 2 has sequence 3") {
+		t.Fatalf("Verify after deleting record 2: %v", err)
+	}
+}

@@ -1,0 +1,93 @@
+package principal
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/shukei/shukei/internal/servicetest"
+	chm "github.com/shukei/shukei/schemas/clickhouse"
+)
+
+func TestValidate(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		p    Principal
+		ok   bool
+	}{
+		{"employee", Principal{ID: "hana", Kind: Employee, Purposes: []string{"service_improvement", "marketing"}}, true},
+		{"contractor with contract and expiry", Principal{ID: "acme-research", Kind: Contractor, Purposes: []string{"interview_selection"}, ContractRef: "C-2026-7", Expires: time.Now().Add(time.Hour)}, true},
+		{"contractor without contract", Principal{ID: "x", Kind: Contractor, Purposes: []string{"marketing"}, Expires: time.Now().Add(time.Hour)}, false},
+		{"contractor without expiry", Principal{ID: "x", Kind: Contractor, Purposes: []string{"marketing"}, ContractRef: "C"}, false},
+		{"partner with an internal purpose", Principal{ID: "x", Kind: Partner, Purposes: []string{"marketing"}}, false},
+		{"partner with external_aggregate", Principal{ID: "x", Kind: Partner, Purposes: []string{"external_aggregate"}}, true},
+		{"unknown purpose", Principal{ID: "x", Kind: Employee, Purposes: []string{"sales"}}, false},
+		{"no purpose", Principal{ID: "x", Kind: Employee}, false},
+		{"unknown kind", Principal{ID: "x", Kind: "intern", Purposes: []string{"marketing"}}, false},
+		{"bad id", Principal{ID: "Hana Sato", Kind: Employee, Purposes: []string{"marketing"}}, false},
+	} {
+		err := c.p.Validate()
+		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("%s: Validate() = %v, want ok=%v", c.name, err, c.ok)
+		}
+	}
+}
+
+func TestStoreAuthenticateAuthorize(t *testing.T) {
+	conn, cfg := servicetest.ClickHouse(t)
+	ctx := context.Background()
+	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+		t.Fatal(err)
+	}
+	s := New(conn, cfg.ClickHouse.Database)
+	tok, err := s.Add(ctx, Principal{ID: "hana", Kind: Employee, Purposes: []string{"service_improvement"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Add(ctx, Principal{ID: "hana", Kind: Employee, Purposes: []string{"marketing"}}); !errors.Is(err, ErrExists) {
+		t.Errorf("second add: %v", err)
+	}
+	ctok, err := s.Add(ctx, Principal{ID: "acme-research", Kind: Contractor, Purposes: []string{"interview_selection"}, ContractRef: "C-2026-7", Expires: time.Now().Add(-time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Authenticate(ctx, tok)
+	if err != nil || p.ID != "hana" {
+		t.Fatalf("Authenticate = %+v, %v", p, err)
+	}
+	for _, bad := range []string{"", "shq_wrong", tok + "x"} {
+		if _, err := s.Authenticate(ctx, bad); !errors.Is(err, ErrUnknownToken) {
+			t.Errorf("Authenticate(%q) = %v", bad, err)
+		}
+	}
+	now := time.Now()
+	if err := p.Authorize("service_improvement", now); err != nil {
+		t.Errorf("granted purpose refused: %v", err)
+	}
+	if err := p.Authorize("marketing", now); !errors.Is(err, ErrNotGranted) {
+		t.Errorf("ungranted purpose: %v", err)
+	}
+	c, err := s.Authenticate(ctx, ctok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Authorize("interview_selection", now); !errors.Is(err, ErrExpired) {
+		t.Errorf("expired contractor: %v", err)
+	}
+	if _, err := s.Update(ctx, "hana", func(p *Principal) error { p.Disabled = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	p, _ = s.Authenticate(ctx, tok)
+	if err := p.Authorize("service_improvement", now); !errors.Is(err, ErrDisabled) {
+		t.Errorf("disabled principal: %v", err)
+	}
+	if for_, err := s.List(ctx); err != nil || len(for_) != 2 {
+		t.Errorf("List = %d, %v", len(for_), err)
+	}
+	// The token itself is stored nowhere.
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+cfg.ClickHouse.Database+".principals WHERE has(token_hashes, ?)", tok).Scan(&n); err != nil || n != 0 {
+		t.Errorf("the token is stored in clear (%d rows, %v)", n, err)
+	}
+}
