@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/pipeline/group"
 	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/schemas/event"
 	"github.com/shukei/shukei/schemas/policy"
@@ -114,57 +114,17 @@ func (a *Aggregator) PlanHash() string { return a.planHash }
 
 // Run joins the consumer group and aggregates until ctx ends.
 func (a *Aggregator) Run(ctx context.Context) error {
-	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                a.cfg.GroupID,
-		Brokers:           a.kcfg.Brokers,
-		Topics:            []string{a.kcfg.RawTopic},
-		StartOffset:       kafka.FirstOffset,
-		SessionTimeout:    10 * time.Second,
-		RebalanceTimeout:  30 * time.Second,
-		HeartbeatInterval: time.Second,
-		JoinGroupBackoff:  time.Second,
-		Timeout:           10 * time.Second,
-	})
-	if err != nil {
-		return fmt.Errorf("aggregator consumer group: %w", err)
-	}
-	defer cg.Close()
-	b := newBackoff(a.cfg.MaxBackoff)
-	for {
-		gen, err := cg.Next(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
+	return group.Run(ctx, group.Config{ID: a.cfg.GroupID, Brokers: a.kcfg.Brokers, Topic: a.kcfg.RawTopic, MaxBackoff: a.cfg.MaxBackoff}, group.Hooks{
+		JoinFailed: func(err error) {
 			a.m.kafkaErrors.Inc()
 			a.log.Warn("joining the aggregator group failed; retrying", "err", err)
-			if !b.wait(ctx) {
-				return nil
-			}
-			continue
-		}
-		b.reset()
-		assigned := gen.Assignments[a.kcfg.RawTopic]
-		a.m.assigned.Set(float64(len(assigned)))
-		a.log.Info("aggregator partitions assigned", "generation", gen.ID, "partitions", len(assigned))
-		done := make(chan struct{})
-		gen.Start(func(gctx context.Context) {
-			defer close(done)
-			rctx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			stop := context.AfterFunc(gctx, cancel)
-			defer stop()
-			if err := a.runGeneration(rctx, gen, assigned); err != nil && rctx.Err() == nil {
-				a.log.Warn("aggregator generation ended with an error; rejoining", "err", err)
-			}
-		})
-		select {
-		case <-done:
-		case <-ctx.Done():
-			<-done
-			return nil
-		}
-	}
+		},
+		Assigned: func(gen int32, parts []int) {
+			a.m.assigned.Set(float64(len(parts)))
+			a.log.Info("aggregator partitions assigned", "generation", gen, "partitions", len(parts))
+		},
+		Ended: func(err error) { a.log.Warn("aggregator generation ended with an error; rejoining", "err", err) },
+	}, a.runGeneration)
 }
 
 // partState is one assigned partition's windows.
@@ -187,12 +147,8 @@ type fetched struct {
 	onlyUp bool // a lag report without a message
 }
 
-func (a *Aggregator) runGeneration(ctx context.Context, gen *kafka.Generation, assigned []kafka.PartitionAssignment) error {
-	parts := make([]int, len(assigned))
-	for i, p := range assigned {
-		parts[i] = p.ID
-	}
-	slices.Sort(parts)
+func (a *Aggregator) runGeneration(ctx context.Context, gen *kafka.Generation, parts []int) error {
+	parts = slices.Sorted(slices.Values(parts))
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	gctx, cancel := context.WithCancel(ctx)
@@ -566,7 +522,7 @@ func (a *Aggregator) updateBudget(ctx context.Context, period string) {
 
 // retry runs fn until it succeeds or ctx ends: backpressure, not loss.
 func (a *Aggregator) retry(ctx context.Context, what string, fn func() error) error {
-	b := newBackoff(a.cfg.MaxBackoff)
+	b := group.NewBackoff(a.cfg.MaxBackoff)
 	for {
 		err := fn()
 		if err == nil {
@@ -579,25 +535,8 @@ func (a *Aggregator) retry(ctx context.Context, what string, fn func() error) er
 		a.m.retrying.Set(1)
 		a.m.writeErrors.WithLabelValues(what).Inc()
 		a.log.Warn("aggregator write failed; backing off", "what", what, "err", err)
-		if !b.wait(ctx) {
+		if !b.Wait(ctx) {
 			return ctx.Err()
 		}
-	}
-}
-
-type backoff struct{ cur, max time.Duration }
-
-func newBackoff(m time.Duration) *backoff { return &backoff{cur: 100 * time.Millisecond, max: m} }
-
-func (b *backoff) reset() { b.cur = 100 * time.Millisecond }
-
-func (b *backoff) wait(ctx context.Context) bool {
-	d := b.cur + time.Duration(rand.Int64N(int64(b.cur)/2+1))
-	b.cur = min(2*b.cur, b.max)
-	select {
-	case <-time.After(d):
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }

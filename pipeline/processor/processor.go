@@ -14,7 +14,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"runtime"
 	"strconv"
 	"sync"
@@ -27,6 +26,7 @@ import (
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/pipeline/group"
 	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/schemas/event"
 )
@@ -100,58 +100,17 @@ func New(cfg config.Config, d Deps) *Processor {
 // next one starts from the store's high-water marks.
 func (p *Processor) Run(ctx context.Context) error {
 	defer p.dlq.Close()
-	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                p.cfg.GroupID,
-		Brokers:           p.kcfg.Brokers,
-		Topics:            []string{p.kcfg.RawTopic},
-		StartOffset:       kafka.FirstOffset,
-		SessionTimeout:    10 * time.Second,
-		RebalanceTimeout:  30 * time.Second,
-		HeartbeatInterval: time.Second,
-		JoinGroupBackoff:  time.Second,
-		Timeout:           10 * time.Second,
-	})
-	if err != nil {
-		return fmt.Errorf("processor consumer group: %w", err)
-	}
-	defer cg.Close()
-	backoff := newBackoff(p.cfg.MaxBackoff)
-	for {
-		gen, err := cg.Next(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
+	return group.Run(ctx, group.Config{ID: p.cfg.GroupID, Brokers: p.kcfg.Brokers, Topic: p.kcfg.RawTopic, MaxBackoff: p.cfg.MaxBackoff}, group.Hooks{
+		JoinFailed: func(err error) {
 			p.m.kafkaErrors.Inc()
 			p.log.Warn("joining the consumer group failed; retrying", "err", err)
-			if !backoff.wait(ctx) {
-				return nil
-			}
-			continue
-		}
-		backoff.reset()
-		assigned := gen.Assignments[p.kcfg.RawTopic]
-		p.m.assigned.Set(float64(len(assigned)))
-		p.log.Info("partitions assigned", "generation", gen.ID, "partitions", len(assigned))
-		done := make(chan struct{})
-		gen.Start(func(gctx context.Context) {
-			defer close(done)
-			// The generation ends on a rebalance (gctx) or on shutdown (ctx), whichever first.
-			rctx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			stop := context.AfterFunc(gctx, cancel)
-			defer stop()
-			if err := p.runGeneration(rctx, gen, assigned); err != nil && rctx.Err() == nil {
-				p.log.Warn("generation ended with an error; rejoining", "err", err)
-			}
-		})
-		select {
-		case <-done:
-		case <-ctx.Done():
-			<-done
-			return nil
-		}
-	}
+		},
+		Assigned: func(gen int32, parts []int) {
+			p.m.assigned.Set(float64(len(parts)))
+			p.log.Info("partitions assigned", "generation", gen, "partitions", len(parts))
+		},
+		Ended: func(err error) { p.log.Warn("generation ended with an error; rejoining", "err", err) },
+	}, p.runGeneration)
 }
 
 type fetched struct {
@@ -159,14 +118,10 @@ type fetched struct {
 	err error
 }
 
-func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, assigned []kafka.PartitionAssignment) error {
-	if len(assigned) == 0 {
+func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, parts []int) error {
+	if len(parts) == 0 {
 		<-ctx.Done()
 		return nil
-	}
-	parts := make([]int, len(assigned))
-	for i, a := range assigned {
-		parts[i] = a.ID
 	}
 	state, err := p.loadWithRetry(ctx, parts)
 	if err != nil {
@@ -178,19 +133,19 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, as
 	var wg sync.WaitGroup
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer func() { stopReading(); wg.Wait() }()
-	for _, a := range assigned {
+	for _, part := range parts {
 		// The store, not the group's committed offset, decides where to resume: the commit may
 		// lag the store (a crash after the insert) or lead it (a store restored from an older
 		// backup, or a new database), and either way only the store knows what it holds.
 		// Committed offsets are kept for lag tooling.
-		start := state[a.ID].lo + 1
+		start := state[part].lo + 1
 		if start == 0 {
 			start = kafka.FirstOffset
 		}
 		r := kafka.NewReader(kafka.ReaderConfig{
 			Brokers:   p.kcfg.Brokers,
 			Topic:     p.kcfg.RawTopic,
-			Partition: a.ID,
+			Partition: part,
 			MinBytes:  1,
 			MaxBytes:  16 << 20,
 			MaxWait:   250 * time.Millisecond,
@@ -199,7 +154,7 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, as
 			_ = r.Close()
 			return err
 		}
-		readers[a.ID] = r
+		readers[part] = r
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -449,7 +404,7 @@ func (p *Processor) write(ctx context.Context, d *decided) error {
 // retry runs fn until it succeeds or ctx ends, backing off exponentially: backpressure, not
 // loss. While it retries, nothing is read or committed.
 func (p *Processor) retry(ctx context.Context, what string, fn func() error) error {
-	b := newBackoff(p.cfg.MaxBackoff)
+	b := group.NewBackoff(p.cfg.MaxBackoff)
 	for {
 		err := fn()
 		if err == nil {
@@ -462,7 +417,7 @@ func (p *Processor) retry(ctx context.Context, what string, fn func() error) err
 		p.m.retrying.Set(1)
 		p.m.writeErrors.WithLabelValues(what).Inc()
 		p.log.Warn("write failed; backing off", "what", what, "err", err)
-		if !b.wait(ctx) {
+		if !b.Wait(ctx) {
 			return ctx.Err()
 		}
 	}
@@ -505,26 +460,5 @@ func dlqMessage(m kafka.Message, r *decision.Rejection) kafka.Message {
 		Key:     []byte(fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset)),
 		Value:   r.Payload,
 		Headers: h,
-	}
-}
-
-type backoff struct {
-	cur, max time.Duration
-}
-
-func newBackoff(maxWait time.Duration) *backoff {
-	return &backoff{cur: 100 * time.Millisecond, max: maxWait}
-}
-
-func (b *backoff) reset() { b.cur = 100 * time.Millisecond }
-
-func (b *backoff) wait(ctx context.Context) bool {
-	d := b.cur + time.Duration(rand.Int64N(int64(b.cur)/2+1))
-	b.cur = min(2*b.cur, b.max)
-	select {
-	case <-time.After(d):
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }

@@ -1,0 +1,119 @@
+// Package group runs a Kafka consumer group the way Shukei's stages need it: join, hand each
+// generation (one assignment of partitions) to the stage until a rebalance or shutdown ends it,
+// rejoin with backoff when joining fails. The processor and the aggregator are both consumer
+// groups on the raw topic and differ only in what a generation does.
+package group
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Config names the group and its topic.
+type Config struct {
+	ID      string
+	Brokers []string
+	Topic   string
+	// MaxBackoff is the longest wait between attempts to join.
+	MaxBackoff time.Duration
+}
+
+// Hooks report what happens, for metrics and logs. Any may be nil.
+type Hooks struct {
+	JoinFailed func(err error)
+	Assigned   func(generation int32, partitions []int)
+	Ended      func(err error) // a generation ended with an error (the group rejoins)
+}
+
+// Generation processes one assignment until ctx ends (a rebalance or shutdown).
+type Generation func(ctx context.Context, gen *kafka.Generation, partitions []int) error
+
+// Run joins the group and runs each generation until ctx ends; it returns nil on shutdown.
+func Run(ctx context.Context, c Config, h Hooks, run Generation) error {
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                c.ID,
+		Brokers:           c.Brokers,
+		Topics:            []string{c.Topic},
+		StartOffset:       kafka.FirstOffset,
+		SessionTimeout:    10 * time.Second,
+		RebalanceTimeout:  30 * time.Second,
+		HeartbeatInterval: time.Second,
+		JoinGroupBackoff:  time.Second,
+		Timeout:           10 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("consumer group %s: %w", c.ID, err)
+	}
+	defer cg.Close()
+	b := NewBackoff(c.MaxBackoff)
+	for {
+		gen, err := cg.Next(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if h.JoinFailed != nil {
+				h.JoinFailed(err)
+			}
+			if !b.Wait(ctx) {
+				return nil
+			}
+			continue
+		}
+		b.Reset()
+		assigned := gen.Assignments[c.Topic]
+		parts := make([]int, len(assigned))
+		for i, a := range assigned {
+			parts[i] = a.ID
+		}
+		if h.Assigned != nil {
+			h.Assigned(gen.ID, parts)
+		}
+		done := make(chan struct{})
+		gen.Start(func(gctx context.Context) {
+			defer close(done)
+			// The generation ends on a rebalance (gctx) or on shutdown (ctx), whichever first.
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			stop := context.AfterFunc(gctx, cancel)
+			defer stop()
+			if err := run(rctx, gen, parts); err != nil && rctx.Err() == nil && h.Ended != nil {
+				h.Ended(err)
+			}
+		})
+		select {
+		case <-done:
+		case <-ctx.Done():
+			<-done
+			return nil
+		}
+	}
+}
+
+// Backoff is exponential backoff with jitter, from 100ms up to a maximum.
+type Backoff struct{ cur, max time.Duration }
+
+// NewBackoff starts at 100ms.
+func NewBackoff(maxWait time.Duration) *Backoff {
+	return &Backoff{cur: 100 * time.Millisecond, max: maxWait}
+}
+
+// Reset goes back to 100ms after a success.
+func (b *Backoff) Reset() { b.cur = 100 * time.Millisecond }
+
+// Wait sleeps for the current delay (plus up to half of it), doubles it, and reports false if
+// ctx ended first.
+func (b *Backoff) Wait(ctx context.Context) bool {
+	d := b.cur + time.Duration(rand.Int64N(int64(b.cur)/2+1))
+	b.cur = min(2*b.cur, b.max)
+	select {
+	case <-time.After(d):
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
