@@ -34,7 +34,6 @@ type Aggregator struct {
 	cfg       config.Aggregator
 	kcfg      config.Kafka
 	limits    event.Limits
-	conn      driver.Conn
 	store     *store
 	cache     *registry.Cache
 	keyring   *pseudonym.Keyring
@@ -91,7 +90,6 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 		cfg:       cfg.Aggregator,
 		kcfg:      cfg.Kafka,
 		limits:    event.Limits{MaxAge: cfg.Events.MaxAge, MaxSkew: cfg.Events.MaxSkew, MaxBytes: cfg.Collector.MaxEventBytes}.WithDefaults(),
-		conn:      d.Conn,
 		store:     &store{conn: d.Conn, db: d.Database, plan: h},
 		cache:     d.Cache,
 		keyring:   d.Keyring,
@@ -132,7 +130,6 @@ type partState struct {
 	id       int
 	closed   time.Time
 	high     int64 // offsets below it were read before the last close
-	resume   int64 // the recorded replay start
 	next     int64 // next offset to read; -1 until the first message
 	maxEvent time.Time
 	caught   bool
@@ -178,20 +175,21 @@ func (a *Aggregator) runGeneration(ctx context.Context, gen *kafka.Generation, p
 	msgs := make(chan fetched, 1024)
 	for _, p := range parts {
 		pr, ok := prog[p]
-		st := &partState{id: p, next: -1, open: map[int64]*Acc{}, resume: kafka.FirstOffset, high: -1}
+		st := &partState{id: p, next: -1, open: map[int64]*Acc{}, high: -1}
+		start := int64(kafka.FirstOffset)
 		if ok {
-			st.closed, st.high, st.resume = pr.closed.UTC(), pr.high, pr.resume
+			st.closed, st.high, start = pr.closed.UTC(), pr.high, pr.resume
 			a.m.closedThrough.WithLabelValues(strconv.Itoa(p)).Set(float64(st.closed.Unix()))
 		}
-		if st.resume >= 0 {
-			st.next = st.resume
+		if start >= 0 {
+			st.next = start
 		}
 		states[p] = st
 		r := kafka.NewReader(kafka.ReaderConfig{
 			Brokers: a.kcfg.Brokers, Topic: a.kcfg.RawTopic, Partition: p,
 			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
 		})
-		if err := r.SetOffset(st.resume); err != nil {
+		if err := r.SetOffset(start); err != nil {
 			_ = r.Close()
 			return err
 		}
@@ -328,7 +326,7 @@ func (a *Aggregator) maybeClose(ctx context.Context, gen *kafka.Generation, st *
 	}
 	var closed []closedWindow
 	resume := st.next
-	for k, acc := range st.open {
+	for _, acc := range st.open {
 		if acc.W.End.After(through) {
 			if resume < 0 || acc.FirstOffset < resume {
 				resume = acc.FirstOffset
@@ -340,7 +338,6 @@ func (a *Aggregator) maybeClose(ctx context.Context, gen *kafka.Generation, st *
 			return fmt.Errorf("partials of %v: %w", acc.W, err)
 		}
 		closed = append(closed, closedWindow{w: acc.W, partials: ps})
-		_ = k
 	}
 	if resume < 0 {
 		resume = kafka.FirstOffset // nothing read yet: a restart starts from the beginning
@@ -355,7 +352,7 @@ func (a *Aggregator) maybeClose(ctx context.Context, gen *kafka.Generation, st *
 		delete(st.open, c.w.Start.Unix())
 		a.m.windowsClosed.Inc()
 	}
-	st.closed, st.high, st.resume = through, pr.high, pr.resume
+	st.closed, st.high = through, pr.high
 	a.m.closedThrough.WithLabelValues(label).Set(float64(through.Unix()))
 	if resume >= 0 {
 		// Only for lag tooling: the store, not the group offset, decides where to resume.
@@ -522,21 +519,13 @@ func (a *Aggregator) updateBudget(ctx context.Context, period string) {
 
 // retry runs fn until it succeeds or ctx ends: backpressure, not loss.
 func (a *Aggregator) retry(ctx context.Context, what string, fn func() error) error {
-	b := group.NewBackoff(a.cfg.MaxBackoff)
-	for {
-		err := fn()
-		if err == nil {
-			a.m.retrying.Set(0)
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	err := group.Retry(ctx, a.cfg.MaxBackoff, fn, func(err error) {
 		a.m.retrying.Set(1)
 		a.m.writeErrors.WithLabelValues(what).Inc()
 		a.log.Warn("aggregator write failed; backing off", "what", what, "err", err)
-		if !b.Wait(ctx) {
-			return ctx.Err()
-		}
+	})
+	if err == nil {
+		a.m.retrying.Set(0)
 	}
+	return err
 }

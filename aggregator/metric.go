@@ -236,7 +236,7 @@ func (p *Plan) Cost() (eps, delta float64) {
 	return eps, delta
 }
 
-// MaxL0, MaxLInf are the largest bounds of the plan, recorded in the ledger entry.
+// maxBounds are the largest L0 and LInf of the plan, recorded in the ledger entry.
 func (p *Plan) maxBounds() (l0, linf int64) {
 	for _, m := range p.Metrics {
 		l0, linf = max(l0, m.L0), max(linf, m.LInf)

@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/internal/servicetest"
 )
 
 // Paths are relative to this package's folder, where `go test` runs.
@@ -981,21 +982,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// requireTool returns the path of a command the test needs. Without it a developer's run skips
-// with how to install it; a CI run (CI set) fails, because a check that did not run proves
-// nothing. scripts/services.sh up installs both tools.
+// requireTool returns the path of a command the test needs. A missing tool ends the test by
+// servicetest.Unavailable's rule: it fails when CI or SHUKEI_TEST_REQUIRE_SERVICES is set (a
+// check that did not run proves nothing) and skips only on a developer's bare 'go test'.
+// scripts/services.sh up installs both tools.
 func requireTool(t *testing.T, name, debPackage string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
+	if err != nil {
+		servicetest.Unavailable(t, name, fmt.Errorf("%w: apt-get install -y --no-install-recommends %s", err, debPackage))
 	}
-	msg := fmt.Sprintf("%s not found: apt-get install -y --no-install-recommends %s (or scripts/services.sh up)", name, debPackage)
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return path
 }
 
 // runTool runs a command and fails the test, with its output, when it exits non-zero.

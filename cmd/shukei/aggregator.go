@@ -85,7 +85,7 @@ func aggregatorBudget(c config.Aggregator, p *policy.Policy) (ledger.Budget, err
 }
 
 // newAggregator wires an aggregator from the configuration; the caller runs it.
-func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *pseudonym.Keyring, master *pseudonym.MasterKey, deps func(*aggregator.Deps)) (*aggregator.Aggregator, error) {
+func newAggregator(a *app, cache *registry.Cache, keyring *pseudonym.Keyring, master *pseudonym.MasterKey, deps func(*aggregator.Deps)) (*aggregator.Aggregator, error) {
 	versions, err := policy.Embedded()
 	if err != nil {
 		return nil, err
@@ -100,7 +100,7 @@ func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *
 		return nil, fmt.Errorf("aggregator plan: %w", err)
 	}
 	d := aggregator.Deps{
-		Conn: nil, Database: a.cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
+		Database: a.cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
 		Policy: decision.NewPolicyTagger(versions), HashKey: master.Derive("dlq"),
 		SampleKey: master.Derive("aggregator-sampling"), Plan: plan, Budget: budget, Log: a.log,
 	}
@@ -124,7 +124,7 @@ func runAggregator(ctx context.Context, a *app) error {
 		return err
 	}
 	reg := newRegistry()
-	agg, err := newAggregator(ctx, a, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, reg })
+	agg, err := newAggregator(a, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, reg })
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/query/audit"
@@ -38,17 +39,14 @@ token, stored only as its SHA-256 hash, and a grant naming the purposes it may a
 				}
 				p.Expires = t
 			}
-			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			tok, err := principal.New(conn, a.cfg.ClickHouse.Database).Add(cmd.Context(), p)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s) for %s\ntoken (shown once): %s\n", p.ID, p.Kind, strings.Join(p.Purposes, ", "), tok)
-			return nil
+			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				tok, err := principal.New(conn, a.cfg.ClickHouse.Database).Add(cmd.Context(), p)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s) for %s\ntoken (shown once): %s\n", p.ID, p.Kind, strings.Join(p.Purposes, ", "), tok)
+				return nil
+			})
 		},
 	}
 	add.Flags().StringVar(&p.ID, "id", "", "principal id (e.g. hana.sato or acme-research)")
@@ -63,25 +61,22 @@ token, stored only as its SHA-256 hash, and a grant naming the purposes it may a
 		Short: "List principals and their grants",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ps, err := principal.New(conn, a.cfg.ClickHouse.Database).List(cmd.Context())
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tKIND\tPURPOSES\tCONTRACT\tEXPIRES\tDISABLED\t")
-			for _, x := range ps {
-				exp := "-"
-				if !x.Expires.IsZero() {
-					exp = x.Expires.UTC().Format("2006-01-02")
+			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				ps, err := principal.New(conn, a.cfg.ClickHouse.Database).List(cmd.Context())
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t\n", x.ID, x.Kind, strings.Join(x.Purposes, ","), x.ContractRef, exp, x.Disabled)
-			}
-			return tw.Flush()
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tKIND\tPURPOSES\tCONTRACT\tEXPIRES\tDISABLED\t")
+				for _, x := range ps {
+					exp := "-"
+					if !x.Expires.IsZero() {
+						exp = x.Expires.UTC().Format("2006-01-02")
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t\n", x.ID, x.Kind, strings.Join(x.Purposes, ","), x.ContractRef, exp, x.Disabled)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	var id string
@@ -90,19 +85,16 @@ token, stored only as its SHA-256 hash, and a grant naming the purposes it may a
 		Short: "Disable a principal: its token stops working at once",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			if _, err := principal.New(conn, a.cfg.ClickHouse.Database).Update(cmd.Context(), id, func(x *principal.Principal) error {
-				x.Disabled = true
+			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				if _, err := principal.New(conn, a.cfg.ClickHouse.Database).Update(cmd.Context(), id, func(x *principal.Principal) error {
+					x.Disabled = true
+					return nil
+				}); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "disabled %s\n", id)
 				return nil
-			}); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "disabled %s\n", id)
-			return nil
+			})
 		},
 	}
 	disable.Flags().StringVar(&id, "id", "", "principal id")
@@ -131,17 +123,14 @@ func newAuditCmd(a *app) *cobra.Command {
 		Short: "Walk the audit log's hash chain and report the first broken link",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			n, err := audit.New(conn, a.cfg.ClickHouse.Database).Verify(cmd.Context())
-			if err != nil {
-				return fmt.Errorf("%w (%d records verified before it)", err, n)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "audit log verified: %d records, chain intact\n", n)
-			return nil
+			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				n, err := audit.New(conn, a.cfg.ClickHouse.Database).Verify(cmd.Context())
+				if err != nil {
+					return fmt.Errorf("%w (%d records verified before it)", err, n)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "audit log verified: %d records, chain intact\n", n)
+				return nil
+			})
 		},
 	}
 	var who, month string
@@ -150,36 +139,33 @@ func newAuditCmd(a *app) *cobra.Command {
 		Short: "Print what a principal (e.g. a contractor) requested in a month, for supervision (clause 5)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			rs, err := audit.New(conn, a.cfg.ClickHouse.Database).Report(cmd.Context(), who, month)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			var allowed, denied int
-			var rows uint64
-			tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tAT\tPURPOSE\tTICKET\tREPORT\tDECISION\tREASON\tROWS\tε\t")
-			for _, r := range rs {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%g\t\n", r.Seq, r.At.UTC().Format(time.RFC3339), r.Purpose, r.Ticket, r.Report, r.Decision, r.Reason, r.Rows, r.BudgetEpsilon)
-				if r.Decision == audit.Allowed {
-					allowed++
-					rows += r.Rows
-				} else {
-					denied++
+			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				rs, err := audit.New(conn, a.cfg.ClickHouse.Database).Report(cmd.Context(), who, month)
+				if err != nil {
+					return err
 				}
-			}
-			_ = tw.Flush()
-			kind, ref := "", ""
-			if len(rs) > 0 {
-				kind, ref = rs[0].Kind, rs[0].ContractRef
-			}
-			fmt.Fprintf(out, "%s (%s %s) in %s: %d requests allowed (%d rows), %d denied\n", who, kind, ref, month, allowed, rows, denied)
-			return nil
+				out := cmd.OutOrStdout()
+				var allowed, denied int
+				var rows uint64
+				tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SEQ\tAT\tPURPOSE\tTICKET\tREPORT\tDECISION\tREASON\tROWS\tε\t")
+				for _, r := range rs {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%g\t\n", r.Seq, r.At.UTC().Format(time.RFC3339), r.Purpose, r.Ticket, r.Report, r.Decision, r.Reason, r.Rows, r.BudgetEpsilon)
+					if r.Decision == audit.Allowed {
+						allowed++
+						rows += r.Rows
+					} else {
+						denied++
+					}
+				}
+				_ = tw.Flush()
+				kind, ref := "", ""
+				if len(rs) > 0 {
+					kind, ref = rs[0].Kind, rs[0].ContractRef
+				}
+				fmt.Fprintf(out, "%s (%s %s) in %s: %d requests allowed (%d rows), %d denied\n", who, kind, ref, month, allowed, rows, denied)
+				return nil
+			})
 		},
 	}
 	report.Flags().StringVar(&who, "principal", "", "principal id")

@@ -72,3 +72,14 @@ func serveOps(ctx context.Context, addr string, reg *prometheus.Registry, ready 
 	}
 	return nil
 }
+
+// withClickHouse runs fn on a connection that is closed afterwards: the one-shot commands'
+// way to ClickHouse.
+func withClickHouse(ctx context.Context, c config.ClickHouse, fn func(driver.Conn) error) error {
+	conn, err := openClickHouse(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return fn(conn)
+}

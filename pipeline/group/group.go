@@ -117,3 +117,23 @@ func (b *Backoff) Wait(ctx context.Context) bool {
 		return false
 	}
 }
+
+// Retry runs fn until it succeeds or ctx ends, calling failed after each failure and waiting
+// with backoff before the next attempt: backpressure, not loss. It returns nil on success and
+// ctx's error when ctx ended first.
+func Retry(ctx context.Context, maxWait time.Duration, fn func() error, failed func(err error)) error {
+	b := NewBackoff(maxWait)
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		failed(err)
+		if !b.Wait(ctx) {
+			return ctx.Err()
+		}
+	}
+}

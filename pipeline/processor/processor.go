@@ -404,23 +404,15 @@ func (p *Processor) write(ctx context.Context, d *decided) error {
 // retry runs fn until it succeeds or ctx ends, backing off exponentially: backpressure, not
 // loss. While it retries, nothing is read or committed.
 func (p *Processor) retry(ctx context.Context, what string, fn func() error) error {
-	b := group.NewBackoff(p.cfg.MaxBackoff)
-	for {
-		err := fn()
-		if err == nil {
-			p.m.retrying.Set(0)
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	err := group.Retry(ctx, p.cfg.MaxBackoff, fn, func(err error) {
 		p.m.retrying.Set(1)
 		p.m.writeErrors.WithLabelValues(what).Inc()
 		p.log.Warn("write failed; backing off", "what", what, "err", err)
-		if !b.Wait(ctx) {
-			return ctx.Err()
-		}
+	})
+	if err == nil {
+		p.m.retrying.Set(0)
 	}
+	return err
 }
 
 func (p *Processor) loadWithRetry(ctx context.Context, parts []int) (map[int]*partitionState, error) {
