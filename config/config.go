@@ -25,6 +25,7 @@ type Config struct {
 	Collector  Collector  `yaml:"collector"`
 	Processor  Processor  `yaml:"processor"`
 	Aggregator Aggregator `yaml:"aggregator"`
+	Query      Query      `yaml:"query"`
 	Anonymizer Anonymizer `yaml:"anonymizer"`
 	Log        Log        `yaml:"log"`
 }
@@ -60,6 +61,16 @@ type Aggregator struct {
 	ReleaseInterval time.Duration `yaml:"release_interval" doc:"how often the release step looks for windows every partition has closed"`
 	MaxBackoff      time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
 	Listen          string        `yaml:"listen" doc:"address of /metrics, /healthz and /readyz"`
+}
+
+// Query is the purpose-scoped query service (shukei query).
+type Query struct {
+	Listen          string        `yaml:"listen" doc:"address of the HTTP API, the web page, /openapi.json and /metrics"`
+	K               int           `yaml:"k" doc:"fewest distinct tenants behind a cell of an aggregate report; 0 takes the policy's k, a smaller value than the policy's is refused"`
+	SupportLookback time.Duration `yaml:"support_lookback" doc:"how far before a ticket was opened support may read the tenant's trace"`
+	MaxRows         int           `yaml:"max_rows" doc:"most rows one report returns"`
+	Timeout         time.Duration `yaml:"timeout" doc:"longest a report may run"`
+	ReaderWait      time.Duration `yaml:"reader_wait" doc:"how long to wait at start for ClickHouse to load the purpose readers migrate wrote"`
 }
 
 // Anonymizer holds the master key that protects the per-tenant pseudonymisation keys.
@@ -100,11 +111,13 @@ type Kafka struct {
 
 // ClickHouse says where the server is and which databases Shukei owns.
 type ClickHouse struct {
-	Addr        []string      `yaml:"addr" doc:"native-protocol addresses, host:port (the HTTP transport is not supported on ClickHouse 18.16)"`
-	Database    string        `yaml:"database" doc:"name of the internal database; purpose databases are named <database>_<purpose>"`
-	Username    string        `yaml:"username" doc:"user for migrations and writes"`
-	Password    string        `yaml:"password" doc:"password of that user (prefer SHUKEI_CLICKHOUSE_PASSWORD to the file)"`
-	DialTimeout time.Duration `yaml:"dial_timeout" doc:"how long to wait for a server connection"`
+	Addr           []string      `yaml:"addr" doc:"native-protocol addresses, host:port (the HTTP transport is not supported on ClickHouse 18.16)"`
+	Database       string        `yaml:"database" doc:"name of the internal database; purpose databases are named <database>_<purpose>"`
+	Username       string        `yaml:"username" doc:"user for migrations and writes"`
+	Password       string        `yaml:"password" doc:"password of that user (prefer SHUKEI_CLICKHOUSE_PASSWORD to the file)"`
+	DialTimeout    time.Duration `yaml:"dial_timeout" doc:"how long to wait for a server connection"`
+	UsersDir       string        `yaml:"users_dir" doc:"the server's users.d directory: 'shukei migrate' writes one read-only user per purpose there; empty: migrate prints the file instead"`
+	ReaderNetworks []string      `yaml:"reader_networks" doc:"networks (IP or CIDR) the purpose readers may connect from"`
 }
 
 // Log sets the structured logger.
@@ -126,10 +139,11 @@ func Default() Config {
 			DialTimeout:       10 * time.Second,
 		},
 		ClickHouse: ClickHouse{
-			Addr:        []string{"127.0.0.1:19000"},
-			Database:    "shukei",
-			Username:    "default",
-			DialTimeout: 10 * time.Second,
+			Addr:           []string{"127.0.0.1:19000"},
+			Database:       "shukei",
+			Username:       "default",
+			DialTimeout:    10 * time.Second,
+			ReaderNetworks: []string{"127.0.0.1", "::1"},
 		},
 		Events: Events{MaxAge: 7 * 24 * time.Hour, MaxSkew: 5 * time.Minute},
 		Collector: Collector{
@@ -167,6 +181,13 @@ func Default() Config {
 			ReleaseInterval: 5 * time.Second,
 			MaxBackoff:      30 * time.Second,
 			Listen:          "127.0.0.1:9102",
+		},
+		Query: Query{
+			Listen:          "127.0.0.1:8090",
+			SupportLookback: 7 * 24 * time.Hour,
+			MaxRows:         10000,
+			Timeout:         10 * time.Second,
+			ReaderWait:      30 * time.Second,
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}
@@ -321,6 +342,30 @@ func (c Config) Validate() error {
 	c.validateAggregator(bad)
 	if _, _, err := net.SplitHostPort(c.Processor.Listen); err != nil {
 		bad("processor.listen", "%q is not host:port", c.Processor.Listen)
+	}
+
+	if len(c.ClickHouse.ReaderNetworks) == 0 {
+		bad("clickhouse.reader_networks", "must name at least one network (127.0.0.1, ::1, 10.0.0.0/8, ::/0)")
+	}
+	for i, n := range c.ClickHouse.ReaderNetworks {
+		if _, _, err := net.ParseCIDR(n); err != nil && net.ParseIP(n) == nil {
+			bad(fmt.Sprintf("clickhouse.reader_networks[%d]", i), "%q is not an IP address or CIDR", n)
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Query.Listen); err != nil {
+		bad("query.listen", "%q is not host:port", c.Query.Listen)
+	}
+	if c.Query.K < 0 || c.Query.K > 1000 {
+		bad("query.k", "must be between 0 (the policy's) and 1000, got %d", c.Query.K)
+	}
+	if c.Query.SupportLookback < 0 || c.Query.SupportLookback > 90*24*time.Hour {
+		bad("query.support_lookback", "must be between 0 and 2160h, got %s", c.Query.SupportLookback)
+	}
+	if c.Query.MaxRows < 1 || c.Query.MaxRows > 1000000 {
+		bad("query.max_rows", "must be between 1 and 1000000, got %d", c.Query.MaxRows)
+	}
+	if c.Query.Timeout <= 0 || c.Query.ReaderWait < 0 {
+		bad("query.timeout", "timeout must be positive and reader_wait not negative")
 	}
 
 	switch c.Log.Level {

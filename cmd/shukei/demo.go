@@ -47,7 +47,7 @@ and the privacy budget. The query service is not built yet; demo says so.`,
 			ctx := cmd.Context()
 			fmt.Fprintln(out, "== Shukei demo ==")
 			fmt.Fprintf(out, "\n-- ClickHouse %v: schema\n", a.cfg.ClickHouse.Addr)
-			if err := migrate(ctx, out, a.cfg.ClickHouse); err != nil {
+			if err := migrate(ctx, out, a.cfg); err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "\n-- Kafka %v: topics\n", a.cfg.Kafka.Brokers)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/pipeline/topic"
+	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 func runCLI(t *testing.T, args ...string) (string, error) {
@@ -42,6 +44,9 @@ func ownServices(t *testing.T) (raw, dlq string) {
 	t.Setenv("SHUKEI_KAFKA_DLQ_TOPIC", dlq)
 	t.Setenv("SHUKEI_PROCESSOR_GROUP_ID", servicetest.Name(t, "group."))
 	t.Setenv("SHUKEI_ANONYMIZER_MASTER_KEY", pseudonym.NewMasterKeyText())
+	users := servicetest.UsersDir(t)
+	t.Setenv("SHUKEI_CLICKHOUSE_USERS_DIR", users)
+	t.Cleanup(func() { os.Remove(filepath.Join(users, chm.UsersFileName(cfg.ClickHouse.Database))) })
 	return raw, dlq
 }
 
@@ -88,6 +93,9 @@ func TestMigrateAndTopicsOnRealServices(t *testing.T) {
 	}
 	if !strings.Contains(out, "applied  0001_databases") {
 		t.Errorf("first migrate did not apply 0001:\n%s", out)
+	}
+	if !strings.Contains(out, "purpose readers: 7 read-only users") {
+		t.Errorf("migrate did not declare the purpose readers:\n%s", out)
 	}
 	out, err = runCLI(t, "migrate")
 	if err != nil || strings.Contains(out, "applied  ") {

@@ -20,15 +20,21 @@ func newMigrateCmd(a *app) *cobra.Command {
 		Long: `migrate applies the DDL in schemas/clickhouse/ (embedded in the binary) to the configured
 ClickHouse server: the internal database and one database per purpose. Each migration is
 recorded in <database>.schema_migrations with its checksum; applied ones are skipped, and an
-applied migration whose file was later edited is refused. Safe to run any number of times.`,
+applied migration whose file was later edited is refused. Safe to run any number of times.
+
+It also declares one read-only ClickHouse user per purpose, allowed only that purpose's
+database (the query service reads each purpose as its reader): with clickhouse.users_dir set it
+writes <database>-readers.xml there (the server loads it within seconds); otherwise it prints
+the file for you to install. Reader passwords are derived from the master key.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return migrate(cmd.Context(), cmd.OutOrStdout(), a.cfg.ClickHouse)
+			return migrate(cmd.Context(), cmd.OutOrStdout(), a.cfg)
 		},
 	}
 }
 
-func migrate(ctx context.Context, out io.Writer, c config.ClickHouse) error {
+func migrate(ctx context.Context, out io.Writer, cfg config.Config) error {
+	c := cfg.ClickHouse
 	conn, err := clickhouse.Open(c.Options())
 	if err != nil {
 		return fmt.Errorf("connect to ClickHouse at %v: %w", c.Addr, err)
@@ -46,6 +52,29 @@ func migrate(ctx context.Context, out io.Writer, c config.ClickHouse) error {
 	}
 	fmt.Fprintf(out, "database %s is at migration %d (%d applied now, %d already)\n",
 		c.Database, len(res.Applied)+len(res.Skipped), len(res.Applied), len(res.Skipped))
+	return writeReaders(out, cfg)
+}
+
+// writeReaders declares the purpose readers in the server's users.d (or prints the file).
+func writeReaders(out io.Writer, cfg config.Config) error {
+	master, err := masterKey(cfg.Anonymizer)
+	if err != nil {
+		return fmt.Errorf("the purpose readers' passwords derive from the master key: %w", err)
+	}
+	readers := chm.Readers(cfg.ClickHouse.Database, master)
+	if cfg.ClickHouse.UsersDir == "" {
+		b, err := chm.UsersFile(readers, cfg.ClickHouse.ReaderNetworks)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "clickhouse.users_dir is not set: install this as users.d/%s on the server\n%s", chm.UsersFileName(cfg.ClickHouse.Database), b)
+		return nil
+	}
+	path, err := chm.WriteUsers(cfg.ClickHouse.UsersDir, cfg.ClickHouse.Database, readers, cfg.ClickHouse.ReaderNetworks)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "purpose readers: %d read-only users, one database each, in %s\n", len(readers), path)
 	return nil
 }
 

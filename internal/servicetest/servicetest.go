@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -173,4 +174,29 @@ func ReadTopic(t testing.TB, brokers []string, topicName string) []kafka.Message
 		_ = r.Close()
 	}
 	return out
+}
+
+// UsersDir returns the users.d directory of the ClickHouse server the tests use, where
+// 'shukei migrate' writes the purpose readers: SHUKEI_CLICKHOUSE_USERS_DIR, else the one
+// scripts/services.sh made (found from the working directory upwards).
+func UsersDir(t testing.TB) string {
+	t.Helper()
+	if d := os.Getenv("SHUKEI_CLICKHOUSE_USERS_DIR"); d != "" {
+		return d
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, ".services", "clickhouse.dir")); err == nil {
+			return filepath.Join(strings.TrimSpace(string(b)), "users.d")
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			Unavailable(t, "ClickHouse users.d", fmt.Errorf("no .services/clickhouse.dir above the working directory and SHUKEI_CLICKHOUSE_USERS_DIR unset"))
+			return ""
+		}
+		dir = parent
+	}
 }

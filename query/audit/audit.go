@@ -54,16 +54,27 @@ func (r Record) digest() string {
 }
 
 // Log appends to and reads the audit log of one Shukei database. One process appends (the
-// query service); Append is safe for concurrent use within it.
+// query service); Append is safe for concurrent use within it. Concurrent appends are written
+// together (group commit): one insert carries every record waiting while the previous insert
+// ran, so a burst of requests makes a few parts in ClickHouse, not one each.
 type Log struct {
 	conn  driver.Conn
 	table string
 	now   func() time.Time
 
-	mu     sync.Mutex
+	qmu   sync.Mutex // guards queue
+	queue []*pending
+
+	mu     sync.Mutex // held by the one goroutine writing a group
 	loaded bool
 	seq    uint64
 	last   string
+}
+
+type pending struct {
+	r    Record
+	err  error
+	done bool
 }
 
 // New returns the audit log of database db.
@@ -73,35 +84,61 @@ func New(conn driver.Conn, db string) *Log {
 
 const columns = "seq, at, principal_id, principal_kind, contract_ref, purpose, ticket, report, params_hash, decision, reason, rows, budget_epsilon, prev_hash, hash"
 
-// Append writes r (Seq, At, PrevHash and Hash are set here) and returns it. A request whose
-// record cannot be written must not be answered: the caller refuses it.
+// Append writes r (Seq, At, PrevHash and Hash are set here) and returns it once it is stored.
+// A request whose record cannot be written must not be answered: the caller refuses it.
 func (l *Log) Append(ctx context.Context, r Record) (Record, error) {
+	p := &pending{r: r}
+	l.qmu.Lock()
+	l.queue = append(l.queue, p)
+	l.qmu.Unlock()
+
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if p.done { // written by the group of another caller while this one waited
+		return p.r, p.err
+	}
+	l.qmu.Lock()
+	group := l.queue
+	l.queue = nil
+	l.qmu.Unlock()
+	err := l.write(ctx, group)
+	for _, q := range group {
+		q.err, q.done = err, true
+	}
+	return p.r, p.err
+}
+
+// write stores a group of records as one insert; l.mu is held.
+func (l *Log) write(ctx context.Context, group []*pending) error {
 	if !l.loaded {
 		if err := l.conn.QueryRow(ctx, "SELECT count(), argMax(hash, seq) FROM "+l.table).Scan(&l.seq, &l.last); err != nil {
-			return r, fmt.Errorf("read the audit log's tail: %w", err)
+			return fmt.Errorf("read the audit log's tail: %w", err)
 		}
 		l.loaded = true
 	}
-	r.Seq = l.seq + 1
-	r.At = l.now()
-	r.PrevHash = l.last
-	r.Hash = r.digest()
 	b, err := l.conn.PrepareBatch(ctx, "INSERT INTO "+l.table+" ("+columns+")")
 	if err != nil {
-		return r, err
+		return fmt.Errorf("append to the audit log: %w", err)
 	}
-	if err := b.Append(r.Seq, r.At, r.Principal, r.Kind, r.ContractRef, r.Purpose, r.Ticket, r.Report, r.ParamsHash,
-		r.Decision, r.Reason, r.Rows, r.BudgetEpsilon, r.PrevHash, r.Hash); err != nil {
-		return r, err
+	seq, last := l.seq, l.last
+	for _, q := range group {
+		r := &q.r
+		seq++
+		r.Seq, r.At, r.PrevHash = seq, l.now(), last
+		r.Hash = r.digest()
+		last = r.Hash
+		if err := b.Append(r.Seq, r.At, r.Principal, r.Kind, r.ContractRef, r.Purpose, r.Ticket, r.Report, r.ParamsHash,
+			r.Decision, r.Reason, r.Rows, r.BudgetEpsilon, r.PrevHash, r.Hash); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("append to the audit log: %w", err)
+		}
 	}
 	if err := b.Send(); err != nil {
 		l.loaded = false // the tail is unknown now: read it again before the next append
-		return r, fmt.Errorf("append to the audit log: %w", err)
+		return fmt.Errorf("append to the audit log: %w", err)
 	}
-	l.seq, l.last = r.Seq, r.Hash
-	return r, nil
+	l.seq, l.last = seq, last
+	return nil
 }
 
 // Verify walks the whole chain and reports the first broken link, and the number of records.

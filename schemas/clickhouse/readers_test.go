@@ -1,0 +1,91 @@
+package clickhouse_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/internal/servicetest"
+	chm "github.com/shukei/shukei/schemas/clickhouse"
+)
+
+// Each purpose's reader reads its own database and nothing else, and writes nothing.
+func TestPurposeReadersOnRealServer(t *testing.T) {
+	conn, cfg := servicetest.ClickHouse(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := cfg.ClickHouse.Database
+	if _, err := chm.Apply(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	master, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
+	readers := chm.Readers(db, master)
+	if len(readers) != 7 {
+		t.Fatalf("%d readers, want one per purpose (7)", len(readers))
+	}
+	dir := servicetest.UsersDir(t)
+	path, err := chm.WriteUsers(dir, db, readers, []string{"127.0.0.1", "::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(path) })
+	if filepath.Base(path) != chm.UsersFileName(db) {
+		t.Errorf("users file %s", path)
+	}
+	b, _ := os.ReadFile(path)
+	for _, r := range readers {
+		if strings.Contains(string(b), r.Password) {
+			t.Fatalf("the users file holds %s's password in clear", r.User)
+		}
+	}
+
+	for _, r := range readers {
+		rc, err := chm.OpenReader(ctx, cfg.ClickHouse.Options(), r, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		if err := rc.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ?", r.Database).Scan(&n); err != nil {
+			t.Errorf("%s lists its tables: %v", r.User, err)
+		}
+		if n == 0 && r.Purpose != "external_consented" {
+			t.Errorf("%s sees no tables in %s", r.User, r.Database)
+		}
+		if err := rc.QueryRow(ctx, "SELECT count() FROM "+db+".events").Scan(&n); err == nil || !strings.Contains(err.Error(), "Access denied") {
+			t.Errorf("%s read the internal event store: %v", r.User, err)
+		}
+		other := readers[0]
+		if other.Purpose == r.Purpose {
+			other = readers[1]
+		}
+		if err := rc.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ?", other.Database).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if err := rc.Exec(ctx, "CREATE TABLE "+r.Database+".intruder (x UInt8) ENGINE = Memory"); err == nil || !strings.Contains(err.Error(), "readonly") {
+			t.Errorf("%s created a table: %v", r.User, err)
+		}
+		rc.Close()
+	}
+	// Reading another purpose's mart is refused.
+	si, err := chm.OpenReader(ctx, cfg.ClickHouse.Options(), readers[1], time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer si.Close()
+	var n uint64
+	err = si.QueryRow(ctx, "SELECT count() FROM "+db+"_marketing.activity_daily").Scan(&n)
+	if err == nil || !strings.Contains(err.Error(), "Access denied") {
+		t.Errorf("%s read the marketing mart: %v", readers[1].User, err)
+	}
+	// A wrong password does not connect.
+	bad := readers[0]
+	bad.Password = "not-it"
+	if c, err := chm.OpenReader(ctx, cfg.ClickHouse.Options(), bad, 0); err == nil {
+		c.Close()
+		t.Error("a reader connected with a wrong password")
+	}
+}
