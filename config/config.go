@@ -183,7 +183,7 @@ func Default() Config {
 			Listen:          "127.0.0.1:9102",
 		},
 		Query: Query{
-			Listen:          "127.0.0.1:8090",
+			Listen:          "127.0.0.1:8081",
 			SupportLookback: 7 * 24 * time.Hour,
 			MaxRows:         10000,
 			Timeout:         10 * time.Second,

@@ -416,20 +416,17 @@ func TestPrometheus(t *testing.T) {
 	})
 }
 
-// (d) Dashboards load, have stable unique uids, use provisioned data sources, and query only
-// metrics the roles export, with valid PromQL.
+// stableDashboards are linked to (from each other, from runbooks, from bookmarks): each must
+// keep its uid.
+var stableDashboards = []string{"shukei-pipeline", "shukei-purposes"}
+
+// (d) Dashboards load, have stable unique uids, and refer only to provisioned data sources
+// (with their provisioned types); Prometheus queries read only metrics the roles export, with
+// valid PromQL; ClickHouse queries use the plugin's query model, expand fully, read only the
+// aggregate purposes' databases and apply the k-tenants threshold (checkClickHouseTarget;
+// TestClickHouseDashboardQueries runs them).
 func TestDashboards(t *testing.T) {
-	var ds struct {
-		Datasources []struct {
-			Name      string         `yaml:"name"`
-			UID       string         `yaml:"uid"`
-			Type      string         `yaml:"type"`
-			URL       string         `yaml:"url"`
-			IsDefault bool           `yaml:"isDefault"`
-			JSONData  map[string]any `yaml:"jsonData"`
-		} `yaml:"datasources"`
-	}
-	readYAML(t, datasourcesPath, &ds)
+	ds := loadDatasources(t)
 	c := loadCompose(t)
 	grafana, ok := c.Services["grafana"]
 	if !ok {
@@ -438,7 +435,7 @@ func TestDashboards(t *testing.T) {
 
 	dsType := map[string]string{} // uid -> type; "" is the default data source
 	t.Run("datasources", func(t *testing.T) {
-		for _, d := range ds.Datasources {
+		for _, d := range ds {
 			if d.UID == "" {
 				t.Errorf("%s: no uid; dashboards need a stable one to refer to", d.Name)
 			}
@@ -492,20 +489,8 @@ func TestDashboards(t *testing.T) {
 		}
 	})
 
-	var files []string
-	err := filepath.WalkDir(grafanaDir, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".json") {
-			files = append(files, path)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
-		t.Fatalf("no dashboard JSON under %s", grafanaDir)
-	}
-
+	files := dashboardFiles(t)
+	k := policyK(t)
 	uids := map[string]string{}
 	type query struct{ where, expr string }
 	var queries []query
@@ -522,10 +507,47 @@ func TestDashboards(t *testing.T) {
 			if d.UID == "" || d.Title == "" {
 				t.Errorf("uid %q, title %q: both must be set (the uid keeps links stable)", d.UID, d.Title)
 			}
+			// The uid is the file's name: a copied file cannot keep its source's uid, and
+			// renaming the uid, which breaks every link to the dashboard, shows as a rename.
+			if want := strings.TrimSuffix(filepath.Base(file), ".json"); d.UID != want {
+				t.Errorf("uid %q, want %q (the file's name)", d.UID, want)
+			}
+			if !regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`).MatchString(d.UID) {
+				t.Errorf("uid %q: use at most 40 of [a-z0-9-] (Grafana's limit)", d.UID)
+			}
 			if other, dup := uids[d.UID]; dup {
 				t.Errorf("uid %q is also used by %s", d.UID, other)
 			}
 			uids[d.UID] = file
+			// resolve checks a data source reference and returns its provisioned type.
+			resolve := func(where string, ref any) (string, bool) {
+				uid, typ, err := datasourceRef(ref)
+				if err != nil {
+					t.Errorf("%s: %v", where, err)
+					return "", false
+				}
+				provisioned, ok := dsType[uid]
+				if !ok {
+					t.Errorf("%s: data source uid %q is not provisioned in %s", where, uid, datasourcesPath)
+					return "", false
+				}
+				if typ != "" && typ != provisioned {
+					t.Errorf("%s: data source %q has type %q in the JSON, %q in %s", where, uid, typ, provisioned, datasourcesPath)
+				}
+				return provisioned, true
+			}
+			for _, a := range d.Annotations.List {
+				if uid, typ, _ := datasourceRef(a.Datasource); a.BuiltIn == 1 && typ == "grafana" && uid == "-- Grafana --" {
+					continue // Grafana's own annotations
+				}
+				resolve(fmt.Sprintf("annotation %q", a.Name), a.Datasource)
+			}
+			for _, v := range d.Templating.List {
+				if v.Datasource != nil {
+					resolve(fmt.Sprintf("variable %q", v.Name), v.Datasource)
+				}
+			}
+			usesClickHouse := false
 			ids := map[int]bool{}
 			for _, p := range d.allPanels() {
 				where := fmt.Sprintf("panel %d %q", p.ID, p.Title)
@@ -539,27 +561,25 @@ func TestDashboards(t *testing.T) {
 				if len(p.Targets) == 0 {
 					t.Errorf("%s: no queries", where)
 				}
-				if uid, err := datasourceUID(p.Datasource); err != nil {
-					t.Errorf("%s: %v", where, err)
-				} else if _, ok := dsType[uid]; !ok {
-					t.Errorf("%s: data source uid %q is not provisioned in %s", where, uid, datasourcesPath)
-				}
+				resolve(where, p.Datasource)
 				for _, tg := range p.Targets {
 					src := tg.Datasource
 					if src == nil {
 						src = p.Datasource
 					}
-					uid, err := datasourceUID(src)
-					if err != nil {
-						t.Errorf("%s: %v", where, err)
+					typ, ok := resolve(fmt.Sprintf("%s, query %s", where, tg.RefID), src)
+					if !ok {
 						continue
 					}
-					typ, ok := dsType[uid]
-					if !ok {
-						t.Errorf("%s: data source uid %q is not provisioned in %s", where, uid, datasourcesPath)
+					if typ == clickHouseType {
+						usesClickHouse = true
+						for _, prob := range checkClickHouseTarget(d, p, tg, k) {
+							t.Errorf("%s, query %s: %s", where, tg.RefID, prob)
+						}
 						continue
 					}
 					if typ != "prometheus" {
+						t.Errorf("%s, query %s: data source type %q: this test checks only prometheus and %s queries; add a check for it", where, tg.RefID, typ, clickHouseType)
 						continue
 					}
 					if strings.TrimSpace(tg.Expr) == "" {
@@ -572,7 +592,15 @@ func TestDashboards(t *testing.T) {
 					queries = append(queries, query{fmt.Sprintf("%s %s %s", d.UID, where, tg.RefID), tg.Expr})
 				}
 			}
+			if usesClickHouse {
+				checkDatabaseVariable(t, d, ds)
+			}
 		})
+	}
+	for _, uid := range stableDashboards {
+		if _, ok := uids[uid]; !ok {
+			t.Errorf("no dashboard has uid %q any more: links to it break", uid)
+		}
 	}
 
 	t.Run("PromQL parses", func(t *testing.T) {
@@ -744,23 +772,59 @@ func promqlNames(expr string) (metrics, labels []string) {
 
 // dashboard is the part of Grafana's dashboard JSON the checks read.
 type dashboard struct {
-	UID    string  `json:"uid"`
-	Title  string  `json:"title"`
+	UID   string `json:"uid"`
+	Title string `json:"title"`
+	Time  struct {
+		From string `json:"from"`
+		To   string `json:"to"`
+	} `json:"time"`
+	Templating struct {
+		List []variable `json:"list"`
+	} `json:"templating"`
+	Annotations struct {
+		List []struct {
+			Name       string `json:"name"`
+			BuiltIn    int    `json:"builtIn"`
+			Datasource any    `json:"datasource"`
+		} `json:"list"`
+	} `json:"annotations"`
 	Panels []panel `json:"panels"`
 }
 
+// variable is a dashboard (template) variable.
+type variable struct {
+	Name       string `json:"name"`
+	Type       string `json:"type"`
+	Query      any    `json:"query"`
+	Datasource any    `json:"datasource"`
+	Current    struct {
+		Value any `json:"value"`
+	} `json:"current"`
+}
+
 type panel struct {
-	ID         int     `json:"id"`
-	Type       string  `json:"type"`
-	Title      string  `json:"title"`
-	Datasource any     `json:"datasource"`
-	Panels     []panel `json:"panels"` // a collapsed row holds its panels
-	Targets    []struct {
-		RefID        string `json:"refId"`
-		Datasource   any    `json:"datasource"`
-		Expr         string `json:"expr"`
-		LegendFormat string `json:"legendFormat"`
-	} `json:"targets"`
+	ID         int      `json:"id"`
+	Type       string   `json:"type"`
+	Title      string   `json:"title"`
+	Datasource any      `json:"datasource"`
+	TimeFrom   string   `json:"timeFrom"`  // a relative time that replaces the dashboard's range
+	TimeShift  string   `json:"timeShift"` // moves the range back
+	Panels     []panel  `json:"panels"`    // a collapsed row holds its panels
+	Targets    []target `json:"targets"`
+}
+
+// target is one query of a panel: expr and legendFormat for Prometheus; rawSql and the rest
+// for ClickHouse (grafana-clickhouse-datasource v4's query model).
+type target struct {
+	RefID         string `json:"refId"`
+	Datasource    any    `json:"datasource"`
+	Expr          string `json:"expr"`
+	LegendFormat  string `json:"legendFormat"`
+	RawSQL        string `json:"rawSql"`
+	Format        *int   `json:"format"`
+	QueryType     string `json:"queryType"`
+	EditorType    string `json:"editorType"`
+	PluginVersion string `json:"pluginVersion"`
 }
 
 func (d dashboard) allPanels() []panel {
@@ -776,21 +840,61 @@ func (d dashboard) allPanels() []panel {
 	return out
 }
 
-// datasourceUID reads a panel's or target's datasource: absent means the default one; an
-// object names a uid. A name string or a ${DS_...} input only works through the import UI.
-func datasourceUID(v any) (string, error) {
+// datasourceRef reads a panel's, target's, variable's or annotation's datasource: absent means
+// the default one; an object names a uid and, optionally, the type. A name string or a
+// ${DS_...} input only works through the import UI.
+func datasourceRef(v any) (uid, typ string, err error) {
 	switch ds := v.(type) {
 	case nil:
-		return "", nil
+		return "", "", nil
 	case map[string]any:
-		uid, _ := ds["uid"].(string)
+		uid, _ = ds["uid"].(string)
+		typ, _ = ds["type"].(string)
 		if uid == "" {
-			return "", fmt.Errorf("datasource %v has no uid", ds)
+			return "", "", fmt.Errorf("datasource %v has no uid", ds)
 		}
-		return uid, nil
+		return uid, typ, nil
 	default:
-		return "", fmt.Errorf("datasource %v: use {\"type\": ..., \"uid\": ...} with a provisioned uid", ds)
+		return "", "", fmt.Errorf("datasource %v: use {\"type\": ..., \"uid\": ...} with a provisioned uid", ds)
 	}
+}
+
+// provisionedDatasource is one entry of datasources.yml.
+type provisionedDatasource struct {
+	Name      string         `yaml:"name"`
+	UID       string         `yaml:"uid"`
+	Type      string         `yaml:"type"`
+	URL       string         `yaml:"url"`
+	IsDefault bool           `yaml:"isDefault"`
+	JSONData  map[string]any `yaml:"jsonData"`
+}
+
+func loadDatasources(t *testing.T) []provisionedDatasource {
+	t.Helper()
+	var ds struct {
+		Datasources []provisionedDatasource `yaml:"datasources"`
+	}
+	readYAML(t, datasourcesPath, &ds)
+	return ds.Datasources
+}
+
+// dashboardFiles lists every dashboard JSON under grafanaDir: the provider loads them all.
+func dashboardFiles(t *testing.T) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(grafanaDir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".json") {
+			files = append(files, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatalf("no dashboard JSON under %s", grafanaDir)
+	}
+	return files
 }
 
 // compose is the part of docker-compose.yml the checks read. YAML merge keys (<<) are resolved

@@ -23,6 +23,7 @@ import (
 const (
 	Allowed = "allowed"
 	Denied  = "denied"
+	Failed  = "failed" // allowed, but the report could not be produced
 )
 
 // ErrBroken means the chain does not verify: a record was edited, inserted or deleted.

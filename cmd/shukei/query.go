@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/query"
+	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/query/principal"
+	"github.com/shukei/shukei/registry"
+	chm "github.com/shukei/shukei/schemas/clickhouse"
+)
+
+func newQueryCmd(a *app) *cobra.Command {
+	var openapi bool
+	cmd := &cobra.Command{
+		Use:   "query",
+		Short: "Serve the purpose-scoped reports, the web page and the OpenAPI document",
+		Long: `query serves Shukei's reports over HTTP (query.listen). A principal authenticates with its token
+(Authorization: Bearer shq_…, from 'shukei principals add'), declares one purpose per request
+(?purpose=…), and may run only the named reports of a purpose its grant names — contractors only
+until their grant expires, support only for a tenant with an open ticket. Each purpose is read as
+that purpose's read-only ClickHouse user, allowed only its own database ('shukei migrate' declares
+them). Aggregate reports build every value from segments of at least k tenants (the policy's k).
+
+Every request, allowed or denied, is appended to the hash-chained audit log before it is answered;
+when the log cannot be written the request is refused. 'shukei audit verify' checks the chain.
+
+  GET /v1/reports/{name}?purpose=…   a report, JSON (default) or CSV (format=csv)
+  GET /v1/whoami                      the principal, its purposes and reports
+  GET /v1/reports                     the catalogue
+  GET /openapi.json                   the OpenAPI document
+  GET /                               the web page
+  GET /metrics, /healthz, /readyz
+
+--openapi prints the OpenAPI document and exits.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if openapi {
+				b, err := query.OpenAPI()
+				if err != nil {
+					return err
+				}
+				_, err = cmd.OutOrStdout().Write(b)
+				return err
+			}
+			return runQuery(cmd.Context(), a, nil)
+		},
+	}
+	cmd.Flags().BoolVar(&openapi, "openapi", false, "print the OpenAPI document and exit")
+	return cmd
+}
+
+// queryK is the k the service applies: the policy's, or a larger configured one.
+func queryK(c config.Query) (int, error) {
+	k := mustPolicy().K
+	if c.K != 0 {
+		if c.K < k {
+			return 0, fmt.Errorf("query.k=%d is below the policy's k=%d", c.K, k)
+		}
+		k = c.K
+	}
+	return k, nil
+}
+
+// newQueryServer wires the service: the internal connection for principals, the audit log and
+// tickets, and one reader connection per purpose. close releases the connections.
+func newQueryServer(ctx context.Context, a *app) (srv *query.Server, closeAll func(), err error) {
+	master, err := masterKey(a.cfg.Anonymizer)
+	if err != nil {
+		return nil, nil, err
+	}
+	k, err := queryK(a.cfg.Query)
+	if err != nil {
+		return nil, nil, err
+	}
+	budget, err := aggregatorBudget(a.cfg.Aggregator, mustPolicy())
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := openClickHouse(ctx, a.cfg.ClickHouse)
+	if err != nil {
+		return nil, nil, err
+	}
+	conns := []driver.Conn{conn}
+	closeAll = func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	readers := map[string]driver.Conn{}
+	for _, r := range chm.Readers(a.cfg.ClickHouse.Database, master) {
+		rc, err := chm.OpenReader(ctx, a.cfg.ClickHouse.Options(), r, a.cfg.Query.ReaderWait)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		conns = append(conns, rc)
+		readers[r.Purpose] = rc
+	}
+	db := a.cfg.ClickHouse.Database
+	reg := newRegistry()
+	srv, err = query.New(query.Options{
+		Principals: principal.New(conn, db), Audit: audit.New(conn, db), Tickets: registry.New(conn, db, nil),
+		Readers: readers, Prefix: db, K: k, MaxRows: a.cfg.Query.MaxRows, Timeout: a.cfg.Query.Timeout,
+		Lookback: a.cfg.Query.SupportLookback, Budget: budget, Metrics: reg, Gatherer: reg, Log: a.log,
+		Ready: func() error { return conn.Ping(ctx) },
+	})
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	return srv, closeAll, nil
+}
+
+// runQuery serves until ctx ends. started, if not nil, receives the listening address.
+func runQuery(ctx context.Context, a *app, started chan<- string) error {
+	srv, closeAll, err := newQueryServer(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	ln, err := net.Listen("tcp", a.cfg.Query.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", a.cfg.Query.Listen, err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: a.cfg.Query.Timeout + 20*time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}()
+	a.log.Info("query service listening", "addr", ln.Addr().String(), "page", "http://"+ln.Addr().String()+"/")
+	if started != nil {
+		started <- ln.Addr().String()
+	}
+	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

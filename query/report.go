@@ -1,0 +1,73 @@
+package query
+
+import (
+	"context"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/registry"
+)
+
+// Column is one column of a report's rows.
+type Column struct {
+	Name string `json:"name"`
+	Type string `json:"type"` // string, integer, number, time, date
+	Doc  string `json:"doc"`
+}
+
+// Chart tells the web page how to draw a report: a bar per Label, its length Value, one
+// colour per Series, and error bars from Low to High when given.
+type Chart struct {
+	Kind   string `json:"kind"` // bar, table
+	Label  string `json:"label,omitempty"`
+	Value  string `json:"value,omitempty"`
+	Series string `json:"series,omitempty"`
+	Low    string `json:"low,omitempty"`
+	High   string `json:"high,omitempty"`
+}
+
+// Report is one named, parameterised report. It serves exactly one purpose and reads only that
+// purpose's database, through that purpose's read-only ClickHouse user.
+type Report struct {
+	Name        string
+	Purpose     string
+	Title       string
+	Description string
+	Params      []Param
+	Columns     []Column
+	// Threshold: the rows are aggregates across tenants, each built only from segments of at
+	// least k distinct tenants (see threshold.go).
+	Threshold bool
+	Chart     Chart
+
+	// authorize checks what the grant alone cannot (support: an open ticket for the tenant).
+	authorize func(ctx context.Context, e *Env, a Args) error
+	run       func(ctx context.Context, e *Env, a Args) ([][]any, error)
+}
+
+// Env is what a report runs with.
+type Env struct {
+	Conn     driver.Conn // the purpose's reader
+	DB       string      // the purpose's database
+	Prefix   string      // the internal database name (purpose databases are <Prefix>_<purpose>)
+	K        int
+	MaxRows  int
+	Now      time.Time
+	Tickets  TicketSource
+	Lookback time.Duration
+	Budget   ledger.Budget // external_aggregate's monthly allowance
+	ticketID string        // set by authorize for the audit record
+}
+
+// TicketSource finds a tenant's support ticket (the registry).
+type TicketSource interface {
+	Ticket(ctx context.Context, tenant, id string) (registry.Ticket, error)
+}
+
+// Forbidden is a refusal that depends on the request (no open ticket, a trace outside the
+// ticket's window): 403 with its text.
+type Forbidden struct{ Msg string }
+
+func (e *Forbidden) Error() string { return e.Msg }

@@ -1,0 +1,770 @@
+package query
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/registry"
+)
+
+// The reports users need first (DESIGN.md §5), one purpose each.
+var reports = []*Report{
+	featureRanking(),
+	contractComparison(),
+	tenantSignals(),
+	interviewCandidates(),
+	supportTrace(),
+	dpReleases(),
+	dpBudget(),
+}
+
+// Reports returns every report, in catalogue order.
+func Reports() []*Report { return reports }
+
+func lookup(name string) (*Report, bool) {
+	for _, r := range reports {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// Parameters several reports share.
+var (
+	pAsOf = Param{Name: "as_of", Kind: Date, Default: "today",
+		Doc: "last day (UTC) of the period read; the period is the days up to and including it"}
+	pEditions = Param{Name: "edition", Kind: Ident, Multi: true,
+		Doc: "only these editions (comma-separated); default: every edition"}
+	pStatuses = Param{Name: "status", Kind: Enum, Multi: true, Values: []string{"trial", "beta", "contracted"},
+		Doc: "only these contract statuses (comma-separated)"}
+	pSizeBands = Param{Name: "size_band", Kind: Ident, Multi: true,
+		Doc: "only these size bands (comma-separated); default: every size band"}
+	pCategory = Param{Name: "category", Kind: Enum, Values: []string{"feature_use", "app_access"}, Default: "feature_use",
+		Doc: "rank features (feature_use) or applications (app_access)"}
+)
+
+func day(t time.Time) string { return t.UTC().Format(time.DateOnly) }
+
+// --- service_improvement -------------------------------------------------------------------
+
+func featureRanking() *Report {
+	return &Report{
+		Name: "feature_ranking", Purpose: "service_improvement", Threshold: true,
+		Title: "Feature ranking",
+		Description: "Features (or applications) ranked by the distinct tenants that used them in the 7 days up to as_of, " +
+			"with distinct users, uses, and the week-over-week change in tenants; by edition or over all editions. " +
+			"Clause 3(1)-2: compare feature frequencies to decide what to improve.",
+		Params: []Param{pAsOf, pCategory, pEditions,
+			{Name: "by_edition", Kind: Bool, Default: "true", Doc: "one ranking per edition (true) or one over all editions (false)"},
+			{Name: "limit", Kind: Int, Min: 1, Max: 500, Default: "50", Doc: "features per ranking"}},
+		Columns: []Column{
+			{"edition", "string", "edition, or 'all'"},
+			{"rank", "integer", "1 = used by the most tenants"},
+			{"feature", "string", "feature id (or application id)"},
+			{"tenants", "integer", "distinct tenants in the 7 days up to as_of"},
+			{"users", "integer", "distinct users (pseudonymous, approximate) in those days"},
+			{"uses", "integer", "uses (feature_use counts, or accesses)"},
+			{"tenants_prev_week", "integer", "distinct tenants in the 7 days before; null when no segment reached k"},
+			{"trend_pct", "number", "week-over-week change in tenants, percent; null without a previous week"},
+		},
+		Chart: Chart{Kind: "bar", Label: "feature", Value: "tenants", Series: "edition"},
+		run:   runFeatureRanking,
+	}
+}
+
+func runFeatureRanking(ctx context.Context, e *Env, a Args) ([][]any, error) {
+	asOf := a.Time("as_of")
+	cur, prev := asOf.AddDate(0, 0, -6), asOf.AddDate(0, 0, -13)
+	// Segments (atoms) are (feature, edition, week): each tenant is in one per feature and
+	// week (its latest edition that week); only segments of at least k tenants are read, so any
+	// cell below — and any difference of two cells — is built from whole segments of ≥ k.
+	rows, err := e.Conn.Query(ctx, `
+SELECT feature, edition, period, count() AS tenants, sum(u) AS users, sum(s) AS uses
+FROM (
+    SELECT tenant_id, feature, day >= toDate(?) AS period, argMax(edition, day) AS edition,
+           uniqMerge(users) AS u, sumMerge(uses) AS s
+    FROM `+e.DB+`.feature_daily
+    WHERE day >= toDate(?) AND day <= toDate(?) AND category = ?
+    GROUP BY tenant_id, feature, period
+)
+GROUP BY feature, edition, period
+HAVING tenants >= ?`, day(cur), day(prev), day(asOf), a.Str("category"), uint64(e.K))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	type key struct{ edition, feature string }
+	type agg struct{ tenants, users, uses uint64 }
+	now, before := map[key]*agg{}, map[key]*agg{}
+	editions := a.List("edition")
+	for rows.Next() {
+		var feature, edition string
+		var period uint8
+		var t, u, s uint64
+		if err := rows.Scan(&feature, &edition, &period, &t, &u, &s); err != nil {
+			return nil, err
+		}
+		if len(editions) > 0 && !slices.Contains(editions, edition) {
+			continue
+		}
+		if !a.Bool("by_edition") {
+			edition = "all"
+		}
+		m := before
+		if period == 1 {
+			m = now
+		}
+		k := key{edition, feature}
+		if m[k] == nil {
+			m[k] = &agg{}
+		}
+		m[k].tenants += t
+		m[k].users += u
+		m[k].uses += s
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	keys := make([]key, 0, len(now))
+	for k := range now {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		x, y := keys[i], keys[j]
+		if x.edition != y.edition {
+			return x.edition < y.edition
+		}
+		if now[x].tenants != now[y].tenants {
+			return now[x].tenants > now[y].tenants
+		}
+		if now[x].users != now[y].users {
+			return now[x].users > now[y].users
+		}
+		return x.feature < y.feature
+	})
+	var out [][]any
+	rank, edition := 0, ""
+	for _, k := range keys {
+		if k.edition != edition {
+			rank, edition = 0, k.edition
+		}
+		rank++
+		if rank > a.Int("limit") {
+			continue
+		}
+		c := now[k]
+		var prevT, trend any
+		if p := before[k]; p != nil {
+			prevT = p.tenants
+			trend = round1(100 * (float64(c.tenants) - float64(p.tenants)) / float64(p.tenants))
+		}
+		out = append(out, []any{k.edition, rank, k.feature, c.tenants, c.users, c.uses, prevT, trend})
+	}
+	return out, nil
+}
+
+func round1(f float64) float64 { return math.Round(f*10) / 10 }
+
+// --- marketing -----------------------------------------------------------------------------
+
+func contractComparison() *Report {
+	return &Report{
+		Name: "contract_comparison", Purpose: "marketing", Threshold: true,
+		Title: "Contracted vs trial",
+		Description: "Adoption and activity of contracted, trial and beta tenants, per feature (or application) and " +
+			"overall (feature '*'), over the days up to as_of. Clause 3(1)-3: compare contracted with not-contracted customers.",
+		Params: []Param{pAsOf,
+			{Name: "days", Kind: Int, Min: 1, Max: 90, Default: "28", Doc: "length of the period in days"},
+			pCategory, pEditions,
+			{Name: "status", Kind: Enum, Multi: true, Values: []string{"trial", "beta", "contracted"}, Default: "trial,beta,contracted",
+				Doc: "contract statuses compared"},
+			{Name: "by_edition", Kind: Bool, Default: "false", Doc: "split each status by edition"},
+			{Name: "limit", Kind: Int, Min: 1, Max: 500, Default: "20", Doc: "features shown (those adopted by the most tenants)"}},
+		Columns: []Column{
+			{"status", "string", "contract status"},
+			{"edition", "string", "edition, or 'all'"},
+			{"feature", "string", "feature id, or '*' for all activity"},
+			{"tenants", "integer", "distinct tenants that used the feature (for '*': active tenants)"},
+			{"active_tenants", "integer", "distinct active tenants of the segment"},
+			{"adoption_pct", "number", "tenants / active_tenants, percent"},
+			{"users", "integer", "distinct users (pseudonymous, approximate)"},
+			{"uses", "integer", "uses (for '*': events)"},
+			{"uses_per_tenant", "number", "uses / tenants"},
+		},
+		Chart: Chart{Kind: "bar", Label: "feature", Value: "adoption_pct", Series: "status"},
+		run:   runContractComparison,
+	}
+}
+
+func runContractComparison(ctx context.Context, e *Env, a Args) ([][]any, error) {
+	asOf := a.Time("as_of")
+	from := asOf.AddDate(0, 0, -(a.Int("days") - 1))
+	// Segments are (status, edition[, feature]): each tenant in one, by its latest status and
+	// edition in the period; only segments of at least k tenants are read.
+	segment := `SELECT tenant_id, argMax(contract_status, day) AS status, argMax(edition, day) AS edition
+        FROM ` + e.DB + `.activity_daily WHERE day >= toDate(?) AND day <= toDate(?) GROUP BY tenant_id`
+	rows, err := e.Conn.Query(ctx, `
+SELECT status, edition, feature, count() AS tenants, sum(u) AS users, sum(s) AS uses
+FROM (
+    SELECT tenant_id, feature, uniqMerge(users) AS u, sumMerge(uses) AS s
+    FROM `+e.DB+`.activity_daily
+    WHERE day >= toDate(?) AND day <= toDate(?) AND category = ?
+    GROUP BY tenant_id, feature
+) ANY INNER JOIN (`+segment+`) USING tenant_id
+GROUP BY status, edition, feature
+HAVING tenants >= ?
+UNION ALL
+SELECT status, edition, '*' AS feature, count() AS tenants, sum(u) AS users, sum(s) AS uses
+FROM (
+    SELECT tenant_id, argMax(contract_status, day) AS status, argMax(edition, day) AS edition,
+           uniqMerge(users) AS u, sumMerge(events) AS s
+    FROM `+e.DB+`.activity_daily
+    WHERE day >= toDate(?) AND day <= toDate(?)
+    GROUP BY tenant_id
+)
+GROUP BY status, edition
+HAVING tenants >= ?`,
+		day(from), day(asOf), a.Str("category"), day(from), day(asOf), uint64(e.K),
+		day(from), day(asOf), uint64(e.K))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	type key struct{ status, edition, feature string }
+	type agg struct{ tenants, users, uses uint64 }
+	cells := map[key]*agg{}
+	editions, statuses := a.List("edition"), a.List("status")
+	for rows.Next() {
+		var k key
+		var t, u, s uint64
+		if err := rows.Scan(&k.status, &k.edition, &k.feature, &t, &u, &s); err != nil {
+			return nil, err
+		}
+		if len(editions) > 0 && !slices.Contains(editions, k.edition) || !slices.Contains(statuses, k.status) {
+			continue
+		}
+		if !a.Bool("by_edition") {
+			k.edition = "all"
+		}
+		if cells[k] == nil {
+			cells[k] = &agg{}
+		}
+		cells[k].tenants += t
+		cells[k].users += u
+		cells[k].uses += s
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// The features shown: those adopted by the most tenants over every segment shown.
+	total := map[string]uint64{}
+	for k, c := range cells {
+		if k.feature != "*" {
+			total[k.feature] += c.tenants
+		}
+	}
+	features := make([]string, 0, len(total))
+	for f := range total {
+		features = append(features, f)
+	}
+	sort.Slice(features, func(i, j int) bool {
+		if total[features[i]] != total[features[j]] {
+			return total[features[i]] > total[features[j]]
+		}
+		return features[i] < features[j]
+	})
+	if len(features) > a.Int("limit") {
+		features = features[:a.Int("limit")]
+	}
+	features = append([]string{"*"}, features...)
+	var segs []key
+	for k := range cells {
+		if k.feature == "*" {
+			segs = append(segs, k)
+		}
+	}
+	sort.Slice(segs, func(i, j int) bool {
+		if segs[i].status != segs[j].status {
+			return statusOrder(segs[i].status) < statusOrder(segs[j].status)
+		}
+		return segs[i].edition < segs[j].edition
+	})
+	var out [][]any
+	for _, f := range features {
+		for _, s := range segs {
+			c := cells[key{s.status, s.edition, f}]
+			if c == nil {
+				continue
+			}
+			active := cells[s].tenants
+			out = append(out, []any{s.status, s.edition, f, c.tenants, active,
+				round1(100 * float64(c.tenants) / float64(active)), c.users, c.uses,
+				round1(float64(c.uses) / float64(c.tenants))})
+		}
+	}
+	return out, nil
+}
+
+func statusOrder(s string) int {
+	return slices.Index([]string{"contracted", "trial", "beta", "terminated"}, s)
+}
+
+// --- follow_up -----------------------------------------------------------------------------
+
+func tenantSignals() *Report {
+	return &Report{
+		Name: "tenant_signals", Purpose: "follow_up",
+		Title: "Follow-up signals",
+		Description: "One row per trial or contracted tenant: last activity, active days and features adopted in the 28 days up " +
+			"to as_of, events this week against the week before, and the signal and channel that follow. No per-user rows. " +
+			"Clause 3(1)-4: choose the channel, content and timing of follow-up.",
+		Params: []Param{pAsOf,
+			{Name: "status", Kind: Enum, Multi: true, Values: []string{"trial", "beta", "contracted"}, Default: "trial,contracted",
+				Doc: "contract statuses followed up"},
+			pEditions, pSizeBands,
+			{Name: "signal", Kind: Enum, Multi: true, Values: signals, Doc: "only tenants with these signals"},
+			{Name: "limit", Kind: Int, Min: 1, Max: 5000, Default: "100", Doc: "tenants returned (most urgent first)"}},
+		Columns: []Column{
+			{"tenant_id", "string", "tenant"},
+			{"status", "string", "contract status"},
+			{"edition", "string", "edition"},
+			{"size_band", "string", "size band"},
+			{"last_active", "time", "last event in the 28 days"},
+			{"active_days", "integer", "days with activity in the 28 days"},
+			{"features_adopted", "integer", "distinct features used in the 28 days"},
+			{"users_7d", "integer", "distinct users in the last 7 days (approximate)"},
+			{"events_7d", "integer", "events in the last 7 days"},
+			{"events_prev_7d", "integer", "events in the 7 days before"},
+			{"trend_pct", "number", "change of events_7d over events_prev_7d, percent; null when the week before was empty"},
+			{"signal", "string", "dormant, declining, new, rising or steady"},
+			{"suggestion", "string", "channel and content that fit the signal and status"},
+		},
+		Chart: Chart{Kind: "table"},
+		run:   runTenantSignals,
+	}
+}
+
+var signals = []string{"dormant", "declining", "new", "rising", "steady"}
+
+func suggestion(status, signal string) string {
+	switch {
+	case signal == "dormant" && status == "trial":
+		return "email: getting-started guide for the features similar tenants adopt first"
+	case signal == "dormant":
+		return "customer-success call: ask what stopped them"
+	case signal == "declining" && status == "trial":
+		return "in-app message: offer an onboarding session this week"
+	case signal == "declining":
+		return "customer-success check-in within a week"
+	case signal == "rising" && status == "trial":
+		return "sales call: propose the contract before the trial ends"
+	case signal == "rising":
+		return "newsletter: the next edition's features"
+	case signal == "new":
+		return "welcome email with the first three steps"
+	}
+	return "newsletter"
+}
+
+func runTenantSignals(ctx context.Context, e *Env, a Args) ([][]any, error) {
+	asOf := a.Time("as_of")
+	from, week, prevWeek := asOf.AddDate(0, 0, -27), asOf.AddDate(0, 0, -6), asOf.AddDate(0, 0, -13)
+	having, args := []string{"has(?, status)"}, []any{a.List("status")}
+	if l := a.List("edition"); len(l) > 0 {
+		having, args = append(having, "has(?, edition)"), append(args, l)
+	}
+	if l := a.List("size_band"); len(l) > 0 {
+		having, args = append(having, "has(?, size_band)"), append(args, l)
+	}
+	rows, err := e.Conn.Query(ctx, `
+SELECT tenant_id, argMax(contract_status, day) AS status, argMax(edition, day) AS edition, argMax(size_band, day) AS size_band,
+       maxMerge(last_seen) AS last_active, uniqExact(day) AS active_days,
+       uniqExactIf(item, category = 'feature_use') AS features,
+       uniqMergeIf(users, day >= toDate(?)) AS users_7d,
+       sumMergeIf(events, day >= toDate(?)) AS events_7d,
+       sumMergeIf(events, day >= toDate(?) AND day < toDate(?)) AS events_prev
+FROM `+e.DB+`.tenant_daily
+WHERE day >= toDate(?) AND day <= toDate(?)
+GROUP BY tenant_id
+HAVING `+strings.Join(having, " AND "),
+		append([]any{day(week), day(week), day(prevWeek), day(week), day(from), day(asOf)}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	type row struct {
+		vals    []any
+		urgency int
+		drop    float64
+	}
+	var all []row
+	want := a.List("signal")
+	for rows.Next() {
+		var id, status, edition, band string
+		var last time.Time
+		var days, features, users, ev, evPrev uint64
+		if err := rows.Scan(&id, &status, &edition, &band, &last, &days, &features, &users, &ev, &evPrev); err != nil {
+			return nil, err
+		}
+		var trend any
+		signal := "steady"
+		switch {
+		case last.Before(asOf.AddDate(0, 0, -6)):
+			signal = "dormant"
+		case evPrev == 0:
+			signal = "new"
+		case float64(ev) <= 0.75*float64(evPrev):
+			signal = "declining"
+		case float64(ev) >= 1.25*float64(evPrev):
+			signal = "rising"
+		}
+		change := 0.0
+		if evPrev > 0 {
+			change = 100 * (float64(ev) - float64(evPrev)) / float64(evPrev)
+			trend = round1(change)
+		}
+		if len(want) > 0 && !slices.Contains(want, signal) {
+			continue
+		}
+		all = append(all, row{
+			vals: []any{id, status, edition, band, last.UTC(), days, features, users, ev, evPrev, trend, signal,
+				suggestion(status, signal)},
+			urgency: slices.Index(signals, signal), drop: change})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// Most urgent first: dormant, then declining (steepest drop first), new, rising, steady.
+	sort.SliceStable(all, func(i, j int) bool {
+		if all[i].urgency != all[j].urgency {
+			return all[i].urgency < all[j].urgency
+		}
+		if all[i].drop != all[j].drop {
+			return all[i].drop < all[j].drop
+		}
+		return all[i].vals[0].(string) < all[j].vals[0].(string)
+	})
+	out := make([][]any, 0, min(len(all), a.Int("limit")))
+	for i := 0; i < len(all) && i < a.Int("limit"); i++ {
+		out = append(out, all[i].vals)
+	}
+	return out, nil
+}
+
+// --- interview_selection -------------------------------------------------------------------
+
+func interviewCandidates() *Report {
+	return &Report{
+		Name: "interview_candidates", Purpose: "interview_selection",
+		Title: "Interview candidates",
+		Description: "Tenants ranked by usage profile over the days up to as_of: breadth (features used), depth (active users) " +
+			"and regularity (active days). Filters narrow by edition, size band, status and features used. No per-user rows. " +
+			"Clause 3(1)-5: pick the customers to interview.",
+		Params: []Param{pAsOf,
+			{Name: "days", Kind: Int, Min: 7, Max: 90, Default: "28", Doc: "length of the period in days"},
+			pEditions, pSizeBands,
+			{Name: "status", Kind: Enum, Multi: true, Values: []string{"trial", "beta", "contracted"}, Default: "trial,beta,contracted",
+				Doc: "contract statuses considered"},
+			{Name: "feature", Kind: Ident, Multi: true, Doc: "only tenants that used every one of these features"},
+			{Name: "limit", Kind: Int, Min: 1, Max: 1000, Default: "20", Doc: "candidates returned"}},
+		Columns: []Column{
+			{"rank", "integer", "1 = best fit"},
+			{"tenant_id", "string", "tenant"},
+			{"status", "string", "contract status"},
+			{"edition", "string", "edition"},
+			{"size_band", "string", "size band"},
+			{"features_used", "integer", "distinct features used"},
+			{"active_users", "integer", "distinct users (approximate)"},
+			{"active_days", "integer", "days with activity"},
+			{"events", "integer", "events"},
+			{"customizations", "integer", "most customisations reported"},
+			{"score", "number", "features_used × log2(1 + active_users) × active_days / days"},
+		},
+		Chart: Chart{Kind: "bar", Label: "tenant_id", Value: "score", Series: "edition"},
+		run:   runInterviewCandidates,
+	}
+}
+
+func runInterviewCandidates(ctx context.Context, e *Env, a Args) ([][]any, error) {
+	asOf := a.Time("as_of")
+	days := a.Int("days")
+	from := asOf.AddDate(0, 0, -(days - 1))
+	having, args := []string{"has(?, status)"}, []any{a.List("status")}
+	if l := a.List("edition"); len(l) > 0 {
+		having, args = append(having, "has(?, edition)"), append(args, l)
+	}
+	if l := a.List("size_band"); len(l) > 0 {
+		having, args = append(having, "has(?, size_band)"), append(args, l)
+	}
+	if l := a.List("feature"); len(l) > 0 {
+		having, args = append(having, "hasAll(used, ?)"), append(args, l)
+	}
+	rows, err := e.Conn.Query(ctx, `
+SELECT tenant_id, argMax(contract_status, day) AS status, argMax(edition, day) AS edition, argMax(size_band, day) AS size_band,
+       uniqExactIf(item, category = 'feature_use') AS features_used, uniqMerge(users) AS active_users,
+       uniqExact(day) AS active_days, sumMerge(events) AS events, maxMerge(customizations) AS customizations,
+       groupUniqArrayIf(item, category = 'feature_use') AS used
+FROM `+e.DB+`.tenant_daily
+WHERE day >= toDate(?) AND day <= toDate(?)
+GROUP BY tenant_id
+HAVING `+strings.Join(having, " AND "), append([]any{day(from), day(asOf)}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	type cand struct {
+		vals  []any
+		score float64
+	}
+	var all []cand
+	for rows.Next() {
+		var id, status, edition, band string
+		var features, users, active, events uint64
+		var custom uint32
+		var used []string
+		if err := rows.Scan(&id, &status, &edition, &band, &features, &users, &active, &events, &custom, &used); err != nil {
+			return nil, err
+		}
+		score := round3(float64(features) * math.Log2(1+float64(users)) * float64(active) / float64(days))
+		all = append(all, cand{vals: []any{id, status, edition, band, features, users, active, events, custom, score}, score: score})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	sort.SliceStable(all, func(i, j int) bool {
+		if all[i].score != all[j].score {
+			return all[i].score > all[j].score
+		}
+		return all[i].vals[0].(string) < all[j].vals[0].(string)
+	})
+	var out [][]any
+	for i := 0; i < len(all) && i < a.Int("limit"); i++ {
+		out = append(out, append([]any{i + 1}, all[i].vals...))
+	}
+	return out, nil
+}
+
+// --- support -------------------------------------------------------------------------------
+
+func supportTrace() *Report {
+	return &Report{
+		Name: "support_trace", Purpose: "support",
+		Title: "Support trace",
+		Description: "The event trace of one tenant around a time (operations with their result codes, application access, " +
+			"client environment), with pseudonymous users, only while a support ticket of that tenant is open and only " +
+			"from a bounded time before the ticket was opened. Clause 3(1)-1: find the operation that caused a failure.",
+		Params: []Param{
+			{Name: "tenant", Kind: Ident, Required: true, Doc: "the tenant whose ticket is open"},
+			{Name: "ticket", Kind: Ticket, Doc: "the open support ticket of that tenant (required: without one the request is refused, 403)"},
+			{Name: "at", Kind: Time, Default: "now", Doc: "centre of the trace (RFC 3339)"},
+			{Name: "around_minutes", Kind: Int, Min: 1, Max: 1440, Default: "60", Doc: "minutes before and after at"},
+			{Name: "category", Kind: Enum, Multi: true, Values: []string{"operation", "app_access", "client_env"}, Doc: "only these categories"},
+			{Name: "limit", Kind: Int, Min: 1, Max: 5000, Default: "1000", Doc: "events returned (earliest first)"}},
+		Columns: []Column{
+			{"occurred_at", "time", "when the event happened"},
+			{"category", "string", "event category"},
+			{"user", "string", "pseudonymous user (hex)"},
+			{"os", "string", "OS"},
+			{"os_major", "integer", "OS major version"},
+			{"device_kind", "string", "device kind"},
+			{"app_id", "string", "application"},
+			{"action", "string", "action"},
+			{"operation_id", "string", "operation"},
+			{"result_code", "string", "result code"},
+			{"request_id", "string", "request id"},
+			{"event_id", "string", "event id"},
+		},
+		Chart:     Chart{Kind: "table"},
+		authorize: authorizeSupport,
+		run:       runSupportTrace,
+	}
+}
+
+// authorizeSupport admits a trace only of a tenant with an open ticket, and only of the time
+// from Lookback before the ticket was opened until now.
+func authorizeSupport(ctx context.Context, e *Env, a Args) error {
+	tenant, id := a.Str("tenant"), a.Str("ticket")
+	e.ticketID = id
+	if id == "" {
+		return &Forbidden{Msg: "support reads a tenant's trace only with an open ticket of that tenant: give ticket=<id> (clause 3(1)-1)"}
+	}
+	if e.Tickets == nil {
+		return &Forbidden{Msg: "support traces need the ticket registry, which this service does not have"}
+	}
+	k, err := e.Tickets.Ticket(ctx, tenant, id)
+	if errors.Is(err, registry.ErrNoTicket) {
+		return &Forbidden{Msg: fmt.Sprintf("tenant %s has no ticket %s: support reads a tenant's trace only while its ticket is open (clause 3(1)-1)", tenant, id)}
+	}
+	if err != nil {
+		return err
+	}
+	if !k.OpenAt(e.Now) {
+		return &Forbidden{Msg: fmt.Sprintf("ticket %s of %s is closed or expired (open %s to %s): support access ended with it",
+			id, tenant, k.OpenedAt.UTC().Format(time.RFC3339), closeTime(k).Format(time.RFC3339))}
+	}
+	from, _ := traceRange(a)
+	earliest := k.OpenedAt.Add(-e.Lookback)
+	if from.Before(earliest) || from.After(e.Now) {
+		return &Forbidden{Msg: fmt.Sprintf("the trace from %s reaches outside ticket %s's window: from %s (%s before it was opened) until now",
+			from.Format(time.RFC3339), id, earliest.UTC().Format(time.RFC3339), e.Lookback)}
+	}
+	return nil
+}
+
+func closeTime(k registry.Ticket) time.Time {
+	if !k.ClosedAt.IsZero() && k.ClosedAt.Before(k.ExpiresAt) {
+		return k.ClosedAt.UTC()
+	}
+	return k.ExpiresAt.UTC()
+}
+
+func traceRange(a Args) (from, to time.Time) {
+	d := time.Duration(a.Int("around_minutes")) * time.Minute
+	return a.Time("at").Add(-d), a.Time("at").Add(d)
+}
+
+func runSupportTrace(ctx context.Context, e *Env, a Args) ([][]any, error) {
+	from, to := traceRange(a)
+	if to.After(e.Now) {
+		to = e.Now
+	}
+	where, args := "tenant_id = ? AND occurred_at >= ? AND occurred_at <= ?", []any{a.Str("tenant"), from, to}
+	if l := a.List("category"); len(l) > 0 {
+		where, args = where+" AND has(?, category)", append(args, l)
+	}
+	rows, err := e.Conn.Query(ctx, `
+SELECT occurred_at, category, lower(hex(user_pseudonym)), os, os_major, device_kind, app_id, action, operation_id,
+       result_code, request_id, toString(event_id)
+FROM `+e.DB+`.trace
+WHERE `+where+`
+ORDER BY occurred_at, event_id
+LIMIT ?`, append(args, uint64(a.Int("limit")))...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]any
+	for rows.Next() {
+		var at time.Time
+		var cat, user, os, dev, app, action, op, code, req, id string
+		var major uint16
+		if err := rows.Scan(&at, &cat, &user, &os, &major, &dev, &app, &action, &op, &code, &req, &id); err != nil {
+			return nil, err
+		}
+		out = append(out, []any{at.UTC(), cat, user, os, major, dev, app, action, op, code, req, id})
+	}
+	return out, rows.Err()
+}
+
+// --- external_aggregate --------------------------------------------------------------------
+
+var releaseMetrics = []string{"feature_adoption", "feature_active_users", "client_users", "setting_customisation", "app_access"}
+
+func dpReleases() *Report {
+	return &Report{
+		Name: "dp_releases", Purpose: "external_aggregate",
+		Title: "Differentially private releases",
+		Description: "Published releases: each cell's noisy value with the noise's standard deviation and 95% interval, and " +
+			"the ε, δ, L0, Linf and mechanism that produced it. Reading them spends no budget (post-processing). " +
+			"Clause 3(2)-4: aggregates shared outside, so that no one customer's usage can be inferred.",
+		Params: []Param{
+			{Name: "metric", Kind: Enum, Multi: true, Values: releaseMetrics, Doc: "only these metrics"},
+			{Name: "from", Kind: Date, Doc: "first window start (default: 30 days before to)"},
+			{Name: "to", Kind: Date, Default: "today", Doc: "last window start"},
+			{Name: "limit", Kind: Int, Min: 1, Max: 10000, Default: "1000", Doc: "cells returned (newest windows first)"}},
+		Columns: []Column{
+			{"window_start", "time", "start of the release window"},
+			{"metric", "string", "metric"},
+			{"cell", "string", "the cell's dimensions, name=value, comma-separated"},
+			{"value", "integer", "noisy value"},
+			{"stddev", "number", "standard deviation of the noise"},
+			{"ci95_low", "number", "95% interval, low"},
+			{"ci95_high", "number", "95% interval, high"},
+			{"unit", "string", "what value counts"},
+			{"epsilon", "number", "ε of the metric's release"},
+			{"delta", "number", "δ of the metric's release"},
+			{"l0", "integer", "cells one tenant may add to"},
+			{"linf", "integer", "most one tenant adds to a cell"},
+			{"mechanism", "string", "laplace or gaussian"},
+			{"released_at", "time", "when it was released"},
+		},
+		Chart: Chart{Kind: "bar", Label: "cell", Value: "value", Series: "metric", Low: "ci95_low", High: "ci95_high"},
+		run:   runDPReleases,
+	}
+}
+
+func runDPReleases(ctx context.Context, e *Env, a Args) ([][]any, error) {
+	to := a.Time("to")
+	from := a.Time("from")
+	if from.IsZero() {
+		from = to.AddDate(0, 0, -30)
+	}
+	if from.After(to) {
+		return nil, badf("parameter from (%s) is after to (%s)", day(from), day(to))
+	}
+	where, args := "window_start >= ? AND window_start < ?", []any{from, to.AddDate(0, 0, 1)}
+	if l := a.List("metric"); len(l) > 0 {
+		where, args = where+" AND has(?, metric)", append(args, l)
+	}
+	rows, err := e.Conn.Query(ctx, `
+SELECT window_start, metric, dims, value, stddev, ci95_low, ci95_high, unit, epsilon, delta, l0, linf, mechanism, released_at
+FROM `+e.DB+`.releases
+WHERE `+where+`
+ORDER BY window_start DESC, metric, value DESC, dims
+LIMIT ?`, append(args, uint64(a.Int("limit")))...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]any
+	for rows.Next() {
+		var ws, rel time.Time
+		var metric, dims, unit, mech string
+		var value, l0, linf int64
+		var sd, lo, hi, eps, delta float64
+		if err := rows.Scan(&ws, &metric, &dims, &value, &sd, &lo, &hi, &unit, &eps, &delta, &l0, &linf, &mech, &rel); err != nil {
+			return nil, err
+		}
+		out = append(out, []any{ws.UTC(), metric, dims, value, round3(sd), round3(lo), round3(hi), unit, eps, delta, l0, linf, mech, rel.UTC()})
+	}
+	return out, rows.Err()
+}
+
+func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+func dpBudget() *Report {
+	return &Report{
+		Name: "dp_budget", Purpose: "external_aggregate",
+		Title: "Privacy budget",
+		Description: "external_aggregate's privacy budget for a month from the ledger: allowance, spent by the releases, and left. " +
+			"A release that would overdraw is refused by the aggregator.",
+		Params: []Param{{Name: "month", Kind: Month, Default: "current", Doc: "the month (YYYY-MM or current)"}},
+		Columns: []Column{
+			{"month", "string", "YYYY-MM"},
+			{"epsilon_budget", "number", "ε allowed in the month"},
+			{"epsilon_spent", "number", "ε spent"},
+			{"epsilon_left", "number", "ε left"},
+			{"delta_budget", "number", "δ allowed"},
+			{"delta_spent", "number", "δ spent"},
+			{"delta_left", "number", "δ left"},
+		},
+		Chart: Chart{Kind: "bar", Label: "month", Value: "epsilon_left"},
+		run: func(ctx context.Context, e *Env, a Args) ([][]any, error) {
+			spent, err := ledger.New(e.Conn, e.Prefix).Spent(ctx, "external_aggregate", a.Str("month"))
+			if err != nil {
+				return nil, err
+			}
+			b := e.Budget
+			return [][]any{{a.Str("month"), b.Epsilon, round3(spent.Epsilon), round3(max(b.Epsilon-spent.Epsilon, 0)),
+				b.Delta, spent.Delta, max(b.Delta-spent.Delta, 0)}}, nil
+		},
+	}
+}

@@ -1,0 +1,480 @@
+// Package query is the purpose-scoped query service (DESIGN.md §5): principals authenticate
+// with tokens, every request declares one purpose, and only named, parameterised reports run —
+// each bound to one purpose and reading only that purpose's database as that purpose's
+// read-only ClickHouse user. Every request, allowed or denied, is appended to the hash-chained
+// audit log before it is answered; a request whose record cannot be written is refused.
+package query
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/query/principal"
+	"github.com/shukei/shukei/schemas/policy"
+)
+
+// Options configure a Server.
+type Options struct {
+	Principals *principal.Store
+	Audit      *audit.Log
+	Tickets    TicketSource
+	Readers    map[string]driver.Conn // purpose → that purpose's read-only connection
+	Prefix     string                 // the internal database; purpose databases are <Prefix>_<purpose>
+	K          int                    // fewest tenants behind an aggregate cell
+	MaxRows    int
+	Timeout    time.Duration
+	Lookback   time.Duration // support: how far before a ticket's opening a trace may reach
+	Budget     ledger.Budget // external_aggregate's monthly allowance
+	Metrics    prometheus.Registerer
+	Gatherer   prometheus.Gatherer // served at /metrics; nil: none
+	Ready      func() error
+	Log        *slog.Logger
+	Now        func() time.Time
+}
+
+// Server answers the API, the OpenAPI document and the web page.
+type Server struct {
+	o   Options
+	m   *metrics
+	mux *http.ServeMux
+}
+
+// New checks the options and builds the server.
+func New(o Options) (*Server, error) {
+	if o.Principals == nil || o.Audit == nil {
+		return nil, errors.New("query: principals and the audit log are required")
+	}
+	if o.K < 2 {
+		return nil, fmt.Errorf("query: k=%d; an aggregate cell needs at least 2 tenants", o.K)
+	}
+	if o.MaxRows <= 0 {
+		o.MaxRows = 10000
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = func() time.Time { return time.Now().UTC() }
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Metrics == nil {
+		o.Metrics = prometheus.NewRegistry()
+	}
+	if o.Ready == nil {
+		o.Ready = func() error { return nil }
+	}
+	s := &Server{o: o, m: newMetrics(o.Metrics), mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /v1/reports/{name}", s.handleReport)
+	s.mux.HandleFunc("GET /v1/reports", s.handleCatalogue)
+	s.mux.HandleFunc("GET /v1/whoami", s.handleWhoami)
+	s.mux.HandleFunc("GET /openapi.json", s.handleOpenAPI)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.o.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	if o.Gatherer != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	}
+	s.mux.Handle("GET /", webHandler())
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	s.mux.ServeHTTP(w, r)
+}
+
+// apiError is the body of every 4xx and 5xx answer.
+type apiError struct {
+	Error  string `json:"error"`
+	Status int    `json:"status"`
+	Audit  uint64 `json:"audit_seq,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(true)
+	_ = enc.Encode(v)
+}
+
+// request carries one request's audit record as it is filled in.
+type request struct {
+	rec   audit.Record
+	start time.Time
+	p     *principal.Principal
+}
+
+// authenticate reads the bearer token and finds its principal.
+func (s *Server) authenticate(ctx context.Context, r *http.Request, req *request) (status int, err error) {
+	h := r.Header.Get("Authorization")
+	token, ok := strings.CutPrefix(h, "Bearer ")
+	switch {
+	case h == "":
+		return http.StatusUnauthorized, errors.New("no token: send Authorization: Bearer <token>")
+	case !ok || len(token) > 256 || token == "":
+		return http.StatusUnauthorized, errors.New("malformed Authorization header: want Bearer <token>")
+	}
+	p, err := s.o.Principals.Authenticate(ctx, token)
+	if errors.Is(err, principal.ErrUnknownToken) {
+		return http.StatusUnauthorized, errors.New("unknown token")
+	}
+	if err != nil {
+		return http.StatusServiceUnavailable, fmt.Errorf("principals cannot be read: %w", err)
+	}
+	req.p = &p
+	req.rec.Principal, req.rec.Kind, req.rec.ContractRef = p.ID, p.Kind, p.ContractRef
+	if p.Disabled {
+		return http.StatusForbidden, fmt.Errorf("%w: %s", principal.ErrDisabled, p.ID)
+	}
+	return 0, nil
+}
+
+// finish appends the request's record and reports whether the answer may be sent. Without a
+// record there is no answer: 503.
+func (s *Server) finish(ctx context.Context, w http.ResponseWriter, req *request) (uint64, bool) {
+	if req.rec.Principal == "" {
+		req.rec.Principal = "anonymous"
+	}
+	// The audit write must not be cut short by a client that went away.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	rec, err := s.o.Audit.Append(actx, req.rec)
+	s.m.observe(req.rec.Report, req.rec.Decision, time.Since(req.start))
+	if err != nil {
+		s.m.auditFailures.Inc()
+		s.o.Log.Error("audit log append failed; request refused", "principal", req.rec.Principal, "report", req.rec.Report, "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the audit log cannot be written, so the request is refused: " + err.Error(), Status: 503})
+		return 0, false
+	}
+	return rec.Seq, true
+}
+
+// deny records a refusal and answers it.
+func (s *Server) deny(ctx context.Context, w http.ResponseWriter, req *request, status int, err error) {
+	req.rec.Decision, req.rec.Reason = audit.Denied, trunc(err.Error())
+	if status >= 500 {
+		req.rec.Decision = audit.Failed
+	}
+	seq, ok := s.finish(ctx, w, req)
+	if !ok {
+		return
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="shukei"`)
+	}
+	writeJSON(w, status, apiError{Error: err.Error(), Status: status, Audit: seq})
+}
+
+func (s *Server) newRequest(report string) *request {
+	return &request{start: time.Now(), rec: audit.Record{Report: report}}
+}
+
+func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	name := r.PathValue("name")
+	rep, known := lookup(name)
+	req := s.newRequest("unknown")
+	if known {
+		req.rec.Report = name
+	}
+	q := r.URL.Query()
+	req.rec.ParamsHash = paramsHash(q)
+	if status, err := s.authenticate(ctx, r, req); err != nil {
+		s.deny(ctx, w, req, status, err)
+		return
+	}
+	purpose := q.Get("purpose")
+	if _, err := policy.ParsePurpose(purpose); err != nil || len(q["purpose"]) != 1 {
+		if purpose != "" {
+			req.rec.Purpose = "invalid"
+		}
+		s.deny(ctx, w, req, http.StatusBadRequest, fmt.Errorf("declare one purpose: purpose=%s", purposeList()))
+		return
+	}
+	req.rec.Purpose = purpose
+	now := s.o.Now()
+	if err := req.p.Authorize(purpose, now); err != nil {
+		s.deny(ctx, w, req, http.StatusForbidden, err)
+		return
+	}
+	if !known {
+		s.deny(ctx, w, req, http.StatusNotFound, fmt.Errorf("no report %q; GET /v1/reports lists them", trunc(name)))
+		return
+	}
+	if rep.Purpose != purpose {
+		s.deny(ctx, w, req, http.StatusForbidden, fmt.Errorf("report %s serves purpose %s, not %s: a report is read only for its own purpose", rep.Name, rep.Purpose, purpose))
+		return
+	}
+	format, err := outputFormat(r)
+	if err != nil {
+		s.deny(ctx, w, req, http.StatusBadRequest, err)
+		return
+	}
+	args, err := parse(rep.Params, q, now)
+	if err != nil {
+		s.deny(ctx, w, req, http.StatusBadRequest, err)
+		return
+	}
+	conn := s.o.Readers[purpose]
+	if conn == nil {
+		s.deny(ctx, w, req, http.StatusServiceUnavailable, fmt.Errorf("this service has no reader for purpose %s", purpose))
+		return
+	}
+	env := &Env{Conn: conn, DB: s.o.Prefix + "_" + purpose, Prefix: s.o.Prefix, K: s.o.K, MaxRows: s.o.MaxRows, Now: now,
+		Tickets: s.o.Tickets, Lookback: s.o.Lookback, Budget: s.o.Budget}
+	rctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
+	defer cancel()
+	if rep.authorize != nil {
+		err := rep.authorize(rctx, env, args)
+		req.rec.Ticket = env.ticketID
+		var f *Forbidden
+		if errors.As(err, &f) {
+			s.deny(ctx, w, req, http.StatusForbidden, err)
+			return
+		} else if err != nil {
+			s.deny(ctx, w, req, http.StatusServiceUnavailable, fmt.Errorf("authorisation could not be checked: %w", err))
+			return
+		}
+	}
+	rows, err := rep.run(rctx, env, args)
+	var bad *BadParam
+	switch {
+	case errors.As(err, &bad):
+		s.deny(ctx, w, req, http.StatusBadRequest, err)
+		return
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(rctx.Err(), context.DeadlineExceeded):
+		s.deny(ctx, w, req, http.StatusGatewayTimeout, fmt.Errorf("report %s took longer than %s", rep.Name, s.o.Timeout))
+		return
+	case err != nil:
+		s.o.Log.Error("report failed", "report", rep.Name, "err", err)
+		s.deny(ctx, w, req, http.StatusInternalServerError, fmt.Errorf("report %s failed: %w", rep.Name, err))
+		return
+	}
+	truncated := len(rows) > s.o.MaxRows
+	if truncated {
+		rows = rows[:s.o.MaxRows]
+	}
+	req.rec.Decision, req.rec.Rows = audit.Allowed, uint64(len(rows))
+	seq, ok := s.finish(ctx, w, req)
+	if !ok {
+		return
+	}
+	s.m.rows.WithLabelValues(rep.Name).Add(float64(len(rows)))
+	w.Header().Set("X-Shukei-Audit-Seq", strconv.FormatUint(seq, 10))
+	if truncated {
+		w.Header().Set("X-Shukei-Truncated", strconv.Itoa(s.o.MaxRows))
+	}
+	if format == "csv" {
+		writeCSV(w, rep, rows)
+		return
+	}
+	res := result{Report: rep.Name, Purpose: purpose, Title: rep.Title, GeneratedAt: now.Truncate(time.Second), Params: canonical(args),
+		Columns: rep.Columns, Rows: make([]map[string]any, len(rows)), Chart: rep.Chart, AuditSeq: seq, Truncated: truncated}
+	if rep.Threshold {
+		res.K = s.o.K
+	}
+	for i, row := range rows {
+		m := make(map[string]any, len(row))
+		for j, v := range row {
+			m[rep.Columns[j].Name] = jsonValue(v)
+		}
+		res.Rows[i] = m
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// result is a report's JSON answer.
+type result struct {
+	Report      string           `json:"report"`
+	Purpose     string           `json:"purpose"`
+	Title       string           `json:"title"`
+	GeneratedAt time.Time        `json:"generated_at"`
+	K           int              `json:"k,omitempty"`
+	Params      map[string]any   `json:"params"`
+	Columns     []Column         `json:"columns"`
+	Rows        []map[string]any `json:"rows"`
+	Chart       Chart            `json:"chart"`
+	AuditSeq    uint64           `json:"audit_seq"`
+	Truncated   bool             `json:"truncated,omitempty"`
+}
+
+func canonical(a Args) map[string]any {
+	out := make(map[string]any, len(a))
+	for k, v := range a {
+		out[k] = jsonValue(v)
+	}
+	return out
+}
+
+func jsonValue(v any) any {
+	if t, ok := v.(time.Time); ok {
+		if t.Hour() == 0 && t.Minute() == 0 && t.Second() == 0 {
+			return t.Format(time.DateOnly)
+		}
+		return t.Format(time.RFC3339)
+	}
+	return v
+}
+
+func outputFormat(r *http.Request) (string, error) {
+	switch f := r.URL.Query().Get("format"); f {
+	case "json", "csv":
+		return f, nil
+	case "":
+		if strings.Contains(r.Header.Get("Accept"), "text/csv") {
+			return "csv", nil
+		}
+		return "json", nil
+	default:
+		return "", badf("format %q is not json or csv", trunc(f))
+	}
+}
+
+func writeCSV(w http.ResponseWriter, rep *Report, rows [][]any) {
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+rep.Name+`.csv"`)
+	cw := csv.NewWriter(w)
+	head := make([]string, len(rep.Columns))
+	for i, c := range rep.Columns {
+		head[i] = c.Name
+	}
+	_ = cw.Write(head)
+	rec := make([]string, len(rep.Columns))
+	for _, row := range rows {
+		for i, v := range row {
+			switch x := jsonValue(v).(type) {
+			case nil:
+				rec[i] = ""
+			case float64:
+				rec[i] = strconv.FormatFloat(x, 'f', -1, 64)
+			default:
+				rec[i] = fmt.Sprint(x)
+			}
+			// A cell a spreadsheet would run as a formula is quoted as text.
+			if rec[i] != "" && strings.ContainsRune("=+-@", rune(rec[i][0])) {
+				if _, err := strconv.ParseFloat(rec[i], 64); err != nil {
+					rec[i] = "'" + rec[i]
+				}
+			}
+		}
+		_ = cw.Write(rec)
+	}
+	cw.Flush()
+}
+
+func purposeList() string {
+	var names []string
+	for _, p := range policy.Purposes() {
+		names = append(names, p.String())
+	}
+	return strings.Join(names, "|")
+}
+
+// reportInfo is a report as the catalogue and the web page describe it.
+type reportInfo struct {
+	Name        string      `json:"name"`
+	Purpose     string      `json:"purpose"`
+	Title       string      `json:"title"`
+	Description string      `json:"description"`
+	Threshold   bool        `json:"k_threshold"`
+	Params      []paramInfo `json:"params"`
+	Columns     []Column    `json:"columns"`
+	Chart       Chart       `json:"chart"`
+}
+
+type paramInfo struct {
+	Name     string   `json:"name"`
+	Kind     Kind     `json:"kind"`
+	Doc      string   `json:"doc"`
+	Values   []string `json:"values,omitempty"`
+	Min      *int     `json:"min,omitempty"`
+	Max      *int     `json:"max,omitempty"`
+	Multi    bool     `json:"multi,omitempty"`
+	Required bool     `json:"required,omitempty"`
+	Default  string   `json:"default,omitempty"`
+}
+
+func info(r *Report) reportInfo {
+	ri := reportInfo{Name: r.Name, Purpose: r.Purpose, Title: r.Title, Description: r.Description, Threshold: r.Threshold,
+		Columns: r.Columns, Chart: r.Chart}
+	for _, p := range r.Params {
+		pi := paramInfo{Name: p.Name, Kind: p.Kind, Doc: p.Doc, Values: p.Values, Multi: p.Multi, Required: p.Required, Default: p.Default}
+		if p.Kind == Int {
+			pi.Min, pi.Max = &p.Min, &p.Max
+		}
+		ri.Params = append(ri.Params, pi)
+	}
+	return ri
+}
+
+// handleCatalogue lists every report: what exists is public (it is the API), not the data.
+func (s *Server) handleCatalogue(w http.ResponseWriter, _ *http.Request) {
+	out := make([]reportInfo, 0, len(reports))
+	for _, r := range reports {
+		out = append(out, info(r))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"reports": out})
+}
+
+// handleWhoami tells a signed-in principal who it is and which purposes and reports it may use.
+func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	req := s.newRequest("whoami")
+	req.rec.ParamsHash = paramsHash(url.Values{})
+	if status, err := s.authenticate(ctx, r, req); err != nil {
+		s.deny(ctx, w, req, status, err)
+		return
+	}
+	now := s.o.Now()
+	var purposes []string
+	var reps []reportInfo
+	for _, pur := range req.p.Purposes {
+		if req.p.Authorize(pur, now) == nil {
+			purposes = append(purposes, pur)
+			for _, rep := range reports {
+				if rep.Purpose == pur {
+					reps = append(reps, info(rep))
+				}
+			}
+		}
+	}
+	req.rec.Decision = audit.Allowed
+	seq, ok := s.finish(ctx, w, req)
+	if !ok {
+		return
+	}
+	var expires any
+	if !req.p.Expires.IsZero() {
+		expires = req.p.Expires.UTC().Format(time.RFC3339)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"principal": req.p.ID, "kind": req.p.Kind, "contract_ref": req.p.ContractRef, "expires_at": expires,
+		"purposes": purposes, "reports": reps, "k": s.o.K, "audit_seq": seq,
+	})
+}

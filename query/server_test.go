@@ -1,0 +1,258 @@
+package query_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
+
+	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/query"
+	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/query/principal"
+	"github.com/shukei/shukei/registry"
+	chm "github.com/shukei/shukei/schemas/clickhouse"
+)
+
+// Purpose bits of the event store (0003_purpose_marts.sql).
+const (
+	bitSupport   = 1
+	bitSI        = 2
+	bitMarketing = 4
+	bitFollowUp  = 8
+	bitInterview = 16
+	internalAll  = bitSupport | bitSI | bitMarketing | bitFollowUp | bitInterview
+)
+
+// asOf is the last day the tests' reports read; the data sits in the two weeks before it.
+var asOf = time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+
+type ev struct {
+	tenant, category, item, user, status, edition, band string
+	at                                                  time.Time
+	uses                                                uint32
+	purposes                                            uint16
+	op, code                                            string
+}
+
+type fixture struct {
+	t       *testing.T
+	conn    driver.Conn
+	db      string
+	srv     *httptest.Server
+	reg     *registry.Registry
+	log     *audit.Log
+	tokens  map[string]string
+	now     time.Time
+	readers map[string]driver.Conn
+}
+
+func insert(t *testing.T, conn driver.Conn, db string, evs []ev) {
+	t.Helper()
+	ctx := context.Background()
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".events (event_id, tenant_id, occurred_at, ingested_at, category, schema_version, source, user_pseudonym, os, os_major, device_kind, contract_status, edition, size_band, purposes, policy_version, app_id, action, feature_id, use_count, operation_id, result_code, request_id)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		var app, feature, action string
+		switch e.category {
+		case "app_access", "operation":
+			app, action = e.item, "open"
+		default:
+			feature = e.item
+		}
+		purposes := e.purposes
+		if purposes == 0 {
+			purposes = internalAll
+		}
+		if err := b.Append(uuid.New(), e.tenant, e.at, time.Now().UTC(), e.category, uint8(1), "test", fmt.Sprintf("%-16.16s", e.tenant+"/"+e.user),
+			"windows", uint16(11), "desktop", e.status, e.edition, e.band, purposes, uint16(1), app, action, feature, e.uses,
+			e.op, e.code, "req-"+e.user); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatalf("insert events: %v", err)
+	}
+}
+
+// newFixture migrates a database of the test's own, declares the purpose readers, registers
+// principals and starts the service on loopback.
+func newFixture(t *testing.T, evs []ev) *fixture {
+	conn, cfg := servicetest.ClickHouse(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := cfg.ClickHouse.Database
+	if _, err := chm.Apply(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	master, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
+	readers := chm.Readers(db, master)
+	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, readers, []string{"127.0.0.1", "::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(path) })
+	f := &fixture{t: t, conn: conn, db: db, tokens: map[string]string{}, readers: map[string]driver.Conn{},
+		now: time.Now().UTC().Truncate(time.Second)}
+	for _, r := range readers {
+		rc, err := chm.OpenReader(ctx, cfg.ClickHouse.Options(), r, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rc.Close() })
+		f.readers[r.Purpose] = rc
+	}
+	insert(t, conn, db, evs)
+
+	store := principal.New(conn, db)
+	for _, p := range []principal.Principal{
+		{ID: "pm", Kind: principal.Employee, Purposes: []string{"service_improvement", "marketing", "follow_up", "interview_selection"}},
+		{ID: "helpdesk", Kind: principal.Employee, Purposes: []string{"support"}},
+		{ID: "agency", Kind: principal.Contractor, Purposes: []string{"marketing"}, ContractRef: "C-2026-7", Expires: f.now.Add(24 * time.Hour)},
+		{ID: "old-agency", Kind: principal.Contractor, Purposes: []string{"marketing"}, ContractRef: "C-2025-1", Expires: f.now.Add(-time.Hour)},
+		{ID: "partner", Kind: principal.Partner, Purposes: []string{"external_aggregate"}},
+	} {
+		tok, err := store.Add(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.tokens[p.ID] = tok
+	}
+	f.reg = registry.New(conn, db, master)
+	for _, id := range []string{"acme", "beta-co"} {
+		if _, err := f.reg.Add(ctx, registry.Tenant{ID: id, Status: registry.StatusContracted, Edition: "standard", SizeBand: "m"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.log = audit.New(conn, db)
+	f.srv = httptest.NewServer(f.server(f.log))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fixture) server(log *audit.Log) *query.Server {
+	s, err := query.New(query.Options{
+		Principals: principal.New(f.conn, f.db), Audit: log, Tickets: f.reg, Readers: f.readers, Prefix: f.db,
+		K: 5, MaxRows: 1000, Timeout: 10 * time.Second, Lookback: 7 * 24 * time.Hour,
+		Budget: ledger.Budget{Epsilon: 31, Delta: 1e-6},
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return s
+}
+
+// get requests path as principal who ("" for no token) and returns the status and body.
+func (f *fixture) get(who, path string, q url.Values) (int, []byte, http.Header) {
+	f.t.Helper()
+	req, _ := http.NewRequest("GET", f.srv.URL+path+"?"+q.Encode(), nil)
+	if who != "" {
+		tok := f.tokens[who]
+		if tok == "" {
+			tok = who // a raw token
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, resp.Header
+}
+
+type result struct {
+	K        int              `json:"k"`
+	Rows     []map[string]any `json:"rows"`
+	AuditSeq uint64           `json:"audit_seq"`
+	Error    string           `json:"error"`
+}
+
+// report runs a report and decodes its answer, failing unless the status is want.
+func (f *fixture) report(who, name string, want int, kv ...string) result {
+	f.t.Helper()
+	q := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		q.Add(kv[i], kv[i+1])
+	}
+	status, body, _ := f.get(who, "/v1/reports/"+name, q)
+	if status != want {
+		f.t.Fatalf("%s %s %v: status %d, want %d: %s", who, name, q, status, want, body)
+	}
+	var r result
+	if err := json.Unmarshal(body, &r); err != nil {
+		f.t.Fatalf("%s: %v: %s", name, err, body)
+	}
+	return r
+}
+
+// lastAudit returns the newest audit record.
+func (f *fixture) lastAudit() audit.Record {
+	f.t.Helper()
+	var r audit.Record
+	if err := f.conn.QueryRow(context.Background(), "SELECT seq, principal_id, principal_kind, contract_ref, purpose, ticket, report, decision, reason, rows FROM "+f.db+".audit_log ORDER BY seq DESC LIMIT 1").
+		Scan(&r.Seq, &r.Principal, &r.Kind, &r.ContractRef, &r.Purpose, &r.Ticket, &r.Report, &r.Decision, &r.Reason, &r.Rows); err != nil {
+		f.t.Fatal(err)
+	}
+	return r
+}
+
+// tenants returns n tenant ids prefix1..prefixN.
+func tenants(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%d", prefix, i+1)
+	}
+	return out
+}
+
+func use(ts []string, feature, status, edition string, at time.Time, users int) []ev {
+	var out []ev
+	for _, t := range ts {
+		for u := range users {
+			out = append(out, ev{tenant: t, category: "feature_use", item: feature, user: fmt.Sprintf("u%d", u), status: status,
+				edition: edition, band: "m", at: at, uses: 2})
+		}
+	}
+	return out
+}
+
+func n(v any) float64 {
+	f, _ := v.(float64)
+	return f
+}
+
+func find(rows []map[string]any, kv ...string) map[string]any {
+	for _, r := range rows {
+		ok := true
+		for i := 0; i+1 < len(kv); i += 2 {
+			if fmt.Sprint(r[kv[i]]) != kv[i+1] {
+				ok = false
+			}
+		}
+		if ok {
+			return r
+		}
+	}
+	return nil
+}
+
+func httptestServer(t *testing.T, h http.Handler) *httptest.Server {
+	s := httptest.NewServer(h)
+	t.Cleanup(s.Close)
+	return s
+}
