@@ -18,7 +18,8 @@ build:
 MASTER_KEY ?= .services/master.key
 demo: services-up build
 	@$(BIN) keys init --file $(MASTER_KEY) >/dev/null
-	SHUKEI_ANONYMIZER_MASTER_KEY_FILE=$(MASTER_KEY) $(BIN) demo $(DEMO_ARGS)
+	SHUKEI_ANONYMIZER_MASTER_KEY_FILE=$(MASTER_KEY) SHUKEI_CLICKHOUSE_USERS_DIR=$$(cat .services/clickhouse.dir)/users.d \
+	  $(BIN) demo $(DEMO_ARGS)
 
 ## Every test, against the real Kafka and ClickHouse that services-up starts. The TypeScript
 ## SDK is built and unit-tested first; a Go test then runs its integration test against a real

@@ -40,7 +40,11 @@ events through the Go SDK together with events that carry customer content, writ
 three days of a synthetic customer base of 300 tenants to the raw topic, runs the processor until
 every message is accounted for, shows what each purpose's mart received, then runs the
 aggregator until the closed days are released with differential privacy and shows the releases
-and the privacy budget. The query service is not built yet; demo says so.`,
+and the privacy budget. Then it starts the query service, signs in as the product team, a
+research agency under contract and a statistics partner, prints what each reads (feature ranking,
+contracted vs trial, follow-up and interview candidates, a DP release and the budget), a refused
+request and the verified audit chain, and keeps the web page up until Ctrl-C (--exit: stop after
+printing).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -73,9 +77,21 @@ and the privacy budget. The query service is not built yet; demo says so.`,
 			if err := demoAggregate(ctx, out, a, master); err != nil {
 				return err
 			}
-			fmt.Fprintln(out, "\n-- Not built yet (see the open issues): query service and web page, load generator")
-			fmt.Fprintln(out, "   driving a million events over 14 simulated days.")
-			_ = exit // the demo exits after printing until it has a web page to keep serving
+			addr, tokens, stop, err := demoQuery(ctx, out, a)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			fmt.Fprintln(out, "\n-- Not built yet (see the open issues): the load generator driving a million events over")
+			fmt.Fprintln(out, "   14 simulated days, and the per-stage throughput of the demo run.")
+			if exit {
+				return nil
+			}
+			fmt.Fprintf(out, "\n== The web page is at http://%s/ — sign in with a token (Ctrl-C stops):\n", addr)
+			for _, p := range demoPrincipals {
+				fmt.Fprintf(out, "   %-16s %s\n", p.ID, tokens[p.ID])
+			}
+			<-ctx.Done()
 			return nil
 		},
 	}

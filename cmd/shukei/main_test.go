@@ -140,6 +140,12 @@ func TestDemoOnRealServices(t *testing.T) {
 		"no_purpose",
 		"duplicate_event_id",
 		"input_data.email",
+		"Feature ranking — product-team reads feature_ranking for service_improvement",
+		"Contracted vs trial — product-team reads contract_comparison for marketing",
+		"Follow-up candidates — product-team reads tenant_signals for follow_up",
+		"Interview candidates — research-agency reads interview_candidates for interview_selection",
+		"Differentially private release — stats-partner reads dp_releases for external_aggregate",
+		"Refused — research-agency asks contract_comparison for marketing: 403 purpose not granted",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
@@ -164,6 +170,14 @@ func TestDemoOnRealServices(t *testing.T) {
 	}
 	if m := regexp.MustCompile(`(\d+) of (\d+) windows released`).FindStringSubmatch(out); m == nil || m[1] != m[2] || m[1] == "0" {
 		t.Errorf("the aggregator did not release every closed window: %v", m)
+	}
+	// The reports carry real rows: the ranking of the past days' features, and an audit chain
+	// holding every request the demo made (7 reports, one refusal).
+	if m := regexp.MustCompile(`reads feature_ranking for service_improvement \((\d+) rows, every value from segments of ≥5 tenants`).FindStringSubmatch(out); m == nil || m[1] == "0" {
+		t.Errorf("feature ranking rows: %v", m)
+	}
+	if m := regexp.MustCompile(`audit log: (\d+) records, hash chain verified`).FindStringSubmatch(out); m == nil || m[1] != "7" {
+		t.Errorf("audit chain after the demo's requests: %v", m)
 	}
 	for _, leak := range []string{"taro.yamada", "山田太郎"} {
 		if strings.Contains(out, leak) {
