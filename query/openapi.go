@@ -124,7 +124,7 @@ func paramSchema(p Param) obj {
 	case Int:
 		s = obj{"type": "integer", "minimum": p.Min, "maximum": p.Max}
 	case Date:
-		s = obj{"type": "string", "pattern": `^(\d{4}-\d{2}-\d{2}|today)$`}
+		s = obj{"type": "string", "pattern": `^(\d{4}-\d{2}-\d{2}|today|last_week)$`}
 	case Month:
 		s = obj{"type": "string", "pattern": `^(\d{4}-\d{2}|current)$`}
 	case Time:

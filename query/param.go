@@ -161,12 +161,16 @@ func (p *Param) value(v string, now time.Time) (any, error) {
 		}
 		return n, nil
 	case Date:
-		if v == "today" {
-			return now.UTC().Truncate(24 * time.Hour), nil
+		today := now.UTC().Truncate(24 * time.Hour)
+		switch v {
+		case "today":
+			return today, nil
+		case "last_week": // the Monday of the last complete ISO week
+			return today.AddDate(0, 0, -((int(today.Weekday())+6)%7)-7), nil
 		}
 		t, err := time.Parse(time.DateOnly, v)
 		if err != nil {
-			return nil, badf("parameter %s: %q is not a date (YYYY-MM-DD or today)", p.Name, trunc(v))
+			return nil, badf("parameter %s: %q is not a date (YYYY-MM-DD, today or last_week)", p.Name, trunc(v))
 		}
 		return t, nil
 	case Month:

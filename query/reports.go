@@ -40,7 +40,9 @@ func lookup(name string) (*Report, bool) {
 // Parameters several reports share.
 var (
 	pAsOf = Param{Name: "as_of", Kind: Date, Default: "today",
-		Doc: "last day (UTC) of the period read; the period is the days up to and including it"}
+		Doc: "last day (UTC) read: the period is whole ISO weeks ending with as_of's week, this week up to as_of"}
+	pWeek = Param{Name: "week", Kind: Date, Default: "last_week",
+		Doc: "any day of the ISO week (Monday to Sunday, UTC) reported; default the last complete week"}
 	pEditions = Param{Name: "edition", Kind: Ident, Multi: true,
 		Doc: "only these editions (comma-separated); default: every edition"}
 	pStatuses = Param{Name: "status", Kind: Enum, Multi: true, Values: []string{"trial", "beta", "contracted"},
@@ -59,20 +61,20 @@ func featureRanking() *Report {
 	return &Report{
 		Name: "feature_ranking", Purpose: "service_improvement", Threshold: true,
 		Title: "Feature ranking",
-		Description: "Features (or applications) ranked by the distinct tenants that used them in the 7 days up to as_of, " +
-			"with distinct users, uses, and the week-over-week change in tenants; by edition or over all editions. " +
+		Description: "Features (or applications) ranked by the distinct tenants that used them in one ISO week (Monday to Sunday), " +
+			"with distinct users, uses, and the change in tenants from the week before; by edition or over all editions. " +
 			"Clause 3(1)-2: compare feature frequencies to decide what to improve.",
-		Params: []Param{pAsOf, pCategory, pEditions,
+		Params: []Param{pWeek, pCategory, pEditions,
 			{Name: "by_edition", Kind: Bool, Default: "true", Doc: "one ranking per edition (true) or one over all editions (false)"},
 			{Name: "limit", Kind: Int, Min: 1, Max: 500, Default: "50", Doc: "features per ranking"}},
 		Columns: []Column{
 			{"edition", "string", "edition, or 'all'"},
 			{"rank", "integer", "1 = used by the most tenants"},
 			{"feature", "string", "feature id (or application id)"},
-			{"tenants", "integer", "distinct tenants in the 7 days up to as_of"},
-			{"users", "integer", "distinct users (pseudonymous, approximate) in those days"},
+			{"tenants", "integer", "distinct tenants in the week"},
+			{"users", "integer", "distinct users (pseudonymous, approximate) in the week"},
 			{"uses", "integer", "uses (feature_use counts, or accesses)"},
-			{"tenants_prev_week", "integer", "distinct tenants in the 7 days before; null when no segment reached k"},
+			{"tenants_prev_week", "integer", "distinct tenants in the week before; null when no segment reached k"},
 			{"trend_pct", "number", "week-over-week change in tenants, percent; null without a previous week"},
 		},
 		Chart: Chart{Kind: "bar", Label: "feature", Value: "tenants", Series: "edition"},
@@ -81,22 +83,22 @@ func featureRanking() *Report {
 }
 
 func runFeatureRanking(ctx context.Context, e *Env, a Args) ([][]any, error) {
-	asOf := a.Time("as_of")
-	cur, prev := asOf.AddDate(0, 0, -6), asOf.AddDate(0, 0, -13)
+	cur := monday(a.Time("week"))
+	prev := cur.AddDate(0, 0, -7)
 	// Segments (atoms) are (feature, edition, week): each tenant is in one per feature and
 	// week (its latest edition that week); only segments of at least k tenants are read, so any
 	// cell below — and any difference of two cells — is built from whole segments of ≥ k.
 	rows, err := e.Conn.Query(ctx, `
 SELECT feature, edition, period, count() AS tenants, sum(u) AS users, sum(s) AS uses
 FROM (
-    SELECT tenant_id, feature, day >= toDate(?) AS period, argMax(edition, day) AS edition,
+    SELECT tenant_id, feature, week = toDate(?) AS period, argMaxMerge(edition) AS edition,
            uniqMerge(users) AS u, sumMerge(uses) AS s
-    FROM `+e.DB+`.feature_daily
-    WHERE day >= toDate(?) AND day <= toDate(?) AND category = ?
+    FROM `+e.DB+`.feature_weekly
+    WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
     GROUP BY tenant_id, feature, period
 )
 GROUP BY feature, edition, period
-HAVING tenants >= ?`, day(cur), day(prev), day(asOf), a.Str("category"), uint64(e.K))
+HAVING tenants >= ?`, day(cur), day(prev), day(cur), a.Str("category"), uint64(e.K))
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +173,12 @@ HAVING tenants >= ?`, day(cur), day(prev), day(asOf), a.Str("category"), uint64(
 	return out, nil
 }
 
+// monday is the first day of t's ISO week.
+func monday(t time.Time) time.Time {
+	t = t.UTC().Truncate(24 * time.Hour)
+	return t.AddDate(0, 0, -((int(t.Weekday()) + 6) % 7))
+}
+
 func round1(f float64) float64 { return math.Round(f*10) / 10 }
 
 // --- marketing -----------------------------------------------------------------------------
@@ -180,9 +188,9 @@ func contractComparison() *Report {
 		Name: "contract_comparison", Purpose: "marketing", Threshold: true,
 		Title: "Contracted vs trial",
 		Description: "Adoption and activity of contracted, trial and beta tenants, per feature (or application) and " +
-			"overall (feature '*'), over the days up to as_of. Clause 3(1)-3: compare contracted with not-contracted customers.",
-		Params: []Param{pAsOf,
-			{Name: "days", Kind: Int, Min: 1, Max: 90, Default: "28", Doc: "length of the period in days"},
+			"overall (feature '*'), over whole ISO weeks ending with week. Clause 3(1)-3: compare contracted with not-contracted customers.",
+		Params: []Param{pWeek,
+			{Name: "weeks", Kind: Int, Min: 1, Max: 13, Default: "4", Doc: "length of the period in weeks, ending with week"},
 			pCategory, pEditions,
 			{Name: "status", Kind: Enum, Multi: true, Values: []string{"trial", "beta", "contracted"}, Default: "trial,beta,contracted",
 				Doc: "contract statuses compared"},
@@ -205,18 +213,18 @@ func contractComparison() *Report {
 }
 
 func runContractComparison(ctx context.Context, e *Env, a Args) ([][]any, error) {
-	asOf := a.Time("as_of")
-	from := asOf.AddDate(0, 0, -(a.Int("days") - 1))
+	to := monday(a.Time("week"))
+	from := to.AddDate(0, 0, -7*(a.Int("weeks")-1))
 	// Segments are (status, edition[, feature]): each tenant in one, by its latest status and
 	// edition in the period; only segments of at least k tenants are read.
-	segment := `SELECT tenant_id, argMax(contract_status, day) AS status, argMax(edition, day) AS edition
-        FROM ` + e.DB + `.activity_daily WHERE day >= toDate(?) AND day <= toDate(?) GROUP BY tenant_id`
+	segment := `SELECT tenant_id, argMaxMerge(contract_status) AS status, argMaxMerge(edition) AS edition
+        FROM ` + e.DB + `.activity_weekly WHERE week >= toDate(?) AND week <= toDate(?) GROUP BY tenant_id`
 	rows, err := e.Conn.Query(ctx, `
 SELECT status, edition, feature, count() AS tenants, sum(u) AS users, sum(s) AS uses
 FROM (
     SELECT tenant_id, feature, uniqMerge(users) AS u, sumMerge(uses) AS s
-    FROM `+e.DB+`.activity_daily
-    WHERE day >= toDate(?) AND day <= toDate(?) AND category = ?
+    FROM `+e.DB+`.activity_weekly
+    WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
     GROUP BY tenant_id, feature
 ) ANY INNER JOIN (`+segment+`) USING tenant_id
 GROUP BY status, edition, feature
@@ -224,16 +232,16 @@ HAVING tenants >= ?
 UNION ALL
 SELECT status, edition, '*' AS feature, count() AS tenants, sum(u) AS users, sum(s) AS uses
 FROM (
-    SELECT tenant_id, argMax(contract_status, day) AS status, argMax(edition, day) AS edition,
+    SELECT tenant_id, argMaxMerge(contract_status) AS status, argMaxMerge(edition) AS edition,
            uniqMerge(users) AS u, sumMerge(events) AS s
-    FROM `+e.DB+`.activity_daily
-    WHERE day >= toDate(?) AND day <= toDate(?)
+    FROM `+e.DB+`.activity_weekly
+    WHERE week >= toDate(?) AND week <= toDate(?)
     GROUP BY tenant_id
 )
 GROUP BY status, edition
 HAVING tenants >= ?`,
-		day(from), day(asOf), a.Str("category"), day(from), day(asOf), uint64(e.K),
-		day(from), day(asOf), uint64(e.K))
+		day(from), day(to), a.Str("category"), day(from), day(to), uint64(e.K),
+		day(from), day(to), uint64(e.K))
 	if err != nil {
 		return nil, err
 	}
@@ -323,9 +331,10 @@ func tenantSignals() *Report {
 	return &Report{
 		Name: "tenant_signals", Purpose: "follow_up",
 		Title: "Follow-up signals",
-		Description: "One row per trial or contracted tenant: last activity, active days and features adopted in the 28 days up " +
-			"to as_of, events this week against the week before, and the signal and channel that follow. No per-user rows. " +
-			"Clause 3(1)-4: choose the channel, content and timing of follow-up.",
+		Description: "One row per trial or contracted tenant: last activity, active days, features adopted and users over the four " +
+			"ISO weeks up to as_of, the events of as_of's week against the week before (per day, so a week in progress compares " +
+			"fairly), and the signal and channel that follow. No per-user rows. Clause 3(1)-4: choose the channel, content " +
+			"and timing of follow-up.",
 		Params: []Param{pAsOf,
 			{Name: "status", Kind: Enum, Multi: true, Values: []string{"trial", "beta", "contracted"}, Default: "trial,contracted",
 				Doc: "contract statuses followed up"},
@@ -337,14 +346,14 @@ func tenantSignals() *Report {
 			{"status", "string", "contract status"},
 			{"edition", "string", "edition"},
 			{"size_band", "string", "size band"},
-			{"last_active", "time", "last event in the 28 days"},
-			{"active_days", "integer", "days with activity in the 28 days"},
-			{"features_adopted", "integer", "distinct features used in the 28 days"},
-			{"users_7d", "integer", "distinct users in the last 7 days (approximate)"},
-			{"events_7d", "integer", "events in the last 7 days"},
-			{"events_prev_7d", "integer", "events in the 7 days before"},
-			{"trend_pct", "number", "change of events_7d over events_prev_7d, percent; null when the week before was empty"},
-			{"signal", "string", "dormant, declining, new, rising or steady"},
+			{"last_active", "time", "last event in the four weeks"},
+			{"active_days", "integer", "days with activity in the four weeks"},
+			{"features_adopted", "integer", "distinct features used in the four weeks"},
+			{"users", "integer", "distinct users in the four weeks (approximate)"},
+			{"events_this_week", "integer", "events in as_of's week up to as_of"},
+			{"events_last_week", "integer", "events in the week before"},
+			{"trend_pct", "number", "change of events per day, this week over last; null when last week was empty"},
+			{"signal", "string", "dormant (nothing in the last 7 days), declining, new (first seen this week), rising or steady"},
 			{"suggestion", "string", "channel and content that fit the signal and status"},
 		},
 		Chart: Chart{Kind: "table"},
@@ -374,28 +383,37 @@ func suggestion(status, signal string) string {
 	return "newsletter"
 }
 
-func runTenantSignals(ctx context.Context, e *Env, a Args) ([][]any, error) {
-	asOf := a.Time("as_of")
-	from, week, prevWeek := asOf.AddDate(0, 0, -27), asOf.AddDate(0, 0, -6), asOf.AddDate(0, 0, -13)
-	having, args := []string{"has(?, status)"}, []any{a.List("status")}
+// tenantFilters renders the per-tenant reports' filters as HAVING conditions.
+func tenantFilters(a Args) (having []string, args []any) {
+	having, args = []string{"has(?, status)"}, []any{a.List("status")}
 	if l := a.List("edition"); len(l) > 0 {
 		having, args = append(having, "has(?, edition)"), append(args, l)
 	}
 	if l := a.List("size_band"); len(l) > 0 {
 		having, args = append(having, "has(?, size_band)"), append(args, l)
 	}
+	return having, args
+}
+
+func runTenantSignals(ctx context.Context, e *Env, a Args) ([][]any, error) {
+	asOf := a.Time("as_of")
+	this := monday(asOf)
+	last, from := this.AddDate(0, 0, -7), this.AddDate(0, 0, -21)
+	elapsed := asOf.Sub(this).Hours()/24 + 1 // days of this week up to as_of
+	having, args := tenantFilters(a)
 	rows, err := e.Conn.Query(ctx, `
-SELECT tenant_id, argMax(contract_status, day) AS status, argMax(edition, day) AS edition, argMax(size_band, day) AS size_band,
-       maxMerge(last_seen) AS last_active, uniqExact(day) AS active_days,
-       uniqExactIf(item, category = 'feature_use') AS features,
-       uniqMergeIf(users, day >= toDate(?)) AS users_7d,
-       sumMergeIf(events, day >= toDate(?)) AS events_7d,
-       sumMergeIf(events, day >= toDate(?) AND day < toDate(?)) AS events_prev
-FROM `+e.DB+`.tenant_daily
-WHERE day >= toDate(?) AND day <= toDate(?)
+SELECT tenant_id, argMaxMerge(contract_status) AS status, argMaxMerge(edition) AS edition, argMaxMerge(size_band) AS size_band,
+       maxMerge(last_seen) AS last_active, uniqExactMerge(active_days) AS days,
+       length(arrayFilter(x -> x != '', groupUniqArrayMerge(features))) AS features,
+       uniqMerge(users) AS users,
+       sumMergeIf(events, week = toDate(?)) AS events_this,
+       sumMergeIf(events, week = toDate(?)) AS events_last,
+       sumMergeIf(events, week < toDate(?)) AS events_before
+FROM `+e.DB+`.tenant_weekly
+WHERE week >= toDate(?) AND week <= toDate(?)
 GROUP BY tenant_id
 HAVING `+strings.Join(having, " AND "),
-		append([]any{day(week), day(week), day(prevWeek), day(week), day(from), day(asOf)}, args...)...)
+		append([]any{day(this), day(last), day(this), day(from), day(this)}, args...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -403,41 +421,41 @@ HAVING `+strings.Join(having, " AND "),
 	type row struct {
 		vals    []any
 		urgency int
-		drop    float64
+		change  float64
 	}
 	var all []row
 	want := a.List("signal")
 	for rows.Next() {
 		var id, status, edition, band string
-		var last time.Time
-		var days, features, users, ev, evPrev uint64
-		if err := rows.Scan(&id, &status, &edition, &band, &last, &days, &features, &users, &ev, &evPrev); err != nil {
+		var lastActive time.Time
+		var days, features, users, evThis, evLast, evBefore uint64
+		if err := rows.Scan(&id, &status, &edition, &band, &lastActive, &days, &features, &users, &evThis, &evLast, &evBefore); err != nil {
 			return nil, err
 		}
 		var trend any
+		change := 0.0
+		if evLast > 0 {
+			change = 100 * (float64(evThis)/elapsed/(float64(evLast)/7) - 1)
+			trend = round1(change)
+		}
 		signal := "steady"
 		switch {
-		case last.Before(asOf.AddDate(0, 0, -6)):
+		case lastActive.Before(asOf.Add(24*time.Hour).AddDate(0, 0, -7)):
 			signal = "dormant"
-		case evPrev == 0:
+		case evBefore == 0:
 			signal = "new"
-		case float64(ev) <= 0.75*float64(evPrev):
+		case evLast > 0 && change <= -25:
 			signal = "declining"
-		case float64(ev) >= 1.25*float64(evPrev):
+		case evLast == 0 || change >= 25:
 			signal = "rising"
-		}
-		change := 0.0
-		if evPrev > 0 {
-			change = 100 * (float64(ev) - float64(evPrev)) / float64(evPrev)
-			trend = round1(change)
 		}
 		if len(want) > 0 && !slices.Contains(want, signal) {
 			continue
 		}
 		all = append(all, row{
-			vals: []any{id, status, edition, band, last.UTC(), days, features, users, ev, evPrev, trend, signal,
+			vals: []any{id, status, edition, band, lastActive.UTC(), days, features, users, evThis, evLast, trend, signal,
 				suggestion(status, signal)},
-			urgency: slices.Index(signals, signal), drop: change})
+			urgency: slices.Index(signals, signal), change: change})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -447,8 +465,8 @@ HAVING `+strings.Join(having, " AND "),
 		if all[i].urgency != all[j].urgency {
 			return all[i].urgency < all[j].urgency
 		}
-		if all[i].drop != all[j].drop {
-			return all[i].drop < all[j].drop
+		if all[i].change != all[j].change {
+			return all[i].change < all[j].change
 		}
 		return all[i].vals[0].(string) < all[j].vals[0].(string)
 	})
@@ -465,11 +483,11 @@ func interviewCandidates() *Report {
 	return &Report{
 		Name: "interview_candidates", Purpose: "interview_selection",
 		Title: "Interview candidates",
-		Description: "Tenants ranked by usage profile over the days up to as_of: breadth (features used), depth (active users) " +
-			"and regularity (active days). Filters narrow by edition, size band, status and features used. No per-user rows. " +
-			"Clause 3(1)-5: pick the customers to interview.",
+		Description: "Tenants ranked by usage profile over whole ISO weeks up to as_of: breadth (features used), depth (active " +
+			"users) and regularity (active days). Filters narrow by edition, size band, status and features used. No per-user " +
+			"rows. Clause 3(1)-5: pick the customers to interview.",
 		Params: []Param{pAsOf,
-			{Name: "days", Kind: Int, Min: 7, Max: 90, Default: "28", Doc: "length of the period in days"},
+			{Name: "weeks", Kind: Int, Min: 1, Max: 13, Default: "4", Doc: "length of the period in weeks, ending with as_of's week"},
 			pEditions, pSizeBands,
 			{Name: "status", Kind: Enum, Multi: true, Values: []string{"trial", "beta", "contracted"}, Default: "trial,beta,contracted",
 				Doc: "contract statuses considered"},
@@ -486,7 +504,7 @@ func interviewCandidates() *Report {
 			{"active_days", "integer", "days with activity"},
 			{"events", "integer", "events"},
 			{"customizations", "integer", "most customisations reported"},
-			{"score", "number", "features_used × log2(1 + active_users) × active_days / days"},
+			{"score", "number", "features_used × log2(1 + active_users) × active_days / days in the period"},
 		},
 		Chart: Chart{Kind: "bar", Label: "tenant_id", Value: "score", Series: "edition"},
 		run:   runInterviewCandidates,
@@ -495,27 +513,22 @@ func interviewCandidates() *Report {
 
 func runInterviewCandidates(ctx context.Context, e *Env, a Args) ([][]any, error) {
 	asOf := a.Time("as_of")
-	days := a.Int("days")
-	from := asOf.AddDate(0, 0, -(days - 1))
-	having, args := []string{"has(?, status)"}, []any{a.List("status")}
-	if l := a.List("edition"); len(l) > 0 {
-		having, args = append(having, "has(?, edition)"), append(args, l)
-	}
-	if l := a.List("size_band"); len(l) > 0 {
-		having, args = append(having, "has(?, size_band)"), append(args, l)
-	}
+	to := monday(asOf)
+	from := to.AddDate(0, 0, -7*(a.Int("weeks")-1))
+	days := asOf.Sub(from).Hours()/24 + 1
+	having, args := tenantFilters(a)
 	if l := a.List("feature"); len(l) > 0 {
 		having, args = append(having, "hasAll(used, ?)"), append(args, l)
 	}
 	rows, err := e.Conn.Query(ctx, `
-SELECT tenant_id, argMax(contract_status, day) AS status, argMax(edition, day) AS edition, argMax(size_band, day) AS size_band,
-       uniqExactIf(item, category = 'feature_use') AS features_used, uniqMerge(users) AS active_users,
-       uniqExact(day) AS active_days, sumMerge(events) AS events, maxMerge(customizations) AS customizations,
-       groupUniqArrayIf(item, category = 'feature_use') AS used
-FROM `+e.DB+`.tenant_daily
-WHERE day >= toDate(?) AND day <= toDate(?)
+SELECT tenant_id, argMaxMerge(contract_status) AS status, argMaxMerge(edition) AS edition, argMaxMerge(size_band) AS size_band,
+       groupUniqArrayMerge(features) AS used, length(arrayFilter(x -> x != '', used)) AS features_used,
+       uniqMerge(users) AS active_users, uniqExactMerge(active_days) AS days, sumMerge(events) AS events,
+       maxMerge(customizations) AS customizations
+FROM `+e.DB+`.tenant_weekly
+WHERE week >= toDate(?) AND week <= toDate(?)
 GROUP BY tenant_id
-HAVING `+strings.Join(having, " AND "), append([]any{day(from), day(asOf)}, args...)...)
+HAVING `+strings.Join(having, " AND "), append([]any{day(from), day(to)}, args...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -527,13 +540,13 @@ HAVING `+strings.Join(having, " AND "), append([]any{day(from), day(asOf)}, args
 	var all []cand
 	for rows.Next() {
 		var id, status, edition, band string
+		var used []string
 		var features, users, active, events uint64
 		var custom uint32
-		var used []string
-		if err := rows.Scan(&id, &status, &edition, &band, &features, &users, &active, &events, &custom, &used); err != nil {
+		if err := rows.Scan(&id, &status, &edition, &band, &used, &features, &users, &active, &events, &custom); err != nil {
 			return nil, err
 		}
-		score := round3(float64(features) * math.Log2(1+float64(users)) * float64(active) / float64(days))
+		score := round3(float64(features) * math.Log2(1+float64(users)) * float64(active) / days)
 		all = append(all, cand{vals: []any{id, status, edition, band, features, users, active, events, custom, score}, score: score})
 	}
 	if err := rows.Err(); err != nil {

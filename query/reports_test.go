@@ -12,8 +12,8 @@ import (
 	"github.com/shukei/shukei/query/audit"
 )
 
-// The data every test below reads: as_of is 2026-11-20, "this week" 11-14..11-20, the week
-// before 11-07..11-13.
+// The data every test below reads: as_of is Friday 2026-11-20, in the ISO week from Monday
+// 11-16; the week before starts on 11-09.
 func data(now time.Time) []ev {
 	week, prev, old := asOf.AddDate(0, 0, -1), asOf.AddDate(0, 0, -8), asOf.AddDate(0, 0, -10)
 	pro := tenants("p", 6)
@@ -80,7 +80,7 @@ func TestSecurity(t *testing.T) {
 	expect("pm", "no_such_report", 404, "purpose", "marketing")
 
 	// Contractors: in force, audited with the contract; expired, refused.
-	got := expect("agency", "contract_comparison", 200, "purpose", "marketing", "as_of", "2026-11-20")
+	got := expect("agency", "contract_comparison", 200, "purpose", "marketing", "week", "2026-11-20")
 	if a := f.lastAudit(); a.ContractRef != "C-2026-7" || a.Kind != "contractor" || a.Decision != audit.Allowed || a.Rows != uint64(len(got.Rows)) || a.Rows == 0 {
 		t.Errorf("contractor audit record %+v (rows returned %d)", a, len(got.Rows))
 	}
@@ -97,7 +97,7 @@ func TestSecurity(t *testing.T) {
 		{"feature_ranking", "service_improvement", "edition", "standard' OR 1=1 --"},
 		{"feature_ranking", "service_improvement", "edition", "standard) UNION ALL SELECT * FROM shukei.events --"},
 		{"feature_ranking", "service_improvement", "limit", "1; DROP TABLE x"},
-		{"feature_ranking", "service_improvement", "as_of", "2026-11-20' --"},
+		{"feature_ranking", "service_improvement", "week", "2026-11-20' --"},
 		{"feature_ranking", "service_improvement", "category", "feature_use OR 1"},
 		{"feature_ranking", "service_improvement", "by_edition", "1"},
 		{"interview_candidates", "interview_selection", "feature", "board,chat\"); SELECT 1"},
@@ -178,7 +178,7 @@ func TestSecurity(t *testing.T) {
 	// When the audit log cannot be written, nothing is answered.
 	broken := httptestServer(t, f.server(audit.New(f.conn, "no_such_database")))
 	f.srv = broken
-	status, body, _ = f.get("pm", "/v1/reports/feature_ranking", url.Values{"purpose": {"service_improvement"}, "as_of": {"2026-11-20"}})
+	status, body, _ = f.get("pm", "/v1/reports/feature_ranking", url.Values{"purpose": {"service_improvement"}, "week": {"2026-11-20"}})
 	if status != 503 || strings.Contains(string(body), "board") || !strings.Contains(string(body), "audit log") {
 		t.Errorf("audit failure: %d %s", status, body)
 	}
@@ -190,7 +190,7 @@ func TestReportsOnRealData(t *testing.T) {
 
 	// Feature ranking, by edition: professional's board and chat (6 tenants); standard's
 	// export (5 trial tenants). The lone standard board/chat tenant is suppressed.
-	r := f.report("pm", "feature_ranking", 200, "purpose", "service_improvement", "as_of", asOf)
+	r := f.report("pm", "feature_ranking", 200, "purpose", "service_improvement", "week", asOf)
 	if r.K != 5 {
 		t.Errorf("k = %d", r.K)
 	}
@@ -211,7 +211,7 @@ func TestReportsOnRealData(t *testing.T) {
 	// Overlapping filters: professional alone, professional+standard, and every edition give
 	// the same board count. Their difference, which would be the standard tenant, is zero.
 	tenantsOf := func(kv ...string) float64 {
-		r := f.report("pm", "feature_ranking", 200, append([]string{"purpose", "service_improvement", "as_of", asOf, "by_edition", "false"}, kv...)...)
+		r := f.report("pm", "feature_ranking", 200, append([]string{"purpose", "service_improvement", "week", asOf, "by_edition", "false"}, kv...)...)
 		row := find(r.Rows, "feature", "board")
 		if row == nil || row["edition"] != "all" {
 			t.Fatalf("board over %v: %v", kv, r.Rows)
@@ -222,12 +222,12 @@ func TestReportsOnRealData(t *testing.T) {
 	if a != 6 || b != 6 || c != 6 {
 		t.Errorf("board tenants: professional %v, professional+standard %v, all %v: want 6 each (no filter isolates the standard tenant)", a, b, c)
 	}
-	if r := f.report("pm", "feature_ranking", 200, "purpose", "service_improvement", "as_of", asOf, "edition", "standard", "by_edition", "false"); find(r.Rows, "feature", "board") != nil || find(r.Rows, "feature", "chat") != nil {
+	if r := f.report("pm", "feature_ranking", 200, "purpose", "service_improvement", "week", asOf, "edition", "standard", "by_edition", "false"); find(r.Rows, "feature", "board") != nil || find(r.Rows, "feature", "chat") != nil {
 		t.Errorf("the standard edition alone shows the lone tenant's features: %v", r.Rows)
 	}
 
 	// Marketing: contracted vs trial. The same holds for status filters.
-	m := f.report("pm", "contract_comparison", 200, "purpose", "marketing", "as_of", asOf, "days", "14")
+	m := f.report("pm", "contract_comparison", 200, "purpose", "marketing", "week", asOf, "weeks", "2")
 	overallC, overallT := find(m.Rows, "status", "contracted", "feature", "*"), find(m.Rows, "status", "trial", "feature", "*")
 	// Contracted: p1..p6 (s1 is alone in its segment); trial: t1..t5 and d1.
 	if overallC == nil || n(overallC["tenants"]) != 6 || n(overallC["uses"]) != 34 || overallT == nil || n(overallT["tenants"]) != 6 {
@@ -239,17 +239,18 @@ func TestReportsOnRealData(t *testing.T) {
 	if row := find(m.Rows, "status", "trial", "feature", "export"); row == nil || n(row["tenants"]) != 5 || n(row["adoption_pct"]) != 83.3 || n(row["uses_per_tenant"]) != 2 {
 		t.Errorf("trial export: %v", row)
 	}
-	one := f.report("pm", "contract_comparison", 200, "purpose", "marketing", "as_of", asOf, "days", "14", "status", "contracted", "edition", "standard")
+	one := f.report("pm", "contract_comparison", 200, "purpose", "marketing", "week", asOf, "weeks", "2", "status", "contracted", "edition", "standard")
 	if len(one.Rows) != 0 {
 		t.Errorf("contracted standard (one tenant) returned rows: %v", one.Rows)
 	}
 
-	// Follow-up: p1..p5 doubled their activity, p6 is new, d1 is dormant.
+	// Follow-up: p1..p5 had 2 events last week and 4 in the 5 days of this week (+180% a day),
+	// p6 is new, d1 is dormant.
 	s := f.report("pm", "tenant_signals", 200, "purpose", "follow_up", "as_of", asOf)
 	if row := find(s.Rows, "tenant_id", "d1"); row == nil || row["signal"] != "dormant" || row["status"] != "trial" || !strings.Contains(row["suggestion"].(string), "email") {
 		t.Errorf("d1: %v", row)
 	}
-	if row := find(s.Rows, "tenant_id", "p1"); row == nil || row["signal"] != "rising" || n(row["events_7d"]) != 4 || n(row["events_prev_7d"]) != 2 || n(row["trend_pct"]) != 100 || n(row["features_adopted"]) != 2 {
+	if row := find(s.Rows, "tenant_id", "p1"); row == nil || row["signal"] != "rising" || n(row["events_this_week"]) != 4 || n(row["events_last_week"]) != 2 || n(row["trend_pct"]) != 180 || n(row["features_adopted"]) != 2 || n(row["active_days"]) != 2 {
 		t.Errorf("p1: %v", row)
 	}
 	if row := find(s.Rows, "tenant_id", "p6"); row == nil || row["signal"] != "new" {
@@ -279,8 +280,8 @@ func TestReportsOnRealData(t *testing.T) {
 	if strings.Join(order, ",") != "p1,p2,p3,p4,p5,s1,p6" || n(ic.Rows[0]["rank"]) != 1 || n(ic.Rows[0]["features_used"]) != 2 || n(ic.Rows[5]["active_users"]) != 3 {
 		t.Errorf("interview candidates %v: %v", order, ic.Rows)
 	}
-	if n(ic.Rows[0]["score"]) != 0.226 {
-		t.Errorf("p1's score %v, want 2 × log2(3) × 2/28 = 0.226", ic.Rows[0]["score"])
+	if n(ic.Rows[0]["score"]) != 0.244 {
+		t.Errorf("p1's score %v, want 2 × log2(3) × 2 active days / 26 days (Monday 10-26 to 11-20) = 0.244", ic.Rows[0]["score"])
 	}
 	ic = f.report("pm", "interview_candidates", 200, "purpose", "interview_selection", "as_of", asOf, "feature", "board,chat", "edition", "professional", "limit", "3")
 	if len(ic.Rows) != 3 || ic.Rows[0]["edition"] != "professional" {
@@ -288,7 +289,7 @@ func TestReportsOnRealData(t *testing.T) {
 	}
 
 	// CSV: the same rows, a header, no JSON.
-	status, body, h := f.get("pm", "/v1/reports/feature_ranking", url.Values{"purpose": {"service_improvement"}, "as_of": {asOf}, "format": {"csv"}})
+	status, body, h := f.get("pm", "/v1/reports/feature_ranking", url.Values{"purpose": {"service_improvement"}, "week": {asOf}, "format": {"csv"}})
 	if status != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/csv") {
 		t.Fatalf("csv: %d %s", status, h.Get("Content-Type"))
 	}

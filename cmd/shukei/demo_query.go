@@ -113,10 +113,10 @@ func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens 
 		cols               []string
 	}{
 		{"product-team", "Feature ranking", "feature_ranking",
-			url.Values{"purpose": {"service_improvement"}, "by_edition": {"false"}, "limit": {"8"}},
+			url.Values{"purpose": {"service_improvement"}, "week": {"today"}, "by_edition": {"false"}, "limit": {"8"}},
 			[]string{"rank", "feature", "tenants", "users", "uses", "tenants_prev_week", "trend_pct"}},
 		{"product-team", "Contracted vs trial", "contract_comparison",
-			url.Values{"purpose": {"marketing"}, "limit": {"4"}},
+			url.Values{"purpose": {"marketing"}, "week": {"today"}, "weeks": {"1"}, "limit": {"4"}},
 			[]string{"status", "feature", "tenants", "active_tenants", "adoption_pct", "uses_per_tenant"}},
 		{"product-team", "Follow-up candidates", "tenant_signals",
 			url.Values{"purpose": {"follow_up"}, "limit": {"6"}},

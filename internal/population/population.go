@@ -196,3 +196,12 @@ func uuidFrom(r *rand.Rand) string {
 func sortByTime(evs []event.Event) {
 	slices.SortStableFunc(evs, func(a, b event.Event) int { return a.OccurredAt.Compare(b.OccurredAt) })
 }
+
+// FeatureIDs returns the features the tenant uses, most popular first.
+func (t *Tenant) FeatureIDs() []string {
+	out := make([]string, len(t.features))
+	for i, f := range t.features {
+		out[i] = Features[f]
+	}
+	return out
+}

@@ -1,0 +1,338 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/query/principal"
+	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/schemas/policy"
+)
+
+func newBenchCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure Shukei on this machine",
+		Args:  cobra.NoArgs,
+	}
+	var events, tenants, requests int
+	var reload bool
+	var out string
+	reports := &cobra.Command{
+		Use:   "reports",
+		Short: "Report latency (p50, p95) of the query service over millions of stored events",
+		Long: `bench reports fills a database of its own (<database>_bench) with synthetic usage of many
+tenants over the 28 days before today — --events rows in the event store, from which ClickHouse's
+materialised views fill every purpose mart — unless it already holds that many. Then it runs the
+query service on loopback with the purpose readers and requests every report --requests times
+(after a warm-up), measuring the time to the full answer at the client (authentication and the
+audit append included). It prints p50 and p95 per report and writes them as JSON.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return benchReports(cmd.Context(), cmd.OutOrStdout(), a, events, tenants, requests, reload, out)
+		},
+	}
+	reports.Flags().IntVar(&events, "events", 10_000_000, "events in the store")
+	reports.Flags().IntVar(&tenants, "tenants", 2000, "tenants the events belong to")
+	reports.Flags().IntVar(&requests, "requests", 40, "timed requests per report")
+	reports.Flags().BoolVar(&reload, "reload", false, "drop and refill the bench database even if it holds enough events")
+	reports.Flags().StringVar(&out, "out", "bench/results/reports.json", "where to write the results (empty: nowhere)")
+	cmd.AddCommand(reports)
+	return cmd
+}
+
+// reportTimes are one report's measured latencies.
+type reportTimes struct {
+	P50ms float64 `json:"p50_ms"`
+	P95ms float64 `json:"p95_ms"`
+	Rows  int     `json:"rows"`
+	N     int     `json:"n"`
+}
+
+func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, requests int, reload bool, outPath string) error {
+	bench := *a
+	bench.cfg.ClickHouse.Database = a.cfg.ClickHouse.Database + "_bench"
+	db := bench.cfg.ClickHouse.Database
+	conn, err := openClickHouse(ctx, bench.cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if reload {
+		for _, suffix := range append([]string{""}, purposeSuffixes()...) {
+			if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+suffix); err != nil {
+				return err
+			}
+		}
+	}
+	if err := migrate(ctx, io.Discard, bench.cfg); err != nil {
+		return err
+	}
+	master, err := masterKey(a.cfg.Anonymizer)
+	if err != nil {
+		return err
+	}
+	pop := population.New(tenants, 7, "bench-")
+	var have uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".events").Scan(&have); err != nil {
+		return err
+	}
+	if int(have) >= events {
+		fmt.Fprintf(out, "bench database %s holds %d events (≥ %d): reusing it (--reload refills)\n", db, have, events)
+	} else {
+		if have > 0 {
+			if err := conn.Exec(ctx, "TRUNCATE TABLE "+db+".events"); err != nil {
+				return err
+			}
+		}
+		start := time.Now()
+		if err := benchLoad(ctx, out, conn, db, pop, events); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "loaded %d events of %d tenants over 28 days in %s (%.0f events/s, marts included)\n",
+			events, tenants, time.Since(start).Round(time.Second), float64(events)/time.Since(start).Seconds())
+	}
+	// Let background merges of the fresh parts settle, as they would on a serving system.
+	_ = conn.Exec(ctx, "OPTIMIZE TABLE "+db+"_service_improvement.feature_daily FINAL")
+
+	// A principal for every purpose, a ticket for support, a release and a charge for
+	// external_aggregate.
+	store := principal.New(conn, db)
+	token, hash := principal.NewToken()
+	p := principal.Principal{ID: "bench", Kind: principal.Employee, Purposes: []string{"support", "service_improvement", "marketing", "follow_up", "interview_selection", "external_aggregate"}, TokenHashes: []string{hash}}
+	if _, err := store.Get(ctx, "bench"); err == nil {
+		_, err = store.Update(ctx, "bench", func(old *principal.Principal) error { *old = p; return nil })
+		if err != nil {
+			return err
+		}
+	} else if token, err = store.Add(ctx, p); err != nil {
+		return err
+	}
+	reg := registry.New(conn, db, master)
+	sup := pop.Tenants[0].Tenant
+	if _, err := reg.Add(ctx, sup); err != nil && !errors.Is(err, registry.ErrExists) {
+		return err
+	}
+	if _, err := reg.OpenTicket(ctx, sup.ID, "BENCH-1", time.Hour, "bench"); err != nil {
+		return err
+	}
+	if _, _, err := ledger.New(conn, db).Charge(ctx, ledger.Entry{ReleaseID: "bench", Purpose: "external_aggregate", Period: time.Now().UTC().Format("2006-01"),
+		Epsilon: 1, Delta: 1e-9, L0: 1, LInf: 1, WindowStart: time.Now().UTC().Truncate(24 * time.Hour), WindowEnd: time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour), QueryHash: "bench"},
+		ledger.Budget{Epsilon: 1e9, Delta: 1}); err != nil {
+		return err
+	}
+
+	bench.cfg.Query.Listen = "127.0.0.1:0"
+	srvCtx, cancel := context.WithCancel(ctx)
+	started := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- runQuery(srvCtx, &bench, started) }()
+	var addr string
+	select {
+	case addr = <-started:
+	case err := <-done:
+		cancel()
+		return err
+	}
+	defer func() { cancel(); <-done }()
+
+	today := time.Now().UTC().Format(time.DateOnly)
+	cases := []struct {
+		report string
+		q      url.Values
+	}{
+		{"feature_ranking", url.Values{"purpose": {"service_improvement"}}},
+		{"contract_comparison", url.Values{"purpose": {"marketing"}, "weeks": {"4"}, "by_edition": {"true"}}},
+		{"tenant_signals", url.Values{"purpose": {"follow_up"}, "as_of": {today}}},
+		{"interview_candidates", url.Values{"purpose": {"interview_selection"}, "as_of": {today}, "feature": {"app.record.create,app.record.view"}}},
+		{"dp_releases", url.Values{"purpose": {"external_aggregate"}}},
+		{"dp_budget", url.Values{"purpose": {"external_aggregate"}}},
+		{"support_trace", url.Values{"purpose": {"support"}, "tenant": {sup.ID}, "ticket": {"BENCH-1"}, "at": {time.Now().UTC().Add(-24 * time.Hour).Format(time.RFC3339)}, "around_minutes": {"720"}}},
+	}
+	results := map[string]reportTimes{}
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "report\tpurpose\trows\tp50 ms\tp95 ms\t\n")
+	worst := 0.0
+	for _, c := range cases {
+		var times []float64
+		rows := 0
+		for i := range requests + 3 {
+			t0 := time.Now()
+			res, status, err := demoGet(ctx, "http://"+addr, token, c.report, c.q)
+			d := time.Since(t0)
+			if err != nil || status != http.StatusOK {
+				return fmt.Errorf("%s: %d %v %s", c.report, status, err, res.Error)
+			}
+			rows = len(res.Rows)
+			if i >= 3 { // warm-up
+				times = append(times, float64(d.Microseconds())/1000)
+			}
+		}
+		slices.Sort(times)
+		rt := reportTimes{P50ms: pct(times, 0.5), P95ms: pct(times, 0.95), Rows: rows, N: len(times)}
+		results[c.report] = rt
+		if c.report != "support_trace" {
+			worst = max(worst, rt.P95ms)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.1f\t\n", c.report, c.q.Get("purpose"), rows, rt.P50ms, rt.P95ms)
+	}
+	_ = tw.Flush()
+	var stored uint64
+	_ = conn.QueryRow(ctx, "SELECT count() FROM "+db+".events").Scan(&stored)
+	fmt.Fprintf(out, "report_p95_ms (worst aggregate report) = %.1f over %d stored events, %d cores\n", worst, stored, runtime.NumCPU())
+	if outPath == "" {
+		return nil
+	}
+	b, _ := json.MarshalIndent(map[string]any{
+		"measured_at": time.Now().UTC().Format(time.RFC3339), "events": stored, "tenants": tenants, "cores": runtime.NumCPU(),
+		"requests_per_report": requests, "report_p95_ms": worst, "reports": results,
+	}, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(outPath), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(outPath, append(b, '\n'), 0o644)
+}
+
+func pct(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p)
+	return sorted[i]
+}
+
+func purposeSuffixes() []string {
+	var out []string
+	for _, p := range policy.Purposes() {
+		out = append(out, "_"+p.String())
+	}
+	return out
+}
+
+// benchLoad writes n synthetic events straight into the event store, in column batches.
+func benchLoad(ctx context.Context, out io.Writer, conn driver.Conn, db string, pop *population.Population, n int) error {
+	r := rand.New(rand.NewPCG(7, 11))
+	// Tenants weighted by their users: big tenants send more.
+	cum := make([]float64, len(pop.Tenants))
+	total := 0.0
+	for i, t := range pop.Tenants {
+		total += float64(t.Users)
+		cum[i] = total
+	}
+	feats := make([][]string, len(pop.Tenants))
+	for i := range pop.Tenants {
+		feats[i] = pop.Tenants[i].FeatureIDs()
+		if len(feats[i]) == 0 {
+			feats[i] = []string{population.Features[0]}
+		}
+	}
+	apps := []string{"records", "spaces", "mail", "calendar", "workflow"}
+	end := time.Now().UTC().Truncate(24 * time.Hour).Add(24*time.Hour - time.Second)
+	const batch = 200_000
+	now := time.Now().UTC()
+	for done := 0; done < n; done += batch {
+		m := min(batch, n-done)
+		ids := make([]uuid.UUID, m)
+		tenant := make([]string, m)
+		at := make([]time.Time, m)
+		ingested := make([]time.Time, m)
+		cat := make([]string, m)
+		ver := make([]uint8, m)
+		src := make([]string, m)
+		user := make([]string, m)
+		oss := make([]string, m)
+		major := make([]uint16, m)
+		dev := make([]string, m)
+		status := make([]string, m)
+		edition := make([]string, m)
+		band := make([]string, m)
+		purposes := make([]uint16, m)
+		policyV := make([]uint16, m)
+		app := make([]string, m)
+		action := make([]string, m)
+		feature := make([]string, m)
+		uses := make([]uint32, m)
+		for i := range m {
+			ti, _ := slices.BinarySearch(cum, r.Float64()*total)
+			ti = min(ti, len(pop.Tenants)-1)
+			t := &pop.Tenants[ti]
+			var id [16]byte
+			binaryRand(r, id[:])
+			ids[i] = uuid.UUID(id)
+			tenant[i] = t.ID
+			// Weekdays are busier than weekends.
+			ts := end.Add(-time.Duration(r.Int64N(int64(28 * 24 * time.Hour))))
+			if wd := ts.Weekday(); (wd == time.Saturday || wd == time.Sunday) && r.IntN(3) > 0 {
+				ts = ts.Add(-48 * time.Hour)
+			}
+			at[i], ingested[i] = ts, now
+			u := r.IntN(t.Users)
+			h := sha256.Sum256(fmt.Appendf(nil, "%s/%d", t.ID, u))
+			user[i] = string(h[:16])
+			ver[i], src[i], policyV[i] = 1, "bench", 1
+			oss[i], major[i], dev[i] = []string{"windows", "macos", "ios", "android"}[u%4], uint16(10+u%5), []string{"desktop", "desktop", "mobile", "tablet"}[u%4]
+			status[i], edition[i], band[i] = t.Status, t.Edition, t.SizeBand
+			purposes[i] = 1 | 2 | 4 | 8 | 16
+			switch x := r.IntN(20); {
+			case x < 13:
+				cat[i] = "feature_use"
+				// Zipf-like over the tenant's features.
+				f := feats[ti]
+				feature[i] = f[min(len(f)-1, int(float64(len(f))*r.Float64()*r.Float64()))]
+				uses[i] = uint32(1 + r.IntN(5))
+			case x < 19:
+				cat[i] = "app_access"
+				app[i], action[i] = apps[r.IntN(len(apps))], "open"
+			default:
+				cat[i] = "operation"
+				app[i], action[i] = apps[r.IntN(len(apps))], "update"
+			}
+		}
+		b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".events (event_id, tenant_id, occurred_at, ingested_at, category, schema_version, source, user_pseudonym, os, os_major, device_kind, contract_status, edition, size_band, purposes, policy_version, app_id, action, feature_id, use_count)")
+		if err != nil {
+			return err
+		}
+		for i, col := range []any{ids, tenant, at, ingested, cat, ver, src, user, oss, major, dev, status, edition, band, purposes, policyV, app, action, feature, uses} {
+			if err := b.Column(i).Append(col); err != nil {
+				return fmt.Errorf("bench column %d: %w", i, err)
+			}
+		}
+		if err := b.Send(); err != nil {
+			return fmt.Errorf("bench insert: %w", err)
+		}
+		if (done/batch)%10 == 9 {
+			fmt.Fprintf(out, "  %d / %d events\n", done+m, n)
+		}
+	}
+	return nil
+}
+
+func binaryRand(r *rand.Rand, b []byte) {
+	for i := 0; i < len(b); i += 8 {
+		v := r.Uint64()
+		for j := 0; j < 8 && i+j < len(b); j++ {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+}
