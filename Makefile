@@ -3,6 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/shukei
 DEMO_ARGS ?=
+BENCH_EVENTS ?= 10000000
 # Integration tests fail instead of skipping when a service is missing.
 TEST_ENV := SHUKEI_TEST_REQUIRE_SERVICES=1
 FUZZTIME ?= 30s
@@ -40,9 +41,15 @@ test-sdk-js:
 test-unit:
 	$(GO) test -race -count=1 ./...
 
+## Benchmarks: Go benchmarks (hot paths and the processor against a raw-copy baseline, same
+## run), the DP utility report, and report latency over 10 million stored events (the bench
+## database is filled once and reused).
 bench: services-up build
+	@$(BIN) keys init --file $(MASTER_KEY) >/dev/null
 	$(TEST_ENV) $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
 	$(BIN) aggregator --report
+	SHUKEI_ANONYMIZER_MASTER_KEY_FILE=$(MASTER_KEY) SHUKEI_CLICKHOUSE_USERS_DIR=$$(cat .services/clickhouse.dir)/users.d \
+	  $(BIN) bench reports --events $(BENCH_EVENTS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -88,54 +88,89 @@ func runFeatureRanking(ctx context.Context, e *Env, a Args) ([][]any, error) {
 	// Segments (atoms) are (feature, edition, week): each tenant is in one per feature and
 	// week (its latest edition that week); only segments of at least k tenants are read, so any
 	// cell below — and any difference of two cells — is built from whole segments of ≥ k.
-	rows, err := e.Conn.Query(ctx, `
-SELECT feature, edition, period, count() AS tenants, sum(u) AS users, sum(s) AS uses
+	// Users and uses come from the per-cell rollup (the edition of each event).
+	type key struct {
+		edition, feature string
+		period           uint8
+	}
+	type agg struct{ tenants, users, uses uint64 }
+	atoms := map[key]*agg{}
+	cells := map[key][2]uint64{}
+	err := parallel(ctx,
+		func(ctx context.Context) error {
+			rows, err := e.Conn.Query(ctx, `
+SELECT feature, edition, period, count() AS tenants
 FROM (
-    SELECT tenant_id, feature, week = toDate(?) AS period, argMaxMerge(edition) AS edition,
-           uniqMerge(users) AS u, sumMerge(uses) AS s
+    SELECT tenant_id, feature, week = toDate(?) AS period, argMaxMerge(edition) AS edition
     FROM `+e.DB+`.feature_weekly
     WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
     GROUP BY tenant_id, feature, period
 )
 GROUP BY feature, edition, period
 HAVING tenants >= ?`, day(cur), day(prev), day(cur), a.Str("category"), uint64(e.K))
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var k key
+				var t uint64
+				if err := rows.Scan(&k.feature, &k.edition, &k.period, &t); err != nil {
+					return err
+				}
+				atoms[k] = &agg{tenants: t}
+			}
+			return rows.Err()
+		},
+		func(ctx context.Context) error {
+			rows, err := e.Conn.Query(ctx, `
+SELECT feature, edition, week = toDate(?) AS period, uniqHLL12Merge(users), sumMerge(uses)
+FROM `+e.DB+`.feature_cells_weekly
+WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
+GROUP BY feature, edition, period`, day(cur), day(prev), day(cur), a.Str("category"))
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var k key
+				var u, s uint64
+				if err := rows.Scan(&k.feature, &k.edition, &k.period, &u, &s); err != nil {
+					return err
+				}
+				cells[k] = [2]uint64{u, s}
+			}
+			return rows.Err()
+		})
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	type key struct{ edition, feature string }
-	type agg struct{ tenants, users, uses uint64 }
-	now, before := map[key]*agg{}, map[key]*agg{}
+	for k, at := range atoms {
+		at.users, at.uses = cells[k][0], cells[k][1]
+	}
+	type cell struct{ edition, feature string }
+	now, before := map[cell]*agg{}, map[cell]*agg{}
 	editions := a.List("edition")
-	for rows.Next() {
-		var feature, edition string
-		var period uint8
-		var t, u, s uint64
-		if err := rows.Scan(&feature, &edition, &period, &t, &u, &s); err != nil {
-			return nil, err
-		}
-		if len(editions) > 0 && !slices.Contains(editions, edition) {
+	for k, at := range atoms {
+		if len(editions) > 0 && !slices.Contains(editions, k.edition) {
 			continue
 		}
+		c := cell{k.edition, k.feature}
 		if !a.Bool("by_edition") {
-			edition = "all"
+			c.edition = "all"
 		}
 		m := before
-		if period == 1 {
+		if k.period == 1 {
 			m = now
 		}
-		k := key{edition, feature}
-		if m[k] == nil {
-			m[k] = &agg{}
+		if m[c] == nil {
+			m[c] = &agg{}
 		}
-		m[k].tenants += t
-		m[k].users += u
-		m[k].uses += s
+		m[c].tenants += at.tenants
+		m[c].users += at.users
+		m[c].uses += at.uses
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	keys := make([]key, 0, len(now))
+	keys := make([]cell, 0, len(now))
 	for k := range now {
 		keys = append(keys, k)
 	}
@@ -179,6 +214,24 @@ func monday(t time.Time) time.Time {
 	return t.AddDate(0, 0, -((int(t.Weekday()) + 6) % 7))
 }
 
+// parallel runs fns at once and returns the first error; the others are cancelled.
+func parallel(ctx context.Context, fns ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(fns))
+	for _, f := range fns {
+		go func() { errs <- f(ctx) }()
+	}
+	var first error
+	for range fns {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
 func round1(f float64) float64 { return math.Round(f*10) / 10 }
 
 // --- marketing -----------------------------------------------------------------------------
@@ -216,46 +269,115 @@ func runContractComparison(ctx context.Context, e *Env, a Args) ([][]any, error)
 	to := monday(a.Time("week"))
 	from := to.AddDate(0, 0, -7*(a.Int("weeks")-1))
 	// Segments are (status, edition[, feature]): each tenant in one, by its latest status and
-	// edition in the period; only segments of at least k tenants are read.
-	segment := `SELECT tenant_id, argMaxMerge(contract_status) AS status, argMaxMerge(edition) AS edition
-        FROM ` + e.DB + `.activity_weekly WHERE week >= toDate(?) AND week <= toDate(?) GROUP BY tenant_id`
-	rows, err := e.Conn.Query(ctx, `
-SELECT status, edition, feature, count() AS tenants, sum(u) AS users, sum(s) AS uses
+	// edition in the period; only segments of at least k tenants count. Users, uses and events
+	// come from the per-cell rollup (the status and edition of each event). The three reads
+	// run at once.
+	type key struct{ status, edition, feature string }
+	type agg struct{ tenants, users, uses uint64 }
+	type seg struct{ status, edition string }
+	segments := map[string]seg{}
+	users := map[key][2]uint64{}
+	var byFeature map[string][]string
+	err := parallel(ctx,
+		func(ctx context.Context) error {
+			rows, err := e.Conn.Query(ctx, `
+SELECT tenant_id, argMaxMerge(contract_status), argMaxMerge(edition)
+FROM `+e.DB+`.activity_weekly
+WHERE week >= toDate(?) AND week <= toDate(?)
+GROUP BY tenant_id`, day(from), day(to))
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var t string
+				var g seg
+				if err := rows.Scan(&t, &g.status, &g.edition); err != nil {
+					return err
+				}
+				segments[t] = g
+			}
+			return rows.Err()
+		},
+		func(ctx context.Context) error {
+			rows, err := e.Conn.Query(ctx, `
+SELECT feature, groupArray(tenant_id)
 FROM (
-    SELECT tenant_id, feature, uniqMerge(users) AS u, sumMerge(uses) AS s
+    SELECT DISTINCT feature, tenant_id
     FROM `+e.DB+`.activity_weekly
     WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
-    GROUP BY tenant_id, feature
-) ANY INNER JOIN (`+segment+`) USING tenant_id
-GROUP BY status, edition, feature
-HAVING tenants >= ?
-UNION ALL
-SELECT status, edition, '*' AS feature, count() AS tenants, sum(u) AS users, sum(s) AS uses
-FROM (
-    SELECT tenant_id, argMaxMerge(contract_status) AS status, argMaxMerge(edition) AS edition,
-           uniqMerge(users) AS u, sumMerge(events) AS s
-    FROM `+e.DB+`.activity_weekly
-    WHERE week >= toDate(?) AND week <= toDate(?)
-    GROUP BY tenant_id
 )
-GROUP BY status, edition
-HAVING tenants >= ?`,
-		day(from), day(to), a.Str("category"), day(from), day(to), uint64(e.K),
-		day(from), day(to), uint64(e.K))
+GROUP BY feature`, day(from), day(to), a.Str("category"))
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			byFeature = map[string][]string{}
+			for rows.Next() {
+				var f string
+				var ts []string
+				if err := rows.Scan(&f, &ts); err != nil {
+					return err
+				}
+				byFeature[f] = ts
+			}
+			return rows.Err()
+		},
+		func(ctx context.Context) error {
+			rows, err := e.Conn.Query(ctx, `
+SELECT contract_status, edition, feature, uniqHLL12Merge(users), sumMerge(uses)
+FROM `+e.DB+`.activity_cells_weekly
+WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
+GROUP BY contract_status, edition, feature
+UNION ALL
+SELECT contract_status, edition, '*', uniqHLL12Merge(users), sumMerge(events)
+FROM `+e.DB+`.activity_cells_weekly
+WHERE week >= toDate(?) AND week <= toDate(?)
+GROUP BY contract_status, edition`, day(from), day(to), a.Str("category"), day(from), day(to))
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var k key
+				var u, n uint64
+				if err := rows.Scan(&k.status, &k.edition, &k.feature, &u, &n); err != nil {
+					return err
+				}
+				users[k] = [2]uint64{u, n}
+			}
+			return rows.Err()
+		})
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	type key struct{ status, edition, feature string }
-	type agg struct{ tenants, users, uses uint64 }
+	atoms := map[key]*agg{}
+	count := func(k key) {
+		if atoms[k] == nil {
+			atoms[k] = &agg{}
+		}
+		atoms[k].tenants++
+	}
+	for _, g := range segments {
+		count(key{g.status, g.edition, "*"})
+	}
+	for f, ts := range byFeature {
+		for _, t := range ts {
+			if g, ok := segments[t]; ok {
+				count(key{g.status, g.edition, f})
+			}
+		}
+	}
+	for k, at := range atoms {
+		if at.tenants < uint64(e.K) {
+			delete(atoms, k) // a segment below k contributes nothing, to any cell
+			continue
+		}
+		at.users, at.uses = users[k][0], users[k][1]
+	}
 	cells := map[key]*agg{}
 	editions, statuses := a.List("edition"), a.List("status")
-	for rows.Next() {
-		var k key
-		var t, u, s uint64
-		if err := rows.Scan(&k.status, &k.edition, &k.feature, &t, &u, &s); err != nil {
-			return nil, err
-		}
+	for k, at := range atoms {
 		if len(editions) > 0 && !slices.Contains(editions, k.edition) || !slices.Contains(statuses, k.status) {
 			continue
 		}
@@ -265,12 +387,9 @@ HAVING tenants >= ?`,
 		if cells[k] == nil {
 			cells[k] = &agg{}
 		}
-		cells[k].tenants += t
-		cells[k].users += u
-		cells[k].uses += s
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
+		cells[k].tenants += at.tenants
+		cells[k].users += at.users
+		cells[k].uses += at.uses
 	}
 	// The features shown: those adopted by the most tenants over every segment shown.
 	total := map[string]uint64{}

@@ -77,33 +77,37 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 		return err
 	}
 	defer conn.Close()
-	if reload {
+	// The bench database is reused when it holds enough events of the current schema;
+	// otherwise it is dropped and filled again.
+	var have uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = 'events'", db).Scan(&have); err != nil {
+		return err
+	}
+	if have > 0 {
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".events").Scan(&have); err != nil {
+			return err
+		}
+	}
+	stale := migrate(ctx, io.Discard, bench.cfg) != nil // e.g. a migration changed since the load
+	if reload || stale || int(have) < events {
+		have = 0
 		for _, suffix := range append([]string{""}, purposeSuffixes()...) {
 			if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+suffix); err != nil {
 				return err
 			}
 		}
-	}
-	if err := migrate(ctx, io.Discard, bench.cfg); err != nil {
-		return err
+		if err := migrate(ctx, io.Discard, bench.cfg); err != nil {
+			return err
+		}
 	}
 	master, err := masterKey(a.cfg.Anonymizer)
 	if err != nil {
 		return err
 	}
 	pop := population.New(tenants, 7, "bench-")
-	var have uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".events").Scan(&have); err != nil {
-		return err
-	}
-	if int(have) >= events {
+	if have > 0 {
 		fmt.Fprintf(out, "bench database %s holds %d events (≥ %d): reusing it (--reload refills)\n", db, have, events)
 	} else {
-		if have > 0 {
-			if err := conn.Exec(ctx, "TRUNCATE TABLE "+db+".events"); err != nil {
-				return err
-			}
-		}
 		start := time.Now()
 		if err := benchLoad(ctx, out, conn, db, pop, events); err != nil {
 			return err
@@ -111,8 +115,14 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 		fmt.Fprintf(out, "loaded %d events of %d tenants over 28 days in %s (%.0f events/s, marts included)\n",
 			events, tenants, time.Since(start).Round(time.Second), float64(events)/time.Since(start).Seconds())
 	}
-	// Let background merges of the fresh parts settle, as they would on a serving system.
-	_ = conn.Exec(ctx, "OPTIMIZE TABLE "+db+"_service_improvement.feature_daily FINAL")
+	// Merge the fresh parts, as the server's background merges do within minutes on a serving
+	// system: the bench measures the steady state, not the first minutes after a bulk load.
+	for _, t := range []string{"_service_improvement.feature_weekly", "_service_improvement.feature_cells_weekly",
+		"_marketing.activity_weekly", "_marketing.activity_cells_weekly", "_follow_up.tenant_weekly", "_interview_selection.tenant_weekly"} {
+		if err := conn.Exec(ctx, "OPTIMIZE TABLE "+db+t+" FINAL"); err != nil {
+			return fmt.Errorf("merge %s: %w", db+t, err)
+		}
+	}
 
 	// A principal for every purpose, a ticket for support, a release and a charge for
 	// external_aggregate.

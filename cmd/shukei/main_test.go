@@ -290,3 +290,46 @@ func TestPrincipalsAndAuditCommands(t *testing.T) {
 		t.Fatalf("audit report: %v\n%s", err, out)
 	}
 }
+
+func TestTicketCommands(t *testing.T) {
+	ownServices(t)
+	if out, err := runCLI(t, "migrate"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "tenants", "add", "--tenant", "acme", "--status", "contracted", "--edition", "standard", "--size-band", "m"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out, err := runCLI(t, "tenants", "ticket", "open", "--tenant", "acme", "--ticket", "SUP-1", "--ttl", "48h", "--by", "helpdesk")
+	if err != nil || !strings.Contains(out, "ticket SUP-1 of acme open from") {
+		t.Fatalf("ticket open: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "tenants", "ticket", "open", "--tenant", "nobody", "--ticket", "SUP-2"); err == nil {
+		t.Errorf("a ticket for an unknown tenant was opened:\n%s", out)
+	}
+	out, err = runCLI(t, "tenants", "ticket", "list", "--tenant", "acme")
+	if err != nil || !regexp.MustCompile(`acme\s+SUP-1\s+open\s+\S+\s+\S+\s+helpdesk`).MatchString(out) {
+		t.Fatalf("ticket list: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "tenants", "ticket", "close", "--tenant", "acme", "--ticket", "SUP-1"); err != nil || !strings.Contains(out, "closed at") {
+		t.Fatalf("ticket close: %v\n%s", err, out)
+	}
+	out, _ = runCLI(t, "tenants", "ticket", "list")
+	if !regexp.MustCompile(`acme\s+SUP-1\s+closed`).MatchString(out) {
+		t.Errorf("closed ticket listed as:\n%s", out)
+	}
+}
+
+// shukei query --openapi prints the document kept in the repository.
+func TestQueryOpenAPI(t *testing.T) {
+	out, err := runCLI(t, "query", "--openapi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile("../../query/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != string(want) {
+		t.Error("shukei query --openapi differs from query/openapi.json")
+	}
+}

@@ -212,7 +212,7 @@ now): it never widens what was collected before it. --withdraw records a withdra
 	token.Flags().StringVar(&t.ID, "tenant", "", "tenant id")
 	_ = token.MarkFlagRequired("tenant")
 
-	cmd.AddCommand(add, set, consent, list, token)
+	cmd.AddCommand(add, set, consent, list, token, newTicketCmd(withReg))
 	return cmd
 }
 
