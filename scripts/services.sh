@@ -63,6 +63,7 @@ install_packages() {
   command -v mvn >/dev/null || missing+=(maven)
   command -v docker-compose >/dev/null || missing+=(docker-compose)
   command -v promtool >/dev/null || missing+=(prometheus)
+  command -v chromium >/dev/null || missing+=(chromium) # the web page's browser test (query/web_test.go)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
