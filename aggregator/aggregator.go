@@ -384,6 +384,8 @@ func (a *Aggregator) releaseLoop(ctx context.Context) {
 				a.log.Warn("release step failed; retrying", "err", err)
 			}
 		}
+		// The budget left this month, also when nothing is due (and after a month turns).
+		a.updateBudget(ctx, time.Now().UTC().Format("2006-01"))
 		select {
 		case <-ctx.Done():
 			return

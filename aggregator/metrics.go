@@ -89,6 +89,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "1 if this instance holds partition 0 and runs the release step.",
 		}),
 	}
+	// The refusal series exists from the start, so a dashboard shows 0 rather than no data.
+	m.refusals.WithLabelValues(Purpose, "budget")
 	reg.MustRegister(m.events, m.late, m.openWindows, m.watermark, m.closedThrough, m.windowsClosed, m.windowsReleased,
 		m.cells, m.refusals, m.budgetEps, m.budgetDelta, m.writeErrors, m.kafkaErrors, m.retrying, m.assigned, m.releaser)
 	return m

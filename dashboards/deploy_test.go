@@ -58,11 +58,13 @@ type metric struct {
 // metric or label in a role means changing it here and in the JSON or rules in the same change;
 // an end-to-end test can scrape each role's /metrics and compare it with this list.
 var pipelineMetrics = map[string]metric{
-	"shukei_events_total":                      {"counter", []string{"outcome"}},
-	"shukei_collector_requests_total":          {"counter", []string{"code"}},
+	"shukei_events_total":                      {"counter", []string{"outcome", "reason"}},
+	"shukei_collector_requests_total":          {"counter", []string{"code", "error"}},
 	"shukei_processor_consumer_lag":            {"gauge", []string{"partition"}},
 	"shukei_dlq_events_total":                  {"counter", []string{"reason"}},
-	"shukei_clickhouse_insert_errors_total":    {"counter", nil},
+	"shukei_clickhouse_insert_errors_total":    {"counter", []string{"what"}},
+	"shukei_query_requests_total":              {"counter", []string{"report", "decision"}},
+	"shukei_query_audit_failures_total":        {"counter", nil},
 	"shukei_budget_epsilon_remaining":          {"gauge", []string{"purpose"}},
 	"shukei_aggregator_release_refusals_total": {"counter", []string{"purpose", "reason"}},
 	"shukei_aggregator_late_events_total":      {"counter", nil},
@@ -75,7 +77,7 @@ var pipelineMetrics = map[string]metric{
 var targetLabels = []string{"job", "instance", "role"}
 
 // requiredAlerts must exist in rules.yml.
-var requiredAlerts = []string{"ShukeiConsumerLagHigh", "ShukeiDLQRateHigh", "ShukeiInsertErrors", "ShukeiPrivacyBudgetLow", "ShukeiReleaseRefused"}
+var requiredAlerts = []string{"ShukeiConsumerLagHigh", "ShukeiDLQRateHigh", "ShukeiInsertErrors", "ShukeiPrivacyBudgetLow", "ShukeiReleaseRefused", "ShukeiAuditWriteFailing"}
 
 // (a) Compose itself accepts the file.
 func TestComposeConfig(t *testing.T) {

@@ -13,6 +13,7 @@ type metrics struct {
 	retrying     prometheus.Gauge
 	assigned     prometheus.Gauge
 	committed    *prometheus.GaugeVec
+	dlq          *prometheus.CounterVec
 	lag          *prometheus.GaugeVec
 	stage        *prometheus.HistogramVec
 }
@@ -23,6 +24,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shukei_events_total",
 			Help: "Messages of the raw topic by outcome (stored, rejected) and rejection reason.",
 		}, []string{"outcome", "reason"}),
+		dlq: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shukei_dlq_events_total",
+			Help: "Messages written to the DLQ topic, by rejection reason (suspected input data keeps no payload).",
+		}, []string{"reason"}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shukei_processor_skipped_total",
 			Help: "Messages skipped because the store already held them (redelivered after a crash or rebalance).",
@@ -67,6 +72,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Help:    "Time a batch spends in each stage: decide, insert_events, write_dlq, insert_rejections.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 	}, []string{"stage"})
-	reg.MustRegister(m.stage, m.events, m.skipped, m.batchSize, m.batchSeconds, m.writeErrors, m.kafkaErrors, m.retrying, m.assigned, m.committed, m.lag)
+	// The write-error series exist from the start, so dashboards and alerts see 0, not nothing.
+	for _, what := range []string{"insert events", "write DLQ", "insert rejections"} {
+		m.writeErrors.WithLabelValues(what)
+	}
+	reg.MustRegister(m.stage, m.events, m.skipped, m.batchSize, m.batchSeconds, m.writeErrors, m.kafkaErrors, m.retrying, m.assigned, m.committed, m.lag, m.dlq)
 	return m
 }

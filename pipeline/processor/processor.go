@@ -390,6 +390,11 @@ func (p *Processor) write(ctx context.Context, d *decided) error {
 		if err := p.retry(ctx, "write DLQ", func() error { return p.dlq.WriteMessages(ctx, d.dlq...) }); err != nil {
 			return err
 		}
+		for _, r := range d.rejs {
+			if r.r != nil { // checkpoint rows carry no rejection
+				p.m.dlq.WithLabelValues(r.r.Reason).Inc()
+			}
+		}
 		lap("write_dlq")
 	}
 	if err := p.retry(ctx, "insert rejections", func() error { return insertRejections(ctx, p.conn, p.db, d.rejs, ingested) }); err != nil {
