@@ -151,6 +151,10 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 		return err
 	}
 
+	if err := benchReleases(ctx, conn, db); err != nil {
+		return err
+	}
+
 	bench.cfg.Query.Listen = "127.0.0.1:0"
 	srvCtx, cancel := context.WithCancel(ctx)
 	started := make(chan string, 1)
@@ -345,4 +349,35 @@ func binaryRand(r *rand.Rand, b []byte) {
 	}
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
+}
+
+// benchReleases stores a month of daily releases (5 metrics × 120 cells) if there are none, so
+// dp_releases reads a realistic table.
+func benchReleases(ctx context.Context, conn driver.Conn, db string) error {
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"_external_aggregate.releases").Scan(&n); err != nil || n > 0 {
+		return err
+	}
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+"_external_aggregate.releases (release_id, plan_hash, window_start, window_end, metric, unit, dims, dim_names, dim_values, value, stddev, ci95_low, ci95_high, epsilon, delta, selected, selection_epsilon, selection_delta, l0, linf, mechanism, policy_version, released_at)")
+	if err != nil {
+		return err
+	}
+	r := rand.New(rand.NewPCG(3, 5))
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	for d := 1; d <= 30; d++ {
+		w := today.AddDate(0, 0, -d)
+		for _, metric := range []string{"feature_adoption", "feature_active_users", "client_users", "setting_customisation", "app_access"} {
+			for c := range 120 {
+				f := population.Features[c%len(population.Features)]
+				st := []string{"contracted", "trial", "beta"}[c%3]
+				v := int64(r.IntN(2000))
+				if err := b.Append(fmt.Sprintf("bench-%s-%s", w.Format("20060102"), metric), "bench", w, w.Add(24*time.Hour), metric, "tenants",
+					"feature="+f+"|status="+st, []string{"feature", "status"}, []string{f, st}, v, 33.9, float64(v)-66.4, float64(v)+66.4,
+					0.5, 0.0, uint8(0), 0.0, 0.0, int64(12), int64(1), "laplace", uint16(1), w.Add(26*time.Hour)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return b.Send()
 }
