@@ -22,6 +22,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/schemas/policy"
 )
 
 // Contract statuses (DESIGN.md §1, clause 2(5)).
@@ -361,6 +362,16 @@ type Cache struct {
 	log     *slog.Logger
 	snap    atomic.Pointer[Snapshot]
 	mu      sync.Mutex
+	follow  *policy.Versions
+}
+
+// Follow makes each refresh also apply the recorded policy activations to vs, so a version
+// activated with 'shukei policy activate' is in force in every running stage within one
+// refresh (and, activated ahead of time, from its exact activation time on).
+func (c *Cache) Follow(vs *policy.Versions) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.follow = vs
 }
 
 // NewCache makes a cache; call Refresh once before use and Run to keep it fresh. keyring may
@@ -381,6 +392,17 @@ func (c *Cache) Refresh(ctx context.Context) error {
 	all, err := c.reg.load(ctx, "")
 	if err != nil {
 		return err
+	}
+	if c.follow != nil {
+		acts, err := c.reg.Activations(ctx)
+		if err != nil {
+			return err
+		}
+		for _, a := range acts {
+			if err := c.follow.Activate(a.Version, a.At); err != nil {
+				c.log.Error("recorded policy activation not applied", "version", a.Version, "at", a.At, "err", err)
+			}
+		}
 	}
 	s := &Snapshot{Tenants: all, byToken: map[string]string{}, Loaded: time.Now()}
 	for id, t := range all {

@@ -85,9 +85,13 @@ func aggregatorBudget(c config.Aggregator, p *policy.Policy) (ledger.Budget, err
 }
 
 // newAggregator wires an aggregator from the configuration; the caller runs it.
-func newAggregator(a *app, cache *registry.Cache, keyring *pseudonym.Keyring, master *pseudonym.MasterKey, deps func(*aggregator.Deps)) (*aggregator.Aggregator, error) {
+func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *pseudonym.Keyring, master *pseudonym.MasterKey, deps func(*aggregator.Deps)) (*aggregator.Aggregator, error) {
 	versions, err := policy.Embedded()
 	if err != nil {
+		return nil, err
+	}
+	cache.Follow(versions) // policy activations take effect with each registry refresh
+	if err := cache.Refresh(ctx); err != nil {
 		return nil, err
 	}
 	inForce := versions.InForce(time.Now())
@@ -124,7 +128,7 @@ func runAggregator(ctx context.Context, a *app) error {
 		return err
 	}
 	reg := newRegistry()
-	agg, err := newAggregator(a, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, reg })
+	agg, err := newAggregator(ctx, a, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, reg })
 	if err != nil {
 		return err
 	}

@@ -97,7 +97,7 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	demo.cfg.Aggregator.Epsilon = 1
 	demo.log = quiet
 	metrics := prometheus.NewRegistry()
-	agg, err := newAggregator(&demo, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, metrics })
+	agg, err := newAggregator(ctx, &demo, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, metrics })
 	if err != nil {
 		return err
 	}

@@ -62,6 +62,7 @@ func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *
 	}
 	keyring := pseudonym.NewKeyring(master)
 	cache := registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, master), keyring, cfg.Processor.RegistryRefresh, log)
+	cache.Follow(versions)
 	if err := cache.Refresh(ctx); err != nil {
 		return err
 	}

@@ -333,3 +333,26 @@ func TestQueryOpenAPI(t *testing.T) {
 		t.Error("shukei query --openapi differs from query/openapi.json")
 	}
 }
+
+func TestPolicyActivateAndStatus(t *testing.T) {
+	ownServices(t)
+	if out, err := runCLI(t, "migrate"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out, err := runCLI(t, "policy", "status")
+	if err != nil || !regexp.MustCompile(`v1\s+2022-08-01\s+not needed\s+the beginning`).MatchString(out) || !regexp.MustCompile(`v2\s+\S+\s+required\s+not activated`).MatchString(out) {
+		t.Fatalf("policy status before: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "policy", "activate", "2", "--at", "2020-01-01T00:00:00Z"); err == nil || !strings.Contains(err.Error(), "in the past") {
+		t.Errorf("activation in the past: %v\n%s", err, out)
+	}
+	at := time.Now().UTC().Add(time.Hour).Truncate(time.Second).Format(time.RFC3339)
+	out, err = runCLI(t, "policy", "activate", "v2", "--at", at, "--by", "dpo")
+	if err != nil || !strings.Contains(out, "policy v2 in force from "+at) {
+		t.Fatalf("policy activate: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, "policy", "status")
+	if err != nil || !regexp.MustCompile(`v2\s+\S+\s+required\s+`+regexp.QuoteMeta(at)).MatchString(out) {
+		t.Errorf("policy status after: %v\n%s", err, out)
+	}
+}

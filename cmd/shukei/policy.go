@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -95,7 +98,7 @@ retention and the privacy budget.`,
 				}
 				return err
 			}
-			v, err := policy.Embedded()
+			v, err := registry.New(conn, a.cfg.ClickHouse.Database, nil).Versions(cmd.Context()) // with the recorded activations
 			if err != nil {
 				return err
 			}
@@ -138,6 +141,83 @@ retention and the privacy budget.`,
 	export.Flags().StringVar(&format, "format", "fides", "output format (fides)")
 	export.Flags().IntVar(&version, "version", 1, "policy version to export")
 
-	cmd.AddCommand(check, explain, export)
+	var activateAt, by string
+	activate := &cobra.Command{
+		Use:   "activate <version> --at TIME",
+		Short: "Put a policy version built into this binary in force from a time (never in the past)",
+		Long: `activate records that policy version N is in force from --at (RFC 3339, now or later). Every
+running processor and aggregator applies it at its next registry refresh, and tags events
+collected from that time under version N — for a version that requires consent, only the events
+of tenants whose consent to it is recorded and in force when the event was collected; the other
+tenants' events keep the purposes of the version before. Consent given later never widens the
+purposes of data collected before it. Versions are activated in order; an activation time cannot
+move once recorded.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.Atoi(strings.TrimPrefix(args[0], "v"))
+			if err != nil {
+				return fmt.Errorf("version %q: want a number such as 2 (or v2)", args[0])
+			}
+			at := time.Now().UTC()
+			if activateAt != "" && activateAt != "now" {
+				if at, err = time.Parse(time.RFC3339, activateAt); err != nil {
+					return fmt.Errorf("--at %q: want RFC 3339 or now", activateAt)
+				}
+			}
+			if by == "" {
+				by = os.Getenv("USER")
+			}
+			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			act, err := registry.New(conn, a.cfg.ClickHouse.Database, nil).ActivatePolicy(cmd.Context(), n, at, by)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "policy v%d in force from %s\n", act.Version, act.At.Format(time.RFC3339))
+			return nil
+		},
+	}
+	activate.Flags().StringVar(&activateAt, "at", "now", "activation time, RFC 3339 (now or later)")
+	activate.Flags().StringVar(&by, "by", "", "who activated it (default $USER)")
+
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "List the policy versions built in, and since when each is in force",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			v, err := registry.New(conn, a.cfg.ClickHouse.Database, nil).Versions(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "VERSION\tENACTED\tCONSENT\tIN FORCE FROM\t")
+			for n := 1; n <= v.Len(); n++ {
+				p := v.Policy(n)
+				from := "not activated"
+				if at, ok := v.Activation(n); ok {
+					from = "the beginning"
+					if !at.IsZero() {
+						from = at.UTC().Format(time.RFC3339)
+					}
+				}
+				consent := "not needed"
+				if p.RequiresConsent {
+					consent = "required"
+				}
+				fmt.Fprintf(tw, "v%d\t%s\t%s\t%s\t\n", p.Version, p.Enacted.Format("2006-01-02"), consent, from)
+			}
+			return tw.Flush()
+		},
+	}
+
+	cmd.AddCommand(check, explain, export, activate, status)
 	return cmd
 }

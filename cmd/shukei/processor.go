@@ -48,6 +48,7 @@ SHUKEI_ANONYMIZER_MASTER_KEY). Serves /metrics, /healthz and /readyz on processo
 			defer conn.Close()
 			keyring := pseudonym.NewKeyring(master)
 			cache := registry.NewCache(registry.New(conn, a.cfg.ClickHouse.Database, master), keyring, a.cfg.Processor.RegistryRefresh, a.log)
+			cache.Follow(versions) // policy activations take effect with each registry refresh
 			if err := cache.Refresh(ctx); err != nil {
 				return err
 			}
