@@ -356,3 +356,40 @@ func TestPolicyActivateAndStatus(t *testing.T) {
 		t.Errorf("policy status after: %v\n%s", err, out)
 	}
 }
+
+func TestRetentionCommands(t *testing.T) {
+	ownServices(t)
+	if out, err := runCLI(t, "migrate"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, id := range []string{"ended", "active"} {
+		if out, err := runCLI(t, "tenants", "add", "--tenant", id, "--status", "contracted", "--edition", "standard", "--size-band", "m"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if out, err := runCLI(t, "tenants", "ticket", "open", "--tenant", id, "--ticket", "T-1"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	out, err := runCLI(t, "retention", "verify", "--tenant", "ended")
+	if err != nil || !regexp.MustCompile(`\b[1-9]\d* rows of ended left`).MatchString(out) {
+		t.Fatalf("verify before: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "tenants", "set", "--tenant", "ended", "--status", "terminated", "--contract-end", "2026-01-31"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out, err = runCLI(t, "retention", "run")
+	if err != nil || !regexp.MustCompile(`deleted tenant ended: \d+ rows in \d+ tables, pseudonymisation root destroyed \(audit record #1\)`).MatchString(out) || strings.Contains(out, "tenant active") {
+		t.Fatalf("retention run: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, "retention", "verify", "--tenant", "ended")
+	if err != nil || !strings.Contains(out, "0 rows of ended left in") {
+		t.Fatalf("verify after: %v\n%s", err, out)
+	}
+	out, _ = runCLI(t, "retention", "verify", "--tenant", "active")
+	if strings.Contains(out, "0 rows of active left") {
+		t.Errorf("the active tenant was deleted:\n%s", out)
+	}
+	if out, err := runCLI(t, "audit", "verify"); err != nil || !strings.Contains(out, "1 records, chain intact") {
+		t.Errorf("audit verify: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,277 @@
+// Package retention carries out the end of a tenant's data (DESIGN.md §1, clause 2(3)): after
+// its contract end plus the policy's retention period, every row of the tenant is deleted from
+// every table that has a tenant_id column — the event store, the rejections, the purpose marts
+// and rollups, the registry entry, its consents and tickets — its pseudonymisation root is
+// destroyed first (crypto-shredding: what might remain elsewhere can no longer be linked), and a
+// deletion receipt is appended to the audit log. It also drops whole monthly partitions older
+// than the policy keeps them (ClickHouse 18.16 has no TTL). Published DP releases are kept: they
+// are differentially private across tenants and hold no tenant id.
+package retention
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/schemas/policy"
+)
+
+// Keeper deletes what the policy no longer allows to keep.
+type Keeper struct {
+	conn   driver.Conn
+	db     string
+	reg    *registry.Registry
+	audit  *audit.Log
+	policy policy.Retention
+}
+
+// New returns a keeper over database db (and its purpose databases).
+func New(conn driver.Conn, db string, reg *registry.Registry, log *audit.Log, r policy.Retention) *Keeper {
+	return &Keeper{conn: conn, db: db, reg: reg, audit: log, policy: r}
+}
+
+// Table is a table holding tenant rows.
+type Table struct{ Database, Name string }
+
+func (t Table) String() string { return t.Database + "." + t.Name }
+
+// TenantTables lists every table of the Shukei databases with a tenant_id column: new tables
+// are covered without changing this code.
+func (k *Keeper) TenantTables(ctx context.Context) ([]Table, error) {
+	rows, err := k.conn.Query(ctx, `
+SELECT c.database, c.table
+FROM system.columns AS c
+ANY INNER JOIN (SELECT database, name AS table, engine FROM system.tables) AS t USING (database, table)
+WHERE c.name = 'tenant_id' AND (c.database = ? OR startsWith(c.database, ?)) AND t.engine NOT IN ('View', 'MaterializedView')
+ORDER BY c.database, c.table`, k.db, k.db+"_")
+	if err != nil {
+		return nil, fmt.Errorf("list the tables with tenant rows: %w", err)
+	}
+	defer rows.Close()
+	var out []Table
+	for rows.Next() {
+		var t Table
+		if err := rows.Scan(&t.Database, &t.Name); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// Count is what is left of a tenant in one table.
+type Count struct {
+	Table Table
+	Rows  uint64
+}
+
+// Verify counts the tenant's rows in every table, and its pseudonymisation root.
+func (k *Keeper) Verify(ctx context.Context, tenant string) ([]Count, error) {
+	tables, err := k.TenantTables(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Count, 0, len(tables))
+	for _, t := range tables {
+		var n uint64
+		if err := k.conn.QueryRow(ctx, "SELECT count() FROM "+t.String()+" WHERE tenant_id = ?", tenant).Scan(&n); err != nil {
+			return nil, fmt.Errorf("count %s in %s: %w", tenant, t, err)
+		}
+		out = append(out, Count{Table: t, Rows: n})
+	}
+	return out, nil
+}
+
+// Receipt is what a deletion did.
+type Receipt struct {
+	Tenant   string
+	Rows     uint64 // rows deleted
+	Tables   int    // tables that held some
+	AuditSeq uint64
+}
+
+// DeleteTenant deletes every row of tenant and destroys its keys, waits until ClickHouse has
+// applied the deletions, checks nothing is left, and appends the receipt to the audit log.
+func (k *Keeper) DeleteTenant(ctx context.Context, tenant, why string) (Receipt, error) {
+	before, err := k.Verify(ctx, tenant)
+	if err != nil {
+		return Receipt{}, err
+	}
+	// Keys first: from this moment no pseudonym of the tenant can be made or linked again.
+	if err := k.reg.DestroyKeys(ctx, tenant); err != nil {
+		return Receipt{}, err
+	}
+	r := Receipt{Tenant: tenant}
+	var touched []Table
+	for _, c := range before {
+		if c.Rows == 0 {
+			continue
+		}
+		r.Rows += c.Rows
+		r.Tables++
+		touched = append(touched, c.Table)
+		if err := k.conn.Exec(ctx, "ALTER TABLE "+c.Table.String()+" DELETE WHERE tenant_id = ?", tenant); err != nil {
+			return r, fmt.Errorf("delete %s from %s: %w", tenant, c.Table, err)
+		}
+	}
+	if err := k.waitMutations(ctx, touched); err != nil {
+		return r, err
+	}
+	after, err := k.Verify(ctx, tenant)
+	if err != nil {
+		return r, err
+	}
+	for _, c := range after {
+		if c.Rows > 0 {
+			return r, fmt.Errorf("after deletion %s still holds %d rows of %s", c.Table, c.Rows, tenant)
+		}
+	}
+	rec, err := k.audit.Append(ctx, audit.Record{
+		Principal: "retention", Kind: "system", Report: "tenant_deletion", Decision: "deleted", Rows: r.Rows,
+		Reason: fmt.Sprintf("tenant %s deleted (%s): %d rows in %d tables; pseudonymisation root destroyed", tenant, why, r.Rows, r.Tables),
+	})
+	if err != nil {
+		return r, fmt.Errorf("the deletion of %s is done but its receipt could not be written: %w", tenant, err)
+	}
+	r.AuditSeq = rec.Seq
+	return r, nil
+}
+
+// waitMutations waits until ClickHouse has applied every pending mutation of tables.
+func (k *Keeper) waitMutations(ctx context.Context, tables []Table) error {
+	for _, t := range tables {
+		for {
+			var pending uint64
+			if err := k.conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0", t.Database, t.Name).Scan(&pending); err != nil {
+				return err
+			}
+			if pending == 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for the deletion in %s: %w", t, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// Due returns the tenants whose contract ended at least the retention period before now.
+func (k *Keeper) Due(ctx context.Context, now time.Time) ([]registry.Tenant, error) {
+	all, err := k.reg.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var due []registry.Tenant
+	for _, t := range all {
+		if !t.ContractEnd.IsZero() && !now.Before(t.ContractEnd.Add(k.policy.AfterContractEnd)) {
+			due = append(due, t)
+		}
+	}
+	return due, nil
+}
+
+// Expiring are the monthly-partitioned tables and how long each keeps its data; the audit log,
+// the budget ledger and the published releases are kept (they are the proof of what was done).
+func (k *Keeper) expiring() map[string]time.Duration {
+	store, dlq := k.policy.EventStore, k.policy.DLQ
+	m := map[string]time.Duration{
+		k.db + ".events":     store,
+		k.db + ".rejections": dlq,
+	}
+	for _, t := range []string{"_support.trace", "_service_improvement.feature_daily", "_service_improvement.feature_weekly",
+		"_service_improvement.feature_cells_weekly", "_marketing.activity_daily", "_marketing.activity_weekly",
+		"_marketing.activity_cells_weekly", "_follow_up.tenant_daily", "_follow_up.tenant_weekly",
+		"_interview_selection.tenant_daily", "_interview_selection.tenant_weekly", "_external_consented.tenant_daily"} {
+		m[k.db+t] = store
+	}
+	return m
+}
+
+// Dropped is one partition dropped.
+type Dropped struct {
+	Table     string
+	Partition string
+}
+
+// DropExpired drops every monthly partition whose whole month is older than its table keeps
+// data. Partitions are YYYYMM of the table's time column.
+func (k *Keeper) DropExpired(ctx context.Context, now time.Time) ([]Dropped, error) {
+	var out []Dropped
+	tables := k.expiring()
+	names := make([]string, 0, len(tables))
+	for t := range tables {
+		names = append(names, t)
+	}
+	slices.Sort(names)
+	for _, table := range names {
+		keep := tables[table]
+		if keep <= 0 {
+			continue
+		}
+		db, name, _ := strings.Cut(table, ".")
+		rows, err := k.conn.Query(ctx, "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active", db, name)
+		if err != nil {
+			return out, err
+		}
+		var parts []string
+		for rows.Next() {
+			var p string
+			if err := rows.Scan(&p); err != nil {
+				rows.Close()
+				return out, err
+			}
+			parts = append(parts, p)
+		}
+		rows.Close()
+		cutoff := now.Add(-keep)
+		for _, p := range parts {
+			ym, err := strconv.Atoi(p)
+			if err != nil || ym < 190001 {
+				continue // not a YYYYMM partition
+			}
+			monthEnd := time.Date(ym/100, time.Month(ym%100), 1, 0, 0, 0, 0, time.UTC).AddDate(0, 1, 0)
+			if !monthEnd.After(cutoff) {
+				if err := k.conn.Exec(ctx, "ALTER TABLE "+table+" DROP PARTITION "+strconv.Itoa(ym)); err != nil {
+					return out, fmt.Errorf("drop partition %d of %s: %w", ym, table, err)
+				}
+				out = append(out, Dropped{Table: table, Partition: p})
+			}
+		}
+	}
+	return out, nil
+}
+
+// Report is what one run did.
+type Report struct {
+	Deleted []Receipt
+	Dropped []Dropped
+}
+
+// Run deletes the tenants that are due and drops expired partitions.
+func (k *Keeper) Run(ctx context.Context, now time.Time) (Report, error) {
+	var rep Report
+	due, err := k.Due(ctx, now)
+	if err != nil {
+		return rep, err
+	}
+	for _, t := range due {
+		why := fmt.Sprintf("contract ended %s, retention %s", t.ContractEnd.Format("2006-01-02"), k.policy.AfterContractEnd)
+		r, err := k.DeleteTenant(ctx, t.ID, why)
+		if err != nil {
+			return rep, err
+		}
+		rep.Deleted = append(rep.Deleted, r)
+	}
+	rep.Dropped, err = k.DropExpired(ctx, now)
+	return rep, err
+}
