@@ -115,4 +115,3 @@ func printRetention(out io.Writer, rep retention.Report) {
 		fmt.Fprintln(out, "nothing due")
 	}
 }
-
