@@ -77,6 +77,32 @@ func OpenAPI() ([]byte, error) {
 		"responses": obj{"200": obj{"description": "principal", "content": obj{"application/json": obj{"schema": obj{"type": "object"}}}},
 			"401": denials["401"], "503": denials["503"]},
 	}}
+	grant := obj{"description": "the grant", "content": obj{"application/json": obj{"schema": obj{"type": "object", "properties": obj{
+		"id": obj{"type": "string"}, "principal": obj{"type": "string"}, "purpose": obj{"type": "string"}, "tenant": obj{"type": "string"},
+		"clause": obj{"type": "string"}, "justification": obj{"type": "string"}, "ttl": obj{"type": "string"},
+		"state":       obj{"type": "string", "enum": []string{"pending", "open", "expired", "revoked"}},
+		"approved_by": obj{"type": "string"}, "expires_at": obj{"type": "string", "format": "date-time"}}}}}}
+	bgResponses := func(ok string) obj {
+		return obj{ok: grant, "400": denials["400"], "401": denials["401"], "403": errRef("approving one's own request, an approver who is not an employee, or a grant not pending/open"),
+			"404": errRef("no such grant"), "503": denials["503"]}
+	}
+	idParam := []obj{{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string"}}}
+	paths["/v1/breakglass"] = obj{"post": obj{
+		"operationId": "breakglass_request", "summary": "Request time-boxed access to one tenant's support trace (clause 3(2)-5..7)",
+		"description": "The grant stays pending until a second principal (an employee) approves it; its time box starts at approval. Use it as breakglass=<id> on support_trace. Every step and use is audited.",
+		"security":    []obj{{"bearer": []string{}}},
+		"requestBody": obj{"required": true, "content": obj{"application/json": obj{"schema": obj{"type": "object", "additionalProperties": false,
+			"required": []string{"tenant", "clause", "justification", "ttl"},
+			"properties": obj{"tenant": obj{"type": "string", "pattern": patterns[Ident].String()},
+				"clause":        obj{"type": "string", "enum": []string{"3(2)-5", "3(2)-6", "3(2)-7"}},
+				"justification": obj{"type": "string", "minLength": 20},
+				"ttl":           obj{"type": "string", "description": "Go duration, at most 72h, e.g. 4h"}}}}}},
+		"responses": bgResponses("201"),
+	}}
+	paths["/v1/breakglass/{id}/approve"] = obj{"post": obj{"operationId": "breakglass_approve", "summary": "Approve another principal's break-glass request",
+		"security": []obj{{"bearer": []string{}}}, "parameters": idParam, "responses": bgResponses("200")}}
+	paths["/v1/breakglass/{id}/revoke"] = obj{"post": obj{"operationId": "breakglass_revoke", "summary": "Close a break-glass grant now",
+		"security": []obj{{"bearer": []string{}}}, "parameters": idParam, "responses": bgResponses("200")}}
 	paths["/v1/reports"] = obj{"get": obj{
 		"operationId": "catalogue", "summary": "Every report with its purpose, parameters and columns",
 		"responses": obj{"200": obj{"description": "catalogue", "content": obj{"application/json": obj{"schema": obj{"type": "object"}}}}},

@@ -7,6 +7,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/registry"
 )
 
@@ -49,21 +50,28 @@ type Report struct {
 
 // Env is what a report runs with.
 type Env struct {
-	Conn     driver.Conn // the purpose's reader
-	DB       string      // the purpose's database
-	Prefix   string      // the internal database name (purpose databases are <Prefix>_<purpose>)
-	K        int
-	MaxRows  int
-	Now      time.Time
-	Tickets  TicketSource
-	Lookback time.Duration
-	Budget   ledger.Budget // external_aggregate's monthly allowance
-	ticketID string        // set by authorize for the audit record
+	Conn       driver.Conn // the purpose's reader
+	DB         string      // the purpose's database
+	Prefix     string      // the internal database name (purpose databases are <Prefix>_<purpose>)
+	K          int
+	MaxRows    int
+	Now        time.Time
+	Tickets    TicketSource
+	Lookback   time.Duration
+	Budget     ledger.Budget // external_aggregate's monthly allowance
+	BreakGlass BreakGlassSource
+	Principal  string // who asks
+	ticketID   string // set by authorize for the audit record (a ticket or break-glass id)
 }
 
 // TicketSource finds a tenant's support ticket (the registry).
 type TicketSource interface {
 	Ticket(ctx context.Context, tenant, id string) (registry.Ticket, error)
+}
+
+// BreakGlassSource checks a break-glass grant (query/breakglass).
+type BreakGlassSource interface {
+	Check(ctx context.Context, id, principal, tenant string, t time.Time) (breakglass.Grant, error)
 }
 
 // Forbidden is a refusal that depends on the request (no open ticket, a trace outside the

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/registry"
 )
 
@@ -696,6 +697,7 @@ func supportTrace() *Report {
 		Params: []Param{
 			{Name: "tenant", Kind: Ident, Required: true, Doc: "the tenant whose ticket is open"},
 			{Name: "ticket", Kind: Ticket, Doc: "the open support ticket of that tenant (required: without one the request is refused, 403)"},
+			{Name: "breakglass", Kind: Ticket, Doc: "instead of a ticket: an approved, open break-glass grant of this principal for that tenant (clause 3(2)-5..7)"},
 			{Name: "at", Kind: Time, Default: "now", Doc: "centre of the trace (RFC 3339)"},
 			{Name: "around_minutes", Kind: Int, Min: 1, Max: 1440, Default: "60", Doc: "minutes before and after at"},
 			{Name: "category", Kind: Enum, Multi: true, Values: []string{"operation", "app_access", "client_env"}, Doc: "only these categories"},
@@ -724,6 +726,27 @@ func supportTrace() *Report {
 // from Lookback before the ticket was opened until now.
 func authorizeSupport(ctx context.Context, e *Env, a Args) error {
 	tenant, id := a.Str("tenant"), a.Str("ticket")
+	if bg := a.Str("breakglass"); bg != "" {
+		e.ticketID = bg
+		if id != "" {
+			return badf("give ticket or breakglass, not both")
+		}
+		if e.BreakGlass == nil {
+			return &Forbidden{Msg: "this service has no break-glass store"}
+		}
+		g, err := e.BreakGlass.Check(ctx, bg, e.Principal, tenant, e.Now)
+		if errors.Is(err, breakglass.ErrNotOpen) || errors.Is(err, breakglass.ErrNotFound) {
+			return &Forbidden{Msg: err.Error()}
+		}
+		if err != nil {
+			return err
+		}
+		if from, _ := traceRange(a); from.Before(g.ApprovedAt.Add(-e.Lookback)) || from.After(e.Now) {
+			return &Forbidden{Msg: fmt.Sprintf("the trace from %s reaches outside break-glass %s's window: from %s until now",
+				from.Format(time.RFC3339), bg, g.ApprovedAt.Add(-e.Lookback).UTC().Format(time.RFC3339))}
+		}
+		return nil
+	}
 	e.ticketID = id
 	if id == "" {
 		return &Forbidden{Msg: "support reads a tenant's trace only with an open ticket of that tenant: give ticket=<id> (clause 3(1)-1)"}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/schemas/policy"
 )
@@ -41,6 +42,7 @@ type Options struct {
 	Timeout    time.Duration
 	Lookback   time.Duration // support: how far before a ticket's opening a trace may reach
 	Budget     ledger.Budget // external_aggregate's monthly allowance
+	BreakGlass *breakglass.Store
 	Metrics    prometheus.Registerer
 	Gatherer   prometheus.Gatherer // served at /metrics; nil: none
 	Ready      func() error
@@ -85,6 +87,9 @@ func New(o Options) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/reports/{name}", s.handleReport)
 	s.mux.HandleFunc("GET /v1/reports", s.handleCatalogue)
 	s.mux.HandleFunc("GET /v1/whoami", s.handleWhoami)
+	s.mux.HandleFunc("POST /v1/breakglass", s.handleBreakGlass("request"))
+	s.mux.HandleFunc("POST /v1/breakglass/{id}/approve", s.handleBreakGlass("approve"))
+	s.mux.HandleFunc("POST /v1/breakglass/{id}/revoke", s.handleBreakGlass("revoke"))
 	s.mux.HandleFunc("GET /openapi.json", s.handleOpenAPI)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -220,8 +225,14 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 	req.rec.Purpose = purpose
 	now := s.o.Now()
 	if err := req.p.Authorize(purpose, now); err != nil {
-		s.deny(ctx, w, req, http.StatusForbidden, err)
-		return
+		// A support trace under an approved break-glass grant needs no support grant: the
+		// grant itself is checked with the report (its principal, tenant and time box).
+		breakGlass := purpose == "support" && q.Get("breakglass") != "" && errors.Is(err, principal.ErrNotGranted)
+		if !breakGlass {
+			s.deny(ctx, w, req, http.StatusForbidden, err)
+			return
+		}
+		req.rec.Reason = "break-glass"
 	}
 	if !known {
 		s.deny(ctx, w, req, http.StatusNotFound, fmt.Errorf("no report %q; GET /v1/reports lists them", trunc(name)))
@@ -246,8 +257,12 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 		s.deny(ctx, w, req, http.StatusServiceUnavailable, fmt.Errorf("this service has no reader for purpose %s", purpose))
 		return
 	}
+	var bg BreakGlassSource
+	if s.o.BreakGlass != nil {
+		bg = s.o.BreakGlass
+	}
 	env := &Env{Conn: conn, DB: s.o.Prefix + "_" + purpose, Prefix: s.o.Prefix, K: s.o.K, MaxRows: s.o.MaxRows, Now: now,
-		Tickets: s.o.Tickets, Lookback: s.o.Lookback, Budget: s.o.Budget}
+		Tickets: s.o.Tickets, Lookback: s.o.Lookback, Budget: s.o.Budget, BreakGlass: bg, Principal: req.p.ID}
 	rctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
 	defer cancel()
 	if rep.authorize != nil {
@@ -477,4 +492,92 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 		"principal": req.p.ID, "kind": req.p.Kind, "contract_ref": req.p.ContractRef, "expires_at": expires,
 		"purposes": purposes, "reports": reps, "k": s.o.K, "audit_seq": seq,
 	})
+}
+
+// breakGlassRequest is the body of POST /v1/breakglass.
+type breakGlassRequest struct {
+	Tenant        string `json:"tenant"`
+	Clause        string `json:"clause"`
+	Justification string `json:"justification"`
+	TTL           string `json:"ttl"` // Go duration, e.g. 4h
+}
+
+type grantInfo struct {
+	ID            string  `json:"id"`
+	Principal     string  `json:"principal"`
+	Purpose       string  `json:"purpose"`
+	Tenant        string  `json:"tenant"`
+	Clause        string  `json:"clause"`
+	Justification string  `json:"justification"`
+	TTL           string  `json:"ttl"`
+	State         string  `json:"state"`
+	ApprovedBy    string  `json:"approved_by,omitempty"`
+	ExpiresAt     *string `json:"expires_at,omitempty"`
+}
+
+// handleBreakGlass serves the break-glass path (clause 3(2)-5..7) for an authenticated
+// principal: request (with a written justification), approve (a second principal), revoke.
+// The store appends each step to the audit log itself; a refused step is audited here.
+func (s *Server) handleBreakGlass(action string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		req := s.newRequest("breakglass_" + action)
+		req.rec.Purpose = "support"
+		if status, err := s.authenticate(ctx, r, req); err != nil {
+			s.deny(ctx, w, req, status, err)
+			return
+		}
+		if s.o.BreakGlass == nil {
+			s.deny(ctx, w, req, http.StatusNotFound, errors.New("this service has no break-glass store"))
+			return
+		}
+		var g breakglass.Grant
+		var err error
+		switch action {
+		case "request":
+			var body breakGlassRequest
+			dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&body); err != nil {
+				s.deny(ctx, w, req, http.StatusBadRequest, fmt.Errorf("body: want {tenant, clause, justification, ttl}: %w", err))
+				return
+			}
+			ttl, perr := time.ParseDuration(body.TTL)
+			if perr != nil || !patterns[Ident].MatchString(body.Tenant) {
+				s.deny(ctx, w, req, http.StatusBadRequest, fmt.Errorf("ttl %q must be a duration (4h) and tenant an identifier", trunc(body.TTL)))
+				return
+			}
+			g, err = s.o.BreakGlass.Request(ctx, req.p.ID, body.Tenant, body.Clause, body.Justification, ttl)
+		case "approve":
+			g, err = s.o.BreakGlass.Approve(ctx, r.PathValue("id"), req.p.ID)
+		case "revoke":
+			g, err = s.o.BreakGlass.Revoke(ctx, r.PathValue("id"), req.p.ID)
+		}
+		switch {
+		case errors.Is(err, breakglass.ErrInvalid):
+			s.deny(ctx, w, req, http.StatusBadRequest, err)
+			return
+		case errors.Is(err, breakglass.ErrNotFound):
+			s.deny(ctx, w, req, http.StatusNotFound, err)
+			return
+		case errors.Is(err, breakglass.ErrSelfApprove), errors.Is(err, breakglass.ErrNotOpen), errors.Is(err, principal.ErrDisabled):
+			s.deny(ctx, w, req, http.StatusForbidden, err)
+			return
+		case err != nil:
+			s.deny(ctx, w, req, http.StatusServiceUnavailable, err)
+			return
+		}
+		s.m.observe(req.rec.Report, "allowed", time.Since(req.start))
+		gi := grantInfo{ID: g.ID, Principal: g.Principal, Purpose: g.Purpose, Tenant: g.Tenant, Clause: g.Clause,
+			Justification: g.Justification, TTL: g.TTL.String(), State: g.State(s.o.Now()), ApprovedBy: g.ApprovedBy}
+		if !g.ExpiresAt.IsZero() {
+			e := g.ExpiresAt.UTC().Format(time.RFC3339)
+			gi.ExpiresAt = &e
+		}
+		status := http.StatusOK
+		if action == "request" {
+			status = http.StatusCreated
+		}
+		writeJSON(w, status, gi)
+	}
 }

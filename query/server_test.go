@@ -20,6 +20,7 @@ import (
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/query"
 	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"
 	chm "github.com/shukei/shukei/schemas/clickhouse"
@@ -124,6 +125,8 @@ func newFixture(t *testing.T, evs []ev) *fixture {
 		{ID: "agency", Kind: principal.Contractor, Purposes: []string{"marketing"}, ContractRef: "C-2026-7", Expires: f.now.Add(24 * time.Hour)},
 		{ID: "old-agency", Kind: principal.Contractor, Purposes: []string{"marketing"}, ContractRef: "C-2025-1", Expires: f.now.Add(-time.Hour)},
 		{ID: "partner", Kind: principal.Partner, Purposes: []string{"external_aggregate"}},
+		{ID: "investigator", Kind: principal.Employee, Purposes: []string{"service_improvement"}},
+		{ID: "dpo", Kind: principal.Employee, Purposes: []string{"service_improvement"}},
 	} {
 		tok, err := store.Add(ctx, p)
 		if err != nil {
@@ -147,7 +150,8 @@ func (f *fixture) server(log *audit.Log) *query.Server {
 	s, err := query.New(query.Options{
 		Principals: principal.New(f.conn, f.db), Audit: log, Tickets: f.reg, Readers: f.readers, Prefix: f.db,
 		K: 5, MaxRows: 1000, Timeout: 10 * time.Second, Lookback: 7 * 24 * time.Hour,
-		Budget: ledger.Budget{Epsilon: 31, Delta: 1e-6},
+		Budget:     ledger.Budget{Epsilon: 31, Delta: 1e-6},
+		BreakGlass: breakglass.New(f.conn, f.db, principal.New(f.conn, f.db), log),
 	})
 	if err != nil {
 		f.t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"text/tabwriter"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -14,6 +15,7 @@ import (
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/query"
 	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"
 	chm "github.com/shukei/shukei/schemas/clickhouse"
@@ -36,6 +38,10 @@ when the log cannot be written the request is refused. 'shukei audit verify' che
 
   GET /v1/reports/{name}?purpose=…   a report, JSON (default) or CSV (format=csv)
   GET /v1/whoami                      the principal, its purposes and reports
+  POST /v1/breakglass                 request time-boxed access to one tenant's trace (clause
+                                      3(2)-5..7): {tenant, clause, justification, ttl}
+  POST /v1/breakglass/{id}/approve    a second principal (an employee) opens it
+  POST /v1/breakglass/{id}/revoke     closes it
   GET /v1/reports                     the catalogue
   GET /openapi.json                   the OpenAPI document
   GET /                               the web page
@@ -108,9 +114,12 @@ func newQueryServer(ctx context.Context, a *app) (srv *query.Server, closeAll fu
 	}
 	db := a.cfg.ClickHouse.Database
 	reg := newRegistry()
+	log := audit.New(conn, db)
+	principals := principal.New(conn, db)
 	srv, err = query.New(query.Options{
-		Principals: principal.New(conn, db), Audit: audit.New(conn, db), Tickets: registry.New(conn, db, nil),
-		Readers: readers, Prefix: db, K: k, MaxRows: a.cfg.Query.MaxRows, Timeout: a.cfg.Query.Timeout,
+		Principals: principals, Audit: log, Tickets: registry.New(conn, db, nil),
+		BreakGlass: breakglass.New(conn, db, principals, log),
+		Readers:    readers, Prefix: db, K: k, MaxRows: a.cfg.Query.MaxRows, Timeout: a.cfg.Query.Timeout,
 		Lookback: a.cfg.Query.SupportLookback, Budget: budget, Metrics: reg, Gatherer: reg, Log: a.log,
 		Ready: func() error { return conn.Ping(ctx) },
 	})
@@ -148,4 +157,40 @@ func runQuery(ctx context.Context, a *app, started chan<- string) error {
 		return err
 	}
 	return nil
+}
+
+// newBreakGlassCmd lists the break-glass grants (they are requested and approved through the
+// query service, by authenticated principals).
+func newBreakGlassCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "breakglass",
+		Short: "List break-glass grants (requested and approved through the query service)",
+		Long: `breakglass lists the exceptional, time-boxed access grants of clause 3(2)-5..7: who asked for
+which tenant's trace, on which clause and justification, who approved it and until when. A
+principal requests one with POST /v1/breakglass on the query service; a second principal (an
+employee) approves it with POST /v1/breakglass/{id}/approve; every step and use is in the audit
+log ('shukei audit report --principal P --month YYYY-MM').`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				db := a.cfg.ClickHouse.Database
+				gs, err := breakglass.New(conn, db, principal.New(conn, db), audit.New(conn, db)).List(cmd.Context())
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tPRINCIPAL\tTENANT\tCLAUSE\tSTATE\tAPPROVED BY\tUNTIL\tJUSTIFICATION\t")
+				now := time.Now()
+				for _, g := range gs {
+					until := "-"
+					if !g.ExpiresAt.IsZero() {
+						until = g.ExpiresAt.UTC().Format(time.RFC3339)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", g.ID, g.Principal, g.Tenant, g.Clause, g.State(now), g.ApprovedBy, until, g.Justification)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	return cmd
 }

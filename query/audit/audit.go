@@ -66,10 +66,9 @@ type Log struct {
 	qmu   sync.Mutex // guards queue
 	queue []*pending
 
-	mu     sync.Mutex // held by the one goroutine writing a group
-	loaded bool
-	seq    uint64
-	last   string
+	mu   sync.Mutex // held by the one goroutine writing a group
+	seq  uint64
+	last string
 }
 
 type pending struct {
@@ -109,13 +108,12 @@ func (l *Log) Append(ctx context.Context, r Record) (Record, error) {
 	return p.r, p.err
 }
 
-// write stores a group of records as one insert; l.mu is held.
+// write stores a group of records as one insert; l.mu is held. The tail is read again before
+// every group: other processes (retention receipts) append too. Two processes writing in the
+// same instant would fork the chain; the check after the insert finds it and Verify names it.
 func (l *Log) write(ctx context.Context, group []*pending) error {
-	if !l.loaded {
-		if err := l.conn.QueryRow(ctx, "SELECT count(), argMax(hash, seq) FROM "+l.table).Scan(&l.seq, &l.last); err != nil {
-			return fmt.Errorf("read the audit log's tail: %w", err)
-		}
-		l.loaded = true
+	if err := l.conn.QueryRow(ctx, "SELECT count(), argMax(hash, seq) FROM "+l.table).Scan(&l.seq, &l.last); err != nil {
+		return fmt.Errorf("read the audit log's tail: %w", err)
 	}
 	b, err := l.conn.PrepareBatch(ctx, "INSERT INTO "+l.table+" ("+columns+")")
 	if err != nil {
@@ -135,8 +133,14 @@ func (l *Log) write(ctx context.Context, group []*pending) error {
 		}
 	}
 	if err := b.Send(); err != nil {
-		l.loaded = false // the tail is unknown now: read it again before the next append
 		return fmt.Errorf("append to the audit log: %w", err)
+	}
+	var n uint64
+	if err := l.conn.QueryRow(ctx, "SELECT count() FROM "+l.table+" WHERE seq > ?", l.seq).Scan(&n); err != nil {
+		return fmt.Errorf("check the audit log's tail: %w", err)
+	}
+	if n != uint64(len(group)) {
+		return fmt.Errorf("another process appended to the audit log at the same moment (%d records after #%d, %d of them ours): the chain has forked there; run 'shukei audit verify'", n, l.seq, len(group))
 	}
 	l.seq, l.last = seq, last
 	return nil

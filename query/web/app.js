@@ -238,8 +238,9 @@
 
   // A ticket is needed even where the parameter is optional in the API: without one the
   // service refuses the trace, so the page asks for it instead of running into the refusal.
+  // (A break-glass grant is the exception path: optional on the page, used instead of a ticket.)
   function isRequired(p) {
-    return p.required || p.kind === "ticket";
+    return p.required || (p.kind === "ticket" && p.name === "ticket");
   }
 
   function needsInput(rep) {
