@@ -393,3 +393,46 @@ func TestRetentionCommands(t *testing.T) {
 		t.Errorf("audit verify: %v\n%s", err, out)
 	}
 }
+
+// A rollout seen through 'policy explain': after v2's activation, a tenant that consented to
+// it is tagged under v2 (with the use v2 adds), one that did not stays on v1, and data collected
+// before the activation or the consent keeps v1's purposes.
+func TestPolicyExplainAfterRollout(t *testing.T) {
+	ownServices(t)
+	if out, err := runCLI(t, "migrate"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	for _, id := range []string{"consenting", "other"} {
+		if out, err := runCLI(t, "tenants", "add", "--tenant", id, "--status", "contracted", "--edition", "standard", "--size-band", "m"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	for _, p := range []string{"policy", "external_consented"} {
+		if out, err := runCLI(t, "tenants", "consent", "--tenant", "consenting", "--purpose", p, "--version", "2", "--at", now.Format(time.RFC3339)); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	if out, err := runCLI(t, "policy", "activate", "2", "--at", now.Add(5*time.Second).Format(time.RFC3339)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	ev := filepath.Join(t.TempDir(), "op.json")
+	if err := os.WriteFile(ev, []byte(`{"event_id":"7d1f3c0e-8a4b-4c2d-9e6f-0a1b2c3d4e5f","tenant_id":"consenting","occurred_at":"`+now.Format(time.RFC3339)+
+		`","schema":"operation/v1","source":"web-app","user":"u-1","client":{"os":"windows","os_version":"11","device_kind":"desktop"},`+
+		`"data":{"operation_id":"record.save","app_id":"sheets","result_code":"ok","request_id":"0123456789abcdef0123"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	later := now.Add(time.Hour).Format(time.RFC3339)
+	out, err := runCLI(t, "policy", "explain", ev, "--tenant", "consenting", "--at", later)
+	if err != nil || !strings.Contains(out, "policy v2 applies") || !regexp.MustCompile(`external_consented\s+granted`).MatchString(out) {
+		t.Errorf("consenting tenant after the activation: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, "policy", "explain", ev, "--tenant", "other", "--at", later)
+	if err != nil || !strings.Contains(out, "policy v1 applies") || !strings.Contains(out, "no consent recorded for policy v2") || !regexp.MustCompile(`external_consented\s+refused`).MatchString(out) {
+		t.Errorf("tenant without consent: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, "policy", "explain", ev, "--tenant", "consenting", "--at", now.Add(-time.Hour).Format(time.RFC3339))
+	if err != nil || !strings.Contains(out, "policy v1 applies") {
+		t.Errorf("data collected before the activation and the consent: %v\n%s", err, out)
+	}
+}
