@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/registry"
@@ -99,7 +101,7 @@ func runFeatureRanking(ctx context.Context, e *Env, a Args) ([][]any, error) {
 	cells := map[key][2]uint64{}
 	err := parallel(ctx,
 		func(ctx context.Context) error {
-			rows, err := e.Conn.Query(ctx, `
+			return eachRow(ctx, e.Conn, `
 SELECT feature, edition, period, count() AS tenants
 FROM (
     SELECT tenant_id, feature, week = toDate(?) AS period, argMaxMerge(edition) AS edition
@@ -108,40 +110,30 @@ FROM (
     GROUP BY tenant_id, feature, period
 )
 GROUP BY feature, edition, period
-HAVING tenants >= ?`, day(cur), day(prev), day(cur), a.Str("category"), uint64(e.K))
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
+HAVING tenants >= ?`, []any{day(cur), day(prev), day(cur), a.Str("category"), uint64(e.K)}, func(scan func(...any) error) error {
 				var k key
 				var t uint64
-				if err := rows.Scan(&k.feature, &k.edition, &k.period, &t); err != nil {
+				if err := scan(&k.feature, &k.edition, &k.period, &t); err != nil {
 					return err
 				}
 				atoms[k] = &agg{tenants: t}
-			}
-			return rows.Err()
+				return nil
+			})
 		},
 		func(ctx context.Context) error {
-			rows, err := e.Conn.Query(ctx, `
+			return eachRow(ctx, e.Conn, `
 SELECT feature, edition, week = toDate(?) AS period, uniqHLL12Merge(users), sumMerge(uses)
 FROM `+e.DB+`.feature_cells_weekly
 WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
-GROUP BY feature, edition, period`, day(cur), day(prev), day(cur), a.Str("category"))
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
+GROUP BY feature, edition, period`, []any{day(cur), day(prev), day(cur), a.Str("category")}, func(scan func(...any) error) error {
 				var k key
 				var u, s uint64
-				if err := rows.Scan(&k.feature, &k.edition, &k.period, &u, &s); err != nil {
+				if err := scan(&k.feature, &k.edition, &k.period, &u, &s); err != nil {
 					return err
 				}
 				cells[k] = [2]uint64{u, s}
-			}
-			return rows.Err()
+				return nil
+			})
 		})
 	if err != nil {
 		return nil, err
@@ -215,6 +207,21 @@ func monday(t time.Time) time.Time {
 	return t.AddDate(0, 0, -((int(t.Weekday()) + 6) % 7))
 }
 
+// eachRow runs query and calls fn with each row's Scan until the rows end or fn fails.
+func eachRow(ctx context.Context, conn driver.Conn, query string, args []any, fn func(scan func(...any) error) error) error {
+	rows, err := conn.Query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows.Scan); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
 // parallel runs fns at once and returns the first error; the others are cancelled.
 func parallel(ctx context.Context, fns ...func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -278,54 +285,43 @@ func runContractComparison(ctx context.Context, e *Env, a Args) ([][]any, error)
 	type seg struct{ status, edition string }
 	segments := map[string]seg{}
 	users := map[key][2]uint64{}
-	var byFeature map[string][]string
+	byFeature := map[string][]string{}
 	err := parallel(ctx,
 		func(ctx context.Context) error {
-			rows, err := e.Conn.Query(ctx, `
+			return eachRow(ctx, e.Conn, `
 SELECT tenant_id, argMaxMerge(contract_status), argMaxMerge(edition)
 FROM `+e.DB+`.activity_weekly
 WHERE week >= toDate(?) AND week <= toDate(?)
-GROUP BY tenant_id`, day(from), day(to))
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
+GROUP BY tenant_id`, []any{day(from), day(to)}, func(scan func(...any) error) error {
 				var t string
 				var g seg
-				if err := rows.Scan(&t, &g.status, &g.edition); err != nil {
+				if err := scan(&t, &g.status, &g.edition); err != nil {
 					return err
 				}
 				segments[t] = g
-			}
-			return rows.Err()
+				return nil
+			})
 		},
 		func(ctx context.Context) error {
-			rows, err := e.Conn.Query(ctx, `
+			return eachRow(ctx, e.Conn, `
 SELECT feature, groupArray(tenant_id)
 FROM (
     SELECT DISTINCT feature, tenant_id
     FROM `+e.DB+`.activity_weekly
     WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
 )
-GROUP BY feature`, day(from), day(to), a.Str("category"))
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			byFeature = map[string][]string{}
-			for rows.Next() {
+GROUP BY feature`, []any{day(from), day(to), a.Str("category")}, func(scan func(...any) error) error {
 				var f string
 				var ts []string
-				if err := rows.Scan(&f, &ts); err != nil {
+				if err := scan(&f, &ts); err != nil {
 					return err
 				}
 				byFeature[f] = ts
-			}
-			return rows.Err()
+				return nil
+			})
 		},
 		func(ctx context.Context) error {
-			rows, err := e.Conn.Query(ctx, `
+			return eachRow(ctx, e.Conn, `
 SELECT contract_status, edition, feature, uniqHLL12Merge(users), sumMerge(uses)
 FROM `+e.DB+`.activity_cells_weekly
 WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
@@ -334,20 +330,15 @@ UNION ALL
 SELECT contract_status, edition, '*', uniqHLL12Merge(users), sumMerge(events)
 FROM `+e.DB+`.activity_cells_weekly
 WHERE week >= toDate(?) AND week <= toDate(?)
-GROUP BY contract_status, edition`, day(from), day(to), a.Str("category"), day(from), day(to))
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
+GROUP BY contract_status, edition`, []any{day(from), day(to), a.Str("category"), day(from), day(to)}, func(scan func(...any) error) error {
 				var k key
 				var u, n uint64
-				if err := rows.Scan(&k.status, &k.edition, &k.feature, &u, &n); err != nil {
+				if err := scan(&k.status, &k.edition, &k.feature, &u, &n); err != nil {
 					return err
 				}
 				users[k] = [2]uint64{u, n}
-			}
-			return rows.Err()
+				return nil
+			})
 		})
 	if err != nil {
 		return nil, err
