@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/query/audit"
 )
 
@@ -302,24 +301,7 @@ func TestReportsOnRealData(t *testing.T) {
 	}
 
 	// External aggregate: a release and the budget it spent.
-	ctx := context.Background()
-	w := time.Date(2026, 11, 18, 0, 0, 0, 0, time.UTC)
-	batch, err := f.conn.PrepareBatch(ctx, "INSERT INTO "+f.db+"_external_aggregate.releases (release_id, plan_hash, window_start, window_end, metric, unit, dims, dim_names, dim_values, value, stddev, ci95_low, ci95_high, epsilon, delta, selected, selection_epsilon, selection_delta, l0, linf, mechanism, policy_version, released_at)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := batch.Append("r1", "plan", w, w.Add(24*time.Hour), "feature_adoption", "tenants", "feature=board,status=contracted",
-		[]string{"feature", "status"}, []string{"board", "contracted"}, int64(41), 1.41, 38.2, 43.8, 1.0, 0.0, uint8(0), 0.0, 0.0, int64(12), int64(1), "laplace", uint16(1), w.Add(26*time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	if err := batch.Send(); err != nil {
-		t.Fatal(err)
-	}
-	month := time.Now().UTC().Format("2006-01")
-	if _, _, err := ledger.New(f.conn, f.db).Charge(ctx, ledger.Entry{ReleaseID: "r1", Purpose: "external_aggregate", Period: month, Epsilon: 5, Delta: 1e-8,
-		L0: 12, LInf: 1, WindowStart: w, WindowEnd: w.Add(24 * time.Hour), QueryHash: "q", PolicyVersion: 1}, ledger.Budget{Epsilon: 31, Delta: 1e-6}); err != nil {
-		t.Fatal(err)
-	}
+	addRelease(t, f)
 	rel := f.report("partner", "dp_releases", 200, "purpose", "external_aggregate", "from", "2026-11-01", "to", "2026-11-30")
 	if len(rel.Rows) != 1 || n(rel.Rows[0]["value"]) != 41 || n(rel.Rows[0]["ci95_low"]) != 38.2 || rel.Rows[0]["mechanism"] != "laplace" || rel.Rows[0]["cell"] != "feature=board,status=contracted" {
 		t.Errorf("releases: %v", rel.Rows)
