@@ -299,7 +299,7 @@ func TestTicketCommands(t *testing.T) {
 	if out, err := runCLI(t, "tenants", "add", "--tenant", "acme", "--status", "contracted", "--edition", "standard", "--size-band", "m"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	out, err := runCLI(t, "tenants", "ticket", "open", "--tenant", "acme", "--ticket", "SUP-1", "--ttl", "48h", "--by", "helpdesk")
+	out, err := runCLI(t, "tenants", "ticket", "open", "--tenant", "acme", "--ticket", "SUP-1", "--ttl", "14d", "--by", "helpdesk")
 	if err != nil || !strings.Contains(out, "ticket SUP-1 of acme open from") {
 		t.Fatalf("ticket open: %v\n%s", err, out)
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -14,8 +16,7 @@ import (
 // newTicketCmd is 'shukei tenants ticket open|close|list': the support tickets that open the
 // support purpose for one tenant at a time (clause 3(1)-1).
 func newTicketCmd(withReg func(*cobra.Command, func(*registry.Registry) error) error) *cobra.Command {
-	var tenant, id, by string
-	var ttl time.Duration
+	var tenant, id, by, ttlText string
 	cmd := &cobra.Command{
 		Use:   "ticket",
 		Short: "Open, close or list support tickets (support may read a tenant's trace only while one is open)",
@@ -33,6 +34,10 @@ id. A ticket closes when 'close' is run or, without anyone acting, when its time
 				if by == "" {
 					by = os.Getenv("USER")
 				}
+				ttl, err := parseDays(ttlText)
+				if err != nil {
+					return fmt.Errorf("--ttl: %w", err)
+				}
 				k, err := r.OpenTicket(cmd.Context(), tenant, id, ttl, by)
 				if err != nil {
 					return err
@@ -43,7 +48,7 @@ id. A ticket closes when 'close' is run or, without anyone acting, when its time
 			})
 		},
 	}
-	open.Flags().DurationVar(&ttl, "ttl", 14*24*time.Hour, "how long the ticket stays open (e.g. 336h = 14 days)")
+	open.Flags().StringVar(&ttlText, "ttl", "14d", "how long the ticket stays open: days (14d) or a duration (36h, 90m)")
 	open.Flags().StringVar(&by, "by", "", "who opened it (default $USER)")
 	closeCmd := &cobra.Command{
 		Use:   "close",
@@ -96,4 +101,20 @@ id. A ticket closes when 'close' is run or, without anyone acting, when its time
 	list.Flags().StringVar(&tenant, "tenant", "", "only this tenant's tickets")
 	cmd.AddCommand(open, closeCmd, list)
 	return cmd
+}
+
+// parseDays reads a duration that may also be written in whole days ("14d").
+func parseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		d, err := strconv.Atoi(n)
+		if err != nil || d <= 0 {
+			return 0, fmt.Errorf("%q: want a positive number of days such as 14d", s)
+		}
+		return time.Duration(d) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q: want days (14d) or a duration (36h)", s)
+	}
+	return d, nil
 }
