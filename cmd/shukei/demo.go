@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"text/tabwriter"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,6 +28,7 @@ import (
 
 func newDemoCmd(a *app) *cobra.Command {
 	var exit bool
+	var events int
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run Shukei's main job end to end and print what it found",
@@ -49,6 +51,8 @@ printing).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
 			ctx := cmd.Context()
+			// Fourteen days of history: events up to 15 days old are accepted in the demo.
+			a.cfg.Events.MaxAge = max(a.cfg.Events.MaxAge, 15*24*time.Hour)
 			fmt.Fprintln(out, "== Shukei demo ==")
 			fmt.Fprintf(out, "\n-- ClickHouse %v: schema\n", a.cfg.ClickHouse.Addr)
 			if err := migrate(ctx, out, a.cfg); err != nil {
@@ -68,13 +72,17 @@ printing).`,
 			if err := demoIngest(ctx, out, a.cfg); err != nil {
 				return err
 			}
-			if err := demoPastUsage(ctx, out, a.cfg, master); err != nil {
+			var st demoStats
+			if err := demoLoad(ctx, out, a.cfg, master, events, &st); err != nil {
 				return err
 			}
-			if err := demoProcess(ctx, out, a.cfg, master, a.log); err != nil {
+			if err := demoProcess(ctx, out, a.cfg, master, a.log, &st); err != nil {
 				return err
 			}
-			if err := demoAggregate(ctx, out, a, master); err != nil {
+			if err := demoAggregate(ctx, out, a, master, &st); err != nil {
+				return err
+			}
+			if err := demoLatency(ctx, out, a.cfg, master, a.log, &st); err != nil {
 				return err
 			}
 			addr, tokens, stop, err := demoQuery(ctx, out, a)
@@ -82,8 +90,7 @@ printing).`,
 				return err
 			}
 			defer stop()
-			fmt.Fprintln(out, "\n-- Not built yet (see the open issues): the load generator driving a million events over")
-			fmt.Fprintln(out, "   14 simulated days, and the per-stage throughput of the demo run.")
+			demoMeasured(out, st)
 			if exit {
 				return nil
 			}
@@ -96,6 +103,7 @@ printing).`,
 		},
 	}
 	cmd.Flags().BoolVar(&exit, "exit", false, "exit after printing instead of serving the web page until Ctrl-C")
+	cmd.Flags().IntVar(&events, "events", 1_000_000, "synthetic events the load generator sends over the last 14 days")
 	return cmd
 }
 
@@ -298,4 +306,16 @@ func endOffsetsOnce(ctx context.Context, k config.Kafka) (map[int]int64, error) 
 		out[p.Partition] = p.LastOffset
 	}
 	return out, nil
+}
+
+// demoMeasured prints what the run measured.
+func demoMeasured(out io.Writer, st demoStats) {
+	fmt.Fprintln(out, "\n-- Measured in this run (one stage at a time, on this machine; bench/README.md has the benchmarks)")
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "   STAGE\tEVENTS/S\tWHAT\t")
+	fmt.Fprintf(tw, "   collector\t%.0f\t%d events posted (NDJSON, 500 a request, 4 at once), %d accepted\t\n", st.collectorRate, st.events, st.accepted)
+	fmt.Fprintf(tw, "   processor\t%.0f\tKafka → decide → ClickHouse store and marts, every offset accounted for\t\n", st.processorRate)
+	fmt.Fprintf(tw, "   aggregator\t%.0f\tKafka → bound → partials → DP release of every closed day\t\n", st.aggRate)
+	_ = tw.Flush()
+	fmt.Fprintf(out, "   end-to-end (collector ack → queryable): p50 %s, p95 %s\n", st.e2eP50.Round(time.Millisecond), st.e2eP95.Round(time.Millisecond))
 }

@@ -2,81 +2,107 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/loadgen"
+	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/registry"
 )
 
-// demoPopulationSize is the synthetic customer base whose past days the demo aggregates.
+// The synthetic customer base the demo drives: its tenants, and the days of history.
 const (
 	demoPopulationSize = 300
-	demoPastDays       = 3
+	demoPastDays       = 14
+	demoSeed           = 2026
 )
 
-func demoPopulation() *population.Population { return population.New(demoPopulationSize, 2026, "pop-") }
+// demoStats are what the demo measured, for its closing table.
+type demoStats struct {
+	events                                int
+	collectorRate, processorRate, aggRate float64
+	e2eP50, e2eP95                        time.Duration
+	accepted, refusedAtDoor               int
+}
 
-// demoPastUsage registers the synthetic customers and writes their last full days of usage to
-// the raw topic, as the collectors would have: the aggregator needs many tenants and closed
-// windows to release anything.
-func demoPastUsage(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey) error {
+// demoLoad registers the synthetic customers and sends their last demoPastDays days of usage
+// through a collector, as their browsers and apps would have: the load generator's events,
+// with its share of bad ones refused at the door.
+func demoLoad(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey, events int, st *demoStats) error {
+	g, err := loadgen.New(loadgen.Config{Tenants: demoPopulationSize, Seed: demoSeed, Events: events, Days: demoPastDays, BadShare: 0.01, Prefix: "pop-"})
+	if err != nil {
+		return err
+	}
 	conn, err := openClickHouse(ctx, cfg.ClickHouse)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	reg := registry.New(conn, cfg.ClickHouse.Database, master)
-	pop := demoPopulation()
-	for _, t := range pop.Registry() {
+	// Tokens of this run only, given to the demo's collector directly.
+	tokens := map[string]string{}
+	for _, t := range g.Tenants() {
 		if _, err := reg.Add(ctx, t); err != nil && !errors.Is(err, registry.ErrExists) {
 			return err
 		}
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		tokens[t.ID] = "shk_demo_" + hex.EncodeToString(b[:])
+		cfg.Collector.IngestTokens = append(cfg.Collector.IngestTokens, collector.TokenHash(t.ID, tokens[t.ID]))
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(cfg.Kafka.Brokers...), Topic: cfg.Kafka.RawTopic, Balancer: &kafka.Murmur2Balancer{},
-		RequiredAcks: kafka.RequireAll, BatchSize: 5000, BatchBytes: 16 << 20, BatchTimeout: 10 * time.Millisecond, Compression: kafka.Lz4}
+	w := collector.NewKafkaWriter(cfg.Kafka, cfg.Collector)
 	defer w.Close()
-	today := time.Now().UTC().Truncate(24 * time.Hour)
-	total := 0
-	for d := demoPastDays; d >= 1; d-- {
-		evs := pop.Day(today.AddDate(0, 0, -d))
-		msgs := make([]kafka.Message, len(evs))
-		for i, ev := range evs {
-			b, err := json.Marshal(ev)
-			if err != nil {
-				return err
-			}
-			msgs[i] = kafka.Message{Key: []byte(ev.TenantID), Value: b}
-		}
-		if err := w.WriteMessages(ctx, msgs...); err != nil {
-			return fmt.Errorf("write past usage: %w", err)
-		}
-		total += len(evs)
+	c, err := collector.New(cfg.Collector, cfg.Events, w, prometheus.NewRegistry(), newLogger(io.Discard, cfg.Log))
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(out, "\n-- Synthetic customers: %d tenants registered, %d events of their last %d days written to %s\n",
-		len(pop.Tenants), total, demoPastDays, cfg.Kafka.RawTopic)
-	fmt.Fprintln(out, "   (a run on the same day writes the same events again: the processor drops them as duplicates,")
-	fmt.Fprintln(out, "   the aggregator counts them as late for windows it has released)")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srvCtx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- c.Serve(srvCtx, ln) }()
+	defer func() { stop(); <-served }()
+	fmt.Fprintf(out, "\n-- Load: %d synthetic tenants (≈ 60%% contracted, 30%% trial, 10%% beta), %d events over their last %d days, through the collector\n",
+		demoPopulationSize, events, demoPastDays)
+	res, err := loadgen.SendHTTP(ctx, "http://"+ln.Addr().String(), tokens, g, loadgen.Options{Batch: 500, Workers: 4, Progress: os.Stderr})
+	if err != nil {
+		return err
+	}
+	refused := 0
+	var reasons []string
+	for r, n := range res.Rejected {
+		refused += n
+		reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
+	}
+	slices.Sort(reasons)
+	st.events, st.accepted, st.refusedAtDoor, st.collectorRate = res.Sent, res.Accepted, refused, res.Rate()
+	fmt.Fprintf(out, "   sent %d in %s (%.0f events/s): accepted %d, refused at the door %d (%s)\n",
+		res.Sent, res.Elapsed.Round(time.Millisecond), res.Rate(), res.Accepted, refused, strings.Join(reasons, ", "))
 	return nil
 }
 
 // demoAggregate runs the aggregator until the past days are released (or finds them released
 // by an earlier run), then shows the releases and the budget.
-func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym.MasterKey) error {
+func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym.MasterKey, st *demoStats) error {
 	cfg := a.cfg
 	conn, err := openClickHouse(ctx, cfg.ClickHouse)
 	if err != nil {
@@ -92,9 +118,9 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	demo := *a
 	demo.cfg.Aggregator.ReleaseInterval = 500 * time.Millisecond
 	demo.cfg.Aggregator.Features, demo.cfg.Aggregator.Settings = population.Features, population.Settings
-	// ε = 1 per metric release (five times the default) so that 300 tenants give readable
-	// releases; the month's budget (ε = 31) then holds six daily windows.
-	demo.cfg.Aggregator.Epsilon = 1
+	// ε = 0.4 per metric release (twice the default) so that 300 tenants give readable
+	// releases; fourteen daily windows then spend ε = 28 of the month's 31.
+	demo.cfg.Aggregator.Epsilon = 0.4
 	demo.log = quiet
 	metrics := prometheus.NewRegistry()
 	agg, err := newAggregator(ctx, &demo, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, metrics })
@@ -103,14 +129,11 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	}
 	now := time.Now().UTC()
 	through := aggregator.WindowOf(now.Add(-cfg.Aggregator.AllowedLateness), cfg.Aggregator.Window).Start
+	// The load covers the demoPastDays days before now: every window from the first one on
+	// that has closed by now.
 	var want []aggregator.Window
-	for d := demoPastDays; d >= 1; d-- {
-		day := now.Truncate(24*time.Hour).AddDate(0, 0, -d)
-		for w := aggregator.WindowOf(day, cfg.Aggregator.Window); w.Start.Before(day.AddDate(0, 0, 1)); w = aggregator.WindowOf(w.End, cfg.Aggregator.Window) {
-			if !w.End.After(through) {
-				want = append(want, w)
-			}
-		}
+	for w := aggregator.WindowOf(now.AddDate(0, 0, -demoPastDays), cfg.Aggregator.Window); !w.End.After(through); w = aggregator.WindowOf(w.End, cfg.Aggregator.Window) {
+		want = append(want, w)
 	}
 	fmt.Fprintf(out, "\n-- Aggregator: DP releases for external_aggregate (plan %s, %d windows of %s closed by now)\n", agg.PlanHash()[:12], len(want), cfg.Aggregator.Window)
 	runCtx, stop := context.WithCancel(ctx)
@@ -139,8 +162,10 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
+	el := time.Since(start)
+	st.aggRate = float64(st.events) / el.Seconds()
 	fmt.Fprintf(out, "   %d of %d windows released (or found released by an earlier run: a window is released once) in %s\n",
-		countWindows(rels, want), len(want), time.Since(start).Round(time.Millisecond))
+		countWindows(rels, want), len(want), el.Round(time.Millisecond))
 	if countWindows(rels, want) == 0 {
 		return nil
 	}

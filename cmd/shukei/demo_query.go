@@ -120,7 +120,7 @@ func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens 
 			[]string{"status", "feature", "tenants", "active_tenants", "adoption_pct", "uses_per_tenant"}},
 		{"product-team", "Follow-up candidates", "tenant_signals",
 			url.Values{"purpose": {"follow_up"}, "limit": {"6"}},
-			[]string{"tenant_id", "status", "edition", "last_active", "features_adopted", "events_7d", "signal", "suggestion"}},
+			[]string{"tenant_id", "status", "edition", "last_active", "features_adopted", "events_this_week", "events_last_week", "signal", "suggestion"}},
 		{"research-agency", "Interview candidates", "interview_candidates",
 			url.Values{"purpose": {"interview_selection"}, "limit": {"6"}},
 			[]string{"rank", "tenant_id", "status", "edition", "size_band", "features_used", "active_users", "active_days", "score"}},

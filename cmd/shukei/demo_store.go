@@ -6,13 +6,21 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/registry"
@@ -50,21 +58,17 @@ func demoTenants(ctx context.Context, out io.Writer, cfg config.Config, master *
 
 // demoProcess runs the processor until every message of the raw topic is accounted for in
 // ClickHouse, then shows what was stored, refused, and what the purpose marts received.
-func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger) error {
-	conn, err := openClickHouse(ctx, cfg.ClickHouse)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
+// demoProcessor starts a processor on cfg; the returned function stops it.
+func demoProcessor(ctx context.Context, conn driver.Conn, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger) (func(), error) {
 	versions, err := policy.Embedded()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	keyring := pseudonym.NewKeyring(master)
 	cache := registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, master), keyring, cfg.Processor.RegistryRefresh, log)
 	cache.Follow(versions)
 	if err := cache.Refresh(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	p := processor.New(cfg, processor.Deps{
 		Conn: conn, Database: cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
@@ -74,7 +78,21 @@ func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(runCtx) }()
-	defer func() { stop(); <-done }()
+	go func() { _ = cache.Run(runCtx) }()
+	return func() { stop(); <-done }, nil
+}
+
+func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger, st *demoStats) error {
+	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop, err := demoProcessor(ctx, conn, cfg, master, log)
+	if err != nil {
+		return err
+	}
+	defer stop()
 
 	ends, err := endOffsets(ctx, cfg.Kafka)
 	if err != nil {
@@ -104,7 +122,9 @@ func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	fmt.Fprintf(out, "   every message accounted for in %s: stored %d + rejected %d = %d\n", time.Since(start).Round(time.Millisecond), stored, rejected, stored+rejected)
+	el := time.Since(start)
+	st.processorRate = float64(stored+rejected) / el.Seconds()
+	fmt.Fprintf(out, "   every message accounted for in %s (%.0f messages/s): stored %d + rejected %d = %d\n", el.Round(time.Millisecond), st.processorRate, stored, rejected, stored+rejected)
 
 	fmt.Fprintln(out, "\n   rejected, by reason (content of input-data rejections is not kept, only a keyed hash):")
 	rows, err := conn.Query(ctx, "SELECT reason, toString(class), count(), countIf(payload != '') FROM "+db+".rejections WHERE class != 'checkpoint' GROUP BY reason, class ORDER BY count() DESC")
@@ -163,4 +183,121 @@ func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *
 		fmt.Fprintf(tw, "   %s%s\t%d\t%s\t\n", db, m.table, n, m.grain)
 	}
 	return tw.Flush()
+}
+
+// demoLatency measures end-to-end latency: from the collector's acknowledgement of an event to
+// the moment a query finds it in the store, with the collector and the processor running.
+func demoLatency(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger, st *demoStats) error {
+	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop, err := demoProcessor(ctx, conn, cfg, master, log)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	const tenant, token = "demo-acme", "shk_demo_latency_probe_token"
+	cfg.Collector.IngestTokens = []string{collector.TokenHash(tenant, token)}
+	w := collector.NewKafkaWriter(cfg.Kafka, cfg.Collector)
+	defer w.Close()
+	c, err := collector.New(cfg.Collector, cfg.Events, w, prometheus.NewRegistry(), newLogger(io.Discard, cfg.Log))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srvCtx, stopSrv := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- c.Serve(srvCtx, ln) }()
+	defer func() { stopSrv(); <-served }()
+	url := "http://" + ln.Addr().String() + "/v1/events"
+
+	send := func() (string, time.Time, error) {
+		id := uuid.NewString()
+		body := fmt.Sprintf(`{"event_id":%q,"tenant_id":%q,"occurred_at":%q,"schema":"app_access/v1","source":"latency-probe","user":"probe","client":{"os":"windows","device_kind":"desktop"},"data":{"app_id":"records","action":"open"}}`,
+			id, tenant, time.Now().UTC().Format(time.RFC3339))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return "", time.Time{}, fmt.Errorf("probe: status %d", resp.StatusCode)
+		}
+		return id, time.Now(), nil
+	}
+	stored := func(ids []string) (map[string]bool, error) {
+		rows, err := conn.Query(ctx, "SELECT toString(event_id) FROM "+cfg.ClickHouse.Database+".events WHERE tenant_id = ? AND has(?, toString(event_id))", tenant, ids)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		got := map[string]bool{}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return nil, err
+			}
+			got[id] = true
+		}
+		return got, rows.Err()
+	}
+	// Warm-up: the processor joins its group and is assigned partitions first.
+	id, _, err := send()
+	if err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		got, err := stored([]string{id})
+		if err == nil && got[id] {
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the latency probe's first event was not stored within a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	const probes = 60
+	sentAt := map[string]time.Time{}
+	var lat []time.Duration
+	pending := []string{}
+	for i := 0; i < probes || len(pending) > 0; {
+		if i < probes {
+			id, at, err := send()
+			if err != nil {
+				return err
+			}
+			sentAt[id] = at
+			pending = append(pending, id)
+			i++
+		}
+		got, err := stored(pending)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		keep := pending[:0]
+		for _, id := range pending {
+			if got[id] {
+				lat = append(lat, now.Sub(sentAt[id]))
+			} else if now.Sub(sentAt[id]) > time.Minute {
+				return fmt.Errorf("probe %s not stored within a minute", id)
+			} else {
+				keep = append(keep, id)
+			}
+		}
+		pending = keep
+		time.Sleep(50 * time.Millisecond)
+	}
+	slices.Sort(lat)
+	st.e2eP50, st.e2eP95 = lat[len(lat)/2], lat[len(lat)*95/100]
+	fmt.Fprintf(out, "\n-- End-to-end latency: %d probe events, collector acknowledgement → found by a query in the store: p50 %s, p95 %s (processor.batch_timeout %s)\n",
+		probes, st.e2eP50.Round(time.Millisecond), st.e2eP95.Round(time.Millisecond), cfg.Processor.BatchTimeout)
+	return nil
 }

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/loadgen"
+	"github.com/shukei/shukei/registry"
+)
+
+func newLoadgenCmd(a *app) *cobra.Command {
+	var (
+		cfg        loadgen.Config
+		opts       loadgen.Options
+		direct     bool
+		url        string
+		tokensFile string
+	)
+	cmd := &cobra.Command{
+		Use:   "loadgen",
+		Short: "Send realistic synthetic usage of many tenants through the collector (or straight to Kafka)",
+		Long: `loadgen registers --tenants synthetic tenants (contract mix ≈ 60% contracted, 30% trial, 10%
+beta; editions; heavy-tailed user counts) and sends --events usage events spread over the --days
+before today, with daily and weekly cycles, Zipf-like feature popularity that differs by edition,
+OS and device mixes, settings with customisations, and a --bad-share of bad events (e-mail
+addresses, personal names and file names where usage belongs, malformed JSON, unknown tenants).
+The same --seed gives the same events.
+
+By default it posts to the collector's HTTP API with each tenant's ingest token (kept in
+--tokens-file, so reruns reuse them); --direct writes to the raw Kafka topic instead, past the
+collector's checks. --rate paces the send; 0 sends as fast as the collector takes it. A
+progress bar with rate and ETA is shown on a terminal, plain lines otherwise. Events older than
+events.max_age are refused as too old: raise it for more than 7 days of history.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			if url == "" {
+				url = "http://" + a.cfg.Collector.Listen
+			}
+			opts.Progress = cmd.ErrOrStderr()
+			st, err := runLoadgen(cmd.Context(), out, a.cfg, cfg, opts, direct, url, tokensFile)
+			if err != nil {
+				return err
+			}
+			printLoadStats(out, st, direct)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Tenants, "tenants", 300, "tenants")
+	f.IntVar(&cfg.Events, "events", 100000, "events to send (bad ones included)")
+	f.IntVar(&cfg.Days, "days", 7, "days of history the events are spread over, ending today")
+	f.Uint64Var(&cfg.Seed, "seed", 1, "seed: the same seed sends the same events")
+	f.Float64Var(&cfg.BadShare, "bad-share", 0.01, "share of bad events (0 to 0.5)")
+	f.StringVar(&cfg.Prefix, "prefix", "lg-", "tenant id prefix")
+	f.Float64Var(&opts.Rate, "rate", 0, "events per second; 0: as fast as possible")
+	f.IntVar(&opts.Batch, "batch", 500, "events per request")
+	f.IntVar(&opts.Workers, "workers", 4, "concurrent requests")
+	f.BoolVar(&direct, "direct", false, "write straight to the raw Kafka topic instead of the collector")
+	f.StringVar(&url, "collector", "", "collector base URL (default http://<collector.listen>)")
+	f.StringVar(&tokensFile, "tokens-file", filepath.Join(".services", "loadgen-tokens.json"), "where the tenants' ingest tokens are kept between runs")
+	return cmd
+}
+
+// runLoadgen registers the generator's tenants (with ingest tokens) and sends its events.
+func runLoadgen(ctx context.Context, out io.Writer, c config.Config, lc loadgen.Config, opts loadgen.Options, direct bool, url, tokensFile string) (loadgen.Stats, error) {
+	g, err := loadgen.New(lc)
+	if err != nil {
+		return loadgen.Stats{}, err
+	}
+	master, err := masterKey(c.Anonymizer)
+	if err != nil {
+		return loadgen.Stats{}, err
+	}
+	tokens, added, err := registerLoadTenants(ctx, c, master, g.Tenants(), tokensFile)
+	if err != nil {
+		return loadgen.Stats{}, err
+	}
+	fmt.Fprintf(out, "tenants: %d (%d newly registered), events: %d over %d days, bad share %.1f%%\n", len(tokens), added, lc.Events, max(lc.Days, 1), 100*lc.BadShare)
+	if direct {
+		return loadgen.SendKafka(ctx, c.Kafka.Brokers, c.Kafka.RawTopic, g, opts)
+	}
+	if added > 0 {
+		// A running collector learns new tokens at its next registry refresh.
+		select {
+		case <-ctx.Done():
+			return loadgen.Stats{}, ctx.Err()
+		case <-time.After(c.Processor.RegistryRefresh + time.Second):
+		}
+	}
+	return loadgen.SendHTTP(ctx, url, tokens, g, opts)
+}
+
+// registerLoadTenants adds the tenants missing from the registry and returns an ingest token
+// for each: the one kept in tokensFile if the registry still holds its hash, else a new one.
+func registerLoadTenants(ctx context.Context, c config.Config, master *pseudonym.MasterKey, ts []registry.Tenant, tokensFile string) (map[string]string, int, error) {
+	kept := map[string]string{}
+	if tokensFile != "" {
+		if b, err := os.ReadFile(tokensFile); err == nil {
+			if err := json.Unmarshal(b, &kept); err != nil {
+				return nil, 0, fmt.Errorf("%s: %w", tokensFile, err)
+			}
+		}
+	}
+	conn, err := openClickHouse(ctx, c.ClickHouse)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer conn.Close()
+	reg := registry.New(conn, c.ClickHouse.Database, master)
+	existing, err := reg.List(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	hashes := map[string][]string{}
+	for _, t := range existing {
+		hashes[t.ID] = t.TokenHashes
+	}
+	tokens := map[string]string{}
+	added := 0
+	for _, t := range ts {
+		hs, known := hashes[t.ID]
+		switch tok := kept[t.ID]; {
+		case known && tok != "" && contains(hs, registry.TokenHash(tok)):
+			tokens[t.ID] = tok
+		case known:
+			if tokens[t.ID], err = reg.AddToken(ctx, t.ID); err != nil {
+				return nil, 0, err
+			}
+			added++
+		default:
+			if tokens[t.ID], err = reg.Add(ctx, t); err != nil && !errors.Is(err, registry.ErrExists) {
+				return nil, 0, err
+			}
+			added++
+		}
+	}
+	if tokensFile != "" {
+		for id, tok := range tokens {
+			kept[id] = tok // other runs' tenants stay in the file
+		}
+		b, _ := json.MarshalIndent(kept, "", "  ")
+		if err := os.MkdirAll(filepath.Dir(tokensFile), 0o700); err != nil {
+			return nil, 0, err
+		}
+		if err := os.WriteFile(tokensFile, b, 0o600); err != nil {
+			return nil, 0, err
+		}
+	}
+	return tokens, added, nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func printLoadStats(out io.Writer, st loadgen.Stats, direct bool) {
+	where := "the collector"
+	if direct {
+		where = "Kafka"
+	}
+	refused := 0
+	var reasons []string
+	for r, n := range st.Rejected {
+		refused += n
+		reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
+	}
+	sort.Strings(reasons)
+	fmt.Fprintf(out, "sent %d events to %s in %s (%.0f events/s): accepted %d, refused %d", st.Sent, where, st.Elapsed.Round(time.Millisecond), st.Rate(), st.Accepted, refused)
+	if len(reasons) > 0 {
+		fmt.Fprintf(out, " (%s)", strings.Join(reasons, ", "))
+	}
+	if st.Retried > 0 {
+		fmt.Fprintf(out, "; %d requests retried after 503", st.Retried)
+	}
+	fmt.Fprintln(out)
+}
