@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net"
+	"net/http"
 	"context"
 	"os"
 	"path/filepath"
@@ -446,5 +449,64 @@ func TestPolicyExplainAfterRollout(t *testing.T) {
 	out, err = runCLI(t, "policy", "explain", ev, "--tenant", "consenting", "--at", now.Add(-time.Hour).Format(time.RFC3339))
 	if err != nil || !strings.Contains(out, "policy v1 applies") {
 		t.Errorf("data collected before the activation and the consent: %v\n%s", err, out)
+	}
+}
+
+func TestLoadgenThroughCollectorAndDirect(t *testing.T) {
+	ownServices(t)
+	for _, c := range [][]string{{"migrate"}, {"topics"}} {
+		if out, err := runCLI(t, c...); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	t.Setenv("SHUKEI_COLLECTOR_LISTEN", addr)
+	t.Setenv("SHUKEI_PROCESSOR_REGISTRY_REFRESH", "200ms")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		root := newRoot()
+		root.SetArgs([]string{"collector"})
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		done <- root.ExecuteContext(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("collector did not start")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tokens := filepath.Join(t.TempDir(), "tokens.json")
+	args := []string{"loadgen", "--tenants", "30", "--events", "3000", "--days", "3", "--bad-share", "0.05", "--collector", "http://" + addr, "--tokens-file", tokens}
+	out, err := runCLI(t, args...)
+	re := regexp.MustCompile(`sent 3000 events to the collector in \S+ \(\d+ events/s\): accepted (\d+), refused (\d+) \((.+)\)`)
+	m := re.FindStringSubmatch(out)
+	if err != nil || m == nil || !strings.Contains(out, "tenants: 30 (30 newly registered)") {
+		t.Fatalf("loadgen: %v\n%s", err, out)
+	}
+	acc, _ := strconv.Atoi(m[1])
+	ref, _ := strconv.Atoi(m[2])
+	if acc+ref != 3000 || ref < 50 || !strings.Contains(m[3], "input_data.email") {
+		t.Errorf("accepted %d + refused %d (%s)", acc, ref, m[3])
+	}
+	// A second run reuses the tokens it kept and sends the same events (same seed).
+	out, err = runCLI(t, args...)
+	if m2 := re.FindStringSubmatch(out); err != nil || m2 == nil || m2[1] != m[1] || !strings.Contains(out, "(0 newly registered)") {
+		t.Errorf("second run: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, "loadgen", "--tenants", "30", "--events", "2000", "--direct", "--tokens-file", tokens)
+	if err != nil || !strings.Contains(out, "sent 2000 events to Kafka") || !strings.Contains(out, "accepted 2000") {
+		t.Errorf("direct: %v\n%s", err, out)
 	}
 }
