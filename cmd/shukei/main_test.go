@@ -2,10 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
-	"context"
 	"os"
 	"path/filepath"
 	"regexp"
