@@ -57,8 +57,9 @@ type Generator struct {
 	pop      *population.Population
 	r        *rand.Rand
 	tenantW  []float64 // cumulative weights: busy tenants send more
-	dayW     []float64 // cumulative weights of the days
-	hourW    []float64 // cumulative weights of the hours (UTC)
+	slots    []slot    // the hours of the period, each with its number of events
+	slot     int       // the hour being generated
+	left     int       // events left in it
 	features map[string][]string
 	zipf     *rand.Zipf
 	start    time.Time
@@ -89,30 +90,30 @@ func New(cfg Config) (*Generator, error) {
 		total += math.Sqrt(float64(t.Users)) * float64(t.Users) / math.Sqrt(float64(t.Users)+25) // busy users in big tenants
 		g.tenantW = append(g.tenantW, total)
 	}
+	// The events go out in time order, hour by hour (as collectors would send them; within an
+	// hour they are unordered), each hour's share following a weekly cycle (quiet weekends) and
+	// a daily one (Japanese business hours, 9:00-18:00 JST = 0:00-9:00 UTC, lunch dip).
+	var weights []float64
 	total = 0
-	for d := range cfg.Days + 1 { // a partial day at each end when End is not a midnight
-		w := 1.0
-		if wd := g.start.Truncate(24*time.Hour).AddDate(0, 0, d).Weekday(); wd == time.Saturday || wd == time.Sunday {
-			w = 0.3
+	for h := g.start.Truncate(time.Hour); h.Before(cfg.End); h = h.Add(time.Hour) {
+		from, to := later(h, g.start), earlier(h.Add(time.Hour), cfg.End)
+		w := hourWeight(h) * to.Sub(from).Hours()
+		if wd := h.Weekday(); wd == time.Saturday || wd == time.Sunday {
+			w *= 0.3
 		}
+		g.slots = append(g.slots, slot{from: from, span: to.Sub(from)})
+		weights = append(weights, w)
 		total += w
-		g.dayW = append(g.dayW, total)
 	}
-	// Japanese business hours, 9:00-18:00 JST = 0:00-9:00 UTC, with a lunch dip and a tail.
-	total = 0
-	for h := range 24 {
-		jst := (h + 9) % 24
-		w := 0.05
-		switch {
-		case jst >= 9 && jst < 12, jst >= 13 && jst < 18:
-			w = 1
-		case jst == 12:
-			w = 0.5
-		case jst >= 18 && jst < 22, jst >= 7 && jst < 9:
-			w = 0.25
-		}
-		total += w
-		g.hourW = append(g.hourW, total)
+	cum, given := 0.0, 0
+	for i, w := range weights {
+		cum += w
+		n := int(math.Round(cum / total * float64(cfg.Events)))
+		g.slots[i].n = n - given
+		given = n
+	}
+	if len(g.slots) > 0 {
+		g.left = g.slots[0].n
 	}
 	// Each edition ranks the features differently: a seeded shuffle of the catalogue, with the
 	// first few kept near the top (core features are popular everywhere).
@@ -134,6 +135,39 @@ func (g *Generator) Tenants() []registry.Tenant { return g.pop.Registry() }
 
 // Remaining is how many messages Next will still yield.
 func (g *Generator) Remaining() int { return g.cfg.Events - g.emitted }
+
+type slot struct {
+	from time.Time
+	span time.Duration
+	n    int
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// hourWeight is the share of activity in an hour (UTC) of a Japanese working day.
+func hourWeight(h time.Time) float64 {
+	switch jst := (h.Hour() + 9) % 24; {
+	case jst >= 9 && jst < 12, jst >= 13 && jst < 18:
+		return 1
+	case jst == 12:
+		return 0.5
+	case jst >= 18 && jst < 22, jst >= 7 && jst < 9:
+		return 0.25
+	}
+	return 0.05
+}
 
 func pick(r *rand.Rand, cum []float64) int {
 	i, _ := slices.BinarySearch(cum, r.Float64()*cum[len(cum)-1])
@@ -157,14 +191,13 @@ func (g *Generator) Next() (Message, bool) {
 	g.emitted++
 	r := g.r
 	t := &g.pop.Tenants[pick(r, g.tenantW)]
-	var at time.Time
-	for {
-		day := g.start.Truncate(24*time.Hour).AddDate(0, 0, pick(r, g.dayW))
-		at = day.Add(time.Duration(pick(r, g.hourW))*time.Hour + time.Duration(r.Int64N(int64(time.Hour))))
-		if !at.Before(g.start) && at.Before(g.cfg.End) {
-			break // the first and last days are partial when End is not a midnight
-		}
+	for g.left == 0 {
+		g.slot++
+		g.left = g.slots[g.slot].n
 	}
+	g.left--
+	sl := g.slots[g.slot]
+	at := sl.from.Add(time.Duration(r.Int64N(int64(sl.span)))).Truncate(time.Second)
 	// Heavy users act more: a user index skewed towards 0.
 	u := int(float64(t.Users) * r.Float64() * r.Float64())
 	user := fmt.Sprintf("u%05d", u)
@@ -201,7 +234,8 @@ func (g *Generator) Next() (Message, bool) {
 		ev.Schema, ev.Data = event.SchemaClientEnvV1, &event.ClientEnv{ClientKind: kind, Browser: browser}
 	case x < 95:
 		ev.Schema, ev.Data = event.SchemaOperationV1, &event.Operation{OperationID: operations[r.IntN(len(operations))], AppID: apps[r.IntN(len(apps))],
-			ResultCode: results[r.IntN(len(results))], RequestID: fmt.Sprintf("%016x%04x", r.Uint64(), r.IntN(1<<16))}
+			// A request id always has a hex letter: a run of decimal digits would read as a phone number.
+			ResultCode: results[r.IntN(len(results))], RequestID: fmt.Sprintf("%c%015x%04x", "abcdef"[r.IntN(6)], r.Uint64()>>4, r.IntN(1<<16))}
 	case x < 98:
 		cust := r.Float64() < 0.4
 		n := int64(0)

@@ -186,10 +186,15 @@ func cell(v any) string {
 	case nil:
 		return "-"
 	case float64:
-		if x == float64(int64(x)) && (x > 1e-3 || x == 0) {
+		switch {
+		case x == float64(int64(x)):
 			return fmt.Sprintf("%d", int64(x))
+		case x >= 100 || x <= -100:
+			return fmt.Sprintf("%.0f", x)
+		case x > 1e-3 || x < -1e-3:
+			return fmt.Sprintf("%.3g", x)
 		}
-		return fmt.Sprintf("%.3g", x)
+		return fmt.Sprintf("%.2g", x)
 	case string:
 		if t, err := time.Parse(time.RFC3339, x); err == nil {
 			return t.Format("2006-01-02 15:04")
