@@ -4,6 +4,7 @@ GO ?= go
 BIN := bin/shukei
 DEMO_ARGS ?=
 BENCH_EVENTS ?= 10000000
+BENCH_PIPELINE_EVENTS ?= 500000
 # Integration tests fail instead of skipping when a service is missing.
 TEST_ENV := SHUKEI_TEST_REQUIRE_SERVICES=1
 FUZZTIME ?= 30s
@@ -50,6 +51,8 @@ bench: services-up build
 	$(BIN) aggregator --report
 	SHUKEI_ANONYMIZER_MASTER_KEY_FILE=$(MASTER_KEY) SHUKEI_CLICKHOUSE_USERS_DIR=$$(cat .services/clickhouse.dir)/users.d \
 	  $(BIN) bench reports --events $(BENCH_EVENTS)
+	SHUKEI_ANONYMIZER_MASTER_KEY_FILE=$(MASTER_KEY) SHUKEI_CLICKHOUSE_USERS_DIR=$$(cat .services/clickhouse.dir)/users.d \
+	  $(BIN) bench pipeline --events $(BENCH_PIPELINE_EVENTS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

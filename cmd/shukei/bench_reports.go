@@ -56,7 +56,7 @@ audit append included). It prints p50 and p95 per report and writes them as JSON
 	reports.Flags().IntVar(&requests, "requests", 40, "timed requests per report")
 	reports.Flags().BoolVar(&reload, "reload", false, "drop and refill the bench database even if it holds enough events")
 	reports.Flags().StringVar(&out, "out", "bench/results/reports.json", "where to write the results (empty: nowhere)")
-	cmd.AddCommand(reports)
+	cmd.AddCommand(reports, newBenchPipelineCmd(a))
 	return cmd
 }
 

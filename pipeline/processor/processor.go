@@ -63,6 +63,9 @@ type Deps struct {
 	HashKey  []byte
 	Registry prometheus.Registerer
 	Log      *slog.Logger
+	// RawCopy makes the processor the benchmarks' baseline: the same consumer, batching and
+	// ClickHouse insert, no decision; rows go to <Database>.raw_copy (bench only).
+	RawCopy bool
 }
 
 // New builds a processor.
@@ -88,10 +91,11 @@ func New(cfg config.Config, d Deps) *Processor {
 			MaxAttempts:  3,
 			Compression:  kafka.Lz4,
 		},
-		log:    d.Log,
-		m:      newMetrics(d.Registry),
-		now:    time.Now,
-		dedupe: newDedupe(cfg.Processor.DedupeHorizon, cfg.Processor.DedupeMax),
+		log:     d.Log,
+		m:       newMetrics(d.Registry),
+		now:     time.Now,
+		dedupe:  newDedupe(cfg.Processor.DedupeHorizon, cfg.Processor.DedupeMax),
+		rawCopy: d.RawCopy,
 	}
 }
 

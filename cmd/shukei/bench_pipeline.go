@@ -1,0 +1,536 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/loadgen"
+	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/pipeline/processor"
+	"github.com/shukei/shukei/pipeline/topic"
+	"github.com/shukei/shukei/query/principal"
+	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/schemas/policy"
+)
+
+// roleProc is a role running as a child process of the bench, so its memory and CPU can be
+// read from /proc.
+type roleProc struct {
+	name string
+	cmd  *exec.Cmd
+	addr string
+	logs bytes.Buffer
+}
+
+// usage is a process's peak resident memory and CPU time so far.
+func (r *roleProc) usage() (rssPeakMB float64, cpu time.Duration, err error) {
+	pid := r.cmd.Process.Pid
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(st))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			rssPeakMB = kb / 1024
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// Fields after the command name (which may hold spaces) start after the last ')'.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return rssPeakMB, time.Duration(utime+stime) * time.Second / ticks, nil
+}
+
+func (r *roleProc) stop() {
+	_ = r.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = r.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = r.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// startRole runs this binary as role with env, and waits for its /healthz.
+func startRole(ctx context.Context, role string, env []string, args ...string) (*roleProc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	r := &roleProc{name: role, addr: addr}
+	r.cmd = exec.Command(self, append([]string{role}, args...)...)
+	r.cmd.Env = append(env, "SHUKEI_"+strings.ToUpper(role)+"_LISTEN="+addr)
+	r.cmd.Stdout, r.cmd.Stderr = &r.logs, &r.logs
+	if err := r.cmd.Start(); err != nil {
+		return nil, err
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			return r, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			r.stop()
+			return nil, fmt.Errorf("%s did not start: %s", role, r.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// metricSum sums a metric family on a role's /metrics.
+func metricSum(addr, name string) (float64, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var v float64
+	for _, m := range fams[name].GetMetric() {
+		v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+	}
+	return v, nil
+}
+
+// roleResult is one role's line of the results.
+type roleResult struct {
+	EventsPerSec  float64 `json:"events_per_sec,omitempty"`
+	RSSPeakMB     float64 `json:"rss_peak_mb"`
+	CPUusPerEvent float64 `json:"cpu_us_per_event"`
+}
+
+func newBenchPipelineCmd(a *app) *cobra.Command {
+	var events int
+	var out string
+	var kafkaEngine bool
+	cmd := &cobra.Command{
+		Use:   "pipeline",
+		Short: "Throughput, memory and CPU of every role, against a raw-copy and a ClickHouse Kafka-engine baseline",
+		Long: `bench pipeline runs each role as a child process against a database and topics of its own:
+the load generator posts --events events to the collector; the processor then stores them; the
+same consumer and batch insert without the event decision copies them raw (the baseline, same
+run); ClickHouse's own Kafka table engine ingests the same topic into a plain table (the peer
+baseline a user would reach for); the aggregator reads them into its windows. With the collector
+and the processor running, probe events measure the end-to-end latency (collector
+acknowledgement → queryable). For each role it reads the peak resident memory and the CPU time
+from /proc. It merges bench/results/reports.json (from 'bench reports') and writes everything to
+--out.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return benchPipeline(cmd.Context(), cmd.OutOrStdout(), a, events, out, kafkaEngine)
+		},
+	}
+	cmd.Flags().IntVar(&events, "events", 500_000, "events the load generator sends")
+	cmd.Flags().StringVar(&out, "out", "bench/results/latest.json", "where to write the results")
+	cmd.Flags().BoolVar(&kafkaEngine, "kafka-engine", false, "also measure ClickHouse's Kafka table engine (hangs ClickHouse 18.16 against Kafka 4.x; see bench/README.md)")
+	return cmd
+}
+
+// kafkaEngineNote is what the peer baseline gave on this machine's ClickHouse 18.16 and Kafka 4.1.2.
+const kafkaEngineNote = "not run by default: on ClickHouse 18.16.1 (Debian's, librdkafka bundled) against Apache Kafka 4.1.2 the Kafka table engine ingested 0 of 97,966 messages in 2 minutes, logged nothing, and its table could not be dropped until the server was restarted; --kafka-engine runs it anyway"
+
+func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPath string, kafkaEngine bool) error {
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	run := hex.EncodeToString(rnd[:])
+	cfg := a.cfg
+	cfg.ClickHouse.Database = a.cfg.ClickHouse.Database + "_pipe"
+	cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic = "bench.raw."+run, "bench.dlq."+run
+	cfg.Processor.GroupID, cfg.Aggregator.GroupID = "bench-proc-"+run, "bench-agg-"+run
+	cfg.Events.MaxAge = 3 * 24 * time.Hour
+	db := cfg.ClickHouse.Database
+	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for _, suffix := range append([]string{"", "_rawcopy"}, purposeSuffixes()...) {
+		if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+suffix); err != nil {
+			return err
+		}
+	}
+	if err := migrate(ctx, io.Discard, cfg); err != nil {
+		return err
+	}
+	if _, err := topic.Ensure(ctx, cfg.Kafka.Brokers, topic.Specs(cfg.Kafka)); err != nil {
+		return err
+	}
+	defer func() {
+		_ = topic.Delete(context.Background(), cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic)
+	}()
+	master, err := masterKey(cfg.Anonymizer)
+	if err != nil {
+		return err
+	}
+	keyFile := filepath.Join(os.TempDir(), "shukei-bench-"+run+".key")
+	if err := os.WriteFile(keyFile, []byte(masterKeyText(cfg.Anonymizer)), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(keyFile)
+	env := append(os.Environ(),
+		"SHUKEI_CLICKHOUSE_DATABASE="+db, "SHUKEI_KAFKA_RAW_TOPIC="+cfg.Kafka.RawTopic, "SHUKEI_KAFKA_DLQ_TOPIC="+cfg.Kafka.DLQTopic,
+		"SHUKEI_PROCESSOR_GROUP_ID="+cfg.Processor.GroupID, "SHUKEI_AGGREGATOR_GROUP_ID="+cfg.Aggregator.GroupID,
+		"SHUKEI_EVENTS_MAX_AGE=72h", "SHUKEI_ANONYMIZER_MASTER_KEY_FILE="+keyFile, "SHUKEI_ANONYMIZER_MASTER_KEY=",
+		"SHUKEI_PROCESSOR_REGISTRY_REFRESH=500ms", "SHUKEI_LOG_LEVEL=warn",
+		"SHUKEI_AGGREGATOR_FEATURES="+strings.Join(population.Features, ","), "SHUKEI_AGGREGATOR_SETTINGS="+strings.Join(population.Settings, ","))
+	res := map[string]any{"measured_at": time.Now().UTC().Format(time.RFC3339), "cores": runtime.NumCPU(), "events": events}
+	roles := map[string]roleResult{}
+	table := tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(table, "measure\tvalue\t")
+	row := func(k string, v float64, unit string) {
+		res[k] = v
+		fmt.Fprintf(table, "%s\t%.1f %s\t\n", k, v, unit)
+	}
+
+	// 1. Collector: the load generator posts the events.
+	col, err := startRole(ctx, "collector", env)
+	if err != nil {
+		return err
+	}
+	defer col.stop()
+	g, err := loadgen.New(loadgen.Config{Tenants: 300, Seed: 9, Events: events, Days: 2, BadShare: 0.01, Prefix: "bench-"})
+	if err != nil {
+		return err
+	}
+	tokens, _, err := registerLoadTenants(ctx, cfg, master, g.Tenants(), "")
+	if err != nil {
+		return err
+	}
+	time.Sleep(1500 * time.Millisecond) // the collector's registry refresh picks the tokens up
+	st, err := loadgen.SendHTTP(ctx, "http://"+col.addr, tokens, g, loadgen.Options{Workers: 4, Batch: 500})
+	if err != nil {
+		return err
+	}
+	rss, cpu, _ := col.usage()
+	roles["collector"] = roleResult{EventsPerSec: st.Rate(), RSSPeakMB: rss, CPUusPerEvent: float64(cpu.Microseconds()) / float64(st.Sent)}
+	row("collector_events_per_sec", st.Rate(), "events/s")
+	total := uint64(st.Accepted)
+
+	// 2. Processor, as a role: from the first row stored to the last.
+	countStored := "SELECT (SELECT count() FROM " + db + ".events) + (SELECT count() FROM " + db + ".rejections WHERE class != 'checkpoint')"
+	proc, err := startRole(ctx, "processor", env)
+	if err != nil {
+		return err
+	}
+	procRate, err := waitRate(ctx, conn, countStored, total, 5*time.Minute)
+	if err != nil {
+		proc.stop()
+		return fmt.Errorf("processor: %w", err)
+	}
+	rss, cpu, _ = proc.usage()
+	roles["processor"] = roleResult{EventsPerSec: procRate, RSSPeakMB: rss, CPUusPerEvent: float64(cpu.Microseconds()) / float64(total)}
+	row("processor_events_per_sec", procRate, "events/s")
+
+	// 3. Raw copy (same consumer, batches and insert, no decision), same topic, same run.
+	copyDB := db + "_rawcopy"
+	for _, q := range []string{
+		"CREATE DATABASE " + copyDB,
+		"CREATE TABLE " + copyDB + ".rejections AS " + db + ".rejections",
+		"CREATE TABLE " + copyDB + ".events AS " + db + ".events",
+		"CREATE TABLE " + copyDB + ".raw_copy (ingested_at DateTime, kafka_partition UInt16, kafka_offset UInt64, payload String) ENGINE = MergeTree PARTITION BY toYYYYMM(ingested_at) ORDER BY (kafka_partition, kafka_offset)",
+	} {
+		if err := conn.Exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	rawRate, err := benchRawCopy(ctx, conn, cfg, master, copyDB, total)
+	if err != nil {
+		return fmt.Errorf("raw copy: %w", err)
+	}
+	row("raw_copy_events_per_sec", rawRate, "events/s")
+	row("processor_vs_raw_ratio", procRate/rawRate, "")
+
+	// 4. ClickHouse's Kafka engine over the same topic (opt-in: see below).
+	if !kafkaEngine {
+		res["clickhouse_kafka_engine_events_per_sec"] = nil
+		res["clickhouse_kafka_engine_error"] = kafkaEngineNote
+		fmt.Fprintf(table, "clickhouse_kafka_engine_events_per_sec\tnot run (--kafka-engine): %s\t\n", "0 ingested on 18.16 + Kafka 4.1, see bench/README.md")
+	} else if kr, err := benchKafkaEngine(ctx, conn, cfg, db+"_kafka", total); err != nil {
+		res["clickhouse_kafka_engine_events_per_sec"] = nil
+		res["clickhouse_kafka_engine_error"] = err.Error()
+		fmt.Fprintf(table, "clickhouse_kafka_engine_events_per_sec\tnone: %s\t\n", firstLine(err.Error()))
+	} else {
+		row("clickhouse_kafka_engine_events_per_sec", kr, "events/s")
+	}
+
+	// 5. End-to-end latency with the collector and the processor running.
+	p95, err := benchE2E(ctx, conn, db, "http://"+col.addr, tokens[g.Tenants()[0].ID], g.Tenants()[0].ID)
+	if err != nil {
+		return fmt.Errorf("end-to-end: %w", err)
+	}
+	row("end_to_end_p95_ms", float64(p95.Microseconds())/1000, "ms")
+	proc.stop()
+
+	// 6. Aggregator, as a role: messages read per second.
+	agg, err := startRole(ctx, "aggregator", env)
+	if err != nil {
+		return err
+	}
+	aggRate, err := waitMetricRate(ctx, agg.addr, "shukei_aggregator_events_total", float64(total), 5*time.Minute)
+	if err != nil {
+		agg.stop()
+		return fmt.Errorf("aggregator: %w", err)
+	}
+	rss, cpu, _ = agg.usage()
+	roles["aggregator"] = roleResult{EventsPerSec: aggRate, RSSPeakMB: rss, CPUusPerEvent: float64(cpu.Microseconds()) / float64(total)}
+	row("aggregator_events_per_sec", aggRate, "events/s")
+	agg.stop()
+
+	// 7. Query service, as a role: 200 report requests; CPU per request.
+	if err := os.MkdirAll(filepath.Dir(outPath), 0o755); err != nil {
+		return err
+	}
+	q, err := startRole(ctx, "query", env)
+	if err != nil {
+		return err
+	}
+	nreq, qerr := benchQueryRequests(ctx, conn, db, "http://"+q.addr, 200)
+	rss, cpu, _ = q.usage()
+	q.stop()
+	if qerr != nil {
+		return fmt.Errorf("query: %w", qerr)
+	}
+	roles["query"] = roleResult{RSSPeakMB: rss, CPUusPerEvent: float64(cpu.Microseconds()) / float64(nreq)}
+
+	// The report latency over 10M events comes from 'bench reports'.
+	if b, err := os.ReadFile(filepath.Join(filepath.Dir(outPath), "reports.json")); err == nil {
+		var r struct {
+			P95    float64 `json:"report_p95_ms"`
+			Events int     `json:"events"`
+		}
+		if json.Unmarshal(b, &r) == nil {
+			row("report_p95_ms", r.P95, fmt.Sprintf("ms (%d stored events, bench reports)", r.Events))
+		}
+	}
+	rssM, cpuM := map[string]float64{}, map[string]float64{}
+	for name, r := range roles {
+		rssM[name], cpuM[name] = r.RSSPeakMB, r.CPUusPerEvent
+		fmt.Fprintf(table, "rss_peak_mb.%s\t%.0f MB\t\n", name, r.RSSPeakMB)
+		unit := "µs/event"
+		if name == "query" {
+			unit = "µs/request"
+		}
+		fmt.Fprintf(table, "cpu_us_per_event.%s\t%.1f %s\t\n", name, r.CPUusPerEvent, unit)
+	}
+	res["rss_peak_mb"], res["cpu_us_per_event"] = rssM, cpuM
+	_ = table.Flush()
+	b, _ := json.MarshalIndent(res, "", "  ")
+	fmt.Fprintf(out, "written to %s\n", outPath)
+	return os.WriteFile(outPath, append(b, '\n'), 0o644)
+}
+
+func firstLine(s string) string { line, _, _ := strings.Cut(s, "\n"); return line }
+
+// masterKeyText returns the master key as text for a child process.
+func masterKeyText(c config.Anonymizer) string {
+	if c.MasterKey != "" {
+		return c.MasterKey
+	}
+	b, _ := os.ReadFile(c.MasterKeyFile)
+	return strings.TrimSpace(string(b))
+}
+
+// waitRate waits until query counts want rows and returns rows per second from the first row.
+func waitRate(ctx context.Context, conn driver.Conn, query string, want uint64, within time.Duration) (float64, error) {
+	var first time.Time
+	var firstN uint64
+	deadline := time.Now().Add(within)
+	for {
+		var n uint64
+		if err := conn.QueryRow(ctx, query).Scan(&n); err != nil {
+			return 0, err
+		}
+		if n > 0 && first.IsZero() {
+			first, firstN = time.Now(), n
+		}
+		if n >= want {
+			return float64(n-firstN) / max(time.Since(first).Seconds(), 1e-3), nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%d of %d after %s", n, want, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitMetricRate(ctx context.Context, addr, name string, want float64, within time.Duration) (float64, error) {
+	var first time.Time
+	var firstN float64
+	deadline := time.Now().Add(within)
+	for {
+		n, err := metricSum(addr, name)
+		if err == nil && n > 0 && first.IsZero() {
+			first, firstN = time.Now(), n
+		}
+		if err == nil && n >= want {
+			return (n - firstN) / max(time.Since(first).Seconds(), 1e-3), nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%.0f of %.0f after %s", n, want, within)
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func benchRawCopy(ctx context.Context, conn driver.Conn, cfg config.Config, master *pseudonym.MasterKey, copyDB string, want uint64) (float64, error) {
+	versions, err := policy.Embedded()
+	if err != nil {
+		return 0, err
+	}
+	quiet := newLogger(io.Discard, cfg.Log)
+	cache := registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, master), pseudonym.NewKeyring(master), time.Hour, quiet)
+	c := cfg
+	c.Processor.GroupID += "-raw"
+	p := processor.New(c, processor.Deps{Conn: conn, Database: copyDB, Cache: cache, Keyring: pseudonym.NewKeyring(master),
+		Policy: decision.NewPolicyTagger(versions), HashKey: master.Derive("dlq"), Registry: newRegistry(), Log: quiet, RawCopy: true})
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+	return waitRate(ctx, conn, "SELECT count() FROM "+copyDB+".raw_copy", want, 5*time.Minute)
+}
+
+// benchKafkaEngine lets ClickHouse's Kafka table engine read the topic into a plain table.
+func benchKafkaEngine(ctx context.Context, conn driver.Conn, cfg config.Config, kdb string, want uint64) (float64, error) {
+	for _, q := range []string{
+		"CREATE DATABASE " + kdb,
+		"CREATE TABLE " + kdb + ".queue (event_id String, tenant_id String, schema String) ENGINE = Kafka SETTINGS kafka_broker_list = '" +
+			strings.Join(cfg.Kafka.Brokers, ",") + "', kafka_topic_list = '" + cfg.Kafka.RawTopic + "', kafka_group_name = 'bench-ch-" + kdb +
+			"', kafka_format = 'JSONEachRow', kafka_num_consumers = 1",
+		"CREATE TABLE " + kdb + ".events (event_id String, tenant_id String, schema String) ENGINE = MergeTree ORDER BY tenant_id",
+		"CREATE MATERIALIZED VIEW " + kdb + ".mv TO " + kdb + ".events AS SELECT event_id, tenant_id, schema FROM " + kdb + ".queue",
+	} {
+		if err := conn.Exec(ctx, q); err != nil {
+			return 0, err
+		}
+	}
+	defer func() { _ = conn.Exec(context.Background(), "DROP TABLE IF EXISTS "+kdb+".mv") }()
+	r, err := waitRate(ctx, conn, "SELECT count() FROM "+kdb+".events", want*99/100, 2*time.Minute)
+	if err != nil {
+		return 0, fmt.Errorf("ClickHouse %s's Kafka engine did not ingest the topic from the Kafka broker: %w", "server", err)
+	}
+	return r, nil
+}
+
+// benchE2E sends probe events through the collector and times each until a query finds it.
+func benchE2E(ctx context.Context, conn driver.Conn, db, url, token, tenant string) (time.Duration, error) {
+	var lat []time.Duration
+	for range 60 {
+		id := newUUID()
+		body := fmt.Sprintf(`{"event_id":%q,"tenant_id":%q,"occurred_at":%q,"schema":"app_access/v1","source":"bench-probe","user":"probe","client":{"os":"windows","device_kind":"desktop"},"data":{"app_id":"records","action":"open"}}`,
+			id, tenant, time.Now().UTC().Format(time.RFC3339))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/events", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		sent := time.Now()
+		for {
+			var n uint64
+			if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".events WHERE tenant_id = ? AND toString(event_id) = ?", tenant, id).Scan(&n); err != nil {
+				return 0, err
+			}
+			if n > 0 {
+				lat = append(lat, time.Since(sent))
+				break
+			}
+			if time.Since(sent) > time.Minute {
+				return 0, errors.New("a probe was not stored within a minute")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	slices.Sort(lat)
+	return lat[len(lat)*95/100], nil
+}
+
+func newUUID() string { return uuid.NewString() }
+
+// benchQueryRequests sends n report requests to a query service as a principal made for it.
+func benchQueryRequests(ctx context.Context, conn driver.Conn, db, base string, n int) (int, error) {
+	token, err := principal.New(conn, db).Add(ctx, principal.Principal{ID: "bench", Kind: principal.Employee,
+		Purposes: []string{"service_improvement", "marketing", "follow_up", "interview_selection", "external_aggregate"}})
+	if err != nil {
+		return 0, err
+	}
+	reqs := []struct {
+		report string
+		q      url.Values
+	}{
+		{"feature_ranking", url.Values{"purpose": {"service_improvement"}, "week": {"today"}}},
+		{"contract_comparison", url.Values{"purpose": {"marketing"}, "week": {"today"}}},
+		{"tenant_signals", url.Values{"purpose": {"follow_up"}}},
+		{"interview_candidates", url.Values{"purpose": {"interview_selection"}}},
+		{"dp_budget", url.Values{"purpose": {"external_aggregate"}}},
+	}
+	for i := range n {
+		r := reqs[i%len(reqs)]
+		res, status, err := demoGet(ctx, base, token, r.report, r.q)
+		if err != nil {
+			return i, err
+		}
+		if status != http.StatusOK {
+			return i, fmt.Errorf("%s: %d %s", r.report, status, res.Error)
+		}
+	}
+	return n, nil
+}
