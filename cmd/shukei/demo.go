@@ -116,22 +116,12 @@ func demoIngest(ctx context.Context, out io.Writer, cfg config.Config) error {
 	token := "shk_demo_" + hex.EncodeToString(tb[:])
 	cfg.Collector.IngestTokens = []string{collector.TokenHash(tenant, token)} // a token of this run only
 
-	w := collector.NewKafkaWriter(cfg.Kafka, cfg.Collector)
-	defer w.Close()
 	reg := prometheus.NewRegistry()
-	c, err := collector.New(cfg.Collector, cfg.Events, w, reg, newLogger(io.Discard, cfg.Log))
+	url, stop, err := demoCollector(ctx, cfg, reg)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srvCtx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- c.Serve(srvCtx, ln) }()
-	defer func() { stop(); <-served }()
-	url := "http://" + ln.Addr().String()
+	defer stop()
 
 	before, err := endOffsets(ctx, cfg.Kafka)
 	if err != nil {
@@ -318,4 +308,24 @@ func demoMeasured(out io.Writer, st demoStats) {
 	fmt.Fprintf(tw, "   aggregator\t%.0f\tKafka → bound → partials → DP release of every closed day\t\n", st.aggRate)
 	_ = tw.Flush()
 	fmt.Fprintf(out, "   end-to-end (collector ack → queryable): p50 %s, p95 %s\n", st.e2eP50.Round(time.Millisecond), st.e2eP95.Round(time.Millisecond))
+}
+
+// demoCollector runs a collector on a free loopback port until stop is called, and returns
+// its base URL.
+func demoCollector(ctx context.Context, cfg config.Config, reg *prometheus.Registry) (url string, stop func(), err error) {
+	w := collector.NewKafkaWriter(cfg.Kafka, cfg.Collector)
+	c, err := collector.New(cfg.Collector, cfg.Events, w, reg, newLogger(io.Discard, cfg.Log))
+	if err != nil {
+		w.Close()
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		w.Close()
+		return "", nil, err
+	}
+	srvCtx, cancel := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- c.Serve(srvCtx, ln) }()
+	return "http://" + ln.Addr().String(), func() { cancel(); <-served; w.Close() }, nil
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -67,23 +66,14 @@ func demoLoad(ctx context.Context, out io.Writer, cfg config.Config, master *pse
 		tokens[t.ID] = "shk_demo_" + hex.EncodeToString(b[:])
 		cfg.Collector.IngestTokens = append(cfg.Collector.IngestTokens, collector.TokenHash(t.ID, tokens[t.ID]))
 	}
-	w := collector.NewKafkaWriter(cfg.Kafka, cfg.Collector)
-	defer w.Close()
-	c, err := collector.New(cfg.Collector, cfg.Events, w, prometheus.NewRegistry(), newLogger(io.Discard, cfg.Log))
+	url, stop, err := demoCollector(ctx, cfg, prometheus.NewRegistry())
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srvCtx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- c.Serve(srvCtx, ln) }()
-	defer func() { stop(); <-served }()
+	defer stop()
 	fmt.Fprintf(out, "\n-- Load: %d synthetic tenants (≈ 60%% contracted, 30%% trial, 10%% beta), %d events over their last %d days, through the collector\n",
 		demoPopulationSize, events, demoPastDays)
-	res, err := loadgen.SendHTTP(ctx, "http://"+ln.Addr().String(), tokens, g, loadgen.Options{Batch: 500, Workers: 4, Progress: os.Stderr})
+	res, err := loadgen.SendHTTP(ctx, url, tokens, g, loadgen.Options{Batch: 500, Workers: 4, Progress: os.Stderr})
 	if err != nil {
 		return err
 	}

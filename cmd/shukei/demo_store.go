@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -200,21 +199,12 @@ func demoLatency(ctx context.Context, out io.Writer, cfg config.Config, master *
 	defer stop()
 	const tenant, token = "demo-acme", "shk_demo_latency_probe_token"
 	cfg.Collector.IngestTokens = []string{collector.TokenHash(tenant, token)}
-	w := collector.NewKafkaWriter(cfg.Kafka, cfg.Collector)
-	defer w.Close()
-	c, err := collector.New(cfg.Collector, cfg.Events, w, prometheus.NewRegistry(), newLogger(io.Discard, cfg.Log))
+	base, stopSrv, err := demoCollector(ctx, cfg, prometheus.NewRegistry())
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srvCtx, stopSrv := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- c.Serve(srvCtx, ln) }()
-	defer func() { stopSrv(); <-served }()
-	url := "http://" + ln.Addr().String() + "/v1/events"
+	defer stopSrv()
+	url := base + "/v1/events"
 
 	send := func() (string, time.Time, error) {
 		id := uuid.NewString()
