@@ -385,7 +385,7 @@ func (a *Aggregator) releaseLoop(ctx context.Context) {
 			}
 		}
 		// The budget left this month, also when nothing is due (and after a month turns).
-		a.updateBudget(ctx, time.Now().UTC().Format("2006-01"))
+		a.updateBudget(ctx, a.now().UTC().Format("2006-01"))
 		select {
 		case <-ctx.Done():
 			return
