@@ -43,6 +43,7 @@ type aggRig struct {
 	cache   *registry.Cache
 	keyring *pseudonym.Keyring
 	master  *pseudonym.MasterKey
+	keyText string // the master key, for subprocesses
 	tagger  decision.Tagger
 	plan    *Plan
 	budget  ledger.Budget
@@ -61,7 +62,8 @@ func newAggRig(t *testing.T, tenants int) *aggRig {
 	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
 		t.Fatal(err)
 	}
-	master, err := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
+	keyText := pseudonym.NewMasterKeyText()
+	master, err := pseudonym.ParseMasterKey(keyText)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +89,7 @@ func newAggRig(t *testing.T, tenants int) *aggRig {
 	}
 	eps, delta := plan.Cost()
 	return &aggRig{
-		cfg: cfg, conn: conn, db: cfg.ClickHouse.Database, cache: cache, keyring: keyring, master: master,
+		cfg: cfg, conn: conn, db: cfg.ClickHouse.Database, cache: cache, keyring: keyring, master: master, keyText: keyText,
 		tagger: decision.NewPolicyTagger(versions), plan: plan, pop: pop, clock: &clock{},
 		// Two windows fit the month's budget; a third is refused.
 		budget: ledger.Budget{Epsilon: 2 * eps, Delta: 2 * delta},
@@ -320,8 +322,14 @@ func TestRestartMidWindowAndBudget(t *testing.T) {
 // the topic's messages, partition by partition.
 func (r *aggRig) checkPartials(t *testing.T, w Window) {
 	t.Helper()
+	r.checkPartialsAt(t, w, w.End.Add(20*time.Hour))
+}
+
+// checkPartialsAt is checkPartials with the reference decision made as of now.
+func (r *aggRig) checkPartialsAt(t *testing.T, w Window, now time.Time) {
+	t.Helper()
 	msgs := servicetest.ReadTopic(t, r.cfg.Kafka.Brokers, r.cfg.Kafka.RawTopic)
-	dctx := &decision.Context{Now: w.End.Add(20 * time.Hour), Limits: event.Limits{}.WithDefaults(), Tenants: r.cache.Snapshot(), Keyring: r.keyring, Policy: r.tagger}
+	dctx := &decision.Context{Now: now, Limits: event.Limits{}.WithDefaults(), Tenants: r.cache.Snapshot(), Keyring: r.keyring, Policy: r.tagger}
 	accs := map[int]*Acc{}
 	for _, m := range msgs {
 		tg, rej := decision.Decide(m.Value, dctx)
