@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/oklog/run"
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/aggregator"
@@ -84,7 +83,8 @@ func aggregatorBudget(c config.Aggregator, p *policy.Policy) (ledger.Budget, err
 	return b, nil
 }
 
-// newAggregator wires an aggregator from the configuration; the caller runs it.
+// newAggregator wires an aggregator from the configuration; the caller runs it. It makes cache
+// follow the policy activations and refreshes it once.
 func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *pseudonym.Keyring, master *pseudonym.MasterKey, deps func(*aggregator.Deps)) (*aggregator.Aggregator, error) {
 	versions, err := policy.Embedded()
 	if err != nil {
@@ -124,28 +124,13 @@ func runAggregator(ctx context.Context, a *app) error {
 	defer conn.Close()
 	keyring := pseudonym.NewKeyring(master)
 	cache := registry.NewCache(registry.New(conn, a.cfg.ClickHouse.Database, master), keyring, a.cfg.Processor.RegistryRefresh, a.log)
-	if err := cache.Refresh(ctx); err != nil {
-		return err
-	}
 	reg := newRegistry()
 	agg, err := newAggregator(ctx, a, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, reg })
 	if err != nil {
 		return err
 	}
 	a.log.Info("aggregator starting", "topic", a.cfg.Kafka.RawTopic, "group", a.cfg.Aggregator.GroupID, "window", a.cfg.Aggregator.Window, "plan", agg.PlanHash())
-	var g run.Group
-	runCtx, cancel := context.WithCancel(ctx)
-	g.Add(func() error { return agg.Run(runCtx) }, func(error) { cancel() })
-	g.Add(func() error { return cache.Run(runCtx) }, func(error) { cancel() })
-	g.Add(func() error {
-		return serveOps(runCtx, a.cfg.Aggregator.Listen, reg, func() error {
-			if time.Since(cache.Snapshot().Loaded) > 10*a.cfg.Processor.RegistryRefresh {
-				return errors.New("tenant registry is stale")
-			}
-			return nil
-		})
-	}, func(error) { cancel() })
-	return g.Run()
+	return runRole(ctx, a.cfg, a.cfg.Aggregator.Listen, reg, cache, agg.Run)
 }
 
 // mustPolicy is the embedded policy version in force now (the embedded policies are checked

@@ -33,12 +33,9 @@ import (
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/population"
 	"github.com/shukei/shukei/loadgen"
-	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/pipeline/topic"
 	"github.com/shukei/shukei/query/principal"
-	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 // roleProc is a role running as a child process of the bench, so its memory and CPU can be
@@ -430,16 +427,12 @@ func waitMetricRate(ctx context.Context, addr, name string, want float64, within
 }
 
 func benchRawCopy(ctx context.Context, conn driver.Conn, cfg config.Config, master *pseudonym.MasterKey, copyDB string, want uint64) (float64, error) {
-	versions, err := policy.Embedded()
+	c := cfg
+	c.Processor.GroupID += "-raw"
+	p, _, err := newProcessor(ctx, conn, c, master, newLogger(io.Discard, cfg.Log), func(d *processor.Deps) { d.Database, d.RawCopy = copyDB, true })
 	if err != nil {
 		return 0, err
 	}
-	quiet := newLogger(io.Discard, cfg.Log)
-	cache := registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, master), pseudonym.NewKeyring(master), time.Hour, quiet)
-	c := cfg
-	c.Processor.GroupID += "-raw"
-	p := processor.New(c, processor.Deps{Conn: conn, Database: copyDB, Cache: cache, Keyring: pseudonym.NewKeyring(master),
-		Policy: decision.NewPolicyTagger(versions), HashKey: master.Derive("dlq"), Registry: newRegistry(), Log: quiet, RawCopy: true})
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(runCtx) }()

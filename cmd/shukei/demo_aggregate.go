@@ -102,9 +102,6 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	keyring := pseudonym.NewKeyring(master)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cache := registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, master), keyring, cfg.Processor.RegistryRefresh, quiet)
-	if err := cache.Refresh(ctx); err != nil {
-		return err
-	}
 	demo := *a
 	demo.cfg.Aggregator.ReleaseInterval = 500 * time.Millisecond
 	demo.cfg.Aggregator.Features, demo.cfg.Aggregator.Settings = population.Features, population.Settings

@@ -20,7 +20,6 @@ import (
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/collector"
-	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/schemas/policy"
@@ -59,21 +58,12 @@ func demoTenants(ctx context.Context, out io.Writer, cfg config.Config, master *
 // ClickHouse, then shows what was stored, refused, and what the purpose marts received.
 // demoProcessor starts a processor on cfg; the returned function stops it.
 func demoProcessor(ctx context.Context, conn driver.Conn, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger) (func(), error) {
-	versions, err := policy.Embedded()
+	p, cache, err := newProcessor(ctx, conn, cfg, master, log, func(d *processor.Deps) {
+		d.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	})
 	if err != nil {
 		return nil, err
 	}
-	keyring := pseudonym.NewKeyring(master)
-	cache := registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, master), keyring, cfg.Processor.RegistryRefresh, log)
-	cache.Follow(versions)
-	if err := cache.Refresh(ctx); err != nil {
-		return nil, err
-	}
-	p := processor.New(cfg, processor.Deps{
-		Conn: conn, Database: cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
-		Policy: decision.NewPolicyTagger(versions), HashKey: master.Derive("dlq"),
-		Registry: prometheus.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(runCtx) }()

@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
-	"time"
+	"log/slog"
 
-	"github.com/oklog/run"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/registry"
@@ -37,43 +38,43 @@ SHUKEI_ANONYMIZER_MASTER_KEY). Serves /metrics, /healthz and /readyz on processo
 			if err != nil {
 				return err
 			}
-			versions, err := policy.Embedded()
-			if err != nil {
-				return err
-			}
 			conn, err := openClickHouse(ctx, a.cfg.ClickHouse)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			keyring := pseudonym.NewKeyring(master)
-			cache := registry.NewCache(registry.New(conn, a.cfg.ClickHouse.Database, master), keyring, a.cfg.Processor.RegistryRefresh, a.log)
-			cache.Follow(versions) // policy activations take effect with each registry refresh
-			if err := cache.Refresh(ctx); err != nil {
+			reg := newRegistry()
+			p, cache, err := newProcessor(ctx, conn, a.cfg, master, a.log, func(d *processor.Deps) { d.Registry = reg })
+			if err != nil {
 				return err
 			}
-			reg := newRegistry()
-			p := processor.New(a.cfg, processor.Deps{
-				Conn: conn, Database: a.cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
-				Policy: decision.NewPolicyTagger(versions), HashKey: master.Derive("dlq"),
-				Registry: reg, Log: a.log,
-			})
 			a.log.Info("processor starting", "topic", a.cfg.Kafka.RawTopic, "group", a.cfg.Processor.GroupID, "tenants", len(cache.Snapshot().Tenants))
-
-			// The roles of this process run together and stop together (oklog/run).
-			var g run.Group
-			runCtx, cancel := context.WithCancel(ctx)
-			g.Add(func() error { return p.Run(runCtx) }, func(error) { cancel() })
-			g.Add(func() error { return cache.Run(runCtx) }, func(error) { cancel() })
-			g.Add(func() error {
-				return serveOps(runCtx, a.cfg.Processor.Listen, reg, func() error {
-					if time.Since(cache.Snapshot().Loaded) > 10*a.cfg.Processor.RegistryRefresh {
-						return errors.New("tenant registry is stale")
-					}
-					return nil
-				})
-			}, func(error) { cancel() })
-			return g.Run()
+			return runRole(ctx, a.cfg, a.cfg.Processor.Listen, reg, cache, p.Run)
 		},
 	}
+}
+
+// newProcessor wires a processor on conn: a registry cache that follows the recorded policy
+// activations (refreshed once now, so the first batch is tagged right) and the processor. deps
+// may adjust the dependencies (metrics registry, database, raw copy) before it is built.
+func newProcessor(ctx context.Context, conn driver.Conn, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger, deps func(*processor.Deps)) (*processor.Processor, *registry.Cache, error) {
+	versions, err := policy.Embedded()
+	if err != nil {
+		return nil, nil, err
+	}
+	keyring := pseudonym.NewKeyring(master)
+	cache := registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, master), keyring, cfg.Processor.RegistryRefresh, log)
+	cache.Follow(versions) // policy activations take effect with each registry refresh
+	if err := cache.Refresh(ctx); err != nil {
+		return nil, nil, err
+	}
+	d := processor.Deps{
+		Conn: conn, Database: cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
+		Policy: decision.NewPolicyTagger(versions), HashKey: master.Derive("dlq"),
+		Registry: prometheus.NewRegistry(), Log: log,
+	}
+	if deps != nil {
+		deps(&d)
+	}
+	return processor.New(cfg, d), cache, nil
 }

@@ -11,12 +11,14 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/registry"
 )
 
 // openClickHouse connects and checks the server answers.
@@ -82,4 +84,23 @@ func withClickHouse(ctx context.Context, c config.ClickHouse, fn func(driver.Con
 	}
 	defer conn.Close()
 	return fn(conn)
+}
+
+// runRole runs a long-lived role with its registry cache and its /metrics, /healthz and /readyz
+// (ready while the registry is fresh); they run together and stop together (oklog/run).
+func runRole(ctx context.Context, cfg config.Config, listen string, reg *prometheus.Registry, cache *registry.Cache, role func(context.Context) error) error {
+	var g run.Group
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g.Add(func() error { return role(runCtx) }, func(error) { cancel() })
+	g.Add(func() error { return cache.Run(runCtx) }, func(error) { cancel() })
+	g.Add(func() error {
+		return serveOps(runCtx, listen, reg, func() error {
+			if time.Since(cache.Snapshot().Loaded) > 10*cfg.Processor.RegistryRefresh {
+				return errors.New("tenant registry is stale")
+			}
+			return nil
+		})
+	}, func(error) { cancel() })
+	return g.Run()
 }
