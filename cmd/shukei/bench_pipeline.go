@@ -457,7 +457,7 @@ func benchKafkaEngine(ctx context.Context, conn driver.Conn, cfg config.Config, 
 	defer func() { _ = conn.Exec(context.Background(), "DROP TABLE IF EXISTS "+kdb+".mv") }()
 	r, err := waitRate(ctx, conn, "SELECT count() FROM "+kdb+".events", want*99/100, 2*time.Minute)
 	if err != nil {
-		return 0, fmt.Errorf("ClickHouse %s's Kafka engine did not ingest the topic from the Kafka broker: %w", "server", err)
+		return 0, fmt.Errorf("ClickHouse's Kafka engine did not ingest the topic from the Kafka broker: %w", err)
 	}
 	return r, nil
 }

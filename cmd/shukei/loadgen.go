@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -133,7 +134,7 @@ func registerLoadTenants(ctx context.Context, c config.Config, master *pseudonym
 	for _, t := range ts {
 		hs, known := hashes[t.ID]
 		switch tok := kept[t.ID]; {
-		case known && tok != "" && contains(hs, registry.TokenHash(tok)):
+		case known && tok != "" && slices.Contains(hs, registry.TokenHash(tok)):
 			tokens[t.ID] = tok
 		case known:
 			if tokens[t.ID], err = reg.AddToken(ctx, t.ID); err != nil {
@@ -160,15 +161,6 @@ func registerLoadTenants(ctx context.Context, c config.Config, master *pseudonym
 		}
 	}
 	return tokens, added, nil
-}
-
-func contains(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 func printLoadStats(out io.Writer, st loadgen.Stats, direct bool) {

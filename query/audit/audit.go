@@ -66,9 +66,10 @@ type Log struct {
 	qmu   sync.Mutex // guards queue
 	queue []*pending
 
-	mu   sync.Mutex // held by the one goroutine writing a group
-	seq  uint64
-	last string
+	mu     sync.Mutex // held by the one goroutine writing a group
+	seq    uint64
+	last   string
+	groups int // inserts written, for the group-commit test
 }
 
 type pending struct {
@@ -143,6 +144,7 @@ func (l *Log) write(ctx context.Context, group []*pending) error {
 		return fmt.Errorf("another process appended to the audit log at the same moment (%d records after #%d, %d of them ours): the chain has forked there; run 'shukei audit verify'", n, l.seq, len(group))
 	}
 	l.seq, l.last = seq, last
+	l.groups++
 	return nil
 }
 
