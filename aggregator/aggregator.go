@@ -112,17 +112,8 @@ func (a *Aggregator) PlanHash() string { return a.planHash }
 
 // Run joins the consumer group and aggregates until ctx ends.
 func (a *Aggregator) Run(ctx context.Context) error {
-	return group.Run(ctx, group.Config{ID: a.cfg.GroupID, Brokers: a.kcfg.Brokers, Topic: a.kcfg.RawTopic, MaxBackoff: a.cfg.MaxBackoff}, group.Hooks{
-		JoinFailed: func(err error) {
-			a.m.kafkaErrors.Inc()
-			a.log.Warn("joining the aggregator group failed; retrying", "err", err)
-		},
-		Assigned: func(gen int32, parts []int) {
-			a.m.assigned.Set(float64(len(parts)))
-			a.log.Info("aggregator partitions assigned", "generation", gen, "partitions", len(parts))
-		},
-		Ended: func(err error) { a.log.Warn("aggregator generation ended with an error; rejoining", "err", err) },
-	}, a.runGeneration)
+	return group.Run(ctx, group.Config{ID: a.cfg.GroupID, Brokers: a.kcfg.Brokers, Topic: a.kcfg.RawTopic, MaxBackoff: a.cfg.MaxBackoff},
+		group.StandardHooks("aggregator", a.log, a.m.kafkaErrors, a.m.assigned), a.runGeneration)
 }
 
 // partState is one assigned partition's windows.

@@ -7,6 +7,7 @@ package group
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -27,6 +28,28 @@ type Hooks struct {
 	JoinFailed func(err error)
 	Assigned   func(generation int32, partitions []int)
 	Ended      func(err error) // a generation ended with an error (the group rejoins)
+}
+
+// Counter and Gauge are what StandardHooks records into (Prometheus metrics fit).
+type (
+	Counter interface{ Inc() }
+	Gauge   interface{ Set(float64) }
+)
+
+// StandardHooks logs a role's group events and counts them: join failures into joinErrors, the
+// number of partitions held into assigned.
+func StandardHooks(role string, log *slog.Logger, joinErrors Counter, assigned Gauge) Hooks {
+	return Hooks{
+		JoinFailed: func(err error) {
+			joinErrors.Inc()
+			log.Warn("joining the "+role+" group failed; retrying", "err", err)
+		},
+		Assigned: func(gen int32, parts []int) {
+			assigned.Set(float64(len(parts)))
+			log.Info(role+" partitions assigned", "generation", gen, "partitions", len(parts))
+		},
+		Ended: func(err error) { log.Warn(role+" generation ended with an error; rejoining", "err", err) },
+	}
 }
 
 // Generation processes one assignment until ctx ends (a rebalance or shutdown).

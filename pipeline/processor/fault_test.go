@@ -294,7 +294,7 @@ func (in *instance) exit() string {
 	return in.err.Error()
 }
 
-var assignedLine = regexp.MustCompile(`msg="partitions assigned" generation=\d+ partitions=[1-9]`)
+var assignedLine = regexp.MustCompile(`msg="processor partitions assigned" generation=\d+ partitions=[1-9]`)
 
 // waitAssigned waits until the instance holds partitions of the raw topic (after a SIGKILL
 // the group waits for the dead member's session to expire first) and returns how long that

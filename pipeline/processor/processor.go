@@ -104,17 +104,8 @@ func New(cfg config.Config, d Deps) *Processor {
 // next one starts from the store's high-water marks.
 func (p *Processor) Run(ctx context.Context) error {
 	defer p.dlq.Close()
-	return group.Run(ctx, group.Config{ID: p.cfg.GroupID, Brokers: p.kcfg.Brokers, Topic: p.kcfg.RawTopic, MaxBackoff: p.cfg.MaxBackoff}, group.Hooks{
-		JoinFailed: func(err error) {
-			p.m.kafkaErrors.Inc()
-			p.log.Warn("joining the consumer group failed; retrying", "err", err)
-		},
-		Assigned: func(gen int32, parts []int) {
-			p.m.assigned.Set(float64(len(parts)))
-			p.log.Info("partitions assigned", "generation", gen, "partitions", len(parts))
-		},
-		Ended: func(err error) { p.log.Warn("generation ended with an error; rejoining", "err", err) },
-	}, p.runGeneration)
+	return group.Run(ctx, group.Config{ID: p.cfg.GroupID, Brokers: p.kcfg.Brokers, Topic: p.kcfg.RawTopic, MaxBackoff: p.cfg.MaxBackoff},
+		group.StandardHooks("processor", p.log, p.m.kafkaErrors, p.m.assigned), p.runGeneration)
 }
 
 type fetched struct {
