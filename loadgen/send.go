@@ -213,7 +213,7 @@ func postBatch(ctx context.Context, client *http.Client, url, token string, body
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/events", bytes.NewReader(body))
 		if err != nil {
-			return 0, rejected, retried, err
+			return accepted, rejected, retried, err
 		}
 		req.Header.Set("Authorization", "Bearer "+token)
 		req.Header.Set("Content-Type", "application/x-ndjson")
@@ -224,7 +224,7 @@ func postBatch(ctx context.Context, client *http.Client, url, token string, body
 				time.Sleep(500 * time.Millisecond)
 				continue
 			}
-			return 0, rejected, retried, fmt.Errorf("post to the collector: %w", err)
+			return accepted, rejected, retried, fmt.Errorf("post to the collector: %w", err)
 		}
 		var reply struct {
 			Accepted int `json:"accepted"`
@@ -246,14 +246,30 @@ func postBatch(ctx context.Context, client *http.Client, url, token string, body
 		case resp.StatusCode != http.StatusOK:
 			n := bytes.Count(body, []byte{'\n'})
 			rejected[fmt.Sprintf("http_%d", resp.StatusCode)] += n
-			return 0, rejected, retried, nil
+			return accepted, rejected, retried, nil
 		}
-		for _, r := range reply.Results {
-			if r.Status == "rejected" {
+		lines := bytes.SplitAfter(body, []byte{'\n'})
+		var again []byte
+		for i, r := range reply.Results {
+			switch r.Status {
+			case "rejected":
 				rejected[r.Reason]++
+			case "retry": // Kafka took the others but not this one: resend it, same event_id
+				if i < len(lines) {
+					again = append(again, lines[i]...)
+				}
 			}
 		}
-		return reply.Accepted, rejected, retried, nil
+		accepted += reply.Accepted
+		if len(again) == 0 {
+			return accepted, rejected, retried, nil
+		}
+		if attempt >= 60 {
+			return accepted, rejected, retried, fmt.Errorf("the collector answered retry for %d events 60 times", reply.Retry)
+		}
+		retried++
+		body = again
+		time.Sleep(time.Second)
 	}
 }
 

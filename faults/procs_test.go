@@ -1,0 +1,363 @@
+//go:build faults
+
+package faults
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// role is one Shukei role run as a subprocess of the real binary, on a fixed address, killed
+// and started again by the test. Only one instance of a role runs at a time.
+type role struct {
+	name   string
+	bin    string
+	dir    string
+	env    []string
+	listen string // the address its /healthz answers on
+
+	mu    sync.Mutex
+	cur   *proc
+	all   []*proc
+	kills int
+}
+
+// proc is one instance of a role.
+type proc struct {
+	n    int
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error // set before done closes
+}
+
+func (p *proc) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (p *proc) exit() string {
+	switch {
+	case p.running():
+		return "still running"
+	case p.err == nil:
+		return "exit status 0"
+	default:
+		return p.err.Error()
+	}
+}
+
+// freeAddr returns a loopback address nothing listens on (the roles keep theirs across
+// restarts, as behind a load balancer or a service name).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// start starts a new instance and waits until /healthz answers.
+func (r *role) start(t *testing.T) *proc {
+	t.Helper()
+	r.mu.Lock()
+	p := &proc{n: len(r.all), out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(r.bin, r.name)
+	p.cmd.Dir, p.cmd.Env = r.dir, r.env
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	err := p.cmd.Start()
+	if err == nil {
+		r.all = append(r.all, p)
+		r.cur = p
+	}
+	r.mu.Unlock()
+	if err != nil {
+		t.Errorf("start %s: %v", r.name, err)
+		return nil
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + r.listen + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		if !p.running() {
+			t.Errorf("%s instance %d exited during start-up: %s\n%s", r.name, p.n, p.exit(), p.out.tail(40))
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s instance %d: /healthz on %s does not answer after 60s", r.name, p.n, r.listen)
+			return p
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// kill SIGKILLs the running instance and waits for it to be gone.
+func (r *role) kill(t *testing.T) {
+	t.Helper()
+	r.mu.Lock()
+	p := r.cur
+	r.mu.Unlock()
+	if p == nil {
+		return
+	}
+	if !p.running() {
+		t.Errorf("%s instance %d had exited before its SIGKILL: %s\n%s", r.name, p.n, p.exit(), p.out.tail(40))
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	r.mu.Lock()
+	r.kills++
+	r.mu.Unlock()
+}
+
+// stop SIGTERMs the running instance and reports whether it exited 0 within 30 s.
+func (r *role) stop(t *testing.T) {
+	t.Helper()
+	r.mu.Lock()
+	p := r.cur
+	r.mu.Unlock()
+	if p == nil || !p.running() {
+		if p != nil {
+			t.Errorf("%s instance %d had exited before the end: %s", r.name, p.n, p.exit())
+		}
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if p.err != nil {
+			t.Errorf("%s instance %d did not exit cleanly on SIGTERM: %s\n%s", r.name, p.n, p.exit(), p.out.tail(40))
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s instance %d did not exit within 30s of SIGTERM", r.name, p.n)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// killer SIGKILLs the role n times at random moments spread over the span from now (at
+// least 1.5 s apart), starting it again at once each time, as a supervisor would.
+func (r *role) killer(t *testing.T, rnd *rand.Rand, n int, span time.Duration, log func(string, ...any)) {
+	began := time.Now()
+	at := make([]time.Duration, n)
+	for i := range at {
+		at[i] = 2*time.Second + time.Duration(rnd.Int64N(int64(span-2*time.Second)))
+	}
+	slices.Sort(at)
+	for i := 1; i < n; i++ {
+		at[i] = max(at[i], at[i-1]+1500*time.Millisecond)
+	}
+	for i, d := range at {
+		time.Sleep(time.Until(began.Add(d)))
+		r.kill(t)
+		log("SIGKILL %s (%d of %d)", r.name, i+1, n)
+		r.start(t)
+	}
+}
+
+// count counts lines containing sub over every instance's output.
+func (r *role) count(sub string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, p := range r.all {
+		n += p.out.count(sub)
+	}
+	return n
+}
+
+func (r *role) dump(t *testing.T) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.all {
+		t.Logf("--- %s instance %d (%s) ---\n%s", r.name, p.n, p.exit(), p.out.tail(60))
+	}
+}
+
+func (r *role) cleanup() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.all {
+		if p.running() {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+}
+
+// syncBuffer collects a subprocess's output; the test reads it while the process writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
+}
+
+func (s *syncBuffer) count(sub string) int { return bytes.Count(s.bytes(), []byte(sub)) }
+
+func (s *syncBuffer) tail(lines int) string {
+	all := strings.Split(strings.TrimRight(string(s.bytes()), "\n"), "\n")
+	if len(all) > lines {
+		all = append([]string{fmt.Sprintf("[… %d earlier lines]", len(all)-lines)}, all[len(all)-lines:]...)
+	}
+	return strings.Join(all, "\n")
+}
+
+// chProxy sits between the roles and ClickHouse. While failing is set it breaks every
+// connection that starts an INSERT: half of them at once (the insert never reaches the
+// server), half after letting up to 30 ms of it through (the insert may or may not have been
+// stored when the client sees the error: the ambiguous case retries must survive). Reads pass.
+type chProxy struct {
+	ln       net.Listener
+	upstream string
+	failing  atomic.Bool
+	broken   atomic.Int64 // inserts broken
+	rnd      *rand.Rand
+	rmu      sync.Mutex
+	wg       sync.WaitGroup
+}
+
+var insertMark = []byte("INSERT INTO")
+
+func newCHProxy(t *testing.T, upstream string, seed uint64) *chProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &chProxy{ln: ln, upstream: upstream, rnd: rand.New(rand.NewPCG(seed, 3))}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(func() { _ = ln.Close(); p.wg.Wait() })
+	return p
+}
+
+func (p *chProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *chProxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		go p.pipe(c)
+	}
+}
+
+func (p *chProxy) delay() time.Duration {
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	if p.rnd.IntN(2) == 0 {
+		return 0
+	}
+	return time.Duration(p.rnd.Int64N(int64(30 * time.Millisecond)))
+}
+
+func (p *chProxy) pipe(c net.Conn) {
+	u, err := net.DialTimeout("tcp", p.upstream, 5*time.Second)
+	if err != nil {
+		_ = c.Close() // ClickHouse is down: the client sees the connection refused, as without a proxy
+		return
+	}
+	var once sync.Once
+	closeBoth := func() { once.Do(func() { _ = c.Close(); _ = u.Close() }) }
+	go func() { _, _ = io.Copy(c, u); closeBoth() }()
+	buf := make([]byte, 64<<10)
+	var carry []byte // the end of the previous read, for a mark split across reads
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			chunk := buf[:n]
+			if p.failing.Load() && bytes.Contains(append(carry, chunk...), insertMark) {
+				p.broken.Add(1)
+				if d := p.delay(); d > 0 {
+					_, _ = u.Write(chunk)
+					go func() { time.Sleep(d); closeBoth() }()
+					_, _ = io.Copy(u, io.LimitReader(c, 1<<30))
+				}
+				closeBoth()
+				return
+			}
+			if _, werr := u.Write(chunk); werr != nil {
+				closeBoth()
+				return
+			}
+			keep := min(len(chunk), len(insertMark)-1)
+			carry = append(carry[:0], chunk[len(chunk)-keep:]...)
+		}
+		if err != nil {
+			closeBoth()
+			return
+		}
+	}
+}
+
+// services runs scripts/services.sh with an argument (restart-clickhouse, restart-kafka).
+func services(t *testing.T, root, arg string) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	began := time.Now()
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "services.sh"), arg)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/services.sh %s: %v\n%s", arg, err, out)
+	}
+	return time.Since(began)
+}
+
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	gomod := strings.TrimSpace(string(out))
+	if err != nil || gomod == "" || gomod == os.DevNull {
+		abs, aerr := filepath.Abs("..")
+		if aerr != nil {
+			t.Fatalf("module root: %v; %v", err, aerr)
+		}
+		return abs
+	}
+	return filepath.Dir(gomod)
+}
