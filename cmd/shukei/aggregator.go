@@ -117,7 +117,7 @@ func runAggregator(ctx context.Context, a *app) error {
 	if err != nil {
 		return err
 	}
-	conn, err := openClickHouse(ctx, a.cfg.ClickHouse)
+	conn, err := awaitClickHouse(ctx, a.cfg.ClickHouse, a.log)
 	if err != nil {
 		return err
 	}

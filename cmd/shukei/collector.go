@@ -6,9 +6,11 @@ import (
 	"encoding/base64"
 	"fmt"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/oklog/run"
 	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/registry"
 )
@@ -37,9 +39,16 @@ Also serves /healthz, /readyz and /metrics.`,
 			}
 			ctx := cmd.Context()
 			// Tokens issued by 'shukei tenants' live in the registry; without ClickHouse the
-			// collector still serves the configured ones.
+			// collector still serves the configured ones. With none configured it waits for
+			// the registry (a collector started while ClickHouse restarts).
+			open := openClickHouse
+			if len(a.cfg.Collector.IngestTokens) == 0 {
+				open = func(ctx context.Context, c config.ClickHouse) (driver.Conn, error) {
+					return awaitClickHouse(ctx, c, a.log)
+				}
+			}
 			var cache *registry.Cache
-			if conn, err := openClickHouse(ctx, a.cfg.ClickHouse); err == nil {
+			if conn, err := open(ctx, a.cfg.ClickHouse); err == nil {
 				defer conn.Close()
 				cache = registry.NewCache(registry.New(conn, a.cfg.ClickHouse.Database, nil), nil, a.cfg.Processor.RegistryRefresh, a.log)
 				if err := cache.Refresh(ctx); err != nil {

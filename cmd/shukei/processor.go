@@ -38,7 +38,7 @@ SHUKEI_ANONYMIZER_MASTER_KEY). Serves /metrics, /healthz and /readyz on processo
 			if err != nil {
 				return err
 			}
-			conn, err := openClickHouse(ctx, a.cfg.ClickHouse)
+			conn, err := awaitClickHouse(ctx, a.cfg.ClickHouse, a.log)
 			if err != nil {
 				return err
 			}

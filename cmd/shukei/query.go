@@ -92,7 +92,7 @@ func newQueryServer(ctx context.Context, a *app) (srv *query.Server, closeAll fu
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, err := openClickHouse(ctx, a.cfg.ClickHouse)
+	conn, err := awaitClickHouse(ctx, a.cfg.ClickHouse, a.log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -32,6 +33,29 @@ func openClickHouse(ctx context.Context, c config.ClickHouse) (driver.Conn, erro
 		return nil, fmt.Errorf("ClickHouse at %v does not answer (is it running? scripts/services.sh up): %w", c.Addr, err)
 	}
 	return conn, nil
+}
+
+// awaitClickHouse is openClickHouse for a long-running role: while the server cannot be
+// reached (restarting, or not up yet when the role starts) it retries, backing off to 5 s
+// between attempts and logging each failure, until ctx ends: a role started while ClickHouse
+// is away waits for it instead of crash-looping under its supervisor. A server that answers
+// with an error (a wrong password, say) is not retried.
+func awaitClickHouse(ctx context.Context, c config.ClickHouse, log *slog.Logger) (driver.Conn, error) {
+	wait := 250 * time.Millisecond
+	for {
+		conn, err := openClickHouse(ctx, c)
+		var exc *clickhouse.Exception
+		if err == nil || errors.As(err, &exc) || ctx.Err() != nil {
+			return conn, err
+		}
+		log.Warn("ClickHouse cannot be reached; retrying", "addr", c.Addr, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 func masterKey(c config.Anonymizer) (*pseudonym.MasterKey, error) {
