@@ -8,6 +8,8 @@
 #   scripts/services.sh restart-clickhouse
 #                               stop the ClickHouse server this script started (by pid file) and
 #                               start it again with the same config, wait until it answers
+#   scripts/services.sh restart-kafka
+#                               the same for the Kafka broker (its log and topics are kept)
 #
 # Data and logs live under $SHUKEI_SERVICES_DIR (default: .services/ in the checkout, ignored
 # by git). Kafka's jars are cached outside the checkout in $SHUKEI_CACHE_DIR (default
@@ -337,6 +339,21 @@ case "${1:-}" in
     wait_ready clickhouse
     cmd_status || true
     ;;
+  restart-kafka)
+    pid_alive "$(kafka_dir)/pid" || die "kafka is not running under this script (no live pid in $(kafka_dir)/pid); use 'up'"
+    stop_pid kafka "$(kafka_dir)/pid"
+    # The old server.log already says 'Kafka Server started': wait for a new line saying so.
+    kafka_log="$(kafka_dir)/logs/server.log"
+    started_before=$(grep -c 'Kafka Server started' "$kafka_log" 2>/dev/null || true)
+    start_kafka
+    deadline=$(( $(date +%s) + WAIT_SECONDS ))
+    until [ "$(grep -c 'Kafka Server started' "$kafka_log" 2>/dev/null || true)" -gt "${started_before:-0}" ] && port_open "$KAFKA_PORT"; do
+      pid_alive "$(kafka_dir)/pid" || { tail -n 30 "$kafka_log" >&2 || true; die "kafka exited during start-up"; }
+      [ "$(date +%s)" -lt "$deadline" ] || { tail -n 30 "$kafka_log" >&2 || true; die "kafka did not answer within ${WAIT_SECONDS}s"; }
+      sleep 0.5
+    done
+    cmd_status || true
+    ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status|restart-clickhouse" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|restart-clickhouse|restart-kafka" >&2; exit 2 ;;
 esac
