@@ -361,9 +361,15 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	}
 	res["rss_peak_mb"], res["cpu_us_per_event"] = rssM, cpuM
 	_ = table.Flush()
-	b, _ := json.MarshalIndent(res, "", "  ")
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode the results: %w", err)
+	}
+	if err := os.WriteFile(outPath, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "written to %s\n", outPath)
-	return os.WriteFile(outPath, append(b, '\n'), 0o644)
+	return nil
 }
 
 func firstLine(s string) string { line, _, _ := strings.Cut(s, "\n"); return line }
@@ -375,6 +381,24 @@ func masterKeyText(c config.Anonymizer) string {
 	}
 	b, _ := os.ReadFile(c.MasterKeyFile)
 	return strings.TrimSpace(string(b))
+}
+
+// waitCount waits until query counts want rows.
+func waitCount(ctx context.Context, conn driver.Conn, query string, want uint64, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		var n uint64
+		if err := conn.QueryRow(ctx, query).Scan(&n); err != nil {
+			return err
+		}
+		if n >= want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d after %s", n, want, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitRate waits until query counts want rows and returns rows per second from the first row.
@@ -391,6 +415,9 @@ func waitRate(ctx context.Context, conn driver.Conn, query string, want uint64, 
 			first, firstN = time.Now(), n
 		}
 		if n >= want {
+			if n == firstN {
+				return 0, fmt.Errorf("all %d rows arrived in one write: too few events to time the rate between the first write and the last (send more than one batch)", n)
+			}
 			return float64(n-firstN) / max(time.Since(first).Seconds(), 1e-3), nil
 		}
 		if time.Now().After(deadline) {
@@ -471,7 +498,7 @@ func benchKafkaEngine(ctx context.Context, conn driver.Conn, cfg config.Config, 
 	if err := conn.Exec(ctx, "CREATE MATERIALIZED VIEW "+kdb+".mv TO "+kdb+".events AS SELECT event_id, tenant_id, schema FROM "+kdb+".queue"); err != nil {
 		return 0, err
 	}
-	if _, err := waitRate(ctx, conn, "SELECT count() FROM "+kdb+".events", want, 3*time.Minute); err != nil {
+	if err := waitCount(ctx, conn, "SELECT count() FROM "+kdb+".events", want, 3*time.Minute); err != nil {
 		return 0, fmt.Errorf("ClickHouse's Kafka engine did not ingest the topic: %w", err)
 	}
 	rate := float64(want) / time.Since(began).Seconds()
