@@ -3,7 +3,6 @@
 package aggregator
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -13,25 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/internal/servicetest"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // TestAggregatorSurvivesKills runs the real `shukei aggregator` over four closed days and
 // SIGKILLs it five times at random moments — while reading, closing windows or releasing —
@@ -71,7 +58,7 @@ func TestAggregatorSurvivesKills(t *testing.T) {
 		"SHUKEI_AGGREGATOR_FEATURES="+strings.Join(population.Features, ","), "SHUKEI_AGGREGATOR_SETTINGS="+strings.Join(population.Settings, ","),
 		"SHUKEI_ANONYMIZER_MASTER_KEY_FILE="+keyFile, "SHUKEI_ANONYMIZER_MASTER_KEY=", "SHUKEI_LOG_LEVEL=warn",
 	)
-	logs := &lockedBuffer{}
+	logs := &servicetest.Output{}
 	startOne := func() *exec.Cmd {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

@@ -5,21 +5,20 @@ package faults
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shukei/shukei/internal/servicetest"
 )
 
 // role is one Shukei role run as a subprocess of the real binary, on a fixed address, killed
@@ -41,7 +40,7 @@ type role struct {
 type proc struct {
 	n    int
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *servicetest.Output
 	done chan struct{}
 	err  error // set before done closes
 }
@@ -82,7 +81,7 @@ func freeAddr(t *testing.T) string {
 func (r *role) start(t *testing.T) *proc {
 	t.Helper()
 	r.mu.Lock()
-	p := &proc{n: len(r.all), out: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{n: len(r.all), out: &servicetest.Output{}, done: make(chan struct{})}
 	p.cmd = exec.Command(r.bin, r.name)
 	p.cmd.Dir, p.cmd.Env = r.dir, r.env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -110,7 +109,7 @@ func (r *role) start(t *testing.T) *proc {
 			}
 		}
 		if !p.running() {
-			t.Errorf("%s instance %d exited during start-up: %s\n%s", r.name, p.n, p.exit(), p.out.tail(40))
+			t.Errorf("%s instance %d exited during start-up: %s\n%s", r.name, p.n, p.exit(), p.out.Tail(40))
 			return p
 		}
 		if time.Now().After(deadline) {
@@ -131,7 +130,7 @@ func (r *role) kill(t *testing.T) {
 		return
 	}
 	if !p.running() {
-		t.Errorf("%s instance %d had exited before its SIGKILL: %s\n%s", r.name, p.n, p.exit(), p.out.tail(40))
+		t.Errorf("%s instance %d had exited before its SIGKILL: %s\n%s", r.name, p.n, p.exit(), p.out.Tail(40))
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
@@ -157,7 +156,7 @@ func (r *role) stop(t *testing.T) {
 	select {
 	case <-p.done:
 		if p.err != nil {
-			t.Errorf("%s instance %d did not exit cleanly on SIGTERM: %s\n%s", r.name, p.n, p.exit(), p.out.tail(40))
+			t.Errorf("%s instance %d did not exit cleanly on SIGTERM: %s\n%s", r.name, p.n, p.exit(), p.out.Tail(40))
 		}
 	case <-time.After(30 * time.Second):
 		t.Errorf("%s instance %d did not exit within 30s of SIGTERM", r.name, p.n)
@@ -192,7 +191,7 @@ func (r *role) count(sub string) int {
 	defer r.mu.Unlock()
 	n := 0
 	for _, p := range r.all {
-		n += p.out.count(sub)
+		n += p.out.Count(sub)
 	}
 	return n
 }
@@ -201,7 +200,7 @@ func (r *role) dump(t *testing.T) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, p := range r.all {
-		t.Logf("--- %s instance %d (%s) ---\n%s", r.name, p.n, p.exit(), p.out.tail(60))
+		t.Logf("--- %s instance %d (%s) ---\n%s", r.name, p.n, p.exit(), p.out.Tail(60))
 	}
 }
 
@@ -214,34 +213,6 @@ func (r *role) cleanup() {
 			<-p.done
 		}
 	}
-}
-
-// syncBuffer collects a subprocess's output; the test reads it while the process writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-
-func (s *syncBuffer) count(sub string) int { return bytes.Count(s.bytes(), []byte(sub)) }
-
-func (s *syncBuffer) tail(lines int) string {
-	all := strings.Split(strings.TrimRight(string(s.bytes()), "\n"), "\n")
-	if len(all) > lines {
-		all = append([]string{fmt.Sprintf("[… %d earlier lines]", len(all)-lines)}, all[len(all)-lines:]...)
-	}
-	return strings.Join(all, "\n")
 }
 
 // chProxy sits between the roles and ClickHouse. While failing is set it breaks every
@@ -346,18 +317,4 @@ func services(t *testing.T, root, arg string) time.Duration {
 		t.Fatalf("scripts/services.sh %s: %v\n%s", arg, err, out)
 	}
 	return time.Since(began)
-}
-
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		abs, aerr := filepath.Abs("..")
-		if aerr != nil {
-			t.Fatalf("module root: %v; %v", err, aerr)
-		}
-		return abs
-	}
-	return filepath.Dir(gomod)
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -67,18 +66,10 @@ func TestStackSurvivesFaults(t *testing.T) {
 	raw := servicetest.Topic(t, brokers, 6)
 	dlq := servicetest.Topic(t, brokers, 2)
 	usersDir := servicetest.UsersDir(t)
-	root := moduleRoot(t)
+	root := servicetest.ModuleRoot(t)
 	ctx := context.Background()
 
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("SHUKEI_TEST_FAULT_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("SHUKEI_TEST_FAULT_SEED: %v", err)
-		}
-		seed = v
-	}
-	t.Logf("fault schedule seed %d (replay with SHUKEI_TEST_FAULT_SEED=%d)", seed, seed)
+	seed := servicetest.FaultSeed(t)
 
 	bin := filepath.Join(t.TempDir(), "shukei")
 	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", "shukei")).CombinedOutput(); err != nil {

@@ -7,38 +7,20 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/internal/servicetest"
 )
 
 const beaconType8 = "text/plain;charset=UTF-8" // what the SDK's Blob, and so sendBeacon, sends
 
-// logBuffer collects what the collector logs, at every level.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // captureLogs points the harness's collector at a buffer; call it before the first request.
-func captureLogs(h *harness) *logBuffer {
-	l := &logBuffer{}
+func captureLogs(h *harness) *servicetest.Output {
+	l := &servicetest.Output{}
 	h.c.log = slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return l
 }

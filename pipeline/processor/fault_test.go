@@ -3,7 +3,6 @@
 package processor
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,7 +44,7 @@ func TestProcessorSurvivesKillsAndClickHouseRestart(t *testing.T) {
 	began := time.Now()
 	r := newRig(t, 12)
 	keyFile := r.keyFile
-	root := moduleRoot(t)
+	root := servicetest.ModuleRoot(t)
 
 	// Build the real binary while the workload is produced.
 	binDir := t.TempDir()
@@ -76,16 +75,8 @@ func TestProcessorSurvivesKillsAndClickHouseRestart(t *testing.T) {
 	}
 	t.Logf("produced %d messages and built the binary in %s", w.total, time.Since(began).Round(time.Millisecond))
 
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("SHUKEI_TEST_FAULT_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("SHUKEI_TEST_FAULT_SEED: %v", err)
-		}
-		seed = v
-	}
+	seed := servicetest.FaultSeed(t)
 	rnd := rand.New(rand.NewPCG(seed, seed^0x5eed))
-	t.Logf("fault schedule seed %d (replay with SHUKEI_TEST_FAULT_SEED=%d)", seed, seed)
 	delay := func() time.Duration {
 		return 300*time.Millisecond + time.Duration(rnd.Int64N(int64(2700*time.Millisecond)))
 	}
@@ -107,7 +98,7 @@ func TestProcessorSurvivesKillsAndClickHouseRestart(t *testing.T) {
 		}
 		if t.Failed() {
 			for _, in := range instances {
-				t.Logf("--- output of processor instance %d (pid %d, %s) ---\n%s", in.n, in.cmd.Process.Pid, in.exit(), in.out.tail(300))
+				t.Logf("--- output of processor instance %d (pid %d, %s) ---\n%s", in.n, in.cmd.Process.Pid, in.exit(), in.out.Tail(300))
 			}
 		}
 	})
@@ -150,7 +141,7 @@ func TestProcessorSurvivesKillsAndClickHouseRestart(t *testing.T) {
 				progress := r.waitProgress(t, after, produced(), 90*time.Second)
 				t.Logf("instance %d resumed by itself: store accounts for %d (was %d)", i, progress, after)
 			}
-			failed := in.out.count(`msg="write failed; backing off" what="insert`)
+			failed := in.out.Count(`msg="write failed; backing off" what="insert`)
 			t.Logf("instance %d logged %d failed inserts while ClickHouse was down", i, failed)
 			if failed == 0 {
 				t.Errorf("instance %d logged no failed insert: the ClickHouse restart did not hit a write", i)
@@ -233,32 +224,18 @@ func processorEnv(r *rig, keyFile string) []string {
 	)
 }
 
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		abs, aerr := filepath.Abs("../..")
-		if aerr != nil {
-			t.Fatalf("module root: go env GOMOD: %v; %v", err, aerr)
-		}
-		return abs
-	}
-	return filepath.Dir(gomod)
-}
-
 // instance is one `shukei processor` subprocess.
 type instance struct {
 	n       int
 	cmd     *exec.Cmd
-	out     *syncBuffer
+	out     *servicetest.Output
 	started time.Time
 	done    chan struct{}
 	err     error // set before done closes
 }
 
 func startInstance(n int, bin, dir string, env []string) (*instance, error) {
-	in := &instance{n: n, out: &syncBuffer{}, done: make(chan struct{})}
+	in := &instance{n: n, out: &servicetest.Output{}, done: make(chan struct{})}
 	in.cmd = exec.Command(bin, "processor")
 	in.cmd.Dir = dir
 	in.cmd.Env = env
@@ -302,7 +279,7 @@ var assignedLine = regexp.MustCompile(`msg="processor partitions assigned" gener
 func (in *instance) waitAssigned(t *testing.T, within time.Duration) time.Duration {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	for !assignedLine.Match(in.out.bytes()) {
+	for !assignedLine.Match(in.out.Bytes()) {
 		if !in.running() {
 			t.Fatalf("processor instance %d exited before it was assigned partitions: %s", in.n, in.exit())
 		}
@@ -312,34 +289,6 @@ func (in *instance) waitAssigned(t *testing.T, within time.Duration) time.Durati
 		time.Sleep(20 * time.Millisecond)
 	}
 	return time.Since(in.started).Round(time.Millisecond)
-}
-
-// syncBuffer collects a subprocess's output; the test reads it while the process writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-
-func (s *syncBuffer) count(sub string) int { return bytes.Count(s.bytes(), []byte(sub)) }
-
-func (s *syncBuffer) tail(lines int) string {
-	all := strings.Split(strings.TrimRight(string(s.bytes()), "\n"), "\n")
-	if len(all) > lines {
-		all = append([]string{fmt.Sprintf("[… %d earlier lines]", len(all)-lines)}, all[len(all)-lines:]...)
-	}
-	return strings.Join(all, "\n")
 }
 
 // restartClickHouse runs `scripts/services.sh restart-clickhouse` while live traffic goes on
@@ -352,7 +301,7 @@ func restartClickHouse(t *testing.T, root string, live *liveTraffic) {
 	began := time.Now()
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "services.sh"), "restart-clickhouse")
 	cmd.Dir = root
-	var out syncBuffer
+	var out servicetest.Output
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("scripts/services.sh restart-clickhouse: %v", err)
@@ -370,9 +319,9 @@ func restartClickHouse(t *testing.T, root string, live *liveTraffic) {
 		}
 	})
 	if err := <-done; err != nil {
-		t.Fatalf("scripts/services.sh restart-clickhouse: %v\n%s", err, out.bytes())
+		t.Fatalf("scripts/services.sh restart-clickhouse: %v\n%s", err, out.Bytes())
 	}
-	t.Logf("ClickHouse restarted in %s with %d live messages produced meanwhile:\n%s", time.Since(began).Round(time.Millisecond), live.next-from, strings.TrimSpace(string(out.bytes())))
+	t.Logf("ClickHouse restarted in %s with %d live messages produced meanwhile:\n%s", time.Since(began).Round(time.Millisecond), live.next-from, strings.TrimSpace(string(out.Bytes())))
 }
 
 // liveTraffic is more of produce's mix (about 2% bad, 0.5% collector retries), generated up
