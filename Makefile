@@ -16,12 +16,13 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/shukei
 
-## The main job: services up, a master key for pseudonymisation (kept out of git), then the demo.
+## The main job: services up, a master key for pseudonymisation (kept out of git), then the demo
+## from nothing (--fresh drops its database and topics first).
 MASTER_KEY ?= .services/master.key
 demo: services-up build
 	@$(BIN) keys init --file $(MASTER_KEY) >/dev/null
 	SHUKEI_ANONYMIZER_MASTER_KEY_FILE=$(MASTER_KEY) SHUKEI_CLICKHOUSE_USERS_DIR=$$(cat .services/clickhouse.dir)/users.d \
-	  $(BIN) demo $(DEMO_ARGS)
+	  $(BIN) demo --fresh $(DEMO_ARGS)
 
 ## Every test, against the real Kafka and ClickHouse that services-up starts. The TypeScript
 ## SDK is built and unit-tested first; a Go test then runs its integration test against a real

@@ -27,7 +27,7 @@ import (
 )
 
 func newDemoCmd(a *app) *cobra.Command {
-	var exit bool
+	var exit, fresh bool
 	var events int
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -46,7 +46,9 @@ and the privacy budget. Then it starts the query service, signs in as the produc
 research agency under contract and a statistics partner, prints what each reads (feature ranking,
 contracted vs trial, follow-up and interview candidates, a DP release and the budget), a refused
 request and the verified audit chain, and keeps the web page up until Ctrl-C (--exit: stop after
-printing).`,
+printing). --fresh first drops the configured database (with its purpose databases) and
+deletes its topics, so every run starts from nothing: for a demo sandbox only ('make demo'
+passes it).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -54,6 +56,11 @@ printing).`,
 			// Fourteen days of history: events up to 15 days old are accepted in the demo.
 			a.cfg.Events.MaxAge = max(a.cfg.Events.MaxAge, 15*24*time.Hour)
 			fmt.Fprintln(out, "== Shukei demo ==")
+			if fresh {
+				if err := demoReset(ctx, out, a.cfg); err != nil {
+					return err
+				}
+			}
 			fmt.Fprintf(out, "\n-- ClickHouse %v: schema\n", a.cfg.ClickHouse.Addr)
 			if err := migrate(ctx, out, a.cfg); err != nil {
 				return err
@@ -103,6 +110,7 @@ printing).`,
 		},
 	}
 	cmd.Flags().BoolVar(&exit, "exit", false, "exit after printing instead of serving the web page until Ctrl-C")
+	cmd.Flags().BoolVar(&fresh, "fresh", false, "drop the configured database, its purpose databases and its topics first (a demo sandbox only)")
 	cmd.Flags().IntVar(&events, "events", 1_000_000, "synthetic events the load generator sends over the last 14 days")
 	return cmd
 }

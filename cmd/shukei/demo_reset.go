@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/pipeline/topic"
+)
+
+// demoReset gives the demo an empty sandbox: it drops the configured database and its purpose
+// databases (nothing else: other databases with the same prefix, such as the benchmarks', stay)
+// and deletes the raw and DLQ topics, waiting until the broker has forgotten them. A second
+// 'make demo' then tells the same story as the first, instead of replaying days an earlier run
+// already closed and released.
+func demoReset(ctx context.Context, out io.Writer, cfg config.Config) error {
+	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var dropped []string
+	for _, suffix := range append([]string{""}, purposeSuffixes()...) {
+		name := cfg.ClickHouse.Database + suffix
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.databases WHERE name = ?", name).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			continue
+		}
+		if err := conn.Exec(ctx, "DROP DATABASE "+name); err != nil {
+			return fmt.Errorf("drop %s: %w", name, err)
+		}
+		dropped = append(dropped, name)
+	}
+	if err := topic.Reachable(ctx, cfg.Kafka.Brokers, cfg.Kafka.DialTimeout); err != nil {
+		return fmt.Errorf("%w (is it running? scripts/services.sh up)", err)
+	}
+	topics := []string{cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic}
+	if err := topic.Delete(ctx, cfg.Kafka.Brokers, topics...); err != nil {
+		return err
+	}
+	if err := waitTopicsGone(ctx, cfg.Kafka.Brokers, topics, time.Minute); err != nil {
+		return err
+	}
+	what := "nothing to drop"
+	if len(dropped) > 0 {
+		what = "dropped " + strings.Join(dropped, ", ")
+	}
+	fmt.Fprintf(out, "\n-- Fresh start (--fresh): %s; topics %s deleted\n", what, strings.Join(topics, ", "))
+	return nil
+}
+
+// waitTopicsGone waits until the broker's metadata no longer lists any of topics (deletion is
+// asynchronous; creating a topic of the same name before that fails).
+func waitTopicsGone(ctx context.Context, brokers, topics []string, within time.Duration) error {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	deadline := time.Now().Add(within)
+	for {
+		meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+		if err != nil {
+			return fmt.Errorf("metadata from %v: %w", brokers, err)
+		}
+		var left []string
+		for _, t := range meta.Topics {
+			if t.Error == nil || !errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
+				left = append(left, t.Name)
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("topics %v still listed %s after their deletion", left, within)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
