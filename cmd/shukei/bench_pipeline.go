@@ -191,7 +191,9 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 		return err
 	}
 	defer conn.Close()
-	for _, suffix := range append([]string{"", "_rawcopy"}, purposeSuffixes()...) {
+	// What a run stopped half-way left (its Kafka-engine table's topic is still there then, so
+	// the drop does not hang).
+	for _, suffix := range append([]string{"", "_rawcopy", "_kafka"}, purposeSuffixes()...) {
 		if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+suffix); err != nil {
 			return err
 		}
