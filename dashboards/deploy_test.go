@@ -465,9 +465,17 @@ func TestDashboards(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, m := range regexp.MustCompile(`\$\{?([A-Za-z_][A-Za-z0-9_]*)`).FindAllStringSubmatch(string(b), -1) {
+			if m[1] == "__file" {
+				continue // checked below
+			}
 			if _, ok := grafana.Environment[m[1]]; !ok {
 				t.Errorf("datasources.yml reads $%s, which the grafana service's environment does not set", m[1])
 			}
+		}
+		// A secret read from a file ($__file{path}) is one 'shukei migrate' writes, into a
+		// named volume both services mount.
+		for _, m := range regexp.MustCompile(`\$__file\{([^}]+)\}`).FindAllStringSubmatch(string(b), -1) {
+			checkSharedFile(t, c, grafana, m[1])
 		}
 		checkMountedAs(t, grafana, "/etc/grafana/provisioning/datasources", filepath.Dir(datasourcesPath))
 		checkMountedAs(t, grafana, "/etc/grafana/provisioning/dashboards", filepath.Dir(providersPath))
@@ -1023,6 +1031,33 @@ func mount(v any) (source, target string) {
 
 func isBindSource(s string) bool {
 	return strings.HasPrefix(s, ".") || strings.HasPrefix(s, "/") || strings.HasPrefix(s, "~")
+}
+
+// checkSharedFile checks that path, read by the grafana service, is in a named volume that the
+// migrate service mounts too, at the place its clickhouse.dashboards_password_file names.
+func checkSharedFile(t *testing.T, c compose, grafana service, path string) {
+	t.Helper()
+	volumeAt := func(s service, p string) (volume, rel string) {
+		for _, v := range s.Volumes {
+			src, target := mount(v)
+			target = strings.TrimSuffix(target, "/")
+			if !isBindSource(src) && src != "" && strings.HasPrefix(p, target+"/") {
+				return src, strings.TrimPrefix(p, target+"/")
+			}
+		}
+		return "", ""
+	}
+	gv, grel := volumeAt(grafana, path)
+	if gv == "" {
+		t.Errorf("grafana reads %s, which is in no named volume it mounts", path)
+		return
+	}
+	migrate := c.Services["migrate"]
+	written := migrate.Environment["SHUKEI_CLICKHOUSE_DASHBOARDS_PASSWORD_FILE"]
+	mv, mrel := volumeAt(migrate, written)
+	if mv != gv || mrel != grel {
+		t.Errorf("grafana reads %s (volume %q, %q); migrate writes %q (volume %q, %q)", path, gv, grel, written, mv, mrel)
+	}
 }
 
 // checkMountedAs checks that a path the container reads is a bind mount of want, a path

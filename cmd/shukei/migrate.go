@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/spf13/cobra"
@@ -61,7 +63,14 @@ func writeReaders(out io.Writer, cfg config.Config) error {
 	if err != nil {
 		return fmt.Errorf("the purpose readers' passwords derive from the master key: %w", err)
 	}
-	readers := chm.Readers(cfg.ClickHouse.Database, master)
+	dash := chm.DashboardsReader(cfg.ClickHouse.Database, master)
+	readers := append(chm.Readers(cfg.ClickHouse.Database, master), dash)
+	if f := cfg.ClickHouse.DashboardsPasswordFile; f != "" {
+		if err := os.WriteFile(f, []byte(dash.Password+"\n"), 0o640); err != nil {
+			return fmt.Errorf("write the dashboards reader's password: %w", err)
+		}
+		fmt.Fprintf(out, "dashboards reader %s: password in %s\n", dash.User, f)
+	}
 	if cfg.ClickHouse.UsersDir == "" {
 		b, err := chm.UsersFile(readers, cfg.ClickHouse.ReaderNetworks)
 		if err != nil {
@@ -74,7 +83,8 @@ func writeReaders(out io.Writer, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "purpose readers: %d read-only users, one database each, in %s\n", len(readers), path)
+	fmt.Fprintf(out, "purpose readers: %d read-only users, one database each, and %s for the dashboards (%s), in %s\n",
+		len(readers)-1, dash.User, strings.Join(dash.Allow, ", "), path)
 	return nil
 }
 

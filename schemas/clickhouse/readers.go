@@ -24,8 +24,17 @@ import (
 type Reader struct {
 	Purpose  string
 	User     string
-	Database string
+	Database string // its default database
 	Password string
+	// Allow lists the databases it may read; empty means Database alone.
+	Allow []string
+}
+
+func (r Reader) databases() []string {
+	if len(r.Allow) > 0 {
+		return r.Allow
+	}
+	return []string{r.Database}
 }
 
 // Readers returns the reader of every purpose of database prefix db. Passwords are derived
@@ -43,6 +52,29 @@ func Readers(db string, master *pseudonym.MasterKey) []Reader {
 		})
 	}
 	return out
+}
+
+// DashboardPurposes are the purposes whose databases the Grafana dashboards read: the
+// aggregate marts and the DP releases with their ledger. Not the per-tenant databases (support
+// trace, follow-up, interview selection, consented summaries), nor the internal store, the
+// registry, the principals or the audit log.
+var DashboardPurposes = []policy.Purpose{policy.ServiceImprovement, policy.Marketing, policy.ExternalAggregate}
+
+// DashboardsReader is the read-only user Grafana's ClickHouse data source signs in as: it may
+// read the databases of DashboardPurposes and nothing else. Its password derives from the
+// master key like the purpose readers'; 'shukei migrate' can write it to a file for Grafana
+// (clickhouse.dashboards_password_file).
+func DashboardsReader(db string, master *pseudonym.MasterKey) Reader {
+	r := Reader{
+		Purpose:  "dashboards",
+		User:     db + "_dashboards_reader",
+		Database: db + "_" + DashboardPurposes[0].String(),
+		Password: hex.EncodeToString(master.Derive("clickhouse-reader/" + db + "/dashboards"))[:32],
+	}
+	for _, p := range DashboardPurposes {
+		r.Allow = append(r.Allow, db+"_"+p.String())
+	}
+	return r
 }
 
 // UsersFile renders the users.d file that declares the readers: each with its password's
@@ -80,14 +112,14 @@ func UsersFile(readers []Reader, networks []string) ([]byte, error) {
 		return nil, fmt.Errorf("the purpose readers need at least one network to connect from")
 	}
 	d := doc{
-		Comment: " Written by 'shukei migrate': one read-only user per purpose database (DESIGN.md §5). Do not edit; run migrate again. ",
+		Comment: " Written by 'shukei migrate': one read-only user per purpose database, and the dashboards' reader of the aggregate ones (DESIGN.md §5). Do not edit; run migrate again. ",
 		Profiles: []profile{{XMLName: xml.Name{Local: "shukei_reader"}, Readonly: 2, MaxExecutionTime: 30,
 			MaxResultRows: 1_000_000, MaxMemoryUsage: 2_000_000_000}},
 	}
 	for _, r := range readers {
 		sum := sha256.Sum256([]byte(r.Password))
 		d.Users = append(d.Users, user{XMLName: xml.Name{Local: r.User}, Password: hex.EncodeToString(sum[:]),
-			Networks: network{IP: networks}, Profile: "shukei_reader", Quota: "default", Allow: allow{Database: []string{r.Database}}})
+			Networks: network{IP: networks}, Profile: "shukei_reader", Quota: "default", Allow: allow{Database: r.databases()}})
 	}
 	b, err := xml.MarshalIndent(d, "", "  ")
 	if err != nil {

@@ -89,3 +89,41 @@ func TestPurposeReadersOnRealServer(t *testing.T) {
 		t.Error("a reader connected with a wrong password")
 	}
 }
+
+// The dashboards' reader reads the aggregate purpose databases and nothing else: no per-tenant
+// purpose database, no internal table (event store, registry, principals, audit log), no write.
+func TestDashboardsReaderOnRealServer(t *testing.T) {
+	conn, cfg := servicetest.ClickHouse(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := cfg.ClickHouse.Database
+	if _, err := chm.Apply(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	master, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
+	dash := chm.DashboardsReader(db, master)
+	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, append(chm.Readers(db, master), dash), []string{"127.0.0.1", "::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(path) })
+	rc, err := chm.OpenReader(ctx, cfg.ClickHouse.Options(), dash, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var n uint64
+	for _, table := range []string{"_service_improvement.feature_daily", "_marketing.activity_daily", "_external_aggregate.releases", "_external_aggregate.budget_ledger"} {
+		if err := rc.QueryRow(ctx, "SELECT count() FROM "+db+table).Scan(&n); err != nil {
+			t.Errorf("the dashboards reader cannot read %s: %v", table, err)
+		}
+	}
+	for _, table := range []string{".events", ".tenants", ".principals", ".audit_log", "_support.trace", "_follow_up.tenant_daily", "_interview_selection.tenant_daily"} {
+		if err := rc.QueryRow(ctx, "SELECT count() FROM "+db+table).Scan(&n); err == nil || !strings.Contains(err.Error(), "Access denied") {
+			t.Errorf("the dashboards reader read %s: %v", db+table, err)
+		}
+	}
+	if err := rc.Exec(ctx, "CREATE TABLE "+db+"_marketing.intruder (x UInt8) ENGINE = Memory"); err == nil || !strings.Contains(err.Error(), "readonly") {
+		t.Errorf("the dashboards reader created a table: %v", err)
+	}
+}
