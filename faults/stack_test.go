@@ -205,7 +205,9 @@ func TestStackSurvivesFaults(t *testing.T) {
 	proxy.failing.Store(false)
 	logf("ClickHouse's insert path works again; %d inserts were broken", proxy.broken.Load())
 	faultWG.Wait()
-	time.Sleep(5 * time.Second) // some load after the last fault
+	// Some load after the last fault, and at least three windows in the run (two whole ones)
+	// to compare with the fault-free run.
+	time.Sleep(max(5*time.Second, time.Until(aggregator.WindowOf(loadStart, window).Start.Add(2*window+2*time.Second))))
 	stopLoad()
 	loadWG.Wait()
 	loadEnd := time.Now()

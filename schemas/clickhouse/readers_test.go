@@ -9,20 +9,30 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/servicetest"
 	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
-// Each purpose's reader reads its own database and nothing else, and writes nothing.
-func TestPurposeReadersOnRealServer(t *testing.T) {
+// migrated applies the schema to a database of the test's own and returns a fresh master key.
+func migrated(t *testing.T) (context.Context, config.Config, string, *pseudonym.MasterKey) {
+	t.Helper()
 	conn, cfg := servicetest.ClickHouse(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	db := cfg.ClickHouse.Database
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
+	t.Cleanup(cancel)
+	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
 		t.Fatal(err)
 	}
-	master, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
+	master, err := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, cfg, cfg.ClickHouse.Database, master
+}
+
+// Each purpose's reader reads its own database and nothing else, and writes nothing.
+func TestPurposeReadersOnRealServer(t *testing.T) {
+	ctx, cfg, db, master := migrated(t)
 	readers := chm.Readers(db, master)
 	if len(readers) != 7 {
 		t.Fatalf("%d readers, want one per purpose (7)", len(readers))
@@ -93,14 +103,7 @@ func TestPurposeReadersOnRealServer(t *testing.T) {
 // The dashboards' reader reads the aggregate purpose databases and nothing else: no per-tenant
 // purpose database, no internal table (event store, registry, principals, audit log), no write.
 func TestDashboardsReaderOnRealServer(t *testing.T) {
-	conn, cfg := servicetest.ClickHouse(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	db := cfg.ClickHouse.Database
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
-	master, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
+	ctx, cfg, db, master := migrated(t)
 	dash := chm.DashboardsReader(db, master)
 	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, append(chm.Readers(db, master), dash), []string{"127.0.0.1", "::1"})
 	if err != nil {
