@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,14 +16,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/google/uuid"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/segmentio/kafka-go"
@@ -303,10 +300,11 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	}
 
 	// 5. End-to-end latency with the collector and the processor running.
-	p95, err := benchE2E(ctx, conn, db, "http://"+col.addr, tokens[g.Tenants()[0].ID], g.Tenants()[0].ID)
+	lat, err := probeLatency(ctx, conn, db, "http://"+col.addr, tokens[g.Tenants()[0].ID], g.Tenants()[0].ID, 60)
 	if err != nil {
 		return fmt.Errorf("end-to-end: %w", err)
 	}
+	p95 := lat[len(lat)*95/100]
 	row("end_to_end_p95_ms", float64(p95.Microseconds())/1000, "ms")
 	proc.stop()
 
@@ -539,42 +537,6 @@ func commitOffsetsAtStart(ctx context.Context, k config.Kafka, group string) err
 	}
 	return nil
 }
-
-// benchE2E sends probe events through the collector and times each until a query finds it.
-func benchE2E(ctx context.Context, conn driver.Conn, db, url, token, tenant string) (time.Duration, error) {
-	var lat []time.Duration
-	for range 60 {
-		id := newUUID()
-		body := fmt.Sprintf(`{"event_id":%q,"tenant_id":%q,"occurred_at":%q,"schema":"app_access/v1","source":"bench-probe","user":"probe","client":{"os":"windows","device_kind":"desktop"},"data":{"app_id":"records","action":"open"}}`,
-			id, tenant, time.Now().UTC().Format(time.RFC3339))
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/events", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		resp.Body.Close()
-		sent := time.Now()
-		for {
-			var n uint64
-			if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".events WHERE tenant_id = ? AND toString(event_id) = ?", tenant, id).Scan(&n); err != nil {
-				return 0, err
-			}
-			if n > 0 {
-				lat = append(lat, time.Since(sent))
-				break
-			}
-			if time.Since(sent) > time.Minute {
-				return 0, errors.New("a probe was not stored within a minute")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	slices.Sort(lat)
-	return lat[len(lat)*95/100], nil
-}
-
-func newUUID() string { return uuid.NewString() }
 
 // benchQueryRequests sends n report requests to a query service as a principal made for it.
 func benchQueryRequests(ctx context.Context, conn driver.Conn, db, base string, n int) (int, error) {

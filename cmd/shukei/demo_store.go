@@ -174,6 +174,97 @@ func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *
 	return tw.Flush()
 }
 
+const demoProbes = 60
+
+// probeLatency measures end-to-end latency n times: a probe event posted to the collector at
+// base (as tenant, with token), timed from the collector's acknowledgement until a query finds
+// it in db's event store. Probes are sent one after another without waiting for the previous
+// one to be stored, so a batch timeout is not paid once per probe; a first probe warms up the
+// processor (group join, partition assignment). The durations come back sorted.
+func probeLatency(ctx context.Context, conn driver.Conn, db, base, token, tenant string, n int) ([]time.Duration, error) {
+	url := base + "/v1/events"
+	send := func() (string, time.Time, error) {
+		id := uuid.NewString()
+		body := fmt.Sprintf(`{"event_id":%q,"tenant_id":%q,"occurred_at":%q,"schema":"app_access/v1","source":"latency-probe","user":"probe","client":{"os":"windows","device_kind":"desktop"},"data":{"app_id":"records","action":"open"}}`,
+			id, tenant, time.Now().UTC().Format(time.RFC3339))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return "", time.Time{}, fmt.Errorf("probe: status %d", resp.StatusCode)
+		}
+		return id, time.Now(), nil
+	}
+	stored := func(ids []string) (map[string]bool, error) {
+		rows, err := conn.Query(ctx, "SELECT toString(event_id) FROM "+db+".events WHERE tenant_id = ? AND has(?, toString(event_id))", tenant, ids)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		got := map[string]bool{}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return nil, err
+			}
+			got[id] = true
+		}
+		return got, rows.Err()
+	}
+	// Warm-up: the processor joins its group and is assigned partitions first.
+	id, _, err := send()
+	if err != nil {
+		return nil, err
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		got, err := stored([]string{id})
+		if err == nil && got[id] {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, errors.New("the latency probe's first event was not stored within a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sentAt := map[string]time.Time{}
+	var lat []time.Duration
+	pending := []string{}
+	for i := 0; i < n || len(pending) > 0; {
+		if i < n {
+			id, at, err := send()
+			if err != nil {
+				return nil, err
+			}
+			sentAt[id] = at
+			pending = append(pending, id)
+			i++
+		}
+		got, err := stored(pending)
+		if err != nil {
+			return nil, err
+		}
+		now := time.Now()
+		keep := pending[:0]
+		for _, id := range pending {
+			if got[id] {
+				lat = append(lat, now.Sub(sentAt[id]))
+			} else if now.Sub(sentAt[id]) > time.Minute {
+				return nil, fmt.Errorf("probe %s not stored within a minute", id)
+			} else {
+				keep = append(keep, id)
+			}
+		}
+		pending = keep
+		time.Sleep(50 * time.Millisecond)
+	}
+	slices.Sort(lat)
+	return lat, nil
+}
+
 // demoLatency measures end-to-end latency: from the collector's acknowledgement of an event to
 // the moment a query finds it in the store, with the collector and the processor running.
 func demoLatency(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger, st *demoStats) error {
@@ -194,90 +285,12 @@ func demoLatency(ctx context.Context, out io.Writer, cfg config.Config, master *
 		return err
 	}
 	defer stopSrv()
-	url := base + "/v1/events"
-
-	send := func() (string, time.Time, error) {
-		id := uuid.NewString()
-		body := fmt.Sprintf(`{"event_id":%q,"tenant_id":%q,"occurred_at":%q,"schema":"app_access/v1","source":"latency-probe","user":"probe","client":{"os":"windows","device_kind":"desktop"},"data":{"app_id":"records","action":"open"}}`,
-			id, tenant, time.Now().UTC().Format(time.RFC3339))
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return "", time.Time{}, err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return "", time.Time{}, fmt.Errorf("probe: status %d", resp.StatusCode)
-		}
-		return id, time.Now(), nil
-	}
-	stored := func(ids []string) (map[string]bool, error) {
-		rows, err := conn.Query(ctx, "SELECT toString(event_id) FROM "+cfg.ClickHouse.Database+".events WHERE tenant_id = ? AND has(?, toString(event_id))", tenant, ids)
-		if err != nil {
-			return nil, err
-		}
-		defer rows.Close()
-		got := map[string]bool{}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return nil, err
-			}
-			got[id] = true
-		}
-		return got, rows.Err()
-	}
-	// Warm-up: the processor joins its group and is assigned partitions first.
-	id, _, err := send()
+	lat, err := probeLatency(ctx, conn, cfg.ClickHouse.Database, base, token, tenant, demoProbes)
 	if err != nil {
 		return err
 	}
-	for deadline := time.Now().Add(time.Minute); ; {
-		got, err := stored([]string{id})
-		if err == nil && got[id] {
-			break
-		}
-		if time.Now().After(deadline) {
-			return errors.New("the latency probe's first event was not stored within a minute")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	const probes = 60
-	sentAt := map[string]time.Time{}
-	var lat []time.Duration
-	pending := []string{}
-	for i := 0; i < probes || len(pending) > 0; {
-		if i < probes {
-			id, at, err := send()
-			if err != nil {
-				return err
-			}
-			sentAt[id] = at
-			pending = append(pending, id)
-			i++
-		}
-		got, err := stored(pending)
-		if err != nil {
-			return err
-		}
-		now := time.Now()
-		keep := pending[:0]
-		for _, id := range pending {
-			if got[id] {
-				lat = append(lat, now.Sub(sentAt[id]))
-			} else if now.Sub(sentAt[id]) > time.Minute {
-				return fmt.Errorf("probe %s not stored within a minute", id)
-			} else {
-				keep = append(keep, id)
-			}
-		}
-		pending = keep
-		time.Sleep(50 * time.Millisecond)
-	}
-	slices.Sort(lat)
 	st.e2eP50, st.e2eP95 = lat[len(lat)/2], lat[len(lat)*95/100]
 	fmt.Fprintf(out, "\n-- End-to-end latency: %d probe events, collector acknowledgement → found by a query in the store: p50 %s, p95 %s (processor.batch_timeout %s)\n",
-		probes, st.e2eP50.Round(time.Millisecond), st.e2eP95.Round(time.Millisecond), cfg.Processor.BatchTimeout)
+		demoProbes, st.e2eP50.Round(time.Millisecond), st.e2eP95.Round(time.Millisecond), cfg.Processor.BatchTimeout)
 	return nil
 }
