@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +28,17 @@ type Stats struct {
 
 // Rate is messages per second over the send.
 func (s Stats) Rate() float64 { return float64(s.Sent) / max(s.Elapsed.Seconds(), 1e-9) }
+
+// Refused is how many messages were refused, and by which reasons ("reason n, …", sorted).
+func (s Stats) Refused() (n int, reasons string) {
+	var rs []string
+	for r, k := range s.Rejected {
+		n += k
+		rs = append(rs, fmt.Sprintf("%s %d", r, k))
+	}
+	slices.Sort(rs)
+	return n, strings.Join(rs, ", ")
+}
 
 // Options tune a send.
 type Options struct {

@@ -77,16 +77,10 @@ func demoLoad(ctx context.Context, out io.Writer, cfg config.Config, master *pse
 	if err != nil {
 		return err
 	}
-	refused := 0
-	var reasons []string
-	for r, n := range res.Rejected {
-		refused += n
-		reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
-	}
-	slices.Sort(reasons)
+	refused, reasons := res.Refused()
 	st.events, st.accepted, st.refusedAtDoor, st.collectorRate = res.Sent, res.Accepted, refused, res.Rate()
 	fmt.Fprintf(out, "   sent %d in %s (%.0f events/s): accepted %d, refused at the door %d (%s)\n",
-		res.Sent, res.Elapsed.Round(time.Millisecond), res.Rate(), res.Accepted, refused, strings.Join(reasons, ", "))
+		res.Sent, res.Elapsed.Round(time.Millisecond), res.Rate(), res.Accepted, refused, reasons)
 	return nil
 }
 

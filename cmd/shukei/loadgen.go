@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -168,16 +166,10 @@ func printLoadStats(out io.Writer, st loadgen.Stats, direct bool) {
 	if direct {
 		where = "Kafka"
 	}
-	refused := 0
-	var reasons []string
-	for r, n := range st.Rejected {
-		refused += n
-		reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
-	}
-	sort.Strings(reasons)
+	refused, reasons := st.Refused()
 	fmt.Fprintf(out, "sent %d events to %s in %s (%.0f events/s): accepted %d, refused %d", st.Sent, where, st.Elapsed.Round(time.Millisecond), st.Rate(), st.Accepted, refused)
-	if len(reasons) > 0 {
-		fmt.Fprintf(out, " (%s)", strings.Join(reasons, ", "))
+	if reasons != "" {
+		fmt.Fprintf(out, " (%s)", reasons)
 	}
 	if st.Retried > 0 {
 		fmt.Fprintf(out, "; %d requests retried after 503", st.Retried)
