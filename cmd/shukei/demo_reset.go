@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"time"
-
-	"github.com/segmentio/kafka-go"
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/topic"
@@ -47,7 +44,7 @@ func demoReset(ctx context.Context, out io.Writer, cfg config.Config) error {
 	if err := topic.Delete(ctx, cfg.Kafka.Brokers, topics...); err != nil {
 		return err
 	}
-	if err := waitTopicsGone(ctx, cfg.Kafka.Brokers, topics, time.Minute); err != nil {
+	if err := topic.WaitGone(ctx, cfg.Kafka.Brokers, topics, time.Minute); err != nil {
 		return err
 	}
 	what := "nothing to drop"
@@ -56,34 +53,4 @@ func demoReset(ctx context.Context, out io.Writer, cfg config.Config) error {
 	}
 	fmt.Fprintf(out, "\n-- Fresh start (--fresh): %s; topics %s deleted\n", what, strings.Join(topics, ", "))
 	return nil
-}
-
-// waitTopicsGone waits until the broker's metadata no longer lists any of topics (deletion is
-// asynchronous; creating a topic of the same name before that fails).
-func waitTopicsGone(ctx context.Context, brokers, topics []string, within time.Duration) error {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	deadline := time.Now().Add(within)
-	for {
-		meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
-		if err != nil {
-			return fmt.Errorf("metadata from %v: %w", brokers, err)
-		}
-		var left []string
-		for _, t := range meta.Topics {
-			if t.Error == nil || !errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
-				left = append(left, t.Name)
-			}
-		}
-		if len(left) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("topics %v still listed %s after their deletion", left, within)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

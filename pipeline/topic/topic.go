@@ -142,6 +142,36 @@ func Delete(ctx context.Context, brokers []string, topics ...string) error {
 	return errors.Join(errs...)
 }
 
+// WaitGone waits until the broker's metadata no longer lists any of topics (deletion is
+// asynchronous; creating a topic of the same name before that fails).
+func WaitGone(ctx context.Context, brokers, topics []string, within time.Duration) error {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	deadline := time.Now().Add(within)
+	for {
+		meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+		if err != nil {
+			return fmt.Errorf("metadata from %v: %w", brokers, err)
+		}
+		var left []string
+		for _, t := range meta.Topics {
+			if t.Error == nil || !errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
+				left = append(left, t.Name)
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("topics %v still listed %s after their deletion", left, within)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // Reachable dials the first broker that answers, to tell "down" from "misconfigured" early.
 func Reachable(ctx context.Context, brokers []string, timeout time.Duration) error {
 	var errs []error

@@ -54,3 +54,33 @@ func TestSpecsFollowConfig(t *testing.T) {
 		t.Fatalf("specs = %+v", specs)
 	}
 }
+
+// Deleting is asynchronous; after WaitGone the same topic can be created again at once (what
+// 'shukei demo --fresh' relies on).
+func TestDeleteWaitGoneRecreate(t *testing.T) {
+	cfg := servicetest.Kafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	k := cfg.Kafka
+	k.RawTopic, k.DLQTopic = servicetest.Name(t, "raw."), servicetest.Name(t, "dlq.")
+	k.RawPartitions, k.DLQPartitions = 2, 1
+	t.Cleanup(func() { _ = topic.Delete(context.Background(), k.Brokers, k.RawTopic, k.DLQTopic) })
+	if _, err := topic.Ensure(ctx, k.Brokers, topic.Specs(k)); err != nil {
+		t.Fatal(err)
+	}
+	if err := topic.Delete(ctx, k.Brokers, k.RawTopic, k.DLQTopic); err != nil {
+		t.Fatal(err)
+	}
+	if err := topic.WaitGone(ctx, k.Brokers, []string{k.RawTopic, k.DLQTopic}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	st, err := topic.Ensure(ctx, k.Brokers, topic.Specs(k))
+	if err != nil {
+		t.Fatalf("create again after WaitGone: %v", err)
+	}
+	for _, s := range st {
+		if !s.Created {
+			t.Errorf("%s was not created again: %+v", s.Name, s)
+		}
+	}
+}
