@@ -73,6 +73,10 @@ var (
 	ErrExists = errors.New("tenant already registered")
 	// ErrInvalid means a field's value is not allowed.
 	ErrInvalid = errors.New("invalid tenant")
+	// ErrTerminated refuses what a terminated tenant may no longer have (an ingest token).
+	ErrTerminated = errors.New("tenant terminated")
+	// ErrUnknownToken is a revocation of a token the tenant does not hold.
+	ErrUnknownToken = errors.New("unknown ingest token")
 )
 
 var (
@@ -173,20 +177,59 @@ func (r *Registry) Update(ctx context.Context, id string, fn func(*Tenant) error
 	if err := fn(&t); err != nil {
 		return t, err
 	}
+	if t.Status == StatusTerminated {
+		// Terminated means silent (policy 2(3)): no ingest token stays valid, and the contract
+		// end that starts the retention clock is never missing.
+		t.TokenHashes = nil
+		if t.ContractEnd.IsZero() {
+			t.ContractEnd = r.now().UTC().Truncate(time.Second)
+		}
+	}
 	if err := t.Validate(); err != nil {
 		return t, err
 	}
 	return t, r.put(ctx, t)
 }
 
-// AddToken issues another ingest token for a tenant.
+// AddToken issues another ingest token for a tenant. A terminated tenant gets none.
 func (r *Registry) AddToken(ctx context.Context, id string) (string, error) {
 	token, hash := NewToken()
 	_, err := r.Update(ctx, id, func(t *Tenant) error {
+		if t.Status == StatusTerminated {
+			return fmt.Errorf("%w: %s is terminated; it gets no ingest token", ErrTerminated, id)
+		}
 		t.TokenHashes = append(t.TokenHashes, hash)
 		return nil
 	})
 	return token, err
+}
+
+// RevokeToken withdraws one ingest token of a tenant, given as the token itself or as its
+// hash; with all set, every token. It returns how many were revoked. Collectors refuse a
+// revoked token within one registry refresh.
+func (r *Registry) RevokeToken(ctx context.Context, id, tokenOrHash string, all bool) (int, error) {
+	n := 0
+	_, err := r.Update(ctx, id, func(t *Tenant) error {
+		if all {
+			n = len(t.TokenHashes)
+			t.TokenHashes = nil
+			return nil
+		}
+		keep := t.TokenHashes[:0:0]
+		for _, h := range t.TokenHashes {
+			if h == tokenOrHash || h == TokenHash(tokenOrHash) {
+				n++
+				continue
+			}
+			keep = append(keep, h)
+		}
+		if n == 0 {
+			return fmt.Errorf("%w: %s has no such token", ErrUnknownToken, id)
+		}
+		t.TokenHashes = keep
+		return nil
+	})
+	return n, err
 }
 
 func (r *Registry) put(ctx context.Context, t Tenant) error {
@@ -332,14 +375,27 @@ type Snapshot struct {
 // NewSnapshot builds a snapshot from tenants, for tools and tests that do not read the
 // registry.
 func NewSnapshot(tenants ...*Tenant) *Snapshot {
-	s := &Snapshot{Tenants: map[string]*Tenant{}, byToken: map[string]string{}, Loaded: time.Now()}
+	s := &Snapshot{Tenants: map[string]*Tenant{}, Loaded: time.Now()}
 	for _, t := range tenants {
 		s.Tenants[t.ID] = t
+	}
+	s.byToken = tokenIndex(s.Tenants, s.Loaded)
+	return s
+}
+
+// tokenIndex maps the token hashes of the tenants that may send to their tenant. A terminated
+// tenant (by status or past its contract end) is left out whatever tokens its row still holds.
+func tokenIndex(tenants map[string]*Tenant, now time.Time) map[string]string {
+	out := map[string]string{}
+	for id, t := range tenants {
+		if t.Status == StatusTerminated || !t.ContractEnd.IsZero() && !now.Before(t.ContractEnd) {
+			continue
+		}
 		for _, h := range t.TokenHashes {
-			s.byToken[h] = t.ID
+			out[h] = id
 		}
 	}
-	return s
+	return out
 }
 
 // Lookup returns a tenant of the snapshot.
@@ -404,12 +460,8 @@ func (c *Cache) Refresh(ctx context.Context) error {
 			}
 		}
 	}
-	s := &Snapshot{Tenants: all, byToken: map[string]string{}, Loaded: time.Now()}
-	for id, t := range all {
-		for _, h := range t.TokenHashes {
-			s.byToken[h] = id
-		}
-	}
+	s := &Snapshot{Tenants: all, Loaded: time.Now()}
+	s.byToken = tokenIndex(all, s.Loaded)
 	if c.keyring != nil {
 		roots, err := c.reg.Roots(ctx)
 		if err != nil {

@@ -121,3 +121,90 @@ func TestRegistryOnRealServer(t *testing.T) {
 		t.Errorf("list %v %v", list, err)
 	}
 }
+
+// Terminated means silent: every token goes, no new one is issued, and the contract end that
+// starts retention is set when none was given.
+func TestTerminateRevokesTokensAndSetsContractEnd(t *testing.T) {
+	conn, cfg := servicetest.ClickHouse(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db := cfg.ClickHouse.Database
+	if _, err := chm.Apply(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	master, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
+	reg := registry.New(conn, db, master)
+	tok1, err := reg.Add(ctx, registry.Tenant{ID: "acme", Status: registry.StatusContracted, Edition: "standard", SizeBand: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok2, err := reg.AddToken(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok3, err := reg.AddToken(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := registry.NewCache(reg, nil, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	refresh := func() {
+		t.Helper()
+		if err := cache.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refresh()
+	for _, tok := range []string{tok1, tok2, tok3} {
+		if id, ok := cache.TenantOfToken(registry.TokenHash(tok)); !ok || id != "acme" {
+			t.Fatalf("token not accepted before revocation: %q %v", id, ok)
+		}
+	}
+
+	// One token revoked by value, one by hash; a token the tenant does not hold is an error.
+	if n, err := reg.RevokeToken(ctx, "acme", tok1, false); err != nil || n != 1 {
+		t.Fatalf("revoke by token: %d %v", n, err)
+	}
+	if n, err := reg.RevokeToken(ctx, "acme", registry.TokenHash(tok2), false); err != nil || n != 1 {
+		t.Fatalf("revoke by hash: %d %v", n, err)
+	}
+	if _, err := reg.RevokeToken(ctx, "acme", "shk_nothing", false); !errors.Is(err, registry.ErrUnknownToken) {
+		t.Errorf("revoking an unknown token: %v", err)
+	}
+	refresh()
+	for tok, want := range map[string]bool{tok1: false, tok2: false, tok3: true} {
+		if _, ok := cache.TenantOfToken(registry.TokenHash(tok)); ok != want {
+			t.Errorf("after revocation, token accepted=%v want %v", ok, want)
+		}
+	}
+
+	before := time.Now().UTC().Truncate(time.Second)
+	got, err := reg.Update(ctx, "acme", func(x *registry.Tenant) error { x.Status = registry.StatusTerminated; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.TokenHashes) != 0 {
+		t.Errorf("terminated tenant keeps %d tokens", len(got.TokenHashes))
+	}
+	if got.ContractEnd.Before(before) || got.ContractEnd.After(time.Now().Add(time.Second)) {
+		t.Errorf("contract end %v, want now (%v)", got.ContractEnd, before)
+	}
+	refresh()
+	if _, ok := cache.TenantOfToken(registry.TokenHash(tok3)); ok {
+		t.Error("a terminated tenant's token is still accepted")
+	}
+	if !cache.Silent("acme") || cache.Silent("nobody") {
+		t.Error("Silent does not name exactly the terminated tenant")
+	}
+	if _, err := reg.AddToken(ctx, "acme"); !errors.Is(err, registry.ErrTerminated) {
+		t.Errorf("token issued to a terminated tenant: %v", err)
+	}
+	// An explicit contract end is kept.
+	end := time.Date(2026, 1, 31, 0, 0, 0, 0, time.UTC)
+	if _, err := reg.Add(ctx, registry.Tenant{ID: "beta", Status: registry.StatusTrial, Edition: "standard", SizeBand: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = reg.Update(ctx, "beta", func(x *registry.Tenant) error { x.Status, x.ContractEnd = registry.StatusTerminated, end; return nil })
+	if err != nil || !got.ContractEnd.Equal(end) {
+		t.Errorf("explicit contract end: %v %v", got.ContractEnd, err)
+	}
+}

@@ -36,3 +36,10 @@ func (r *Registry) DestroyKeys(ctx context.Context, tenant string) error {
 	}
 	return fmt.Errorf("the pseudonymisation root of %s is still present after 10s", tenant)
 }
+
+// Silent reports whether the registry holds tenant as terminated (by status, or past its
+// contract end): a collector then refuses even the tokens configured for it by hand.
+func (c *Cache) Silent(tenant string) bool {
+	t, ok := c.Snapshot().Lookup(tenant)
+	return ok && (t.Status == StatusTerminated || !t.ContractEnd.IsZero() && !time.Now().Before(t.ContractEnd))
+}

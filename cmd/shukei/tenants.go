@@ -111,6 +111,9 @@ collectors see a change within processor.registry_refresh.`,
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "updated %s: %s, %s, %s\n", got.ID, got.Status, got.Edition, got.SizeBand)
+				if got.Status == registry.StatusTerminated {
+					fmt.Fprintf(cmd.OutOrStdout(), "terminated: every ingest token revoked; contract end %s starts the retention clock\n", got.ContractEnd.Format("2006-01-02"))
+				}
 				return nil
 			})
 		},
@@ -194,23 +197,55 @@ now): it never widens what was collected before it. --withdraw records a withdra
 		},
 	}
 
+	issue := func(cmd *cobra.Command, _ []string) error {
+		return withReg(cmd, func(r *registry.Registry) error {
+			tok, err := r.AddToken(cmd.Context(), t.ID)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "ingest token for %s (shown once): %s\n", t.ID, tok)
+			return nil
+		})
+	}
 	token := &cobra.Command{
 		Use:   "token",
+		Short: "Issue another ingest token for a tenant (printed once); 'token revoke' withdraws one",
+		Args:  cobra.NoArgs,
+		RunE:  issue,
+	}
+	token.PersistentFlags().StringVar(&t.ID, "tenant", "", "tenant id")
+	_ = token.MarkPersistentFlagRequired("tenant")
+	token.AddCommand(&cobra.Command{
+		Use:   "issue",
 		Short: "Issue another ingest token for a tenant (printed once)",
 		Args:  cobra.NoArgs,
+		RunE:  issue,
+	})
+	var revokeAll bool
+	var revokeToken string
+	revoke := &cobra.Command{
+		Use:   "revoke",
+		Short: "Withdraw an ingest token (--token, the token or its SHA-256 hex) or all of them (--all)",
+		Long: `revoke withdraws ingest tokens of a tenant. Collectors answer 401 to a revoked token within
+one registry refresh. Setting a tenant terminated revokes all its tokens by itself.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if revokeAll == (revokeToken != "") {
+				return fmt.Errorf("give exactly one of --token and --all")
+			}
 			return withReg(cmd, func(r *registry.Registry) error {
-				tok, err := r.AddToken(cmd.Context(), t.ID)
+				n, err := r.RevokeToken(cmd.Context(), t.ID, revokeToken, revokeAll)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "ingest token for %s (shown once): %s\n", t.ID, tok)
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %d ingest token(s) of %s\n", n, t.ID)
 				return nil
 			})
 		},
 	}
-	token.Flags().StringVar(&t.ID, "tenant", "", "tenant id")
-	_ = token.MarkFlagRequired("tenant")
+	revoke.Flags().BoolVar(&revokeAll, "all", false, "revoke every token of the tenant")
+	revoke.Flags().StringVar(&revokeToken, "token", "", "the token (shk_…) or its SHA-256 hex")
+	token.AddCommand(revoke)
 
 	cmd.AddCommand(add, set, consent, list, token, newTicketCmd(withReg))
 	return cmd

@@ -398,6 +398,9 @@ func (c *Collector) tenantOf(tok string) (string, bool) {
 	}
 	sum := sha256.Sum256([]byte(tok))
 	if tenant, ok := c.tokens[sum]; ok {
+		if c.registry != nil && c.registry.Silent(tenant) {
+			return "", false
+		}
 		return tenant, true
 	}
 	if c.registry != nil {
@@ -406,9 +409,12 @@ func (c *Collector) tenantOf(tok string) (string, bool) {
 	return "", false
 }
 
-// Tokens maps the hex SHA-256 of an ingest token to its tenant: the tenant registry.
+// Tokens maps the hex SHA-256 of an ingest token to its tenant: the tenant registry. Silent
+// names the tenants that may no longer send (terminated), whose configured tokens are refused
+// too.
 type Tokens interface {
 	TenantOfToken(hash string) (string, bool)
+	Silent(tenant string) bool
 }
 
 // UseRegistry makes the collector accept the tokens the tenant registry issued, besides the

@@ -20,20 +20,23 @@ import (
 
 // Reasons added by this stage, after the event itself was found valid.
 const (
-	ReasonUnknownTenant = "unknown_tenant"   // not in the registry (yet): kept for replay
-	ReasonNoKey         = "no_pseudonym_key" // the tenant's keys were destroyed
-	ReasonNoPurpose     = "no_purpose"       // the policy allows this event no purpose at all
+	ReasonUnknownTenant = "unknown_tenant"    // not in the registry (yet): kept, without user, for replay
+	ReasonTerminated    = "tenant_terminated" // the contract ended: the tenant is silent (policy 2(3))
+	ReasonNoKey         = "no_pseudonym_key"  // the tenant's keys were destroyed
+	ReasonNoPurpose     = "no_purpose"        // the policy allows this event no purpose at all
 	ReasonDuplicate     = "duplicate_event_id"
 )
 
-// Class of a rejection: what may be kept of the message.
+// Class of a rejection: what kind of refusal it is. What may be kept of the message is the
+// same rule for every class (keep.go), except that a duplicate keeps nothing: the stored copy
+// is the event.
 type Class uint8
 
 // The classes, in the order of the rejections table's enum.
 const (
-	ClassInputData Class = 1 // payload dropped, keyed hash kept
-	ClassMalformed Class = 2 // payload kept for replay
-	ClassPolicy    Class = 3 // valid event the policy or registry refuses: payload kept for replay
+	ClassInputData Class = 1 // the guard found content or identity in the message
+	ClassMalformed Class = 2 // not a valid event
+	ClassPolicy    Class = 3 // valid event the policy or registry refuses
 	ClassDuplicate Class = 4 // a retried copy of a stored event: nothing new to keep
 )
 
@@ -83,70 +86,127 @@ type Tagged struct {
 type Rejection struct {
 	Reason  string
 	Class   Class
-	Field   string
-	Tenant  string // only when it is a valid tenant id and not itself the offending value
+	Field   string // a schema path ("*" for a key the schemas do not define)
+	Tenant  string // only when it is a valid tenant id that passes the guard and is not itself the offending value
 	Schema  string
 	EventID string // only a valid UUID
-	Hash    string // keyed hash of the payload (always)
-	Payload []byte // nil for ClassInputData and ClassDuplicate
+	Hash    string // keyed hash of the whole message (always)
+	// Payload is the message's content-free form (keep.go), nil when nothing of it has a
+	// structure that can be kept, and for duplicates.
+	Payload []byte
 }
 
 // Decide runs the whole decision for one raw message.
 func Decide(raw []byte, c *Context) (Tagged, *Rejection) {
 	ev, rej := guard.Inspect(raw, c.Now, c.Limits)
 	if rej != nil {
-		r := &Rejection{Reason: string(rej.Reason), Field: rej.Field, Hash: c.hash(raw)}
+		r := &Rejection{Reason: string(rej.Reason), Field: keptPath(rej.Field), Hash: c.hash(raw), Class: ClassMalformed}
 		if rej.Class() == event.ClassInputData {
 			r.Class = ClassInputData
-		} else {
-			r.Class, r.Payload = ClassMalformed, raw
 		}
-		r.fillIDs(ev, rej.Field)
+		c.fillIDs(r, ev, rej.Field)
+		r.Payload = c.keep(raw, c.pseudonymOf)
 		return Tagged{}, r
 	}
-	refuse := func(reason string) (Tagged, *Rejection) {
-		r := &Rejection{Reason: reason, Class: ClassPolicy, Hash: c.hash(raw), Payload: raw}
-		r.fillIDs(ev, "")
+	refuse := func(reason string, user keepUser) (Tagged, *Rejection) {
+		r := &Rejection{Reason: reason, Class: ClassPolicy, Hash: c.hash(raw)}
+		c.fillIDs(r, ev, "")
+		r.Payload = c.keep(raw, user)
 		return Tagged{}, r
 	}
 	t, ok := c.Tenants.Lookup(ev.TenantID)
 	if !ok {
-		return refuse(ReasonUnknownTenant)
+		return refuse(ReasonUnknownTenant, dropUser)
+	}
+	if Terminated(t, ev.OccurredAt) {
+		return refuse(ReasonTerminated, dropUser)
 	}
 	out := Tagged{Event: ev, Tenant: t}
 	if ev.User != "" {
 		p, err := c.Keyring.Pseudonymize(ev.TenantID, ev.OccurredAt, ev.User)
 		if err != nil {
-			return refuse(ReasonNoKey)
+			return refuse(ReasonNoKey, dropUser)
 		}
 		out.Pseudonym = p
 	}
 	out.Purposes, out.PolicyVersion = c.Policy.Tag(Category(ev.Schema), t, ev.OccurredAt)
 	if out.Purposes == 0 {
-		return refuse(ReasonNoPurpose)
+		return refuse(ReasonNoPurpose, c.pseudonymOf)
 	}
 	// The user id has served its purpose; nothing downstream may see it.
 	out.Event.User = ""
 	return out, nil
 }
 
+// Terminated reports whether an event at time at of tenant t falls silent: the tenant is set
+// terminated, or the event is from after its contract end (as the policy counts it, 2(3)).
+// Such events are refused without their user, whatever the policy would otherwise allow.
+func Terminated(t *registry.Tenant, at time.Time) bool {
+	return t.Status == registry.StatusTerminated || !t.ContractEnd.IsZero() && !at.Before(t.ContractEnd)
+}
+
+// pseudonymOf is what a refusal keeps of the user of a known, active tenant: its pseudonym,
+// as hex. A tenant that is unknown, terminated or without keys keeps no user at all.
+func (c *Context) pseudonymOf(tenant string, at time.Time, user string) string {
+	t, ok := c.Tenants.Lookup(tenant)
+	if !ok || Terminated(t, at) {
+		return ""
+	}
+	p, err := c.Keyring.Pseudonymize(tenant, at, user)
+	if err != nil {
+		return ""
+	}
+	return hex.EncodeToString(p[:])
+}
+
+func dropUser(string, time.Time, string) string { return "" }
+
 // Duplicate builds the rejection of a retried copy of an already stored event.
 func Duplicate(t Tagged, raw []byte, c *Context) *Rejection {
 	r := &Rejection{Reason: ReasonDuplicate, Class: ClassDuplicate, Hash: c.hash(raw)}
-	r.fillIDs(t.Event, "")
+	c.fillIDs(r, t.Event, "")
 	return r
 }
 
-func (r *Rejection) fillIDs(ev event.Event, badField string) {
-	if badField != "tenant_id" && validID(ev.TenantID) {
+func (c *Context) fillIDs(r *Rejection, ev event.Event, badField string) {
+	if badField != "tenant_id" && c.keptTenant(ev.TenantID) {
 		r.Tenant = ev.TenantID
 	}
 	if ev.Schema.Known() {
 		r.Schema = string(ev.Schema)
 	}
-	if validUUID(ev.EventID) {
+	if event.IsUUID(ev.EventID) {
 		r.EventID = ev.EventID
 	}
+}
+
+// keptPath returns a rejection's field path when it is made of the schemas' own keys, and "*"
+// otherwise: a path must never carry a key the message made up.
+func keptPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	for _, seg := range strings.Split(p, ".") {
+		if seg != "*" && !schemaKey(seg) {
+			return "*"
+		}
+	}
+	return p
+}
+
+func schemaKey(k string) bool {
+	if _, ok := envelopeRules[k]; ok || k == "user" || k == "client" || k == "data" {
+		return true
+	}
+	if _, ok := clientRules[k]; ok {
+		return true
+	}
+	for _, rules := range categoryKeys {
+		if _, ok := rules[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Context) hash(raw []byte) string {
@@ -176,37 +236,4 @@ func OSMajor(v string) uint16 {
 		return 0
 	}
 	return uint16(n)
-}
-
-func validID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		if !(b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || i > 0 && (b == '_' || b == '.' || b == '-')) {
-			return false
-		}
-	}
-	return true
-}
-
-func validUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < 36; i++ {
-		b := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if b != '-' {
-				return false
-			}
-		default:
-			if !(b >= '0' && b <= '9' || b >= 'a' && b <= 'f') {
-				return false
-			}
-		}
-	}
-	return true
 }

@@ -87,10 +87,13 @@ func TestDecide(t *testing.T) {
 			}
 		})
 	}
-	f("email as user", raw(t, func(m map[string]any) { m["user"] = "hanako@example.jp" }), "input_data.email", ClassInputData, false)
-	f("malformed", []byte(`{"event_id":`), "malformed_json", ClassMalformed, true)
+	// Every refusal keeps its content-free form (keep_test.go checks what is in it), except a
+	// message with no structure to keep.
+	f("email as user", raw(t, func(m map[string]any) { m["user"] = "hanako@example.jp" }), "input_data.email", ClassInputData, true)
+	f("malformed", []byte(`{"event_id":`), "malformed_json", ClassMalformed, false)
+	f("not an object", []byte(`["a-1"]`), "wrong_type", ClassMalformed, false)
 	f("unknown tenant", raw(t, func(m map[string]any) { m["tenant_id"] = "nobody" }), ReasonUnknownTenant, ClassPolicy, true)
-	f("terminated tenant", raw(t, func(m map[string]any) { m["tenant_id"] = "gone" }), ReasonNoPurpose, ClassPolicy, true)
+	f("terminated tenant", raw(t, func(m map[string]any) { m["tenant_id"] = "gone" }), ReasonTerminated, ClassPolicy, true)
 
 	// An email as tenant id must not be copied into the rejection's tenant field.
 	_, rej = Decide(raw(t, func(m map[string]any) { m["tenant_id"] = "hanako@example.jp" }), c)

@@ -174,6 +174,11 @@ func CheckField(path, value string) *event.Rejection {
 	return check(path, k, value)
 }
 
+// CheckUnknownTenant checks a tenant id that no registry knows. Registered tenant ids are the
+// vendor's own names for its customers and skip the personal-name detectors; an unknown one is
+// whatever its sender wrote, so it is held to the guard of any other id.
+func CheckUnknownTenant(s string) *event.Rejection { return check("tenant_id", kindID, s) }
+
 func check(path string, k kind, s string) *event.Rejection {
 	if s == "" {
 		return nil

@@ -435,10 +435,14 @@ func (p *Processor) loadWithRetry(ctx context.Context, parts []int) (map[int]*pa
 	return state, err
 }
 
-// dlqMessage is what the DLQ topic gets: the reason in headers, and the payload only when the
-// class allows keeping it. The key is the source position, so a replay tool can tell a
+// dlqMessage is what the DLQ topic gets: the reason in headers, and the message's content-free
+// form when it has one (decision/keep.go); the header kept says which. The key is the source position, so a replay tool can tell a
 // re-sent DLQ record (after a crash) from a new one.
 func dlqMessage(m kafka.Message, r *decision.Rejection) kafka.Message {
+	kept := "metadata"
+	if r.Payload != nil {
+		kept = "payload"
+	}
 	h := []kafka.Header{
 		{Key: "reason", Value: []byte(r.Reason)},
 		{Key: "class", Value: []byte(r.Class.String())},
@@ -447,6 +451,7 @@ func dlqMessage(m kafka.Message, r *decision.Rejection) kafka.Message {
 		{Key: "schema", Value: []byte(r.Schema)},
 		{Key: "event_id", Value: []byte(r.EventID)},
 		{Key: "payload_hmac", Value: []byte(r.Hash)},
+		{Key: "kept", Value: []byte(kept)},
 	}
 	return kafka.Message{
 		Key:     []byte(fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset)),
