@@ -89,7 +89,7 @@ type Rejection struct {
 	Field   string // a schema path ("*" for a key the schemas do not define)
 	Tenant  string // only when it is a valid tenant id that passes the guard and is not itself the offending value
 	Schema  string
-	EventID string // only a valid UUID
+	EventID string // only a valid UUID that passes the guard
 	Hash    string // keyed hash of the whole message (always)
 	// Payload is the message's content-free form (keep.go), nil when nothing of it has a
 	// structure that can be kept, and for duplicates.
@@ -175,7 +175,7 @@ func (c *Context) fillIDs(r *Rejection, ev event.Event, badField string) {
 	if ev.Schema.Known() {
 		r.Schema = string(ev.Schema)
 	}
-	if event.IsUUID(ev.EventID) {
+	if envelopeRules["event_id"].str(ev.EventID) {
 		r.EventID = ev.EventID
 	}
 }

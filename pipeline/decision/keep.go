@@ -70,7 +70,7 @@ func schemaName(s string) bool {
 }
 
 var envelopeRules = map[string]valueRule{
-	"event_id":    {str: event.IsUUID},
+	"event_id":    {str: keepString("event_id", event.IsUUID)},
 	"tenant_id":   {}, // Context.keptTenant: the rule depends on the registry
 	"occurred_at": {str: event.IsTimestamp},
 	"schema":      {str: schemaName},

@@ -82,6 +82,15 @@ func init() {
 // classify returns the input-data reason for the value s of a field of kind k,
 // or "" when s looks like usage data.
 func classify(k kind, s string) event.Reason {
+	if (k == kindUUID || k == kindUser || k == kindRequestID) && len(s) == 36 && event.IsUUID(s) {
+		return uuidLeak(s) // the common case, judged once
+	}
+	switch k {
+	case kindID, kindTenant, kindToken, kindUser, kindVersion, kindRequestID, kindUUID, kindAny, kindKey, kindTimestamp:
+		if r := identifier(k, s); r != "" {
+			return r
+		}
+	}
 	switch k {
 	case kindUUID:
 		if event.IsUUID(s) {
@@ -146,7 +155,7 @@ func classify(k kind, s string) event.Reason {
 // part that decodes to text. Every detector would pass such a value; the
 // tests and FuzzCheckField hold the two to agreement.
 func plainID(s string) bool {
-	if len(s) == 0 || len(s) > 64 || strings.Contains(s, "atmark") {
+	if len(s) == 0 || len(s) > 64 || strings.Contains(s, "atmark") || sshKeyFile(s) {
 		return false
 	}
 	digits, seg, word, chunk := 0, 0, -1, 0
@@ -190,6 +199,10 @@ func plainID(s string) bool {
 			}
 			chunk = i + 1
 		}
+	}
+	// An extension with a digit (mp4, bz2, 7z) is no risky word of its own.
+	if dot := strings.LastIndexByte(s, '.'); dot >= 0 && strings.ContainsAny(s[dot+1:], "0123456789") && latin[s[dot+1:]]&wFileExt != 0 {
+		return false
 	}
 	return true
 }
@@ -336,6 +349,9 @@ func scan(k kind, s string) event.Reason {
 		return event.ReasonEmail
 	case isURL(norm, p):
 		return event.ReasonURL
+	case norm != s && identifier(k, norm) != "":
+		// classify judged s itself; here only what normalising revealed (full-width digits).
+		return identifier(k, norm)
 	case isPhone(norm, p):
 		return event.ReasonPhone
 	case isFileName(norm, p):
@@ -786,6 +802,9 @@ func isFileName(s string, p shape) bool {
 			return true // /home/taro/...
 		}
 	}
+	if sshKeyFile(s) {
+		return true
+	}
 	if !p.dot {
 		return false
 	}
@@ -806,8 +825,8 @@ func isFileName(s string, p shape) bool {
 	// A dotted id may end in a format (app.export.csv); a file's last stem part
 	// usually has a date, a version or a word like "final".
 	last := stem[k+1:]
-	if last == "" {
-		return true
+	if last == "" || latin[last]&wFileExt != 0 {
+		return true // report.tar.gz, customers.csv.zip
 	}
 	for j := 0; j < len(last); j++ {
 		if c := last[j]; !isLower(c) {
@@ -815,6 +834,17 @@ func isFileName(s string, p shape) bool {
 		}
 	}
 	return latin[last]&wFileStem != 0
+}
+
+// sshKeyFile: the default names of SSH key files (id_rsa, id_ed25519.pub), which carry no
+// extension of their own.
+func sshKeyFile(s string) bool {
+	s = strings.TrimSuffix(s, ".pub")
+	switch s {
+	case "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "authorized_keys", "known_hosts":
+		return true
+	}
+	return false
 }
 
 // --- blob ---
@@ -871,7 +901,8 @@ func isBlob(k kind, s string, p shape) bool {
 			return mixed || n > 64
 		}
 	}
-	// A long run of letters and digits inside an id: a hash or an encoded value.
+	// A long run of letters and digits inside an id: an encoded value, unless it is a hash
+	// in lower-case hex of a hash's length behind a prefix (h:<sha-1>) that reads as no text.
 	run, digits := 0, 0
 	for i := 0; i <= n; i++ {
 		if i < n && isAlnum(s[i]) {
@@ -882,9 +913,21 @@ func isBlob(k kind, s string, p shape) bool {
 			continue
 		}
 		if run > 32 && digits > 0 && digits < run {
-			return true
+			h := s[i-run : i]
+			if !(k == kindUser && lowerHex(h) && hashLength(run) && !hexIsText(h, textMin(k))) {
+				return true
+			}
 		}
 		run, digits = 0, 0
+	}
+	return false
+}
+
+// hashLength: the hex lengths of common digests (MD5 … SHA-512).
+func hashLength(n int) bool {
+	switch n {
+	case 32, 40, 56, 64, 96, 128:
+		return true
 	}
 	return false
 }
@@ -1211,6 +1254,11 @@ func latinName(w *words) (bool, int) {
 			return true, l // a distinctive given name on its own: hanako, takashi
 		}
 		if l >= 6 && concatName(s, t) {
+			return true, l
+		}
+		if n == 1 && f&wENLast != 0 && l >= 5 && l == len(s) {
+			// An English last name that is the whole value (smith): the list leaves out
+			// those that are everyday words, and an id is rarely a surname alone.
 			return true, l
 		}
 	}

@@ -192,14 +192,19 @@ func check(path string, k kind, s string) *event.Rejection {
 // The messages never quote the value: they are stored in the DLQ, which must
 // not hold what the guard refused.
 var messages = map[event.Reason]string{
-	event.ReasonEmail:        "looks like an email address; send opaque ids, never contact details",
-	event.ReasonPhone:        "looks like a phone number",
-	event.ReasonURL:          "looks like a URL with a path or query",
-	event.ReasonFreeText:     "looks like free text; only ids, enumerated tokens and numbers are allowed",
-	event.ReasonPersonalName: "looks like a personal name; send the opaque user id instead",
-	event.ReasonFileName:     "looks like a file name or path",
-	event.ReasonBlob:         "looks like encoded or undecodable data",
-	event.ReasonControlChar:  "contains control, zero-width or bidi characters",
+	event.ReasonEmail:          "looks like an email address; send opaque ids, never contact details",
+	event.ReasonPhone:          "looks like a phone number",
+	event.ReasonURL:            "looks like a URL with a path or query",
+	event.ReasonFreeText:       "looks like free text; only ids, enumerated tokens and numbers are allowed",
+	event.ReasonPersonalName:   "looks like a personal name; send the opaque user id instead",
+	event.ReasonFileName:       "looks like a file name or path",
+	event.ReasonBlob:           "looks like encoded or undecodable data",
+	event.ReasonControlChar:    "contains control, zero-width or bidi characters",
+	event.ReasonPaymentCard:    "looks like a payment card number",
+	event.ReasonBankAccount:    "looks like a bank account number (IBAN)",
+	event.ReasonNationalID:     "looks like a national, corporate, passport or vehicle id number",
+	event.ReasonPostalCode:     "looks like a postal code",
+	event.ReasonNetworkAddress: "looks like an IP, MAC or device (IMEI) address",
 }
 
 func rejection(reason event.Reason, path string) *event.Rejection {

@@ -208,4 +208,5 @@ const fileExtensions = `
 pdf doc docx docm xls xlsx xlsm ppt pptx pptm csv tsv txt rtf odt ods odp
 zip 7z rar lzh tgz gz tar jpg jpeg png gif heic webp bmp tif tiff svg psd dwg jtd
 mp3 mp4 m4a wav mov avi wmv mkv eml pst ics vcf
+bz2 xz zst sql bak dump sqlite pem p12 pfx kdbx iso dmg apk ipa exe msi
 `

@@ -40,6 +40,12 @@ const (
 	ReasonFileName     Reason = "input_data.file_name"
 	ReasonBlob         Reason = "input_data.blob"
 	ReasonControlChar  Reason = "input_data.control_char"
+	// Identifier classes a PII scanner knows, which fit in a short token.
+	ReasonPaymentCard    Reason = "input_data.payment_card"    // card numbers (issuer prefix, length, Luhn)
+	ReasonBankAccount    Reason = "input_data.bank_account"    // IBANs (mod 97)
+	ReasonNationalID     Reason = "input_data.national_id"     // My Number, corporate number, SSN, passports, VINs
+	ReasonPostalCode     Reason = "input_data.postal_code"     // 〒123-4567, 123-4567, ZIP+4
+	ReasonNetworkAddress Reason = "input_data.network_address" // IPv4, IPv6, MAC, IMEI
 	// ReasonOversize: a message over Limits.MaxBytes. A typical event is a few
 	// hundred bytes; kilobytes are a content dump or a bug, and we would rather
 	// drop such a payload than keep something we could not prove content-free.
@@ -56,6 +62,7 @@ var allReasons = []Reason{
 	ReasonInconsistent, ReasonTooOld, ReasonInFuture,
 	ReasonEmail, ReasonPhone, ReasonURL, ReasonFreeText, ReasonPersonalName,
 	ReasonFileName, ReasonBlob, ReasonControlChar, ReasonOversize,
+	ReasonPaymentCard, ReasonBankAccount, ReasonNationalID, ReasonPostalCode, ReasonNetworkAddress,
 }
 
 // Reasons returns every reason, so that a metric can be initialised for each.
