@@ -115,13 +115,13 @@ func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *
 	st.processorRate = float64(stored+rejected) / el.Seconds()
 	fmt.Fprintf(out, "   every message accounted for in %s (%.0f messages/s): stored %d + rejected %d = %d\n", el.Round(time.Millisecond), st.processorRate, stored, rejected, stored+rejected)
 
-	fmt.Fprintln(out, "\n   rejected, by reason (content of input-data rejections is not kept, only a keyed hash):")
+	fmt.Fprintln(out, "\n   rejected, by reason (a refusal keeps a content-free form only: refused values as keyed hashes, no raw user):")
 	rows, err := conn.Query(ctx, "SELECT reason, toString(class), count(), countIf(payload != '') FROM "+db+".rejections WHERE class != 'checkpoint' GROUP BY reason, class ORDER BY count() DESC")
 	if err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "   REASON\tCLASS\tCOUNT\tPAYLOADS KEPT\t")
+	fmt.Fprintln(tw, "   REASON\tCLASS\tCOUNT\tCONTENT-FREE FORM KEPT\t")
 	for rows.Next() {
 		var reason, class string
 		var n, kept uint64
