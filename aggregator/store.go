@@ -101,15 +101,18 @@ func (s *store) closedAll(ctx context.Context) (map[int]time.Time, error) {
 	return out, rows.Err()
 }
 
-// firstWindow is the start of the earliest window with any partial, and false if none.
+// firstWindow is the start of the earliest window with any partial or any release, and false
+// if none. Releases count because retention deletes the partials of released windows
+// (ExpireState): the release step must keep starting where the data started, so that a
+// window without data after them is still released.
 func (s *store) firstWindow(ctx context.Context) (time.Time, bool, error) {
 	var (
 		first time.Time
 		n     uint64
 	)
-	err := s.conn.QueryRow(ctx, "SELECT min(window_start), count() FROM "+s.db+".aggregate_state WHERE kind = 'partial' AND plan_hash = ?", s.plan).Scan(&first, &n)
+	err := s.conn.QueryRow(ctx, "SELECT min(w), count() FROM (SELECT window_start AS w FROM "+s.db+".aggregate_state WHERE kind = 'partial' AND plan_hash = ? UNION ALL SELECT window_start AS w FROM "+s.db+"_external_aggregate.releases WHERE plan_hash = ?)", s.plan, s.plan).Scan(&first, &n)
 	if err != nil {
-		return time.Time{}, false, fmt.Errorf("read aggregator partials: %w", err)
+		return time.Time{}, false, fmt.Errorf("read aggregator partials and releases: %w", err)
 	}
 	return first, n > 0, nil
 }

@@ -61,6 +61,10 @@ type Aggregator struct {
 	ReleaseInterval time.Duration `yaml:"release_interval" doc:"how often the release step looks for windows every partition has closed"`
 	MaxBackoff      time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
 	Listen          string        `yaml:"listen" doc:"address of /metrics, /healthz and /readyz"`
+	// StateRetention is how long the un-noised partial aggregates of a window are kept after
+	// the window's release; 'shukei retention run' deletes them then. Partials of a window
+	// not yet released are never deleted, nor the progress a restart resumes from.
+	StateRetention time.Duration `yaml:"state_retention" doc:"how long after a window's release 'shukei retention run' keeps its un-noised partial aggregates (aggregate_state); unreleased windows and the progress a restart resumes from are always kept; between 1h and 2160h"`
 }
 
 // Query is the purpose-scoped query service (shukei query).
@@ -107,6 +111,14 @@ type Kafka struct {
 	DLQPartitions     int           `yaml:"dlq_partitions" doc:"partitions of the DLQ topic"`
 	ReplicationFactor int           `yaml:"replication_factor" doc:"replicas of each topic partition (1 for a single broker, 3 in production)"`
 	DialTimeout       time.Duration `yaml:"dial_timeout" doc:"how long to wait for a broker connection"`
+	// RawRetention is the raw topic's retention.ms: the longest time a raw user id can exist
+	// anywhere in Shukei (everything after the raw topic holds pseudonyms). Kafka deletes a
+	// record with its whole log segment, so 'shukei topics' also sets segment.ms (at most 1h);
+	// a record is gone at most that and the broker's retention check interval (5m) later.
+	RawRetention time.Duration `yaml:"raw_retention" doc:"retention.ms of the raw topic, set and enforced by 'shukei topics': the longest time a raw user id can exist anywhere in Shukei (plus at most the topic's segment.ms, 1h, and the broker's retention check interval); at least aggregator.window + aggregator.allowed_lateness, at most 720h"`
+	// DLQRetention is the DLQ topic's retention.ms. Its records carry reasons and keyed hashes,
+	// no content; still, unbounded retention is never a default.
+	DLQRetention time.Duration `yaml:"dlq_retention" doc:"retention.ms of the DLQ topic, set and enforced by 'shukei topics' (records hold reasons and keyed hashes, no content); between 1h and 2160h"`
 }
 
 // ClickHouse says where the server is and which databases Shukei owns.
@@ -139,6 +151,8 @@ func Default() Config {
 			DLQPartitions:     3,
 			ReplicationFactor: 1,
 			DialTimeout:       10 * time.Second,
+			RawRetention:      7 * 24 * time.Hour,
+			DLQRetention:      30 * 24 * time.Hour,
 		},
 		ClickHouse: ClickHouse{
 			Addr:           []string{"127.0.0.1:19000"},
@@ -183,6 +197,7 @@ func Default() Config {
 			ReleaseInterval: 5 * time.Second,
 			MaxBackoff:      30 * time.Second,
 			Listen:          "127.0.0.1:9102",
+			StateRetention:  3 * 24 * time.Hour,
 		},
 		Query: Query{
 			Listen:          "127.0.0.1:8081",
@@ -194,6 +209,12 @@ func Default() Config {
 		Log: Log{Level: "info", Format: "text"},
 	}
 }
+
+// The longest retention Validate accepts for the raw and the DLQ topic.
+const (
+	MaxRawRetention = 30 * 24 * time.Hour
+	MaxDLQRetention = 90 * 24 * time.Hour
+)
 
 // ErrInvalid marks every validation failure; the joined errors name each field.
 var ErrInvalid = errors.New("invalid configuration")
@@ -269,6 +290,19 @@ func (c Config) Validate() error {
 	}
 	if c.Kafka.DialTimeout <= 0 {
 		bad("kafka.dial_timeout", "must be positive, got %s", c.Kafka.DialTimeout)
+	}
+	// The raw topic holds raw user ids: its retention is bounded above. Below, a restarted
+	// aggregator replays its open windows from the topic: their first records must still be
+	// there.
+	if replay := c.Aggregator.Window + c.Aggregator.AllowedLateness; c.Kafka.RawRetention < max(time.Hour, replay) || c.Kafka.RawRetention > MaxRawRetention {
+		bad("kafka.raw_retention", "must be between %s (1h, and aggregator.window + aggregator.allowed_lateness, which a restarted aggregator replays) and %s, got %s",
+			max(time.Hour, replay), MaxRawRetention, c.Kafka.RawRetention)
+	}
+	if c.Kafka.RawRetention%time.Millisecond != 0 {
+		bad("kafka.raw_retention", "must be whole milliseconds (Kafka's retention.ms), got %s", c.Kafka.RawRetention)
+	}
+	if c.Kafka.DLQRetention < time.Hour || c.Kafka.DLQRetention > MaxDLQRetention || c.Kafka.DLQRetention%time.Millisecond != 0 {
+		bad("kafka.dlq_retention", "must be whole milliseconds between 1h and %s, got %s", MaxDLQRetention, c.Kafka.DLQRetention)
 	}
 
 	hostPorts("clickhouse.addr", c.ClickHouse.Addr)
@@ -476,6 +510,9 @@ func (c *Config) validateAggregator(bad func(path, format string, args ...any)) 
 	}
 	if a.MaxBackoff < 100*time.Millisecond {
 		bad("aggregator.max_backoff", "must be at least 100ms, got %s", a.MaxBackoff)
+	}
+	if a.StateRetention < time.Hour || a.StateRetention > 90*24*time.Hour {
+		bad("aggregator.state_retention", "must be between 1h and 2160h, got %s", a.StateRetention)
 	}
 	if _, _, err := net.SplitHostPort(a.Listen); err != nil {
 		bad("aggregator.listen", "%q is not host:port", a.Listen)

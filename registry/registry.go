@@ -136,7 +136,7 @@ func TokenHash(token string) string {
 }
 
 // Add registers a tenant, creates its pseudonymisation root and returns its first ingest
-// token (shown once; only its hash is stored).
+// token (shown once; only its hash is stored). A tenant registered as terminated gets none.
 func (r *Registry) Add(ctx context.Context, t Tenant) (string, error) {
 	if r.master == nil {
 		return "", errors.New("registry: a master key is needed to register tenants")
@@ -151,6 +151,10 @@ func (r *Registry) Add(ctx context.Context, t Tenant) (string, error) {
 	}
 	token, hash := NewToken()
 	t.TokenHashes = []string{hash}
+	if t.Status == StatusTerminated {
+		token = "" // registered as terminated: silent from the start
+		r.silence(&t)
+	}
 	root, err := r.master.NewRoot(t.ID)
 	if err != nil {
 		return "", err
@@ -177,18 +181,23 @@ func (r *Registry) Update(ctx context.Context, id string, fn func(*Tenant) error
 	if err := fn(&t); err != nil {
 		return t, err
 	}
-	if t.Status == StatusTerminated {
-		// Terminated means silent (policy 2(3)): no ingest token stays valid, and the contract
-		// end that starts the retention clock is never missing.
-		t.TokenHashes = nil
-		if t.ContractEnd.IsZero() {
-			t.ContractEnd = r.now().UTC().Truncate(time.Second)
-		}
-	}
+	r.silence(&t)
 	if err := t.Validate(); err != nil {
 		return t, err
 	}
 	return t, r.put(ctx, t)
+}
+
+// silence applies what terminated means (policy 2(3)): no ingest token stays valid, and the
+// contract end that starts the retention clock is never missing.
+func (r *Registry) silence(t *Tenant) {
+	if t.Status != StatusTerminated {
+		return
+	}
+	t.TokenHashes = nil
+	if t.ContractEnd.IsZero() {
+		t.ContractEnd = r.now().UTC().Truncate(time.Second)
+	}
 }
 
 // AddToken issues another ingest token for a tenant. A terminated tenant gets none.

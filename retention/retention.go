@@ -4,8 +4,11 @@
 // and rollups, the registry entry, its consents and tickets — its pseudonymisation root is
 // destroyed first (crypto-shredding: what might remain elsewhere can no longer be linked), and a
 // deletion receipt is appended to the audit log. It also drops whole monthly partitions older
-// than the policy keeps them (ClickHouse 18.16 has no TTL). Published DP releases are kept: they
-// are differentially private across tenants and hold no tenant id.
+// than the policy keeps them (ClickHouse 18.16 has no TTL), and deletes the aggregator's
+// un-noised partial aggregates of windows released more than aggregator.state_retention ago.
+// Published DP releases are kept: they are differentially private across tenants and hold no
+// tenant id. What Kafka still holds of a tenant ages out with the topics' retention
+// (TopicHorizons): Kafka cannot delete one tenant's records.
 package retention
 
 import (
@@ -18,6 +21,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/shukei/shukei/aggregator"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/query/audit"
 	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/schemas/policy"
@@ -30,11 +35,22 @@ type Keeper struct {
 	reg    *registry.Registry
 	audit  *audit.Log
 	policy policy.Retention
+	// stateMargin is how long after its release a window's partial aggregates are kept.
+	stateMargin time.Duration
 }
 
-// New returns a keeper over database db (and its purpose databases).
+// New returns a keeper over database db (and its purpose databases). It keeps released
+// windows' partial aggregates for the default aggregator.state_retention; StateRetention
+// sets the configured one.
 func New(conn driver.Conn, db string, reg *registry.Registry, log *audit.Log, r policy.Retention) *Keeper {
-	return &Keeper{conn: conn, db: db, reg: reg, audit: log, policy: r}
+	return &Keeper{conn: conn, db: db, reg: reg, audit: log, policy: r, stateMargin: config.Default().Aggregator.StateRetention}
+}
+
+// StateRetention sets how long after a window's release its partial aggregates are kept
+// (aggregator.state_retention) and returns k.
+func (k *Keeper) StateRetention(margin time.Duration) *Keeper {
+	k.stateMargin = margin
+	return k
 }
 
 // Table is a table holding tenant rows.
@@ -255,9 +271,18 @@ func (k *Keeper) DropExpired(ctx context.Context, now time.Time) ([]Dropped, err
 type Report struct {
 	Deleted []Receipt
 	Dropped []Dropped
+	// State is what was deleted of the aggregator's internal state: the partial aggregates of
+	// windows released more than aggregator.state_retention ago, superseded progress rows.
+	State aggregator.StateExpiry
 }
 
-// Run deletes the tenants that are due and drops expired partitions.
+// Nothing says whether the run deleted nothing.
+func (r Report) Nothing() bool {
+	return len(r.Deleted) == 0 && len(r.Dropped) == 0 && r.State.Deleted() == 0
+}
+
+// Run deletes the tenants that are due, drops expired partitions and deletes the expired
+// aggregator state.
 func (k *Keeper) Run(ctx context.Context, now time.Time) (Report, error) {
 	var rep Report
 	due, err := k.Due(ctx, now)
@@ -272,6 +297,9 @@ func (k *Keeper) Run(ctx context.Context, now time.Time) (Report, error) {
 		}
 		rep.Deleted = append(rep.Deleted, r)
 	}
-	rep.Dropped, err = k.DropExpired(ctx, now)
+	if rep.Dropped, err = k.DropExpired(ctx, now); err != nil {
+		return rep, err
+	}
+	rep.State, err = aggregator.ExpireState(ctx, k.conn, k.db, now, k.stateMargin)
 	return rep, err
 }

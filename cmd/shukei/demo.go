@@ -240,7 +240,7 @@ func demoBypass(ctx context.Context, out io.Writer, cfg config.Config) error {
 		{"an email address as an app id", "demo-globex", leak},
 		{"malformed JSON", "demo-globex", `{"event_id": 42, "tenant_id": `},
 		{"a tenant the registry does not know", "demo-unknown", base("demo-unknown")},
-		{"a tenant whose contract ended (no purpose left)", "demo-hooli", base("demo-hooli")},
+		{"a tenant whose contract ended (silent: nothing of it kept)", "demo-hooli", base("demo-hooli")},
 		{"a good event", "demo-globex", ok},
 		{"the same event again (a collector retry)", "demo-globex", string(okBytes)},
 	}

@@ -179,7 +179,7 @@ func checkDemo(t *testing.T, out string) {
 		"ledger hash chain verified",
 		"malformed_json",
 		"unknown_tenant",
-		"no_purpose",
+		"tenant_terminated",
 		"duplicate_event_id",
 		"input_data.email",
 		"Feature ranking — product-team reads feature_ranking for service_improvement",

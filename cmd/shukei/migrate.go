@@ -91,10 +91,16 @@ func writeReaders(out io.Writer, cfg config.Config) error {
 func newTopicsCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "topics",
-		Short: "Create the Kafka topics (usage.raw, usage.dlq) with the configured partitions",
-		Long: `topics creates the raw and DLQ topics if they are missing, with the partition counts and
-replication factor from the configuration, and checks existing ones. It never adds partitions
-to an existing topic: that would move tenants between partitions while consumers run.`,
+		Short: "Create the Kafka topics (usage.raw, usage.dlq) with the configured partitions and retention",
+		Long: `topics creates the raw and DLQ topics if they are missing, with the partition counts,
+replication factor and retention from the configuration, and checks existing ones. It never adds
+partitions to an existing topic: that would move tenants between partitions while consumers run.
+
+Retention is enforced: each topic gets retention.ms from kafka.raw_retention (the longest time a
+raw user id can exist anywhere in Shukei) or kafka.dlq_retention, and a segment.ms of at most an
+hour (Kafka deletes records a whole segment at a time, so a record can outlive retention.ms by
+segment.ms). An existing topic whose settings differ, or that only inherits the broker's
+default, is set to them (its other settings are left alone) and the change is printed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return ensureTopics(cmd.Context(), cmd.OutOrStdout(), a.cfg.Kafka)
@@ -112,7 +118,26 @@ func ensureTopics(ctx context.Context, out io.Writer, k config.Kafka) error {
 		if s.Created {
 			verb = "created"
 		}
-		fmt.Fprintf(out, "%s  %s (%d partitions)\n", verb, s.Name, s.Partitions)
+		fmt.Fprintf(out, "%s  %s (%d partitions)", verb, s.Name, s.Partitions)
+		if v, ok := s.Config[topic.RetentionMs]; ok {
+			fmt.Fprintf(out, ", retention.ms %s (%s)", v, millisText(v))
+		}
+		fmt.Fprintln(out)
+		for _, c := range s.Changed {
+			fmt.Fprintf(out, "         %s: set %s (it differed from the configuration)\n", s.Name, c)
+		}
 	}
 	return err
+}
+
+// millisText renders a *.ms setting as a duration.
+func millisText(v string) string {
+	d, err := topic.Millis(v)
+	switch {
+	case err != nil:
+		return "?"
+	case d < 0:
+		return "unbounded"
+	}
+	return d.String()
 }

@@ -75,7 +75,12 @@ collectors see a change within processor.registry_refresh.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s, %s, %s)\ningest token (shown once): %s\n", t.ID, t.Status, t.Edition, t.SizeBand, tok)
+				fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s, %s, %s)\n", t.ID, t.Status, t.Edition, t.SizeBand)
+				if tok == "" {
+					fmt.Fprintln(cmd.OutOrStdout(), "no ingest token: a terminated tenant is silent")
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "ingest token (shown once): %s\n", tok)
+				}
 				return nil
 			})
 		},

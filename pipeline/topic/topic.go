@@ -1,5 +1,6 @@
 // Package topic creates and describes the Kafka topics Shukei uses (usage.raw, usage.dlq),
-// with the partition counts the configuration gives.
+// with the partition counts and the retention the configuration gives, and tells how long a
+// topic still holds what was written to it (Horizon).
 package topic
 
 import (
@@ -7,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -22,13 +24,45 @@ type Spec struct {
 	Config            map[string]string
 }
 
-// Specs returns the topics a configuration needs.
+// Specs returns the topics a configuration needs. Both get an explicit retention.ms (never the
+// broker's default, never unbounded) and a segment.ms that keeps Kafka's deletion close to it:
+// the raw topic's retention is the longest time a raw user id exists anywhere in Shukei.
 func Specs(c config.Kafka) []Spec {
+	def := config.Default().Kafka
+	raw, dlq := c.RawRetention, c.DLQRetention
+	if raw <= 0 {
+		raw = def.RawRetention // a hand-made config.Kafka: never retention.ms=0 (delete at once)
+	}
+	if dlq <= 0 {
+		dlq = def.DLQRetention
+	}
 	return []Spec{
-		{Name: c.RawTopic, Partitions: c.RawPartitions, ReplicationFactor: c.ReplicationFactor},
+		{Name: c.RawTopic, Partitions: c.RawPartitions, ReplicationFactor: c.ReplicationFactor, Config: RetentionConfig(raw)},
 		// DLQ records are kept longer than raw events: an operator needs time to replay them.
-		{Name: c.DLQTopic, Partitions: c.DLQPartitions, ReplicationFactor: c.ReplicationFactor,
-			Config: map[string]string{"retention.ms": fmt.Sprint((30 * 24 * time.Hour).Milliseconds())}},
+		{Name: c.DLQTopic, Partitions: c.DLQPartitions, ReplicationFactor: c.ReplicationFactor, Config: RetentionConfig(dlq)},
+	}
+}
+
+// Topic-level settings Shukei sets.
+const (
+	RetentionMs = "retention.ms"
+	SegmentMs   = "segment.ms"
+)
+
+// SegmentFor is the segment.ms Shukei gives a topic kept for retention. Kafka deletes records
+// a whole log segment at a time, once the segment's newest record is older than retention.ms,
+// and a segment takes records for up to segment.ms (7 days by default) from its first one: so
+// a record can outlive retention.ms by segment.ms. An hour at most (a 24th of a shorter
+// retention) keeps that margin small.
+func SegmentFor(retention time.Duration) time.Duration {
+	return max(time.Millisecond, min(time.Hour, retention/24).Truncate(time.Millisecond))
+}
+
+// RetentionConfig is the topic configuration for a retention: retention.ms and segment.ms.
+func RetentionConfig(retention time.Duration) map[string]string {
+	return map[string]string{
+		RetentionMs: strconv.FormatInt(retention.Milliseconds(), 10),
+		SegmentMs:   strconv.FormatInt(SegmentFor(retention).Milliseconds(), 10),
 	}
 }
 
@@ -37,6 +71,26 @@ type Status struct {
 	Name       string
 	Partitions int
 	Created    bool
+	// Config is the spec's settings as the broker reports them once Ensure is done.
+	Config map[string]string
+	// Changed lists the settings Ensure corrected on an existing topic.
+	Changed []Change
+}
+
+// Change is one topic setting Ensure set because it differed from the spec.
+type Change struct {
+	Name, From, To string
+	// Inherited: the topic had no value of its own and followed the broker's (From is the
+	// broker's); the spec makes it explicit, so a changed broker default cannot move it.
+	Inherited bool
+}
+
+func (c Change) String() string {
+	from := c.From
+	if c.Inherited {
+		from += " (broker default)"
+	}
+	return fmt.Sprintf("%s %s -> %s", c.Name, from, c.To)
 }
 
 // ErrPartitionMismatch means an existing topic has fewer partitions than configured. Shukei does
@@ -44,7 +98,9 @@ type Status struct {
 // changes owner) while consumers run.
 var ErrPartitionMismatch = errors.New("topic has fewer partitions than configured")
 
-// Ensure creates each missing topic and checks the existing ones. It is idempotent.
+// Ensure creates each missing topic and checks the existing ones: it never adds partitions
+// (ErrPartitionMismatch), but sets every setting of a spec's Config that an existing topic
+// lacks or has another value of, and reads them back. It is idempotent.
 func Ensure(ctx context.Context, brokers []string, specs []Spec) ([]Status, error) {
 	if len(brokers) == 0 {
 		return nil, errors.New("no Kafka brokers configured")
@@ -83,7 +139,15 @@ func Ensure(ctx context.Context, brokers []string, specs []Spec) ([]Status, erro
 		if n < s.Partitions {
 			errs = append(errs, fmt.Errorf("%w: %s has %d, configured %d; add partitions with Kafka's tools while consumers are stopped, or lower the setting", ErrPartitionMismatch, s.Name, n, s.Partitions))
 		}
-		out = append(out, Status{Name: s.Name, Partitions: n, Created: created[s.Name]})
+		st := Status{Name: s.Name, Partitions: n, Created: created[s.Name]}
+		if len(s.Config) > 0 {
+			var err error
+			st.Config, st.Changed, err = enforce(ctx, client, s)
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		out = append(out, st)
 	}
 	return out, errors.Join(errs...)
 }

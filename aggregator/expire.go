@@ -1,0 +1,192 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// ExpiredWindow is one released window whose partial aggregates ExpireState deleted.
+type ExpiredWindow struct {
+	Plan       string
+	Start, End time.Time
+	ReleasedAt time.Time
+	Partials   uint64 // rows
+}
+
+// StateExpiry is what ExpireState deleted from aggregate_state.
+type StateExpiry struct {
+	Cutoff   time.Time // windows released at or before it lost their partials
+	Windows  []ExpiredWindow
+	Partials uint64 // partial rows deleted
+	Progress uint64 // superseded progress rows deleted
+}
+
+// Deleted is the number of rows deleted.
+func (e StateExpiry) Deleted() uint64 { return e.Partials + e.Progress }
+
+// ExpireState deletes from database db's aggregate_state what the aggregator no longer needs
+// and should not keep: the un-noised partial aggregates of every window released (under the
+// same plan) at least margin before now. It never deletes the partials of a window without a
+// release (not yet closed everywhere, or refused by the budget: the release step may still
+// need them), and never a progress row a restart reads: a restart and the release step read
+// only each (plan, partition)'s latest progress (max closed_through), so only the progress
+// rows below it, written at least margin before now, are deleted.
+//
+// It uses one ALTER TABLE ... DELETE (ClickHouse 18.16 has no TTL) and waits until the
+// mutation is done and nothing it matched is left. DROP PARTITION is not used: a month of
+// window_start holds the partials of whole windows only if every one is released, and the
+// progress rows share a partition of their own (window_start 1970-01-01) that must stay.
+func ExpireState(ctx context.Context, conn driver.Conn, db string, now time.Time, margin time.Duration) (StateExpiry, error) {
+	ex := StateExpiry{Cutoff: now.Add(-margin).UTC().Truncate(time.Second)}
+	state := db + ".aggregate_state"
+
+	// Released windows, per plan, and when (the latest release row; one release is one insert).
+	type winKey struct {
+		plan  string
+		start int64
+	}
+	released := map[winKey]time.Time{}
+	rows, err := conn.Query(ctx, "SELECT plan_hash, window_start, max(released_at) FROM "+db+"_external_aggregate.releases GROUP BY plan_hash, window_start")
+	if err != nil {
+		return ex, fmt.Errorf("read releases: %w", err)
+	}
+	for rows.Next() {
+		var (
+			plan     string
+			start, r time.Time
+		)
+		if err := rows.Scan(&plan, &start, &r); err != nil {
+			rows.Close()
+			return ex, err
+		}
+		released[winKey{plan, start.Unix()}] = r
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return ex, err
+	}
+
+	// Windows with partials; those released at or before the cutoff expire.
+	rows, err = conn.Query(ctx, "SELECT plan_hash, window_start, any(window_end), count() FROM "+state+" WHERE kind = 'partial' GROUP BY plan_hash, window_start ORDER BY plan_hash, window_start")
+	if err != nil {
+		return ex, fmt.Errorf("read aggregator partials: %w", err)
+	}
+	for rows.Next() {
+		var w ExpiredWindow
+		if err := rows.Scan(&w.Plan, &w.Start, &w.End, &w.Partials); err != nil {
+			rows.Close()
+			return ex, err
+		}
+		at, ok := released[winKey{w.Plan, w.Start.Unix()}]
+		if !ok || at.After(ex.Cutoff) {
+			continue
+		}
+		w.ReleasedAt = at
+		ex.Windows = append(ex.Windows, w)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return ex, err
+	}
+
+	// The latest progress of each (plan, partition): what a restart resumes from.
+	type partKey struct {
+		plan string
+		part uint32
+	}
+	latest := map[partKey]time.Time{}
+	rows, err = conn.Query(ctx, "SELECT plan_hash, partition, max(closed_through) FROM "+state+" WHERE kind = 'progress' GROUP BY plan_hash, partition")
+	if err != nil {
+		return ex, fmt.Errorf("read aggregator progress: %w", err)
+	}
+	for rows.Next() {
+		var (
+			k  partKey
+			ct time.Time
+		)
+		if err := rows.Scan(&k.plan, &k.part, &ct); err != nil {
+			rows.Close()
+			return ex, err
+		}
+		latest[k] = ct
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return ex, err
+	}
+
+	// One condition for both kinds, with literal values: a bound slice becomes an Array on
+	// 18.16 (DESIGN.md §7), and mutations take no parameters.
+	var or []string
+	byPlan := map[string][]string{}
+	for _, w := range ex.Windows {
+		byPlan[w.Plan] = append(byPlan[w.Plan], strconv.FormatInt(w.Start.Unix(), 10))
+	}
+	for _, plan := range slices.Sorted(maps.Keys(byPlan)) {
+		or = append(or, fmt.Sprintf("(kind = 'partial' AND plan_hash = %s AND toUInt32(window_start) IN (%s))", quote(plan), strings.Join(byPlan[plan], ",")))
+	}
+	var progress []string
+	for k, ct := range latest {
+		progress = append(progress, fmt.Sprintf("(plan_hash = %s AND partition = %d AND toUInt32(closed_through) < %d)", quote(k.plan), k.part, ct.Unix()))
+	}
+	slices.Sort(progress)
+	if len(progress) > 0 {
+		or = append(or, fmt.Sprintf("(kind = 'progress' AND toUInt32(at) <= %d AND (%s))", ex.Cutoff.Unix(), strings.Join(progress, " OR ")))
+	}
+	if len(or) == 0 {
+		return ex, nil
+	}
+	where := strings.Join(or, " OR ")
+	count := func() (partials, progress uint64, err error) {
+		err = conn.QueryRow(ctx, "SELECT countIf(kind = 'partial'), countIf(kind = 'progress') FROM "+state+" WHERE "+where).Scan(&partials, &progress)
+		return partials, progress, err
+	}
+	if ex.Partials, ex.Progress, err = count(); err != nil {
+		return ex, fmt.Errorf("count expired aggregator state: %w", err)
+	}
+	if ex.Deleted() == 0 {
+		return ex, nil
+	}
+	if err := conn.Exec(ctx, "ALTER TABLE "+state+" DELETE WHERE "+where); err != nil {
+		return ex, fmt.Errorf("delete expired aggregator state: %w", err)
+	}
+	if err := waitMutations(ctx, conn, db, "aggregate_state"); err != nil {
+		return ex, err
+	}
+	if p, g, err := count(); err != nil {
+		return ex, err
+	} else if p+g > 0 {
+		return ex, fmt.Errorf("after deleting expired aggregator state, %d partial and %d progress rows it matched are left", p, g)
+	}
+	return ex, nil
+}
+
+// waitMutations waits until ClickHouse has applied every pending mutation of db.table.
+func waitMutations(ctx context.Context, conn driver.Conn, db, table string) error {
+	for {
+		var pending uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0", db, table).Scan(&pending); err != nil {
+			return err
+		}
+		if pending == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the deletion in %s.%s: %w", db, table, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// quote renders s as a ClickHouse string literal.
+func quote(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
