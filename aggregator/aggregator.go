@@ -515,7 +515,7 @@ func (a *Aggregator) retry(ctx context.Context, what string, fn func() error) er
 	err := group.Retry(ctx, a.cfg.MaxBackoff, fn, func(err error) {
 		a.m.retrying.Set(1)
 		a.m.writeErrors.WithLabelValues(what).Inc()
-		a.log.Warn("aggregator write failed; backing off", "what", what, "err", err)
+		a.log.Warn("aggregator write failed; backing off", "what", what, "err", group.ErrText(err))
 	})
 	if err == nil {
 		a.m.retrying.Set(0)

@@ -119,7 +119,11 @@ func Decide(raw []byte, c *Context) (Tagged, *Rejection) {
 		return refuse(ReasonUnknownTenant, dropUser)
 	}
 	if Terminated(t, ev.OccurredAt) {
-		return refuse(ReasonTerminated, dropUser)
+		// Terminated means silent: its usage serves no purpose any more (2(3)), so nothing of
+		// the event is kept, not even its content-free form; only the refusal's metadata.
+		out, r := refuse(ReasonTerminated, dropUser)
+		r.Payload = nil
+		return out, r
 	}
 	out := Tagged{Event: ev, Tenant: t}
 	if ev.User != "" {

@@ -93,7 +93,7 @@ func TestDecide(t *testing.T) {
 	f("malformed", []byte(`{"event_id":`), "malformed_json", ClassMalformed, false)
 	f("not an object", []byte(`["a-1"]`), "wrong_type", ClassMalformed, false)
 	f("unknown tenant", raw(t, func(m map[string]any) { m["tenant_id"] = "nobody" }), ReasonUnknownTenant, ClassPolicy, true)
-	f("terminated tenant", raw(t, func(m map[string]any) { m["tenant_id"] = "gone" }), ReasonTerminated, ClassPolicy, true)
+	f("terminated tenant", raw(t, func(m map[string]any) { m["tenant_id"] = "gone" }), ReasonTerminated, ClassPolicy, false)
 
 	// An email as tenant id must not be copied into the rejection's tenant field.
 	_, rej = Decide(raw(t, func(m map[string]any) { m["tenant_id"] = "hanako@example.jp" }), c)

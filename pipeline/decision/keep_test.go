@@ -316,8 +316,15 @@ func TestKeepRules(t *testing.T) {
 				t.Errorf("the valid event is not kept for replay: %v", k)
 			}
 		})
-	f("a terminated tenant keeps no user",
+	f("a terminated tenant keeps nothing but the refusal's metadata",
 		raw(t, func(m map[string]any) { m["tenant_id"] = "gone" }),
+		func(t *testing.T, k map[string]any) {
+			if k != nil {
+				t.Errorf("kept %v for a terminated tenant", k)
+			}
+		})
+	f("a malformed event of a terminated tenant keeps no user",
+		raw(t, func(m map[string]any) { m["tenant_id"] = "gone"; m["source"] = "Not An Id" }),
 		func(t *testing.T, k map[string]any) {
 			if _, ok := k["user"]; ok {
 				t.Error("user kept for a terminated tenant")

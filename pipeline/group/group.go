@@ -141,6 +141,17 @@ func (b *Backoff) Wait(ctx context.Context) bool {
 	}
 }
 
+// ErrText is an error's text for a log line, cut at 512 bytes: a client may put every message
+// of a failed batch into its error (kafka-go's WriteErrors), and one such line per retry would
+// flood the log.
+func ErrText(err error) string {
+	s := err.Error()
+	if len(s) > 512 {
+		s = s[:512] + fmt.Sprintf("… (%d bytes more)", len(s)-512)
+	}
+	return s
+}
+
 // Retry runs fn until it succeeds or ctx ends, calling failed after each failure and waiting
 // with backoff before the next attempt: backpressure, not loss. It returns nil on success and
 // ctx's error when ctx ended first.

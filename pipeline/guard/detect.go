@@ -122,6 +122,9 @@ func classify(k kind, s string) event.Reason {
 			if s[0] == '0' && isPhone(s, shape{digits: len(s)}) {
 				return event.ReasonPhone
 			}
+			if len(s) == 12 && (strings.HasPrefix(s, "8190") || strings.HasPrefix(s, "8180") || strings.HasPrefix(s, "8170") || strings.HasPrefix(s, "8150")) {
+				return event.ReasonPhone // +81 and a mobile (or IP-phone) number, without its +
+			}
 			if len(s) > 20 {
 				return event.ReasonBlob
 			}
@@ -885,7 +888,7 @@ func isBlob(k kind, s string, p shape) bool {
 		}
 	}
 	if isBase64ish(s) {
-		if base64IsText(s, textMin(k)) {
+		if base64IsText(s, textMin(k)) || k == kindUser && base64IsShortText(s) {
 			return true
 		}
 		mixed := p.upper && p.lower && p.digits > 0
@@ -1004,6 +1007,43 @@ func base64IsText(s string, minBytes int) bool {
 		}
 	}
 	return n >= minBytes && textLike(buf[:n])
+}
+
+// base64IsShortText catches short encoded phrases in an opaque id (aGVsbG8gd29ybGQ, "hello
+// world"): ten or more decoded bytes, all printable ASCII, with a space and six letters.
+// Random bytes do that about once in a million ids.
+func base64IsShortText(s string) bool {
+	s = strings.TrimRight(s, "=")
+	if len(s) < 14 || len(s) > 24 {
+		return false
+	}
+	var buf [18]byte
+	n, acc, bits := 0, uint32(0), 0
+	for i := 0; i < len(s); i++ {
+		v := b64[s[i]]
+		if v < 0 {
+			return false
+		}
+		acc = acc<<6 | uint32(v)
+		bits += 6
+		if bits >= 8 {
+			bits -= 8
+			buf[n] = byte(acc >> bits)
+			n++
+		}
+	}
+	space, letters := false, 0
+	for _, c := range buf[:n] {
+		switch {
+		case c == ' ':
+			space = true
+		case isLetter(c):
+			letters++
+		case c < 0x20 || c >= 0x7f:
+			return false
+		}
+	}
+	return n >= 10 && space && letters >= 6
 }
 
 // hexIsText decodes a hex string and tells whether the bytes read as text.
@@ -1137,7 +1177,9 @@ func isName(k kind, w *words, norm string, p shape) bool {
 		return false
 	}
 	found, nameLetters := latinName(w)
-	if !found || k != kindUser {
+	if !found || k != kindUser || wordsLike(w.s) {
+		// A user id spelled in lower-case words (send_mail_to_tanaka, john_doe) is read as
+		// words, like any id; the rule below is for opaque ids.
 		return found
 	}
 	// An opaque id may hold a chance "lee" or "aoi" among random letters; a
@@ -1149,6 +1191,25 @@ func isName(k kind, w *words, norm string, p shape) bool {
 		}
 	}
 	return 2*nameLetters > letters
+}
+
+// wordsLike: lower-case letters, digits and separators, at least one separator, more letters
+// than digits: words, not the random characters of an opaque id (which mix cases).
+func wordsLike(s string) bool {
+	letters, digits, seps := 0, 0, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case isLower(c):
+			letters++
+		case isDigit(c):
+			digits++
+		case c == '_' || c == '.' || c == '-':
+			seps++
+		default:
+			return false
+		}
+	}
+	return seps > 0 && letters > digits
 }
 
 const maxTokens = 24

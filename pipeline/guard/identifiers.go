@@ -285,7 +285,7 @@ func numeric(k kind, s string) event.Reason {
 	}
 	// An IPv4 address, possibly with a port or a prefix length.
 	if ip := strings.IndexAny(s, ":/"); ip > 0 && allDigits(s[ip+1:]) {
-		if isIPv4(k, s[:ip], true) {
+		if isIPv4(s[:ip]) {
 			return event.ReasonNetworkAddress
 		}
 	}
@@ -308,7 +308,7 @@ func numeric(k kind, s string) event.Reason {
 	d, n, sep := dg.d[:dg.n], dg.n, separators(s)
 	if sep == "." {
 		switch {
-		case isIPv4(k, s, false):
+		case isIPv4(s):
 			return event.ReasonNetworkAddress
 		case n >= 13 && n <= 19 && luhn(d) && cardPrefix(d) && dg.grouped(4, 4, 4, 4):
 			return event.ReasonPaymentCard // 4053.6098.4584.0012 fits the OS version pattern
@@ -331,7 +331,7 @@ func numeric(k kind, s string) event.Reason {
 		return event.ReasonNationalID
 	case n == 12 && sep != "" && dg.grouped(4, 4, 4):
 		return event.ReasonNationalID // grouped like a My Number or an Aadhaar number
-	case n == 13 && corporateNumber(d) && (sep == "" && k != kindUser || dg.grouped(1, 4, 4, 4)):
+	case n == 13 && corporateNumber(d) && (sep == "" || dg.grouped(1, 4, 4, 4)):
 		return event.ReasonNationalID
 	case sep != "" && dg.grouped(3, 2, 4) && (ssnArea(d) || itin(d)):
 		return event.ReasonNationalID
@@ -503,10 +503,8 @@ func itin(d []byte) bool {
 	return g >= 50 && g <= 65 || g >= 70 && g <= 88 || g >= 90 && g <= 92 || g >= 94
 }
 
-// isIPv4 reports a dotted quad. In os_version a quad is a version unless it cannot be one
-// (a part above 255 makes it a version; a first part of 32 or more, or a part of 100-255
-// after it, an address: no OS numbers its versions so).
-func isIPv4(k kind, s string, suffixed bool) bool {
+// isIPv4 reports a dotted quad of numbers up to 255 without leading zeros.
+func isIPv4(s string) bool {
 	var v [4]int
 	part, digits := 0, 0
 	for i := 0; i <= len(s); i++ {
@@ -531,9 +529,8 @@ func isIPv4(k kind, s string, suffixed bool) bool {
 	if part != 4 {
 		return false
 	}
-	if k == kindVersion && !suffixed {
-		return v[0] >= 32 || v[1] >= 100 || v[2] >= 100 || v[3] >= 100
-	}
+	// In os_version too: no OS numbers its versions as a dotted quad below 256 (Windows's
+	// 10.0.22631.3296 has a build number above it).
 	return true
 }
 

@@ -70,10 +70,10 @@ func uuid(b []byte) string {
 }
 
 // Numeric user ids of 12 to 19 digits share their shape with My Numbers (12, check digit),
-// corporate numbers (13) and payment cards (13-19, issuer prefix, Luhn). A check digit passes
-// by chance, so a share of such ids is refused: at most one in nine (My Number's one in
-// eleven; a card needs both the prefix and Luhn's one in ten). This measures it; the README
-// tells collectors to send longer numeric ids hashed.
+// corporate numbers (13, one in nine pass its check digit), IMEIs (15, Luhn) and payment cards
+// (13-19, issuer prefix and Luhn). A check digit passes by chance, so a share of such ids is
+// refused: this measures it, and holds it under 15%; the README tells collectors to send
+// longer numeric ids hashed.
 func TestLongNumericUserIDs(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const n = 20000
@@ -91,8 +91,8 @@ func TestLongNumericUserIDs(t *testing.T) {
 		}
 		rate := float64(refused) / n
 		t.Logf("%d-digit numeric user ids refused: %.2f%%", digits, 100*rate)
-		if rate > 0.11 {
-			t.Errorf("%d-digit numeric user ids refused %.2f%% of the time, want at most 11%%", digits, 100*rate)
+		if rate > 0.15 {
+			t.Errorf("%d-digit numeric user ids refused %.2f%% of the time, want at most 15%%", digits, 100*rate)
 		}
 	}
 }

@@ -86,7 +86,10 @@ func New(cfg config.Config, d Deps) *Processor {
 			Balancer:     &kafka.Murmur2Balancer{},
 			RequiredAcks: kafka.RequireAll,
 			BatchSize:    cfg.Processor.BatchSize,
-			BatchBytes:   64 << 20,
+			// One produce request per batch must stay under the broker's message.max.bytes
+			// (1 MiB by default): a batch of refusals, each with its content-free form, is
+			// larger than that, and the broker would refuse it on every retry.
+			BatchBytes:   900_000,
 			BatchTimeout: 5 * time.Millisecond,
 			MaxAttempts:  3,
 			Compression:  kafka.Lz4,
@@ -407,7 +410,7 @@ func (p *Processor) retry(ctx context.Context, what string, fn func() error) err
 	err := group.Retry(ctx, p.cfg.MaxBackoff, fn, func(err error) {
 		p.m.retrying.Set(1)
 		p.m.writeErrors.WithLabelValues(what).Inc()
-		p.log.Warn("write failed; backing off", "what", what, "err", err)
+		p.log.Warn("write failed; backing off", "what", what, "err", group.ErrText(err))
 	})
 	if err == nil {
 		p.m.retrying.Set(0)
