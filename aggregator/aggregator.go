@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/group"
+	"github.com/shukei/shukei/pipeline/topic"
 	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/schemas/event"
 	"github.com/shukei/shukei/schemas/policy"
@@ -43,6 +46,7 @@ type Aggregator struct {
 	plan      *Plan
 	planHash  string
 	ledger    *ledger.Ledger
+	rlog      *releaseLog
 	budget    ledger.Budget
 	log       *slog.Logger
 	m         *metrics
@@ -50,6 +54,8 @@ type Aggregator struct {
 
 	refusedMu sync.Mutex
 	refused   map[int64]bool // windows whose refusal was already counted and logged
+
+	afterDraw func() // tests: called between drawing a release and writing it to the log
 }
 
 // Deps are the aggregator's collaborators; main owns them.
@@ -99,6 +105,7 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 		plan:      d.Plan,
 		planHash:  h,
 		ledger:    ledger.New(d.Conn, d.Database),
+		rlog:      newReleaseLog(cfg.Kafka.Brokers, topic.ReleaseSpec(cfg.Kafka), d.Database),
 		budget:    d.Budget,
 		log:       d.Log,
 		m:         newMetrics(d.Registry),
@@ -112,6 +119,7 @@ func (a *Aggregator) PlanHash() string { return a.planHash }
 
 // Run joins the consumer group and aggregates until ctx ends.
 func (a *Aggregator) Run(ctx context.Context) error {
+	defer a.rlog.close()
 	return group.Run(ctx, group.Config{ID: a.cfg.GroupID, Brokers: a.kcfg.Brokers, Topic: a.kcfg.RawTopic, MaxBackoff: a.cfg.MaxBackoff},
 		group.StandardHooks("aggregator", a.log, a.m.kafkaErrors, a.m.assigned), a.runGeneration)
 }
@@ -429,9 +437,15 @@ func (a *Aggregator) ReleaseDue(ctx context.Context, nparts int) error {
 	if err != nil {
 		return err
 	}
+	if err := a.rlog.sync(ctx); err != nil {
+		return err
+	}
+	if err := a.materialise(ctx); err != nil {
+		return err
+	}
 	for w := WindowOf(first, a.cfg.Window); !w.End.After(through); w = WindowOf(w.End, a.cfg.Window) {
-		if done[w.Start.Unix()] {
-			continue
+		if _, decided := a.rlog.decided(w.Start); decided || done[w.Start.Unix()] {
+			continue // released (or refused) once, under whatever plan: never drawn again
 		}
 		if err := a.releaseWindow(ctx, w); err != nil {
 			if errors.Is(err, ledger.ErrOverdraw) {
@@ -449,55 +463,188 @@ func ReleaseID(planHash string, w Window) string {
 	return hex.EncodeToString(h[:8])
 }
 
-// releaseWindow charges the ledger, then merges, selects, noises and stores. The ledger is
-// charged first: a crash after the charge leaves no release row, and the next attempt finds
-// the charge, is not charged again and draws the noise it never published. A window with
-// release rows is never touched again.
+// releaseWindow draws window w's release and publishes it through the release log
+// (releaselog.go): merge the partials, select, noise once per cell, write the draw to the log,
+// read the log back. Only the first record for a window is ever published, so a releaser that
+// lost the race — or was paused while another took over — discards its draw. Then everything
+// the log decided is materialised into ClickHouse, in log order.
 func (a *Aggregator) releaseWindow(ctx context.Context, w Window) error {
-	eps, delta := a.plan.Cost()
-	l0, linf := a.plan.maxBounds()
-	id := ReleaseID(a.planHash, w)
-	entry := ledger.Entry{
-		ReleaseID: id, Purpose: Purpose, Period: w.Start.UTC().Format("2006-01"),
-		Epsilon: eps, Delta: delta, L0: l0, LInf: linf, WindowStart: w.Start, WindowEnd: w.End,
-		QueryHash: a.planHash, PolicyVersion: a.plan.PolicyVersion,
+	if err := a.rlog.sync(ctx); err != nil {
+		return err
 	}
-	_, already, err := a.ledger.Charge(ctx, entry, a.budget)
-	if errors.Is(err, ledger.ErrOverdraw) {
-		a.refusedMu.Lock()
-		first := !a.refused[w.Start.Unix()]
-		a.refused[w.Start.Unix()] = true
-		a.refusedMu.Unlock()
-		if first {
-			a.m.refusals.WithLabelValues(Purpose, "budget").Inc()
-			a.log.Error("release refused: the privacy budget would be overdrawn", "window", w.String(), "err", err)
+	if _, decided := a.rlog.decided(w.Start); !decided {
+		period := w.Start.UTC().Format("2006-01")
+		eps, delta := a.plan.Cost()
+		spent, err := a.spent(ctx, period)
+		if err != nil {
+			return err
 		}
-		a.updateBudget(ctx, entry.Period)
+		if overdraws(spent, ledger.Budget{Epsilon: eps, Delta: delta}, a.budget) {
+			a.refuse(w, fmt.Errorf("%w: %s %s has spent ε=%.4g δ=%.3g of ε=%.4g δ=%.3g; this release needs ε=%.4g δ=%.3g",
+				ledger.ErrOverdraw, Purpose, period, spent.Epsilon, spent.Delta, a.budget.Epsilon, a.budget.Delta, eps, delta))
+			a.updateBudget(ctx, period)
+			return ledger.ErrOverdraw
+		}
+		partials, err := a.store.partials(ctx, w)
+		if err != nil {
+			return err
+		}
+		rs, oc, err := a.plan.Release(partials)
+		if err != nil {
+			return err
+		}
+		l0, linf := a.plan.maxBounds()
+		rec := &releaseRecord{
+			Database: a.store.db, ReleaseID: ReleaseID(a.planHash, w), Draw: uuid.NewString(), Plan: a.planHash,
+			PolicyVersion: a.plan.PolicyVersion, WindowStart: w.Start.UTC(), WindowEnd: w.End.UTC(),
+			Epsilon: eps, Delta: delta, L0: l0, LInf: linf, At: a.now().UTC().Truncate(time.Second), Cells: rs,
+		}
+		a.log.Info("release drawn", "window", w.String(), "release", rec.ReleaseID, "cells", oc.Released, "suppressed", oc.Suppressed)
+		if a.afterDraw != nil {
+			a.afterDraw() // a test's failpoint: the worst moment to be paused
+		} else if d := releasePause(); d > 0 {
+			time.Sleep(d)
+		}
+		if err := a.rlog.append(ctx, rec); err != nil {
+			return fmt.Errorf("write the release of %v to the release log: %w", w, err)
+		}
+		if err := a.rlog.sync(ctx); err != nil {
+			return err
+		}
+		if won, _ := a.rlog.decided(w.Start); won == nil || won.Draw != rec.Draw {
+			a.m.draws.WithLabelValues("discarded").Inc()
+			a.log.Warn("another release of this window came first; this draw is discarded, never published", "window", w.String())
+		} else {
+			a.m.draws.WithLabelValues("first").Inc()
+			if oc.Suppressed > 0 {
+				a.m.cells.WithLabelValues("any", "suppressed").Add(float64(oc.Suppressed))
+			}
+		}
+	}
+	return a.materialise(ctx)
+}
+
+// releasePause is the failpoint of the release tests (SHUKEI_TEST_RELEASE_PAUSE, a duration):
+// how long a releaser waits between drawing a release and writing it to the log.
+func releasePause() time.Duration {
+	d, _ := time.ParseDuration(os.Getenv("SHUKEI_TEST_RELEASE_PAUSE"))
+	return d
+}
+
+func overdraws(spent, cost, budget ledger.Budget) bool {
+	// A small tolerance for float sums: ten releases of 0.1 must fit a budget of 1.
+	const tol = 1e-9
+	return spent.Epsilon+cost.Epsilon > budget.Epsilon+tol || spent.Delta+cost.Delta > budget.Delta+tol
+}
+
+// refuse counts and logs a window's refusal once.
+func (a *Aggregator) refuse(w Window, err error) {
+	a.refusedMu.Lock()
+	first := !a.refused[w.Start.Unix()]
+	a.refused[w.Start.Unix()] = true
+	a.refusedMu.Unlock()
+	if first {
+		a.m.refusals.WithLabelValues(Purpose, "budget").Inc()
+		a.log.Error("release refused: the privacy budget would be overdrawn", "window", w.String(), "err", err)
+	}
+}
+
+// spent is what the purpose has spent in a period: the ledger's charges before the release log
+// and the log's published releases.
+func (a *Aggregator) spent(ctx context.Context, period string) (ledger.Budget, error) {
+	plan, err := a.decide(ctx)
+	if err != nil {
+		return ledger.Budget{}, err
+	}
+	return plan.spent[period], nil
+}
+
+// logDecision is what the release log decided, replayed in log order against the budget.
+type logDecision struct {
+	legacy  []ledger.Entry // ledger entries of releases made before the release log
+	publish []*releaseRecord
+	refused []*releaseRecord // first records that found the budget spent at their place in the log
+	spent   map[string]ledger.Budget
+}
+
+// decide replays the log's first records in order: each is published when the budget of its
+// period still allows it after every earlier one (and the ledger's older entries), refused
+// otherwise. Every instance that reads the same log decides the same.
+func (a *Aggregator) decide(ctx context.Context) (logDecision, error) {
+	d := logDecision{spent: map[string]ledger.Budget{}}
+	firsts := a.rlog.firsts()
+	inLog := map[string]bool{}
+	for _, r := range firsts {
+		inLog[r.ReleaseID] = true
+	}
+	entries, err := a.ledger.Entries(ctx, Purpose)
+	if err != nil {
+		return d, err
+	}
+	add := func(period string, eps, delta float64) {
+		b := d.spent[period]
+		b.Epsilon += eps
+		b.Delta += delta
+		d.spent[period] = b
+	}
+	for _, e := range entries {
+		if !inLog[e.ReleaseID] {
+			d.legacy = append(d.legacy, e)
+			add(e.Period, e.Epsilon, e.Delta)
+		}
+	}
+	for _, r := range firsts {
+		period := r.WindowStart.UTC().Format("2006-01")
+		if overdraws(d.spent[period], ledger.Budget{Epsilon: r.Epsilon, Delta: r.Delta}, a.budget) {
+			d.refused = append(d.refused, r)
+			continue
+		}
+		add(period, r.Epsilon, r.Delta)
+		d.publish = append(d.publish, r)
+	}
+	return d, nil
+}
+
+// materialise writes what the log decided into ClickHouse: the ledger's charges, in log order,
+// and the release rows of every published window that has none yet. Any instance may do it,
+// any number of times: it writes only what is missing, and what it writes is the log's.
+func (a *Aggregator) materialise(ctx context.Context) error {
+	d, err := a.decide(ctx)
+	if err != nil {
 		return err
 	}
-	if err != nil {
-		return fmt.Errorf("charge the budget ledger: %w", err)
+	for _, r := range d.refused {
+		a.refuse(r.window(), fmt.Errorf("%w: the release drawn for this window found its period's budget spent by the releases before it in the release log", ledger.ErrOverdraw))
 	}
-	partials, err := a.store.partials(ctx, w)
+	entries := make([]ledger.Entry, len(d.publish))
+	for i, r := range d.publish {
+		entries[i] = ledger.Entry{
+			ReleaseID: r.ReleaseID, Purpose: Purpose, Period: r.WindowStart.UTC().Format("2006-01"),
+			Epsilon: r.Epsilon, Delta: r.Delta, L0: r.L0, LInf: r.LInf, WindowStart: r.WindowStart, WindowEnd: r.WindowEnd,
+			QueryHash: r.Plan, PolicyVersion: r.PolicyVersion, At: r.At,
+		}
+	}
+	if _, err := a.ledger.Append(ctx, Purpose, entries); err != nil {
+		return fmt.Errorf("append to the budget ledger: %w", err)
+	}
+	stored, err := a.store.releasedIDs(ctx)
 	if err != nil {
 		return err
 	}
-	rs, oc, err := a.plan.Release(partials)
-	if err != nil {
-		return err
+	for _, r := range d.publish {
+		if stored[r.ReleaseID] {
+			continue
+		}
+		if err := a.store.insertReleases(ctx, r.ReleaseID, r.Plan, r.window(), r.Cells, r.PolicyVersion, r.At); err != nil {
+			return fmt.Errorf("store the release of %v: %w", r.window(), err)
+		}
+		for _, c := range r.Cells {
+			a.m.cells.WithLabelValues(c.Metric, "released").Inc()
+		}
+		a.m.windowsReleased.Inc()
+		a.log.Info("window released", "window", r.window().String(), "release", r.ReleaseID, "cells", len(r.Cells))
+		a.updateBudget(ctx, r.WindowStart.UTC().Format("2006-01"))
 	}
-	if err := a.store.insertReleases(ctx, id, w, rs, a.plan.PolicyVersion, a.now().UTC().Truncate(time.Second)); err != nil {
-		return fmt.Errorf("store the release of %v: %w", w, err)
-	}
-	for _, r := range rs {
-		a.m.cells.WithLabelValues(r.Metric, "released").Inc()
-	}
-	if oc.Suppressed > 0 {
-		a.m.cells.WithLabelValues("any", "suppressed").Add(float64(oc.Suppressed))
-	}
-	a.m.windowsReleased.Inc()
-	a.log.Info("window released", "window", w.String(), "release", id, "cells", oc.Released, "suppressed", oc.Suppressed, "charged_before", already)
-	a.updateBudget(ctx, entry.Period)
 	return nil
 }
 

@@ -53,7 +53,7 @@ func TestAggregatorSurvivesKills(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := append(os.Environ(),
-		"SHUKEI_CLICKHOUSE_DATABASE="+r.db, "SHUKEI_KAFKA_RAW_TOPIC="+r.cfg.Kafka.RawTopic,
+		"SHUKEI_CLICKHOUSE_DATABASE="+r.db, "SHUKEI_KAFKA_RAW_TOPIC="+r.cfg.Kafka.RawTopic, "SHUKEI_KAFKA_RELEASE_TOPIC="+r.cfg.Kafka.ReleaseTopic,
 		"SHUKEI_AGGREGATOR_GROUP_ID="+r.cfg.Aggregator.GroupID, "SHUKEI_AGGREGATOR_RELEASE_INTERVAL=200ms",
 		"SHUKEI_AGGREGATOR_FEATURES="+strings.Join(population.Features, ","), "SHUKEI_AGGREGATOR_SETTINGS="+strings.Join(population.Settings, ","),
 		"SHUKEI_ANONYMIZER_MASTER_KEY_FILE="+keyFile, "SHUKEI_ANONYMIZER_MASTER_KEY=", "SHUKEI_LOG_LEVEL=warn",

@@ -55,6 +55,7 @@ func newAggRig(t *testing.T, tenants int) *aggRig {
 	conn, cfg := servicetest.ClickHouse(t)
 	servicetest.Kafka(t)
 	cfg.Kafka.RawTopic = servicetest.Topic(t, cfg.Kafka.Brokers, 3)
+	cfg.Kafka.ReleaseTopic = servicetest.Topic(t, cfg.Kafka.Brokers, 1)
 	cfg.Aggregator.GroupID = servicetest.Name(t, "agg.")
 	cfg.Aggregator.ReleaseInterval = 200 * time.Millisecond
 	cfg.Aggregator.Features, cfg.Aggregator.Settings = population.Features, population.Settings

@@ -20,6 +20,7 @@ type metrics struct {
 	retrying        prometheus.Gauge
 	assigned        prometheus.Gauge
 	releaser        prometheus.Gauge
+	draws           *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -88,10 +89,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shukei_aggregator_is_releaser",
 			Help: "1 if this instance holds partition 0 and runs the release step.",
 		}),
+		draws: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shukei_aggregator_release_draws_total",
+			Help: "Releases this instance drew and wrote to the release log, by outcome: first (the window's one published draw) or discarded (another draw of the window came first; never published).",
+		}, []string{"outcome"}),
 	}
+	m.draws.WithLabelValues("first")
+	m.draws.WithLabelValues("discarded")
 	// The refusal series exists from the start, so a dashboard shows 0 rather than no data.
 	m.refusals.WithLabelValues(Purpose, "budget")
 	reg.MustRegister(m.events, m.late, m.openWindows, m.watermark, m.closedThrough, m.windowsClosed, m.windowsReleased,
-		m.cells, m.refusals, m.budgetEps, m.budgetDelta, m.writeErrors, m.kafkaErrors, m.retrying, m.assigned, m.releaser)
+		m.cells, m.refusals, m.budgetEps, m.budgetDelta, m.writeErrors, m.kafkaErrors, m.retrying, m.assigned, m.releaser, m.draws)
 	return m
 }

@@ -3,11 +3,13 @@ package aggregator
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
 )
 
 // progress is a partition's last recorded state.
@@ -61,23 +63,59 @@ func (s *store) loadProgress(ctx context.Context, parts []int) (map[int]progress
 }
 
 // writeClose stores the closed windows' partials and the partition's new progress in one
-// insert (one block: all or nothing).
+// insert (one block: all or nothing), all under one close id. A window this partition has
+// closed before keeps its first close: its partials are not written again (and, should two
+// closes race past this check, the release step merges one of them only, see partials).
 func (s *store) writeClose(ctx context.Context, part int, closed []closedWindow, pr progress, now time.Time) error {
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at)")
+	before, err := s.closedBefore(ctx, part, closed)
 	if err != nil {
 		return err
 	}
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id)")
+	if err != nil {
+		return err
+	}
+	id := uuid.NewString()
 	for _, c := range closed {
+		if before[c.w.Start.Unix()] {
+			continue
+		}
 		for _, p := range c.partials {
-			if err := b.Append("partial", s.plan, uint32(part), c.w.Start, c.w.End, p.Metric, p.Cell, uint32(p.Tenants), string(p.State), pr.closed, pr.resume, pr.high, now); err != nil {
+			if err := b.Append("partial", s.plan, uint32(part), c.w.Start, c.w.End, p.Metric, p.Cell, uint32(p.Tenants), string(p.State), pr.closed, pr.resume, pr.high, now, id); err != nil {
 				return err
 			}
 		}
 	}
-	if err := b.Append("progress", s.plan, uint32(part), time.Unix(0, 0), time.Unix(0, 0), "", "", uint32(0), "", pr.closed, pr.resume, pr.high, now); err != nil {
+	if err := b.Append("progress", s.plan, uint32(part), time.Unix(0, 0), time.Unix(0, 0), "", "", uint32(0), "", pr.closed, pr.resume, pr.high, now, id); err != nil {
 		return err
 	}
 	return b.Send()
+}
+
+// closedBefore returns which of the windows the partition already stored partials for.
+func (s *store) closedBefore(ctx context.Context, part int, closed []closedWindow) (map[int64]bool, error) {
+	out := map[int64]bool{}
+	if len(closed) == 0 {
+		return out, nil
+	}
+	starts := make([]time.Time, len(closed))
+	for i, c := range closed {
+		starts[i] = c.w.Start
+	}
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT window_start FROM "+s.db+".aggregate_state WHERE kind = 'partial' AND plan_hash = ? AND partition = ? AND window_start >= ? AND window_start <= ?",
+		s.plan, uint32(part), slices.MinFunc(starts, time.Time.Compare), slices.MaxFunc(starts, time.Time.Compare))
+	if err != nil {
+		return nil, fmt.Errorf("read earlier closes: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var t time.Time
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		out[t.Unix()] = true
+	}
+	return out, rows.Err()
 }
 
 // closedAll returns, per partition, the window end everything before which is closed.
@@ -117,9 +155,10 @@ func (s *store) firstWindow(ctx context.Context) (time.Time, bool, error) {
 	return first, n > 0, nil
 }
 
-// releasedWindows is the set of window starts that have release rows.
+// releasedWindows is the set of window starts that have release rows, under any plan: a
+// window released under one plan is never released again under another.
 func (s *store) releasedWindows(ctx context.Context) (map[int64]bool, error) {
-	rows, err := s.conn.Query(ctx, "SELECT DISTINCT window_start FROM "+s.db+"_external_aggregate.releases WHERE plan_hash = ?", s.plan)
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT window_start FROM "+s.db+"_external_aggregate.releases")
 	if err != nil {
 		return nil, fmt.Errorf("read releases: %w", err)
 	}
@@ -135,11 +174,17 @@ func (s *store) releasedWindows(ctx context.Context) (map[int64]bool, error) {
 	return out, rows.Err()
 }
 
-// partials returns the window's partials, one per (partition, metric, cell): a partition
-// whose close was written twice (a rebalance overlapping an insert) wrote the same partial
-// twice, since a replay of a partition makes exactly the same partials.
+// partials returns the window's partials: for each partition, those of its first close only
+// (earliest, then smallest close id), as one unit. A second close of the same window (a
+// replay after the registry changed) may hold other cells; merging both would let a tenant
+// reach 2·L0 cells. Rows of one close are unique by (metric, cell).
 func (s *store) partials(ctx context.Context, w Window) ([]Partial, error) {
-	rows, err := s.conn.Query(ctx, "SELECT partition, metric, cell, tenants, state FROM "+s.db+".aggregate_state WHERE kind = 'partial' AND plan_hash = ? AND window_start = ? ORDER BY partition, metric, cell", s.plan, w.Start)
+	rows, err := s.conn.Query(ctx, `SELECT partition, metric, cell, tenants, state FROM `+s.db+`.aggregate_state
+WHERE kind = 'partial' AND plan_hash = ? AND window_start = ?
+  AND (partition, close_id) IN (
+    SELECT partition, argMin(close_id, concat(toString(toUInt32(at)), close_id)) FROM `+s.db+`.aggregate_state
+    WHERE kind = 'partial' AND plan_hash = ? AND window_start = ? GROUP BY partition)
+ORDER BY partition, metric, cell`, s.plan, w.Start, s.plan, w.Start)
 	if err != nil {
 		return nil, fmt.Errorf("read partials of %v: %w", w, err)
 	}
@@ -160,7 +205,7 @@ func (s *store) partials(ctx context.Context, w Window) ([]Partial, error) {
 			return nil, err
 		}
 		if seen[k] {
-			continue
+			continue // a close written twice (an insert retried after an unanswered success)
 		}
 		seen[k] = true
 		out = append(out, Partial{Metric: k.metric, Cell: k.cell, Tenants: int64(tenants), State: []byte(state)})
@@ -168,8 +213,26 @@ func (s *store) partials(ctx context.Context, w Window) ([]Partial, error) {
 	return out, rows.Err()
 }
 
+// releasedIDs is the set of release ids that have release rows.
+func (s *store) releasedIDs(ctx context.Context) (map[string]bool, error) {
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT release_id FROM "+s.db+"_external_aggregate.releases")
+	if err != nil {
+		return nil, fmt.Errorf("read releases: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
+}
+
 // insertReleases writes a window's released cells in one insert.
-func (s *store) insertReleases(ctx context.Context, id string, w Window, rs []Released, policyVersion int, now time.Time) error {
+func (s *store) insertReleases(ctx context.Context, id, plan string, w Window, rs []Released, policyVersion int, now time.Time) error {
 	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+"_external_aggregate.releases (release_id, plan_hash, window_start, window_end, metric, unit, dims, dim_names, dim_values, value, stddev, ci95_low, ci95_high, epsilon, delta, selected, selection_epsilon, selection_delta, l0, linf, mechanism, policy_version, released_at)")
 	if err != nil {
 		return err
@@ -179,7 +242,7 @@ func (s *store) insertReleases(ctx context.Context, id string, w Window, rs []Re
 		if r.Selected {
 			sel = 1
 		}
-		if err := b.Append(id, s.plan, w.Start, w.End, r.Metric, r.Unit, r.Dims(), r.DimNames, r.DimValues, r.Value, r.StdDev, r.CI95Low, r.CI95High,
+		if err := b.Append(id, plan, w.Start, w.End, r.Metric, r.Unit, r.Dims(), r.DimNames, r.DimValues, r.Value, r.StdDev, r.CI95Low, r.CI95High,
 			r.Epsilon, r.Delta, sel, r.SelectionEpsilon, r.SelectionDelta, r.L0, r.LInf, r.Mechanism, uint16(policyVersion), now); err != nil {
 			return err
 		}
@@ -208,7 +271,7 @@ type StoredRelease struct {
 // Releases reads every stored release of database db under the plan (every plan if ""),
 // ordered by window, metric and cell.
 func Releases(ctx context.Context, conn driver.Conn, db, plan string) ([]StoredRelease, error) {
-	rows, err := conn.Query(ctx, "SELECT release_id, plan_hash, window_start, metric, dims, value, stddev, ci95_low, ci95_high, epsilon, delta, selected, l0, linf, mechanism FROM "+db+"_external_aggregate.releases WHERE plan_hash = ? OR ? = '' ORDER BY window_start, metric, dims", plan, plan)
+	rows, err := conn.Query(ctx, "SELECT release_id, plan_hash, window_start, metric, dims, value, stddev, ci95_low, ci95_high, epsilon, delta, selected, l0, linf, mechanism FROM "+db+"_external_aggregate.releases WHERE plan_hash = ? OR ? = '' ORDER BY window_start, metric, dims LIMIT 1 BY window_start, metric, dims", plan, plan)
 	if err != nil {
 		return nil, err
 	}

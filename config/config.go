@@ -104,9 +104,13 @@ type Collector struct {
 
 // Kafka says where the broker is and how the topics are laid out.
 type Kafka struct {
-	Brokers           []string      `yaml:"brokers" doc:"bootstrap brokers, host:port, comma-separated in env and flags"`
-	RawTopic          string        `yaml:"raw_topic" doc:"topic collectors write usage events to, keyed by tenant id"`
-	DLQTopic          string        `yaml:"dlq_topic" doc:"topic rejected events go to, with their reason"`
+	Brokers  []string `yaml:"brokers" doc:"bootstrap brokers, host:port, comma-separated in env and flags"`
+	RawTopic string   `yaml:"raw_topic" doc:"topic collectors write usage events to, keyed by tenant id"`
+	DLQTopic string   `yaml:"dlq_topic" doc:"topic rejected events go to, with their reason"`
+	// ReleaseTopic is the release log: one partition whose order decides, for each window,
+	// which drawn release is the one published (the first), so no window is ever published
+	// with a second, independent draw of noise.
+	ReleaseTopic      string        `yaml:"release_topic" doc:"the aggregator's release log (one partition): the first release drawn for a window is the only one ever published"`
 	RawPartitions     int           `yaml:"raw_partitions" doc:"partitions of the raw topic: the most processor or aggregator instances that can share the work"`
 	DLQPartitions     int           `yaml:"dlq_partitions" doc:"partitions of the DLQ topic"`
 	ReplicationFactor int           `yaml:"replication_factor" doc:"replicas of each topic partition (1 for a single broker, 3 in production)"`
@@ -147,6 +151,7 @@ func Default() Config {
 			Brokers:           []string{"127.0.0.1:19092"},
 			RawTopic:          "usage.raw",
 			DLQTopic:          "usage.dlq",
+			ReleaseTopic:      "usage.releases",
 			RawPartitions:     6,
 			DLQPartitions:     3,
 			ReplicationFactor: 1,
@@ -278,6 +283,10 @@ func (c Config) Validate() error {
 	topic("kafka.dlq_topic", c.Kafka.DLQTopic)
 	if c.Kafka.RawTopic != "" && c.Kafka.RawTopic == c.Kafka.DLQTopic {
 		bad("kafka.dlq_topic", "must differ from kafka.raw_topic")
+	}
+	topic("kafka.release_topic", c.Kafka.ReleaseTopic)
+	if c.Kafka.ReleaseTopic != "" && (c.Kafka.ReleaseTopic == c.Kafka.RawTopic || c.Kafka.ReleaseTopic == c.Kafka.DLQTopic) {
+		bad("kafka.release_topic", "must differ from kafka.raw_topic and kafka.dlq_topic")
 	}
 	if c.Kafka.RawPartitions < 1 || c.Kafka.RawPartitions > 1024 {
 		bad("kafka.raw_partitions", "must be between 1 and 1024, got %d", c.Kafka.RawPartitions)

@@ -65,6 +65,7 @@ func TestStackSurvivesFaults(t *testing.T) {
 	db := cfg.ClickHouse.Database
 	raw := servicetest.Topic(t, brokers, 6)
 	dlq := servicetest.Topic(t, brokers, 2)
+	releases := servicetest.Topic(t, brokers, 1)
 	usersDir := servicetest.UsersDir(t)
 	root := servicetest.ModuleRoot(t)
 	ctx := context.Background()
@@ -96,7 +97,7 @@ func TestStackSurvivesFaults(t *testing.T) {
 	}
 	env = append(env,
 		"SHUKEI_CLICKHOUSE_ADDR="+proxy.addr(), "SHUKEI_CLICKHOUSE_DATABASE="+db, "SHUKEI_CLICKHOUSE_USERS_DIR="+usersDir,
-		"SHUKEI_KAFKA_BROKERS="+strings.Join(brokers, ","), "SHUKEI_KAFKA_RAW_TOPIC="+raw, "SHUKEI_KAFKA_DLQ_TOPIC="+dlq,
+		"SHUKEI_KAFKA_BROKERS="+strings.Join(brokers, ","), "SHUKEI_KAFKA_RAW_TOPIC="+raw, "SHUKEI_KAFKA_DLQ_TOPIC="+dlq, "SHUKEI_KAFKA_RELEASE_TOPIC="+releases,
 		"SHUKEI_PROCESSOR_GROUP_ID="+servicetest.Name(t, "proc."), "SHUKEI_AGGREGATOR_GROUP_ID="+servicetest.Name(t, "agg."),
 		"SHUKEI_PROCESSOR_BATCH_TIMEOUT=200ms", "SHUKEI_AGGREGATOR_RELEASE_INTERVAL=250ms",
 		"SHUKEI_AGGREGATOR_WINDOW="+window.String(), "SHUKEI_AGGREGATOR_ALLOWED_LATENESS="+lateness.String(),

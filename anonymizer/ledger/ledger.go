@@ -3,8 +3,11 @@
 // refused, and a release already charged (same query and window) is found again instead of
 // being charged — and noised — twice. Entries are append-only and hash-chained.
 //
-// One release step writes the ledger (DESIGN.md §2): the lock here serialises charges within
-// that process; ClickHouse has no transactions to do it across processes.
+// The aggregator appends to the ledger what its release log decided (Append): the log's order
+// fixes each entry's sequence and previous hash, so every writer that appends the same
+// releases writes the same rows and the chain cannot fork; identical rows written twice are
+// read as one. Charge is the older path for a single writer: its lock serialises charges
+// within one process only.
 package ledger
 
 import (
@@ -114,6 +117,60 @@ func (l *Ledger) Charge(ctx context.Context, e Entry, budget Budget) (Entry, boo
 	return e, false, b.Send()
 }
 
+// Append writes the entries of es that the ledger does not hold yet (by release id), each
+// chained after the ledger's last entry, in the order given. es must come in the one order
+// every writer agrees on (the release log's), with At set by the caller: then two writers
+// appending at once write identical rows, never a fork. It returns how many it wrote.
+func (l *Ledger) Append(ctx context.Context, purpose string, es []Entry) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	stored, err := l.entries(ctx, purpose)
+	if err != nil {
+		return 0, err
+	}
+	have := map[string]bool{}
+	for _, e := range stored {
+		have[e.ReleaseID] = true
+	}
+	prev, seq := "", uint64(len(stored))
+	if len(stored) > 0 {
+		prev = stored[len(stored)-1].Hash
+	}
+	b, err := l.conn.PrepareBatch(ctx, "INSERT INTO "+l.table+" (release_id, purpose, period, epsilon, delta, l0, linf, window_start, window_end, query_hash, policy_version, at, seq, prev_hash, hash)")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range es {
+		if have[e.ReleaseID] {
+			continue
+		}
+		if e.Purpose != purpose || !(e.Epsilon > 0) || math.IsInf(e.Epsilon, 0) || e.Delta < 0 || e.Delta >= 1 || math.IsNaN(e.Delta) {
+			return 0, fmt.Errorf("ledger: invalid entry %s: purpose %q ε=%v δ=%v", e.ReleaseID, e.Purpose, e.Epsilon, e.Delta)
+		}
+		seq++
+		e.Seq, e.PrevHash, e.At = seq, prev, e.At.UTC().Truncate(time.Second)
+		e.Hash = e.digest()
+		prev = e.Hash
+		if err := b.Append(e.ReleaseID, e.Purpose, e.Period, e.Epsilon, e.Delta, e.L0, e.LInf, e.WindowStart.UTC(), e.WindowEnd.UTC(),
+			e.QueryHash, uint16(e.PolicyVersion), e.At, e.Seq, e.PrevHash, e.Hash); err != nil {
+			return 0, err
+		}
+		have[e.ReleaseID] = true
+		n++
+	}
+	if n == 0 {
+		_ = b.Abort()
+		return 0, nil
+	}
+	return n, b.Send()
+}
+
+// Entries returns a purpose's entries in chain order (identical rows written twice as one).
+func (l *Ledger) Entries(ctx context.Context, purpose string) ([]Entry, error) {
+	return l.entries(ctx, purpose)
+}
+
 // Spent returns what a purpose has spent in a period.
 func (l *Ledger) Spent(ctx context.Context, purpose, period string) (Budget, error) {
 	entries, err := l.entries(ctx, purpose)
@@ -149,8 +206,11 @@ func (l *Ledger) Verify(ctx context.Context, purpose string) error {
 	return nil
 }
 
+// entries reads a purpose's entries by sequence. Two writers appending the same release write
+// identical rows, read here as one; two different rows with one sequence number (a fork)
+// are both returned, and Verify names the fork.
 func (l *Ledger) entries(ctx context.Context, purpose string) ([]Entry, error) {
-	rows, err := l.conn.Query(ctx, "SELECT release_id, purpose, period, epsilon, delta, l0, linf, window_start, window_end, query_hash, policy_version, at, seq, prev_hash, hash FROM "+l.table+" WHERE purpose = ? ORDER BY seq", purpose)
+	rows, err := l.conn.Query(ctx, "SELECT release_id, purpose, period, epsilon, delta, l0, linf, window_start, window_end, query_hash, policy_version, at, seq, prev_hash, hash FROM "+l.table+" WHERE purpose = ? ORDER BY seq, hash LIMIT 1 BY seq, hash", purpose)
 	if err != nil {
 		return nil, fmt.Errorf("read the budget ledger: %w", err)
 	}

@@ -179,7 +179,7 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	run := hex.EncodeToString(rnd[:])
 	cfg := a.cfg
 	cfg.ClickHouse.Database = a.cfg.ClickHouse.Database + "_pipe"
-	cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic = "bench.raw."+run, "bench.dlq."+run
+	cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic, cfg.Kafka.ReleaseTopic = "bench.raw."+run, "bench.dlq."+run, "bench.releases."+run
 	cfg.Processor.GroupID, cfg.Aggregator.GroupID = "bench-proc-"+run, "bench-agg-"+run
 	cfg.Events.MaxAge = 3 * 24 * time.Hour
 	db := cfg.ClickHouse.Database
@@ -202,7 +202,7 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 		return err
 	}
 	defer func() {
-		_ = topic.Delete(context.Background(), cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic)
+		_ = topic.Delete(context.Background(), cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic, cfg.Kafka.ReleaseTopic)
 	}()
 	master, err := masterKey(cfg.Anonymizer)
 	if err != nil {
@@ -214,7 +214,7 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	}
 	defer os.Remove(keyFile)
 	env := append(os.Environ(),
-		"SHUKEI_CLICKHOUSE_DATABASE="+db, "SHUKEI_KAFKA_RAW_TOPIC="+cfg.Kafka.RawTopic, "SHUKEI_KAFKA_DLQ_TOPIC="+cfg.Kafka.DLQTopic,
+		"SHUKEI_CLICKHOUSE_DATABASE="+db, "SHUKEI_KAFKA_RAW_TOPIC="+cfg.Kafka.RawTopic, "SHUKEI_KAFKA_DLQ_TOPIC="+cfg.Kafka.DLQTopic, "SHUKEI_KAFKA_RELEASE_TOPIC="+cfg.Kafka.ReleaseTopic,
 		"SHUKEI_PROCESSOR_GROUP_ID="+cfg.Processor.GroupID, "SHUKEI_AGGREGATOR_GROUP_ID="+cfg.Aggregator.GroupID,
 		"SHUKEI_EVENTS_MAX_AGE=72h", "SHUKEI_ANONYMIZER_MASTER_KEY_FILE="+keyFile, "SHUKEI_ANONYMIZER_MASTER_KEY=",
 		"SHUKEI_PROCESSOR_REGISTRY_REFRESH=500ms", "SHUKEI_LOG_LEVEL=warn",

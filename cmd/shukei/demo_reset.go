@@ -40,7 +40,8 @@ func demoReset(ctx context.Context, out io.Writer, cfg config.Config) error {
 	if err := topic.Reachable(ctx, cfg.Kafka.Brokers, cfg.Kafka.DialTimeout); err != nil {
 		return fmt.Errorf("%w (is it running? scripts/services.sh up)", err)
 	}
-	topics := []string{cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic}
+	// The release log too: it decides which windows of the demo's database were released.
+	topics := []string{cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic, topic.ReleaseSpec(cfg.Kafka).Name}
 	if err := topic.Delete(ctx, cfg.Kafka.Brokers, topics...); err != nil {
 		return err
 	}

@@ -992,11 +992,18 @@ func base64IsText(s string, minBytes int) bool {
 		return false
 	}
 	var buf [384]byte
-	n, acc, bits := 0, uint32(0), 0
+	n, ok := unbase64(s, buf[:])
+	return ok && n >= minBytes && textLike(buf[:n])
+}
+
+// unbase64 decodes standard or URL-safe base64 without padding into buf (which must hold
+// 3/4 of len(s)), returning the bytes written; ok is false at a character of neither alphabet.
+func unbase64(s string, buf []byte) (n int, ok bool) {
+	acc, bits := uint32(0), 0
 	for i := 0; i < len(s); i++ {
 		v := b64[s[i]]
 		if v < 0 {
-			return false
+			return n, false
 		}
 		acc = acc<<6 | uint32(v)
 		bits += 6
@@ -1006,7 +1013,7 @@ func base64IsText(s string, minBytes int) bool {
 			n++
 		}
 	}
-	return n >= minBytes && textLike(buf[:n])
+	return n, true
 }
 
 // base64IsShortText catches short encoded phrases in an opaque id (aGVsbG8gd29ybGQ, "hello
@@ -1018,19 +1025,9 @@ func base64IsShortText(s string) bool {
 		return false
 	}
 	var buf [18]byte
-	n, acc, bits := 0, uint32(0), 0
-	for i := 0; i < len(s); i++ {
-		v := b64[s[i]]
-		if v < 0 {
-			return false
-		}
-		acc = acc<<6 | uint32(v)
-		bits += 6
-		if bits >= 8 {
-			bits -= 8
-			buf[n] = byte(acc >> bits)
-			n++
-		}
+	n, ok := unbase64(s, buf[:])
+	if !ok {
+		return false
 	}
 	space, letters := false, 0
 	for _, c := range buf[:n] {

@@ -40,7 +40,22 @@ func Specs(c config.Kafka) []Spec {
 		{Name: c.RawTopic, Partitions: c.RawPartitions, ReplicationFactor: c.ReplicationFactor, Config: RetentionConfig(raw)},
 		// DLQ records are kept longer than raw events: an operator needs time to replay them.
 		{Name: c.DLQTopic, Partitions: c.DLQPartitions, ReplicationFactor: c.ReplicationFactor, Config: RetentionConfig(dlq)},
+		ReleaseSpec(c),
 	}
+}
+
+// ReleaseLogRetention is how long the release log keeps its records: longer than the rolling
+// year a budget spans. Its records are the published releases (and draws that lost to an
+// earlier one, never published), no tenant-level data.
+const ReleaseLogRetention = 400 * 24 * time.Hour
+
+// ReleaseSpec is the release log's topic: one partition, so its order is total.
+func ReleaseSpec(c config.Kafka) Spec {
+	name := c.ReleaseTopic
+	if name == "" {
+		name = config.Default().Kafka.ReleaseTopic
+	}
+	return Spec{Name: name, Partitions: 1, ReplicationFactor: c.ReplicationFactor, Config: RetentionConfig(ReleaseLogRetention)}
 }
 
 // Topic-level settings Shukei sets.

@@ -23,14 +23,15 @@ func TestEnsureCreatesThenChecks(t *testing.T) {
 	k := cfg.Kafka
 	k.RawTopic = servicetest.Name(t, "raw.")
 	k.DLQTopic = servicetest.Name(t, "dlq.")
+	k.ReleaseTopic = servicetest.Name(t, "rel.")
 	k.RawPartitions, k.DLQPartitions = 4, 2
-	t.Cleanup(func() { _ = topic.Delete(context.Background(), k.Brokers, k.RawTopic, k.DLQTopic) })
+	t.Cleanup(func() { _ = topic.Delete(context.Background(), k.Brokers, k.RawTopic, k.DLQTopic, k.ReleaseTopic) })
 
 	first, err := topic.Ensure(ctx, k.Brokers, topic.Specs(k))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int{k.RawTopic: 4, k.DLQTopic: 2}
+	want := map[string]int{k.RawTopic: 4, k.DLQTopic: 2, k.ReleaseTopic: 1}
 	for _, s := range first {
 		if !s.Created || s.Partitions != want[s.Name] {
 			t.Errorf("first run: %+v, want created with %d partitions", s, want[s.Name])
@@ -55,7 +56,8 @@ func TestEnsureCreatesThenChecks(t *testing.T) {
 func TestSpecsFollowConfig(t *testing.T) {
 	c := config.Default().Kafka
 	specs := topic.Specs(c)
-	if len(specs) != 2 || specs[0].Name != "usage.raw" || specs[0].Partitions != 6 || specs[1].Name != "usage.dlq" || specs[1].Partitions != 3 {
+	if len(specs) != 3 || specs[0].Name != "usage.raw" || specs[0].Partitions != 6 || specs[1].Name != "usage.dlq" || specs[1].Partitions != 3 ||
+		specs[2].Name != "usage.releases" || specs[2].Partitions != 1 {
 		t.Fatalf("specs = %+v", specs)
 	}
 }
@@ -67,16 +69,16 @@ func TestDeleteWaitGoneRecreate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	k := cfg.Kafka
-	k.RawTopic, k.DLQTopic = servicetest.Name(t, "raw."), servicetest.Name(t, "dlq.")
+	k.RawTopic, k.DLQTopic, k.ReleaseTopic = servicetest.Name(t, "raw."), servicetest.Name(t, "dlq."), servicetest.Name(t, "rel.")
 	k.RawPartitions, k.DLQPartitions = 2, 1
-	t.Cleanup(func() { _ = topic.Delete(context.Background(), k.Brokers, k.RawTopic, k.DLQTopic) })
+	t.Cleanup(func() { _ = topic.Delete(context.Background(), k.Brokers, k.RawTopic, k.DLQTopic, k.ReleaseTopic) })
 	if _, err := topic.Ensure(ctx, k.Brokers, topic.Specs(k)); err != nil {
 		t.Fatal(err)
 	}
-	if err := topic.Delete(ctx, k.Brokers, k.RawTopic, k.DLQTopic); err != nil {
+	if err := topic.Delete(ctx, k.Brokers, k.RawTopic, k.DLQTopic, k.ReleaseTopic); err != nil {
 		t.Fatal(err)
 	}
-	if err := topic.WaitGone(ctx, k.Brokers, []string{k.RawTopic, k.DLQTopic}, time.Minute); err != nil {
+	if err := topic.WaitGone(ctx, k.Brokers, []string{k.RawTopic, k.DLQTopic, k.ReleaseTopic}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	st, err := topic.Ensure(ctx, k.Brokers, topic.Specs(k))
@@ -122,10 +124,10 @@ func TestEnsureSetsRetention(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	k := cfg.Kafka
-	k.RawTopic, k.DLQTopic = servicetest.Name(t, "raw."), servicetest.Name(t, "dlq.")
+	k.RawTopic, k.DLQTopic, k.ReleaseTopic = servicetest.Name(t, "raw."), servicetest.Name(t, "dlq."), servicetest.Name(t, "rel.")
 	k.RawPartitions, k.DLQPartitions = 2, 1
 	k.RawRetention, k.DLQRetention = 48*time.Hour, 10*24*time.Hour
-	t.Cleanup(func() { _ = topic.Delete(context.Background(), k.Brokers, k.RawTopic, k.DLQTopic) })
+	t.Cleanup(func() { _ = topic.Delete(context.Background(), k.Brokers, k.RawTopic, k.DLQTopic, k.ReleaseTopic) })
 
 	st, err := topic.Ensure(ctx, k.Brokers, topic.Specs(k))
 	if err != nil {
@@ -134,6 +136,8 @@ func TestEnsureSetsRetention(t *testing.T) {
 	want := map[string]map[string]string{
 		k.RawTopic: {"retention.ms": "172800000", "segment.ms": "3600000"},
 		k.DLQTopic: {"retention.ms": "864000000", "segment.ms": "3600000"},
+		// The release log: 400 days, the same for every configuration.
+		k.ReleaseTopic: {"retention.ms": "34560000000", "segment.ms": "3600000"},
 	}
 	for _, s := range st {
 		if !s.Created || len(s.Changed) != 0 || !reflect.DeepEqual(s.Config, want[s.Name]) {
@@ -153,9 +157,9 @@ func TestEnsureCorrectsRetentionOfExistingTopic(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	k := cfg.Kafka
-	k.RawTopic, k.DLQTopic = servicetest.Name(t, "raw."), servicetest.Name(t, "dlq.")
+	k.RawTopic, k.DLQTopic, k.ReleaseTopic = servicetest.Name(t, "raw."), servicetest.Name(t, "dlq."), servicetest.Name(t, "rel.")
 	k.RawPartitions, k.DLQPartitions = 2, 1
-	t.Cleanup(func() { _ = topic.Delete(context.Background(), k.Brokers, k.RawTopic, k.DLQTopic) })
+	t.Cleanup(func() { _ = topic.Delete(context.Background(), k.Brokers, k.RawTopic, k.DLQTopic, k.ReleaseTopic) })
 	// As someone else made them: the raw topic kept for a day, with a setting of its own; the
 	// DLQ with nothing of its own (the broker's default retention).
 	if _, err := topic.Ensure(ctx, k.Brokers, []topic.Spec{
@@ -174,7 +178,7 @@ func TestEnsureCorrectsRetentionOfExistingTopic(t *testing.T) {
 	}
 	changed := map[string][]string{}
 	for _, s := range st {
-		if s.Created {
+		if s.Created && s.Name != k.ReleaseTopic { // the release log did not exist yet
 			t.Errorf("%s was created again", s.Name)
 		}
 		for _, c := range s.Changed {
@@ -214,9 +218,9 @@ func TestHorizonOfKey(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	k := cfg.Kafka
-	k.RawTopic, k.DLQTopic = servicetest.Name(t, "raw."), servicetest.Name(t, "dlq.")
+	k.RawTopic, k.DLQTopic, k.ReleaseTopic = servicetest.Name(t, "raw."), servicetest.Name(t, "dlq."), servicetest.Name(t, "rel.")
 	k.RawPartitions, k.DLQPartitions = 6, 1
-	t.Cleanup(func() { _ = topic.Delete(context.Background(), k.Brokers, k.RawTopic, k.DLQTopic) })
+	t.Cleanup(func() { _ = topic.Delete(context.Background(), k.Brokers, k.RawTopic, k.DLQTopic, k.ReleaseTopic) })
 	if _, err := topic.Ensure(ctx, k.Brokers, topic.Specs(k)); err != nil {
 		t.Fatal(err)
 	}
