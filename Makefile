@@ -33,9 +33,10 @@ test: services-up lint test-sdk-js
 
 ## Fault tests kill processes and restart ClickHouse and Kafka, so they run alone, after the
 ## others, one package at a time (-p 1: each restarts services under the others) (build tag
-## "faults"). ./faults is the whole stack under one load; the other two look closer at one role.
+## "faults"). ./faults is the whole stack under one load; the other two look closer at one role,
+## and the aggregator's release attacks (aggregator/ATTACK-RELEASE.md) pause and resume it.
 test-faults: services-up
-	$(TEST_ENV) $(GO) test -race -count=1 -p 1 -timeout 20m -tags faults -run 'Kills' -v ./pipeline/processor/ ./aggregator/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|lost=|DLQ:|aggregator faults:|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+	$(TEST_ENV) $(GO) test -race -count=1 -p 1 -timeout 20m -tags faults -run 'Kills|TestAttack' -v ./pipeline/processor/ ./aggregator/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|lost=|DLQ:|aggregator faults:|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
 	@# The whole-stack test's roles are subprocesses (built without -race); -race would only
 	@# slow its harness (in CI: 342 s with it, 272 s without, over a longer load).
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -tags faults -run 'Faults' -v ./faults/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|stack faults:|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}

@@ -605,9 +605,17 @@ func (a *Aggregator) decide(ctx context.Context) (logDecision, error) {
 	return d, nil
 }
 
+// materialiseGrace is how long a release log record is left to the instance that drew it
+// before any other instance materialises it (the drawer died before it could). Two instances
+// that materialise one record at once write identical rows, which readers collapse; leaving a
+// fresh record to its drawer keeps that to the rare case of a drawer that stalls past it.
+const materialiseGrace = 30 * time.Second
+
 // materialise writes what the log decided into ClickHouse: the ledger's charges, in log order,
-// and the release rows of every published window that has none yet. Any instance may do it,
-// any number of times: it writes only what is missing, and what it writes is the log's.
+// and the release rows of every published window that has none yet. It writes only what is
+// missing, and only the log's: its own draws at once, another instance's once that instance
+// had materialiseGrace to do it. It stops at the first record it must leave to its drawer, so
+// the ledger's entries always follow the log's order.
 func (a *Aggregator) materialise(ctx context.Context) error {
 	d, err := a.decide(ctx)
 	if err != nil {
@@ -616,22 +624,44 @@ func (a *Aggregator) materialise(ctx context.Context) error {
 	for _, r := range d.refused {
 		a.refuse(r.window(), fmt.Errorf("%w: the release drawn for this window found its period's budget spent by the releases before it in the release log", ledger.ErrOverdraw))
 	}
-	entries := make([]ledger.Entry, len(d.publish))
-	for i, r := range d.publish {
-		entries[i] = ledger.Entry{
+	stored, err := a.store.releasedIDs(ctx)
+	if err != nil {
+		return err
+	}
+	charged := map[string]bool{}
+	for _, e := range d.legacy {
+		charged[e.ReleaseID] = true
+	}
+	entries, err := a.ledger.Entries(ctx, Purpose)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		charged[e.ReleaseID] = true
+	}
+	now := time.Now() // wall clock: the grace runs against the broker's time of the record
+	var mine []*releaseRecord
+	for _, r := range d.publish {
+		if stored[r.ReleaseID] && charged[r.ReleaseID] {
+			continue
+		}
+		if !a.rlog.drew(r.Draw) && now.Sub(r.logged) < materialiseGrace {
+			break // left to its drawer for now; the next round looks again
+		}
+		mine = append(mine, r)
+	}
+	ledgerEntries := make([]ledger.Entry, len(mine))
+	for i, r := range mine {
+		ledgerEntries[i] = ledger.Entry{
 			ReleaseID: r.ReleaseID, Purpose: Purpose, Period: r.WindowStart.UTC().Format("2006-01"),
 			Epsilon: r.Epsilon, Delta: r.Delta, L0: r.L0, LInf: r.LInf, WindowStart: r.WindowStart, WindowEnd: r.WindowEnd,
 			QueryHash: r.Plan, PolicyVersion: r.PolicyVersion, At: r.At,
 		}
 	}
-	if _, err := a.ledger.Append(ctx, Purpose, entries); err != nil {
+	if _, err := a.ledger.Append(ctx, Purpose, ledgerEntries); err != nil {
 		return fmt.Errorf("append to the budget ledger: %w", err)
 	}
-	stored, err := a.store.releasedIDs(ctx)
-	if err != nil {
-		return err
-	}
-	for _, r := range d.publish {
+	for _, r := range mine {
 		if stored[r.ReleaseID] {
 			continue
 		}

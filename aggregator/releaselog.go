@@ -47,6 +47,7 @@ type releaseRecord struct {
 	At            time.Time  `json:"at"` // when it was drawn, second precision
 	Cells         []Released `json:"cells"`
 	offset        int64
+	logged        time.Time // when the broker took it (the message's time)
 }
 
 func (r *releaseRecord) window() Window { return Window{Start: r.WindowStart, End: r.WindowEnd} }
@@ -64,6 +65,7 @@ type releaseLog struct {
 	first   map[int64]*releaseRecord // window start (Unix) → the first record for it
 	order   []*releaseRecord         // the first records, in log order
 	others  int                      // later records for a window already decided
+	draws   map[string]bool          // the draws this process wrote
 }
 
 func newReleaseLog(brokers []string, spec topic.Spec, db string) *releaseLog {
@@ -74,7 +76,15 @@ func newReleaseLog(brokers []string, spec topic.Spec, db string) *releaseLog {
 			BatchSize: 1, BatchBytes: 16 << 20, MaxAttempts: 3, Compression: kafka.Lz4,
 		},
 		first: map[int64]*releaseRecord{},
+		draws: map[string]bool{},
 	}
+}
+
+// drew reports whether this process wrote the draw.
+func (l *releaseLog) drew(draw string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.draws[draw]
 }
 
 func (l *releaseLog) close() error { return l.w.Close() }
@@ -134,7 +144,7 @@ func (l *releaseLog) sync(ctx context.Context) error {
 		if rec.Database != l.db {
 			continue
 		}
-		rec.offset = m.Offset
+		rec.offset, rec.logged = m.Offset, m.Time
 		k := rec.WindowStart.Unix()
 		if l.first[k] != nil {
 			l.others++
@@ -168,5 +178,8 @@ func (l *releaseLog) append(ctx context.Context, rec *releaseRecord) error {
 	if err != nil {
 		return err
 	}
+	l.mu.Lock()
+	l.draws[rec.Draw] = true
+	l.mu.Unlock()
 	return l.w.WriteMessages(ctx, kafka.Message{Key: []byte(rec.WindowStart.UTC().Format(time.RFC3339)), Value: b})
 }
