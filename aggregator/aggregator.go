@@ -34,23 +34,24 @@ const Purpose = "external_aggregate"
 
 // Aggregator is one instance of the aggregator role.
 type Aggregator struct {
-	cfg       config.Aggregator
-	kcfg      config.Kafka
-	limits    event.Limits
-	store     *store
-	cache     *registry.Cache
-	keyring   *pseudonym.Keyring
-	policy    decision.Tagger
-	hashKey   []byte
-	sampleKey []byte
-	plan      *Plan
-	planHash  string
-	ledger    *ledger.Ledger
-	rlog      *releaseLog
-	budget    ledger.Budget
-	log       *slog.Logger
-	m         *metrics
-	now       func() time.Time
+	cfg        config.Aggregator
+	kcfg       config.Kafka
+	limits     event.Limits
+	store      *store
+	cache      *registry.Cache
+	keyring    *pseudonym.Keyring
+	policy     decision.Tagger
+	hashKey    []byte
+	sampleKey  []byte
+	plan       *Plan
+	planHash   string
+	ledger     *ledger.Ledger
+	rlog       *releaseLog
+	budget     ledger.Budget // per calendar month
+	yearBudget ledger.Budget // per rolling year
+	log        *slog.Logger
+	m          *metrics
+	now        func() time.Time
 
 	refusedMu sync.Mutex
 	refused   map[int64]bool // windows whose refusal was already counted and logged
@@ -71,9 +72,11 @@ type Deps struct {
 	SampleKey []byte
 	Plan      *Plan
 	// Budget is external_aggregate's (ε, δ) per calendar month.
-	Budget   ledger.Budget
-	Registry prometheus.Registerer
-	Log      *slog.Logger
+	Budget ledger.Budget
+	// YearBudget is its (ε, δ) over any 365 days of windows; zero means twelve months' worth.
+	YearBudget ledger.Budget
+	Registry   prometheus.Registerer
+	Log        *slog.Logger
 	// Now is the clock (event-time watermark of caught-up partitions, the decision's now);
 	// nil means time.Now.
 	Now func() time.Time
@@ -93,25 +96,36 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 	}
 	h := d.Plan.Hash()
 	return &Aggregator{
-		cfg:       cfg.Aggregator,
-		kcfg:      cfg.Kafka,
-		limits:    event.Limits{MaxAge: cfg.Events.MaxAge, MaxSkew: cfg.Events.MaxSkew, MaxBytes: cfg.Collector.MaxEventBytes}.WithDefaults(),
-		store:     &store{conn: d.Conn, db: d.Database, plan: h},
-		cache:     d.Cache,
-		keyring:   d.Keyring,
-		policy:    d.Policy,
-		hashKey:   d.HashKey,
-		sampleKey: d.SampleKey,
-		plan:      d.Plan,
-		planHash:  h,
-		ledger:    ledger.New(d.Conn, d.Database),
-		rlog:      newReleaseLog(cfg.Kafka.Brokers, topic.ReleaseSpec(cfg.Kafka), d.Database),
-		budget:    d.Budget,
-		log:       d.Log,
-		m:         newMetrics(d.Registry),
-		now:       now,
-		refused:   map[int64]bool{},
+		cfg:        cfg.Aggregator,
+		kcfg:       cfg.Kafka,
+		limits:     event.Limits{MaxAge: cfg.Events.MaxAge, MaxSkew: cfg.Events.MaxSkew, MaxBytes: cfg.Collector.MaxEventBytes}.WithDefaults(),
+		store:      &store{conn: d.Conn, db: d.Database, plan: h},
+		cache:      d.Cache,
+		keyring:    d.Keyring,
+		policy:     d.Policy,
+		hashKey:    d.HashKey,
+		sampleKey:  d.SampleKey,
+		plan:       d.Plan,
+		planHash:   h,
+		ledger:     ledger.New(d.Conn, d.Database),
+		rlog:       newReleaseLog(cfg.Kafka.Brokers, topic.ReleaseSpec(cfg.Kafka), d.Database),
+		budget:     d.Budget,
+		yearBudget: yearBudget(d.Budget, d.YearBudget),
+		log:        d.Log,
+		m:          newMetrics(d.Registry),
+		now:        now,
+		refused:    map[int64]bool{},
 	}, nil
+}
+
+func yearBudget(month, year ledger.Budget) ledger.Budget {
+	if year.Epsilon == 0 {
+		year.Epsilon = 12 * month.Epsilon
+	}
+	if year.Delta == 0 {
+		year.Delta = 12 * month.Delta
+	}
+	return year
 }
 
 // PlanHash identifies the plan in partials, releases and ledger entries.
@@ -475,13 +489,14 @@ func (a *Aggregator) releaseWindow(ctx context.Context, w Window) error {
 	if _, decided := a.rlog.decided(w.Start); !decided {
 		period := w.Start.UTC().Format("2006-01")
 		eps, delta := a.plan.Cost()
-		spent, err := a.spent(ctx, period)
+		d, err := a.decide(ctx)
 		if err != nil {
 			return err
 		}
-		if overdraws(spent, ledger.Budget{Epsilon: eps, Delta: delta}, a.budget) {
-			a.refuse(w, fmt.Errorf("%w: %s %s has spent ε=%.4g δ=%.3g of ε=%.4g δ=%.3g; this release needs ε=%.4g δ=%.3g",
-				ledger.ErrOverdraw, Purpose, period, spent.Epsilon, spent.Delta, a.budget.Epsilon, a.budget.Delta, eps, delta))
+		if ok, which := d.book.fits(w.Start, ledger.Budget{Epsilon: eps, Delta: delta}); !ok {
+			spent := d.book.spentIn(period)
+			a.refuse(w, fmt.Errorf("%w (%s): %s %s has spent ε=%.4g δ=%.3g of ε=%.4g δ=%.3g a month, ε=%.4g δ=%.3g a rolling year; this release needs ε=%.4g δ=%.3g",
+				ledger.ErrOverdraw, which, Purpose, period, spent.Epsilon, spent.Delta, a.budget.Epsilon, a.budget.Delta, a.yearBudget.Epsilon, a.yearBudget.Delta, eps, delta))
 			a.updateBudget(ctx, period)
 			return ledger.ErrOverdraw
 		}
@@ -549,29 +564,20 @@ func (a *Aggregator) refuse(w Window, err error) {
 	}
 }
 
-// spent is what the purpose has spent in a period: the ledger's charges before the release log
-// and the log's published releases.
-func (a *Aggregator) spent(ctx context.Context, period string) (ledger.Budget, error) {
-	plan, err := a.decide(ctx)
-	if err != nil {
-		return ledger.Budget{}, err
-	}
-	return plan.spent[period], nil
-}
-
 // logDecision is what the release log decided, replayed in log order against the budget.
 type logDecision struct {
 	legacy  []ledger.Entry // ledger entries of releases made before the release log
 	publish []*releaseRecord
 	refused []*releaseRecord // first records that found the budget spent at their place in the log
-	spent   map[string]ledger.Budget
+	book    *book            // every charge accepted, legacy and published
 }
 
-// decide replays the log's first records in order: each is published when the budget of its
-// period still allows it after every earlier one (and the ledger's older entries), refused
-// otherwise. Every instance that reads the same log decides the same.
+// decide replays the log's first records in order: each is published when both budgets — its
+// month's and every rolling year's around it — still allow it after every earlier one (and
+// the ledger's older entries), refused otherwise. Every instance that reads the same log
+// decides the same.
 func (a *Aggregator) decide(ctx context.Context) (logDecision, error) {
-	d := logDecision{spent: map[string]ledger.Budget{}}
+	d := logDecision{book: &book{b: budgets{month: a.budget, year: a.yearBudget}}}
 	firsts := a.rlog.firsts()
 	inLog := map[string]bool{}
 	for _, r := range firsts {
@@ -581,25 +587,19 @@ func (a *Aggregator) decide(ctx context.Context) (logDecision, error) {
 	if err != nil {
 		return d, err
 	}
-	add := func(period string, eps, delta float64) {
-		b := d.spent[period]
-		b.Epsilon += eps
-		b.Delta += delta
-		d.spent[period] = b
-	}
 	for _, e := range entries {
 		if !inLog[e.ReleaseID] {
 			d.legacy = append(d.legacy, e)
-			add(e.Period, e.Epsilon, e.Delta)
+			d.book.charge(e.WindowStart, ledger.Budget{Epsilon: e.Epsilon, Delta: e.Delta})
 		}
 	}
 	for _, r := range firsts {
-		period := r.WindowStart.UTC().Format("2006-01")
-		if overdraws(d.spent[period], ledger.Budget{Epsilon: r.Epsilon, Delta: r.Delta}, a.budget) {
+		cost := ledger.Budget{Epsilon: r.Epsilon, Delta: r.Delta}
+		if ok, _ := d.book.fits(r.WindowStart, cost); !ok {
 			d.refused = append(d.refused, r)
 			continue
 		}
-		add(period, r.Epsilon, r.Delta)
+		d.book.charge(r.WindowStart, cost)
 		d.publish = append(d.publish, r)
 	}
 	return d, nil
@@ -622,7 +622,7 @@ func (a *Aggregator) materialise(ctx context.Context) error {
 		return err
 	}
 	for _, r := range d.refused {
-		a.refuse(r.window(), fmt.Errorf("%w: the release drawn for this window found its period's budget spent by the releases before it in the release log", ledger.ErrOverdraw))
+		a.refuse(r.window(), fmt.Errorf("%w: the release drawn for this window found its month's or year's budget spent by the releases before it in the release log", ledger.ErrOverdraw))
 	}
 	stored, err := a.store.releasedIDs(ctx)
 	if err != nil {

@@ -133,6 +133,14 @@ func (o *atkOut) since(off, max int) string {
 	return "        " + strings.Join(lines, "\n        ")
 }
 
+// drawnLines returns the "release drawn" lines seen so far (a copy: the subprocess may still
+// be writing).
+func (o *atkOut) drawnLines() []atkDrawn {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.drawn)
+}
+
 func (o *atkOut) drawnCount() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -947,7 +955,7 @@ func TestAttackPlanChangeDoesNotRedraw(t *testing.T) {
 	time.Sleep(8 * time.Second) // P2's paused draw, and many more release rounds of both
 	for _, p := range []*atkProc{p2, p3, p4} {
 		var drawn []string
-		for _, d := range p.out.drawn {
+		for _, d := range p.out.drawnLines() {
 			if w, ok := atkDrawnWindow(d.line); ok {
 				drawn = append(drawn, atkDay(w))
 			} else {

@@ -45,22 +45,24 @@ type Processor struct {
 // Aggregator is the role that releases differentially private cross-tenant aggregates for the
 // external_aggregate purpose (DESIGN.md §4).
 type Aggregator struct {
-	GroupID         string        `yaml:"group_id" doc:"Kafka consumer group of the aggregators (every instance shares it; the member holding partition 0 releases)"`
-	Window          time.Duration `yaml:"window" doc:"event-time window of a release: 24h (daily) or a divisor of it such as 1h"`
-	AllowedLateness time.Duration `yaml:"allowed_lateness" doc:"how long after a window's end events are still added; later ones are counted as late, never added"`
-	Epsilon         float64       `yaml:"epsilon" doc:"ε of one metric's release for one window (partition selection included)"`
-	SelectionShare  float64       `yaml:"selection_share" doc:"share of a metric's ε spent on private partition selection when its cells come from data"`
-	SelectionDelta  float64       `yaml:"selection_delta" doc:"δ of one metric's partition selection (must stay far below 1/number of tenants)"`
-	Mechanism       string        `yaml:"mechanism" doc:"noise: laplace (pure ε-DP) or gaussian"`
-	GaussianDelta   float64       `yaml:"gaussian_delta" doc:"δ of a Gaussian metric release (unused for laplace)"`
-	BudgetEpsilon   float64       `yaml:"budget_epsilon" doc:"ε budget of external_aggregate per calendar month; 0 takes the policy's"`
-	BudgetDelta     float64       `yaml:"budget_delta" doc:"δ budget per calendar month; 0 takes the policy's"`
-	Features        []string      `yaml:"features" doc:"the public feature catalogue: these feature ids are released without partition selection; others only if selected privately"`
-	Settings        []string      `yaml:"settings" doc:"the public settings catalogue, as features"`
-	Editions        []string      `yaml:"editions" doc:"editions released as themselves; any other edition is released as 'other'"`
-	ReleaseInterval time.Duration `yaml:"release_interval" doc:"how often the release step looks for windows every partition has closed"`
-	MaxBackoff      time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
-	Listen          string        `yaml:"listen" doc:"address of /metrics, /healthz and /readyz"`
+	GroupID           string        `yaml:"group_id" doc:"Kafka consumer group of the aggregators (every instance shares it; the member holding partition 0 releases)"`
+	Window            time.Duration `yaml:"window" doc:"event-time window of a release: 24h (daily) or a divisor of it such as 1h"`
+	AllowedLateness   time.Duration `yaml:"allowed_lateness" doc:"how long after a window's end events are still added; later ones are counted as late, never added"`
+	Epsilon           float64       `yaml:"epsilon" doc:"ε of one metric's release for one window (partition selection included)"`
+	SelectionShare    float64       `yaml:"selection_share" doc:"share of a metric's ε spent on private partition selection when its cells come from data"`
+	SelectionDelta    float64       `yaml:"selection_delta" doc:"δ of one metric's partition selection (must stay far below 1/number of tenants)"`
+	Mechanism         string        `yaml:"mechanism" doc:"noise: laplace (pure ε-DP) or gaussian"`
+	GaussianDelta     float64       `yaml:"gaussian_delta" doc:"δ of a Gaussian metric release (unused for laplace)"`
+	BudgetEpsilon     float64       `yaml:"budget_epsilon" doc:"ε budget of external_aggregate per calendar month; 0 takes the policy's"`
+	BudgetDelta       float64       `yaml:"budget_delta" doc:"δ budget per calendar month; 0 takes the policy's"`
+	BudgetEpsilonYear float64       `yaml:"budget_epsilon_year" doc:"ε budget of external_aggregate over any 365 days of windows (a rolling year, checked with the monthly one); 0 is twelve monthly budgets"`
+	BudgetDeltaYear   float64       `yaml:"budget_delta_year" doc:"δ budget over any 365 days of windows; 0 is twelve monthly budgets"`
+	Features          []string      `yaml:"features" doc:"the public feature catalogue: these feature ids are released without partition selection; others only if selected privately"`
+	Settings          []string      `yaml:"settings" doc:"the public settings catalogue, as features"`
+	Editions          []string      `yaml:"editions" doc:"editions released as themselves; any other edition is released as 'other'"`
+	ReleaseInterval   time.Duration `yaml:"release_interval" doc:"how often the release step looks for windows every partition has closed"`
+	MaxBackoff        time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
+	Listen            string        `yaml:"listen" doc:"address of /metrics, /healthz and /readyz"`
 	// StateRetention is how long the un-noised partial aggregates of a window are kept after
 	// the window's release; 'shukei retention run' deletes them then. Partials of a window
 	// not yet released are never deleted, nor the progress a restart resumes from.
@@ -503,6 +505,9 @@ func (c *Config) validateAggregator(bad func(path, format string, args ...any)) 
 	}
 	if a.BudgetEpsilon < 0 || a.BudgetDelta < 0 || a.BudgetDelta >= 1 {
 		bad("aggregator.budget_epsilon", "budget_epsilon must be ≥ 0 and budget_delta in [0, 1) (0 takes the policy's)")
+	}
+	if a.BudgetEpsilonYear < 0 || a.BudgetDeltaYear < 0 || a.BudgetDeltaYear >= 1 {
+		bad("aggregator.budget_epsilon_year", "the rolling year's ε must be ≥ 0 and its δ in [0, 1), got ε=%g δ=%g", a.BudgetEpsilonYear, a.BudgetDeltaYear)
 	}
 	for _, l := range []struct {
 		path string

@@ -107,6 +107,7 @@ func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *
 		Database: a.cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
 		Policy: decision.NewPolicyTagger(versions), HashKey: master.Derive("dlq"),
 		SampleKey: master.Derive("aggregator-sampling"), Plan: plan, Budget: budget, Log: a.log,
+		YearBudget: ledger.Budget{Epsilon: a.cfg.Aggregator.BudgetEpsilonYear, Delta: a.cfg.Aggregator.BudgetDeltaYear},
 	}
 	deps(&d)
 	return aggregator.New(a.cfg, d)
