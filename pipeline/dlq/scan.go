@@ -137,7 +137,7 @@ func (s Source) bounds(ctx context.Context, since time.Time, parts []int) ([]Bou
 	}
 	cl := &kafka.Client{Addr: kafka.TCP(s.Brokers...), Timeout: 30 * time.Second}
 	// One request per kind of offset: a partition may appear only once in a request.
-	list := func(req func(int) kafka.OffsetRequest) (map[int]kafka.PartitionOffsets, error) {
+	listOnce := func(req func(int) kafka.OffsetRequest) (map[int]kafka.PartitionOffsets, error) {
 		var reqs []kafka.OffsetRequest
 		for _, p := range parts {
 			reqs = append(reqs, req(p))
@@ -154,6 +154,22 @@ func (s Source) bounds(ctx context.Context, since time.Time, parts []int) ([]Bou
 			out[po.Partition] = po
 		}
 		return out, nil
+	}
+	// A transient answer (a leader being elected just after the topic was created or a broker
+	// restarted) is asked again for up to 15 s; anything else is an error at once.
+	list := func(req func(int) kafka.OffsetRequest) (map[int]kafka.PartitionOffsets, error) {
+		for deadline := time.Now().Add(15 * time.Second); ; {
+			out, err := listOnce(req)
+			var ke kafka.Error
+			if err == nil || !errors.As(err, &ke) || !ke.Temporary() || time.Now().After(deadline) {
+				return out, err
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
 	}
 	first, err := list(kafka.FirstOffsetOf)
 	if err != nil {
