@@ -188,6 +188,13 @@ func (r *Registry) Update(ctx context.Context, id string, fn func(*Tenant) error
 	return t, r.put(ctx, t)
 }
 
+// Silent reports whether the tenant may send nothing at time at: set terminated, or at or
+// past its contract end (policy 2(3)). Collectors refuse its tokens and the decision refuses
+// its events, keeping no user and no content.
+func (t *Tenant) Silent(at time.Time) bool {
+	return t.Status == StatusTerminated || !t.ContractEnd.IsZero() && !at.Before(t.ContractEnd)
+}
+
 // silence applies what terminated means (policy 2(3)): no ingest token stays valid, and the
 // contract end that starts the retention clock is never missing.
 func (r *Registry) silence(t *Tenant) {
@@ -397,7 +404,7 @@ func NewSnapshot(tenants ...*Tenant) *Snapshot {
 func tokenIndex(tenants map[string]*Tenant, now time.Time) map[string]string {
 	out := map[string]string{}
 	for id, t := range tenants {
-		if t.Status == StatusTerminated || !t.ContractEnd.IsZero() && !now.Before(t.ContractEnd) {
+		if t.Silent(now) {
 			continue
 		}
 		for _, h := range t.TokenHashes {

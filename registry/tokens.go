@@ -41,5 +41,5 @@ func (r *Registry) DestroyKeys(ctx context.Context, tenant string) error {
 // contract end): a collector then refuses even the tokens configured for it by hand.
 func (c *Cache) Silent(tenant string) bool {
 	t, ok := c.Snapshot().Lookup(tenant)
-	return ok && (t.Status == StatusTerminated || !t.ContractEnd.IsZero() && !time.Now().Before(t.ContractEnd))
+	return ok && t.Silent(time.Now())
 }

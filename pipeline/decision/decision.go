@@ -118,7 +118,7 @@ func Decide(raw []byte, c *Context) (Tagged, *Rejection) {
 	if !ok {
 		return refuse(ReasonUnknownTenant, dropUser)
 	}
-	if Terminated(t, ev.OccurredAt) {
+	if t.Silent(ev.OccurredAt) { // terminated, or the event is from after the contract end
 		// Terminated means silent: its usage serves no purpose any more (2(3)), so nothing of
 		// the event is kept, not even its content-free form; only the refusal's metadata.
 		out, r := refuse(ReasonTerminated, dropUser)
@@ -142,18 +142,11 @@ func Decide(raw []byte, c *Context) (Tagged, *Rejection) {
 	return out, nil
 }
 
-// Terminated reports whether an event at time at of tenant t falls silent: the tenant is set
-// terminated, or the event is from after its contract end (as the policy counts it, 2(3)).
-// Such events are refused without their user, whatever the policy would otherwise allow.
-func Terminated(t *registry.Tenant, at time.Time) bool {
-	return t.Status == registry.StatusTerminated || !t.ContractEnd.IsZero() && !at.Before(t.ContractEnd)
-}
-
 // pseudonymOf is what a refusal keeps of the user of a known, active tenant: its pseudonym,
 // as hex. A tenant that is unknown, terminated or without keys keeps no user at all.
 func (c *Context) pseudonymOf(tenant string, at time.Time, user string) string {
 	t, ok := c.Tenants.Lookup(tenant)
-	if !ok || Terminated(t, at) {
+	if !ok || t.Silent(at) {
 		return ""
 	}
 	p, err := c.Keyring.Pseudonymize(tenant, at, user)
