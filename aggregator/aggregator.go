@@ -43,8 +43,9 @@ type Aggregator struct {
 	policy     decision.Tagger
 	hashKey    []byte
 	sampleKey  []byte
-	plan       *Plan
+	plan       *Plan // the base plan: what is accumulated, bounded and stored per base window
 	planHash   string
+	kinds      []releaseKind // what is released: base windows, weeks, months
 	ledger     *ledger.Ledger
 	rlog       *releaseLog
 	budget     ledger.Budget // per calendar month
@@ -54,7 +55,7 @@ type Aggregator struct {
 	now        func() time.Time
 
 	refusedMu sync.Mutex
-	refused   map[int64]bool // windows whose refusal was already counted and logged
+	refused   map[spanKey]bool // windows whose refusal was already counted and logged
 
 	afterDraw func() // tests: called between drawing a release and writing it to the log
 }
@@ -82,24 +83,43 @@ type Deps struct {
 	Now func() time.Time
 }
 
-// New builds an aggregator. It refuses a plan whose one window would cost more than the whole
-// period's budget: every release would be refused.
+// New builds an aggregator. It refuses a plan whose one release would cost more than the
+// month's or the year's budget: every such release would be refused.
 func New(cfg config.Config, d Deps) (*Aggregator, error) {
-	eps, delta := d.Plan.Cost()
-	if eps > d.Budget.Epsilon+1e-9 || delta > d.Budget.Delta+1e-15 {
-		return nil, fmt.Errorf("aggregator: one window costs ε=%g δ=%g but the monthly budget of %s is ε=%g δ=%g; lower aggregator.epsilon or raise the budget",
-			eps, delta, Purpose, d.Budget.Epsilon, d.Budget.Delta)
+	kinds, err := d.Plan.kinds(cfg.Aggregator.Epsilon, cfg.Aggregator.WeekEpsilon, cfg.Aggregator.MonthEpsilon)
+	if err != nil {
+		return nil, err
+	}
+	if len(kinds) == 0 {
+		return nil, fmt.Errorf("aggregator: aggregator.epsilon, week_epsilon and month_epsilon are all 0: nothing would be released")
+	}
+	year := yearBudget(d.Budget, d.YearBudget)
+	var hashes []string
+	for _, k := range kinds {
+		eps, delta := k.plan.Cost()
+		for _, b := range []struct {
+			name string
+			b    ledger.Budget
+		}{{"monthly", d.Budget}, {"rolling-year", year}} {
+			if eps > b.b.Epsilon+1e-9 || delta > b.b.Delta+1e-15 {
+				return nil, fmt.Errorf("aggregator: one %s release costs ε=%g δ=%g but the %s budget of %s is ε=%g δ=%g; lower its ε or raise the budget",
+					k.period, eps, delta, b.name, Purpose, b.b.Epsilon, b.b.Delta)
+			}
+		}
+		hashes = append(hashes, k.hash)
 	}
 	now := d.Now
 	if now == nil {
 		now = time.Now
 	}
 	h := d.Plan.Hash()
+	st := &store{conn: d.Conn, db: d.Database, plan: h, plans: hashes}
 	return &Aggregator{
 		cfg:        cfg.Aggregator,
 		kcfg:       cfg.Kafka,
 		limits:     event.Limits{MaxAge: cfg.Events.MaxAge, MaxSkew: cfg.Events.MaxSkew, MaxBytes: cfg.Collector.MaxEventBytes}.WithDefaults(),
-		store:      &store{conn: d.Conn, db: d.Database, plan: h},
+		store:      st,
+		kinds:      kinds,
 		cache:      d.Cache,
 		keyring:    d.Keyring,
 		policy:     d.Policy,
@@ -110,11 +130,11 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 		ledger:     ledger.New(d.Conn, d.Database),
 		rlog:       newReleaseLog(cfg.Kafka.Brokers, topic.ReleaseSpec(cfg.Kafka), d.Database),
 		budget:     d.Budget,
-		yearBudget: yearBudget(d.Budget, d.YearBudget),
+		yearBudget: year,
 		log:        d.Log,
 		m:          newMetrics(d.Registry),
 		now:        now,
-		refused:    map[int64]bool{},
+		refused:    map[spanKey]bool{},
 	}, nil
 }
 
@@ -346,11 +366,18 @@ func (a *Aggregator) maybeClose(ctx context.Context, gen *kafka.Generation, st *
 			}
 			continue
 		}
-		ps, err := acc.Partials(a.sampleKey)
-		if err != nil {
-			return fmt.Errorf("partials of %v: %w", acc.W, err)
+		cw := closedWindow{w: acc.W}
+		if a.kinds[0].period == PeriodWindow {
+			ps, err := acc.Partials(a.sampleKey)
+			if err != nil {
+				return fmt.Errorf("partials of %v: %w", acc.W, err)
+			}
+			cw.partials = ps
 		}
-		closed = append(closed, closedWindow{w: acc.W, partials: ps})
+		if a.periods() {
+			cw.tenants = acc.TenantRows()
+		}
+		closed = append(closed, cw)
 	}
 	if resume < 0 {
 		resume = kafka.FirstOffset // nothing read yet: a restart starts from the beginning
@@ -421,10 +448,16 @@ func partitionCount(ctx context.Context, k config.Kafka) (int, error) {
 	return len(ps), nil
 }
 
-// ReleaseDue releases every window that all nparts partitions have closed and that has not
-// been released yet, from the earliest window with any data on: windows without data are
-// released too (their configured cells, noised), so whether a window is released says
-// nothing about any tenant.
+// periods reports whether weeks or months are released (base windows then store their tenant
+// rows).
+func (a *Aggregator) periods() bool {
+	return slices.ContainsFunc(a.kinds, func(k releaseKind) bool { return k.period != PeriodWindow })
+}
+
+// ReleaseDue releases every window — base window, week or month, as configured — that all
+// nparts partitions have closed and that has not been released yet, from the earliest window
+// with any data on: windows without data are released too (their configured cells, noised),
+// so whether a window is released says nothing about any tenant.
 func (a *Aggregator) ReleaseDue(ctx context.Context, nparts int) error {
 	closed, err := a.store.closedAll(ctx)
 	if err != nil {
@@ -457,18 +490,37 @@ func (a *Aggregator) ReleaseDue(ctx context.Context, nparts int) error {
 	if err := a.materialise(ctx); err != nil {
 		return err
 	}
-	for w := WindowOf(first, a.cfg.Window); !w.End.After(through); w = WindowOf(w.End, a.cfg.Window) {
-		if _, decided := a.rlog.decided(w.Start); decided || done[w.Start.Unix()] {
-			continue // released (or refused) once, under whatever plan: never drawn again
-		}
-		if err := a.releaseWindow(ctx, w); err != nil {
-			if errors.Is(err, ledger.ErrOverdraw) {
-				continue // counted and logged; later windows may belong to a fresh period
+	for _, k := range a.kinds {
+		for w := k.period.Of(first, a.cfg.Window); !w.End.After(through); w = k.period.Of(w.End, a.cfg.Window) {
+			if _, decided := a.rlog.decided(w); decided || done[w.key()] {
+				continue // released (or refused) once, under whatever plan: never drawn again
 			}
-			return err
+			if err := a.releaseWindow(ctx, k, w); err != nil {
+				if errors.Is(err, ledger.ErrOverdraw) {
+					continue // counted and logged; later windows may belong to a fresh period
+				}
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// partialsOf returns what window w of kind k is released from: a base window's stored
+// partials, or a week's or month's tenant rows merged per tenant and bounded over the period.
+func (a *Aggregator) partialsOf(ctx context.Context, k releaseKind, w Window) ([]Partial, error) {
+	if k.period == PeriodWindow {
+		return a.store.partials(ctx, w)
+	}
+	rows, err := a.store.tenantRows(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	acc := k.plan.NewAcc(w) // the period's plan: its partials are made with its ε
+	if err := acc.AddRows(rows); err != nil {
+		return nil, err
+	}
+	return acc.Partials(a.sampleKey)
 }
 
 // ReleaseID is the id of the release of window w under the plan.
@@ -482,13 +534,13 @@ func ReleaseID(planHash string, w Window) string {
 // read the log back. Only the first record for a window is ever published, so a releaser that
 // lost the race — or was paused while another took over — discards its draw. Then everything
 // the log decided is materialised into ClickHouse, in log order.
-func (a *Aggregator) releaseWindow(ctx context.Context, w Window) error {
+func (a *Aggregator) releaseWindow(ctx context.Context, k releaseKind, w Window) error {
 	if err := a.rlog.sync(ctx); err != nil {
 		return err
 	}
-	if _, decided := a.rlog.decided(w.Start); !decided {
+	if _, decided := a.rlog.decided(w); !decided {
 		period := w.Start.UTC().Format("2006-01")
-		eps, delta := a.plan.Cost()
+		eps, delta := k.plan.Cost()
 		d, err := a.decide(ctx)
 		if err != nil {
 			return err
@@ -500,21 +552,21 @@ func (a *Aggregator) releaseWindow(ctx context.Context, w Window) error {
 			a.updateBudget(ctx, period)
 			return ledger.ErrOverdraw
 		}
-		partials, err := a.store.partials(ctx, w)
+		partials, err := a.partialsOf(ctx, k, w)
 		if err != nil {
 			return err
 		}
-		rs, oc, err := a.plan.Release(partials)
+		rs, oc, err := k.plan.Release(partials)
 		if err != nil {
 			return err
 		}
-		l0, linf := a.plan.maxBounds()
+		l0, linf := k.plan.maxBounds()
 		rec := &releaseRecord{
-			Database: a.store.db, ReleaseID: ReleaseID(a.planHash, w), Draw: uuid.NewString(), Plan: a.planHash,
-			PolicyVersion: a.plan.PolicyVersion, WindowStart: w.Start.UTC(), WindowEnd: w.End.UTC(),
+			Database: a.store.db, ReleaseID: ReleaseID(k.hash, w), Draw: uuid.NewString(), Plan: k.hash,
+			PolicyVersion: k.plan.PolicyVersion, WindowStart: w.Start.UTC(), WindowEnd: w.End.UTC(),
 			Epsilon: eps, Delta: delta, L0: l0, LInf: linf, At: a.now().UTC().Truncate(time.Second), Cells: rs,
 		}
-		a.log.Info("release drawn", "window", w.String(), "release", rec.ReleaseID, "cells", oc.Released, "suppressed", oc.Suppressed)
+		a.log.Info("release drawn", "period", string(k.period), "window", w.String(), "release", rec.ReleaseID, "cells", oc.Released, "suppressed", oc.Suppressed)
 		if a.afterDraw != nil {
 			a.afterDraw() // a test's failpoint: the worst moment to be paused
 		} else if d := releasePause(); d > 0 {
@@ -526,7 +578,7 @@ func (a *Aggregator) releaseWindow(ctx context.Context, w Window) error {
 		if err := a.rlog.sync(ctx); err != nil {
 			return err
 		}
-		if won, _ := a.rlog.decided(w.Start); won == nil || won.Draw != rec.Draw {
+		if won, _ := a.rlog.decided(w); won == nil || won.Draw != rec.Draw {
 			a.m.draws.WithLabelValues("discarded").Inc()
 			a.log.Warn("another release of this window came first; this draw is discarded, never published", "window", w.String())
 		} else {
@@ -555,8 +607,8 @@ func overdraws(spent, cost, budget ledger.Budget) bool {
 // refuse counts and logs a window's refusal once.
 func (a *Aggregator) refuse(w Window, err error) {
 	a.refusedMu.Lock()
-	first := !a.refused[w.Start.Unix()]
-	a.refused[w.Start.Unix()] = true
+	first := !a.refused[w.key()]
+	a.refused[w.key()] = true
 	a.refusedMu.Unlock()
 	if first {
 		a.m.refusals.WithLabelValues(Purpose, "budget").Inc()

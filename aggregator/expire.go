@@ -26,10 +26,11 @@ type StateExpiry struct {
 	Windows  []ExpiredWindow
 	Partials uint64 // partial rows deleted
 	Progress uint64 // superseded progress rows deleted
+	Tenants  uint64 // tenant rows deleted (their weeks and months are released)
 }
 
 // Deleted is the number of rows deleted.
-func (e StateExpiry) Deleted() uint64 { return e.Partials + e.Progress }
+func (e StateExpiry) Deleted() uint64 { return e.Partials + e.Progress + e.Tenants }
 
 // ExpireState deletes from database db's aggregate_state what the aggregator no longer needs
 // and should not keep: the un-noised partial aggregates of every window released (under the
@@ -39,11 +40,15 @@ func (e StateExpiry) Deleted() uint64 { return e.Partials + e.Progress }
 // only each (plan, partition)'s latest progress (max closed_through), so only the progress
 // rows below it, written at least margin before now, are deleted.
 //
+// A base window's tenant rows (kind 'tenant') are deleted once the release of every period in
+// periods (the weeks and months the aggregator releases) that contains the window was made at
+// least margin before now, under any plan; with no periods, once the window's own release was.
+//
 // It uses one ALTER TABLE ... DELETE (ClickHouse 18.16 has no TTL) and waits until the
 // mutation is done and nothing it matched is left. DROP PARTITION is not used: a month of
 // window_start holds the partials of whole windows only if every one is released, and the
 // progress rows share a partition of their own (window_start 1970-01-01) that must stay.
-func ExpireState(ctx context.Context, conn driver.Conn, db string, now time.Time, margin time.Duration) (StateExpiry, error) {
+func ExpireState(ctx context.Context, conn driver.Conn, db string, now time.Time, margin time.Duration, periods []Period) (StateExpiry, error) {
 	ex := StateExpiry{Cutoff: now.Add(-margin).UTC().Truncate(time.Second)}
 	state := db + ".aggregate_state"
 
@@ -53,20 +58,27 @@ func ExpireState(ctx context.Context, conn driver.Conn, db string, now time.Time
 		start int64
 	}
 	released := map[winKey]time.Time{}
-	rows, err := conn.Query(ctx, "SELECT plan_hash, window_start, max(released_at) FROM "+db+"_external_aggregate.releases GROUP BY plan_hash, window_start")
+	spans := map[spanKey]time.Time{} // any plan
+	rows, err := conn.Query(ctx, "SELECT plan_hash, window_start, window_end, max(released_at) FROM "+db+"_external_aggregate.releases GROUP BY plan_hash, window_start, window_end")
 	if err != nil {
 		return ex, fmt.Errorf("read releases: %w", err)
 	}
 	for rows.Next() {
 		var (
-			plan     string
-			start, r time.Time
+			plan          string
+			start, end, r time.Time
 		)
-		if err := rows.Scan(&plan, &start, &r); err != nil {
+		if err := rows.Scan(&plan, &start, &end, &r); err != nil {
 			rows.Close()
 			return ex, err
 		}
-		released[winKey{plan, start.Unix()}] = r
+		if prev, ok := released[winKey{plan, start.Unix()}]; !ok || r.After(prev) {
+			released[winKey{plan, start.Unix()}] = r
+		}
+		k := Window{Start: start, End: end}.key()
+		if prev, ok := spans[k]; !ok || r.After(prev) {
+			spans[k] = r
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -90,6 +102,43 @@ func ExpireState(ctx context.Context, conn driver.Conn, db string, now time.Time
 		}
 		w.ReleasedAt = at
 		ex.Windows = append(ex.Windows, w)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return ex, err
+	}
+
+	// Base windows with tenant rows; those whose every period is released at or before the
+	// cutoff expire.
+	type tenantWin struct {
+		plan       string
+		start, end time.Time
+	}
+	var tenantWins []tenantWin
+	rows, err = conn.Query(ctx, "SELECT plan_hash, window_start, any(window_end) FROM "+state+" WHERE kind = 'tenant' GROUP BY plan_hash, window_start ORDER BY plan_hash, window_start")
+	if err != nil {
+		return ex, fmt.Errorf("read aggregator tenant rows: %w", err)
+	}
+	for rows.Next() {
+		var w tenantWin
+		if err := rows.Scan(&w.plan, &w.start, &w.end); err != nil {
+			rows.Close()
+			return ex, err
+		}
+		expired := true
+		if len(periods) == 0 {
+			at, ok := released[winKey{w.plan, w.start.Unix()}]
+			expired = ok && !at.After(ex.Cutoff)
+		}
+		for _, p := range periods {
+			at, ok := spans[p.Of(w.start, w.end.Sub(w.start)).key()]
+			if !ok || at.After(ex.Cutoff) {
+				expired = false
+			}
+		}
+		if expired {
+			tenantWins = append(tenantWins, w)
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -132,6 +181,13 @@ func ExpireState(ctx context.Context, conn driver.Conn, db string, now time.Time
 	for _, plan := range slices.Sorted(maps.Keys(byPlan)) {
 		or = append(or, fmt.Sprintf("(kind = 'partial' AND plan_hash = %s AND toUInt32(window_start) IN (%s))", quote(plan), strings.Join(byPlan[plan], ",")))
 	}
+	byPlan = map[string][]string{}
+	for _, w := range tenantWins {
+		byPlan[w.plan] = append(byPlan[w.plan], strconv.FormatInt(w.start.Unix(), 10))
+	}
+	for _, plan := range slices.Sorted(maps.Keys(byPlan)) {
+		or = append(or, fmt.Sprintf("(kind = 'tenant' AND plan_hash = %s AND toUInt32(window_start) IN (%s))", quote(plan), strings.Join(byPlan[plan], ",")))
+	}
 	var progress []string
 	for k, ct := range latest {
 		progress = append(progress, fmt.Sprintf("(plan_hash = %s AND partition = %d AND toUInt32(closed_through) < %d)", quote(k.plan), k.part, ct.Unix()))
@@ -144,11 +200,11 @@ func ExpireState(ctx context.Context, conn driver.Conn, db string, now time.Time
 		return ex, nil
 	}
 	where := strings.Join(or, " OR ")
-	count := func() (partials, progress uint64, err error) {
-		err = conn.QueryRow(ctx, "SELECT countIf(kind = 'partial'), countIf(kind = 'progress') FROM "+state+" WHERE "+where).Scan(&partials, &progress)
-		return partials, progress, err
+	count := func() (partials, progress, tenants uint64, err error) {
+		err = conn.QueryRow(ctx, "SELECT countIf(kind = 'partial'), countIf(kind = 'progress'), countIf(kind = 'tenant') FROM "+state+" WHERE "+where).Scan(&partials, &progress, &tenants)
+		return partials, progress, tenants, err
 	}
-	if ex.Partials, ex.Progress, err = count(); err != nil {
+	if ex.Partials, ex.Progress, ex.Tenants, err = count(); err != nil {
 		return ex, fmt.Errorf("count expired aggregator state: %w", err)
 	}
 	if ex.Deleted() == 0 {
@@ -160,10 +216,10 @@ func ExpireState(ctx context.Context, conn driver.Conn, db string, now time.Time
 	if err := waitMutations(ctx, conn, db, "aggregate_state"); err != nil {
 		return ex, err
 	}
-	if p, g, err := count(); err != nil {
+	if p, g, t, err := count(); err != nil {
 		return ex, err
-	} else if p+g > 0 {
-		return ex, fmt.Errorf("after deleting expired aggregator state, %d partial and %d progress rows it matched are left", p, g)
+	} else if p+g+t > 0 {
+		return ex, fmt.Errorf("after deleting expired aggregator state, %d partial, %d progress and %d tenant rows it matched are left", p, g, t)
 	}
 	return ex, nil
 }

@@ -9,6 +9,8 @@ package aggregator
 
 import (
 	"slices"
+
+	"github.com/shukei/shukei/aggregator/bound"
 	"strings"
 
 	"github.com/shukei/shukei/anonymizer/dp"
@@ -56,6 +58,12 @@ type Dimension struct {
 	// open one (Open) values outside it are data-derived.
 	Domain []string
 	Open   bool
+	// Priority: a tenant over L0 keeps its cells in the order of this (first) dimension's
+	// domain — the published catalogue, most wanted first — and a uniform sample of the rest
+	// (bound.Prefer). The order is public, so the bound and the guarantee are unchanged; the
+	// cells that lose contributions to bounding are then the catalogue's last ones, not the
+	// most read ones.
+	Priority bool
 }
 
 // Metric is one released aggregate of a window.
@@ -117,7 +125,7 @@ func NewPlan(c config.Aggregator, policyVersion int) (*Plan, error) {
 		mech = dp.Gaussian
 	}
 	editions := append(slices.Clone(c.Editions), Other)
-	features := Dimension{Name: "feature", Domain: slices.Clone(c.Features), Open: true}
+	features := Dimension{Name: "feature", Domain: slices.Clone(c.Features), Open: true, Priority: true}
 	status := Dimension{Name: "status", Domain: statuses}
 	edition := Dimension{Name: "edition", Domain: editions}
 	// Feature cells are split by one segment each, not by status × edition: every split
@@ -190,6 +198,9 @@ func NewPlan(c config.Aggregator, policyVersion int) (*Plan, error) {
 			},
 		},
 	}
+	if p.Epsilon == 0 {
+		return p, nil // accumulation only: base windows are not released (releases use WithEpsilon)
+	}
 	for _, m := range p.Metrics {
 		if err := p.params(m).Validate(); err != nil {
 			return nil, err
@@ -237,6 +248,23 @@ func (p *Plan) Cost() (eps, delta float64) {
 		}
 	}
 	return eps, delta
+}
+
+// catalogueRank ranks a cell by its first dimension's place in the domain; values outside
+// it rank after every catalogued one.
+func (m *Metric) catalogueRank() func(bound.Cell) int {
+	rank := map[string]int{}
+	for i, v := range m.Dims[0].Domain {
+		rank[v] = i
+	}
+	n := len(m.Dims[0].Domain)
+	return func(c bound.Cell) int {
+		v, _, _ := strings.Cut(string(c), "|")
+		if r, ok := rank[v]; ok {
+			return r
+		}
+		return n
+	}
 }
 
 // maxBounds are the largest L0 and LInf of the plan, recorded in the ledger entry.

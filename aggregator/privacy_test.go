@@ -339,15 +339,6 @@ func TestReleaseFields(t *testing.T) {
 	}
 }
 
-func (p *Plan) metric(name string) *Metric {
-	for _, m := range p.Metrics {
-		if m.Name == name {
-			return m
-		}
-	}
-	return nil
-}
-
 // TestPlanHashChangesWithParameters: partials and ledger entries of one plan are never mixed
 // with another's.
 func TestPlanHashChangesWithParameters(t *testing.T) {

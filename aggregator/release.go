@@ -61,7 +61,7 @@ func (p *Plan) Hash() string {
 		w(strconv.FormatInt(m.L0, 10))
 		w(strconv.FormatInt(m.LInf, 10))
 		for _, d := range m.Dims {
-			w(d.Name + "/" + strconv.FormatBool(d.Open) + "/" + strings.Join(d.Domain, ","))
+			w(d.Name + "/" + strconv.FormatBool(d.Open) + "/" + strconv.FormatBool(d.Priority) + "/" + strings.Join(d.Domain, ","))
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
@@ -155,5 +155,24 @@ func (p *Plan) releaseCell(m *Metric, states [][]byte) (dp.Release, error) {
 			return dp.Release{}, err
 		}
 	}
-	return cell.Result()
+	r, err := cell.Result()
+	if err != nil {
+		return r, err
+	}
+	return nonNegative(r), nil
+}
+
+// nonNegative is the release's post-processing (it reads only the noisy output, so the
+// guarantee is unchanged): a count of tenants, users or events is never negative, so a noisy
+// value below 0 is released as 0 and the 95% interval is clamped at 0 too. The interval still
+// covers the truth whenever the unclamped one did (the truth is ≥ 0). The value is then
+// biased upwards, by E[max(0, t+N)] − t: for Laplace noise of scale b and truth t ≥ 0 that is
+// (b/2)·e^(−t/b), i.e. b/2 for an empty cell and under 0.5% of b once t ≥ 5b — negligible for
+// every cell large enough to be read (TestNonNegativeBias measures it). Sums over many small
+// cells inherit the bias; readers that need unbiased sums should sum cells ≥ 5b only.
+func nonNegative(r dp.Release) dp.Release {
+	r.Value = max(0, r.Value)
+	r.CI95Low = max(0, r.CI95Low)
+	r.CI95High = max(0, r.CI95High)
+	return r
 }

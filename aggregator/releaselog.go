@@ -61,11 +61,11 @@ type releaseLog struct {
 
 	mu      sync.Mutex
 	ensured bool
-	next    int64                    // the next offset to read
-	first   map[int64]*releaseRecord // window start (Unix) → the first record for it
-	order   []*releaseRecord         // the first records, in log order
-	others  int                      // later records for a window already decided
-	draws   map[string]bool          // the draws this process wrote
+	next    int64                      // the next offset to read
+	first   map[spanKey]*releaseRecord // window → the first record for it
+	order   []*releaseRecord           // the first records, in log order
+	others  int                        // later records for a window already decided
+	draws   map[string]bool            // the draws this process wrote
 }
 
 func newReleaseLog(brokers []string, spec topic.Spec, db string) *releaseLog {
@@ -75,7 +75,7 @@ func newReleaseLog(brokers []string, spec topic.Spec, db string) *releaseLog {
 			Addr: kafka.TCP(brokers...), Topic: spec.Name, RequiredAcks: kafka.RequireAll,
 			BatchSize: 1, BatchBytes: 16 << 20, MaxAttempts: 3, Compression: kafka.Lz4,
 		},
-		first: map[int64]*releaseRecord{},
+		first: map[spanKey]*releaseRecord{},
 		draws: map[string]bool{},
 	}
 }
@@ -145,7 +145,7 @@ func (l *releaseLog) sync(ctx context.Context) error {
 			continue
 		}
 		rec.offset, rec.logged = m.Offset, m.Time
-		k := rec.WindowStart.Unix()
+		k := rec.window().key()
 		if l.first[k] != nil {
 			l.others++
 			continue
@@ -156,11 +156,11 @@ func (l *releaseLog) sync(ctx context.Context) error {
 	return nil
 }
 
-// decided returns the first record for the window starting at start, if the log has one.
-func (l *releaseLog) decided(start time.Time) (*releaseRecord, bool) {
+// decided returns the first record for window w, if the log has one.
+func (l *releaseLog) decided(w Window) (*releaseRecord, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r, ok := l.first[start.Unix()]
+	r, ok := l.first[w.key()]
 	return r, ok
 }
 
@@ -181,5 +181,5 @@ func (l *releaseLog) append(ctx context.Context, rec *releaseRecord) error {
 	l.mu.Lock()
 	l.draws[rec.Draw] = true
 	l.mu.Unlock()
-	return l.w.WriteMessages(ctx, kafka.Message{Key: []byte(rec.WindowStart.UTC().Format(time.RFC3339)), Value: b})
+	return l.w.WriteMessages(ctx, kafka.Message{Key: []byte(rec.window().String()), Value: b})
 }

@@ -62,7 +62,7 @@ func TestZombieDrawIsNeverPublished(t *testing.T) {
 	drawn, resume := make(chan struct{}), make(chan struct{})
 	zombie.afterDraw = func() { close(drawn); <-resume }
 	zdone := make(chan error, 1)
-	go func() { zdone <- zombie.releaseWindow(ctx, w) }()
+	go func() { zdone <- zombie.releaseWindow(ctx, zombie.kinds[0], w) }()
 	select {
 	case <-drawn:
 	case err := <-zdone:
@@ -96,7 +96,7 @@ func TestZombieDrawIsNeverPublished(t *testing.T) {
 	if len(after) != len(first) {
 		t.Fatalf("%d release rows after the zombie resumed, %d before", len(after), len(first))
 	}
-	won, _ := log.decided(w.Start)
+	won, _ := log.decided(w)
 	want := map[string]int64{}
 	for _, c := range won.Cells {
 		want[c.Metric+"|"+c.Dims()] = c.Value
@@ -132,7 +132,7 @@ func TestZombieDrawIsNeverPublished(t *testing.T) {
 	if err := b.ReleaseDue(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.releaseWindow(ctx, w); err != nil {
+	if err := b.releaseWindow(ctx, b.kinds[0], w); err != nil {
 		t.Fatal(err)
 	}
 	all, err := Releases(ctx, r.conn, r.db, "") // every plan's

@@ -1,12 +1,14 @@
 package aggregator
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"math"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,155 +20,333 @@ import (
 	"github.com/shukei/shukei/schemas/policy"
 )
 
-// UtilityRow is the utility of one metric's release for cells with at least MinTenants
-// tenants.
+// UtilityRow is the utility of one metric's release for one period, in one mode, measured over
+// cells with at least MinTenants true tenants and over Reps independent draws of the release.
 type UtilityRow struct {
-	Mode      string // "catalogue": ids configured; "selection": every cell data-derived
-	Metric    string
-	Cells     int // cells with ≥ MinTenants tenants
-	Released  int // of those, released
-	MedianErr float64
-	// MedianNoiseErr is against the bounded (clamped and sampled) value: the error of the
-	// noise alone, without the bias of bounding.
-	MedianNoiseErr float64
+	Tenants  int
+	Period   Period
+	Mode     string // "catalogue": ids configured; "selection": every feature and setting cell data-derived
+	Metric   string
+	Cells    int     // cells with ≥ MinTenants tenants
+	Released float64 // share of them released (mean over draws)
+	// MedianErr is the median over cells and draws of |released − true| / true, against the
+	// true, unbounded value; MedianNoiseErr against the bounded value (the noise alone).
+	MedianErr, MedianNoiseErr float64
+	// Coverage is the share of (released cell, draw) whose stated 95% interval holds the true
+	// value, over every released cell of the metric (not only the large ones).
+	Coverage float64
+	// Spearman is the rank correlation, with the truth, of the released top-20 features (ranked
+	// by their released total over the other dimension), mean over draws; NaN for metrics
+	// without a feature dimension.
+	Spearman float64
 }
 
 // Utility is the aggregator's utility report.
 type Utility struct {
 	Epsilon    float64
 	MinTenants int
-	Tenants    int
-	Events     int
-	Window     Window
+	Reps       int
+	Month      Window
 	Rows       []UtilityRow
-	// Overall: the median relative error over every released cell with ≥ MinTenants tenants,
-	// and the fraction of such cells released, in selection mode (the harder one).
-	MedianErr, Released float64
 }
 
-// UtilityReport measures, on one day of the synthetic population, how far the released
-// values are from the truth at ε per metric release: the median relative error of cells with
-// at least minTenants tenants and the fraction of them released, with the public catalogues
-// configured (no selection for catalogued ids) and without them (every feature and setting
-// cell selected privately). The events go through the same accumulation, bounding, partials
-// (split over six partitions), merging, selection and noise as the aggregator's.
-func UtilityReport(cfg config.Aggregator, pop *population.Population, day time.Time, eps float64, minTenants int) (Utility, error) {
-	evs := pop.Day(day)
-	w := WindowOf(day, 24*time.Hour)
-	u := Utility{Epsilon: eps, MinTenants: minTenants, Tenants: len(pop.Tenants), Events: len(evs), Window: w}
-	tenants := map[string]*population.Tenant{}
-	for i := range pop.Tenants {
-		tenants[pop.Tenants[i].ID] = &pop.Tenants[i]
-	}
-	var allErr []float64
-	var cells, released int
-	for _, mode := range []string{"catalogue", "selection"} {
-		c := cfg
-		c.Epsilon, c.Window = eps, 24*time.Hour
-		c.Features, c.Settings = nil, nil
-		if mode == "catalogue" {
-			c.Features, c.Settings = population.Features, population.Settings
-		}
-		plan, err := NewPlan(c, 1)
+// UtilityReport measures the releases of the synthetic population at ε per metric release, for
+// each population in pops: a day (the month's first), an ISO week (the first that lies in the
+// month) and the calendar month containing month. Events go through the production path: the
+// decision's tagging, one accumulator per day (a base window), its tenant rows, merged per
+// week and month and bounded per tenant over the period, partials, selection and noise; each
+// release is drawn reps times (a measurement, never a publication) to measure the error, the
+// share released, the rank correlation of the top features and the coverage of the intervals.
+func UtilityReport(cfg config.Aggregator, pops []*population.Population, month time.Time, eps float64, minTenants, reps int) (Utility, error) {
+	m := PeriodMonth.Of(month, 24*time.Hour)
+	u := Utility{Epsilon: eps, MinTenants: minTenants, Reps: reps, Month: m}
+	for _, pop := range pops {
+		rows, err := utilityOf(cfg, pop, m, eps, minTenants, reps)
 		if err != nil {
 			return u, err
 		}
-		const parts = 6
-		accs := make([]*Acc, parts)
-		for i := range accs {
-			accs[i] = plan.NewAcc(w)
-		}
-		truth := newTruth(plan)
-		for i := range evs {
-			ev := evs[i]
-			t := tenants[ev.TenantID]
-			tg := decision.Tagged{Event: ev, Tenant: &t.Tenant, Purposes: uint16(policy.AllPurposes)}
-			if ev.User != "" {
-				tg.Pseudonym = fakePseudonym(ev.TenantID, ev.User)
-			}
-			h := fnv.New32a()
-			h.Write([]byte(ev.TenantID))
-			accs[h.Sum32()%parts].Add(&tg, int64(i))
-			truth.add(&tg)
-		}
-		var partials []Partial
-		for _, acc := range accs {
-			ps, err := acc.Partials([]byte("utility-report"))
-			if err != nil {
-				return u, err
-			}
-			partials = append(partials, ps...)
-		}
-		bounded := boundedValues(partials)
-		rs, _, err := plan.Release(partials)
-		if err != nil {
-			return u, err
-		}
-		got := map[string]int64{}
-		for _, r := range rs {
-			got[r.Metric+"/"+cellKey(r.DimValues)] = r.Value
-		}
-		for _, m := range plan.Metrics {
-			row := UtilityRow{Mode: mode, Metric: m.Name}
-			var errs, noiseErrs []float64
-			for key, tc := range truth.cells[m.Name] {
-				if len(tc.tenants) < minTenants {
-					continue
-				}
-				row.Cells++
-				v, ok := got[m.Name+"/"+key]
-				if !ok {
-					continue
-				}
-				row.Released++
-				tv := float64(tc.value(m.Unit))
-				errs = append(errs, math.Abs(float64(v)-tv)/tv)
-				if b := float64(bounded[m.Name+"/"+key]); b > 0 {
-					noiseErrs = append(noiseErrs, math.Abs(float64(v)-b)/b)
-				}
-			}
-			row.MedianErr, row.MedianNoiseErr = median(errs), median(noiseErrs)
-			if mode == "selection" {
-				allErr = append(allErr, errs...)
-				cells += row.Cells
-				released += row.Released
-			}
-			u.Rows = append(u.Rows, row)
-		}
-	}
-	u.MedianErr = median(allErr)
-	if cells > 0 {
-		u.Released = float64(released) / float64(cells)
+		u.Rows = append(u.Rows, rows...)
 	}
 	return u, nil
 }
 
+func utilityOf(cfg config.Aggregator, pop *population.Population, month Window, eps float64, minTenants, reps int) ([]UtilityRow, error) {
+	c := cfg
+	c.Epsilon, c.Window = eps, 24*time.Hour
+	c.Features, c.Settings = population.Features, population.Settings
+	base, err := NewPlan(c, 1)
+	if err != nil {
+		return nil, err
+	}
+	week := PeriodWeek.Of(month.Start, 0)
+	if week.Start.Before(month.Start) {
+		week = PeriodWeek.Of(week.End, 0)
+	}
+	spans := []struct {
+		p Period
+		w Window
+	}{{PeriodWindow, WindowOf(month.Start, 24*time.Hour)}, {PeriodWeek, week}, {PeriodMonth, month}}
+	accs := make([]*Acc, len(spans))
+	truths := make([]*truth, len(spans))
+	for i, s := range spans {
+		accs[i], truths[i] = base.NewAcc(s.w), newTruth(base)
+	}
+	tenants := map[string]*population.Tenant{}
+	for i := range pop.Tenants {
+		tenants[pop.Tenants[i].ID] = &pop.Tenants[i]
+	}
+	for d := month.Start; d.Before(month.End); d = d.AddDate(0, 0, 1) {
+		in := func(i int) bool { return !d.Before(spans[i].w.Start) && d.Before(spans[i].w.End) }
+		dayAcc := base.NewAcc(WindowOf(d, 24*time.Hour))
+		for _, ev := range pop.Day(d) {
+			tg := decision.Tagged{Event: ev, Tenant: &tenants[ev.TenantID].Tenant, Purposes: uint16(policy.AllPurposes)}
+			if ev.User != "" {
+				tg.Pseudonym = fakePseudonym(ev.TenantID, ev.User)
+			}
+			dayAcc.Add(&tg, 0)
+			for i := range spans {
+				if in(i) {
+					truths[i].add(&tg)
+				}
+			}
+		}
+		rows := dayAcc.TenantRows()
+		for i := range spans {
+			if in(i) {
+				if err := accs[i].AddRows(rows); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	var out []UtilityRow
+	for i, s := range spans {
+		tenantRows := accs[i].TenantRows()
+		for _, mode := range []string{"catalogue", "selection"} {
+			mc := c
+			if mode == "selection" {
+				mc.Features, mc.Settings = nil, nil
+			}
+			plan, err := NewPlan(mc, 1)
+			if err != nil {
+				return nil, err
+			}
+			rs, err := measure(plan, s.w, tenantRows, truths[i], minTenants, reps)
+			if err != nil {
+				return nil, err
+			}
+			for j := range rs {
+				rs[j].Tenants, rs[j].Period, rs[j].Mode = len(pop.Tenants), s.p, mode
+			}
+			out = append(out, rs...)
+		}
+	}
+	return out, nil
+}
+
+// measure draws the period's release reps times and compares it with the truth.
+func measure(plan *Plan, w Window, rows []TenantRow, tr *truth, minTenants, reps int) ([]UtilityRow, error) {
+	// Split over six partitions by tenant, as the topic is keyed, so merging is exercised.
+	const parts = 6
+	byPart := make([][]TenantRow, parts)
+	for _, r := range rows {
+		h := fnv.New32a()
+		h.Write([]byte(r.Tenant))
+		byPart[h.Sum32()%parts] = append(byPart[h.Sum32()%parts], r)
+	}
+	var partials []Partial
+	for _, pr := range byPart {
+		a := plan.NewAcc(w)
+		if err := a.AddRows(pr); err != nil {
+			return nil, err
+		}
+		ps, err := a.Partials([]byte("utility-report"))
+		if err != nil {
+			return nil, err
+		}
+		partials = append(partials, ps...)
+	}
+	bounded := boundedValues(partials)
+	type stats struct {
+		errs, noiseErrs []float64
+		released        int
+		covered, shown  int
+		rho             []float64
+	}
+	st := map[string]*stats{}
+	for _, m := range plan.Metrics {
+		st[m.Name] = &stats{}
+	}
+	for range reps {
+		rs, _, err := plan.Release(partials)
+		if err != nil {
+			return nil, err
+		}
+		got := map[string]Released{}
+		for _, r := range rs {
+			got[r.Metric+"/"+cellKey(r.DimValues)] = r
+			tv := float64(tr.valueOf(plan.metric(r.Metric), cellKey(r.DimValues)))
+			s := st[r.Metric]
+			s.shown++
+			if tv >= r.CI95Low && tv <= r.CI95High {
+				s.covered++
+			}
+		}
+		for _, m := range plan.Metrics {
+			s := st[m.Name]
+			for key, tc := range tr.cells[m.Name] {
+				if len(tc.tenants) < minTenants {
+					continue
+				}
+				r, ok := got[m.Name+"/"+key]
+				if !ok {
+					continue
+				}
+				s.released++
+				tv := float64(tc.value(m.Unit))
+				s.errs = append(s.errs, math.Abs(float64(r.Value)-tv)/tv)
+				if b := float64(bounded[m.Name+"/"+key]); b > 0 {
+					s.noiseErrs = append(s.noiseErrs, math.Abs(float64(r.Value)-b)/b)
+				}
+			}
+			if m.Dims[0].Name == "feature" {
+				s.rho = append(s.rho, topSpearman(m, rs, tr, 20))
+			}
+		}
+	}
+	var out []UtilityRow
+	for _, m := range plan.Metrics {
+		s := st[m.Name]
+		row := UtilityRow{Metric: m.Name, Spearman: math.NaN(), Coverage: math.NaN()}
+		for _, tc := range tr.cells[m.Name] {
+			if len(tc.tenants) >= minTenants {
+				row.Cells++
+			}
+		}
+		if row.Cells > 0 {
+			row.Released = float64(s.released) / float64(row.Cells*reps)
+		}
+		row.MedianErr, row.MedianNoiseErr = median(s.errs), median(s.noiseErrs)
+		if s.shown > 0 {
+			row.Coverage = float64(s.covered) / float64(s.shown)
+		}
+		if len(s.rho) > 0 {
+			row.Spearman = mean(s.rho)
+		}
+		out = append(out, row)
+	}
+	return out, nil
+}
+
+// topSpearman ranks the features by their released total over the metric's other dimension,
+// takes the released top n and returns Spearman's rank correlation between their released
+// and their true totals.
+func topSpearman(m *Metric, rs []Released, tr *truth, n int) float64 {
+	released := map[string]float64{}
+	for _, r := range rs {
+		if r.Metric == m.Name {
+			released[r.DimValues[0]] += float64(r.Value)
+		}
+	}
+	trueTotal := map[string]float64{}
+	for key, tc := range tr.cells[m.Name] {
+		f, _, _ := strings.Cut(key, "|")
+		trueTotal[f] += float64(tc.value(m.Unit))
+	}
+	feats := make([]string, 0, len(released))
+	for f := range released {
+		feats = append(feats, f)
+	}
+	slices.SortFunc(feats, func(a, b string) int { return cmp.Or(cmp.Compare(released[b], released[a]), cmp.Compare(a, b)) })
+	if len(feats) > n {
+		feats = feats[:n]
+	}
+	x := make([]float64, len(feats))
+	y := make([]float64, len(feats))
+	for i, f := range feats {
+		x[i], y[i] = released[f], trueTotal[f]
+	}
+	return Spearman(x, y)
+}
+
+// Spearman is the rank correlation of x and y (average ranks for ties); NaN for fewer than
+// two points or a constant series.
+func Spearman(x, y []float64) float64 {
+	if len(x) != len(y) || len(x) < 2 {
+		return math.NaN()
+	}
+	rx, ry := ranks(x), ranks(y)
+	mx, my := mean(rx), mean(ry)
+	var sxy, sxx, syy float64
+	for i := range rx {
+		sxy += (rx[i] - mx) * (ry[i] - my)
+		sxx += (rx[i] - mx) * (rx[i] - mx)
+		syy += (ry[i] - my) * (ry[i] - my)
+	}
+	if sxx == 0 || syy == 0 {
+		return math.NaN()
+	}
+	return sxy / math.Sqrt(sxx*syy)
+}
+
+func ranks(v []float64) []float64 {
+	idx := make([]int, len(v))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(v[a], v[b]) })
+	r := make([]float64, len(v))
+	for i := 0; i < len(idx); {
+		j := i
+		for j+1 < len(idx) && v[idx[j+1]] == v[idx[i]] {
+			j++
+		}
+		for k := i; k <= j; k++ {
+			r[idx[k]] = float64(i+j)/2 + 1
+		}
+		i = j + 1
+	}
+	return r
+}
+
+func mean(xs []float64) float64 {
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+// Row returns the row of (tenants, period, mode, metric), if the report has it.
+func (u Utility) Row(tenants int, p Period, mode, metric string) (UtilityRow, bool) {
+	for _, r := range u.Rows {
+		if r.Tenants == tenants && r.Period == p && r.Mode == mode && r.Metric == metric {
+			return r, true
+		}
+	}
+	return UtilityRow{}, false
+}
+
 // Print writes the report as a table.
 func (u Utility) Print(w io.Writer) {
-	fmt.Fprintf(w, "Utility of the external_aggregate releases at ε=%g per metric release (one window %s; %d tenants, %d events)\n",
-		u.Epsilon, u.Window.Start.Format("2006-01-02"), u.Tenants, u.Events)
-	fmt.Fprintf(w, "Cells with ≥ %d tenants; relative error |released − true| / true (median), and against the bounded value (noise only).\n", u.MinTenants)
+	fmt.Fprintf(w, "Utility of the external_aggregate releases at ε=%g per metric release; day %s, ISO week and month %s; %d draws of each release\n",
+		u.Epsilon, u.Month.Start.Format("2006-01-02"), u.Month.Start.Format("2006-01"), u.Reps)
+	fmt.Fprintf(w, "ERROR: median |released − true| / true over cells with ≥ %d true tenants (NOISE: against the bounded value); RELEASED: share of those cells released;\n", u.MinTenants)
+	fmt.Fprintln(w, "COVERAGE: share of released cells whose 95% interval holds the true value; TOP-20 ρ: Spearman correlation of the released top-20 features with the truth.")
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODE\tMETRIC\tCELLS\tRELEASED\tMEDIAN REL. ERROR\tNOISE ONLY\t")
+	fmt.Fprintln(tw, "TENANTS\tPERIOD\tMODE\tMETRIC\tCELLS\tRELEASED\tERROR\tNOISE\tCOVERAGE\tTOP-20 ρ\t")
 	for _, r := range u.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d (%.0f%%)\t%s\t%s\t\n", r.Mode, r.Metric, r.Cells, r.Released, pct(r.Released, r.Cells), fmtErr(r.MedianErr), fmtErr(r.MedianNoiseErr))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%.3f\t%s\t%s\t%s\t%s\t\n", r.Tenants, r.Period, r.Mode, r.Metric, r.Cells, r.Released,
+			fmtNum(r.MedianErr, 4), fmtNum(r.MedianNoiseErr, 4), fmtNum(r.Coverage, 3), fmtNum(r.Spearman, 3))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "Selection mode, all metrics: median relative error %s, fraction of cells released %.3f\n", fmtErr(u.MedianErr), u.Released)
 }
 
-func pct(a, b int) float64 {
-	if b == 0 {
-		return 0
-	}
-	return 100 * float64(a) / float64(b)
-}
-
-func fmtErr(x float64) string {
+func fmtNum(x float64, digits int) string {
 	if math.IsNaN(x) {
 		return "-"
 	}
-	return fmt.Sprintf("%.4f", x)
+	return fmt.Sprintf("%.*f", digits, x)
 }
 
 func median(xs []float64) float64 {
@@ -195,9 +375,9 @@ type truth struct {
 }
 
 type truthCell struct {
-	tenants map[string]bool
-	users   map[pseudonym.Pseudonym]bool
-	events  map[string]bool
+	tenants map[string]struct{}
+	users   map[pseudonym.Pseudonym]struct{}
+	events  int
 }
 
 func newTruth(p *Plan) *truth { return &truth{plan: p, cells: map[string]map[string]*truthCell{}} }
@@ -217,13 +397,27 @@ func (t *truth) add(tg *decision.Tagged) {
 		k := cellKey(vals)
 		c := t.cells[m.Name][k]
 		if c == nil {
-			c = &truthCell{tenants: map[string]bool{}, users: map[pseudonym.Pseudonym]bool{}, events: map[string]bool{}}
+			c = &truthCell{tenants: map[string]struct{}{}}
 			t.cells[m.Name][k] = c
 		}
-		c.tenants[tg.Tenant.ID] = true
-		c.users[tg.Pseudonym] = true
-		c.events[tg.Event.EventID] = true
+		c.tenants[tg.Tenant.ID] = struct{}{}
+		if m.Unit == UnitUsers && tg.Pseudonym != (pseudonym.Pseudonym{}) {
+			if c.users == nil {
+				c.users = map[pseudonym.Pseudonym]struct{}{}
+			}
+			c.users[tg.Pseudonym] = struct{}{}
+		}
+		c.events++
 	}
+}
+
+// valueOf is the true value of a cell (0 for a cell without events).
+func (t *truth) valueOf(m *Metric, key string) int {
+	c := t.cells[m.Name][key]
+	if c == nil {
+		return 0
+	}
+	return c.value(m.Unit)
 }
 
 func (c *truthCell) value(u Unit) int {
@@ -231,9 +425,19 @@ func (c *truthCell) value(u Unit) int {
 	case UnitUsers:
 		return len(c.users)
 	case UnitEvents:
-		return len(c.events)
+		return c.events
 	}
 	return len(c.tenants)
+}
+
+// metric returns the plan's metric called name.
+func (p *Plan) metric(name string) *Metric {
+	for _, m := range p.Metrics {
+		if m.Name == name {
+			return m
+		}
+	}
+	return nil
 }
 
 // boundedValues sums the partials' raw values per metric and cell.

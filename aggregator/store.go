@@ -19,16 +19,20 @@ type progress struct {
 	high   int64     // offsets below it were read before the last close
 }
 
-// closedWindow is one window a partition closes, with its partials.
+// closedWindow is one window a partition closes, with its partials and, when weeks or
+// months are released, its tenants' raw material.
 type closedWindow struct {
 	w        Window
 	partials []Partial
+	tenants  []TenantRow
 }
 
 type store struct {
 	conn driver.Conn
 	db   string
-	plan string // plan hash
+	plan string // the base plan's hash: every partial, tenant row and progress row carries it
+	// plans are the hashes of every kind of release (base windows, weeks, months).
+	plans []string
 }
 
 func intList(parts []int) string {
@@ -71,28 +75,39 @@ func (s *store) writeClose(ctx context.Context, part int, closed []closedWindow,
 	if err != nil {
 		return err
 	}
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id)")
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id, tenant_id, events, users)")
 	if err != nil {
 		return err
 	}
 	id := uuid.NewString()
+	none := []uint64{}
 	for _, c := range closed {
 		if before[c.w.Start.Unix()] {
 			continue
 		}
 		for _, p := range c.partials {
-			if err := b.Append("partial", s.plan, uint32(part), c.w.Start, c.w.End, p.Metric, p.Cell, uint32(p.Tenants), string(p.State), pr.closed, pr.resume, pr.high, now, id); err != nil {
+			if err := b.Append("partial", s.plan, uint32(part), c.w.Start, c.w.End, p.Metric, p.Cell, uint32(p.Tenants), string(p.State), pr.closed, pr.resume, pr.high, now, id, "", uint64(0), none); err != nil {
+				return err
+			}
+		}
+		for _, t := range c.tenants {
+			users := t.Users
+			if users == nil {
+				users = none
+			}
+			if err := b.Append("tenant", s.plan, uint32(part), c.w.Start, c.w.End, t.Metric, t.Cell, uint32(0), "", pr.closed, pr.resume, pr.high, now, id, t.Tenant, uint64(max(0, t.Events)), users); err != nil {
 				return err
 			}
 		}
 	}
-	if err := b.Append("progress", s.plan, uint32(part), time.Unix(0, 0), time.Unix(0, 0), "", "", uint32(0), "", pr.closed, pr.resume, pr.high, now, id); err != nil {
+	if err := b.Append("progress", s.plan, uint32(part), time.Unix(0, 0), time.Unix(0, 0), "", "", uint32(0), "", pr.closed, pr.resume, pr.high, now, id, "", uint64(0), none); err != nil {
 		return err
 	}
 	return b.Send()
 }
 
-// closedBefore returns which of the windows the partition already stored partials for.
+// closedBefore returns which of the windows the partition already stored partials or tenant
+// rows for.
 func (s *store) closedBefore(ctx context.Context, part int, closed []closedWindow) (map[int64]bool, error) {
 	out := map[int64]bool{}
 	if len(closed) == 0 {
@@ -102,7 +117,7 @@ func (s *store) closedBefore(ctx context.Context, part int, closed []closedWindo
 	for i, c := range closed {
 		starts[i] = c.w.Start
 	}
-	rows, err := s.conn.Query(ctx, "SELECT DISTINCT window_start FROM "+s.db+".aggregate_state WHERE kind = 'partial' AND plan_hash = ? AND partition = ? AND window_start >= ? AND window_start <= ?",
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT window_start FROM "+s.db+".aggregate_state WHERE kind IN ('partial', 'tenant') AND plan_hash = ? AND partition = ? AND window_start >= ? AND window_start <= ?",
 		s.plan, uint32(part), slices.MinFunc(starts, time.Time.Compare), slices.MaxFunc(starts, time.Time.Compare))
 	if err != nil {
 		return nil, fmt.Errorf("read earlier closes: %w", err)
@@ -139,37 +154,40 @@ func (s *store) closedAll(ctx context.Context) (map[int]time.Time, error) {
 	return out, rows.Err()
 }
 
-// firstWindow is the start of the earliest window with any partial or any release, and false
-// if none. Releases count because retention deletes the partials of released windows
-// (ExpireState): the release step must keep starting where the data started, so that a
-// window without data after them is still released.
+// firstWindow is where the release step starts: the start of the earliest base window with
+// any partial or tenant row, or the end of the earliest release if that is earlier, and false
+// if there is neither. Releases count because retention deletes the state of released windows
+// (ExpireState): the release step must go on from where the data started, so that a window
+// without data after them is still released. Their end, not their start, counts: a week or a
+// month may start before the first data, and starting from there would release the period
+// before it, then the one before that.
 func (s *store) firstWindow(ctx context.Context) (time.Time, bool, error) {
 	var (
 		first time.Time
 		n     uint64
 	)
-	err := s.conn.QueryRow(ctx, "SELECT min(w), count() FROM (SELECT window_start AS w FROM "+s.db+".aggregate_state WHERE kind = 'partial' AND plan_hash = ? UNION ALL SELECT window_start AS w FROM "+s.db+"_external_aggregate.releases WHERE plan_hash = ?)", s.plan, s.plan).Scan(&first, &n)
+	err := s.conn.QueryRow(ctx, "SELECT min(w), count() FROM (SELECT window_start AS w FROM "+s.db+".aggregate_state WHERE kind IN ('partial', 'tenant') AND plan_hash = ? UNION ALL SELECT window_end AS w FROM "+s.db+"_external_aggregate.releases WHERE has(splitByChar(',', ?), plan_hash))", s.plan, strings.Join(append([]string{s.plan}, s.plans...), ",")).Scan(&first, &n)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("read aggregator partials and releases: %w", err)
 	}
 	return first, n > 0, nil
 }
 
-// releasedWindows is the set of window starts that have release rows, under any plan: a
+// releasedWindows is the set of windows (spans) that have release rows, under any plan: a
 // window released under one plan is never released again under another.
-func (s *store) releasedWindows(ctx context.Context) (map[int64]bool, error) {
-	rows, err := s.conn.Query(ctx, "SELECT DISTINCT window_start FROM "+s.db+"_external_aggregate.releases")
+func (s *store) releasedWindows(ctx context.Context) (map[spanKey]bool, error) {
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT window_start, window_end FROM "+s.db+"_external_aggregate.releases")
 	if err != nil {
 		return nil, fmt.Errorf("read releases: %w", err)
 	}
 	defer rows.Close()
-	out := map[int64]bool{}
+	out := map[spanKey]bool{}
 	for rows.Next() {
-		var t time.Time
-		if err := rows.Scan(&t); err != nil {
+		var w Window
+		if err := rows.Scan(&w.Start, &w.End); err != nil {
 			return nil, err
 		}
-		out[t.Unix()] = true
+		out[w.key()] = true
 	}
 	return out, rows.Err()
 }
@@ -209,6 +227,46 @@ ORDER BY partition, metric, cell`, s.plan, w.Start, s.plan, w.Start)
 		}
 		seen[k] = true
 		out = append(out, Partial{Metric: k.metric, Cell: k.cell, Tenants: int64(tenants), State: []byte(state)})
+	}
+	return out, rows.Err()
+}
+
+// tenantRows returns the tenant rows of every base window in period w: for each (base window,
+// partition), those of its first close only, as partials does.
+func (s *store) tenantRows(ctx context.Context, w Window) ([]TenantRow, error) {
+	rows, err := s.conn.Query(ctx, `SELECT window_start, partition, tenant_id, metric, cell, events, users FROM `+s.db+`.aggregate_state
+WHERE kind = 'tenant' AND plan_hash = ? AND window_start >= ? AND window_start < ?
+  AND (window_start, partition, close_id) IN (
+    SELECT window_start, partition, argMin(close_id, concat(toString(toUInt32(at)), close_id)) FROM `+s.db+`.aggregate_state
+    WHERE kind = 'tenant' AND plan_hash = ? AND window_start >= ? AND window_start < ? GROUP BY window_start, partition)
+ORDER BY window_start, partition, tenant_id, metric, cell`, s.plan, w.Start, w.End, s.plan, w.Start, w.End)
+	if err != nil {
+		return nil, fmt.Errorf("read tenant rows of %v: %w", w, err)
+	}
+	defer rows.Close()
+	type key struct {
+		start                int64
+		part                 uint32
+		tenant, metric, cell string
+	}
+	seen := map[key]bool{}
+	var out []TenantRow
+	for rows.Next() {
+		var (
+			start  time.Time
+			k      key
+			events uint64
+			users  []uint64
+		)
+		if err := rows.Scan(&start, &k.part, &k.tenant, &k.metric, &k.cell, &events, &users); err != nil {
+			return nil, err
+		}
+		k.start = start.Unix()
+		if seen[k] {
+			continue // a close written twice (an insert retried after an unanswered success)
+		}
+		seen[k] = true
+		out = append(out, TenantRow{Tenant: k.tenant, Metric: k.metric, Cell: k.cell, Events: int64(min(events, 1<<62)), Users: users})
 	}
 	return out, rows.Err()
 }
@@ -255,6 +313,7 @@ type StoredRelease struct {
 	ReleaseID   string
 	PlanHash    string
 	WindowStart time.Time
+	WindowEnd   time.Time
 	Metric      string
 	Dims        string
 	Value       int64
@@ -271,7 +330,7 @@ type StoredRelease struct {
 // Releases reads every stored release of database db under the plan (every plan if ""),
 // ordered by window, metric and cell.
 func Releases(ctx context.Context, conn driver.Conn, db, plan string) ([]StoredRelease, error) {
-	rows, err := conn.Query(ctx, "SELECT release_id, plan_hash, window_start, metric, dims, value, stddev, ci95_low, ci95_high, epsilon, delta, selected, l0, linf, mechanism FROM "+db+"_external_aggregate.releases WHERE plan_hash = ? OR ? = '' ORDER BY window_start, metric, dims LIMIT 1 BY window_start, metric, dims", plan, plan)
+	rows, err := conn.Query(ctx, "SELECT release_id, plan_hash, window_start, window_end, metric, dims, value, stddev, ci95_low, ci95_high, epsilon, delta, selected, l0, linf, mechanism FROM "+db+"_external_aggregate.releases WHERE plan_hash = ? OR ? = '' ORDER BY window_start, window_end, metric, dims LIMIT 1 BY window_start, window_end, metric, dims", plan, plan)
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +341,7 @@ func Releases(ctx context.Context, conn driver.Conn, db, plan string) ([]StoredR
 			r   StoredRelease
 			sel uint8
 		)
-		if err := rows.Scan(&r.ReleaseID, &r.PlanHash, &r.WindowStart, &r.Metric, &r.Dims, &r.Value, &r.StdDev, &r.CI95Low, &r.CI95High, &r.Epsilon, &r.Delta, &sel, &r.L0, &r.LInf, &r.Mechanism); err != nil {
+		if err := rows.Scan(&r.ReleaseID, &r.PlanHash, &r.WindowStart, &r.WindowEnd, &r.Metric, &r.Dims, &r.Value, &r.StdDev, &r.CI95Low, &r.CI95High, &r.Epsilon, &r.Delta, &sel, &r.L0, &r.LInf, &r.Mechanism); err != nil {
 			return nil, err
 		}
 		r.Selected = sel == 1

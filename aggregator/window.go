@@ -1,12 +1,14 @@
 package aggregator
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -26,6 +28,12 @@ func WindowOf(t time.Time, size time.Duration) Window {
 	return Window{Start: s, End: s.Add(size)}
 }
 
+// spanKey identifies a window by its span: a day, the week and the month that start on the
+// same midnight are three windows.
+type spanKey struct{ start, end int64 }
+
+func (w Window) key() spanKey { return spanKey{w.Start.Unix(), w.End.Unix()} }
+
 func (w Window) String() string {
 	return w.Start.Format(time.RFC3339) + "/" + w.End.Format(time.RFC3339)
 }
@@ -37,8 +45,14 @@ type cellRef struct {
 
 type cellAcc struct {
 	events int64
-	users  map[pseudonym.Pseudonym]struct{} // capped at the metric's LInf
+	users  map[uint64]struct{} // userKey of each distinct user, capped at the metric's LInf
 }
+
+// userKey is what distinguishes a user inside one tenant's cell: the pseudonym's first 8
+// bytes (a pseudonym is a keyed hash, so they are as good as random; a collision among a
+// tenant's users, at most undercounting one of them, has odds below 10^-12 per pair of users
+// in a tenant with a million users — far below the noise).
+func userKey(p pseudonym.Pseudonym) uint64 { return binary.BigEndian.Uint64(p[:8]) }
 
 // Acc accumulates one window of one Kafka partition: per tenant and cell, the raw material of
 // each metric. A tenant's events are all in one partition (the topic is keyed by tenant), so
@@ -101,14 +115,86 @@ func (a *Acc) Add(t *decision.Tagged, offset int64) bool {
 				continue
 			}
 			if c.users == nil {
-				c.users = map[pseudonym.Pseudonym]struct{}{}
+				c.users = map[uint64]struct{}{}
 			}
 			if int64(len(c.users)) < m.LInf { // more would be clamped away
-				c.users[t.Pseudonym] = struct{}{}
+				c.users[userKey(t.Pseudonym)] = struct{}{}
 			}
 		}
 	}
 	return true
+}
+
+// TenantRow is one tenant's raw material for one cell of one base window, before any
+// bounding: stored at the window's close (kind 'tenant' in aggregate_state) so that weekly and
+// monthly releases can bound each tenant over the whole period (DESIGN.md §4). Users holds at
+// most the metric's LInf user keys: the union of capped sets, capped again, is exactly the
+// capped union, so a period's value is the same as if it had been counted in one window.
+type TenantRow struct {
+	Tenant, Metric, Cell string
+	Events               int64
+	Users                []uint64
+}
+
+// TenantRows returns the window's raw material per tenant and cell, sorted.
+func (a *Acc) TenantRows() []TenantRow {
+	var out []TenantRow
+	for t, cells := range a.tenants {
+		for ref, c := range cells {
+			r := TenantRow{Tenant: t, Metric: a.plan.Metrics[ref.metric].Name, Cell: ref.key, Events: c.events}
+			for u := range c.users {
+				r.Users = append(r.Users, u)
+			}
+			slices.Sort(r.Users)
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(x, y TenantRow) int {
+		return cmp.Or(cmp.Compare(x.Tenant, y.Tenant), cmp.Compare(x.Metric, y.Metric), cmp.Compare(x.Cell, y.Cell))
+	})
+	return out
+}
+
+// AddRows merges stored tenant rows into the accumulator (a period's, from its base windows):
+// events add up, users are united and capped at the metric's LInf. Rows of a metric the plan
+// does not have are an error: the plan hash of the rows is the plan's.
+func (a *Acc) AddRows(rows []TenantRow) error {
+	idx := map[string]int{}
+	for i, m := range a.plan.Metrics {
+		idx[m.Name] = i
+	}
+	for _, r := range rows {
+		i, ok := idx[r.Metric]
+		if !ok {
+			return fmt.Errorf("aggregator: a stored tenant row has metric %q, which the plan does not have", r.Metric)
+		}
+		m := a.plan.Metrics[i]
+		if n := len(strings.Split(r.Cell, "|")); n != len(m.Dims) {
+			return fmt.Errorf("aggregator: a stored tenant row of %s has cell %q with %d dimensions, want %d", m.Name, r.Cell, n, len(m.Dims))
+		}
+		cells := a.tenants[r.Tenant]
+		if cells == nil {
+			cells = map[cellRef]*cellAcc{}
+			a.tenants[r.Tenant] = cells
+		}
+		ref := cellRef{uint8(i), r.Cell}
+		c := cells[ref]
+		if c == nil {
+			c = &cellAcc{}
+			cells[ref] = c
+		}
+		c.events += max(0, r.Events)
+		for _, u := range r.Users {
+			if c.users == nil {
+				c.users = map[uint64]struct{}{}
+			}
+			if int64(len(c.users)) >= m.LInf {
+				break
+			}
+			c.users[u] = struct{}{}
+		}
+	}
+	return nil
 }
 
 // Events is the number of distinct events added.
@@ -142,6 +228,9 @@ func (a *Acc) Partials(sampleKey []byte) ([]Partial, error) {
 		})
 		if err != nil {
 			return nil, err
+		}
+		if m.Dims[0].Priority {
+			b.Prefer(m.catalogueRank())
 		}
 		for _, t := range tenants {
 			for ref, c := range a.tenants[t] {

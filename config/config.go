@@ -48,7 +48,9 @@ type Aggregator struct {
 	GroupID           string        `yaml:"group_id" doc:"Kafka consumer group of the aggregators (every instance shares it; the member holding partition 0 releases)"`
 	Window            time.Duration `yaml:"window" doc:"event-time window of a release: 24h (daily) or a divisor of it such as 1h"`
 	AllowedLateness   time.Duration `yaml:"allowed_lateness" doc:"how long after a window's end events are still added; later ones are counted as late, never added"`
-	Epsilon           float64       `yaml:"epsilon" doc:"ε of one metric's release for one window (partition selection included)"`
+	Epsilon           float64       `yaml:"epsilon" doc:"ε of one metric's release for one window (partition selection included); 0: windows are accumulated but not released on their own"`
+	WeekEpsilon       float64       `yaml:"week_epsilon" doc:"ε of one metric's release for one ISO week (Monday to Monday, UTC), each tenant bounded over the whole week; 0: no weekly releases"`
+	MonthEpsilon      float64       `yaml:"month_epsilon" doc:"ε of one metric's release for one calendar month (UTC), each tenant bounded over the whole month; 0: no monthly releases"`
 	SelectionShare    float64       `yaml:"selection_share" doc:"share of a metric's ε spent on private partition selection when its cells come from data"`
 	SelectionDelta    float64       `yaml:"selection_delta" doc:"δ of one metric's partition selection (must stay far below 1/number of tenants)"`
 	Mechanism         string        `yaml:"mechanism" doc:"noise: laplace (pure ε-DP) or gaussian"`
@@ -485,8 +487,16 @@ func (c *Config) validateAggregator(bad func(path, format string, args ...any)) 
 	if a.AllowedLateness < 0 {
 		bad("aggregator.allowed_lateness", "must not be negative, got %s", a.AllowedLateness)
 	}
-	if !(a.Epsilon >= 1e-6 && a.Epsilon <= 10) {
-		bad("aggregator.epsilon", "must be a number in [1e-6, 10], got %v", a.Epsilon)
+	for _, e := range []struct {
+		path string
+		eps  float64
+	}{{"aggregator.epsilon", a.Epsilon}, {"aggregator.week_epsilon", a.WeekEpsilon}, {"aggregator.month_epsilon", a.MonthEpsilon}} {
+		if !(e.eps == 0 || (e.eps >= 1e-6 && e.eps <= 10)) {
+			bad(e.path, "must be 0 (not released) or a number in [1e-6, 10], got %v", e.eps)
+		}
+	}
+	if a.Epsilon == 0 && a.WeekEpsilon == 0 && a.MonthEpsilon == 0 {
+		bad("aggregator.epsilon", "aggregator.epsilon, week_epsilon and month_epsilon are all 0: the aggregator would release nothing")
 	}
 	if !(a.SelectionShare > 0 && a.SelectionShare < 1) {
 		bad("aggregator.selection_share", "must be strictly between 0 and 1, got %v", a.SelectionShare)

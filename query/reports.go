@@ -865,7 +865,7 @@ SELECT window_start, metric, dims, value, stddev, ci95_low, ci95_high, unit, eps
 FROM `+e.DB+`.releases
 WHERE `+where+`
 ORDER BY window_start DESC, metric, value DESC, dims
-LIMIT 1 BY window_start, metric, dims
+LIMIT 1 BY window_start, window_end, metric, dims
 LIMIT ?`, append(args, uint64(a.Int("limit")))...)
 	if err != nil {
 		return nil, err

@@ -37,6 +37,9 @@ type Keeper struct {
 	policy policy.Retention
 	// stateMargin is how long after its release a window's partial aggregates are kept.
 	stateMargin time.Duration
+	// periods are the weeks and months the aggregator releases: a window's tenant rows are
+	// kept until every one containing it is released.
+	periods []aggregator.Period
 }
 
 // New returns a keeper over database db (and its purpose databases). It keeps released
@@ -50,6 +53,13 @@ func New(conn driver.Conn, db string, reg *registry.Registry, log *audit.Log, r 
 // (aggregator.state_retention) and returns k.
 func (k *Keeper) StateRetention(margin time.Duration) *Keeper {
 	k.stateMargin = margin
+	return k
+}
+
+// Periods sets the periods the aggregator releases beyond its base windows (weeks, months),
+// from aggregator.week_epsilon and aggregator.month_epsilon, and returns k.
+func (k *Keeper) Periods(c config.Aggregator) *Keeper {
+	k.periods = aggregator.PeriodsOf(c)
 	return k
 }
 
@@ -300,6 +310,6 @@ func (k *Keeper) Run(ctx context.Context, now time.Time) (Report, error) {
 	if rep.Dropped, err = k.DropExpired(ctx, now); err != nil {
 		return rep, err
 	}
-	rep.State, err = aggregator.ExpireState(ctx, k.conn, k.db, now, k.stateMargin)
+	rep.State, err = aggregator.ExpireState(ctx, k.conn, k.db, now, k.stateMargin, k.periods)
 	return rep, err
 }

@@ -28,6 +28,17 @@ type Bounder struct {
 	sums     map[string]map[Cell]int64
 	rng      *rand.Rand
 	rngFor   func(tenant string) *rand.Rand
+	rank     func(Cell) int
+}
+
+// Prefer makes a tenant over L0 keep its cells of lowest rank first; among cells of equal rank
+// that do not all fit, a uniform sample. rank must be public (a function of the cell alone,
+// e.g. its feature's place in the published catalogue, the features the vendor most wants
+// measured first): the kept cells then depend only on the tenant's own cells and its
+// generator, as without it. It returns b.
+func (b *Bounder) Prefer(rank func(Cell) int) *Bounder {
+	b.rank = rank
+	return b
 }
 
 // NewPerTenant is New with one generator per tenant: a tenant's sample then depends only on
@@ -106,10 +117,17 @@ func (b *Bounder) Bounded() map[Cell][]Contribution {
 			if b.rngFor != nil {
 				rng = b.rngFor(t)
 			}
-			// Partial Fisher-Yates: the first L0 are a uniform sample.
-			for i := range int(b.l0) {
-				j := i + rng.IntN(len(cells)-i)
-				cells[i], cells[j] = cells[j], cells[i]
+			if b.rank == nil {
+				// Partial Fisher-Yates: the first L0 are a uniform sample.
+				for i := range int(b.l0) {
+					j := i + rng.IntN(len(cells)-i)
+					cells[i], cells[j] = cells[j], cells[i]
+				}
+			} else {
+				// A uniform permutation, then a stable sort by rank: the lowest ranks first,
+				// a uniform order among equal ranks.
+				rng.Shuffle(len(cells), func(i, j int) { cells[i], cells[j] = cells[j], cells[i] })
+				slices.SortStableFunc(cells, func(x, y Cell) int { return b.rank(x) - b.rank(y) })
 			}
 			cells = cells[:b.l0]
 		}

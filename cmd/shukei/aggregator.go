@@ -22,8 +22,9 @@ func newAggregatorCmd(a *app) *cobra.Command {
 	var (
 		report     bool
 		reportEps  float64
-		tenants    int
+		tenants    []int
 		minTenants int
+		draws      int
 	)
 	cmd := &cobra.Command{
 		Use:   "aggregator",
@@ -47,8 +48,12 @@ restarts, replays and other instances find its release and change nothing.
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if report {
-				day := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
-				u, err := aggregator.UtilityReport(a.cfg.Aggregator, population.New(tenants, 1, "t"), day, reportEps, minTenants)
+				lastMonth := time.Now().UTC().AddDate(0, -1, 0)
+				var pops []*population.Population
+				for _, n := range tenants {
+					pops = append(pops, population.New(n, 1, "t"))
+				}
+				u, err := aggregator.UtilityReport(a.cfg.Aggregator, pops, lastMonth, reportEps, minTenants, draws)
 				if err != nil {
 					return err
 				}
@@ -58,10 +63,11 @@ restarts, replays and other instances find its release and change nothing.
 			return runAggregator(cmd.Context(), a)
 		},
 	}
-	cmd.Flags().BoolVar(&report, "report", false, "print the utility report (median relative error, fraction released) and exit")
+	cmd.Flags().BoolVar(&report, "report", false, "print the utility report (error, share released, interval coverage, top-20 rank correlation per metric for a day, a week and a month) and exit")
 	cmd.Flags().Float64Var(&reportEps, "report-epsilon", 1, "ε per metric release for --report")
-	cmd.Flags().IntVar(&tenants, "report-tenants", 2000, "tenants of the synthetic population for --report")
-	cmd.Flags().IntVar(&minTenants, "report-min-tenants", 50, "cells with at least this many tenants are measured by --report")
+	cmd.Flags().IntSliceVar(&tenants, "report-tenants", []int{300, 2000, 10000}, "sizes of the synthetic populations for --report")
+	cmd.Flags().IntVar(&minTenants, "report-min-tenants", 50, "cells with at least this many true tenants are measured by --report")
+	cmd.Flags().IntVar(&draws, "report-draws", 50, "independent draws of each release for --report (error, coverage and rank correlation are over all draws)")
 	return cmd
 }
 

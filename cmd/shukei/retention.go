@@ -38,7 +38,7 @@ a raw user id exists anywhere in Shukei.`,
 	keeper := func(conn driver.Conn) *retention.Keeper {
 		db := a.cfg.ClickHouse.Database
 		return retention.New(conn, db, registry.New(conn, db, nil), audit.New(conn, db), mustPolicy().Retention).
-			StateRetention(a.cfg.Aggregator.StateRetention)
+			StateRetention(a.cfg.Aggregator.StateRetention).Periods(a.cfg.Aggregator)
 	}
 	var every time.Duration
 	var at string
