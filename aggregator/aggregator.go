@@ -138,6 +138,12 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 	}, nil
 }
 
+// YearBudgetOf is external_aggregate's rolling-year budget under configuration c, given its
+// monthly budget: the configured one, or twelve months' worth.
+func YearBudgetOf(c config.Aggregator, month ledger.Budget) ledger.Budget {
+	return yearBudget(month, ledger.Budget{Epsilon: c.BudgetEpsilonYear, Delta: c.BudgetDeltaYear})
+}
+
 func yearBudget(month, year ledger.Budget) ledger.Budget {
 	if year.Epsilon == 0 {
 		year.Epsilon = 12 * month.Epsilon

@@ -69,7 +69,7 @@ func atkEnv(t *testing.T, r *aggRig, extra ...string) []string {
 		}
 		env = append(env, kv)
 	}
-	env = append(env,
+	env = append(append(env, servicetest.AggregatorEnv()...),
 		"SHUKEI_CLICKHOUSE_DATABASE="+r.db, "SHUKEI_KAFKA_RAW_TOPIC="+r.cfg.Kafka.RawTopic, "SHUKEI_KAFKA_RELEASE_TOPIC="+r.cfg.Kafka.ReleaseTopic,
 		"SHUKEI_AGGREGATOR_GROUP_ID="+r.cfg.Aggregator.GroupID, "SHUKEI_AGGREGATOR_RELEASE_INTERVAL=200ms",
 		"SHUKEI_AGGREGATOR_FEATURES="+strings.Join(population.Features, ","), "SHUKEI_AGGREGATOR_SETTINGS="+strings.Join(population.Settings, ","),

@@ -52,7 +52,7 @@ func TestAggregatorSurvivesKills(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte(r.keyText+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := append(os.Environ(),
+	env := append(append(os.Environ(), servicetest.AggregatorEnv()...),
 		"SHUKEI_CLICKHOUSE_DATABASE="+r.db, "SHUKEI_KAFKA_RAW_TOPIC="+r.cfg.Kafka.RawTopic, "SHUKEI_KAFKA_RELEASE_TOPIC="+r.cfg.Kafka.ReleaseTopic,
 		"SHUKEI_AGGREGATOR_GROUP_ID="+r.cfg.Aggregator.GroupID, "SHUKEI_AGGREGATOR_RELEASE_INTERVAL=200ms",
 		"SHUKEI_AGGREGATOR_FEATURES="+strings.Join(population.Features, ","), "SHUKEI_AGGREGATOR_SETTINGS="+strings.Join(population.Settings, ","),

@@ -126,6 +126,26 @@ func NewPlan(c config.Aggregator, policyVersion int) (*Plan, error) {
 	}
 	editions := append(slices.Clone(c.Editions), Other)
 	features := Dimension{Name: "feature", Domain: slices.Clone(c.Features), Open: true, Priority: true}
+	settings := Dimension{Name: "setting", Domain: slices.Clone(c.Settings), Open: true}
+	// closed maps an id outside a closed catalogue to Other, as editions are: no cell comes
+	// from the data, so no partition selection and the metric's whole ε goes to the noise.
+	closed := func(d *Dimension) func(string) string {
+		if !c.ClosedCatalogues || len(d.Domain) == 0 {
+			return func(id string) string { return id }
+		}
+		d.Domain, d.Open = append(d.Domain, Other), false
+		known := map[string]bool{}
+		for _, v := range d.Domain {
+			known[v] = true
+		}
+		return func(id string) string {
+			if known[id] {
+				return id
+			}
+			return Other
+		}
+	}
+	featureID, settingKey := closed(&features), closed(&settings)
 	status := Dimension{Name: "status", Domain: statuses}
 	edition := Dimension{Name: "edition", Domain: editions}
 	// Feature cells are split by one segment each, not by status × edition: every split
@@ -137,7 +157,7 @@ func NewPlan(c config.Aggregator, policyVersion int) (*Plan, error) {
 			if !ok {
 				return nil, false
 			}
-			return []string{f.FeatureID, segment(t, ed)}, true
+			return []string{featureID(f.FeatureID), segment(t, ed)}, true
 		}
 	}
 	byStatus := func(t *decision.Tagged, _ string) string { return t.Tenant.Status }
@@ -171,7 +191,7 @@ func NewPlan(c config.Aggregator, policyVersion int) (*Plan, error) {
 			{
 				Name: "setting_customisation", Doc: "distinct tenants reporting the setting, with and without customisation (adoption and customisation rate)",
 				Schema: event.SchemaSettingsV1, Unit: UnitTenant, L0: 8, LInf: 1,
-				Dims: []Dimension{{Name: "setting", Domain: slices.Clone(c.Settings), Open: true}, {Name: "customised", Domain: []string{"yes", "no"}}},
+				Dims: []Dimension{settings, {Name: "customised", Domain: []string{"yes", "no"}}},
 				key: func(t *decision.Tagged, _ string) ([]string, bool) {
 					s, ok := t.Event.Data.(*event.Settings)
 					if !ok {
@@ -181,7 +201,7 @@ func NewPlan(c config.Aggregator, policyVersion int) (*Plan, error) {
 					if s.CustomizationPresent {
 						cust = "yes"
 					}
-					return []string{s.SettingKey, cust}, true
+					return []string{settingKey(s.SettingKey), cust}, true
 				},
 			},
 			{

@@ -11,9 +11,11 @@ import (
 	"github.com/shukei/shukei/anonymizer/dp"
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/internal/dptest"
 	"github.com/shukei/shukei/internal/population"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/schemas/event"
 	"github.com/shukei/shukei/schemas/policy"
 )
@@ -362,4 +364,104 @@ func readTopicTagged(t *testing.T, r *aggRig, now time.Time) []decision.Tagged {
 		out = append(out, tg)
 	}
 	return out
+}
+
+// TestNeighbouringMonthReleases is the δ′ test of a month's release through the real period
+// path (days accumulated apart, tenant rows merged, the tenant bounded once over the month,
+// released with the period plan's noise): on datasets that differ by one tenant active with far
+// more than any bound on each of ten days, a cell moves by exactly LInf = 1 before noise, and
+// its releases are (ε/L0)-close. Releasing the month as the sum of its days' partials instead
+// moves the cell by ten, and the same estimator flags it.
+func TestNeighbouringMonthReleases(t *testing.T) {
+	if raceDetector {
+		t.Skip("statistical, one goroutine: make test runs it without -race")
+	}
+	p := mustPlan(t, catalogueConfig())
+	pop := population.New(200, 3, "t")
+	tenants := map[string]*registry.Tenant{}
+	for i := range pop.Tenants {
+		tenants[pop.Tenants[i].ID] = &pop.Tenants[i].Tenant
+	}
+	first := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	month := PeriodMonth.Of(first, 24*time.Hour)
+	m := p.Metrics[0] // feature_adoption, LInf = 1
+	cell := population.Features[0] + "|" + registry.StatusContracted
+	key := []byte("test-key")
+	run := func(heavy bool) (monthStates, dayStates [][]byte) {
+		merged := p.NewAcc(month)
+		for d := range 10 {
+			w := WindowOf(first.AddDate(0, 0, d), 24*time.Hour)
+			acc := p.NewAcc(w)
+			var off int64
+			add := func(tg *decision.Tagged) { acc.Add(tg, off); off++ }
+			for _, ev := range pop.Day(w.Start) {
+				tg := decision.Tagged{Event: ev, Tenant: tenants[ev.TenantID], Purposes: uint16(policy.AllPurposes), Pseudonym: fakePseudonym(ev.TenantID, ev.User)}
+				add(&tg)
+			}
+			if heavy {
+				heavyTenant(20_000)(add)
+			}
+			if err := merged.AddRows(acc.TenantRows()); err != nil {
+				t.Fatal(err)
+			}
+			ps, err := acc.Partials(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dayStates = append(dayStates, statesOf(ps, m.Name, cell)...)
+		}
+		ps, err := merged.Partials(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return statesOf(ps, m.Name, cell), dayStates
+	}
+	ma, da := run(true)
+	mb, db := run(false)
+	if d := rawSum(t, ma) - rawSum(t, mb); d != 1 {
+		t.Fatalf("the heavy tenant moves the month's %s by %d before noise, want 1 (LInf, once a month)", cell, d)
+	}
+	if d := rawSum(t, da) - rawSum(t, db); d != 10 {
+		t.Fatalf("summing the days, the heavy tenant moves %s by %d, want 10 (once a day)", cell, d)
+	}
+	claimed := p.params(m).Epsilon / float64(m.L0)
+	draw := func(states [][]byte, n int) []int64 {
+		out := make([]int64, n)
+		for i := range out {
+			r, err := p.releaseCell(m, states)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[i] = r.Value
+		}
+		return out
+	}
+	// Bins of 8 (any binning is post-processing) from 2 standard deviations below the smaller
+	// value to 2 above the larger: few bins, so the estimator has the power to see a shift of 10.
+	sd := noiseSD(p, m)
+	const width = 8
+	binned := func(vs []int64, lo int64) []int64 {
+		out := make([]int64, len(vs))
+		for i, v := range vs {
+			out[i] = (v - lo) / width
+			if v < lo {
+				out[i] = -1
+			}
+		}
+		return out
+	}
+	const n = 100_000
+	span := int64(4*sd+10) / width
+	lo := rawSum(t, mb) - int64(2*sd)
+	est, slack := dptest.DeltaPrime(binned(draw(ma, n), lo), binned(draw(mb, n), lo), claimed, 0, span)
+	t.Logf("month: δ′ = %.5f, allowed %.5f (ε = %.4f a cell)", est, slack, claimed)
+	if est > slack {
+		t.Errorf("the month's release: δ′ = %.5f > %.5f: not ε=%.4f-DP for one cell", est, slack, claimed)
+	}
+	lo = rawSum(t, db) - int64(2*sd)
+	nest, nslack := dptest.DeltaPrime(binned(draw(da, n), lo), binned(draw(db, n), lo), claimed, 0, span)
+	t.Logf("sum of the days: δ′ = %.5f, allowed %.5f", nest, nslack)
+	if nest <= nslack {
+		t.Errorf("the estimator did not flag the sum of the days (δ′ = %.5f ≤ %.5f)", nest, nslack)
+	}
 }

@@ -39,8 +39,8 @@ func TestSpearman(t *testing.T) {
 // every row. 'shukei aggregator --report' (make bench) prints the whole table at 300, 2,000
 // and 10,000 tenants.
 func TestUtilityTargets(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a month of 2,000 tenants")
+	if testing.Short() || raceDetector {
+		t.Skip("a month of 2,000 tenants, one goroutine: make test runs it without -race")
 	}
 	month := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 	u, err := UtilityReport(config.Default().Aggregator, []*population.Population{population.New(2000, 1, "t")}, month, 1, 200, 100)

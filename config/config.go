@@ -61,6 +61,7 @@ type Aggregator struct {
 	BudgetDeltaYear   float64       `yaml:"budget_delta_year" doc:"δ budget over any 365 days of windows; 0 is twelve monthly budgets"`
 	Features          []string      `yaml:"features" doc:"the public feature catalogue: these feature ids are released without partition selection; others only if selected privately"`
 	Settings          []string      `yaml:"settings" doc:"the public settings catalogue, as features"`
+	ClosedCatalogues  bool          `yaml:"closed_catalogues" doc:"with a feature or settings catalogue, release ids outside it as 'other' instead of selecting them privately: no cell comes from the data, so the metric's whole ε goes to the noise (half the noise at the default selection_share)"`
 	Editions          []string      `yaml:"editions" doc:"editions released as themselves; any other edition is released as 'other'"`
 	ReleaseInterval   time.Duration `yaml:"release_interval" doc:"how often the release step looks for windows every partition has closed"`
 	MaxBackoff        time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
@@ -195,18 +196,24 @@ func Default() Config {
 			GroupID:         "shukei-aggregator",
 			Window:          24 * time.Hour,
 			AllowedLateness: 2 * time.Hour,
-			Epsilon:         0.2,
-			SelectionShare:  0.5,
-			SelectionDelta:  1e-8,
-			Mechanism:       "laplace",
-			GaussianDelta:   1e-8,
-			Features:        []string{},
-			Settings:        []string{},
-			Editions:        []string{"standard", "professional", "enterprise"},
-			ReleaseInterval: 5 * time.Second,
-			MaxBackoff:      30 * time.Second,
-			Listen:          "127.0.0.1:9102",
-			StateRetention:  3 * 24 * time.Hour,
+			// Chosen with the utility report (README, "Choosing ε"): a month at ε=1 and an ISO
+			// week at ε=0.5 per metric, no daily releases.
+			Epsilon:      0,
+			WeekEpsilon:  0.5,
+			MonthEpsilon: 1,
+			// The rolling year: twelve months and 53 weeks of the five metrics, 60 + 132.5.
+			BudgetEpsilonYear: 192.5,
+			SelectionShare:    0.5,
+			SelectionDelta:    1e-8,
+			Mechanism:         "laplace",
+			GaussianDelta:     1e-8,
+			Features:          []string{},
+			Settings:          []string{},
+			Editions:          []string{"standard", "professional", "enterprise"},
+			ReleaseInterval:   5 * time.Second,
+			MaxBackoff:        30 * time.Second,
+			Listen:            "127.0.0.1:9102",
+			StateRetention:    3 * 24 * time.Hour,
 		},
 		Query: Query{
 			Listen:          "127.0.0.1:8081",

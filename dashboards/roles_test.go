@@ -47,7 +47,7 @@ func TestRunningRolesExportTheDashboardMetrics(t *testing.T) {
 	for _, role := range []string{"collector", "processor", "aggregator", "query"} {
 		ports[role] = freePort(t)
 	}
-	env := append(os.Environ(),
+	env := append(append(os.Environ(), servicetest.AggregatorEnv()...),
 		"SHUKEI_CLICKHOUSE_DATABASE="+cfg.ClickHouse.Database,
 		"SHUKEI_CLICKHOUSE_USERS_DIR="+users,
 		"SHUKEI_KAFKA_RAW_TOPIC="+raw, "SHUKEI_KAFKA_DLQ_TOPIC="+dlq,

@@ -95,7 +95,7 @@ func TestStackSurvivesFaults(t *testing.T) {
 		}
 		env = append(env, kv)
 	}
-	env = append(env,
+	env = append(append(env, servicetest.AggregatorEnv()...),
 		"SHUKEI_CLICKHOUSE_ADDR="+proxy.addr(), "SHUKEI_CLICKHOUSE_DATABASE="+db, "SHUKEI_CLICKHOUSE_USERS_DIR="+usersDir,
 		"SHUKEI_KAFKA_BROKERS="+strings.Join(brokers, ","), "SHUKEI_KAFKA_RAW_TOPIC="+raw, "SHUKEI_KAFKA_DLQ_TOPIC="+dlq, "SHUKEI_KAFKA_RELEASE_TOPIC="+releases,
 		"SHUKEI_PROCESSOR_GROUP_ID="+servicetest.Name(t, "proc."), "SHUKEI_AGGREGATOR_GROUP_ID="+servicetest.Name(t, "agg."),
@@ -433,6 +433,7 @@ func checkReleases(t *testing.T, conn driver.Conn, db, raw string, brokers []str
 	t.Helper()
 	ctx := context.Background()
 	cfg := config.Default().Aggregator
+	cfg.Epsilon, cfg.WeekEpsilon, cfg.MonthEpsilon = 0.2, 0, 0 // as servicetest.Config
 	cfg.Window, cfg.AllowedLateness = window, lateness
 	cfg.Features, cfg.Settings = population.Features, population.Settings
 	plan, err := aggregator.NewPlan(cfg, 1)

@@ -46,6 +46,11 @@ type Options struct {
 	Batch    int       // events per request or Kafka write (default 500)
 	Workers  int       // concurrent requests (default 4)
 	Progress io.Writer // a bar on a terminal, plain lines otherwise; nil: silent
+	// MaxSpan is the longest event-time span of one tenant's batch (default 1h): a batch is
+	// sent once it is full or its events span this long, as an SDK flushes on a timer. Without
+	// it a small tenant's whole history would go in one late batch, after every other tenant's
+	// newer events, and event-time windows would see it as late.
+	MaxSpan time.Duration
 }
 
 func (o *Options) defaults() {
@@ -54,6 +59,9 @@ func (o *Options) defaults() {
 	}
 	if o.Workers <= 0 {
 		o.Workers = 4
+	}
+	if o.MaxSpan <= 0 {
+		o.MaxSpan = time.Hour
 	}
 }
 
@@ -144,6 +152,7 @@ func SendHTTP(ctx context.Context, url string, tokens map[string]string, g *Gene
 		token string
 		body  bytes.Buffer
 		n     int
+		first time.Time
 	}
 	work := make(chan *batch, o.Workers*2)
 	var mu sync.Mutex
@@ -193,9 +202,14 @@ func SendHTTP(ctx context.Context, url string, tokens map[string]string, g *Gene
 		if !known {
 			tok, key = anyToken, "?"+m.Tenant
 		}
+		if b := pending[key]; b != nil && m.At.Sub(b.first) > o.MaxSpan {
+			if err = flush(key); err != nil {
+				break
+			}
+		}
 		b := pending[key]
 		if b == nil {
-			b = &batch{token: tok}
+			b = &batch{token: tok, first: m.At}
 			pending[key] = b
 		}
 		b.body.Write(m.Body)

@@ -59,6 +59,7 @@ type Env struct {
 	Tickets    TicketSource
 	Lookback   time.Duration
 	Budget     ledger.Budget // external_aggregate's monthly allowance
+	YearBudget ledger.Budget // and over any 365 days of windows
 	BreakGlass BreakGlassSource
 	Principal  string // who asks
 	ticketID   string // set by authorize for the audit record (a ticket or break-glass id)

@@ -819,7 +819,10 @@ func dpReleases() *Report {
 		Name: "dp_releases", Purpose: "external_aggregate",
 		Title: "Differentially private releases",
 		Description: "Published releases: each cell's noisy value with the noise's standard deviation and 95% interval, and " +
-			"the ε, δ, L0, Linf and mechanism that produced it. Reading them spends no budget (post-processing). " +
+			"the ε, δ, L0, Linf and mechanism that produced it, for a window (a week, a month, or a base window). " +
+			"The privacy unit is the tenant: each release is (ε, δ)-differentially private for datasets that differ by one tenant's " +
+			"whole usage in the window, added or removed; a tenant adds to at most L0 cells of a metric, at most Linf to each. " +
+			"Values are clamped at 0 (a count is never negative). Reading them spends no budget (post-processing). " +
 			"Clause 3(2)-4: aggregates shared outside, so that no one customer's usage can be inferred.",
 		Params: []Param{
 			{Name: "metric", Kind: Enum, Multi: true, Values: releaseMetrics, Doc: "only these metrics"},
@@ -841,6 +844,9 @@ func dpReleases() *Report {
 			{"linf", "integer", "most one tenant adds to a cell"},
 			{"mechanism", "string", "laplace or gaussian"},
 			{"released_at", "time", "when it was released"},
+			{"window_end", "time", "end of the release window (exclusive)"},
+			{"period", "string", "week (ISO, Monday to Monday UTC), month (calendar, UTC), or window (a base window)"},
+			{"privacy_unit", "string", "what one neighbouring dataset adds or removes: one tenant's whole usage in the window"},
 		},
 		Chart: Chart{Kind: "bar", Label: "cell", Value: "value", Series: "metric", Low: "ci95_low", High: "ci95_high"},
 		run:   runDPReleases,
@@ -861,7 +867,7 @@ func runDPReleases(ctx context.Context, e *Env, a Args) ([][]any, error) {
 		where, args = where+" AND has(?, metric)", append(args, l)
 	}
 	rows, err := e.Conn.Query(ctx, `
-SELECT window_start, metric, dims, value, stddev, ci95_low, ci95_high, unit, epsilon, delta, l0, linf, mechanism, released_at
+SELECT window_start, metric, dims, value, stddev, ci95_low, ci95_high, unit, epsilon, delta, l0, linf, mechanism, released_at, window_end
 FROM `+e.DB+`.releases
 WHERE `+where+`
 ORDER BY window_start DESC, metric, value DESC, dims
@@ -873,25 +879,39 @@ LIMIT ?`, append(args, uint64(a.Int("limit")))...)
 	defer rows.Close()
 	var out [][]any
 	for rows.Next() {
-		var ws, rel time.Time
+		var ws, rel, we time.Time
 		var metric, dims, unit, mech string
 		var value, l0, linf int64
 		var sd, lo, hi, eps, delta float64
-		if err := rows.Scan(&ws, &metric, &dims, &value, &sd, &lo, &hi, &unit, &eps, &delta, &l0, &linf, &mech, &rel); err != nil {
+		if err := rows.Scan(&ws, &metric, &dims, &value, &sd, &lo, &hi, &unit, &eps, &delta, &l0, &linf, &mech, &rel, &we); err != nil {
 			return nil, err
 		}
-		out = append(out, []any{ws.UTC(), metric, dims, value, round3(sd), round3(lo), round3(hi), unit, eps, delta, l0, linf, mech, rel.UTC()})
+		out = append(out, []any{ws.UTC(), metric, dims, value, round3(sd), round3(lo), round3(hi), unit, eps, delta, l0, linf, mech, rel.UTC(),
+			we.UTC(), periodOf(ws, we), "tenant"})
 	}
 	return out, rows.Err()
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
 
+// periodOf names a release window by its span.
+func periodOf(start, end time.Time) string {
+	switch {
+	case end.Sub(start) == 7*24*time.Hour && start.UTC().Weekday() == time.Monday:
+		return "week"
+	case start.UTC().Day() == 1 && start.UTC().AddDate(0, 1, 0).Equal(end.UTC()):
+		return "month"
+	}
+	return "window"
+}
+
 func dpBudget() *Report {
 	return &Report{
 		Name: "dp_budget", Purpose: "external_aggregate",
 		Title: "Privacy budget",
-		Description: "external_aggregate's privacy budget for a month from the ledger: allowance, spent by the releases, and left. " +
+		Description: "external_aggregate's privacy budget for a month from the ledger: allowance, spent by the releases, and left; " +
+			"and the rolling year's (any 365 days of windows). The unit is the tenant: each release is differentially private for " +
+			"datasets that differ by one tenant's whole usage in its window. " +
 			"A release that would overdraw is refused by the aggregator.",
 		Params: []Param{{Name: "month", Kind: Month, Default: "current", Doc: "the month (YYYY-MM or current)"}},
 		Columns: []Column{
@@ -902,16 +922,37 @@ func dpBudget() *Report {
 			{"delta_budget", "number", "δ allowed"},
 			{"delta_spent", "number", "δ spent"},
 			{"delta_left", "number", "δ left"},
+			{"epsilon_year_budget", "number", "ε allowed over any 365 days of windows (the rolling year)"},
+			{"epsilon_year_spent", "number", "ε spent by the windows starting in the 365 days that end with the month"},
+			{"delta_year_budget", "number", "δ allowed over any 365 days"},
+			{"delta_year_spent", "number", "δ spent in the 365 days that end with the month"},
+			{"privacy_unit", "string", "what one neighbouring dataset adds or removes: one tenant's whole usage in a window"},
 		},
 		Chart: Chart{Kind: "bar", Label: "month", Value: "epsilon_left"},
 		run: func(ctx context.Context, e *Env, a Args) ([][]any, error) {
-			spent, err := ledger.New(e.Conn, e.Prefix).Spent(ctx, "external_aggregate", a.Str("month"))
+			entries, err := ledger.New(e.Conn, e.Prefix).Entries(ctx, "external_aggregate")
 			if err != nil {
 				return nil, err
 			}
-			b := e.Budget
+			month, err := time.Parse("2006-01", a.Str("month"))
+			if err != nil {
+				return nil, badf("parameter month: %v", err)
+			}
+			end := month.AddDate(0, 1, 0)
+			var spent, year ledger.Budget
+			for _, en := range entries {
+				if en.Period == a.Str("month") {
+					spent.Epsilon += en.Epsilon
+					spent.Delta += en.Delta
+				}
+				if !en.WindowStart.Before(end.Add(-365*24*time.Hour)) && en.WindowStart.Before(end) {
+					year.Epsilon += en.Epsilon
+					year.Delta += en.Delta
+				}
+			}
+			b, y := e.Budget, e.YearBudget
 			return [][]any{{a.Str("month"), b.Epsilon, round3(spent.Epsilon), round3(max(b.Epsilon-spent.Epsilon, 0)),
-				b.Delta, spent.Delta, max(b.Delta-spent.Delta, 0)}}, nil
+				b.Delta, spent.Delta, max(b.Delta-spent.Delta, 0), y.Epsilon, round3(year.Epsilon), y.Delta, year.Delta, "tenant"}}, nil
 		},
 	}
 }

@@ -42,6 +42,7 @@ type Options struct {
 	Timeout    time.Duration
 	Lookback   time.Duration // support: how far before a ticket's opening a trace may reach
 	Budget     ledger.Budget // external_aggregate's monthly allowance
+	YearBudget ledger.Budget // and over any 365 days of windows
 	BreakGlass *breakglass.Store
 	Metrics    prometheus.Registerer
 	Gatherer   prometheus.Gatherer // served at /metrics; nil: none
@@ -262,7 +263,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 		bg = s.o.BreakGlass
 	}
 	env := &Env{Conn: conn, DB: s.o.Prefix + "_" + purpose, Prefix: s.o.Prefix, K: s.o.K, MaxRows: s.o.MaxRows, Now: now,
-		Tickets: s.o.Tickets, Lookback: s.o.Lookback, Budget: s.o.Budget, BreakGlass: bg, Principal: req.p.ID}
+		Tickets: s.o.Tickets, Lookback: s.o.Lookback, Budget: s.o.Budget, YearBudget: s.o.YearBudget, BreakGlass: bg, Principal: req.p.ID}
 	rctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
 	defer cancel()
 	if rep.authorize != nil {

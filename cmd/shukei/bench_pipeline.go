@@ -216,6 +216,8 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	env := append(os.Environ(),
 		"SHUKEI_CLICKHOUSE_DATABASE="+db, "SHUKEI_KAFKA_RAW_TOPIC="+cfg.Kafka.RawTopic, "SHUKEI_KAFKA_DLQ_TOPIC="+cfg.Kafka.DLQTopic, "SHUKEI_KAFKA_RELEASE_TOPIC="+cfg.Kafka.ReleaseTopic,
 		"SHUKEI_PROCESSOR_GROUP_ID="+cfg.Processor.GroupID, "SHUKEI_AGGREGATOR_GROUP_ID="+cfg.Aggregator.GroupID,
+		// The bench's data spans a few days: it measures daily releases, not weeks and months.
+		"SHUKEI_AGGREGATOR_EPSILON=0.2", "SHUKEI_AGGREGATOR_WEEK_EPSILON=0", "SHUKEI_AGGREGATOR_MONTH_EPSILON=0",
 		"SHUKEI_EVENTS_MAX_AGE=72h", "SHUKEI_ANONYMIZER_MASTER_KEY_FILE="+keyFile, "SHUKEI_ANONYMIZER_MASTER_KEY=",
 		"SHUKEI_PROCESSOR_REGISTRY_REFRESH=500ms", "SHUKEI_LOG_LEVEL=warn",
 		"SHUKEI_AGGREGATOR_FEATURES="+strings.Join(population.Features, ","), "SHUKEI_AGGREGATOR_SETTINGS="+strings.Join(population.Settings, ","))

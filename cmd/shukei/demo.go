@@ -53,8 +53,9 @@ passes it).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
 			ctx := cmd.Context()
-			// Fourteen days of history: events up to 15 days old are accepted in the demo.
-			a.cfg.Events.MaxAge = max(a.cfg.Events.MaxAge, 15*24*time.Hour)
+			// History from the first day of the previous month: events that old are accepted
+			// in the demo.
+			a.cfg.Events.MaxAge = max(a.cfg.Events.MaxAge, time.Duration(demoDays(time.Now())+1)*24*time.Hour)
 			fmt.Fprintln(out, "== Shukei demo ==")
 			if fresh {
 				if err := demoReset(ctx, out, a.cfg); err != nil {
@@ -76,11 +77,13 @@ passes it).`,
 			if err := demoTenants(ctx, out, a.cfg, master); err != nil {
 				return err
 			}
-			if err := demoIngest(ctx, out, a.cfg); err != nil {
-				return err
-			}
+			// History first, then today's events: the aggregator's event-time watermark follows
+			// each partition's newest event, so history sent after today's would be late.
 			var st demoStats
 			if err := demoLoad(ctx, out, a.cfg, master, events, &st); err != nil {
+				return err
+			}
+			if err := demoIngest(ctx, out, a.cfg); err != nil {
 				return err
 			}
 			if err := demoProcess(ctx, out, a.cfg, master, a.log, &st); err != nil {

@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,12 +24,19 @@ import (
 	"github.com/shukei/shukei/registry"
 )
 
-// The synthetic customer base the demo drives: its tenants, and the days of history.
+// The synthetic customer base the demo drives: its tenants and its seed.
 const (
 	demoPopulationSize = 300
-	demoPastDays       = 14
 	demoSeed           = 2026
 )
+
+// demoDays is how many days of history the demo sends: from the first day of the previous
+// month to today, so the partner sees a whole month, its weeks and the weeks since.
+func demoDays(now time.Time) int {
+	now = now.UTC()
+	first := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC).AddDate(0, -1, 0)
+	return int(now.Sub(first).Hours()/24) + 1
+}
 
 // demoStats are what the demo measured, for its closing table.
 type demoStats struct {
@@ -45,7 +50,8 @@ type demoStats struct {
 // through a collector, as their browsers and apps would have: the load generator's events,
 // with its share of bad ones refused at the door.
 func demoLoad(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey, events int, st *demoStats) error {
-	g, err := loadgen.New(loadgen.Config{Tenants: demoPopulationSize, Seed: demoSeed, Events: events, Days: demoPastDays, BadShare: 0.01, Prefix: "pop-"})
+	days := demoDays(time.Now())
+	g, err := loadgen.New(loadgen.Config{Tenants: demoPopulationSize, Seed: demoSeed, Events: events, Days: days, BadShare: 0.01, Prefix: "pop-"})
 	if err != nil {
 		return err
 	}
@@ -72,7 +78,7 @@ func demoLoad(ctx context.Context, out io.Writer, cfg config.Config, master *pse
 	}
 	defer stop()
 	fmt.Fprintf(out, "\n-- Load: %d synthetic tenants (≈ 60%% contracted, 30%% trial, 10%% beta), %d events over their last %d days, through the collector\n",
-		demoPopulationSize, events, demoPastDays)
+		demoPopulationSize, events, days)
 	res, err := loadgen.SendHTTP(ctx, url, tokens, g, loadgen.Options{Batch: 500, Workers: 4, Progress: os.Stderr})
 	if err != nil {
 		return err
@@ -99,9 +105,9 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	demo := *a
 	demo.cfg.Aggregator.ReleaseInterval = 500 * time.Millisecond
 	demo.cfg.Aggregator.Features, demo.cfg.Aggregator.Settings = population.Features, population.Settings
-	// ε = 0.4 per metric release (twice the default) so that 300 tenants give readable
-	// releases; fourteen daily windows then spend ε = 28 of the month's 31.
-	demo.cfg.Aggregator.Epsilon = 0.4
+	// The product's catalogues are complete: ids outside them are released as "other", and
+	// each metric's whole ε goes to the noise.
+	demo.cfg.Aggregator.ClosedCatalogues = true
 	demo.log = quiet
 	metrics := prometheus.NewRegistry()
 	agg, err := newAggregator(ctx, &demo, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, metrics })
@@ -110,13 +116,21 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	}
 	now := time.Now().UTC()
 	through := aggregator.WindowOf(now.Add(-cfg.Aggregator.AllowedLateness), cfg.Aggregator.Window).Start
-	// The load covers the demoPastDays days before now: every window from the first one on
-	// that has closed by now.
-	var want []aggregator.Window
-	for w := aggregator.WindowOf(now.AddDate(0, 0, -demoPastDays), cfg.Aggregator.Window); !w.End.After(through); w = aggregator.WindowOf(w.End, cfg.Aggregator.Window) {
-		want = append(want, w)
+	// The load covers the demoDays days before now: every window of every released kind (base
+	// windows, weeks, months) from the one holding the first day on that has closed by now.
+	var periods []aggregator.Period
+	if cfg.Aggregator.Epsilon > 0 {
+		periods = append(periods, aggregator.PeriodWindow)
 	}
-	fmt.Fprintf(out, "\n-- Aggregator: DP releases for external_aggregate (plan %s, %d windows of %s closed by now)\n", agg.PlanHash()[:12], len(want), cfg.Aggregator.Window)
+	periods = append(periods, aggregator.PeriodsOf(cfg.Aggregator)...)
+	var want []aggregator.Window
+	first := now.AddDate(0, 0, -demoDays(now)+1)
+	for _, p := range periods {
+		for w := p.Of(first, cfg.Aggregator.Window); !w.End.After(through); w = p.Of(w.End, cfg.Aggregator.Window) {
+			want = append(want, w)
+		}
+	}
+	fmt.Fprintf(out, "\n-- Aggregator: DP releases for external_aggregate (%v; %d windows closed by now)\n", periods, len(want))
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- agg.Run(runCtx) }()
@@ -127,7 +141,7 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	var rels []aggregator.StoredRelease
 	read, readChanged := -1.0, time.Now()
 	for {
-		rels, err = aggregator.Releases(ctx, conn, cfg.ClickHouse.Database, agg.PlanHash())
+		rels, err = aggregator.Releases(ctx, conn, cfg.ClickHouse.Database, "")
 		refused := counterValue(metrics, "shukei_aggregator_release_refusals_total")
 		if err == nil && countWindows(rels, want)+int(refused) >= len(want) {
 			if refused > 0 {
@@ -160,26 +174,15 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	if countWindows(rels, want) == 0 {
 		return nil
 	}
+	if err := demoPartnerView(ctx, out, conn, demo.cfg, rels, want); err != nil {
+		return err
+	}
 	var last aggregator.Window
 	for _, w := range want {
-		if countWindows(rels, []aggregator.Window{w}) == 1 {
+		if countWindows(rels, []aggregator.Window{w}) == 1 && w.End.After(last.End) {
 			last = w
 		}
 	}
-	fmt.Fprintf(out, "\n   top feature adoption among contracted tenants, window %s (distinct tenants, ±95%% CI):\n", last.Start.Format("2006-01-02"))
-	var top []aggregator.StoredRelease
-	for _, r := range rels {
-		if r.WindowStart.Equal(last.Start) && r.Metric == "feature_adoption" && strings.HasSuffix(r.Dims, "status=contracted") {
-			top = append(top, r)
-		}
-	}
-	slices.SortFunc(top, func(x, y aggregator.StoredRelease) int { return int(y.Value - x.Value) })
-	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "   CELL\tRELEASED\t95% CI\tSTDDEV\tε\tL0\tLINF\tMECHANISM\t")
-	for _, r := range top[:min(8, len(top))] {
-		fmt.Fprintf(tw, "   %s\t%d\t[%.0f, %.0f]\t%.1f\t%.3g\t%d\t%d\t%s\t\n", r.Dims, r.Value, r.CI95Low, r.CI95High, r.StdDev, r.Epsilon, r.L0, r.LInf, r.Mechanism)
-	}
-	_ = tw.Flush()
 	l := ledger.New(conn, cfg.ClickHouse.Database)
 	period := last.Start.Format("2006-01")
 	spent, err := l.Spent(ctx, aggregator.Purpose, period)
@@ -216,7 +219,7 @@ func counterValue(g prometheus.Gatherer, name string) float64 {
 func countWindows(rels []aggregator.StoredRelease, want []aggregator.Window) int {
 	n := 0
 	for _, w := range want {
-		if slices.ContainsFunc(rels, func(r aggregator.StoredRelease) bool { return r.WindowStart.Equal(w.Start) }) {
+		if slices.ContainsFunc(rels, func(r aggregator.StoredRelease) bool { return r.WindowStart.Equal(w.Start) && r.WindowEnd.Equal(w.End) }) {
 			n++
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/query"
 	"github.com/shukei/shukei/query/audit"
@@ -120,7 +121,7 @@ func newQueryServer(ctx context.Context, a *app) (srv *query.Server, closeAll fu
 		Principals: principals, Audit: log, Tickets: registry.New(conn, db, nil),
 		BreakGlass: breakglass.New(conn, db, principals, log),
 		Readers:    readers, Prefix: db, K: k, MaxRows: a.cfg.Query.MaxRows, Timeout: a.cfg.Query.Timeout,
-		Lookback: a.cfg.Query.SupportLookback, Budget: budget, Metrics: reg, Gatherer: reg, Log: a.log,
+		Lookback: a.cfg.Query.SupportLookback, Budget: budget, YearBudget: aggregator.YearBudgetOf(a.cfg.Aggregator, budget), Metrics: reg, Gatherer: reg, Log: a.log,
 		Ready: func() error { return conn.Ping(ctx) },
 	})
 	if err != nil {

@@ -34,10 +34,20 @@ func Config(t testing.TB) config.Config {
 		t.Fatalf("test configuration from the environment: %v", err)
 	}
 	c.ClickHouse.Database = Name(t, "t_")
+	// Tests release base windows (minutes or days of test data), not weeks and months, unless
+	// they say so.
+	c.Aggregator.Epsilon, c.Aggregator.WeekEpsilon, c.Aggregator.MonthEpsilon = 0.2, 0, 0
+	c.Aggregator.BudgetEpsilonYear = 0
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// AggregatorEnv is the environment that gives an aggregator subprocess the release settings
+// Config gives in-process tests: base windows released at ε=0.2 per metric, no weeks or months.
+func AggregatorEnv() []string {
+	return []string{"SHUKEI_AGGREGATOR_EPSILON=0.2", "SHUKEI_AGGREGATOR_WEEK_EPSILON=0", "SHUKEI_AGGREGATOR_MONTH_EPSILON=0", "SHUKEI_AGGREGATOR_BUDGET_EPSILON_YEAR=0"}
 }
 
 // Name returns a name unique to this test and run: prefix, a readable part of the test name,
