@@ -363,6 +363,41 @@ func (r *Registry) load(ctx context.Context, only string) (map[string]*Tenant, e
 	return out, crows.Err()
 }
 
+// Tombstone records that a tenant was deleted, by a keyed hash of its id only (the table has no
+// tenant_id: it holds nothing of the tenant but the fact), so that its events still in Kafka are
+// recognised and refused without keeping anything of them.
+func (r *Registry) Tombstone(ctx context.Context, tombstone string, at time.Time) error {
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".deleted_tenants (tombstone, deleted_at)")
+	if err != nil {
+		return fmt.Errorf("record the deletion: %w", err)
+	}
+	if err := b.Append(tombstone, at.UTC().Truncate(time.Second)); err != nil {
+		return fmt.Errorf("record the deletion: %w", err)
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("record the deletion: %w", err)
+	}
+	return nil
+}
+
+// Tombstones returns the tombstones of every deleted tenant.
+func (r *Registry) Tombstones(ctx context.Context) (map[string]bool, error) {
+	rows, err := r.conn.Query(ctx, "SELECT DISTINCT tombstone FROM "+r.db+".deleted_tenants")
+	if err != nil {
+		return nil, fmt.Errorf("read deleted tenants: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return nil, err
+		}
+		out[h] = true
+	}
+	return out, rows.Err()
+}
+
 // Roots returns each tenant's encrypted pseudonymisation root.
 func (r *Registry) Roots(ctx context.Context) (map[string][]byte, error) {
 	rows, err := r.conn.Query(ctx, "SELECT tenant_id, root_enc FROM "+r.db+".pseudonym_roots FINAL")
@@ -385,8 +420,13 @@ func (r *Registry) Roots(ctx context.Context) (map[string][]byte, error) {
 type Snapshot struct {
 	Tenants map[string]*Tenant
 	byToken map[string]string // token hash → tenant id
+	deleted map[string]bool   // tombstones of deleted tenants (keyed hashes of their ids)
 	Loaded  time.Time
 }
+
+// Deleted reports whether a tenant with this tombstone (a keyed hash of its id,
+// decision.TenantTombstone) was deleted.
+func (s *Snapshot) Deleted(tombstone string) bool { return s.deleted[tombstone] }
 
 // NewSnapshot builds a snapshot from tenants, for tools and tests that do not read the
 // registry.
@@ -412,6 +452,20 @@ func tokenIndex(tenants map[string]*Tenant, now time.Time) map[string]string {
 		}
 	}
 	return out
+}
+
+// WithTombstones returns the snapshot with these tombstones of deleted tenants, for tools and
+// tests that do not read the registry.
+func (s *Snapshot) WithTombstones(tombstones ...string) *Snapshot {
+	c := *s
+	c.deleted = map[string]bool{}
+	for h := range s.deleted {
+		c.deleted[h] = true
+	}
+	for _, h := range tombstones {
+		c.deleted[h] = true
+	}
+	return &c
 }
 
 // Lookup returns a tenant of the snapshot.
@@ -476,7 +530,11 @@ func (c *Cache) Refresh(ctx context.Context) error {
 			}
 		}
 	}
-	s := &Snapshot{Tenants: all, Loaded: time.Now()}
+	gone, err := c.reg.Tombstones(ctx)
+	if err != nil {
+		return err
+	}
+	s := &Snapshot{Tenants: all, Loaded: time.Now(), deleted: gone}
 	s.byToken = tokenIndex(all, s.Loaded)
 	if c.keyring != nil {
 		roots, err := c.reg.Roots(ctx)

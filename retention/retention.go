@@ -23,6 +23,7 @@ import (
 
 	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/query/audit"
 	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/schemas/policy"
@@ -40,6 +41,17 @@ type Keeper struct {
 	// periods are the weeks and months the aggregator releases: a window's tenant rows are
 	// kept until every one containing it is released.
 	periods []aggregator.Period
+	// tombstoneKey keys the tombstone a deletion leaves (decision.TenantTombstone); nil: none.
+	tombstoneKey []byte
+}
+
+// Tombstones sets the key of the tombstones deletions leave in the registry — the processor's
+// refusal hash key (master key, "dlq") — and returns k. With it, a deleted tenant's events
+// still in Kafka are refused as tenant_deleted and keep nothing; without it they would be kept
+// as unknown_tenant refusals, with the tenant's id.
+func (k *Keeper) Tombstones(key []byte) *Keeper {
+	k.tombstoneKey = key
+	return k
 }
 
 // New returns a keeper over database db (and its purpose databases). It keeps released
@@ -130,7 +142,14 @@ func (k *Keeper) DeleteTenant(ctx context.Context, tenant, why string) (Receipt,
 	if err != nil {
 		return Receipt{}, err
 	}
-	// Keys first: from this moment no pseudonym of the tenant can be made or linked again.
+	// The tombstone first: from this moment a processor refuses the tenant's events still in
+	// Kafka as deleted and keeps nothing of them, instead of keeping them as unknown.
+	if k.tombstoneKey != nil {
+		if err := k.reg.Tombstone(ctx, decision.TenantTombstone(k.tombstoneKey, tenant), time.Now()); err != nil {
+			return Receipt{}, err
+		}
+	}
+	// Keys next: from this moment no pseudonym of the tenant can be made or linked again.
 	if err := k.reg.DestroyKeys(ctx, tenant); err != nil {
 		return Receipt{}, err
 	}

@@ -35,11 +35,7 @@ record, retention.ms, and the time by which everything written for the tenant so
 Kafka cannot delete one tenant's records, only age them out: kafka.raw_retention bounds how long
 a raw user id exists anywhere in Shukei.`,
 	}
-	keeper := func(conn driver.Conn) *retention.Keeper {
-		db := a.cfg.ClickHouse.Database
-		return retention.New(conn, db, registry.New(conn, db, nil), audit.New(conn, db), mustPolicy().Retention).
-			StateRetention(a.cfg.Aggregator.StateRetention).Periods(a.cfg.Aggregator)
-	}
+	keeper := func(conn driver.Conn) *retention.Keeper { return newKeeper(a, conn) }
 	var every time.Duration
 	var at string
 	run := &cobra.Command{
@@ -189,4 +185,17 @@ func printHorizons(out io.Writer, tenant string, hs []retention.TopicHorizon, no
 		fmt.Fprintf(out, "  at the latest  %s: anything written up to now, in any partition (now + the same)\n", ts(now.Add(h.Retention+h.Segment+h.CheckInterval+h.DeleteDelay)))
 	}
 	fmt.Fprintln(out, "Kafka cannot delete one tenant's records: they only age out of the topics, with the whole log segments of their partition, by the times above.")
+}
+
+// newKeeper is the retention keeper of the configured database.
+func newKeeper(a *app, conn driver.Conn) *retention.Keeper {
+	db := a.cfg.ClickHouse.Database
+	k := retention.New(conn, db, registry.New(conn, db, nil), audit.New(conn, db), mustPolicy().Retention).
+		StateRetention(a.cfg.Aggregator.StateRetention).Periods(a.cfg.Aggregator)
+	if mk, err := masterKey(a.cfg.Anonymizer); err == nil {
+		k.Tombstones(mk.Derive("dlq"))
+	} else {
+		a.log.Warn("no master key: a tenant deleted now leaves no tombstone, so its events still in Kafka would be kept as unknown_tenant refusals, with its id; configure anonymizer.master_key_file", "err", err)
+	}
+	return k
 }

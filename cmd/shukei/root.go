@@ -62,7 +62,21 @@ all three forms, e.g. kafka.brokers, SHUKEI_KAFKA_BROKERS, --kafka.brokers.`,
 		newPolicyCmd(a),
 		newDemoCmd(a),
 	)
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command group (a command with subcommands and nothing
+// to run itself) fail on an unknown subcommand instead of printing its help and exiting 0: a
+// script calling 'shukei tenants delet X' must not believe it succeeded.
+func refuseUnknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil && c.Parent() != nil {
+		c.Args = cobra.NoArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
+	}
 }
 
 func (a *app) load(cmd *cobra.Command) error {

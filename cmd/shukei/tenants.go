@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
@@ -252,7 +253,39 @@ one registry refresh. Setting a tenant terminated revokes all its tokens by itse
 	revoke.Flags().StringVar(&revokeToken, "token", "", "the token (shk_…) or its SHA-256 hex")
 	token.AddCommand(revoke)
 
-	cmd.AddCommand(add, set, consent, list, token, newTicketCmd(withReg))
+	var delTenant, delReason string
+	del := &cobra.Command{
+		Use:   "delete --tenant T [--reason R]",
+		Short: "Delete a tenant now: every row of it in every table, its pseudonymisation root, with a receipt in the audit log",
+		Long: `delete erases a tenant at once, as retention does when its contract has ended past the policy's
+retention: its pseudonymisation root first (no pseudonym of it can be made or linked again),
+then every row with its tenant_id in every Shukei database (registry, store, marts, rejections,
+the aggregator's per-tenant raw material of open weeks and months), waiting until ClickHouse has
+applied the deletions and checking that nothing is left, then a receipt in the audit log. Its
+events still in Kafka are refused if read later (the registry keeps only a keyed hash of the id,
+to recognise them). 'shukei retention verify --tenant T' shows what is left and when Kafka ages
+out its records.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if delTenant == "" {
+				return fmt.Errorf("--tenant is required")
+			}
+			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				rec, err := newKeeper(a, conn).DeleteTenant(cmd.Context(), delTenant, delReason)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s: %d rows in %d tables, pseudonymisation root destroyed; audit record %d\n", rec.Tenant, rec.Rows, rec.Tables, rec.AuditSeq)
+				if rec.Rows == 0 {
+					return fmt.Errorf("no row of tenant %q was found (an unknown id, or one already deleted); its tombstone is recorded all the same", delTenant)
+				}
+				return nil
+			})
+		},
+	}
+	del.Flags().StringVar(&delTenant, "tenant", "", "the tenant id")
+	del.Flags().StringVar(&delReason, "reason", "an operator's request (shukei tenants delete)", "why (kept in the audit log's receipt), e.g. a ticket id")
+	cmd.AddCommand(add, set, consent, list, token, del, newTicketCmd(withReg))
 	return cmd
 }
 

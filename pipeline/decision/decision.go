@@ -22,6 +22,7 @@ import (
 const (
 	ReasonUnknownTenant = "unknown_tenant"    // not in the registry (yet): kept, without user, for replay
 	ReasonTerminated    = "tenant_terminated" // the contract ended: the tenant is silent (policy 2(3))
+	ReasonDeleted       = "tenant_deleted"    // the tenant was deleted: nothing of it is kept, not even its id
 	ReasonNoKey         = "no_pseudonym_key"  // the tenant's keys were destroyed
 	ReasonNoPurpose     = "no_purpose"        // the policy allows this event no purpose at all
 	ReasonDuplicate     = "duplicate_event_id"
@@ -115,6 +116,13 @@ func Decide(raw []byte, c *Context) (Tagged, *Rejection) {
 		return Tagged{}, r
 	}
 	t, ok := c.Tenants.Lookup(ev.TenantID)
+	if !ok && c.Tenants.Deleted(TenantTombstone(c.HashKey, ev.TenantID)) {
+		// A deleted tenant's events still in Kafka: the refusal keeps no payload and no
+		// tenant id (its keyed hash is the whole-message Hash), so the deletion stays whole.
+		out, r := refuse(ReasonDeleted, dropUser)
+		r.Payload, r.Tenant = nil, ""
+		return out, r
+	}
 	if !ok {
 		return refuse(ReasonUnknownTenant, dropUser)
 	}

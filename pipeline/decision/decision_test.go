@@ -133,3 +133,25 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	}
 }
+
+// A deleted tenant's events still in Kafka keep nothing: no payload, no tenant id, no user;
+// an unknown tenant without a tombstone is still kept (for replay), with its id.
+func TestDeletedTenantKeepsNothing(t *testing.T) {
+	c := testContext(t)
+	c.Tenants = c.Tenants.WithTombstones(TenantTombstone(c.HashKey, "acme"))
+	b := raw(t, nil)
+	_, rej := Decide(b, c)
+	if rej == nil || rej.Reason != ReasonDeleted || rej.Class != ClassPolicy {
+		t.Fatalf("a deleted tenant's event: %+v, want %s", rej, ReasonDeleted)
+	}
+	if rej.Tenant != "" || rej.Payload != nil || rej.Hash == "" {
+		t.Errorf("a deleted tenant's refusal keeps tenant %q, payload %q (hash %q): want none, none, a hash", rej.Tenant, rej.Payload, rej.Hash)
+	}
+	other := raw(t, func(ev map[string]any) { ev["tenant_id"] = "newco" })
+	if _, rej := Decide(other, c); rej == nil || rej.Reason != ReasonUnknownTenant || rej.Tenant != "newco" || rej.Payload == nil {
+		t.Errorf("an unknown tenant without a tombstone: %+v, want unknown_tenant with its id and content-free payload", rej)
+	}
+	if TenantTombstone([]byte("k"), "acme") == TenantTombstone([]byte("other key"), "acme") || TenantTombstone(c.HashKey, "acme") == TenantTombstone(c.HashKey, "acme2") {
+		t.Error("the tombstone must depend on the key and the id")
+	}
+}

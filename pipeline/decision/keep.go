@@ -246,3 +246,13 @@ func (c *Context) hashText(s string) string {
 	m.Write([]byte(s))
 	return HashPrefix + hex.EncodeToString(m.Sum(nil)[:16])
 }
+
+// TenantTombstone is what the registry keeps of a deleted tenant (registry.Tombstone): a keyed
+// hash of its id under the refusals' hash key, so that its events still in Kafka are recognised
+// without the id being kept anywhere.
+func TenantTombstone(hashKey []byte, tenant string) string {
+	m := hmac.New(sha256.New, hashKey)
+	m.Write([]byte("deleted-tenant\x00"))
+	m.Write([]byte(tenant))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
