@@ -30,7 +30,7 @@ demo: services-up build
 test: services-up lint test-sdk-js
 	$(TEST_ENV) $(GO) test -race -count=1 -timeout 20m ./...
 	@# The DP statistical tests that skip under -race (one goroutine drawing noise).
-	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -run 'TestUtilityTargets|TestNeighbouringMonthReleases' -v ./aggregator/ 2>&1 | grep -E '^(--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -run 'TestUtilityTargets|TestNeighbouringMonthReleases|TestDoubleCloseNeighbours' -v ./aggregator/ 2>&1 | grep -E '^(--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
 	$(MAKE) test-faults
 
 ## Fault tests kill processes and restart ClickHouse and Kafka, so they run alone, after the

@@ -465,3 +465,142 @@ func TestNeighbouringMonthReleases(t *testing.T) {
 		t.Errorf("the estimator did not flag the sum of the days (δ′ = %.5f ≤ %.5f)", nest, nslack)
 	}
 }
+
+// TestDoubleCloseNeighbours: a partition closes one window twice with a registry change in
+// between (the heavy tenant X trial at the first close, contracted at the second), the second
+// close racing past the store's check, on datasets with and without X. The release step reads
+// one close only: X moves feature_adoption in at most L0 cells by at most LInf (merging both
+// closes would move 2·L0), and the released values of X's cell pass the δ′ test at ε/L0.
+func TestDoubleCloseNeighbours(t *testing.T) {
+	if raceDetector {
+		t.Skip("statistical, one goroutine: make test runs it without -race")
+	}
+	ctx := context.Background()
+	w := WindowOf(day, 24*time.Hour)
+	cfg := catalogueConfig()
+	p := mustPlan(t, cfg)
+	m := p.Metrics[0] // feature_adoption, LInf = 1
+	key := []byte("test-key")
+	pop := population.New(150, 3, "t")
+	tenants := map[string]*registry.Tenant{}
+	for i := range pop.Tenants {
+		tenants[pop.Tenants[i].ID] = &pop.Tenants[i].Tenant
+	}
+	closeOf := func(heavyStatus string) []Partial {
+		acc := p.NewAcc(w)
+		var off int64
+		add := func(tg *decision.Tagged) { acc.Add(tg, off); off++ }
+		for _, ev := range pop.Day(day) {
+			tg := decision.Tagged{Event: ev, Tenant: tenants[ev.TenantID], Purposes: uint16(policy.AllPurposes), Pseudonym: fakePseudonym(ev.TenantID, ev.User)}
+			add(&tg)
+		}
+		if heavyStatus != "" {
+			heavyTenant(20_000)(func(tg *decision.Tagged) {
+				x := *tg.Tenant
+				x.Status = heavyStatus
+				tg.Tenant = &x
+				add(tg)
+			})
+		}
+		ps, err := acc.Partials(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ps
+	}
+	released := func(withX bool) []Partial {
+		r := newAggRig(t, 1)
+		r.cfg.Aggregator = cfg
+		r.plan = p
+		r.budget = ledger.Budget{Epsilon: 100, Delta: 1e-3}
+		a := r.aggregator(t)
+		first, second := closeOf(""), closeOf("")
+		if withX {
+			first, second = closeOf(registry.StatusTrial), closeOf(registry.StatusContracted)
+		}
+		pr := progress{closed: w.End, resume: 10, high: 10}
+		if err := a.store.writeClose(ctx, 0, []closedWindow{{w: w, partials: first}}, pr, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range second {
+			if err := b.Append("partial", a.planHash, uint32(0), w.Start, w.End, q.Metric, q.Cell, uint32(q.Tenants), string(q.State), w.End, int64(10), int64(10), time.Now().Add(2*time.Second), "zzzz-racing-close"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Send(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.store.partials(ctx, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	with, without := released(true), released(false)
+	moved := map[string]int64{}
+	for _, q := range with {
+		if q.Metric == m.Name {
+			v, _ := dp.PartialValue(q.State)
+			moved[q.Cell] += v
+		}
+	}
+	for _, q := range without {
+		if q.Metric == m.Name {
+			v, _ := dp.PartialValue(q.State)
+			moved[q.Cell] -= v
+		}
+	}
+	var cells, total int64
+	for _, d := range moved {
+		if d < 0 || d > m.LInf {
+			t.Errorf("X moves a cell by %d, want 0..%d", d, m.LInf)
+		}
+		if d > 0 {
+			cells++
+			total += d
+		}
+	}
+	if cells == 0 || cells > m.L0 {
+		t.Fatalf("X moves %d cells (total %d) after two closes, want 1..L0=%d (merging both closes would move up to %d)", cells, total, m.L0, 2*m.L0)
+	}
+	cell := population.Features[0] + "|" + registry.StatusTrial
+	sa, sb := statesOf(with, m.Name, cell), statesOf(without, m.Name, cell)
+	if d := rawSum(t, sa) - rawSum(t, sb); d != 1 {
+		t.Fatalf("X moves %s by %d, want 1 (the first close: X was a trial tenant)", cell, d)
+	}
+	claimed := p.params(m).Epsilon / float64(m.L0)
+	draw := func(states [][]byte, n int) []int64 {
+		out := make([]int64, n)
+		for i := range out {
+			r, err := p.releaseCell(m, states)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[i] = r.Value
+		}
+		return out
+	}
+	sd := noiseSD(p, m)
+	const width = 8
+	lo := rawSum(t, sb) - int64(2*sd)
+	binned := func(vs []int64) []int64 {
+		out := make([]int64, len(vs))
+		for i, v := range vs {
+			out[i] = (v - lo) / width
+			if v < lo {
+				out[i] = -1
+			}
+		}
+		return out
+	}
+	const n = 100_000
+	est, slack := dptest.DeltaPrime(binned(draw(sa, n)), binned(draw(sb, n)), claimed, 0, int64(4*sd+1)/width)
+	t.Logf("double close: X in %d cells; δ′ = %.5f, allowed %.5f (ε = %.4f a cell)", cells, est, slack, claimed)
+	if est > slack {
+		t.Errorf("after a double close: δ′ = %.5f > %.5f: not ε=%.4f-DP for one cell", est, slack, claimed)
+	}
+}

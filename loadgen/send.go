@@ -46,10 +46,11 @@ type Options struct {
 	Batch    int       // events per request or Kafka write (default 500)
 	Workers  int       // concurrent requests (default 4)
 	Progress io.Writer // a bar on a terminal, plain lines otherwise; nil: silent
-	// MaxSpan is the longest event-time span of one tenant's batch (default 1h): a batch is
+	// MaxSpan is the longest event-time span of one tenant's batch (default 24h): a batch is
 	// sent once it is full or its events span this long, as an SDK flushes on a timer. Without
 	// it a small tenant's whole history would go in one late batch, after every other tenant's
-	// newer events, and event-time windows would see it as late.
+	// newer events, and the aggregator's event-time windows would count it as late unless their
+	// allowed lateness exceeds the span.
 	MaxSpan time.Duration
 }
 
@@ -61,7 +62,7 @@ func (o *Options) defaults() {
 		o.Workers = 4
 	}
 	if o.MaxSpan <= 0 {
-		o.MaxSpan = time.Hour
+		o.MaxSpan = 24 * time.Hour
 	}
 }
 

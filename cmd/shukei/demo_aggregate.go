@@ -108,6 +108,11 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	// The product's catalogues are complete: ids outside them are released as "other", and
 	// each metric's whole ε goes to the noise.
 	demo.cfg.Aggregator.ClosedCatalogues = true
+	// The load is a month of history sent in a few minutes, each tenant's events in batches
+	// spanning up to a day of event time (loadgen.Options.MaxSpan): a day and a bit of allowed
+	// lateness keeps all of it in its windows.
+	demo.cfg.Aggregator.AllowedLateness = 26 * time.Hour
+	cfg.Aggregator.AllowedLateness = demo.cfg.Aggregator.AllowedLateness
 	demo.log = quiet
 	metrics := prometheus.NewRegistry()
 	agg, err := newAggregator(ctx, &demo, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, metrics })
