@@ -213,9 +213,23 @@ func checkDemo(t *testing.T, out string) {
 	if accepted == 0 || stored != 2001+accepted || total != stored+5 {
 		t.Errorf("want stored %d + rejected 5 (load accepted %d); got stored %d, total %d", 2001+accepted, accepted, stored, total)
 	}
-	// The noisy top cells differ from run to run; their rows must carry value, CI and parameters.
-	if n := len(regexp.MustCompile(`feature=[a-z.]+\|status=contracted\s+-?\d+\s+\[-?\d+, -?\d+\]\s+[\d.]+\s+[\d.]+\s+12\s+1\s+laplace`).FindAllString(out, -1)); n != 8 {
-		t.Errorf("the demo shows %d released feature cells with value, CI, stddev, ε, L0, LInf and mechanism; want 8", n)
+	// The partner view: the guarantee, the month's top 10 features by status with intervals, the
+	// weeks, the distance from the truth; no negative value anywhere, no terminated cell.
+	for _, want := range []string{"-- Partner view: external_aggregate, month ", "the unit is the tenant; neighbouring datasets differ by one tenant's whole usage",
+		"ε=1 per metric for the month", "weekly adoption among contracted tenants", "Distance from the truth"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the partner view lacks %q", want)
+		}
+	}
+	cell := `(\d+ \[\d+–\d+\]|-)`
+	if n := len(regexp.MustCompile(`(?m)^\s+[a-z]+\.[a-z.]+\s+`+cell+`\s+`+cell+`\s+`+cell+`\s*$`).FindAllString(out, -1)); n != 10 {
+		t.Errorf("the partner view shows %d features with contracted, trial and beta values and intervals; want 10", n)
+	}
+	if regexp.MustCompile(`-\d+ \[|\[-\d`).MatchString(out) || strings.Contains(out, "TERMINATED") {
+		t.Error("the partner view shows a negative value or interval, or a terminated column")
+	}
+	if m := regexp.MustCompile(`holds (\d+) of the true top-10 .*Spearman ρ = (-?[\d.]+|NaN) over it, median relative error of its totals ([\d.]+)%`).FindStringSubmatch(out); m == nil || m[2] == "NaN" {
+		t.Errorf("the distance from the truth: %v", m)
 	}
 	if m := regexp.MustCompile(`(\d+) of (\d+) windows released`).FindStringSubmatch(out); m == nil || m[1] != m[2] || m[1] == "0" {
 		t.Errorf("the aggregator did not release every closed window: %v", m)
