@@ -424,42 +424,13 @@ func TestNeighbouringMonthReleases(t *testing.T) {
 	if d := rawSum(t, da) - rawSum(t, db); d != 10 {
 		t.Fatalf("summing the days, the heavy tenant moves %s by %d, want 10 (once a day)", cell, d)
 	}
-	claimed := p.params(m).Epsilon / float64(m.L0)
-	draw := func(states [][]byte, n int) []int64 {
-		out := make([]int64, n)
-		for i := range out {
-			r, err := p.releaseCell(m, states)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[i] = r.Value
-		}
-		return out
-	}
-	// Bins of 8 (any binning is post-processing) from 2 standard deviations below the smaller
-	// value to 2 above the larger: few bins, so the estimator has the power to see a shift of 10.
-	sd := noiseSD(p, m)
-	const width = 8
-	binned := func(vs []int64, lo int64) []int64 {
-		out := make([]int64, len(vs))
-		for i, v := range vs {
-			out[i] = (v - lo) / width
-			if v < lo {
-				out[i] = -1
-			}
-		}
-		return out
-	}
 	const n = 100_000
-	span := int64(4*sd+10) / width
-	lo := rawSum(t, mb) - int64(2*sd)
-	est, slack := dptest.DeltaPrime(binned(draw(ma, n), lo), binned(draw(mb, n), lo), claimed, 0, span)
+	est, slack, claimed := cellDeltaPrime(t, p, m, ma, mb, rawSum(t, mb), n)
 	t.Logf("month: δ′ = %.5f, allowed %.5f (ε = %.4f a cell)", est, slack, claimed)
 	if est > slack {
 		t.Errorf("the month's release: δ′ = %.5f > %.5f: not ε=%.4f-DP for one cell", est, slack, claimed)
 	}
-	lo = rawSum(t, db) - int64(2*sd)
-	nest, nslack := dptest.DeltaPrime(binned(draw(da, n), lo), binned(draw(db, n), lo), claimed, 0, span)
+	nest, nslack, _ := cellDeltaPrime(t, p, m, da, db, rawSum(t, db), n)
 	t.Logf("sum of the days: δ′ = %.5f, allowed %.5f", nest, nslack)
 	if nest <= nslack {
 		t.Errorf("the estimator did not flag the sum of the days (δ′ = %.5f ≤ %.5f)", nest, nslack)
@@ -522,18 +493,7 @@ func TestDoubleCloseNeighbours(t *testing.T) {
 		if err := a.store.writeClose(ctx, 0, []closedWindow{{w: w, partials: first}}, pr, time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id)")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, q := range second {
-			if err := b.Append("partial", a.planHash, uint32(0), w.Start, w.End, q.Metric, q.Cell, uint32(q.Tenants), string(q.State), w.End, int64(10), int64(10), time.Now().Add(2*time.Second), "zzzz-racing-close"); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := b.Send(); err != nil {
-			t.Fatal(err)
-		}
+		insertRacingClose(t, r, a, w, second)
 		got, err := a.store.partials(ctx, w)
 		if err != nil {
 			t.Fatal(err)
@@ -572,35 +532,36 @@ func TestDoubleCloseNeighbours(t *testing.T) {
 	if d := rawSum(t, sa) - rawSum(t, sb); d != 1 {
 		t.Fatalf("X moves %s by %d, want 1 (the first close: X was a trial tenant)", cell, d)
 	}
-	claimed := p.params(m).Epsilon / float64(m.L0)
-	draw := func(states [][]byte, n int) []int64 {
+	est, slack, claimed := cellDeltaPrime(t, p, m, sa, sb, rawSum(t, sb), 100_000)
+	t.Logf("double close: X in %d cells; δ′ = %.5f, allowed %.5f (ε = %.4f a cell)", cells, est, slack, claimed)
+	if est > slack {
+		t.Errorf("after a double close: δ′ = %.5f > %.5f: not ε=%.4f-DP for one cell", est, slack, claimed)
+	}
+}
+
+// cellDeltaPrime draws n releases of m's cell from each of two neighbouring states and
+// returns dptest.DeltaPrime at ε/L0 a cell over bins of 8 (any binning is post-processing)
+// from two noise standard deviations below low (the smaller raw value) on: few bins, so the estimator has power.
+func cellDeltaPrime(t *testing.T, p *Plan, m *Metric, a, b [][]byte, low int64, n int) (est, slack, claimed float64) {
+	t.Helper()
+	claimed = p.params(m).Epsilon / float64(m.L0)
+	sd := noiseSD(p, m)
+	const width = 8
+	draw := func(states [][]byte, lo int64) []int64 {
 		out := make([]int64, n)
 		for i := range out {
 			r, err := p.releaseCell(m, states)
 			if err != nil {
 				t.Fatal(err)
 			}
-			out[i] = r.Value
-		}
-		return out
-	}
-	sd := noiseSD(p, m)
-	const width = 8
-	lo := rawSum(t, sb) - int64(2*sd)
-	binned := func(vs []int64) []int64 {
-		out := make([]int64, len(vs))
-		for i, v := range vs {
-			out[i] = (v - lo) / width
-			if v < lo {
-				out[i] = -1
+			out[i] = -1
+			if r.Value >= lo {
+				out[i] = (r.Value - lo) / width
 			}
 		}
 		return out
 	}
-	const n = 100_000
-	est, slack := dptest.DeltaPrime(binned(draw(sa, n)), binned(draw(sb, n)), claimed, 0, int64(4*sd+1)/width)
-	t.Logf("double close: X in %d cells; δ′ = %.5f, allowed %.5f (ε = %.4f a cell)", cells, est, slack, claimed)
-	if est > slack {
-		t.Errorf("after a double close: δ′ = %.5f > %.5f: not ε=%.4f-DP for one cell", est, slack, claimed)
-	}
+	lo := low - int64(2*sd)
+	est, slack = dptest.DeltaPrime(draw(a, lo), draw(b, lo), claimed, 0, int64(4*sd+10)/width)
+	return est, slack, claimed
 }

@@ -166,21 +166,31 @@ func TestSecondCloseIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	// … and should two closes race past that check, the release step still takes one.
-	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Append("partial", a.planHash, uint32(0), w.Start, w.End, second[0].Metric, second[0].Cell, uint32(1), "two", w.End, int64(10), int64(10), time.Now().Add(2*time.Second), "zzzz-racing-close"); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Send(); err != nil {
-		t.Fatal(err)
-	}
+	insertRacingClose(t, r, a, w, second)
 	got, err := a.store.partials(ctx, w)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 1 || got[0].Cell != first[0].Cell || string(got[0].State) != "one" {
 		t.Errorf("partials %+v, want the first close's only", got)
+	}
+}
+
+// insertRacingClose writes a second close of window w by partition 0 straight into the store,
+// as a close that raced past writeClose's check would (two seconds later, another close id).
+func insertRacingClose(t *testing.T, r *aggRig, a *Aggregator, w Window, partials []Partial) {
+	t.Helper()
+	ctx := context.Background()
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range partials {
+		if err := b.Append("partial", a.planHash, uint32(0), w.Start, w.End, q.Metric, q.Cell, uint32(q.Tenants), string(q.State), w.End, int64(10), int64(10), time.Now().Add(2*time.Second), "zzzz-racing-close"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -558,3 +558,16 @@ func TestLoadgenThroughCollectorAndDirect(t *testing.T) {
 		t.Errorf("direct: %v\n%s", err, out)
 	}
 }
+
+// A mistyped subcommand of a command group fails instead of printing the group's help and
+// exiting 0 (a script would believe 'shukei tenants delet X' had deleted X).
+func TestUnknownSubcommandFails(t *testing.T) {
+	for _, args := range [][]string{{"tenants", "delet", "x"}, {"retention", "runn"}, {"tenants", "token", "revok"}} {
+		if out, err := runCLI(t, args...); err == nil {
+			t.Errorf("shukei %v exited 0:\n%s", args, out)
+		}
+	}
+	if _, err := runCLI(t, "tenants"); err != nil {
+		t.Errorf("shukei tenants (no subcommand) should print its help: %v", err)
+	}
+}
