@@ -85,6 +85,16 @@ func classify(k kind, s string) event.Reason {
 	if (k == kindUUID || k == kindUser || k == kindRequestID) && len(s) == 36 && event.IsUUID(s) {
 		return uuidLeak(s) // the common case, judged once
 	}
+	if i := embeddedUUID(s); i >= 0 {
+		// A UUID inside a longer value (u:<uuid>, req-<uuid>) is judged as a UUID, and the
+		// rest without it: its groups are random hex, and a group of digits would otherwise
+		// read as a phone number or pass a My Number's check by chance, refusing that user's
+		// every event for good.
+		if r := uuidLeak(s[i : i+36]); r != "" {
+			return r
+		}
+		return classify(k, s[:i]+"uuid"+s[i+36:])
+	}
 	switch k {
 	case kindID, kindTenant, kindToken, kindUser, kindVersion, kindRequestID, kindUUID, kindAny, kindKey, kindTimestamp:
 		if r := identifier(k, s); r != "" {
@@ -933,6 +943,20 @@ func hashLength(n int) bool {
 		return true
 	}
 	return false
+}
+
+// embeddedUUID returns where a UUID stands as a part of a longer value, set off from the rest
+// by anything but a letter or a digit, or -1.
+func embeddedUUID(s string) int {
+	for p := 0; p+36 <= len(s); p++ {
+		if s[p+8] != '-' || s[p+13] != '-' || s[p+18] != '-' || s[p+23] != '-' {
+			continue
+		}
+		if len(s) > 36 && (p == 0 || !isAlnum(s[p-1])) && (p+36 == len(s) || !isAlnum(s[p+36])) && isUUIDAnyCase(s[p:p+36]) {
+			return p
+		}
+	}
+	return -1
 }
 
 func isUUIDAnyCase(s string) bool {

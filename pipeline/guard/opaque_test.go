@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -21,22 +22,33 @@ func TestOpaqueIDsPass(t *testing.T) {
 	shapes := []struct {
 		field string
 		gen   func(seed []byte) string
+		// maxRate: the share refused by right, for a shape that is sometimes, by chance,
+		// exactly an identifier with a check digit; 0 for every other.
+		maxRate float64
 	}{
-		{"user", func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }},
-		{"user", func(b []byte) string { s := sha256.Sum256(b); return base64.RawURLEncoding.EncodeToString(s[:]) }},
-		{"user", func(b []byte) string { s := sha256.Sum256(b); return base64.URLEncoding.EncodeToString(s[:]) }},
-		{"user", func(b []byte) string { s := sha1.Sum(b); return hex.EncodeToString(s[:]) }},
-		{"user", func(b []byte) string { s := sha256.Sum256(b); return base64.RawURLEncoding.EncodeToString(s[:16]) }},
-		{"user", func(b []byte) string { s := sha256.Sum256(b); return base64.RawURLEncoding.EncodeToString(s[:9]) }},
-		{"user", func(b []byte) string { return uuid(b) }},
+		{"user", func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }, 0},
+		{"user", func(b []byte) string { s := sha256.Sum256(b); return base64.RawURLEncoding.EncodeToString(s[:]) }, 0},
+		{"user", func(b []byte) string { s := sha256.Sum256(b); return base64.URLEncoding.EncodeToString(s[:]) }, 0},
+		{"user", func(b []byte) string { s := sha1.Sum(b); return hex.EncodeToString(s[:]) }, 0},
+		{"user", func(b []byte) string { s := sha256.Sum256(b); return base64.RawURLEncoding.EncodeToString(s[:16]) }, 0},
+		{"user", func(b []byte) string { s := sha256.Sum256(b); return base64.RawURLEncoding.EncodeToString(s[:9]) }, 0},
+		{"user", func(b []byte) string { return uuid(b) }, 0},
+		// A UUID behind a prefix (the browser SDK's u:<uuid>): its last group is twelve digits
+		// one time in 280 and then passes My Number's check one time in eleven.
+		{"user", func(b []byte) string { return "u:" + uuid(b) }, 0},
+		{"user", func(b []byte) string { return "user-" + uuid(b) }, 0},
+		{"user", func(b []byte) string { return "usr_" + strings.ToUpper(uuid(b)) }, 0},
+		{"data.request_id", func(b []byte) string { return "req-" + uuid(b) }, 0},
 		// Numeric ids up to eleven digits; from twelve on, national ids and card numbers live
 		// there too (TestLongNumericUserIDs).
-		{"user", func(b []byte) string { return strconv.FormatUint(binary.LittleEndian.Uint64(b)%1e11+1, 10) }},
-		{"user", func(b []byte) string { return "u:" + strconv.FormatUint(binary.LittleEndian.Uint64(b)%1e9, 10) }},
-		{"data.request_id", func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:16]) }},
-		{"data.request_id", func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:8]) }},
-		{"data.request_id", func(b []byte) string { return uuid(b) }},
-		{"event_id", func(b []byte) string { return uuid(b) }},
+		{"user", func(b []byte) string { return strconv.FormatUint(binary.LittleEndian.Uint64(b)%1e11+1, 10) }, 0},
+		{"user", func(b []byte) string { return "u:" + strconv.FormatUint(binary.LittleEndian.Uint64(b)%1e9, 10) }, 0},
+		{"data.request_id", func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:16]) }, 0},
+		// Sixteen hex digits are all decimal one time in 1,850 (0.625^16) and then a card
+		// number when an issuer's prefix and Luhn pass: about 3 in 100,000.
+		{"data.request_id", func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:8]) }, 2e-4},
+		{"data.request_id", func(b []byte) string { return uuid(b) }, 0},
+		{"event_id", func(b []byte) string { return uuid(b) }, 0},
 	}
 	for i, sh := range shapes {
 		t.Run(fmt.Sprintf("%s/%d", sh.field, i), func(t *testing.T) {
@@ -47,13 +59,13 @@ func TestOpaqueIDsPass(t *testing.T) {
 				binary.LittleEndian.PutUint64(seed[8:], rng.Uint64())
 				v := sh.gen(seed[:])
 				if r := CheckField(sh.field, v); r != nil {
-					if fp < 10 {
+					if fp < 10 && sh.maxRate == 0 {
 						t.Errorf("%s=%q rejected: %s", sh.field, v, r.Reason)
 					}
 					fp++
 				}
 			}
-			if fp > 0 {
+			if float64(fp) > sh.maxRate*n {
 				t.Errorf("%d of %d random ids rejected", fp, n)
 			}
 		})
