@@ -58,6 +58,8 @@ type Aggregator struct {
 	refused   map[spanKey]bool // windows whose refusal was already counted and logged
 
 	afterDraw func() // tests: called between drawing a release and writing it to the log
+
+	sealer *Sealer // seals the weeks' gated atoms in the release step; nil without a k
 }
 
 // Deps are the aggregator's collaborators; main owns them.
@@ -81,6 +83,9 @@ type Deps struct {
 	// Now is the clock (event-time watermark of caught-up partitions, the decision's now);
 	// nil means time.Now.
 	Now func() time.Time
+	// K is the fewest tenants in a gated atom (the policy's k, or a larger query.k): the
+	// release step seals every week's atoms with it (seal.go). 0: no sealing.
+	K int
 }
 
 // New builds an aggregator. It refuses a plan whose one release would cost more than the
@@ -114,7 +119,13 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 	}
 	h := d.Plan.Hash()
 	st := &store{conn: d.Conn, db: d.Database, plan: h, plans: hashes}
+	rlog := newReleaseLog(cfg.Kafka.Brokers, topic.ReleaseSpec(cfg.Kafka), d.Database)
+	var sealer *Sealer
+	if d.K > 0 {
+		sealer = newSealer(d.Conn, d.Database, rlog, d.K, cfg.Aggregator.SealAfter, d.Registry, d.Log, time.Now)
+	}
 	return &Aggregator{
+		sealer:     sealer,
 		cfg:        cfg.Aggregator,
 		kcfg:       cfg.Kafka,
 		limits:     event.Limits{MaxAge: cfg.Events.MaxAge, MaxSkew: cfg.Events.MaxSkew, MaxBytes: cfg.Collector.MaxEventBytes}.WithDefaults(),
@@ -128,7 +139,7 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 		plan:       d.Plan,
 		planHash:   h,
 		ledger:     ledger.New(d.Conn, d.Database),
-		rlog:       newReleaseLog(cfg.Kafka.Brokers, topic.ReleaseSpec(cfg.Kafka), d.Database),
+		rlog:       rlog,
 		budget:     d.Budget,
 		yearBudget: year,
 		log:        d.Log,
@@ -428,6 +439,12 @@ func (a *Aggregator) releaseLoop(ctx context.Context) {
 			if err := a.ReleaseDue(ctx, nparts); err != nil && ctx.Err() == nil {
 				a.m.writeErrors.WithLabelValues("release").Inc()
 				a.log.Warn("release step failed; retrying", "err", err)
+			}
+		}
+		if a.sealer != nil {
+			if _, err := a.sealer.SealDue(ctx); err != nil && ctx.Err() == nil {
+				a.m.writeErrors.WithLabelValues("seal").Inc()
+				a.log.Warn("sealing the weeks' gated atoms failed; retrying", "err", err)
 			}
 		}
 		// The budget left this month, also when nothing is due (and after a month turns).

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/pipeline/topic"
 )
 
@@ -46,8 +48,12 @@ type releaseRecord struct {
 	LInf          int64      `json:"linf"`
 	At            time.Time  `json:"at"` // when it was drawn, second precision
 	Cells         []Released `json:"cells"`
-	offset        int64
-	logged        time.Time // when the broker took it (the message's time)
+	// Kind is "" for a release and recordSeal for a week's gated atoms (seal.go), which the
+	// log decides the same way: the first seal of a week is the only one ever materialised.
+	Kind   string     `json:"kind,omitempty"`
+	Seal   *gate.Seal `json:"seal,omitempty"`
+	offset int64
+	logged time.Time // when the broker took it (the message's time)
 }
 
 func (r *releaseRecord) window() Window { return Window{Start: r.WindowStart, End: r.WindowEnd} }
@@ -66,6 +72,7 @@ type releaseLog struct {
 	order   []*releaseRecord           // the first records, in log order
 	others  int                        // later records for a window already decided
 	draws   map[string]bool            // the draws this process wrote
+	seals   map[string]*gate.Seal      // purpose and week → the first seal of it
 }
 
 func newReleaseLog(brokers []string, spec topic.Spec, db string) *releaseLog {
@@ -77,6 +84,7 @@ func newReleaseLog(brokers []string, spec topic.Spec, db string) *releaseLog {
 		},
 		first: map[spanKey]*releaseRecord{},
 		draws: map[string]bool{},
+		seals: map[string]*gate.Seal{},
 	}
 }
 
@@ -145,6 +153,17 @@ func (l *releaseLog) sync(ctx context.Context) error {
 			continue
 		}
 		rec.offset, rec.logged = m.Offset, m.Time
+		if rec.Kind == recordSeal {
+			if rec.Seal == nil {
+				return fmt.Errorf("release log record at %d is a seal without atoms", m.Offset)
+			}
+			if k := sealKey(rec.Seal.Purpose, rec.Seal.Week); l.seals[k] == nil {
+				l.seals[k] = rec.Seal
+			} else {
+				l.others++
+			}
+			continue
+		}
 		k := rec.window().key()
 		if l.first[k] != nil {
 			l.others++
@@ -181,5 +200,29 @@ func (l *releaseLog) append(ctx context.Context, rec *releaseRecord) error {
 	l.mu.Lock()
 	l.draws[rec.Draw] = true
 	l.mu.Unlock()
-	return l.w.WriteMessages(ctx, kafka.Message{Key: []byte(rec.window().String()), Value: b})
+	key := rec.window().String()
+	if rec.Seal != nil {
+		key = sealKey(rec.Seal.Purpose, rec.Seal.Week)
+	}
+	return l.w.WriteMessages(ctx, kafka.Message{Key: []byte(key), Value: b})
+}
+
+// sealed returns the first seal of purpose's week, if the log has one.
+func (l *releaseLog) sealed(purpose string, week time.Time) (*gate.Seal, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s, ok := l.seals[sealKey(purpose, week)]
+	return s, ok
+}
+
+// firstSeals returns every week's first seal.
+func (l *releaseLog) firstSeals() []*gate.Seal {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*gate.Seal, 0, len(l.seals))
+	for _, s := range l.seals {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b *gate.Seal) int { return a.Week.Compare(b.Week) })
+	return out
 }

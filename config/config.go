@@ -64,6 +64,7 @@ type Aggregator struct {
 	ClosedCatalogues  bool          `yaml:"closed_catalogues" doc:"with a feature or settings catalogue, release ids outside it as 'other' instead of selecting them privately: no cell comes from the data, so the metric's whole ε goes to the noise (half the noise at the default selection_share)"`
 	Editions          []string      `yaml:"editions" doc:"editions released as themselves; any other edition is released as 'other'"`
 	ReleaseInterval   time.Duration `yaml:"release_interval" doc:"how often the release step looks for windows every partition has closed"`
+	SealAfter         time.Duration `yaml:"seal_after" doc:"how long after an ISO week ends the release step seals its gated atoms (the only data the aggregate reports and the dashboards read); events stored later are in the per-tenant marts but never in that week's atoms; between 0 and events.max_age"`
 	MaxBackoff        time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
 	Listen            string        `yaml:"listen" doc:"address of /metrics, /healthz and /readyz"`
 	// StateRetention is how long the un-noised partial aggregates of a window are kept after
@@ -74,7 +75,8 @@ type Aggregator struct {
 
 // Query is the purpose-scoped query service (shukei query).
 type Query struct {
-	Listen          string        `yaml:"listen" doc:"address of the HTTP API, the web page, /openapi.json and /metrics"`
+	Listen          string        `yaml:"listen" doc:"address of the HTTP API, the web page and /openapi.json (no metrics: they are on ops_listen)"`
+	OpsListen       string        `yaml:"ops_listen" doc:"address of /metrics, /healthz and /readyz, like the other roles' listen: keep it off the public network"`
 	K               int           `yaml:"k" doc:"fewest distinct tenants behind a cell of an aggregate report; 0 takes the policy's k, a smaller value than the policy's is refused"`
 	SupportLookback time.Duration `yaml:"support_lookback" doc:"how far before a ticket was opened support may read the tenant's trace"`
 	MaxRows         int           `yaml:"max_rows" doc:"most rows one report returns"`
@@ -211,12 +213,14 @@ func Default() Config {
 			Settings:          []string{},
 			Editions:          []string{"standard", "professional", "enterprise"},
 			ReleaseInterval:   5 * time.Second,
+			SealAfter:         6 * time.Hour,
 			MaxBackoff:        30 * time.Second,
 			Listen:            "127.0.0.1:9102",
 			StateRetention:    3 * 24 * time.Hour,
 		},
 		Query: Query{
 			Listen:          "127.0.0.1:8081",
+			OpsListen:       "127.0.0.1:9103",
 			SupportLookback: 7 * 24 * time.Hour,
 			MaxRows:         10000,
 			Timeout:         10 * time.Second,
@@ -535,6 +539,9 @@ func (c *Config) validateAggregator(bad func(path, format string, args ...any)) 
 				bad(l.path, "%q must match ^[a-z0-9][a-z0-9_.-]{0,63}$ and not be 'other'", id)
 			}
 		}
+	}
+	if a.SealAfter < 0 || a.SealAfter > c.Events.MaxAge {
+		bad("aggregator.seal_after", "must be between 0 and events.max_age (%s), got %s", c.Events.MaxAge, a.SealAfter)
 	}
 	if a.ReleaseInterval < 100*time.Millisecond {
 		bad("aggregator.release_interval", "must be at least 100ms, got %s", a.ReleaseInterval)

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/internal/servicetest"
 	chm "github.com/shukei/shukei/schemas/clickhouse"
 	"github.com/shukei/shukei/schemas/policy"
@@ -33,20 +33,16 @@ const clickHouseType = "grafana-clickhouse-datasource"
 // are <db>_<purpose>.
 const dbVariable = "db"
 
-// dashboardPurposes are the purposes whose databases a dashboard may read: the aggregate ones.
-// The per-tenant purposes (support, follow_up, interview_selection, external_consented) are
-// served only by the query service, which checks each principal's grant and audits every read
-// (DESIGN.md §5); Grafana does neither. The internal database is never read by a dashboard.
-var dashboardPurposes = []string{"service_improvement", "marketing", "external_aggregate"}
-
-// thresholdPurposes are the purposes whose every cell needs k distinct tenants (DESIGN.md §1).
-var thresholdPurposes = []string{"service_improvement", "marketing"}
+// dashboardDatabases are the databases a dashboard may read (promise 10): the gated atoms of
+// the aggregate purposes, which hold no tenant id and no row of fewer than k tenants, and the
+// differentially private releases with their ledger. Never a purpose's own database (per-tenant
+// rows), nor the internal one: those are served only by the query service, which checks each
+// principal's grant and audits every read (DESIGN.md §5); Grafana does neither.
+var dashboardDatabases = []string{"service_improvement_gated", "marketing_gated", "external_aggregate"}
 
 var (
 	// tableRef is what follows FROM or JOIN, unless it is a subquery.
 	tableRef = regexp.MustCompile(`(?i)\b(?:FROM|JOIN)\s+([^\s(),][^\s(),]*)`)
-	// kThreshold is the one accepted form of the threshold, on the group's distinct tenants.
-	kThreshold = regexp.MustCompile(`(?i)\bHAVING\s+uniqExact\(\s*tenant_id\s*\)\s*>=\s*(\d+)`)
 	// leftover is whatever still looks like a Grafana variable or macro after expansion.
 	leftover = regexp.MustCompile(`\$\{[^}]*\}|\$\w+|\[\[\w+\]\]`)
 )
@@ -84,30 +80,16 @@ func checkClickHouseTarget(d dashboard, p panel, tg target, k int) []string {
 		probs = append(probs, err.Error())
 	}
 
-	allowed := regexp.MustCompile(`^\$\{` + dbVariable + `\}_(` + strings.Join(dashboardPurposes, "|") + `)\.[a-z_]+$`)
-	thresholded := 0
+	allowed := regexp.MustCompile(`^\$\{` + dbVariable + `\}_(` + strings.Join(dashboardDatabases, "|") + `)\.[a-z_]+$`)
 	for _, m := range tableRef.FindAllStringSubmatch(sql, -1) {
-		sm := allowed.FindStringSubmatch(m[1])
-		if sm == nil {
-			probs = append(probs, fmt.Sprintf("reads %s: a dashboard reads only ${%s}_<purpose>.<table> of %s", m[1], dbVariable, strings.Join(dashboardPurposes, ", ")))
-			continue
-		}
-		if slices.Contains(thresholdPurposes, sm[1]) {
-			thresholded++
+		if !allowed.MatchString(m[1]) {
+			probs = append(probs, fmt.Sprintf("reads %s: a dashboard reads only ${%s}_<database>.<table> of %s", m[1], dbVariable, strings.Join(dashboardDatabases, ", ")))
 		}
 	}
-	having := 0
-	for _, m := range kThreshold.FindAllStringSubmatch(sql, -1) {
-		if n, _ := strconv.Atoi(m[1]); n >= k {
-			having++
-		} else {
-			probs = append(probs, fmt.Sprintf("HAVING uniqExact(tenant_id) >= %d: the policy's k is %d", n, k))
-		}
+	if strings.Contains(strings.ToLower(sql), "tenant_id") {
+		probs = append(probs, "names tenant_id: a dashboard reads no per-tenant row; the gated atoms already hold only segments of at least k tenants")
 	}
-	if having < thresholded {
-		probs = append(probs, fmt.Sprintf("reads %s %d times but has %d 'HAVING uniqExact(tenant_id) >= %d': every aggregate over these marts needs the k-tenants threshold, as a literal (a variable could be changed from the URL)",
-			strings.Join(thresholdPurposes, "/"), thresholded, having, k))
-	}
+	_ = k
 	return probs
 }
 
@@ -517,6 +499,14 @@ func TestClickHouseDashboardQueries(t *testing.T) {
 	}
 	defer conn.Close()
 
+	// The dashboards' user reads no per-tenant table (promise 10): not a purpose's own
+	// database, not the internal one.
+	for _, table := range []string{db + "_service_improvement.feature_daily", db + "_marketing.activity_daily", db + "_follow_up.tenant_daily",
+		db + ".events", db + ".audit_log", db + ".principals"} {
+		if _, err := run(ctx, conn, "SELECT count() FROM "+table); err == nil {
+			t.Errorf("the dashboards' user reads %s", table)
+		}
+	}
 	ran := map[string]bool{}
 	for _, q := range queries {
 		ran[q.key] = true
@@ -541,21 +531,6 @@ func TestClickHouseDashboardQueries(t *testing.T) {
 			}
 			if !reflect.DeepEqual(got, exp) {
 				t.Errorf("returned\n%s\nwant\n%s\nSQL:\n%s", got, exp, sql)
-			}
-			// The threshold is exercised: the seeded data has cells with fewer than k
-			// tenants, which the query returns once the threshold is lowered to 1.
-			if kThreshold.MatchString(sql) {
-				lowered := kThreshold.ReplaceAllStringFunc(sql, func(m string) string {
-					at := kThreshold.FindStringSubmatchIndex(m)
-					return m[:at[2]] + "1"
-				})
-				all, err := run(ctx, conn, lowered)
-				if err != nil {
-					t.Fatalf("with the threshold at 1: %v", err)
-				}
-				if len(all.rows) <= len(got.rows) {
-					t.Errorf("with the threshold at 1 it returns %d rows, as many as with k: the seeded data does not show that cells under k are hidden", len(all.rows))
-				}
 			}
 		})
 	}
@@ -617,7 +592,8 @@ func render(v reflect.Value) string {
 // seed inserts the test data and returns what each dashboard query must return with it, by
 // query key. The data is relative to now, the time the queries' ranges end.
 //
-// Tenants c1..c7 are contracted, r1..r6 on trial. Yesterday (inside every panel's range):
+// Tenants c1..c7 are contracted, r1..r6 on trial. On the Wednesday of the last complete ISO
+// week (the latest sealed one, inside every panel's range):
 //   - board.create, used by c1..c6 and r1..r5, two users each, 3 uses an event
 //   - chat.send, used by c1..c4 and r1..r2 for service_improvement and marketing, and by c5
 //     and c6 for service_improvement only: 8 tenants there, 4 contracted and 2 trial ones in
@@ -625,7 +601,7 @@ func render(v reflect.Value) string {
 //   - report.export, used by c1..c4, and by c5 and c6 for support only: 4 tenants in the marts
 //   - the app home, opened by r6 only
 //
-// and 20 days ago (inside the 30-day range, outside the last 7 days) board.create by c7.
+// and two weeks before (inside the 30-day range) board.create by c7.
 func seed(t *testing.T, ctx context.Context, conn driver.Conn, db string, now time.Time) map[string]result {
 	t.Helper()
 	const (
@@ -634,8 +610,10 @@ func seed(t *testing.T, ctx context.Context, conn driver.Conn, db string, now ti
 		marketing          = 1 << policy.Marketing
 	)
 	today := now.Truncate(24 * time.Hour)
-	yesterday := today.AddDate(0, 0, -1)
-	old := today.AddDate(0, 0, -20)
+	// Only sealed weeks are read: the data lies in the last complete ISO week (its Wednesday),
+	// and c7's in the week two before it.
+	wednesday := gate.Monday(now).AddDate(0, 0, -5)
+	old := wednesday.AddDate(0, 0, -14)
 
 	type ev struct {
 		tenant, status, category, item string
@@ -661,12 +639,12 @@ func seed(t *testing.T, ctx context.Context, conn driver.Conn, db string, now ti
 		return out
 	}
 	both := uint16(serviceImprovement | marketing)
-	add(append(tenants("c", 1, 6), tenants("r", 1, 5)...), "feature_use", "board.create", both, yesterday, 2, 3)
-	add(append(tenants("c", 1, 4), tenants("r", 1, 2)...), "feature_use", "chat.send", both, yesterday, 1, 1)
-	add(tenants("c", 5, 6), "feature_use", "chat.send", serviceImprovement, yesterday, 1, 1)
-	add(tenants("c", 1, 4), "feature_use", "report.export", both, yesterday, 1, 1)
-	add(tenants("c", 5, 6), "feature_use", "report.export", support, yesterday, 1, 1)
-	add([]string{"r6"}, "app_access", "home", both, yesterday, 1, 0)
+	add(append(tenants("c", 1, 6), tenants("r", 1, 5)...), "feature_use", "board.create", both, wednesday, 2, 3)
+	add(append(tenants("c", 1, 4), tenants("r", 1, 2)...), "feature_use", "chat.send", both, wednesday, 1, 1)
+	add(tenants("c", 5, 6), "feature_use", "chat.send", serviceImprovement, wednesday, 1, 1)
+	add(tenants("c", 1, 4), "feature_use", "report.export", both, wednesday, 1, 1)
+	add(tenants("c", 5, 6), "feature_use", "report.export", support, wednesday, 1, 1)
+	add([]string{"r6"}, "app_access", "home", both, wednesday, 1, 0)
 	add([]string{"c7"}, "feature_use", "board.create", both, old, 1, 3)
 
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".events (event_id, tenant_id, occurred_at, ingested_at, category, schema_version, source, user_pseudonym, contract_status, edition, size_band, purposes, policy_version, app_id, feature_id, use_count, user_count)")
@@ -689,6 +667,24 @@ func seed(t *testing.T, ctx context.Context, conn driver.Conn, db string, now ti
 	}
 	if err := b.Send(); err != nil {
 		t.Fatalf("insert events: %v", err)
+	}
+
+	// Seal every complete week as the release step does (gate.Compute, then what the first
+	// seal of a week writes).
+	for _, p := range gate.Purposes {
+		first, _, err := gate.FirstWeek(ctx, conn, db, p.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for w := first; !w.After(gate.Monday(now).AddDate(0, 0, -7)); w = w.AddDate(0, 0, 7) {
+			atoms, err := gate.Compute(ctx, conn, db, p.String(), w, 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := gate.Materialise(ctx, conn, db, gate.Seal{Purpose: p.String(), Week: w, K: 5, ID: "test", At: now, Atoms: atoms}); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 
 	// Releases: one whose window starts in the range, one long before it.
@@ -727,29 +723,30 @@ func seed(t *testing.T, ctx context.Context, conn driver.Conn, db string, now ti
 		t.Fatalf("insert ledger: %v", err)
 	}
 
-	monday := yesterday.AddDate(0, 0, -((int(yesterday.Weekday()) + 6) % 7)).Format(time.DateTime)
+	monday := wednesday.AddDate(0, 0, -((int(wednesday.Weekday()) + 6) % 7)).Format(time.DateTime)
 	dt := func(t time.Time) string { return t.Format(time.DateTime) }
 	return map[string]result{
-		// Last 7 days: c7's use 20 days ago is outside; report.export (4 tenants) and home
-		// (1) are under k; c5 and c6 count for chat.send, not for report.export (support).
-		"shukei-purposes / Feature ranking by distinct tenants (last 7 days) / A": {
+		// The latest sealed week: report.export (4 tenants) and home (1) are under k; c5 and
+		// c6 count for chat.send, not for report.export (support).
+		"shukei-purposes / Feature ranking by distinct tenants (latest sealed week) / A": {
 			cols: []string{"feature", "category", "tenants", "users", "uses"},
 			rows: [][]string{
 				{"board.create", "feature_use", "11", "22", "66"},
 				{"chat.send", "feature_use", "8", "8", "8"},
 			},
 		},
-		// c7's week has one tenant.
+		// c7's week has one tenant: no atom.
 		"shukei-purposes / Weekly active tenants / A": {
 			cols: []string{"time", "active_tenants"},
 			rows: [][]string{{monday, "12"}},
 		},
-		// Segments in the range: contracted c1..c7, trial r1..r6. chat.send has 4 contracted
-		// and 2 trial tenants in marketing, report.export 4, home 1: none is shown.
+		// Segments of the week: contracted c1..c6, trial r1..r6 (c7's week has one tenant).
+		// chat.send has 4 contracted and 2 trial tenants in marketing, report.export 4, home 1:
+		// none is shown.
 		"shukei-purposes / Contracted vs trial adoption / A": {
 			cols: []string{"feature", "category", "contract_status", "tenants", "adoption_pct", "users", "uses"},
 			rows: [][]string{
-				{"board.create", "feature_use", "contracted", "7", "100", "13", "39"},
+				{"board.create", "feature_use", "contracted", "6", "100", "12", "36"},
 				{"board.create", "feature_use", "trial", "5", "83.3", "10", "30"},
 			},
 		},

@@ -35,13 +35,14 @@ const (
 	roleImage = "shukei:dev"
 )
 
-// roles are the long-running Shukei services of the Compose stack and the port each serves
-// /metrics on (the collector and query serve their API on the same port).
-var roles = []struct{ name, port string }{
-	{"collector", "8080"},
-	{"processor", "9101"},
-	{"aggregator", "9102"},
-	{"query", "8081"},
+// roles are the long-running Shukei services of the Compose stack, the port each serves
+// /metrics on and the setting that names it (the collector serves its API on the same port;
+// the query service serves metrics on its ops listener, never on its public API).
+var roles = []struct{ name, port, listen string }{
+	{"collector", "8080", "listen"},
+	{"processor", "9101", "listen"},
+	{"aggregator", "9102", "listen"},
+	{"query", "9103", "ops_listen"},
 }
 
 // oneShots prepare ClickHouse and Kafka and exit before the roles start.
@@ -80,8 +81,18 @@ var targetLabels = []string{"job", "instance", "role"}
 var requiredAlerts = []string{"ShukeiConsumerLagHigh", "ShukeiDLQRateHigh", "ShukeiInsertErrors", "ShukeiPrivacyBudgetLow", "ShukeiReleaseRefused", "ShukeiAuditWriteFailing"}
 
 // (a) Compose itself accepts the file.
+// Grafana has no default admin password: without GRAFANA_ADMIN_PASSWORD Compose refuses.
 func TestComposeConfig(t *testing.T) {
 	bin := requireTool(t, "docker-compose", "docker-compose")
+	t.Setenv("GRAFANA_ADMIN_PASSWORD", "")
+	os.Unsetenv("GRAFANA_ADMIN_PASSWORD")
+	var refused bytes.Buffer
+	cmd := exec.Command(bin, "-f", composePath, "config", "-q")
+	cmd.Stdout, cmd.Stderr = &refused, &refused
+	if err := cmd.Run(); err == nil || !strings.Contains(refused.String(), "GRAFANA_ADMIN_PASSWORD") {
+		t.Errorf("docker-compose config without GRAFANA_ADMIN_PASSWORD: %v\n%s (want a refusal naming it: no default admin password)", err, refused.String())
+	}
+	t.Setenv("GRAFANA_ADMIN_PASSWORD", "a-long-random-password")
 	out := runTool(t, bin, "-f", composePath, "config", "-q")
 	if strings.TrimSpace(out) != "" {
 		t.Errorf("docker-compose config -q printed warnings (a variable without a ${VAR:-default}?):\n%s", out)
@@ -118,7 +129,7 @@ func TestComposeStack(t *testing.T) {
 				t.Errorf("publishes container ports %v, want %s (its metrics port, scraped by prometheus.yml)", containerPorts(s), r.port)
 			}
 			cfg := roleConfig(t, s)
-			checkListen(t, r.name, r.port, cfg)
+			checkListen(t, r.name, r.listen, r.port, cfg)
 			deps := dependsOn(s)
 			for _, o := range oneShots {
 				if deps[o] != "service_completed_successfully" {
@@ -230,7 +241,7 @@ func roleConfig(t *testing.T, s service) config.Config {
 
 // checkListen: any <role>.*listen setting must accept connections from other containers, and
 // <role>.listen must use the port that is published and scraped.
-func checkListen(t *testing.T, role, port string, cfg config.Config) {
+func checkListen(t *testing.T, role, listen, port string, cfg config.Config) {
 	t.Helper()
 	for _, f := range cfg.Fields() {
 		if !strings.HasPrefix(f.Path, role+".") || !strings.HasSuffix(f.Path, "listen") {
@@ -244,7 +255,7 @@ func checkListen(t *testing.T, role, port string, cfg config.Config) {
 		if isLoopback(host) {
 			t.Errorf("%s = %q: unreachable through a published port; set %s=:%s in docker-compose.yml", f.Path, f.String(), f.Env, port)
 		}
-		if f.Path == role+".listen" && p != port {
+		if f.Path == role+"."+listen && p != port {
 			t.Errorf("%s = %q, want port %s (published and scraped)", f.Path, f.String(), port)
 		}
 	}

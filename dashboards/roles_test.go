@@ -47,6 +47,7 @@ func TestRunningRolesExportTheDashboardMetrics(t *testing.T) {
 	for _, role := range []string{"collector", "processor", "aggregator", "query"} {
 		ports[role] = freePort(t)
 	}
+	queryOps := freePort(t)
 	env := append(append(os.Environ(), servicetest.AggregatorEnv()...),
 		"SHUKEI_CLICKHOUSE_DATABASE="+cfg.ClickHouse.Database,
 		"SHUKEI_CLICKHOUSE_USERS_DIR="+users,
@@ -58,6 +59,7 @@ func TestRunningRolesExportTheDashboardMetrics(t *testing.T) {
 		"SHUKEI_PROCESSOR_LISTEN=127.0.0.1:"+ports["processor"],
 		"SHUKEI_AGGREGATOR_LISTEN=127.0.0.1:"+ports["aggregator"],
 		"SHUKEI_QUERY_LISTEN=127.0.0.1:"+ports["query"],
+		"SHUKEI_QUERY_OPS_LISTEN=127.0.0.1:"+queryOps,
 		"SHUKEI_LOG_LEVEL=warn",
 	)
 	run := func(args ...string) string {
@@ -144,6 +146,19 @@ func TestRunningRolesExportTheDashboardMetrics(t *testing.T) {
 	if resp.StatusCode != 401 {
 		t.Errorf("query without a token: %d", resp.StatusCode)
 	}
+	// The query service's public listener serves no metrics; its ops listener does.
+	if resp, err := http.Get(base("query") + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Errorf("the query service serves /metrics on its public listener")
+		}
+	}
+	metricsURL := func(role string) string {
+		if role == "query" {
+			return "http://127.0.0.1:" + queryOps + "/metrics"
+		}
+		return base(role) + "/metrics"
+	}
 
 	// Scrape until every promised metric is there (the processor needs a batch or two).
 	var missing []string
@@ -152,7 +167,7 @@ func TestRunningRolesExportTheDashboardMetrics(t *testing.T) {
 	for {
 		found = map[string][]string{}
 		for role := range ports {
-			for name, labels := range scrape(t, base(role)+"/metrics") {
+			for name, labels := range scrape(t, metricsURL(role)) {
 				found[name] = labels
 			}
 		}

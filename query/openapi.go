@@ -83,19 +83,19 @@ func OpenAPI() ([]byte, error) {
 		"state":       obj{"type": "string", "enum": []string{"pending", "open", "expired", "revoked"}},
 		"approved_by": obj{"type": "string"}, "expires_at": obj{"type": "string", "format": "date-time"}}}}}}
 	bgResponses := func(ok string) obj {
-		return obj{ok: grant, "400": denials["400"], "401": denials["401"], "403": errRef("approving one's own request, an approver who is not an employee, or a grant not pending/open"),
+		return obj{ok: grant, "400": denials["400"], "401": denials["401"], "403": errRef("a step this principal may not take (requests: an enabled, unexpired employee or affiliate granted support; approvals: another such principal holding the break-glass approver grant; revocations: the requester, its approver or an approver-grant holder; partners and contractors never), or a grant not pending/open"),
 			"404": errRef("no such grant"), "503": denials["503"]}
 	}
 	idParam := []obj{{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string"}}}
 	paths["/v1/breakglass"] = obj{"post": obj{
 		"operationId": "breakglass_request", "summary": "Request time-boxed access to one tenant's support trace (clause 3(2)-5..7)",
-		"description": "The grant stays pending until a second principal (an employee) approves it; its time box starts at approval. Use it as breakglass=<id> on support_trace. Every step and use is audited.",
+		"description": "Only an enabled, unexpired employee or affiliate whose grant names support may request. The grant stays pending until a different enabled, unexpired employee or affiliate holding the break-glass approver grant approves it; its time box starts at the first approval; a revocation is final, whatever order concurrent approvals and revocations land in. The justification must be printable (no control or format characters). Use it as breakglass=<id> on support_trace while the requester still qualifies. Every step and use, allowed or refused, is audited with the tenant.",
 		"security":    []obj{{"bearer": []string{}}},
 		"requestBody": obj{"required": true, "content": obj{"application/json": obj{"schema": obj{"type": "object", "additionalProperties": false,
 			"required": []string{"tenant", "clause", "justification", "ttl"},
 			"properties": obj{"tenant": obj{"type": "string", "pattern": patterns[Ident].String()},
 				"clause":        obj{"type": "string", "enum": []string{"3(2)-5", "3(2)-6", "3(2)-7"}},
-				"justification": obj{"type": "string", "minLength": 20},
+				"justification": obj{"type": "string", "minLength": 20, "description": "why, in writing: letters, digits, punctuation, symbols and spaces only"},
 				"ttl":           obj{"type": "string", "description": "Go duration, at most 72h, e.g. 4h"}}}}}},
 		"responses": bgResponses("201"),
 	}}

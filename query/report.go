@@ -7,6 +7,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/registry"
 )
@@ -38,14 +39,18 @@ type Report struct {
 	Description string
 	Params      []Param
 	Columns     []Column
-	// Threshold: the rows are aggregates across tenants, each built only from segments of at
-	// least k distinct tenants (see threshold.go).
+	// Threshold: the rows are aggregates across tenants, built by build from sealed atoms of
+	// at least k distinct tenants each (gate.Read, through gated in reports.go).
 	Threshold bool
 	Chart     Chart
 
 	// authorize checks what the grant alone cannot (support: an open ticket for the tenant).
 	authorize func(ctx context.Context, e *Env, a Args) error
 	run       func(ctx context.Context, e *Env, a Args) ([][]any, error)
+	// weeks and build make an aggregate report: the weeks it reads (Mondays, both included)
+	// and its rows from their atoms alone.
+	weeks func(a Args) (from, to time.Time)
+	build func(a Args, at gate.Atoms) ([][]any, error)
 }
 
 // Env is what a report runs with.
@@ -65,9 +70,11 @@ type Env struct {
 	ticketID   string // set by authorize for the audit record (a ticket or break-glass id)
 }
 
-// TicketSource finds a tenant's support ticket (the registry).
+// TicketSource is the registry as the reports read it: a tenant's support ticket, and every
+// tenant with its current contract status (the per-tenant reports).
 type TicketSource interface {
 	Ticket(ctx context.Context, tenant, id string) (registry.Ticket, error)
+	List(ctx context.Context) ([]registry.Tenant, error)
 }
 
 // BreakGlassSource checks a break-glass grant (query/breakglass).

@@ -10,9 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
 	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/registry"
 )
@@ -26,6 +25,38 @@ var reports = []*Report{
 	supportTrace(),
 	dpReleases(),
 	dpBudget(),
+}
+
+func init() {
+	for _, r := range reports {
+		switch {
+		case r.Threshold != (r.build != nil):
+			panic("report " + r.Name + ": an aggregate report (Threshold) is built from atoms (build), and only it")
+		case r.build != nil && (r.run != nil || r.weeks == nil):
+			panic("report " + r.Name + ": a report built from atoms has weeks and no run of its own")
+		case r.build != nil:
+			r.run = gated(r.weeks, r.build)
+		}
+	}
+}
+
+// gated is the run of every aggregate report: it reads the sealed atoms of the weeks asked
+// for through gate.Read — the one place k is applied — and hands them to build, which sees
+// no ClickHouse connection, so nothing it returns can come from anything but whole atoms of
+// at least k tenants.
+func gated(weeks func(Args) (from, to time.Time), build func(Args, gate.Atoms) ([][]any, error)) func(context.Context, *Env, Args) ([][]any, error) {
+	return func(ctx context.Context, e *Env, a Args) ([][]any, error) {
+		from, to := weeks(a)
+		at, err := gate.Read(ctx, e.Conn, e.DB+"_gated", from, to, e.K)
+		var ns *gate.ErrNotSealed
+		if errors.As(err, &ns) {
+			return nil, badf("%v", err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return build(a, at)
+	}
 }
 
 // Reports returns every report, in catalogue order.
@@ -45,7 +76,7 @@ var (
 	pAsOf = Param{Name: "as_of", Kind: Date, Default: "today",
 		Doc: "last day (UTC) read: the period is whole ISO weeks ending with as_of's week, this week up to as_of"}
 	pWeek = Param{Name: "week", Kind: Date, Default: "last_week",
-		Doc: "any day of the ISO week (Monday to Sunday, UTC) reported; default the last complete week"}
+		Doc: "any day of the ISO week (Monday to Sunday, UTC) reported; default the last complete week; a week not sealed yet is refused (400)"}
 	pEditions = Param{Name: "edition", Kind: Ident, Multi: true,
 		Doc: "only these editions (comma-separated); default: every edition"}
 	pStatuses = Param{Name: "status", Kind: Enum, Multi: true, Values: []string{"trial", "beta", "contracted"},
@@ -66,6 +97,8 @@ func featureRanking() *Report {
 		Title: "Feature ranking",
 		Description: "Features (or applications) ranked by the distinct tenants that used them in one ISO week (Monday to Sunday), " +
 			"with distinct users, uses, and the change in tenants from the week before; by edition or over all editions. " +
+			"Built only from sealed atoms (feature × edition × week) of at least k tenants; a week is readable once sealed, some time " +
+			"after it ends (aggregator.seal_after), and never changes afterwards. " +
 			"Clause 3(1)-2: compare feature frequencies to decide what to improve.",
 		Params: []Param{pWeek, pCategory, pEditions,
 			{Name: "by_edition", Kind: Bool, Default: "true", Doc: "one ranking per edition (true) or one over all editions (false)"},
@@ -81,87 +114,43 @@ func featureRanking() *Report {
 			{"trend_pct", "number", "week-over-week change in tenants, percent; null without a previous week"},
 		},
 		Chart: Chart{Kind: "bar", Label: "feature", Value: "tenants", Series: "edition"},
-		run:   runFeatureRanking,
+		weeks: featureWeeks,
+		build: buildFeatureRanking,
 	}
 }
 
-func runFeatureRanking(ctx context.Context, e *Env, a Args) ([][]any, error) {
+// featureWeeks: the week reported and the week before (its trend).
+func featureWeeks(a Args) (from, to time.Time) {
 	cur := monday(a.Time("week"))
-	prev := cur.AddDate(0, 0, -7)
-	// Segments (atoms) are (feature, edition, week): each tenant is in one per feature and
-	// week (its latest edition that week); only segments of at least k tenants are read, so any
-	// cell below — and any difference of two cells — is built from whole segments of ≥ k.
-	// Users and uses come from the per-cell rollup (the edition of each event).
-	type key struct {
-		edition, feature string
-		period           uint8
-	}
+	return cur.AddDate(0, 0, -7), cur
+}
+
+// buildFeatureRanking ranks the features of one week from its atoms, (feature, edition) of at
+// least k tenants each (gate.Read); a cell over all editions sums whole atoms, so any cell —
+// and any difference of two cells — is built from whole atoms of ≥ k.
+func buildFeatureRanking(a Args, at gate.Atoms) ([][]any, error) {
 	type agg struct{ tenants, users, uses uint64 }
-	atoms := map[key]*agg{}
-	cells := map[key][2]uint64{}
-	err := parallel(ctx,
-		func(ctx context.Context) error {
-			return eachRow(ctx, e.Conn, `
-SELECT feature, edition, period, count() AS tenants
-FROM (
-    SELECT tenant_id, feature, week = toDate(?) AS period, argMaxMerge(edition) AS edition
-    FROM `+e.DB+`.feature_weekly
-    WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
-    GROUP BY tenant_id, feature, period
-)
-GROUP BY feature, edition, period
-HAVING tenants >= ?`, []any{day(cur), day(prev), day(cur), a.Str("category"), uint64(e.K)}, func(scan func(...any) error) error {
-				var k key
-				var t uint64
-				if err := scan(&k.feature, &k.edition, &k.period, &t); err != nil {
-					return err
-				}
-				atoms[k] = &agg{tenants: t}
-				return nil
-			})
-		},
-		func(ctx context.Context) error {
-			return eachRow(ctx, e.Conn, `
-SELECT feature, edition, week = toDate(?) AS period, uniqHLL12Merge(users), sumMerge(uses)
-FROM `+e.DB+`.feature_cells_weekly
-WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
-GROUP BY feature, edition, period`, []any{day(cur), day(prev), day(cur), a.Str("category")}, func(scan func(...any) error) error {
-				var k key
-				var u, s uint64
-				if err := scan(&k.feature, &k.edition, &k.period, &u, &s); err != nil {
-					return err
-				}
-				cells[k] = [2]uint64{u, s}
-				return nil
-			})
-		})
-	if err != nil {
-		return nil, err
-	}
-	for k, at := range atoms {
-		at.users, at.uses = cells[k][0], cells[k][1]
-	}
 	type cell struct{ edition, feature string }
 	now, before := map[cell]*agg{}, map[cell]*agg{}
 	editions := a.List("edition")
-	for k, at := range atoms {
-		if len(editions) > 0 && !slices.Contains(editions, k.edition) {
+	for _, k := range at.List {
+		if k.Category != a.Str("category") || len(editions) > 0 && !slices.Contains(editions, k.Edition) {
 			continue
 		}
-		c := cell{k.edition, k.feature}
+		c := cell{k.Edition, k.Feature}
 		if !a.Bool("by_edition") {
 			c.edition = "all"
 		}
 		m := before
-		if k.period == 1 {
+		if k.Week.Equal(at.To) {
 			m = now
 		}
 		if m[c] == nil {
 			m[c] = &agg{}
 		}
-		m[c].tenants += at.tenants
-		m[c].users += at.users
-		m[c].uses += at.uses
+		m[c].tenants += k.Tenants
+		m[c].users += k.Users
+		m[c].uses += k.Uses
 	}
 	keys := make([]cell, 0, len(now))
 	for k := range now {
@@ -207,39 +196,6 @@ func monday(t time.Time) time.Time {
 	return t.AddDate(0, 0, -((int(t.Weekday()) + 6) % 7))
 }
 
-// eachRow runs query and calls fn with each row's Scan until the rows end or fn fails.
-func eachRow(ctx context.Context, conn driver.Conn, query string, args []any, fn func(scan func(...any) error) error) error {
-	rows, err := conn.Query(ctx, query, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := fn(rows.Scan); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
-}
-
-// parallel runs fns at once and returns the first error; the others are cancelled.
-func parallel(ctx context.Context, fns ...func(context.Context) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, len(fns))
-	for _, f := range fns {
-		go func() { errs <- f(ctx) }()
-	}
-	var first error
-	for range fns {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-			cancel()
-		}
-	}
-	return first
-}
-
 func round1(f float64) float64 { return math.Round(f*10) / 10 }
 
 // --- marketing -----------------------------------------------------------------------------
@@ -249,7 +205,9 @@ func contractComparison() *Report {
 		Name: "contract_comparison", Purpose: "marketing", Threshold: true,
 		Title: "Contracted vs trial",
 		Description: "Adoption and activity of contracted, trial and beta tenants, per feature (or application) and " +
-			"overall (feature '*'), over whole ISO weeks ending with week. Clause 3(1)-3: compare contracted with not-contracted customers.",
+			"overall (feature '*'), over whole ISO weeks ending with week: weekly means of tenants and users, total uses. " +
+			"Built only from sealed atoms (status × edition × feature × week) of at least k tenants, each tenant in its latest status " +
+			"and edition of each week; every week of the period must be sealed. Clause 3(1)-3: compare contracted with not-contracted customers.",
 		Params: []Param{pWeek,
 			{Name: "weeks", Kind: Int, Min: 1, Max: 13, Default: "4", Doc: "length of the period in weeks, ending with week"},
 			pCategory, pEditions,
@@ -258,135 +216,61 @@ func contractComparison() *Report {
 			{Name: "by_edition", Kind: Bool, Default: "false", Doc: "split each status by edition"},
 			{Name: "limit", Kind: Int, Min: 1, Max: 500, Default: "20", Doc: "features shown (those adopted by the most tenants)"}},
 		Columns: []Column{
-			{"status", "string", "contract status"},
+			{"status", "string", "contract status (each tenant's latest in each week)"},
 			{"edition", "string", "edition, or 'all'"},
 			{"feature", "string", "feature id, or '*' for all activity"},
-			{"tenants", "integer", "distinct tenants that used the feature (for '*': active tenants)"},
-			{"active_tenants", "integer", "distinct active tenants of the segment"},
-			{"adoption_pct", "number", "tenants / active_tenants, percent"},
-			{"users", "integer", "distinct users (pseudonymous, approximate)"},
-			{"uses", "integer", "uses (for '*': events)"},
-			{"uses_per_tenant", "number", "uses / tenants"},
+			{"tenants", "number", "distinct tenants a week that used the feature, mean over the period's weeks (for '*': active tenants)"},
+			{"active_tenants", "number", "distinct active tenants of the segment a week, mean over the weeks"},
+			{"adoption_pct", "number", "tenants / active_tenants, percent (of tenant-weeks)"},
+			{"users", "number", "distinct users a week (pseudonymous), mean over the weeks"},
+			{"uses", "integer", "uses over the period (for '*': events)"},
+			{"uses_per_tenant", "number", "uses per tenant and week"},
 		},
 		Chart: Chart{Kind: "bar", Label: "feature", Value: "adoption_pct", Series: "status"},
-		run:   runContractComparison,
+		weeks: contractWeeks,
+		build: buildContractComparison,
 	}
 }
 
-func runContractComparison(ctx context.Context, e *Env, a Args) ([][]any, error) {
-	to := monday(a.Time("week"))
-	from := to.AddDate(0, 0, -7*(a.Int("weeks")-1))
-	// Segments are (status, edition[, feature]): each tenant in one, by its latest status and
-	// edition in the period; only segments of at least k tenants count. Users, uses and events
-	// come from the per-cell rollup (the status and edition of each event). The three reads
-	// run at once.
+// contractWeeks: the weeks of the period, ending with week.
+func contractWeeks(a Args) (from, to time.Time) {
+	to = monday(a.Time("week"))
+	return to.AddDate(0, 0, -7*(a.Int("weeks")-1)), to
+}
+
+// buildContractComparison compares the segments over the period from its atoms, (status,
+// edition, feature) × week of at least k tenants each (gate.Read): every figure sums whole
+// atoms, and a period selects whole weeks, so (week w, 2 weeks) − (week w−1, 1 week) is week
+// w's atoms — each of ≥ k tenants — never one tenant's usage. Counts of tenants and users are
+// per week (a tenant active in three weeks counts in each), so the period's figures are the
+// weekly means.
+func buildContractComparison(a Args, at gate.Atoms) ([][]any, error) {
 	type key struct{ status, edition, feature string }
 	type agg struct{ tenants, users, uses uint64 }
-	type seg struct{ status, edition string }
-	segments := map[string]seg{}
-	users := map[key][2]uint64{}
-	byFeature := map[string][]string{}
-	err := parallel(ctx,
-		func(ctx context.Context) error {
-			return eachRow(ctx, e.Conn, `
-SELECT tenant_id, argMaxMerge(contract_status), argMaxMerge(edition)
-FROM `+e.DB+`.activity_weekly
-WHERE week >= toDate(?) AND week <= toDate(?)
-GROUP BY tenant_id`, []any{day(from), day(to)}, func(scan func(...any) error) error {
-				var t string
-				var g seg
-				if err := scan(&t, &g.status, &g.edition); err != nil {
-					return err
-				}
-				segments[t] = g
-				return nil
-			})
-		},
-		func(ctx context.Context) error {
-			return eachRow(ctx, e.Conn, `
-SELECT feature, groupArray(tenant_id)
-FROM (
-    SELECT DISTINCT feature, tenant_id
-    FROM `+e.DB+`.activity_weekly
-    WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
-)
-GROUP BY feature`, []any{day(from), day(to), a.Str("category")}, func(scan func(...any) error) error {
-				var f string
-				var ts []string
-				if err := scan(&f, &ts); err != nil {
-					return err
-				}
-				byFeature[f] = ts
-				return nil
-			})
-		},
-		func(ctx context.Context) error {
-			return eachRow(ctx, e.Conn, `
-SELECT contract_status, edition, feature, uniqHLL12Merge(users), sumMerge(uses)
-FROM `+e.DB+`.activity_cells_weekly
-WHERE week >= toDate(?) AND week <= toDate(?) AND category = ?
-GROUP BY contract_status, edition, feature
-UNION ALL
-SELECT contract_status, edition, '*', uniqHLL12Merge(users), sumMerge(events)
-FROM `+e.DB+`.activity_cells_weekly
-WHERE week >= toDate(?) AND week <= toDate(?)
-GROUP BY contract_status, edition`, []any{day(from), day(to), a.Str("category"), day(from), day(to)}, func(scan func(...any) error) error {
-				var k key
-				var u, n uint64
-				if err := scan(&k.status, &k.edition, &k.feature, &u, &n); err != nil {
-					return err
-				}
-				users[k] = [2]uint64{u, n}
-				return nil
-			})
-		})
-	if err != nil {
-		return nil, err
-	}
-	atoms := map[key]*agg{}
-	count := func(k key) {
-		if atoms[k] == nil {
-			atoms[k] = &agg{}
-		}
-		atoms[k].tenants++
-	}
-	for _, g := range segments {
-		count(key{g.status, g.edition, "*"})
-	}
-	for f, ts := range byFeature {
-		for _, t := range ts {
-			if g, ok := segments[t]; ok {
-				count(key{g.status, g.edition, f})
-			}
-		}
-	}
-	for k, at := range atoms {
-		if at.tenants < uint64(e.K) {
-			delete(atoms, k) // a segment below k contributes nothing, to any cell
-			continue
-		}
-		at.users, at.uses = users[k][0], users[k][1]
-	}
 	cells := map[key]*agg{}
 	editions, statuses := a.List("edition"), a.List("status")
-	for k, at := range atoms {
-		if len(editions) > 0 && !slices.Contains(editions, k.edition) || !slices.Contains(statuses, k.status) {
+	for _, k := range at.List {
+		if k.Feature != gate.All && k.Category != a.Str("category") {
 			continue
 		}
+		if len(editions) > 0 && !slices.Contains(editions, k.Edition) || !slices.Contains(statuses, k.Status) {
+			continue
+		}
+		c := key{k.Status, k.Edition, k.Feature}
 		if !a.Bool("by_edition") {
-			k.edition = "all"
+			c.edition = "all"
 		}
-		if cells[k] == nil {
-			cells[k] = &agg{}
+		if cells[c] == nil {
+			cells[c] = &agg{}
 		}
-		cells[k].tenants += at.tenants
-		cells[k].users += at.users
-		cells[k].uses += at.uses
+		cells[c].tenants += k.Tenants
+		cells[c].users += k.Users
+		cells[c].uses += k.Uses
 	}
-	// The features shown: those adopted by the most tenants over every segment shown.
+	// The features shown: those adopted by the most tenant-weeks over every segment shown.
 	total := map[string]uint64{}
 	for k, c := range cells {
-		if k.feature != "*" {
+		if k.feature != gate.All {
 			total[k.feature] += c.tenants
 		}
 	}
@@ -403,10 +287,10 @@ GROUP BY contract_status, edition`, []any{day(from), day(to), a.Str("category"),
 	if len(features) > a.Int("limit") {
 		features = features[:a.Int("limit")]
 	}
-	features = append([]string{"*"}, features...)
+	features = append([]string{gate.All}, features...)
 	var segs []key
 	for k := range cells {
-		if k.feature == "*" {
+		if k.feature == gate.All {
 			segs = append(segs, k)
 		}
 	}
@@ -416,6 +300,7 @@ GROUP BY contract_status, edition`, []any{day(from), day(to), a.Str("category"),
 		}
 		return segs[i].edition < segs[j].edition
 	})
+	weeks := float64(at.Weeks())
 	var out [][]any
 	for _, f := range features {
 		for _, s := range segs {
@@ -424,8 +309,8 @@ GROUP BY contract_status, edition`, []any{day(from), day(to), a.Str("category"),
 				continue
 			}
 			active := cells[s].tenants
-			out = append(out, []any{s.status, s.edition, f, c.tenants, active,
-				round1(100 * float64(c.tenants) / float64(active)), c.users, c.uses,
+			out = append(out, []any{s.status, s.edition, f, round1(float64(c.tenants) / weeks), round1(float64(active) / weeks),
+				round1(100 * float64(c.tenants) / float64(active)), round1(float64(c.users) / weeks), c.uses,
 				round1(float64(c.uses) / float64(c.tenants))})
 		}
 	}
@@ -454,7 +339,7 @@ func tenantSignals() *Report {
 			{Name: "limit", Kind: Int, Min: 1, Max: 5000, Default: "100", Doc: "tenants returned (most urgent first)"}},
 		Columns: []Column{
 			{"tenant_id", "string", "tenant"},
-			{"status", "string", "contract status"},
+			{"status", "string", "contract status now (the registry), not at event time"},
 			{"edition", "string", "edition"},
 			{"size_band", "string", "size band"},
 			{"last_active", "time", "last event in the four weeks"},
@@ -494,9 +379,10 @@ func suggestion(status, signal string) string {
 	return "newsletter"
 }
 
-// tenantFilters renders the per-tenant reports' filters as HAVING conditions.
+// tenantFilters renders the per-tenant reports' filters as HAVING conditions. The status is
+// not among them: it is each tenant's current one (currentStatus), not the one at event time.
 func tenantFilters(a Args) (having []string, args []any) {
-	having, args = []string{"has(?, status)"}, []any{a.List("status")}
+	having, args = []string{"1"}, []any{}
 	if l := a.List("edition"); len(l) > 0 {
 		having, args = append(having, "has(?, edition)"), append(args, l)
 	}
@@ -506,12 +392,34 @@ func tenantFilters(a Args) (having []string, args []any) {
 	return having, args
 }
 
+// currentStatus returns every registered tenant's contract status now (the registry): a
+// tenant terminated today is not offered to sales or interviews tomorrow, whatever its events
+// said, and a deleted tenant is not offered at all.
+func currentStatus(ctx context.Context, e *Env) (map[string]string, error) {
+	if e.Tickets == nil {
+		return nil, errors.New("the per-tenant reports need the registry (each tenant's current status), which this service does not have")
+	}
+	ts, err := e.Tickets.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the tenants' current status: %w", err)
+	}
+	out := make(map[string]string, len(ts))
+	for _, t := range ts {
+		out[t.ID] = string(t.Status)
+	}
+	return out, nil
+}
+
 func runTenantSignals(ctx context.Context, e *Env, a Args) ([][]any, error) {
 	asOf := a.Time("as_of")
 	this := monday(asOf)
 	last, from := this.AddDate(0, 0, -7), this.AddDate(0, 0, -21)
 	elapsed := asOf.Sub(this).Hours()/24 + 1 // days of this week up to as_of
 	having, args := tenantFilters(a)
+	current, err := currentStatus(ctx, e)
+	if err != nil {
+		return nil, err
+	}
 	rows, err := e.Conn.Query(ctx, `
 SELECT tenant_id, argMaxMerge(contract_status) AS status, argMaxMerge(edition) AS edition, argMaxMerge(size_band) AS size_band,
        maxMerge(last_seen) AS last_active, uniqExactMerge(active_days) AS days,
@@ -542,6 +450,10 @@ HAVING `+strings.Join(having, " AND "),
 		var days, features, users, evThis, evLast, evBefore uint64
 		if err := rows.Scan(&id, &status, &edition, &band, &lastActive, &days, &features, &users, &evThis, &evLast, &evBefore); err != nil {
 			return nil, err
+		}
+		var ok bool
+		if status, ok = current[id]; !ok || !slices.Contains(a.List("status"), status) {
+			continue
 		}
 		var trend any
 		change := 0.0
@@ -607,7 +519,7 @@ func interviewCandidates() *Report {
 		Columns: []Column{
 			{"rank", "integer", "1 = best fit"},
 			{"tenant_id", "string", "tenant"},
-			{"status", "string", "contract status"},
+			{"status", "string", "contract status now (the registry), not at event time"},
 			{"edition", "string", "edition"},
 			{"size_band", "string", "size band"},
 			{"features_used", "integer", "distinct features used"},
@@ -630,6 +542,10 @@ func runInterviewCandidates(ctx context.Context, e *Env, a Args) ([][]any, error
 	having, args := tenantFilters(a)
 	if l := a.List("feature"); len(l) > 0 {
 		having, args = append(having, "hasAll(used, ?)"), append(args, l)
+	}
+	current, err := currentStatus(ctx, e)
+	if err != nil {
+		return nil, err
 	}
 	rows, err := e.Conn.Query(ctx, `
 SELECT tenant_id, argMaxMerge(contract_status) AS status, argMaxMerge(edition) AS edition, argMaxMerge(size_band) AS size_band,
@@ -656,6 +572,10 @@ HAVING `+strings.Join(having, " AND "), append([]any{day(from), day(to)}, args..
 		var custom uint32
 		if err := rows.Scan(&id, &status, &edition, &band, &used, &features, &users, &active, &events, &custom); err != nil {
 			return nil, err
+		}
+		var ok bool
+		if status, ok = current[id]; !ok || !slices.Contains(a.List("status"), status) {
+			continue
 		}
 		score := round3(float64(features) * math.Log2(1+float64(users)) * float64(active) / days)
 		all = append(all, cand{vals: []any{id, status, edition, band, features, users, active, events, custom, score}, score: score})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/registry"
 )
 
 // The data every test below reads: as_of is Friday 2026-11-20, in the ISO week from Monday
@@ -228,16 +229,41 @@ func TestReportsOnRealData(t *testing.T) {
 	// Marketing: contracted vs trial. The same holds for status filters.
 	m := f.report("pm", "contract_comparison", 200, "purpose", "marketing", "week", asOf, "weeks", "2")
 	overallC, overallT := find(m.Rows, "status", "contracted", "feature", "*"), find(m.Rows, "status", "trial", "feature", "*")
-	// Contracted: p1..p6 (s1 is alone in its segment); trial: t1..t5 and d1.
-	if overallC == nil || n(overallC["tenants"]) != 6 || n(overallC["uses"]) != 34 || overallT == nil || n(overallT["tenants"]) != 6 {
+	// Atoms are per week. Contracted: p1..p6 in as_of's week, p1..p5 the week before (s1 is
+	// alone in its segment): 5.5 a week. Trial: t1..t5 in as_of's week; d1, alone in the week
+	// before, is in no atom: 2.5 a week.
+	if overallC == nil || n(overallC["tenants"]) != 5.5 || n(overallC["uses"]) != 34 || overallT == nil || n(overallT["tenants"]) != 2.5 {
 		t.Errorf("overall rows: contracted %v, trial %v", overallC, overallT)
 	}
-	if row := find(m.Rows, "status", "contracted", "feature", "board"); row == nil || n(row["tenants"]) != 6 || n(row["adoption_pct"]) != 100 || n(row["uses"]) != 44 {
+	if row := find(m.Rows, "status", "contracted", "feature", "board"); row == nil || n(row["tenants"]) != 5.5 || n(row["adoption_pct"]) != 100 || n(row["uses"]) != 44 {
 		t.Errorf("contracted board: %v", row)
 	}
-	if row := find(m.Rows, "status", "trial", "feature", "export"); row == nil || n(row["tenants"]) != 5 || n(row["adoption_pct"]) != 83.3 || n(row["uses_per_tenant"]) != 2 {
+	if row := find(m.Rows, "status", "trial", "feature", "export"); row == nil || n(row["tenants"]) != 2.5 || n(row["adoption_pct"]) != 100 || n(row["uses_per_tenant"]) != 2 {
 		t.Errorf("trial export: %v", row)
 	}
+	// Differencing two periods gives a whole week's atoms, never a part of one: (as_of's week,
+	// two weeks) − (the week before, one week) is as_of's week alone.
+	prev := f.report("pm", "contract_comparison", 200, "purpose", "marketing", "week", "2026-11-13", "weeks", "1")
+	this := f.report("pm", "contract_comparison", 200, "purpose", "marketing", "week", asOf, "weeks", "1")
+	for _, st := range []string{"contracted", "trial"} {
+		p, c := find(prev.Rows, "status", st, "feature", "board"), find(this.Rows, "status", st, "feature", "board")
+		both := find(m.Rows, "status", st, "feature", "board")
+		var pu, cu, bu float64
+		if p != nil {
+			pu = n(p["uses"])
+		}
+		if c != nil {
+			cu = n(c["uses"])
+		}
+		if both != nil {
+			bu = n(both["uses"])
+		}
+		if bu-pu != cu {
+			t.Errorf("%s board uses: two weeks %v − the week before %v = %v, but the week alone is %v", st, bu, pu, bu-pu, cu)
+		}
+	}
+	// The week in progress (not sealed) is refused.
+	f.report("pm", "contract_comparison", 400, "purpose", "marketing", "week", time.Now().UTC().Format(time.DateOnly), "weeks", "1")
 	one := f.report("pm", "contract_comparison", 200, "purpose", "marketing", "week", asOf, "weeks", "2", "status", "contracted", "edition", "standard")
 	if len(one.Rows) != 0 {
 		t.Errorf("contracted standard (one tenant) returned rows: %v", one.Rows)
@@ -285,6 +311,30 @@ func TestReportsOnRealData(t *testing.T) {
 	ic = f.report("pm", "interview_candidates", 200, "purpose", "interview_selection", "as_of", asOf, "feature", "board,chat", "edition", "professional", "limit", "3")
 	if len(ic.Rows) != 3 || ic.Rows[0]["edition"] != "professional" {
 		t.Errorf("professional candidates: %v", ic.Rows)
+	}
+
+	// The current status decides (the registry), not the one at event time: p2, terminated
+	// today, is offered neither to follow-up nor to interviews; d1, on trial in its events and
+	// contracted now, is followed up as contracted.
+	ctx := context.Background()
+	if _, err := f.reg.Update(ctx, "p2", func(t *registry.Tenant) error { t.Status = registry.StatusTerminated; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.reg.Update(ctx, "d1", func(t *registry.Tenant) error { t.Status = registry.StatusContracted; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	s = f.report("pm", "tenant_signals", 200, "purpose", "follow_up", "as_of", asOf, "status", "trial,beta,contracted")
+	if find(s.Rows, "tenant_id", "p2") != nil {
+		t.Errorf("p2, terminated, is offered to follow-up: %v", s.Rows)
+	}
+	if row := find(s.Rows, "tenant_id", "d1"); row == nil || row["status"] != "contracted" {
+		t.Errorf("d1, contracted now: %v", row)
+	}
+	if tr := f.report("pm", "tenant_signals", 200, "purpose", "follow_up", "as_of", asOf, "status", "trial"); find(tr.Rows, "tenant_id", "d1") != nil {
+		t.Errorf("d1 is offered as a trial tenant: %v", tr.Rows)
+	}
+	if ic := f.report("pm", "interview_candidates", 200, "purpose", "interview_selection", "as_of", asOf); find(ic.Rows, "tenant_id", "p2") != nil {
+		t.Errorf("p2, terminated, is an interview candidate: %v", ic.Rows)
 	}
 
 	// CSV: the same rows, a header, no JSON.

@@ -21,7 +21,6 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/query/audit"
@@ -45,7 +44,6 @@ type Options struct {
 	YearBudget ledger.Budget // and over any 365 days of windows
 	BreakGlass *breakglass.Store
 	Metrics    prometheus.Registerer
-	Gatherer   prometheus.Gatherer // served at /metrics; nil: none
 	Ready      func() error
 	Log        *slog.Logger
 	Now        func() time.Time
@@ -100,9 +98,6 @@ func New(o Options) (*Server, error) {
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
-	if o.Gatherer != nil {
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
-	}
 	s.mux.Handle("GET /", webHandler())
 	return s, nil
 }
@@ -136,7 +131,8 @@ type request struct {
 	p     *principal.Principal
 }
 
-// authenticate reads the bearer token and finds its principal.
+// authenticate reads the bearer token and finds its principal, and refuses (403) one that is
+// disabled, whose grant has expired, or whose kind is unknown.
 func (s *Server) authenticate(ctx context.Context, r *http.Request, req *request) (status int, err error) {
 	h := r.Header.Get("Authorization")
 	token, ok := strings.CutPrefix(h, "Bearer ")
@@ -155,8 +151,9 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, req *request
 	}
 	req.p = &p
 	req.rec.Principal, req.rec.Kind, req.rec.ContractRef = p.ID, p.Kind, p.ContractRef
-	if p.Disabled {
-		return http.StatusForbidden, fmt.Errorf("%w: %s", principal.ErrDisabled, p.ID)
+	// Every request, whoami and break-glass included: enabled, unexpired, of a known kind.
+	if err := p.Active(s.o.Now()); err != nil {
+		return http.StatusForbidden, err
 	}
 	return 0, nil
 }
@@ -224,6 +221,9 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.rec.Purpose = purpose
+	if purpose == "support" {
+		req.rec.Tenant = trunc(q.Get("tenant"))
+	}
 	now := s.o.Now()
 	if err := req.p.Authorize(purpose, now); err != nil {
 		// A support trace under an approved break-glass grant needs no support grant: the
@@ -517,8 +517,10 @@ type grantInfo struct {
 }
 
 // handleBreakGlass serves the break-glass path (clause 3(2)-5..7) for an authenticated
-// principal: request (with a written justification), approve (a second principal), revoke.
-// The store appends each step to the audit log itself; a refused step is audited here.
+// principal: request (an employee or affiliate granted support, with a written, printable
+// justification), approve (another employee or affiliate holding the approver grant), revoke
+// (the requester, the approver, or an approver-grant holder); the store decides who may.
+// The store appends each step to the audit log itself; a refused step is audited here (403).
 func (s *Server) handleBreakGlass(action string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
@@ -550,9 +552,14 @@ func (s *Server) handleBreakGlass(action string) http.HandlerFunc {
 			}
 			g, err = s.o.BreakGlass.Request(ctx, req.p.ID, body.Tenant, body.Clause, body.Justification, ttl)
 		case "approve":
+			req.rec.Ticket = trunc(r.PathValue("id"))
 			g, err = s.o.BreakGlass.Approve(ctx, r.PathValue("id"), req.p.ID)
 		case "revoke":
+			req.rec.Ticket = trunc(r.PathValue("id"))
 			g, err = s.o.BreakGlass.Revoke(ctx, r.PathValue("id"), req.p.ID)
+		}
+		if err != nil && g.Tenant != "" {
+			req.rec.Tenant = g.Tenant // a refused step names the grant's tenant too
 		}
 		switch {
 		case errors.Is(err, breakglass.ErrInvalid):
@@ -561,7 +568,8 @@ func (s *Server) handleBreakGlass(action string) http.HandlerFunc {
 		case errors.Is(err, breakglass.ErrNotFound):
 			s.deny(ctx, w, req, http.StatusNotFound, err)
 			return
-		case errors.Is(err, breakglass.ErrSelfApprove), errors.Is(err, breakglass.ErrNotOpen), errors.Is(err, principal.ErrDisabled):
+		case errors.Is(err, breakglass.ErrSelfApprove), errors.Is(err, breakglass.ErrNotOpen), errors.Is(err, breakglass.ErrNotAllowed),
+			errors.Is(err, principal.ErrDisabled), errors.Is(err, principal.ErrExpired), errors.Is(err, principal.ErrUnknownKind):
 			s.deny(ctx, w, req, http.StatusForbidden, err)
 			return
 		case err != nil:

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,6 +118,7 @@ func newFixture(t *testing.T, evs []ev) *fixture {
 		f.readers[r.Purpose] = rc
 	}
 	insert(t, conn, db, evs)
+	sealWeeks(t, conn, db, 5)
 
 	store := principal.New(conn, db)
 	for _, p := range []principal.Principal{
@@ -125,8 +127,11 @@ func newFixture(t *testing.T, evs []ev) *fixture {
 		{ID: "agency", Kind: principal.Contractor, Purposes: []string{"marketing"}, ContractRef: "C-2026-7", Expires: f.now.Add(24 * time.Hour)},
 		{ID: "old-agency", Kind: principal.Contractor, Purposes: []string{"marketing"}, ContractRef: "C-2025-1", Expires: f.now.Add(-time.Hour)},
 		{ID: "partner", Kind: principal.Partner, Purposes: []string{"external_aggregate"}},
-		{ID: "investigator", Kind: principal.Employee, Purposes: []string{"service_improvement"}},
-		{ID: "dpo", Kind: principal.Employee, Purposes: []string{"service_improvement"}},
+		{ID: "investigator", Kind: principal.Employee, Purposes: []string{"service_improvement", "support"}},
+		{ID: "dpo", Kind: principal.Employee, Purposes: []string{"service_improvement"}, Roles: []string{principal.RoleBreakGlassApprover}},
+		{ID: "group-dpo", Kind: principal.Affiliate, Purposes: []string{"support"}, Roles: []string{principal.RoleBreakGlassApprover}},
+		{ID: "support-agency", Kind: principal.Contractor, Purposes: []string{"support"}, ContractRef: "C-2026-9", Expires: f.now.Add(24 * time.Hour)},
+		{ID: "gone", Kind: principal.Employee, Purposes: []string{"support"}, Roles: []string{principal.RoleBreakGlassApprover}, Disabled: true},
 	} {
 		tok, err := store.Add(ctx, p)
 		if err != nil {
@@ -135,8 +140,16 @@ func newFixture(t *testing.T, evs []ev) *fixture {
 		f.tokens[p.ID] = tok
 	}
 	f.reg = registry.New(conn, db, master)
-	for _, id := range []string{"acme", "beta-co"} {
-		if _, err := f.reg.Add(ctx, registry.Tenant{ID: id, Status: registry.StatusContracted, Edition: "standard", SizeBand: "m"}); err != nil {
+	// Every tenant of the data is registered, with the status of its latest event (the
+	// per-tenant reports show the current status, from the registry).
+	latest := map[string]ev{}
+	for _, e := range evs {
+		if l, ok := latest[e.tenant]; !ok || e.at.After(l.at) {
+			latest[e.tenant] = e
+		}
+	}
+	for id, e := range latest {
+		if _, err := f.reg.Add(ctx, registry.Tenant{ID: id, Status: e.status, Edition: e.edition, SizeBand: e.band}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -208,8 +221,8 @@ func (f *fixture) report(who, name string, want int, kv ...string) result {
 func (f *fixture) lastAudit() audit.Record {
 	f.t.Helper()
 	var r audit.Record
-	if err := f.conn.QueryRow(context.Background(), "SELECT seq, principal_id, principal_kind, contract_ref, purpose, ticket, report, decision, reason, rows FROM "+f.db+".audit_log ORDER BY seq DESC LIMIT 1").
-		Scan(&r.Seq, &r.Principal, &r.Kind, &r.ContractRef, &r.Purpose, &r.Ticket, &r.Report, &r.Decision, &r.Reason, &r.Rows); err != nil {
+	if err := f.conn.QueryRow(context.Background(), "SELECT seq, principal_id, principal_kind, contract_ref, purpose, ticket, report, decision, reason, rows, tenant_id FROM "+f.db+".audit_log ORDER BY seq DESC LIMIT 1").
+		Scan(&r.Seq, &r.Principal, &r.Kind, &r.ContractRef, &r.Purpose, &r.Ticket, &r.Report, &r.Decision, &r.Reason, &r.Rows, &r.Tenant); err != nil {
 		f.t.Fatal(err)
 	}
 	return r
@@ -259,4 +272,36 @@ func httptestServer(t *testing.T, h http.Handler) *httptest.Server {
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
 	return s
+}
+
+// Every request checks that its principal is enabled, unexpired and of a known kind — whoami
+// and break-glass too — and a refusal is audited.
+func TestAuthenticateRefusesDisabledAndExpired(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, c := range []struct{ who, method, path, want string }{
+		{"old-agency", "GET", "/v1/whoami", "grant expired"},
+		{"gone", "GET", "/v1/whoami", "principal disabled"},
+		{"old-agency", "POST", "/v1/breakglass", "grant expired"},
+		{"gone", "POST", "/v1/breakglass/bg-0/approve", "principal disabled"},
+		{"gone", "POST", "/v1/breakglass/bg-0/revoke", "principal disabled"},
+	} {
+		var status int
+		var body string
+		if c.method == "GET" {
+			st, b, _ := f.get(c.who, c.path, nil)
+			status, body = st, string(b)
+		} else {
+			st, m := f.post(c.who, c.path, map[string]any{"tenant": "acme", "clause": "3(2)-7", "justification": "x", "ttl": "1h"})
+			status, body = st, fmt.Sprint(m)
+		}
+		if status != 403 || !strings.Contains(body, c.want) {
+			t.Errorf("%s %s as %s: %d %s", c.method, c.path, c.who, status, body)
+		}
+		if a := f.lastAudit(); a.Principal != c.who || a.Decision != audit.Denied || !strings.Contains(a.Reason, c.want) {
+			t.Errorf("%s %s as %s: audit record %+v", c.method, c.path, c.who, a)
+		}
+	}
+	if status, body, _ := f.get("agency", "/v1/whoami", nil); status != 200 {
+		t.Errorf("whoami of a contractor in force: %d %s", status, body)
+	}
 }

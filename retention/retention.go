@@ -81,14 +81,17 @@ type Table struct{ Database, Name string }
 func (t Table) String() string { return t.Database + "." + t.Name }
 
 // TenantTables lists every table of the Shukei databases with a tenant_id column: new tables
-// are covered without changing this code.
+// are covered without changing this code. The audit log is not among them: it is the proof of
+// who read which tenant's data and of the deletion itself, a hash chain that a deletion would
+// break (promise 8 names it as the one exception).
 func (k *Keeper) TenantTables(ctx context.Context) ([]Table, error) {
 	rows, err := k.conn.Query(ctx, `
 SELECT c.database, c.table
 FROM system.columns AS c
 ANY INNER JOIN (SELECT database, name AS table, engine FROM system.tables) AS t USING (database, table)
 WHERE c.name = 'tenant_id' AND (c.database = ? OR startsWith(c.database, ?)) AND t.engine NOT IN ('View', 'MaterializedView')
-ORDER BY c.database, c.table`, k.db, k.db+"_")
+  AND NOT (c.database = ? AND c.table = 'audit_log')
+ORDER BY c.database, c.table`, k.db, k.db+"_", k.db)
 	if err != nil {
 		return nil, fmt.Errorf("list the tables with tenant rows: %w", err)
 	}
@@ -226,16 +229,17 @@ func (k *Keeper) Due(ctx context.Context, now time.Time) ([]registry.Tenant, err
 }
 
 // Expiring are the monthly-partitioned tables and how long each keeps its data; the audit log,
-// the budget ledger and the published releases are kept (they are the proof of what was done).
+// the budget ledger and the published releases are kept (they are the proof of what was done),
+// and so are the gated atoms (<db>_<purpose>_gated): aggregates of at least k tenants with no
+// tenant id, sealed once — dropping a sealed week would only make its reports change.
 func (k *Keeper) expiring() map[string]time.Duration {
 	store, dlq := k.policy.EventStore, k.policy.DLQ
 	m := map[string]time.Duration{
 		k.db + ".events":     store,
 		k.db + ".rejections": dlq,
 	}
-	for _, t := range []string{"_support.trace", "_service_improvement.feature_daily", "_service_improvement.feature_weekly",
-		"_service_improvement.feature_cells_weekly", "_marketing.activity_daily", "_marketing.activity_weekly",
-		"_marketing.activity_cells_weekly", "_follow_up.tenant_daily", "_follow_up.tenant_weekly",
+	for _, t := range []string{"_support.trace", "_service_improvement.feature_daily", "_marketing.activity_daily",
+		"_follow_up.tenant_daily", "_follow_up.tenant_weekly",
 		"_interview_selection.tenant_daily", "_interview_selection.tenant_weekly", "_external_consented.tenant_daily"} {
 		m[k.db+t] = store
 	}

@@ -109,7 +109,12 @@ func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *
 	if err != nil {
 		return nil, fmt.Errorf("aggregator plan: %w", err)
 	}
+	k, err := queryK(a.cfg.Query)
+	if err != nil {
+		return nil, err
+	}
 	d := aggregator.Deps{
+		K:        k,
 		Database: a.cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
 		Policy: decision.NewPolicyTagger(versions), HashKey: master.Derive("dlq"),
 		SampleKey: master.Derive("aggregator-sampling"), Plan: plan, Budget: budget, Log: a.log,

@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
@@ -19,12 +22,15 @@ func newPrincipalsCmd(a *app) *cobra.Command {
 		Short: "Manage who may use the query service and for which purposes: add, list, disable",
 		Long: `principals manages the query service's users: employees, affiliates, contractors (with their
 contract reference and an expiry, clause 5) and partners (external purposes only). Each has a
-token, stored only as its SHA-256 hash, and a grant naming the purposes it may act for.`,
+token, stored only as its SHA-256 hash, and a grant naming the purposes it may act for. An
+employee or affiliate may also hold the break-glass approver grant (--approver): only its
+holders approve another principal's break-glass request.`,
 	}
 	var (
 		p        principal.Principal
 		purposes string
 		expires  string
+		approver bool
 	)
 	add := &cobra.Command{
 		Use:   "add",
@@ -32,6 +38,9 @@ token, stored only as its SHA-256 hash, and a grant naming the purposes it may a
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p.Purposes = splitList(purposes)
+			if approver {
+				p.Roles = []string{principal.RoleBreakGlassApprover}
+			}
 			if expires != "" {
 				t, err := time.Parse("2006-01-02", expires)
 				if err != nil {
@@ -44,7 +53,11 @@ token, stored only as its SHA-256 hash, and a grant naming the purposes it may a
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s) for %s\ntoken (shown once): %s\n", p.ID, p.Kind, strings.Join(p.Purposes, ", "), tok)
+				roles := ""
+				if len(p.Roles) > 0 {
+					roles = ", roles " + strings.Join(p.Roles, ", ")
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s) for %s%s\ntoken (shown once): %s\n", p.ID, p.Kind, strings.Join(p.Purposes, ", "), roles, tok)
 				return nil
 			})
 		},
@@ -54,6 +67,7 @@ token, stored only as its SHA-256 hash, and a grant naming the purposes it may a
 	add.Flags().StringVar(&purposes, "purposes", "", "comma-separated purposes the grant names")
 	add.Flags().StringVar(&p.ContractRef, "contract-ref", "", "contractors: the outsourcing contract's reference")
 	add.Flags().StringVar(&expires, "expires", "", "YYYY-MM-DD the grant ends (required for contractors)")
+	add.Flags().BoolVar(&approver, "approver", false, "grant the break-glass approver role ("+principal.RoleBreakGlassApprover+"; employees and affiliates only)")
 	_ = add.MarkFlagRequired("id")
 
 	list := &cobra.Command{
@@ -67,13 +81,18 @@ token, stored only as its SHA-256 hash, and a grant naming the purposes it may a
 					return err
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tKIND\tPURPOSES\tCONTRACT\tEXPIRES\tDISABLED\t")
+				fmt.Fprintln(tw, "ID\tKIND\tPURPOSES\tROLES\tCONTRACT\tEXPIRES\tDISABLED\t")
 				for _, x := range ps {
 					exp := "-"
 					if !x.Expires.IsZero() {
 						exp = x.Expires.UTC().Format("2006-01-02")
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t\n", x.ID, x.Kind, strings.Join(x.Purposes, ","), x.ContractRef, exp, x.Disabled)
+					roles := "-"
+					if len(x.Roles) > 0 {
+						roles = strings.Join(x.Roles, ",")
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t\n", shown(x.ID), shown(x.Kind), shown(strings.Join(x.Purposes, ",")), shown(roles),
+						shown(x.ContractRef), exp, x.Disabled)
 				}
 				return tw.Flush()
 			})
@@ -148,9 +167,16 @@ func newAuditCmd(a *app) *cobra.Command {
 				var allowed, denied int
 				var rows uint64
 				tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "SEQ\tAT\tPURPOSE\tTICKET\tREPORT\tDECISION\tREASON\tROWS\tε\t")
+				fmt.Fprintln(tw, "SEQ\tAT\tPURPOSE\tTENANT\tTICKET\tREPORT\tDECISION\tREASON\tROWS\tε\t")
 				for _, r := range rs {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%g\t\n", r.Seq, r.At.UTC().Format(time.RFC3339), r.Purpose, r.Ticket, r.Report, r.Decision, r.Reason, r.Rows, r.BudgetEpsilon)
+					tenant := "-"
+					if r.Tenant != "" {
+						tenant = shown(r.Tenant)
+					}
+					// Every text field shown escaped: a record written before free text was
+					// refused unless printable must not rewrite the terminal or hide a line.
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%g\t\n", r.Seq, r.At.UTC().Format(time.RFC3339), shown(r.Purpose), tenant,
+						shown(r.Ticket), shown(r.Report), shown(r.Decision), shown(r.Reason), r.Rows, r.BudgetEpsilon)
 					if r.Decision == audit.Allowed {
 						allowed++
 						rows += r.Rows
@@ -163,7 +189,7 @@ func newAuditCmd(a *app) *cobra.Command {
 				if len(rs) > 0 {
 					kind, ref = rs[0].Kind, rs[0].ContractRef
 				}
-				fmt.Fprintf(out, "%s (%s %s) in %s: %d requests allowed (%d rows), %d denied\n", who, kind, ref, month, allowed, rows, denied)
+				fmt.Fprintf(out, "%s (%s %s) in %s: %d requests allowed (%d rows), %d denied\n", shown(who), shown(kind), shown(ref), month, allowed, rows, denied)
 				return nil
 			})
 		},
@@ -173,4 +199,40 @@ func newAuditCmd(a *app) *cobra.Command {
 	_ = report.MarkFlagRequired("principal")
 	cmd.AddCommand(verify, report)
 	return cmd
+}
+
+// shown is s as a terminal may print it: every rune that is not printable (unicode.IsGraphic:
+// control characters, escape sequences, format characters such as bidirectional overrides,
+// line breaks, tabs) and every
+// byte that is not UTF-8 is escaped Go-style (\x1b, \u202e, \n, \xff), and so is the backslash,
+// so that a stored text can neither rewrite the terminal, hide or fake a line, nor pass for an
+// escape. Free text is refused unless printable when stored; this covers rows from before.
+func shown(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == '\\' || r == utf8.RuneError || !unicode.IsGraphic(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case unicode.IsGraphic(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRuneToASCII(r) // '\x1b', '\u202e', '\n'
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
 }

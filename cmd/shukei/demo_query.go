@@ -65,7 +65,7 @@ func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens 
 			return "", nil, nil, err
 		}
 	}
-	cfg.cfg.Query.Listen = ln.Addr().String()
+	cfg.cfg.Query.Listen, cfg.cfg.Query.OpsListen = ln.Addr().String(), "127.0.0.1:0"
 	ln.Close()
 	srvCtx, cancel := context.WithCancel(ctx)
 	started := make(chan string, 1)
@@ -113,10 +113,10 @@ func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens 
 		cols               []string
 	}{
 		{"product-team", "Feature ranking", "feature_ranking",
-			url.Values{"purpose": {"service_improvement"}, "week": {"today"}, "by_edition": {"false"}, "limit": {"8"}},
+			url.Values{"purpose": {"service_improvement"}, "week": {"last_week"}, "by_edition": {"false"}, "limit": {"8"}},
 			[]string{"rank", "feature", "tenants", "users", "uses", "tenants_prev_week", "trend_pct"}},
 		{"product-team", "Contracted vs trial", "contract_comparison",
-			url.Values{"purpose": {"marketing"}, "week": {"today"}, "weeks": {"1"}, "limit": {"4"}},
+			url.Values{"purpose": {"marketing"}, "week": {"last_week"}, "weeks": {"2"}, "limit": {"4"}},
 			[]string{"status", "feature", "tenants", "active_tenants", "adoption_pct", "uses_per_tenant"}},
 		{"product-team", "Follow-up candidates", "tenant_signals",
 			url.Values{"purpose": {"follow_up"}, "limit": {"6"}},

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/aggregator"
@@ -29,8 +30,9 @@ func newQueryCmd(a *app) *cobra.Command {
 		Short: "Serve the purpose-scoped reports, the web page and the OpenAPI document",
 		Long: `query serves Shukei's reports over HTTP (query.listen). A principal authenticates with its token
 (Authorization: Bearer shq_…, from 'shukei principals add'), declares one purpose per request
-(?purpose=…), and may run only the named reports of a purpose its grant names — contractors only
-until their grant expires, support only for a tenant with an open ticket. Each purpose is read as
+(?purpose=…), and may run only the named reports of a purpose its grant names. Every request,
+whoami and break-glass included, is refused (403) unless the principal is enabled, its grant
+unexpired and its kind known; support reads only a tenant with an open ticket. Each purpose is read as
 that purpose's read-only ClickHouse user, allowed only its own database ('shukei migrate' declares
 them). Aggregate reports build every value from segments of at least k tenants (the policy's k).
 
@@ -40,13 +42,24 @@ when the log cannot be written the request is refused. 'shukei audit verify' che
   GET /v1/reports/{name}?purpose=…   a report, JSON (default) or CSV (format=csv)
   GET /v1/whoami                      the principal, its purposes and reports
   POST /v1/breakglass                 request time-boxed access to one tenant's trace (clause
-                                      3(2)-5..7): {tenant, clause, justification, ttl}
-  POST /v1/breakglass/{id}/approve    a second principal (an employee) opens it
-  POST /v1/breakglass/{id}/revoke     closes it
+                                      3(2)-5..7): {tenant, clause, justification, ttl}; only an
+                                      employee or affiliate whose grant names support; the
+                                      justification printable, on one line
+  POST /v1/breakglass/{id}/approve    another employee or affiliate holding the approver grant
+                                      ('shukei principals add --approver') opens it
+  POST /v1/breakglass/{id}/revoke     the requester, its approver or an approver-grant holder
+                                      closes it, for good
+
+Partners and contractors can neither request nor approve break-glass access. A grant is used
+with support_trace?breakglass=<id> only while it is open and its requester still qualifies
+(enabled, unexpired, employee or affiliate, support granted). Its steps are kept as an
+append-only log ordered by their audit sequence: once revoked, no approval opens it again.
+Every step, allowed or refused, is in the audit log with the grant's tenant.
   GET /v1/reports                     the catalogue
   GET /openapi.json                   the OpenAPI document
   GET /                               the web page
-  GET /metrics, /healthz, /readyz
+  GET /healthz, /readyz
+  query.ops_listen: GET /metrics, /healthz, /readyz
 
 --openapi prints the OpenAPI document and exits.`,
 		Args: cobra.NoArgs,
@@ -80,22 +93,22 @@ func queryK(c config.Query) (int, error) {
 
 // newQueryServer wires the service: the internal connection for principals, the audit log and
 // tickets, and one reader connection per purpose. close releases the connections.
-func newQueryServer(ctx context.Context, a *app) (srv *query.Server, closeAll func(), err error) {
+func newQueryServer(ctx context.Context, a *app) (srv *query.Server, ops *prometheus.Registry, ready func() error, closeAll func(), err error) {
 	master, err := masterKey(a.cfg.Anonymizer)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	k, err := queryK(a.cfg.Query)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	budget, err := aggregatorBudget(a.cfg.Aggregator, mustPolicy())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	conn, err := awaitClickHouse(ctx, a.cfg.ClickHouse, a.log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	conns := []driver.Conn{conn}
 	closeAll = func() {
@@ -108,7 +121,7 @@ func newQueryServer(ctx context.Context, a *app) (srv *query.Server, closeAll fu
 		rc, err := chm.OpenReader(ctx, a.cfg.ClickHouse.Options(), r, a.cfg.Query.ReaderWait)
 		if err != nil {
 			closeAll()
-			return nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		conns = append(conns, rc)
 		readers[r.Purpose] = rc
@@ -121,23 +134,29 @@ func newQueryServer(ctx context.Context, a *app) (srv *query.Server, closeAll fu
 		Principals: principals, Audit: log, Tickets: registry.New(conn, db, nil),
 		BreakGlass: breakglass.New(conn, db, principals, log),
 		Readers:    readers, Prefix: db, K: k, MaxRows: a.cfg.Query.MaxRows, Timeout: a.cfg.Query.Timeout,
-		Lookback: a.cfg.Query.SupportLookback, Budget: budget, YearBudget: aggregator.YearBudgetOf(a.cfg.Aggregator, budget), Metrics: reg, Gatherer: reg, Log: a.log,
+		Lookback: a.cfg.Query.SupportLookback, Budget: budget, YearBudget: aggregator.YearBudgetOf(a.cfg.Aggregator, budget), Metrics: reg, Log: a.log,
 		Ready: func() error { return conn.Ping(ctx) },
 	})
 	if err != nil {
 		closeAll()
-		return nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	return srv, closeAll, nil
+	return srv, reg, func() error { return conn.Ping(ctx) }, closeAll, nil
 }
 
 // runQuery serves until ctx ends. started, if not nil, receives the listening address.
 func runQuery(ctx context.Context, a *app, started chan<- string) error {
-	srv, closeAll, err := newQueryServer(ctx, a)
+	srv, reg, ready, closeAll, err := newQueryServer(ctx, a)
 	if err != nil {
 		return err
 	}
 	defer closeAll()
+	// Metrics, health and readiness on the ops listener, like every role: the public listener
+	// serves nothing without a token but the catalogue, the OpenAPI document and the page.
+	opsCtx, stopOps := context.WithCancel(ctx)
+	defer stopOps()
+	opsErr := make(chan error, 1)
+	go func() { opsErr <- serveOps(opsCtx, a.cfg.Query.OpsListen, reg, ready) }()
 	ln, err := net.Listen("tcp", a.cfg.Query.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", a.cfg.Query.Listen, err)
@@ -154,8 +173,22 @@ func runQuery(ctx context.Context, a *app, started chan<- string) error {
 	if started != nil {
 		started <- ln.Addr().String()
 	}
-	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	select {
+	case err := <-opsErr:
+		if err != nil {
+			_ = hs.Close()
+			return fmt.Errorf("query ops listener: %w", err)
+		}
+		err = <-served
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	case err := <-served:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
 	}
 	return nil
 }
@@ -167,10 +200,13 @@ func newBreakGlassCmd(a *app) *cobra.Command {
 		Use:   "breakglass",
 		Short: "List break-glass grants (requested and approved through the query service)",
 		Long: `breakglass lists the exceptional, time-boxed access grants of clause 3(2)-5..7: who asked for
-which tenant's trace, on which clause and justification, who approved it and until when. A
-principal requests one with POST /v1/breakglass on the query service; a second principal (an
-employee) approves it with POST /v1/breakglass/{id}/approve; every step and use is in the audit
-log ('shukei audit report --principal P --month YYYY-MM').`,
+which tenant's trace, on which clause and justification, who approved it and until when. An
+employee or affiliate whose grant names support requests one with POST /v1/breakglass on the
+query service; another employee or affiliate holding the approver grant ('shukei principals add
+--approver') approves it with POST /v1/breakglass/{id}/approve; the requester, its approver or
+an approver-grant holder revokes it (for good) with POST /v1/breakglass/{id}/revoke. Every step
+and use is in the audit log ('shukei audit report --principal P --month YYYY-MM'). Text that is
+not printable (from rows stored before it was refused) is shown escaped (\x1b, \u202e).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
@@ -180,14 +216,21 @@ log ('shukei audit report --principal P --month YYYY-MM').`,
 					return err
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tPRINCIPAL\tTENANT\tCLAUSE\tSTATE\tAPPROVED BY\tUNTIL\tJUSTIFICATION\t")
+				fmt.Fprintln(tw, "ID\tPRINCIPAL\tTENANT\tCLAUSE\tSTATE\tAPPROVED BY\tUNTIL\tREVOKED BY\tJUSTIFICATION\t")
 				now := time.Now()
 				for _, g := range gs {
-					until := "-"
+					until, approver, revoker := "-", "-", "-"
 					if !g.ExpiresAt.IsZero() {
 						until = g.ExpiresAt.UTC().Format(time.RFC3339)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", g.ID, g.Principal, g.Tenant, g.Clause, g.State(now), g.ApprovedBy, until, g.Justification)
+					if g.ApprovedBy != "" {
+						approver = shown(g.ApprovedBy)
+					}
+					if g.RevokedBy != "" {
+						revoker = shown(g.RevokedBy)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", shown(g.ID), shown(g.Principal), shown(g.Tenant), shown(g.Clause),
+						g.State(now), approver, until, revoker, shown(g.Justification))
 				}
 				return tw.Flush()
 			})

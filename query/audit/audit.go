@@ -1,9 +1,9 @@
 // Package audit is the query service's audit log (DESIGN.md §5): every request, allowed or
 // denied, appends a record — who (principal, kind, contractor reference), for which purpose and
-// ticket, which report with a hash of its parameters, the decision and its reason, the rows
-// returned and the privacy budget charged — holding the hash of the previous record. Verify
-// walks the chain; Report lists what one principal read in a month (clause 5: supervision of
-// contractors).
+// ticket, which report with a hash of its parameters, the tenant it is about (if one), the
+// decision and its reason, the rows returned and the privacy budget charged — holding the hash
+// of the previous record. Verify walks the chain; Report lists what one principal read in a
+// month (clause 5: supervision of contractors).
 package audit
 
 import (
@@ -44,14 +44,22 @@ type Record struct {
 	Reason        string
 	Rows          uint64
 	BudgetEpsilon float64
+	Tenant        string // the tenant the request is about (a support trace, a break-glass step); "" if none
 	PrevHash      string
 	Hash          string
 }
 
+// digest is the record's hash. The tenant is a field only when it is not empty, so records
+// written before it existed (all without one) keep their hashes and old chains still verify;
+// a record with a tenant has one field more, so its hash differs from any record without.
 func (r Record) digest() string {
-	return chain.Digest(r.PrevHash, strconv.FormatUint(r.Seq, 10), r.At.UTC().Format(time.RFC3339), r.Principal, r.Kind,
+	fields := []string{strconv.FormatUint(r.Seq, 10), r.At.UTC().Format(time.RFC3339), r.Principal, r.Kind,
 		r.ContractRef, r.Purpose, r.Ticket, r.Report, r.ParamsHash, r.Decision, r.Reason,
-		strconv.FormatUint(r.Rows, 10), strconv.FormatFloat(r.BudgetEpsilon, 'g', -1, 64))
+		strconv.FormatUint(r.Rows, 10), strconv.FormatFloat(r.BudgetEpsilon, 'g', -1, 64)}
+	if r.Tenant != "" {
+		fields = append(fields, r.Tenant)
+	}
+	return chain.Digest(r.PrevHash, fields...)
 }
 
 // Log appends to and reads the audit log of one Shukei database. One process appends (the
@@ -83,7 +91,7 @@ func New(conn driver.Conn, db string) *Log {
 	return &Log{conn: conn, table: db + ".audit_log", now: func() time.Time { return time.Now().UTC().Truncate(time.Second) }}
 }
 
-const columns = "seq, at, principal_id, principal_kind, contract_ref, purpose, ticket, report, params_hash, decision, reason, rows, budget_epsilon, prev_hash, hash"
+const columns = "seq, at, principal_id, principal_kind, contract_ref, purpose, ticket, report, params_hash, decision, reason, rows, budget_epsilon, tenant_id, prev_hash, hash"
 
 // Append writes r (Seq, At, PrevHash and Hash are set here) and returns it once it is stored.
 // A request whose record cannot be written must not be answered: the caller refuses it.
@@ -128,7 +136,7 @@ func (l *Log) write(ctx context.Context, group []*pending) error {
 		r.Hash = r.digest()
 		last = r.Hash
 		if err := b.Append(r.Seq, r.At, r.Principal, r.Kind, r.ContractRef, r.Purpose, r.Ticket, r.Report, r.ParamsHash,
-			r.Decision, r.Reason, r.Rows, r.BudgetEpsilon, r.PrevHash, r.Hash); err != nil {
+			r.Decision, r.Reason, r.Rows, r.BudgetEpsilon, r.Tenant, r.PrevHash, r.Hash); err != nil {
 			_ = b.Abort()
 			return fmt.Errorf("append to the audit log: %w", err)
 		}
@@ -188,7 +196,7 @@ func (l *Log) read(ctx context.Context, where string, args []any) ([]Record, err
 	for rows.Next() {
 		var r Record
 		if err := rows.Scan(&r.Seq, &r.At, &r.Principal, &r.Kind, &r.ContractRef, &r.Purpose, &r.Ticket, &r.Report, &r.ParamsHash,
-			&r.Decision, &r.Reason, &r.Rows, &r.BudgetEpsilon, &r.PrevHash, &r.Hash); err != nil {
+			&r.Decision, &r.Reason, &r.Rows, &r.BudgetEpsilon, &r.Tenant, &r.PrevHash, &r.Hash); err != nil {
 			return nil, err
 		}
 		out = append(out, r)

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/shukei/shukei/internal/chain"
 	"github.com/shukei/shukei/internal/servicetest"
 	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
@@ -163,5 +165,70 @@ func TestTwoWritersTakingTurns(t *testing.T) {
 	}
 	if n, err := l1.Verify(ctx); err != nil || n != 9 {
 		t.Fatalf("Verify: %d %v", n, err)
+	}
+}
+
+// A chain written before records had a tenant (the old fields only, an empty tenant_id), continued by
+// records with and without one, still verifies: the tenant is in the hash only when not empty.
+func TestOldFormatChainStillVerifies(t *testing.T) {
+	l, _ := newLog(t, 0)
+	ctx := context.Background()
+	// Records as the code before the tenant wrote them: their hash over the old fields only.
+	b, err := l.conn.PrepareBatch(ctx, "INSERT INTO "+l.table+" (seq, at, principal_id, principal_kind, contract_ref, purpose, ticket, report, params_hash, decision, reason, rows, budget_epsilon, prev_hash, hash)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := ""
+	at := time.Now().UTC().Truncate(time.Second)
+	for i := uint64(1); i <= 3; i++ {
+		hash := chain.Digest(prev, strconv.FormatUint(i, 10), at.Format(time.RFC3339), "helpdesk", "employee", "", "support",
+			"T-1", "support_trace", "h", Allowed, "", strconv.FormatUint(i, 10), "0")
+		if err := b.Append(i, at, "helpdesk", "employee", "", "support", "T-1", "support_trace", "h", Allowed, "", i, 0.0, prev, hash); err != nil {
+			t.Fatal(err)
+		}
+		prev = hash
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := l.Verify(ctx); err != nil || n != 3 {
+		t.Fatalf("the old chain: %d, %v", n, err)
+	}
+	if _, err := l.Append(ctx, Record{Principal: "helpdesk", Kind: "employee", Purpose: "support", Report: "support_trace", Tenant: "acme", Decision: Allowed}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(ctx, Record{Principal: "pm", Kind: "employee", Purpose: "marketing", Report: "adoption", Decision: Allowed}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := l.Verify(ctx); err != nil || n != 5 {
+		t.Fatalf("the old chain continued: %d, %v", n, err)
+	}
+	rs, err := l.Report(ctx, "helpdesk", time.Now().UTC().Format("2006-01"))
+	if err != nil || len(rs) != 4 || rs[3].Tenant != "acme" || rs[0].Tenant != "" {
+		t.Fatalf("report: %+v, %v", rs, err)
+	}
+}
+
+// The tenant of a record is covered by its hash: editing it, or blanking it, breaks the chain.
+func TestChainDetectsAnEditedTenant(t *testing.T) {
+	for _, edit := range []string{
+		"ALTER TABLE $t UPDATE tenant_id = 'beta-co' WHERE seq = 2", // hide which tenant was read
+		"ALTER TABLE $t UPDATE tenant_id = '' WHERE seq = 2",        // or that one was
+		"ALTER TABLE $t UPDATE tenant_id = 'acme' WHERE seq = 3",    // or name one that was not
+	} {
+		l, mutate := newLog(t, 0)
+		ctx := context.Background()
+		for _, tenant := range []string{"acme", "acme", ""} {
+			if _, err := l.Append(ctx, Record{Principal: "helpdesk", Kind: "employee", Purpose: "support", Report: "support_trace", Tenant: tenant, Decision: Allowed}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := l.Verify(ctx); err != nil || n != 3 {
+			t.Fatalf("before the edit: %d %v", n, err)
+		}
+		mutate(edit)
+		if _, err := l.Verify(ctx); !errors.Is(err, ErrBroken) || !strings.Contains(err.Error(), "was edited") {
+			t.Errorf("Verify after %q: %v", edit, err)
+		}
 	}
 }

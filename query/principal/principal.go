@@ -1,8 +1,9 @@
 // Package principal is who may use the query service and for what (DESIGN.md §5): employees,
 // affiliates, contractors and partners, each with a token (stored only as its SHA-256 hash) and
-// a grant naming the purposes it may act for. A contractor's grant carries its contract
-// reference and expires (clause 5); a partner outside the company may only receive what the
-// policy lets leave it (external_aggregate, external_consented).
+// a grant naming the purposes it may act for, and roles (an employee or affiliate may hold the
+// break-glass approver grant). A contractor's grant carries its contract reference and expires
+// (clause 5); a partner outside the company may only receive what the policy lets leave it
+// (external_aggregate, external_consented).
 package principal
 
 import (
@@ -40,18 +41,50 @@ var (
 	ErrNotGranted   = errors.New("purpose not granted")
 	ErrExpired      = errors.New("grant expired")
 	ErrDisabled     = errors.New("principal disabled")
+	ErrUnknownKind  = errors.New("unknown kind of principal")
 )
+
+// RoleBreakGlassApprover lets an employee or affiliate approve another principal's break-glass
+// request (query/breakglass). It is the only role.
+const RoleBreakGlassApprover = "breakglass_approver"
 
 // Principal is one user of the query service.
 type Principal struct {
 	ID          string
 	Kind        string
 	Purposes    []string
+	Roles       []string  // RoleBreakGlassApprover (employees and affiliates only)
 	ContractRef string    // contractors only
 	Expires     time.Time // contractors: required; others: zero means no expiry
 	TokenHashes []string
 	Disabled    bool
 	UpdatedAt   time.Time
+}
+
+// KnownKind says whether kind is one of the four kinds of principal.
+func KnownKind(kind string) bool {
+	switch kind {
+	case Employee, Affiliate, Contractor, Partner:
+		return true
+	}
+	return false
+}
+
+// HasRole says whether p holds role.
+func (p *Principal) HasRole(role string) bool { return slices.Contains(p.Roles, role) }
+
+// Active says whether p may use the service at all at now: enabled, its grant not expired, and
+// of a known kind. Every request checks it before anything else.
+func (p *Principal) Active(now time.Time) error {
+	switch {
+	case p.Disabled:
+		return fmt.Errorf("%w: %s", ErrDisabled, p.ID)
+	case !p.Expires.IsZero() && !now.Before(p.Expires):
+		return fmt.Errorf("%w: %s's grant ended at %s", ErrExpired, p.ID, p.Expires.UTC().Format(time.RFC3339))
+	case !KnownKind(p.Kind):
+		return fmt.Errorf("%w: %s is of kind %q, not employee, affiliate, contractor or partner", ErrUnknownKind, p.ID, p.Kind)
+	}
+	return nil
 }
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.@-]{0,63}$`)
@@ -80,6 +113,14 @@ func (p *Principal) Validate() error {
 			errs = append(errs, fmt.Sprintf("a partner outside the company may act only for external_aggregate or external_consented, not %s (clause 3(2))", name))
 		}
 	}
+	for _, r := range p.Roles {
+		switch {
+		case r != RoleBreakGlassApprover:
+			errs = append(errs, fmt.Sprintf("role %q is not %s", r, RoleBreakGlassApprover))
+		case p.Kind != Employee && p.Kind != Affiliate:
+			errs = append(errs, fmt.Sprintf("only employees and affiliates may hold %s, not a %s", r, p.Kind))
+		}
+	}
 	if p.Kind == Contractor {
 		if p.ContractRef == "" {
 			errs = append(errs, "a contractor's grant needs its contract reference (clause 5)")
@@ -96,11 +137,10 @@ func (p *Principal) Validate() error {
 
 // Authorize says whether p may act for purpose at now, and why not.
 func (p *Principal) Authorize(purpose string, now time.Time) error {
+	if err := p.Active(now); err != nil {
+		return err
+	}
 	switch {
-	case p.Disabled:
-		return fmt.Errorf("%w: %s", ErrDisabled, p.ID)
-	case !p.Expires.IsZero() && !now.Before(p.Expires):
-		return fmt.Errorf("%w: %s's grant ended at %s", ErrExpired, p.ID, p.Expires.UTC().Format(time.RFC3339))
 	case !slices.Contains(p.Purposes, purpose):
 		return fmt.Errorf("%w: %s may act for %s, not %s", ErrNotGranted, p.ID, strings.Join(p.Purposes, ", "), purpose)
 	}
@@ -166,7 +206,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*Principal) error
 }
 
 func (s *Store) put(ctx context.Context, p Principal) error {
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".principals (principal_id, kind, purposes, contract_ref, expires_at, token_hashes, disabled, updated_at)")
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".principals (principal_id, kind, purposes, roles, contract_ref, expires_at, token_hashes, disabled, updated_at)")
 	if err != nil {
 		return err
 	}
@@ -183,7 +223,11 @@ func (s *Store) put(ctx context.Context, p Principal) error {
 	if !at.After(p.UpdatedAt) {
 		at = p.UpdatedAt.Add(time.Second)
 	}
-	if err := b.Append(p.ID, p.Kind, p.Purposes, p.ContractRef, exp.UTC(), p.TokenHashes, dis, at); err != nil {
+	roles := p.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	if err := b.Append(p.ID, p.Kind, p.Purposes, roles, p.ContractRef, exp.UTC(), p.TokenHashes, dis, at); err != nil {
 		return err
 	}
 	return b.Send()
@@ -225,7 +269,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 }
 
 func (s *Store) load(ctx context.Context, where string, args ...any) ([]Principal, error) {
-	rows, err := s.conn.Query(ctx, "SELECT principal_id, toString(kind), purposes, contract_ref, expires_at, token_hashes, disabled, updated_at FROM "+s.db+".principals FINAL "+where+" ORDER BY principal_id", args...)
+	rows, err := s.conn.Query(ctx, "SELECT principal_id, toString(kind), purposes, roles, contract_ref, expires_at, token_hashes, disabled, updated_at FROM "+s.db+".principals FINAL "+where+" ORDER BY principal_id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read principals: %w", err)
 	}
@@ -236,13 +280,16 @@ func (s *Store) load(ctx context.Context, where string, args ...any) ([]Principa
 			p   Principal
 			dis uint8
 		)
-		if err := rows.Scan(&p.ID, &p.Kind, &p.Purposes, &p.ContractRef, &p.Expires, &p.TokenHashes, &dis, &p.UpdatedAt); err != nil {
+		if err := rows.Scan(&p.ID, &p.Kind, &p.Purposes, &p.Roles, &p.ContractRef, &p.Expires, &p.TokenHashes, &dis, &p.UpdatedAt); err != nil {
 			return nil, err
 		}
 		if p.Expires.Unix() <= 0 {
 			p.Expires = time.Time{}
 		}
 		p.Disabled = dis == 1
+		if len(p.Roles) == 0 {
+			p.Roles = nil
+		}
 		out = append(out, p)
 	}
 	return out, rows.Err()

@@ -26,6 +26,11 @@ func TestValidate(t *testing.T) {
 		{"no purpose", Principal{ID: "x", Kind: Employee}, false},
 		{"unknown kind", Principal{ID: "x", Kind: "intern", Purposes: []string{"marketing"}}, false},
 		{"bad id", Principal{ID: "Hana Sato", Kind: Employee, Purposes: []string{"marketing"}}, false},
+		{"employee approver", Principal{ID: "dpo", Kind: Employee, Purposes: []string{"support"}, Roles: []string{RoleBreakGlassApprover}}, true},
+		{"affiliate approver", Principal{ID: "aff", Kind: Affiliate, Purposes: []string{"support"}, Roles: []string{RoleBreakGlassApprover}}, true},
+		{"contractor approver", Principal{ID: "x", Kind: Contractor, Purposes: []string{"marketing"}, ContractRef: "C", Expires: time.Now().Add(time.Hour), Roles: []string{RoleBreakGlassApprover}}, false},
+		{"partner approver", Principal{ID: "x", Kind: Partner, Purposes: []string{"external_aggregate"}, Roles: []string{RoleBreakGlassApprover}}, false},
+		{"unknown role", Principal{ID: "x", Kind: Employee, Purposes: []string{"marketing"}, Roles: []string{"admin"}}, false},
 	} {
 		err := c.p.Validate()
 		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
@@ -89,5 +94,68 @@ func TestStoreAuthenticateAuthorize(t *testing.T) {
 	var n uint64
 	if err := conn.QueryRow(ctx, "SELECT count() FROM "+cfg.ClickHouse.Database+".principals WHERE has(token_hashes, ?)", tok).Scan(&n); err != nil || n != 0 {
 		t.Errorf("the token is stored in clear (%d rows, %v)", n, err)
+	}
+}
+
+// Active is what every request checks first: enabled, unexpired, of a known kind.
+func TestActive(t *testing.T) {
+	now := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name string
+		p    Principal
+		want error
+	}{
+		{"employee", Principal{ID: "a", Kind: Employee}, nil},
+		{"unexpired contractor", Principal{ID: "a", Kind: Contractor, Expires: now.Add(time.Second)}, nil},
+		{"disabled", Principal{ID: "a", Kind: Employee, Disabled: true}, ErrDisabled},
+		{"expired now", Principal{ID: "a", Kind: Contractor, Expires: now}, ErrExpired},
+		{"expired employee", Principal{ID: "a", Kind: Employee, Expires: now.Add(-time.Hour)}, ErrExpired},
+		{"unknown kind", Principal{ID: "a", Kind: "intern"}, ErrUnknownKind},
+		{"no kind", Principal{ID: "a"}, ErrUnknownKind},
+	} {
+		err := c.p.Active(now)
+		if (c.want == nil) != (err == nil) || (c.want != nil && !errors.Is(err, c.want)) {
+			t.Errorf("%s: Active = %v, want %v", c.name, err, c.want)
+		}
+		// Authorize checks the same before the purpose.
+		if aerr := c.p.Authorize("marketing", now); c.want != nil && !errors.Is(aerr, c.want) {
+			t.Errorf("%s: Authorize = %v, want %v", c.name, aerr, c.want)
+		}
+	}
+}
+
+func TestStoreKeepsRoles(t *testing.T) {
+	conn, cfg := servicetest.ClickHouse(t)
+	ctx := context.Background()
+	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+		t.Fatal(err)
+	}
+	s := New(conn, cfg.ClickHouse.Database)
+	if _, err := s.Add(ctx, Principal{ID: "dpo", Kind: Employee, Purposes: []string{"support"}, Roles: []string{RoleBreakGlassApprover}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Add(ctx, Principal{ID: "hana", Kind: Employee, Purposes: []string{"support"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Add(ctx, Principal{ID: "agency", Kind: Contractor, Purposes: []string{"marketing"}, ContractRef: "C-1",
+		Expires: time.Now().Add(time.Hour), Roles: []string{RoleBreakGlassApprover}}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a contractor approver was stored: %v", err)
+	}
+	p, err := s.Get(ctx, "dpo")
+	if err != nil || !p.HasRole(RoleBreakGlassApprover) || len(p.Roles) != 1 {
+		t.Fatalf("dpo = %+v, %v", p, err)
+	}
+	if p, _ := s.Get(ctx, "hana"); p.HasRole(RoleBreakGlassApprover) || p.Roles != nil {
+		t.Errorf("hana holds roles %v", p.Roles)
+	}
+	// Updating something else keeps the role; a role can be taken away.
+	if p, err := s.Update(ctx, "dpo", func(p *Principal) error { p.Purposes = append(p.Purposes, "marketing"); return nil }); err != nil || !p.HasRole(RoleBreakGlassApprover) {
+		t.Fatalf("update: %+v %v", p, err)
+	}
+	if _, err := s.Update(ctx, "dpo", func(p *Principal) error { p.Roles = nil; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := s.Get(ctx, "dpo"); p.HasRole(RoleBreakGlassApprover) {
+		t.Errorf("the role was not taken away: %v", p.Roles)
 	}
 }

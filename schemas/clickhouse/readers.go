@@ -15,6 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/schemas/policy"
 )
 
@@ -44,36 +45,39 @@ func Readers(db string, master *pseudonym.MasterKey) []Reader {
 	var out []Reader
 	for _, p := range policy.Purposes() {
 		name := p.String()
-		out = append(out, Reader{
+		r := Reader{
 			Purpose:  name,
 			User:     db + "_" + name + "_reader",
 			Database: db + "_" + name,
 			Password: hex.EncodeToString(master.Derive("clickhouse-reader/" + db + "/" + name))[:32],
-		})
+		}
+		if gate.Gated(name) {
+			// Its aggregate reports read the purpose's gated atoms (gate/gate.go).
+			r.Allow = []string{r.Database, gate.DB(db, name)}
+		}
+		out = append(out, r)
 	}
 	return out
 }
 
-// DashboardPurposes are the purposes whose databases the Grafana dashboards read: the
-// aggregate marts and the DP releases with their ledger. Not the per-tenant databases (support
-// trace, follow-up, interview selection, consented summaries), nor the internal store, the
-// registry, the principals or the audit log.
-var DashboardPurposes = []policy.Purpose{policy.ServiceImprovement, policy.Marketing, policy.ExternalAggregate}
-
-// DashboardsReader is the read-only user Grafana's ClickHouse data source signs in as: it may
-// read the databases of DashboardPurposes and nothing else. Its password derives from the
-// master key like the purpose readers'; 'shukei migrate' can write it to a file for Grafana
+// DashboardsReader is the read-only user Grafana's ClickHouse data source signs in as
+// (promise 10): it may read the gated atoms of service_improvement and marketing (no tenant id,
+// every row of at least k tenants) and external_aggregate's differentially private releases
+// with their ledger — no purpose's own database, which holds per-tenant rows, nor the internal
+// store, the registry, the principals or the audit log. Its password derives from the master
+// key like the purpose readers'; 'shukei migrate' can write it to a file for Grafana
 // (clickhouse.dashboards_password_file).
 func DashboardsReader(db string, master *pseudonym.MasterKey) Reader {
 	r := Reader{
 		Purpose:  "dashboards",
 		User:     db + "_dashboards_reader",
-		Database: db + "_" + DashboardPurposes[0].String(),
+		Database: db + "_" + policy.ExternalAggregate.String(),
 		Password: hex.EncodeToString(master.Derive("clickhouse-reader/" + db + "/dashboards"))[:32],
 	}
-	for _, p := range DashboardPurposes {
-		r.Allow = append(r.Allow, db+"_"+p.String())
+	for _, p := range gate.Purposes {
+		r.Allow = append(r.Allow, gate.DB(db, p.String()))
 	}
+	r.Allow = append(r.Allow, r.Database)
 	return r
 }
 

@@ -100,8 +100,10 @@ func TestPurposeReadersOnRealServer(t *testing.T) {
 	}
 }
 
-// The dashboards' reader reads the aggregate purpose databases and nothing else: no per-tenant
-// purpose database, no internal table (event store, registry, principals, audit log), no write.
+// The dashboards' reader reads the gated atoms and the DP releases with their ledger, and
+// nothing else (promise 10): no purpose database (each holds per-tenant rows), no internal
+// table (event store, registry, principals, audit log), no write. No table it reads has a
+// tenant id.
 func TestDashboardsReaderOnRealServer(t *testing.T) {
 	ctx, cfg, db, master := migrated(t)
 	dash := chm.DashboardsReader(db, master)
@@ -116,17 +118,34 @@ func TestDashboardsReaderOnRealServer(t *testing.T) {
 	}
 	defer rc.Close()
 	var n uint64
-	for _, table := range []string{"_service_improvement.feature_daily", "_marketing.activity_daily", "_external_aggregate.releases", "_external_aggregate.budget_ledger"} {
+	for _, table := range []string{"_service_improvement_gated.atoms", "_service_improvement_gated.seals", "_marketing_gated.atoms", "_marketing_gated.seals",
+		"_external_aggregate.releases", "_external_aggregate.budget_ledger"} {
 		if err := rc.QueryRow(ctx, "SELECT count() FROM "+db+table).Scan(&n); err != nil {
 			t.Errorf("the dashboards reader cannot read %s: %v", table, err)
 		}
 	}
-	for _, table := range []string{".events", ".tenants", ".principals", ".audit_log", "_support.trace", "_follow_up.tenant_daily", "_interview_selection.tenant_daily"} {
+	for _, table := range []string{".events", ".tenants", ".principals", ".audit_log", "_support.trace", "_follow_up.tenant_daily", "_interview_selection.tenant_daily",
+		"_service_improvement.feature_daily", "_marketing.activity_daily"} {
 		if err := rc.QueryRow(ctx, "SELECT count() FROM "+db+table).Scan(&n); err == nil || !strings.Contains(err.Error(), "Access denied") {
 			t.Errorf("the dashboards reader read %s: %v", db+table, err)
 		}
 	}
-	if err := rc.Exec(ctx, "CREATE TABLE "+db+"_marketing.intruder (x UInt8) ENGINE = Memory"); err == nil || !strings.Contains(err.Error(), "readonly") {
+	// Every table it can see: none has a tenant id.
+	rows, err := rc.Query(ctx, "SELECT database, table, name FROM system.columns WHERE database LIKE ? AND name LIKE '%tenant_id%'", db+"%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var d, tb, c string
+		if err := rows.Scan(&d, &tb, &c); err != nil {
+			t.Fatal(err)
+		}
+		if d == db+"_service_improvement_gated" || d == db+"_marketing_gated" || d == db+"_external_aggregate" {
+			t.Errorf("%s.%s, readable by the dashboards, has a column %s", d, tb, c)
+		}
+	}
+	rows.Close()
+	if err := rc.Exec(ctx, "CREATE TABLE "+db+"_marketing_gated.intruder (x UInt8) ENGINE = Memory"); err == nil || !strings.Contains(err.Error(), "readonly") {
 		t.Errorf("the dashboards reader created a table: %v", err)
 	}
 }

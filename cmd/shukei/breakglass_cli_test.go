@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shukei/shukei/internal/chain"
+	"github.com/shukei/shukei/internal/servicetest"
+	chm "github.com/shukei/shukei/schemas/clickhouse"
+)
+
+func TestShownEscapesWhatIsNotPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain text, spaces fine":   "plain text, spaces fine",
+		"警察からの照会 (T-99)":            "警察からの照会 (T-99)",
+		"ok\x1b[1A\x1b[2Khidden":    `ok\x1b[1A\x1b[2Khidden`,
+		"evil\u202etxt.exe":         `evil\u202etxt.exe`,
+		"one\ntwo\r\tthree":         `one\ntwo\r\tthree`,
+		"nul\x00 del\x7f":           `nul\x00 del\x7f`,
+		"bad \xff utf-8":            `bad \xff utf-8`,
+		`a \x1b typed as text`:      `a \\x1b typed as text`,
+		"zero\u200bwidth\u00a0nbsp": "zero\\u200bwidth\u00a0nbsp",
+		"全角\u3000スペース":              "全角\u3000スペース",
+		"":                          "",
+	} {
+		if got := shown(in); got != want {
+			t.Errorf("shown(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// principals add --approver grants the approver role (employees and affiliates only), list
+// shows it; 'shukei breakglass' and 'shukei audit report' show rows stored before free text was
+// refused unless printable with every non-printable character escaped, and the audit tenant.
+func TestBreakGlassAndAuditListingsOnRealServices(t *testing.T) {
+	conn, cfg := servicetest.ClickHouse(t)
+	ctx := context.Background()
+	db := cfg.ClickHouse.Database
+	t.Setenv("SHUKEI_CLICKHOUSE_DATABASE", db)
+	if _, err := chm.Apply(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, "principals", "add", "--id", "dpo", "--kind", "employee", "--purposes", "service_improvement", "--approver")
+	if err != nil || !strings.Contains(out, "breakglass_approver") {
+		t.Fatalf("principals add --approver: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "principals", "add", "--id", "agency", "--kind", "contractor", "--purposes", "marketing",
+		"--contract-ref", "C-1", "--expires", "2099-01-01", "--approver"); err == nil || !strings.Contains(err.Error(), "only employees and affiliates") {
+		t.Errorf("a contractor approver was accepted: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, "principals", "add", "--id", "hana", "--kind", "employee", "--purposes", "support"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCLI(t, "principals", "list")
+	if err != nil || !strings.Contains(out, "ROLES") {
+		t.Fatalf("principals list: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(line, "dpo "):
+			if !strings.Contains(line, "breakglass_approver") {
+				t.Errorf("dpo's line lacks its role: %q", line)
+			}
+		case strings.HasPrefix(line, "hana "):
+			if strings.Contains(line, "breakglass_approver") {
+				t.Errorf("hana's line shows a role: %q", line)
+			}
+		}
+	}
+
+	// A grant and audit records as stored before: a justification that would move the cursor
+	// up and erase the line above, reverse the text and fake a line of its own.
+	hostile := "Police inquiry ref. 7\x1b[1A\x1b[2K\u202eok\nbg-fake  hana  acme  3(2)-7  open"
+	now := time.Now().UTC().Truncate(time.Second)
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".breakglass_actions (grant_id, seq, action, principal_id, at, tenant_id, purpose, clause, justification, ttl_seconds)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append("bg-old", uint64(1), "request", "hana", now, "acme", "support", "3(2)-7", hostile, uint32(3600)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+	ab, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".audit_log (seq, at, principal_id, principal_kind, contract_ref, purpose, ticket, report, params_hash, decision, reason, rows, budget_epsilon, tenant_id, prev_hash, hash)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reason := "clause 3(2)-7, 1h0m0s for tenant acme: " + hostile
+	h1 := chain.Digest("", "1", now.Format(time.RFC3339), "hana", "employee", "", "support", "bg-old", "breakglass_request", "", "requested", reason, "0", "0")
+	h2 := chain.Digest(h1, "2", now.Format(time.RFC3339), "hana", "employee", "", "support", "T-1", "support_trace", "h", "allowed", "", "3", "0", "acme")
+	if err := ab.Append(uint64(1), now, "hana", "employee", "", "support", "bg-old", "breakglass_request", "", "requested", reason, uint64(0), 0.0, "", "", h1); err != nil {
+		t.Fatal(err)
+	}
+	if err := ab.Append(uint64(2), now, "hana", "employee", "", "support", "T-1", "support_trace", "h", "allowed", "", uint64(3), 0.0, "acme", h1, h2); err != nil {
+		t.Fatal(err)
+	}
+	if err := ab.Send(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, args := range [][]string{{"breakglass"}, {"audit", "report", "--principal", "hana", "--month", now.Format("2006-01")}} {
+		out, err := runCLI(t, args...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		if strings.ContainsAny(out, "\x1b\u202e\r") || strings.Contains(out, "\nbg-fake") {
+			t.Errorf("%v printed the text raw:\n%q", args, out)
+		}
+		if !strings.Contains(out, `ref. 7\x1b[1A\x1b[2K\u202eok\nbg-fake`) {
+			t.Errorf("%v does not show the text escaped:\n%s", args, out)
+		}
+	}
+	out, _ = runCLI(t, "audit", "report", "--principal", "hana", "--month", now.Format("2006-01"))
+	if !strings.Contains(out, "TENANT") || !lineWith(out, "support_trace", "acme") {
+		t.Errorf("audit report without the tenant:\n%s", out)
+	}
+	if out, err := runCLI(t, "audit", "verify"); err != nil || !strings.Contains(out, "2 records, chain intact") {
+		t.Errorf("audit verify: %v\n%s", err, out)
+	}
+}
+
+// lineWith says whether a line of out holds every one of words.
+func lineWith(out string, words ...string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		ok := true
+		for _, w := range words {
+			ok = ok && strings.Contains(line, w)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
