@@ -162,6 +162,13 @@ const (
 // environment every role and CLI run gets. refresh is the registry refresh interval.
 func newStack(t *testing.T, refresh time.Duration) *stack {
 	t.Helper()
+	return newStackEnv(t, refresh)
+}
+
+// newStackEnv is newStack with extra SHUKEI_* settings every role and CLI run gets (set before
+// the first migrate, e.g. the users.d directory the readers are declared in).
+func newStackEnv(t *testing.T, refresh time.Duration, extraEnv ...string) *stack {
+	t.Helper()
 	conn, cfg := servicetest.ClickHouse(t)
 	servicetest.Kafka(t)
 	brokers := cfg.Kafka.Brokers
@@ -204,7 +211,7 @@ func newStack(t *testing.T, refresh time.Duration) *stack {
 	if cfg.ClickHouse.Password != "" {
 		env = append(env, "SHUKEI_CLICKHOUSE_PASSWORD="+cfg.ClickHouse.Password)
 	}
-	s.env = env
+	s.env = append(env, extraEnv...)
 	t.Cleanup(s.cleanup)
 	s.cli("keys", "init", "--file", keyFile)
 	s.cli("migrate")

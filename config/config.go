@@ -141,8 +141,6 @@ type ClickHouse struct {
 	DialTimeout    time.Duration `yaml:"dial_timeout" doc:"how long to wait for a server connection"`
 	UsersDir       string        `yaml:"users_dir" doc:"the server's users.d directory: 'shukei migrate' writes one read-only user per purpose there; empty: migrate prints the file instead"`
 	ReaderNetworks []string      `yaml:"reader_networks" doc:"networks (IP or CIDR) the purpose readers may connect from"`
-	// DashboardsPasswordFile is where migrate writes the dashboards reader's password.
-	DashboardsPasswordFile string `yaml:"dashboards_password_file" doc:"file 'shukei migrate' writes the password of the dashboards' read-only ClickHouse user to (for Grafana's data source); empty: not written"`
 }
 
 // Log sets the structured logger.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/query/principal"
 )
 
 // Paths are relative to this package's folder, where `go test` runs.
@@ -47,6 +48,14 @@ var roles = []struct{ name, port, listen string }{
 
 // oneShots prepare ClickHouse and Kafka and exit before the roles start.
 var oneShots = []string{"migrate", "topics"}
+
+// tokenService is the one-shot that registers Grafana's principal with the query service and
+// writes its token for Grafana (promise 10).
+const tokenService = "grafana-token"
+
+// grafanaUID is the user the grafana image runs as (group root): the token file, mode 0600,
+// must be its.
+const grafanaUID = "472"
 
 // metric is what a role promises to export: its type and its labels.
 type metric struct {
@@ -154,6 +163,100 @@ func TestComposeStack(t *testing.T) {
 			}
 		})
 	}
+
+	// Promise 10: Grafana holds no ClickHouse credentials; it reads the query service's reports
+	// as a principal of its own, whose grant names only the aggregate purposes.
+	t.Run("one-shot "+tokenService, func(t *testing.T) {
+		s, ok := c.Services[tokenService]
+		if !ok {
+			t.Fatalf("no service %q", tokenService)
+		}
+		if s.Image != roleImage || s.Build == nil {
+			t.Errorf("image %q, build %v: want image %q built from the Dockerfile", s.Image, s.Build, roleImage)
+		}
+		roleConfig(t, s)
+		if s.Restart != "no" {
+			t.Errorf("restart %q, want \"no\": Grafana waits for it to complete successfully", s.Restart)
+		}
+		if cond := dependsOn(s)["migrate"]; cond != "service_completed_successfully" {
+			t.Errorf("depends_on migrate: condition %q, want service_completed_successfully (the principals table first)", cond)
+		}
+		if len(s.Command) < 2 || s.Command[0] != "principals" || s.Command[1] != "add" {
+			t.Fatalf("command %q, want [principals add ...]", s.Command)
+		}
+		grant := composeGrant(t, c)
+		if grant.ID != grafanaPrincipal || grant.Kind != principal.Employee || !sameSet(grant.Purposes, grafanaPurposes) {
+			t.Errorf("registers %s (%s) for %q, want %s (employee) for exactly %q", grant.ID, grant.Kind, grant.Purposes, grafanaPrincipal, grafanaPurposes)
+		}
+		for _, f := range []string{"--roles", "--expires", "--contract-ref"} {
+			if slices.Contains(s.Command, f) || slices.ContainsFunc(s.Command, func(a string) bool { return strings.HasPrefix(a, f+"=") }) {
+				t.Errorf("command sets %s: the dashboards' principal needs none", f)
+			}
+		}
+		if !slices.Contains(s.Command, "--exist-ok") {
+			t.Errorf("command %q has no --exist-ok: a second `up` would fail on the existing principal", s.Command)
+		}
+		if flagValue(s.Command, "--token-file") == "" {
+			t.Errorf("command %q has no --token-file: the token would be printed to the log", s.Command)
+		}
+		if uid, _, _ := strings.Cut(s.User, ":"); uid != grafanaUID {
+			t.Errorf("user %q: run it as Grafana's uid %s, or Grafana cannot read the 0600 token file", s.User, grafanaUID)
+		}
+		if g := c.Services["grafana"].User; g != "" && g != s.User {
+			t.Errorf("grafana runs as %q, %s as %q: the token file is the writer's, mode 0600", g, tokenService, s.User)
+		}
+		// The token's volume is mounted by the one-shot and Grafana only.
+		tv, _, _ := volumeAt(s, flagValue(s.Command, "--token-file"))
+		if tv == "" {
+			t.Fatalf("--token-file %s is in no named volume", flagValue(s.Command, "--token-file"))
+		}
+		for _, name := range sortedKeys(c.Services) {
+			for _, v := range c.Services[name].Volumes {
+				if src, _ := mount(v); src == tv && name != tokenService && name != "grafana" {
+					t.Errorf("%s mounts %q, the volume of Grafana's query token", name, tv)
+				}
+			}
+		}
+	})
+
+	t.Run("grafana", func(t *testing.T) {
+		g, ok := c.Services["grafana"]
+		if !ok {
+			t.Fatal("no grafana service")
+		}
+		deps := dependsOn(g)
+		if deps[tokenService] != "service_completed_successfully" {
+			t.Errorf("depends_on %s: condition %q, want service_completed_successfully (its token first)", tokenService, deps[tokenService])
+		}
+		if _, ok := deps["clickhouse"]; ok {
+			t.Error("depends on clickhouse: Grafana reads the query service, not ClickHouse")
+		}
+		for k, v := range g.Environment {
+			if strings.Contains(strings.ToLower(k+"="+v), "clickhouse") {
+				t.Errorf("environment %s=%s: Grafana holds no ClickHouse credentials (promise 10)", k, v)
+			}
+		}
+		// No volume a ClickHouse service or migrate writes (users.d, passwords).
+		for _, other := range []string{"clickhouse", "migrate"} {
+			for _, v := range c.Services[other].Volumes {
+				src, _ := mount(v)
+				for _, gv := range g.Volumes {
+					if gsrc, _ := mount(gv); gsrc == src && !isBindSource(src) {
+						t.Errorf("grafana mounts %q, which %s mounts too", src, other)
+					}
+				}
+			}
+		}
+		checkPlugins(t, g, loadDatasources(t))
+	})
+
+	t.Run("migrate writes no credential for Grafana", func(t *testing.T) {
+		for k := range c.Services["migrate"].Environment {
+			if strings.Contains(k, "DASHBOARDS") {
+				t.Errorf("migrate sets %s: the dashboards' ClickHouse user is gone (promise 10)", k)
+			}
+		}
+	})
 
 	t.Run("every published port binds 127.0.0.1", func(t *testing.T) {
 		for _, name := range sortedKeys(c.Services) {
@@ -435,9 +538,9 @@ var stableDashboards = []string{"shukei-pipeline", "shukei-purposes"}
 
 // (d) Dashboards load, have stable unique uids, and refer only to provisioned data sources
 // (with their provisioned types); Prometheus queries read only metrics the roles export, with
-// valid PromQL; ClickHouse queries use the plugin's query model, expand fully, read only the
-// aggregate purposes' databases and apply the k-tenants threshold (checkClickHouseTarget;
-// TestClickHouseDashboardQueries runs them).
+// valid PromQL; Infinity queries use the plugin's query model and name one report of an
+// aggregate purpose of the query service, with its own parameters and columns
+// (checkInfinityTarget; TestReportPanelsOnQueryService runs them).
 func TestDashboards(t *testing.T) {
 	ds := loadDatasources(t)
 	c := loadCompose(t)
@@ -470,7 +573,15 @@ func TestDashboards(t *testing.T) {
 			if _, ok := c.Services[host]; !ok {
 				t.Errorf("%s: host %q is not a compose service", d.Name, host)
 			}
+			// Promise 10: Grafana holds no ClickHouse credentials and reads no database.
+			if strings.Contains(strings.ToLower(d.Type), "clickhouse") || host == "clickhouse" {
+				t.Errorf("%s: a %s data source on %q; Grafana reads Shukei's data only through the query service", d.Name, d.Type, host)
+			}
+			if d.Type != "prometheus" && d.Type != infinityType {
+				t.Errorf("%s: type %q; the stack's data sources are Prometheus and Infinity (the query service's reports)", d.Name, d.Type)
+			}
 		}
+		checkReportsDatasource(t, ds, c)
 		b, err := os.ReadFile(datasourcesPath)
 		if err != nil {
 			t.Fatal(err)
@@ -483,10 +594,10 @@ func TestDashboards(t *testing.T) {
 				t.Errorf("datasources.yml reads $%s, which the grafana service's environment does not set", m[1])
 			}
 		}
-		// A secret read from a file ($__file{path}) is one 'shukei migrate' writes, into a
-		// named volume both services mount.
+		// A secret read from a file ($__file{path}) is the query token the one-shot writes, into
+		// a named volume both services mount.
 		for _, m := range regexp.MustCompile(`\$__file\{([^}]+)\}`).FindAllStringSubmatch(string(b), -1) {
-			checkSharedFile(t, c, grafana, m[1])
+			checkTokenFile(t, c, grafana, m[1])
 		}
 		checkMountedAs(t, grafana, "/etc/grafana/provisioning/datasources", filepath.Dir(datasourcesPath))
 		checkMountedAs(t, grafana, "/etc/grafana/provisioning/dashboards", filepath.Dir(providersPath))
@@ -511,7 +622,6 @@ func TestDashboards(t *testing.T) {
 	})
 
 	files := dashboardFiles(t)
-	k := policyK(t)
 	uids := map[string]string{}
 	type query struct{ where, expr string }
 	var queries []query
@@ -568,7 +678,6 @@ func TestDashboards(t *testing.T) {
 					resolve(fmt.Sprintf("variable %q", v.Name), v.Datasource)
 				}
 			}
-			usesClickHouse := false
 			ids := map[int]bool{}
 			for _, p := range d.allPanels() {
 				where := fmt.Sprintf("panel %d %q", p.ID, p.Title)
@@ -592,15 +701,15 @@ func TestDashboards(t *testing.T) {
 					if !ok {
 						continue
 					}
-					if typ == clickHouseType {
-						usesClickHouse = true
-						for _, prob := range checkClickHouseTarget(d, p, tg, k) {
+					if typ == infinityType {
+						_, probs := checkInfinityTarget(d, p, tg)
+						for _, prob := range probs {
 							t.Errorf("%s, query %s: %s", where, tg.RefID, prob)
 						}
 						continue
 					}
 					if typ != "prometheus" {
-						t.Errorf("%s, query %s: data source type %q: this test checks only prometheus and %s queries; add a check for it", where, tg.RefID, typ, clickHouseType)
+						t.Errorf("%s, query %s: data source type %q: this test checks only prometheus and %s queries; add a check for it", where, tg.RefID, typ, infinityType)
 						continue
 					}
 					if strings.TrimSpace(tg.Expr) == "" {
@@ -612,9 +721,6 @@ func TestDashboards(t *testing.T) {
 					}
 					queries = append(queries, query{fmt.Sprintf("%s %s %s", d.UID, where, tg.RefID), tg.Expr})
 				}
-			}
-			if usesClickHouse {
-				checkDatabaseVariable(t, d, ds)
 			}
 		})
 	}
@@ -834,18 +940,14 @@ type panel struct {
 	Targets    []target `json:"targets"`
 }
 
-// target is one query of a panel: expr and legendFormat for Prometheus; rawSql and the rest
-// for ClickHouse (grafana-clickhouse-datasource v4's query model).
+// target is one query of a panel: expr and legendFormat for Prometheus; the Infinity query
+// model (infinityTarget, reports_test.go) for the query service's reports.
 type target struct {
-	RefID         string `json:"refId"`
-	Datasource    any    `json:"datasource"`
-	Expr          string `json:"expr"`
-	LegendFormat  string `json:"legendFormat"`
-	RawSQL        string `json:"rawSql"`
-	Format        *int   `json:"format"`
-	QueryType     string `json:"queryType"`
-	EditorType    string `json:"editorType"`
-	PluginVersion string `json:"pluginVersion"`
+	RefID        string `json:"refId"`
+	Datasource   any    `json:"datasource"`
+	Expr         string `json:"expr"`
+	LegendFormat string `json:"legendFormat"`
+	infinityTarget
 }
 
 func (d dashboard) allPanels() []panel {
@@ -882,12 +984,14 @@ func datasourceRef(v any) (uid, typ string, err error) {
 
 // provisionedDatasource is one entry of datasources.yml.
 type provisionedDatasource struct {
-	Name      string         `yaml:"name"`
-	UID       string         `yaml:"uid"`
-	Type      string         `yaml:"type"`
-	URL       string         `yaml:"url"`
-	IsDefault bool           `yaml:"isDefault"`
-	JSONData  map[string]any `yaml:"jsonData"`
+	Name           string            `yaml:"name"`
+	UID            string            `yaml:"uid"`
+	Type           string            `yaml:"type"`
+	URL            string            `yaml:"url"`
+	IsDefault      bool              `yaml:"isDefault"`
+	BasicAuth      bool              `yaml:"basicAuth"`
+	JSONData       map[string]any    `yaml:"jsonData"`
+	SecureJSONData map[string]string `yaml:"secureJsonData"`
 }
 
 func loadDatasources(t *testing.T) []provisionedDatasource {
@@ -934,6 +1038,7 @@ type service struct {
 	Volumes     []any             `yaml:"volumes"`
 	DependsOn   any               `yaml:"depends_on"`
 	Restart     string            `yaml:"restart"`
+	User        string            `yaml:"user"`
 	Healthcheck *struct {
 		Test []string `yaml:"test"`
 	} `yaml:"healthcheck"`
@@ -1044,30 +1149,49 @@ func isBindSource(s string) bool {
 	return strings.HasPrefix(s, ".") || strings.HasPrefix(s, "/") || strings.HasPrefix(s, "~")
 }
 
-// checkSharedFile checks that path, read by the grafana service, is in a named volume that the
-// migrate service mounts too, at the place its clickhouse.dashboards_password_file names.
-func checkSharedFile(t *testing.T, c compose, grafana service, path string) {
-	t.Helper()
-	volumeAt := func(s service, p string) (volume, rel string) {
-		for _, v := range s.Volumes {
-			src, target := mount(v)
-			target = strings.TrimSuffix(target, "/")
-			if !isBindSource(src) && src != "" && strings.HasPrefix(p, target+"/") {
-				return src, strings.TrimPrefix(p, target+"/")
-			}
+// volumeAt returns the named volume a service mounts at or above path p, and p's path inside
+// the volume, and whether the mount is read-only.
+func volumeAt(s service, p string) (volume, rel string, readOnly bool) {
+	for _, v := range s.Volumes {
+		src, target := mount(v)
+		target = strings.TrimSuffix(target, "/")
+		if !isBindSource(src) && src != "" && strings.HasPrefix(p, target+"/") {
+			return src, strings.TrimPrefix(p, target+"/"), mountReadOnly(v)
 		}
-		return "", ""
 	}
-	gv, grel := volumeAt(grafana, path)
+	return "", "", false
+}
+
+// mountReadOnly reports whether a volume entry mounts read-only.
+func mountReadOnly(v any) bool {
+	switch m := v.(type) {
+	case map[string]any:
+		ro, _ := m["read_only"].(bool)
+		return ro
+	default:
+		parts := strings.Split(fmt.Sprint(m), ":")
+		return len(parts) == 3 && slices.Contains(strings.Split(parts[2], ","), "ro")
+	}
+}
+
+// checkTokenFile checks that path, which the grafana service reads its query token from, is the
+// file the token one-shot writes (--token-file), in a named volume both mount, read-only in
+// Grafana.
+func checkTokenFile(t *testing.T, c compose, grafana service, path string) {
+	t.Helper()
+	gv, grel, ro := volumeAt(grafana, path)
 	if gv == "" {
 		t.Errorf("grafana reads %s, which is in no named volume it mounts", path)
 		return
 	}
-	migrate := c.Services["migrate"]
-	written := migrate.Environment["SHUKEI_CLICKHOUSE_DASHBOARDS_PASSWORD_FILE"]
-	mv, mrel := volumeAt(migrate, written)
-	if mv != gv || mrel != grel {
-		t.Errorf("grafana reads %s (volume %q, %q); migrate writes %q (volume %q, %q)", path, gv, grel, written, mv, mrel)
+	if !ro {
+		t.Errorf("grafana mounts volume %q, which holds its token, read-write; mount it :ro", gv)
+	}
+	oneShot := c.Services[tokenService]
+	written := flagValue(oneShot.Command, "--token-file")
+	tv, trel, _ := volumeAt(oneShot, written)
+	if tv != gv || trel != grel {
+		t.Errorf("grafana reads %s (volume %q, %q); %s writes %q (volume %q, %q)", path, gv, grel, tokenService, written, tv, trel)
 	}
 }
 
@@ -1157,4 +1281,122 @@ func runTool(t *testing.T, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out.String())
 	}
 	return out.String()
+}
+
+// flagValue returns the value of a --flag value or --flag=value argument, "" when absent.
+func flagValue(args []string, flag string) string {
+	for i, a := range args {
+		if a == flag && i+1 < len(args) {
+			return args[i+1]
+		}
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// composeGrant is the principal the token one-shot registers: its --id, --kind and --purposes.
+func composeGrant(t *testing.T, c compose) principal.Principal {
+	t.Helper()
+	s, ok := c.Services[tokenService]
+	if !ok {
+		t.Fatalf("no service %q in %s", tokenService, composePath)
+	}
+	p := principal.Principal{ID: flagValue(s.Command, "--id"), Kind: flagValue(s.Command, "--kind")}
+	for _, x := range strings.Split(flagValue(s.Command, "--purposes"), ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			p.Purposes = append(p.Purposes, x)
+		}
+	}
+	if p.ID == "" || p.Kind == "" || len(p.Purposes) == 0 {
+		t.Fatalf("%s: command %q lacks --id, --kind or --purposes", tokenService, s.Command)
+	}
+	return p
+}
+
+// checkReportsDatasource checks the Infinity data source the report panels use: the query
+// service's public listener, the grafana principal's token as a bearer token read from its
+// file, and that token sent to the query service only.
+func checkReportsDatasource(t *testing.T, ds []provisionedDatasource, c compose) {
+	t.Helper()
+	var d *provisionedDatasource
+	for i := range ds {
+		if ds[i].UID == reportsUID {
+			d = &ds[i]
+		}
+	}
+	if d == nil {
+		t.Errorf("no data source with uid %q (the query service's reports)", reportsUID)
+		return
+	}
+	if d.Type != infinityType {
+		t.Errorf("%s: type %q, want %q", d.UID, d.Type, infinityType)
+	}
+	if d.URL != queryBase {
+		t.Errorf("%s: url %q, want %q", d.UID, d.URL, queryBase)
+	}
+	// The query service's public listener is on the port the URL names.
+	if q, ok := c.Services["query"]; !ok || q.Environment["SHUKEI_QUERY_LISTEN"] != ":"+strings.TrimPrefix(queryBase, "http://query:") {
+		t.Errorf("query service listens on %q, the data source calls %s", q.Environment["SHUKEI_QUERY_LISTEN"], queryBase)
+	}
+	if m, _ := d.JSONData["auth_method"].(string); m != "bearerToken" {
+		t.Errorf("%s: jsonData.auth_method %q, want bearerToken", d.UID, m)
+	}
+	hosts, _ := d.JSONData["allowedHosts"].([]any)
+	if len(hosts) != 1 || hosts[0] != queryBase+"/" {
+		t.Errorf("%s: jsonData.allowedHosts %v, want [%s/] (Infinity compares prefixes: the token goes to the query service only)", d.UID, hosts, queryBase)
+	}
+	if h, _ := d.JSONData["unsecuredQueryHandling"].(string); h != "deny" {
+		t.Errorf("%s: jsonData.unsecuredQueryHandling %q, want deny (a query may not send an Authorization header of its own)", d.UID, h)
+	}
+	if tok := d.SecureJSONData["bearerToken"]; !regexp.MustCompile(`^\$__file\{/[^}]+\}$`).MatchString(tok) {
+		t.Errorf("%s: secureJsonData.bearerToken %q, want $__file{<the token file>}", d.UID, tok)
+	}
+	for k := range d.SecureJSONData {
+		if k != "bearerToken" {
+			t.Errorf("%s: secureJsonData.%s: the bearer token is the one credential", d.UID, k)
+		}
+	}
+	for k := range d.JSONData {
+		if strings.HasPrefix(k, "httpHeaderName") || strings.HasPrefix(k, "secureQueryName") || k == "oauthPassThru" || k == "tlsSkipVerify" {
+			t.Errorf("%s: jsonData.%s: not needed to read the reports", d.UID, k)
+		}
+	}
+	if d.BasicAuth {
+		t.Errorf("%s: basicAuth: the bearer token is the one credential", d.UID)
+	}
+}
+
+// checkPlugins checks GF_INSTALL_PLUGINS: exactly the plugins of the provisioned data sources
+// that Grafana does not ship, at the pinned versions, and no ClickHouse plugin.
+func checkPlugins(t *testing.T, g service, ds []provisionedDatasource) {
+	t.Helper()
+	builtIn := map[string]bool{"prometheus": true}
+	installed := map[string]string{}
+	for _, p := range strings.Split(g.Environment["GF_INSTALL_PLUGINS"], ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		id, version, _ := strings.Cut(p, " ")
+		installed[id] = strings.TrimSpace(version)
+	}
+	want := map[string]string{infinityType: infinityVersion}
+	for _, d := range ds {
+		if !builtIn[d.Type] {
+			if _, ok := want[d.Type]; !ok {
+				t.Errorf("data source %s of type %s: pin its plugin version here and in GF_INSTALL_PLUGINS", d.UID, d.Type)
+			}
+		}
+	}
+	for id, v := range want {
+		if installed[id] != v {
+			t.Errorf("GF_INSTALL_PLUGINS installs %s %q, want %q (a version that supports the pinned Grafana)", id, installed[id], v)
+		}
+	}
+	for id := range installed {
+		if _, ok := want[id]; !ok {
+			t.Errorf("GF_INSTALL_PLUGINS installs %s, which no provisioned data source uses", id)
+		}
+	}
 }

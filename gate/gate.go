@@ -64,62 +64,41 @@ func Compute(ctx context.Context, conn driver.Conn, prefix, purpose string, mond
 		return nil, fmt.Errorf("gate: k=%d; an atom needs at least 2 tenants", k)
 	}
 	from, to := monday.UTC().Format(time.DateOnly), monday.AddDate(0, 0, 7).UTC().Format(time.DateOnly)
-	var q string
-	var args []any
+	// Each tenant in one segment of the week: its latest edition (and for marketing its latest
+	// contract status); per feature (or application), and over all its activity (feature All:
+	// its events).
+	var table, status string
 	switch purpose {
 	case policy.ServiceImprovement.String():
-		// Each tenant in one segment: its latest edition of the week; per feature (or
-		// application), and over all its activity (feature All: events).
-		t := prefix + "_" + purpose + ".feature_daily"
-		q = `
-SELECT category, feature, '' AS status, edition, count() AS tenants, sum(u) AS users, sum(n) AS uses
-FROM (
-    SELECT tenant_id, category, feature, uniqMerge(users) AS u, sumMerge(uses) AS n
-    FROM ` + t + `
-    WHERE day >= toDate(?) AND day < toDate(?)
-    GROUP BY tenant_id, category, feature
-    UNION ALL
-    SELECT tenant_id, '' AS category, '` + All + `' AS feature, uniqMerge(users) AS u, sumMerge(events) AS n
-    FROM ` + t + `
-    WHERE day >= toDate(?) AND day < toDate(?)
-    GROUP BY tenant_id
-) ANY INNER JOIN (
-    SELECT tenant_id, argMax(edition, day) AS edition
-    FROM ` + t + `
-    WHERE day >= toDate(?) AND day < toDate(?)
-    GROUP BY tenant_id
-) USING tenant_id
-GROUP BY category, feature, status, edition
-HAVING tenants >= ?`
-		args = []any{from, to, from, to, from, to, uint64(k)}
+		table, status = "feature_daily", "''"
 	case policy.Marketing.String():
-		// Each tenant in one segment: its latest contract status and edition of the week; per
-		// feature (or application), and over all its activity (feature All: events).
-		t := prefix + "_" + purpose + ".activity_daily"
-		q = `
+		table, status = "activity_daily", "argMax(contract_status, day)"
+	default:
+		return nil, fmt.Errorf("gate: purpose %q has no atoms", purpose)
+	}
+	t := prefix + "_" + purpose + "." + table
+	week := "day >= toDate(?) AND day < toDate(?)"
+	q := `
 SELECT category, feature, status, edition, count() AS tenants, sum(u) AS users, sum(n) AS uses
 FROM (
     SELECT tenant_id, category, feature, uniqMerge(users) AS u, sumMerge(uses) AS n
     FROM ` + t + `
-    WHERE day >= toDate(?) AND day < toDate(?) AND category IN ('feature_use', 'app_access')
+    WHERE ` + week + ` AND category IN ('feature_use', 'app_access')
     GROUP BY tenant_id, category, feature
     UNION ALL
     SELECT tenant_id, '' AS category, '` + All + `' AS feature, uniqMerge(users) AS u, sumMerge(events) AS n
     FROM ` + t + `
-    WHERE day >= toDate(?) AND day < toDate(?)
+    WHERE ` + week + `
     GROUP BY tenant_id
 ) ANY INNER JOIN (
-    SELECT tenant_id, argMax(contract_status, day) AS status, argMax(edition, day) AS edition
+    SELECT tenant_id, ` + status + ` AS status, argMax(edition, day) AS edition
     FROM ` + t + `
-    WHERE day >= toDate(?) AND day < toDate(?)
+    WHERE ` + week + `
     GROUP BY tenant_id
 ) USING tenant_id
 GROUP BY category, feature, status, edition
 HAVING tenants >= ?`
-		args = []any{from, to, from, to, from, to, uint64(k)}
-	default:
-		return nil, fmt.Errorf("gate: purpose %q has no atoms", purpose)
-	}
+	args := []any{from, to, from, to, from, to, uint64(k)}
 	rows, err := conn.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("gate: atoms of %s, week %s: %w", purpose, from, err)

@@ -22,8 +22,8 @@ func TestAggregateReportsReadAtomsOnly(t *testing.T) {
 			}
 		}
 	}
-	if len(aggregate) != 2 {
-		t.Errorf("aggregate reports %v, want feature_ranking and contract_comparison", aggregate)
+	if len(aggregate) != 4 {
+		t.Errorf("aggregate reports %v, want feature_ranking, active_tenants, contract_comparison and status_activity", aggregate)
 	}
 }
 

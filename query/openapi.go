@@ -104,8 +104,9 @@ func OpenAPI() ([]byte, error) {
 	paths["/v1/breakglass/{id}/revoke"] = obj{"post": obj{"operationId": "breakglass_revoke", "summary": "Close a break-glass grant now",
 		"security": []obj{{"bearer": []string{}}}, "parameters": idParam, "responses": bgResponses("200")}}
 	paths["/v1/reports"] = obj{"get": obj{
-		"operationId": "catalogue", "summary": "Every report with its purpose, parameters and columns",
-		"responses": obj{"200": obj{"description": "catalogue", "content": obj{"application/json": obj{"schema": obj{"type": "object"}}}}},
+		"operationId": "catalogue", "summary": "Every report with its purpose, parameters and columns (signed in; audited)",
+		"security":  []obj{{"bearer": []string{}}},
+		"responses": obj{"200": obj{"description": "catalogue", "content": obj{"application/json": obj{"schema": obj{"type": "object"}}}}, "401": denials["401"], "403": denials["403"], "503": denials["503"]},
 	}}
 	doc := obj{
 		"openapi": "3.0.3",

@@ -19,7 +19,9 @@ import (
 // The reports users need first (DESIGN.md §5), one purpose each.
 var reports = []*Report{
 	featureRanking(),
+	activeTenants(),
 	contractComparison(),
+	statusActivity(),
 	tenantSignals(),
 	interviewCandidates(),
 	supportTrace(),
@@ -57,6 +59,41 @@ func gated(weeks func(Args) (from, to time.Time), build func(Args, gate.Atoms) (
 		}
 		return build(a, at)
 	}
+}
+
+// sums are whole atoms added up.
+type sums struct{ tenants, users, uses uint64 }
+
+// cellKey is where an atom is added: its week (zero unless by week), status, edition ("all"
+// unless by edition) and feature.
+type cellKey struct {
+	week                     time.Time
+	status, edition, feature string
+}
+
+// sumAtoms adds up every atom the request's filters keep (edition, and status when the report
+// has it; keep decides the rest) into the cell key names: the one way an aggregate report
+// combines atoms, whole.
+func sumAtoms(a Args, at gate.Atoms, keep func(gate.Atom) bool, key func(gate.Atom) cellKey) map[cellKey]*sums {
+	editions, statuses := a.List("edition"), a.List("status")
+	_, hasStatus := a["status"]
+	cells := map[cellKey]*sums{}
+	for _, k := range at.List {
+		if !keep(k) || len(editions) > 0 && !slices.Contains(editions, k.Edition) || hasStatus && !slices.Contains(statuses, k.Status) {
+			continue
+		}
+		c := key(k)
+		if !a.Bool("by_edition") {
+			c.edition = "all"
+		}
+		if cells[c] == nil {
+			cells[c] = &sums{}
+		}
+		cells[c].tenants += k.Tenants
+		cells[c].users += k.Users
+		cells[c].uses += k.Uses
+	}
+	return cells
 }
 
 // Reports returns every report, in catalogue order.
@@ -129,28 +166,15 @@ func featureWeeks(a Args) (from, to time.Time) {
 // least k tenants each (gate.Read); a cell over all editions sums whole atoms, so any cell —
 // and any difference of two cells — is built from whole atoms of ≥ k.
 func buildFeatureRanking(a Args, at gate.Atoms) ([][]any, error) {
-	type agg struct{ tenants, users, uses uint64 }
 	type cell struct{ edition, feature string }
-	now, before := map[cell]*agg{}, map[cell]*agg{}
-	editions := a.List("edition")
-	for _, k := range at.List {
-		if k.Category != a.Str("category") || len(editions) > 0 && !slices.Contains(editions, k.Edition) {
-			continue
-		}
-		c := cell{k.Edition, k.Feature}
-		if !a.Bool("by_edition") {
-			c.edition = "all"
-		}
+	now, before := map[cell]*sums{}, map[cell]*sums{}
+	for c, v := range sumAtoms(a, at, func(k gate.Atom) bool { return k.Category == a.Str("category") },
+		func(k gate.Atom) cellKey { return cellKey{week: k.Week, edition: k.Edition, feature: k.Feature} }) {
 		m := before
-		if k.Week.Equal(at.To) {
+		if c.week.Equal(at.To) {
 			m = now
 		}
-		if m[c] == nil {
-			m[c] = &agg{}
-		}
-		m[c].tenants += k.Tenants
-		m[c].users += k.Users
-		m[c].uses += k.Uses
+		m[cell{c.edition, c.feature}] = v
 	}
 	keys := make([]cell, 0, len(now))
 	for k := range now {
@@ -198,7 +222,99 @@ func monday(t time.Time) time.Time {
 
 func round1(f float64) float64 { return math.Round(f*10) / 10 }
 
+// activeTenants is the weekly activity of service_improvement: the dashboards' trend.
+func activeTenants() *Report {
+	return &Report{
+		Name: "active_tenants", Purpose: "service_improvement", Threshold: true,
+		Title: "Active tenants by week",
+		Description: "Per ISO week, the distinct tenants that used any feature or application, their distinct users and " +
+			"events; over all editions or by edition. Built only from sealed atoms (edition × week) of at least k tenants: an " +
+			"edition below k in a week is left out of that week, never shown on its own. Clause 3(1)-2.",
+		Params: []Param{pWeek, pWeeks(8, 26), pEditions,
+			{Name: "by_edition", Kind: Bool, Default: "false", Doc: "one row per edition (true) or one over all editions (false)"}},
+		Columns: []Column{
+			{"week", "date", "the ISO week's Monday (UTC)"},
+			{"edition", "string", "edition, or 'all'"},
+			{"tenants", "integer", "distinct active tenants in the week"},
+			{"users", "integer", "distinct users in the week (pseudonymous; each tenant's own)"},
+			{"events", "integer", "events in the week"},
+		},
+		Chart: Chart{Kind: "bar", Label: "week", Value: "tenants", Series: "edition"},
+		weeks: periodWeeks,
+		build: func(a Args, at gate.Atoms) ([][]any, error) { return buildActivity(a, at, false) },
+	}
+}
+
+// periodWeeks: the weeks of the period, ending with week.
+func periodWeeks(a Args) (from, to time.Time) {
+	to = monday(a.Time("week"))
+	return to.AddDate(0, 0, -7*(a.Int("weeks")-1)), to
+}
+
+func pWeeks(def, most int) Param {
+	return Param{Name: "weeks", Kind: Int, Min: 1, Max: most, Default: fmt.Sprint(def), Doc: "length of the period in weeks, ending with week"}
+}
+
+// buildActivity sums the all-activity atoms of each week (by status for marketing): whole
+// atoms of at least k tenants, one segment per tenant and week, so a sum over editions (or
+// statuses) counts each tenant once.
+func buildActivity(a Args, at gate.Atoms, byStatus bool) ([][]any, error) {
+	type key = cellKey
+	cells := sumAtoms(a, at, func(k gate.Atom) bool { return k.Feature == gate.All },
+		func(k gate.Atom) cellKey { return cellKey{week: k.Week, status: k.Status, edition: k.Edition} })
+	keys := make([]key, 0, len(cells))
+	for k := range cells {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		x, y := keys[i], keys[j]
+		if !x.week.Equal(y.week) {
+			return x.week.Before(y.week)
+		}
+		if x.status != y.status {
+			return statusOrder(x.status) < statusOrder(y.status)
+		}
+		return x.edition < y.edition
+	})
+	out := make([][]any, 0, len(keys))
+	for _, k := range keys {
+		c := cells[k]
+		if byStatus {
+			out = append(out, []any{k.week, k.status, k.edition, c.tenants, c.users, c.uses})
+		} else {
+			out = append(out, []any{k.week, k.edition, c.tenants, c.users, c.uses})
+		}
+	}
+	return out, nil
+}
+
 // --- marketing -----------------------------------------------------------------------------
+
+// statusActivity is the weekly activity of marketing by contract status: the dashboards' trend.
+func statusActivity() *Report {
+	return &Report{
+		Name: "status_activity", Purpose: "marketing", Threshold: true,
+		Title: "Active tenants by status and week",
+		Description: "Per ISO week and contract status, the distinct active tenants, their distinct users and events; over all " +
+			"editions or by edition. Built only from sealed atoms (status × edition × week) of at least k tenants, each tenant in its " +
+			"latest status and edition of the week. Clause 3(1)-3.",
+		Params: []Param{pWeek, pWeeks(8, 26), pEditions,
+			{Name: "status", Kind: Enum, Multi: true, Values: []string{"trial", "beta", "contracted"}, Default: "trial,beta,contracted",
+				Doc: "contract statuses shown"},
+			{Name: "by_edition", Kind: Bool, Default: "false", Doc: "split each status by edition"}},
+		Columns: []Column{
+			{"week", "date", "the ISO week's Monday (UTC)"},
+			{"status", "string", "contract status (each tenant's latest in the week)"},
+			{"edition", "string", "edition, or 'all'"},
+			{"tenants", "integer", "distinct active tenants in the week"},
+			{"users", "integer", "distinct users in the week (pseudonymous; each tenant's own)"},
+			{"events", "integer", "events in the week"},
+		},
+		Chart: Chart{Kind: "bar", Label: "week", Value: "tenants", Series: "status"},
+		weeks: periodWeeks,
+		build: func(a Args, at gate.Atoms) ([][]any, error) { return buildActivity(a, at, true) },
+	}
+}
 
 func contractComparison() *Report {
 	return &Report{
@@ -227,15 +343,9 @@ func contractComparison() *Report {
 			{"uses_per_tenant", "number", "uses per tenant and week"},
 		},
 		Chart: Chart{Kind: "bar", Label: "feature", Value: "adoption_pct", Series: "status"},
-		weeks: contractWeeks,
+		weeks: periodWeeks,
 		build: buildContractComparison,
 	}
-}
-
-// contractWeeks: the weeks of the period, ending with week.
-func contractWeeks(a Args) (from, to time.Time) {
-	to = monday(a.Time("week"))
-	return to.AddDate(0, 0, -7*(a.Int("weeks")-1)), to
 }
 
 // buildContractComparison compares the segments over the period from its atoms, (status,
@@ -246,26 +356,10 @@ func contractWeeks(a Args) (from, to time.Time) {
 // weekly means.
 func buildContractComparison(a Args, at gate.Atoms) ([][]any, error) {
 	type key struct{ status, edition, feature string }
-	type agg struct{ tenants, users, uses uint64 }
-	cells := map[key]*agg{}
-	editions, statuses := a.List("edition"), a.List("status")
-	for _, k := range at.List {
-		if k.Feature != gate.All && k.Category != a.Str("category") {
-			continue
-		}
-		if len(editions) > 0 && !slices.Contains(editions, k.Edition) || !slices.Contains(statuses, k.Status) {
-			continue
-		}
-		c := key{k.Status, k.Edition, k.Feature}
-		if !a.Bool("by_edition") {
-			c.edition = "all"
-		}
-		if cells[c] == nil {
-			cells[c] = &agg{}
-		}
-		cells[c].tenants += k.Tenants
-		cells[c].users += k.Users
-		cells[c].uses += k.Uses
+	cells := map[key]*sums{}
+	for c, v := range sumAtoms(a, at, func(k gate.Atom) bool { return k.Feature == gate.All || k.Category == a.Str("category") },
+		func(k gate.Atom) cellKey { return cellKey{status: k.Status, edition: k.Edition, feature: k.Feature} }) {
+		cells[key{c.status, c.edition, c.feature}] = v
 	}
 	// The features shown: those adopted by the most tenant-weeks over every segment shown.
 	total := map[string]uint64{}

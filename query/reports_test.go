@@ -61,6 +61,18 @@ func TestSecurity(t *testing.T) {
 		t.Errorf("no-token audit record %+v", r)
 	}
 	expect("shq_not-a-token", "feature_ranking", 401, "purpose", "service_improvement")
+	// The catalogue too: nothing but the page and /openapi.json without a token.
+	if status, _, _ := f.get("", "/v1/reports", nil); status != 401 {
+		t.Errorf("catalogue without a token: %d", status)
+	}
+	requests++
+	if r := f.lastAudit(); r.Report != "catalogue" || r.Decision != audit.Denied {
+		t.Errorf("catalogue refusal audit record %+v", r)
+	}
+	if status, body, _ := f.get("pm", "/v1/reports", nil); status != 200 || !strings.Contains(string(body), "feature_ranking") {
+		t.Errorf("catalogue: %d %s", status, body)
+	}
+	requests++
 
 	// A purpose the grant does not name: 403, audited with the declared purpose.
 	r := expect("pm", "dp_releases", 403, "purpose", "external_aggregate")
@@ -224,6 +236,23 @@ func TestReportsOnRealData(t *testing.T) {
 	}
 	if r := f.report("pm", "feature_ranking", 200, "purpose", "service_improvement", "week", asOf, "edition", "standard", "by_edition", "false"); find(r.Rows, "feature", "board") != nil || find(r.Rows, "feature", "chat") != nil {
 		t.Errorf("the standard edition alone shows the lone tenant's features: %v", r.Rows)
+	}
+
+	// Weekly activity: as_of's week has professional p1..p6 and standard s1, t1..t5 (12); the
+	// week before, professional p1..p5 — d1, alone on standard, is in no atom.
+	act := f.report("pm", "active_tenants", 200, "purpose", "service_improvement", "week", asOf, "weeks", "2")
+	if len(act.Rows) != 2 || act.Rows[0]["week"] != "2026-11-09" || n(act.Rows[0]["tenants"]) != 5 || act.Rows[1]["week"] != "2026-11-16" || n(act.Rows[1]["tenants"]) != 12 {
+		t.Errorf("active tenants by week: %v", act.Rows)
+	}
+	if by := f.report("pm", "active_tenants", 200, "purpose", "service_improvement", "week", asOf, "weeks", "2", "by_edition", "true", "edition", "standard"); len(by.Rows) != 1 || n(by.Rows[0]["tenants"]) != 6 {
+		t.Errorf("standard's active tenants by week: %v", by.Rows)
+	}
+	st := f.report("pm", "status_activity", 200, "purpose", "marketing", "week", asOf, "weeks", "2")
+	if row := find(st.Rows, "week", "2026-11-16", "status", "trial"); row == nil || n(row["tenants"]) != 5 {
+		t.Errorf("trial tenants of as_of's week: %v", st.Rows)
+	}
+	if row := find(st.Rows, "week", "2026-11-09", "status", "trial"); row != nil {
+		t.Errorf("d1, alone on trial the week before, shows: %v", row)
 	}
 
 	// Marketing: contracted vs trial. The same holds for status filters.

@@ -449,8 +449,21 @@ func info(r *Report) reportInfo {
 	return ri
 }
 
-// handleCatalogue lists every report: what exists is public (it is the API), not the data.
-func (s *Server) handleCatalogue(w http.ResponseWriter, _ *http.Request) {
+// handleCatalogue lists every report to a signed-in principal, audited like every request
+// (the same descriptions are public in /openapi.json; the public listener answers nothing else
+// without a token).
+func (s *Server) handleCatalogue(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	req := s.newRequest("catalogue")
+	req.rec.ParamsHash = paramsHash(url.Values{})
+	if status, err := s.authenticate(ctx, r, req); err != nil {
+		s.deny(ctx, w, req, status, err)
+		return
+	}
+	req.rec.Decision = audit.Allowed
+	if _, ok := s.finish(ctx, w, req); !ok {
+		return
+	}
 	out := make([]reportInfo, 0, len(reports))
 	for _, r := range reports {
 		out = append(out, info(r))

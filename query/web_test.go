@@ -66,7 +66,7 @@ func TestWebPage(t *testing.T) {
 	// service_improvement: the feature ranking runs at once with its defaults, then again for
 	// the fixture's week.
 	p.pick("service_improvement", "feature_ranking")
-	if got := p.sections(); !slices.Equal(got, []string{"feature_ranking"}) {
+	if got := p.sections(); !slices.Equal(got, []string{"feature_ranking", "active_tenants"}) {
 		t.Errorf("service_improvement shows %v", got)
 	}
 	period := p.setPeriod(f, "pm", "service_improvement", "feature_ranking")
@@ -107,7 +107,7 @@ func TestWebPage(t *testing.T) {
 
 	// marketing: contracted vs trial.
 	p.pick("marketing", "contract_comparison")
-	if got := p.sections(); !slices.Equal(got, []string{"contract_comparison"}) {
+	if got := p.sections(); !slices.Equal(got, []string{"contract_comparison", "status_activity"}) {
 		t.Errorf("marketing shows %v", got)
 	}
 	if got := eval[[]string](p, `Array.from(document.querySelectorAll('#purposes [aria-pressed="true"]'), b => b.dataset.purpose)`); !slices.Equal(got, []string{"marketing"}) {

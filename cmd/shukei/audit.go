@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -27,10 +30,12 @@ employee or affiliate may also hold the break-glass approver grant (--approver):
 holders approve another principal's break-glass request.`,
 	}
 	var (
-		p        principal.Principal
-		purposes string
-		expires  string
-		approver bool
+		p         principal.Principal
+		purposes  string
+		expires   string
+		approver  bool
+		tokenFile string
+		existOK   bool
 	)
 	add := &cobra.Command{
 		Use:   "add",
@@ -48,14 +53,47 @@ holders approve another principal's break-glass request.`,
 				}
 				p.Expires = t
 			}
+			if existOK && tokenFile == "" {
+				return errors.New("--exist-ok needs --token-file: a principal that already exists has no token to print")
+			}
 			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				tok, err := principal.New(conn, a.cfg.ClickHouse.Database).Add(cmd.Context(), p)
+				store := principal.New(conn, a.cfg.ClickHouse.Database)
+				if existOK {
+					old, err := store.Get(cmd.Context(), p.ID)
+					if err == nil {
+						if st, ferr := os.Stat(tokenFile); ferr != nil || st.Size() == 0 {
+							return fmt.Errorf("%s exists but its token file %s is missing or empty: disable it and add another, or rotate its token", p.ID, tokenFile)
+						}
+						if old.Kind != p.Kind || !slices.Equal(sortedCopy(old.Purposes), sortedCopy(p.Purposes)) || !slices.Equal(sortedCopy(old.Roles), sortedCopy(p.Roles)) {
+							return fmt.Errorf("%s exists as a %s for %s: not changed (add with the same kind, purposes and roles, or manage it by hand)",
+								p.ID, old.Kind, strings.Join(old.Purposes, ", "))
+						}
+						fmt.Fprintf(cmd.OutOrStdout(), "%s exists (%s) for %s; its token is in %s: nothing changed\n", p.ID, old.Kind, strings.Join(old.Purposes, ", "), tokenFile)
+						return nil
+					} else if !errors.Is(err, principal.ErrNotFound) {
+						return err
+					}
+				}
+				if tokenFile != "" {
+					// Fail before the principal exists if the file cannot be written.
+					if err := os.WriteFile(tokenFile, nil, 0o600); err != nil {
+						return fmt.Errorf("--token-file: %w", err)
+					}
+				}
+				tok, err := store.Add(cmd.Context(), p)
 				if err != nil {
 					return err
 				}
 				roles := ""
 				if len(p.Roles) > 0 {
 					roles = ", roles " + strings.Join(p.Roles, ", ")
+				}
+				if tokenFile != "" {
+					if err := os.WriteFile(tokenFile, []byte(tok), 0o600); err != nil {
+						return fmt.Errorf("--token-file: %w (the principal %s was added; disable it and add another)", err, p.ID)
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s) for %s%s\ntoken written to %s\n", p.ID, p.Kind, strings.Join(p.Purposes, ", "), roles, tokenFile)
+					return nil
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s) for %s%s\ntoken (shown once): %s\n", p.ID, p.Kind, strings.Join(p.Purposes, ", "), roles, tok)
 				return nil
@@ -67,6 +105,8 @@ holders approve another principal's break-glass request.`,
 	add.Flags().StringVar(&purposes, "purposes", "", "comma-separated purposes the grant names")
 	add.Flags().StringVar(&p.ContractRef, "contract-ref", "", "contractors: the outsourcing contract's reference")
 	add.Flags().StringVar(&expires, "expires", "", "YYYY-MM-DD the grant ends (required for contractors)")
+	add.Flags().StringVar(&tokenFile, "token-file", "", "write the token to this file (mode 0600) instead of printing it: for a service such as Grafana")
+	add.Flags().BoolVar(&existOK, "exist-ok", false, "with --token-file: succeed without change when the principal exists with the same kind, purposes and roles and the token file is not empty")
 	add.Flags().BoolVar(&approver, "approver", false, "grant the break-glass approver role ("+principal.RoleBreakGlassApprover+"; employees and affiliates only)")
 	_ = add.MarkFlagRequired("id")
 
@@ -235,4 +275,10 @@ func shown(s string) string {
 		i += size
 	}
 	return b.String()
+}
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
 }

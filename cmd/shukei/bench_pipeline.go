@@ -27,6 +27,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/population"
@@ -325,9 +326,23 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	row("aggregator_events_per_sec", aggRate, "events/s")
 	agg.stop()
 
-	// 7. Query service, as a role: 200 report requests; CPU per request.
+	// 7. Query service, as a role: 200 report requests; CPU per request. The aggregate
+	// reports read sealed weeks: every complete week is sealed first, as the release step does
+	// aggregator.seal_after after each week ends.
 	if err := os.MkdirAll(filepath.Dir(outPath), 0o755); err != nil {
 		return err
+	}
+	k, err := queryK(cfg.Query)
+	if err != nil {
+		return err
+	}
+	sealCfg := cfg
+	sealCfg.Aggregator.SealAfter = 0
+	sealer := aggregator.NewSealer(sealCfg, conn, k, nil, nil)
+	_, err = sealer.SealDue(ctx)
+	sealer.Close()
+	if err != nil {
+		return fmt.Errorf("seal: %w", err)
 	}
 	q, err := startRole(ctx, "query", env)
 	if err != nil {
@@ -551,8 +566,8 @@ func benchQueryRequests(ctx context.Context, conn driver.Conn, db, base string, 
 		report string
 		q      url.Values
 	}{
-		{"feature_ranking", url.Values{"purpose": {"service_improvement"}, "week": {"today"}}},
-		{"contract_comparison", url.Values{"purpose": {"marketing"}, "week": {"today"}}},
+		{"feature_ranking", url.Values{"purpose": {"service_improvement"}, "week": {"last_week"}}},
+		{"contract_comparison", url.Values{"purpose": {"marketing"}, "week": {"last_week"}}},
 		{"tenant_signals", url.Values{"purpose": {"follow_up"}}},
 		{"interview_candidates", url.Values{"purpose": {"interview_selection"}}},
 		{"dp_budget", url.Values{"purpose": {"external_aggregate"}}},

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/shukei/shukei/internal/chain"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/query/principal"
 	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
@@ -134,4 +138,52 @@ func lineWith(out string, words ...string) bool {
 		}
 	}
 	return false
+}
+
+// A service principal (Grafana): the token goes to a file (0600), never to the output; run
+// again with --exist-ok it changes nothing; with another grant it fails.
+func TestPrincipalTokenFileAndExistOK(t *testing.T) {
+	conn, cfg := servicetest.ClickHouse(t)
+	ctx := context.Background()
+	db := cfg.ClickHouse.Database
+	t.Setenv("SHUKEI_CLICKHOUSE_DATABASE", db)
+	if _, err := chm.Apply(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "query.token")
+	args := []string{"principals", "add", "--id", "grafana", "--kind", "employee", "--purposes", "service_improvement,marketing,external_aggregate",
+		"--token-file", file, "--exist-ok"}
+	out, err := runCLI(t, args...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	tok, err := os.ReadFile(file)
+	if err != nil || !strings.HasPrefix(string(tok), "shq_") || strings.Contains(out, string(tok)) {
+		t.Fatalf("token file %q (%v); output %q", tok, err, out)
+	}
+	if st, _ := os.Stat(file); st.Mode().Perm() != 0o600 {
+		t.Errorf("token file mode %v", st.Mode().Perm())
+	}
+	p, err := principal.New(conn, db).Authenticate(ctx, string(tok))
+	if err != nil || p.ID != "grafana" {
+		t.Fatalf("the file's token does not sign in: %v %+v", err, p)
+	}
+	// Again: nothing changes, no new token.
+	out, err = runCLI(t, args...)
+	if again, _ := os.ReadFile(file); err != nil || string(again) != string(tok) || !strings.Contains(out, "nothing changed") {
+		t.Errorf("second run: %v %q; token file changed: %v", err, out, string(again) != string(tok))
+	}
+	// Another grant under the same id: refused, nothing changed.
+	other := slices.Clone(args)
+	other[7] = "service_improvement,follow_up"
+	if out, err := runCLI(t, other...); err == nil {
+		t.Errorf("--exist-ok with other purposes succeeded: %s", out)
+	}
+	if got, _ := principal.New(conn, db).Get(ctx, "grafana"); slices.Contains(got.Purposes, "follow_up") {
+		t.Errorf("the grant changed: %v", got.Purposes)
+	}
+	// --exist-ok without a token file makes no sense.
+	if _, err := runCLI(t, "principals", "add", "--id", "x", "--purposes", "marketing", "--exist-ok"); err == nil {
+		t.Error("--exist-ok without --token-file accepted")
+	}
 }

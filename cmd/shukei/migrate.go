@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/spf13/cobra"
@@ -63,14 +61,9 @@ func writeReaders(out io.Writer, cfg config.Config) error {
 	if err != nil {
 		return fmt.Errorf("the purpose readers' passwords derive from the master key: %w", err)
 	}
-	dash := chm.DashboardsReader(cfg.ClickHouse.Database, master)
-	readers := append(chm.Readers(cfg.ClickHouse.Database, master), dash)
-	if f := cfg.ClickHouse.DashboardsPasswordFile; f != "" {
-		if err := os.WriteFile(f, []byte(dash.Password+"\n"), 0o640); err != nil {
-			return fmt.Errorf("write the dashboards reader's password: %w", err)
-		}
-		fmt.Fprintf(out, "dashboards reader %s: password in %s\n", dash.User, f)
-	}
+	// The purpose readers only: Grafana reads the query service's reports as a principal of
+	// its own (promise 10), never ClickHouse, whose system tables any user may read.
+	readers := chm.Readers(cfg.ClickHouse.Database, master)
 	if cfg.ClickHouse.UsersDir == "" {
 		b, err := chm.UsersFile(readers, cfg.ClickHouse.ReaderNetworks)
 		if err != nil {
@@ -83,8 +76,7 @@ func writeReaders(out io.Writer, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "purpose readers: %d read-only users, one database each, and %s for the dashboards (%s), in %s\n",
-		len(readers)-1, dash.User, strings.Join(dash.Allow, ", "), path)
+	fmt.Fprintf(out, "purpose readers: %d read-only users, one per purpose, in %s\n", len(readers), path)
 	return nil
 }
 

@@ -60,27 +60,6 @@ func Readers(db string, master *pseudonym.MasterKey) []Reader {
 	return out
 }
 
-// DashboardsReader is the read-only user Grafana's ClickHouse data source signs in as
-// (promise 10): it may read the gated atoms of service_improvement and marketing (no tenant id,
-// every row of at least k tenants) and external_aggregate's differentially private releases
-// with their ledger — no purpose's own database, which holds per-tenant rows, nor the internal
-// store, the registry, the principals or the audit log. Its password derives from the master
-// key like the purpose readers'; 'shukei migrate' can write it to a file for Grafana
-// (clickhouse.dashboards_password_file).
-func DashboardsReader(db string, master *pseudonym.MasterKey) Reader {
-	r := Reader{
-		Purpose:  "dashboards",
-		User:     db + "_dashboards_reader",
-		Database: db + "_" + policy.ExternalAggregate.String(),
-		Password: hex.EncodeToString(master.Derive("clickhouse-reader/" + db + "/dashboards"))[:32],
-	}
-	for _, p := range gate.Purposes {
-		r.Allow = append(r.Allow, gate.DB(db, p.String()))
-	}
-	r.Allow = append(r.Allow, r.Database)
-	return r
-}
-
 // UsersFile renders the users.d file that declares the readers: each with its password's
 // SHA-256, the networks it may connect from, a read-only profile and its one database.
 func UsersFile(readers []Reader, networks []string) ([]byte, error) {
@@ -116,7 +95,7 @@ func UsersFile(readers []Reader, networks []string) ([]byte, error) {
 		return nil, fmt.Errorf("the purpose readers need at least one network to connect from")
 	}
 	d := doc{
-		Comment: " Written by 'shukei migrate': one read-only user per purpose database, and the dashboards' reader of the aggregate ones (DESIGN.md §5). Do not edit; run migrate again. ",
+		Comment: " Written by 'shukei migrate': one read-only user per purpose database (DESIGN.md §5). Do not edit; run migrate again. ",
 		Profiles: []profile{{XMLName: xml.Name{Local: "shukei_reader"}, Readonly: 2, MaxExecutionTime: 30,
 			MaxResultRows: 1_000_000, MaxMemoryUsage: 2_000_000_000}},
 	}
