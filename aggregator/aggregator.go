@@ -324,7 +324,7 @@ func (a *Aggregator) decisionContext() *decision.Context {
 // add runs the shared event decision on one message and adds it to its window.
 func (a *Aggregator) add(st *partState, m kafka.Message, dctx *decision.Context) {
 	st.next = m.Offset + 1
-	t, rej := decision.Decide(m.Value, dctx)
+	t, rej := decision.DecideMessage(m.Key, m.Value, dctx)
 	if rej != nil {
 		a.m.events.WithLabelValues("rejected").Inc()
 		return

@@ -87,7 +87,7 @@ type Query struct {
 // Anonymizer holds the master key that protects the per-tenant pseudonymisation keys.
 type Anonymizer struct {
 	MasterKeyFile string `yaml:"master_key_file" doc:"file holding the 32-byte master key (64 hex digits); 'shukei keys init' writes one"`
-	MasterKey     string `yaml:"master_key" doc:"the master key itself, for SHUKEI_ANONYMIZER_MASTER_KEY; prefer the file; never commit it"`
+	MasterKey     string `yaml:"master_key" secret:"true" doc:"the master key itself, for SHUKEI_ANONYMIZER_MASTER_KEY; prefer the file; never commit it"`
 }
 
 // Events bounds what any stage accepts as an event.
@@ -98,15 +98,20 @@ type Events struct {
 
 // Collector is the HTTP ingest role.
 type Collector struct {
-	Listen        string        `yaml:"listen" doc:"address the collector's HTTP API listens on"`
-	MaxBodyBytes  int           `yaml:"max_body_bytes" doc:"largest request body, after gzip decompression"`
-	MaxEventBytes int           `yaml:"max_event_bytes" doc:"largest single event"`
-	MaxEvents     int           `yaml:"max_events" doc:"most events in one request"`
-	MaxInFlight   int           `yaml:"max_in_flight" doc:"requests handled at once; past it the collector answers 503 with Retry-After"`
-	RetryAfter    time.Duration `yaml:"retry_after" doc:"what 503 replies tell senders to wait"`
-	WriteTimeout  time.Duration `yaml:"write_timeout" doc:"longest wait for Kafka to acknowledge a request's events"`
-	IngestTokens  []string      `yaml:"ingest_tokens" doc:"tenant:sha256-hex-of-token pairs accepted until the tenant registry issues tokens ('shukei collector token' makes one)"`
-	AllowOrigins  []string      `yaml:"allow_origins" doc:"browser origins (https://app.example.com) allowed to send events cross-origin; * for any (safe: auth is a bearer token, never a cookie); empty for none"`
+	Listen        string `yaml:"listen" doc:"address the collector's HTTP API listens on"`
+	MaxBodyBytes  int    `yaml:"max_body_bytes" doc:"largest request body, after gzip decompression"`
+	MaxEventBytes int    `yaml:"max_event_bytes" doc:"largest single event"`
+	MaxEvents     int    `yaml:"max_events" doc:"most events in one request"`
+	MaxInFlight   int    `yaml:"max_in_flight" doc:"requests handled at once; past it the collector answers 503 with Retry-After"`
+	// Per tenant: ingest tokens of browser pages are public by nature, so one tenant's token
+	// must not be able to take the collector from the others.
+	TenantInFlight int           `yaml:"tenant_in_flight" doc:"requests of one tenant handled at once (at most max_in_flight); past it that tenant gets 429 with Retry-After"`
+	TenantRate     float64       `yaml:"tenant_rate" doc:"events a second one tenant may send, on average (a token bucket); over it the whole request gets 429 with Retry-After, nothing of it accepted; 0: no limit"`
+	TenantBurst    int           `yaml:"tenant_burst" doc:"events one tenant may send at once above tenant_rate (the bucket's size); at least max_events"`
+	RetryAfter     time.Duration `yaml:"retry_after" doc:"what 503 replies tell senders to wait"`
+	WriteTimeout   time.Duration `yaml:"write_timeout" doc:"longest wait for Kafka to acknowledge a request's events"`
+	IngestTokens   []string      `yaml:"ingest_tokens" doc:"tenant:sha256-hex-of-token pairs accepted until the tenant registry issues tokens ('shukei collector token' makes one)"`
+	AllowOrigins   []string      `yaml:"allow_origins" doc:"browser origins (https://app.example.com) allowed to send events cross-origin; * for any (safe: auth is a bearer token, never a cookie); empty for none"`
 }
 
 // Kafka says where the broker is and how the topics are laid out.
@@ -137,7 +142,7 @@ type ClickHouse struct {
 	Addr           []string      `yaml:"addr" doc:"native-protocol addresses, host:port (the HTTP transport is not supported on ClickHouse 18.16)"`
 	Database       string        `yaml:"database" doc:"name of the internal database; purpose databases are named <database>_<purpose>"`
 	Username       string        `yaml:"username" doc:"user for migrations and writes"`
-	Password       string        `yaml:"password" doc:"password of that user (prefer SHUKEI_CLICKHOUSE_PASSWORD to the file)"`
+	Password       string        `yaml:"password" secret:"true" doc:"password of that user (prefer SHUKEI_CLICKHOUSE_PASSWORD to the file)"`
 	DialTimeout    time.Duration `yaml:"dial_timeout" doc:"how long to wait for a server connection"`
 	UsersDir       string        `yaml:"users_dir" doc:"the server's users.d directory: 'shukei migrate' writes one read-only user per purpose there; empty: migrate prints the file instead"`
 	ReaderNetworks []string      `yaml:"reader_networks" doc:"networks (IP or CIDR) the purpose readers may connect from"`
@@ -173,14 +178,17 @@ func Default() Config {
 		},
 		Events: Events{MaxAge: 7 * 24 * time.Hour, MaxSkew: 5 * time.Minute},
 		Collector: Collector{
-			Listen:        "127.0.0.1:8080",
-			MaxBodyBytes:  1 << 20,
-			MaxEventBytes: 8 << 10,
-			MaxEvents:     1000,
-			MaxInFlight:   64,
-			RetryAfter:    2 * time.Second,
-			WriteTimeout:  10 * time.Second,
-			AllowOrigins:  []string{"*"},
+			Listen:         "127.0.0.1:8080",
+			MaxBodyBytes:   1 << 20,
+			MaxEventBytes:  8 << 10,
+			MaxEvents:      1000,
+			MaxInFlight:    64,
+			TenantInFlight: 16,
+			TenantRate:     5000,
+			TenantBurst:    50000,
+			RetryAfter:     2 * time.Second,
+			WriteTimeout:   10 * time.Second,
+			AllowOrigins:   []string{"*"},
 		},
 		Processor: Processor{
 			GroupID:         "shukei-processor",
@@ -359,6 +367,15 @@ func (c Config) Validate() error {
 	}
 	if c.Collector.MaxInFlight < 1 {
 		bad("collector.max_in_flight", "must be at least 1, got %d", c.Collector.MaxInFlight)
+	}
+	if c.Collector.TenantInFlight < 1 || c.Collector.TenantInFlight > c.Collector.MaxInFlight {
+		bad("collector.tenant_in_flight", "must be between 1 and collector.max_in_flight (%d), got %d", c.Collector.MaxInFlight, c.Collector.TenantInFlight)
+	}
+	if c.Collector.TenantRate < 0 {
+		bad("collector.tenant_rate", "must not be negative, got %g", c.Collector.TenantRate)
+	}
+	if c.Collector.TenantRate > 0 && c.Collector.TenantBurst < c.Collector.MaxEvents {
+		bad("collector.tenant_burst", "must be at least collector.max_events (%d): a full request could never pass, got %d", c.Collector.MaxEvents, c.Collector.TenantBurst)
 	}
 	if c.Collector.RetryAfter < time.Second {
 		bad("collector.retry_after", "must be at least 1s (Retry-After counts whole seconds), got %s", c.Collector.RetryAfter)

@@ -167,3 +167,26 @@ func TestEveryFieldHasDoc(t *testing.T) {
 		}
 	}
 }
+
+// Every setting that holds a key or a password is marked secret (never printed by 'shukei
+// config'); settings that only name a file, or hold hashes, are not secrets.
+func TestSecretsAreMarked(t *testing.T) {
+	c := Default()
+	notSecret := map[string]bool{"anonymizer.master_key_file": true, "collector.ingest_tokens": true}
+	for _, f := range c.Fields() {
+		name := f.Path[strings.LastIndex(f.Path, ".")+1:]
+		looks := strings.Contains(name, "key") || strings.Contains(name, "password") || strings.Contains(name, "secret") || strings.Contains(name, "token")
+		if looks && !f.Secret && !notSecret[f.Path] {
+			t.Errorf("%s looks like a secret but is not marked secret:\"true\"", f.Path)
+		}
+	}
+	for _, p := range []string{"anonymizer.master_key", "clickhouse.password"} {
+		found := false
+		for _, f := range c.Fields() {
+			found = found || f.Path == p && f.Secret
+		}
+		if !found {
+			t.Errorf("%s is not marked secret", p)
+		}
+	}
+}

@@ -18,7 +18,9 @@ type Field struct {
 	Env  string
 	Flag string
 	Doc  string
-	v    reflect.Value
+	// Secret: a credential or key, never printed (`secret:"true"` on the setting).
+	Secret bool
+	v      reflect.Value
 }
 
 // Fields lists every leaf setting of c, in declaration order, bound to c so Set changes c.
@@ -47,7 +49,9 @@ func (c *Config) Fields() []Field {
 				Env:  "SHUKEI_" + strings.ToUpper(strings.ReplaceAll(path, ".", "_")),
 				Flag: path,
 				Doc:  sf.Tag.Get("doc"),
-				v:    fv,
+
+				Secret: sf.Tag.Get("secret") == "true",
+				v:      fv,
 			})
 		}
 	}

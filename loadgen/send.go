@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,7 +23,7 @@ type Stats struct {
 	Sent     int            // messages handed over
 	Accepted int            // acknowledged by the collector (or written to Kafka)
 	Rejected map[string]int // refused at the door, by reason
-	Retried  int            // requests answered 503 and sent again
+	Retried  int            // requests answered 503 or 429 and sent again
 	Elapsed  time.Duration
 }
 
@@ -136,8 +137,8 @@ func (p *progress) finish() {
 
 // SendHTTP posts the generator's messages to a collector (POST /v1/events, NDJSON), each with
 // its tenant's ingest token (tokens: tenant → token; messages of tenants without one — unknown
-// tenants — go with any token and are refused for it). 503 answers are retried after their
-// Retry-After: backpressure, not loss.
+// tenants — go with any token and are refused for it). 503 and 429 answers are retried after
+// their Retry-After: backpressure and the tenant's rate, not loss.
 func SendHTTP(ctx context.Context, url string, tokens map[string]string, g *Generator, o Options) (Stats, error) {
 	o.defaults()
 	var anyToken string
@@ -267,9 +268,14 @@ func postBatch(ctx context.Context, client *http.Client, url, token string, body
 		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&reply)
 		resp.Body.Close()
 		switch {
-		case resp.StatusCode == http.StatusServiceUnavailable && attempt < 60:
+		case (resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests) && attempt < 60:
+			// Backpressure (in flight) or the tenant's rate: wait as told, then send again.
 			retried++
-			time.Sleep(time.Second) // the collector's Retry-After
+			wait := time.Second
+			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+				wait = min(time.Duration(s)*time.Second, 30*time.Second)
+			}
+			time.Sleep(wait)
 			continue
 		case resp.StatusCode != http.StatusOK:
 			n := bytes.Count(body, []byte{'\n'})

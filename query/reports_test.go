@@ -393,3 +393,19 @@ func TestReportsOnRealData(t *testing.T) {
 		t.Errorf("partner audit record %+v", a)
 	}
 }
+
+// A failing report answers 500 with no word of the server's own error: ClickHouse's messages
+// name databases and tables; the audit record keeps them.
+func TestServerErrorsAreNotEchoed(t *testing.T) {
+	f := newFixture(t, data(time.Now().UTC()))
+	if err := f.conn.Exec(context.Background(), "DROP TABLE "+f.db+"_service_improvement_gated.atoms"); err != nil {
+		t.Fatal(err)
+	}
+	status, body, _ := f.get("pm", "/v1/reports/feature_ranking", url.Values{"purpose": {"service_improvement"}, "week": {"2026-11-20"}})
+	if status != 500 || strings.Contains(string(body), f.db) || strings.Contains(strings.ToLower(string(body)), "exist") || !strings.Contains(string(body), "feature_ranking failed") {
+		t.Errorf("failed report: %d %s", status, body)
+	}
+	if r := f.lastAudit(); r.Decision != audit.Failed || !strings.Contains(r.Reason, "atoms") {
+		t.Errorf("the audit record does not keep the error: %+v", r)
+	}
+}

@@ -147,7 +147,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, req *request
 		return http.StatusUnauthorized, errors.New("unknown token")
 	}
 	if err != nil {
-		return http.StatusServiceUnavailable, fmt.Errorf("principals cannot be read: %w", err)
+		return http.StatusServiceUnavailable, failed("principals cannot be read", err)
 	}
 	req.p = &p
 	req.rec.Principal, req.rec.Kind, req.rec.ContractRef = p.ID, p.Kind, p.ContractRef
@@ -172,17 +172,26 @@ func (s *Server) finish(ctx context.Context, w http.ResponseWriter, req *request
 	if err != nil {
 		s.m.auditFailures.Inc()
 		s.o.Log.Error("audit log append failed; request refused", "principal", req.rec.Principal, "report", req.rec.Report, "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the audit log cannot be written, so the request is refused: " + err.Error(), Status: 503})
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the audit log cannot be written, so the request is refused", Status: 503})
 		return 0, false
 	}
 	return rec.Seq, true
 }
 
-// deny records a refusal and answers it.
+// deny records a refusal and answers it. A 5xx answer never carries the server's own error
+// text (ClickHouse's messages name databases, users and sometimes values): only what a
+// serverError says publicly; the audit record and the log keep the whole error.
 func (s *Server) deny(ctx context.Context, w http.ResponseWriter, req *request, status int, err error) {
 	req.rec.Decision, req.rec.Reason = audit.Denied, trunc(err.Error())
+	msg := err.Error()
 	if status >= 500 {
 		req.rec.Decision = audit.Failed
+		msg = "the service could not answer"
+		var se *serverError
+		if errors.As(err, &se) {
+			msg = se.public
+		}
+		s.o.Log.Error("request failed", "principal", req.rec.Principal, "report", req.rec.Report, "status", status, "err", err)
 	}
 	seq, ok := s.finish(ctx, w, req)
 	if !ok {
@@ -191,8 +200,27 @@ func (s *Server) deny(ctx context.Context, w http.ResponseWriter, req *request, 
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="shukei"`)
 	}
-	writeJSON(w, status, apiError{Error: err.Error(), Status: status, Audit: seq})
+	if status >= 500 {
+		msg += fmt.Sprintf(" (audit record #%d holds the details)", seq)
+	}
+	writeJSON(w, status, apiError{Error: msg, Status: status, Audit: seq})
 }
+
+// serverError is a failure of the service: public is all the client is told.
+type serverError struct {
+	public string
+	err    error
+}
+
+func (e *serverError) Error() string {
+	if e.err == nil {
+		return e.public
+	}
+	return e.public + ": " + e.err.Error()
+}
+func (e *serverError) Unwrap() error { return e.err }
+
+func failed(public string, err error) error { return &serverError{public: public, err: err} }
 
 func (s *Server) newRequest(report string) *request {
 	return &request{start: time.Now(), rec: audit.Record{Report: report}}
@@ -274,7 +302,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 			s.deny(ctx, w, req, http.StatusForbidden, err)
 			return
 		} else if err != nil {
-			s.deny(ctx, w, req, http.StatusServiceUnavailable, fmt.Errorf("authorisation could not be checked: %w", err))
+			s.deny(ctx, w, req, http.StatusServiceUnavailable, failed("authorisation could not be checked", err))
 			return
 		}
 	}
@@ -285,11 +313,11 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 		s.deny(ctx, w, req, http.StatusBadRequest, err)
 		return
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(rctx.Err(), context.DeadlineExceeded):
-		s.deny(ctx, w, req, http.StatusGatewayTimeout, fmt.Errorf("report %s took longer than %s", rep.Name, s.o.Timeout))
+		s.deny(ctx, w, req, http.StatusGatewayTimeout, failed(fmt.Sprintf("report %s took longer than %s", rep.Name, s.o.Timeout), err))
 		return
 	case err != nil:
 		s.o.Log.Error("report failed", "report", rep.Name, "err", err)
-		s.deny(ctx, w, req, http.StatusInternalServerError, fmt.Errorf("report %s failed: %w", rep.Name, err))
+		s.deny(ctx, w, req, http.StatusInternalServerError, failed("report "+rep.Name+" failed", err))
 		return
 	}
 	truncated := len(rows) > s.o.MaxRows
@@ -586,7 +614,7 @@ func (s *Server) handleBreakGlass(action string) http.HandlerFunc {
 			s.deny(ctx, w, req, http.StatusForbidden, err)
 			return
 		case err != nil:
-			s.deny(ctx, w, req, http.StatusServiceUnavailable, err)
+			s.deny(ctx, w, req, http.StatusServiceUnavailable, failed("the break-glass store cannot be read or written", err))
 			return
 		}
 		s.m.observe(req.rec.Report, "allowed", time.Since(req.start))

@@ -74,6 +74,13 @@ func ParseMasterKey(s string) (*MasterKey, error) {
 // the value given (an environment variable's). Never from the repository.
 func LoadMasterKey(path, value string) (*MasterKey, error) {
 	if path != "" {
+		st, err := os.Stat(path)
+		if err != nil {
+			return nil, fmt.Errorf("master key file: %w", err)
+		}
+		if perm := st.Mode().Perm(); perm&0o077 != 0 {
+			return nil, fmt.Errorf("master key file %s is readable or writable by group or others (mode %04o): chmod 600 it ('shukei keys init' writes 0600)", path, perm)
+		}
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("master key file: %w", err)

@@ -4,6 +4,9 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -112,5 +115,24 @@ func BenchmarkPseudonymize(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_, _ = k.Pseudonymize("acme", at, "u-123456")
+	}
+}
+
+// A key file others may read is refused; the same key at 0600 loads.
+func TestLoadMasterKeyRefusesOpenFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "master.key")
+	if err := os.WriteFile(path, []byte(NewMasterKeyText()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadMasterKey(path, ""); err != nil {
+		t.Fatalf("0600: %v", err)
+	}
+	for _, mode := range []os.FileMode{0o640, 0o604, 0o644, 0o660} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadMasterKey(path, ""); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+			t.Errorf("mode %04o: %v", mode, err)
+		}
 	}
 }

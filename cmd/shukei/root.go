@@ -127,8 +127,8 @@ and lists every problem if the configuration is invalid.`,
 			fmt.Fprintf(out, "# source: %s\n", src)
 			for _, f := range a.cfg.Fields() {
 				v := f.String()
-				if f.Path == "clickhouse.password" && v != "" {
-					v = "(set)"
+				if f.Secret && v != "" {
+					v = "(set)" // a secret is never printed
 				}
 				fmt.Fprintf(out, "%-30s %-40s %s\n", f.Path, v, f.Env)
 			}

@@ -25,12 +25,30 @@ func captureLogs(h *harness) *servicetest.Output {
 	return l
 }
 
+// beaconOf is a beacon as the SDK writes it: the token first.
 func beaconOf(t *testing.T, token string, events ...any) []byte {
 	t.Helper()
 	if events == nil {
 		events = []any{}
 	}
-	return mustJSON(t, map[string]any{"token": token, "events": events})
+	return ordered(t, "token", token, "events", events)
+}
+
+// ordered is a JSON object with its members in the given order (json.Marshal sorts a map's).
+func ordered(t *testing.T, kv ...any) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i := 0; i < len(kv); i += 2 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(mustJSON(t, kv[i]))
+		b.WriteByte(':')
+		b.Write(mustJSON(t, kv[i+1]))
+	}
+	b.WriteByte('}')
+	return b.Bytes()
 }
 
 // sendBeacon posts like navigator.sendBeacon: no Authorization header, the body's type only.
@@ -159,8 +177,10 @@ func TestBeaconRequests(t *testing.T) {
 	f("no type", "/v1/beacon", beaconOf(t, testToken, ev()), "", 415)
 	f("latin-1", "/v1/beacon", beaconOf(t, testToken, ev()), "text/plain;charset=ISO-8859-1", 415)
 	f("not json", "/v1/beacon", []byte("token="+testToken), beaconType8, 400)
-	f("events not an array", "/v1/beacon", mustJSON(t, map[string]any{"token": testToken, "events": ev()}), beaconType8, 400)
-	f("unknown field", "/v1/beacon", mustJSON(t, map[string]any{"token": testToken, "events": []any{}, "extra": 1}), beaconType8, 400)
+	f("events not an array", "/v1/beacon", ordered(t, "token", testToken, "events", ev()), beaconType8, 400)
+	f("unknown field", "/v1/beacon", ordered(t, "token", testToken, "events", []any{}, "extra", 1), beaconType8, 400)
+	// The token comes first: a beacon whose events come before it is not read past its start.
+	f("events before the token", "/v1/beacon", ordered(t, "events", []any{ev()}, "token", testToken), beaconType8, 401)
 	f("trailing data", "/v1/beacon", append(beaconOf(t, testToken, ev()), []byte(" {}")...), beaconType8, 400)
 	f("empty events", "/v1/beacon", beaconOf(t, testToken), beaconType8, 204)
 

@@ -19,12 +19,14 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/time/rate"
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/guard"
@@ -81,6 +83,10 @@ type Collector struct {
 	handler  http.Handler
 	ready    atomic.Int64 // unix nanos until which the last Kafka failure marks us not ready
 	registry Tokens       // nil: only configured tokens
+
+	tmu      sync.Mutex
+	busy     map[string]int           // tenant → its requests in flight
+	limiters map[string]*rate.Limiter // tenant → its event rate
 }
 
 // New builds a collector. reg receives its metrics; w is the Kafka writer for the raw topic
@@ -95,6 +101,9 @@ func New(cfg config.Collector, ev config.Events, w Writer, reg prometheus.Regist
 		sem:    make(chan struct{}, cfg.MaxInFlight),
 		now:    time.Now,
 		m:      newMetrics(reg),
+		busy:   map[string]int{},
+
+		limiters: map[string]*rate.Limiter{},
 	}
 	for _, t := range cfg.IngestTokens {
 		tenant, sum, _ := strings.Cut(t, ":")
@@ -220,8 +229,19 @@ type httpError struct {
 }
 
 func (c *Collector) fail(w http.ResponseWriter, e httpError) {
+	c.failAfter(w, e, int(c.cfg.RetryAfter.Round(time.Second)/time.Second))
+}
+
+// failAfter is fail with the Retry-After (seconds) a 503 or 429 carries.
+func (c *Collector) failAfter(w http.ResponseWriter, e httpError, retryAfter int) {
 	if e.status == http.StatusServiceUnavailable || e.status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", strconv.Itoa(int(c.cfg.RetryAfter.Round(time.Second)/time.Second)))
+		w.Header().Set("Retry-After", strconv.Itoa(max(retryAfter, 1)))
+	}
+	if e.status == http.StatusUnauthorized || e.status == http.StatusBadRequest || e.status == http.StatusRequestEntityTooLarge ||
+		e.status == http.StatusUnsupportedMediaType {
+		// Answer now and drop the connection: without it the server would first read up to
+		// 256 KiB of a body the request no longer needs — as slowly as its sender likes.
+		w.Header().Set("Connection", "close")
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(e.status)
@@ -249,19 +269,20 @@ func (c *Collector) admit(w http.ResponseWriter) (done func(), ok bool) {
 	}, true
 }
 
+// ingest serves POST /v1/events. The token is checked first, from the header alone: a request
+// without a valid one takes no slot and has no byte of its body read.
 func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
-	done, ok := c.admit(w)
-	if !ok {
-		return
-	}
-	defer done()
-
 	tenant, ok := c.authenticate(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="shukei-ingest"`)
 		c.fail(w, httpError{http.StatusUnauthorized, "unauthorized", "send 'Authorization: Bearer <ingest token>' with the tenant's token"})
 		return
 	}
+	done, ok := c.admitTenant(w, tenant)
+	if !ok {
+		return
+	}
+	defer done()
 
 	body, herr := c.readBody(w, r)
 	if herr != nil {
@@ -274,8 +295,69 @@ func (c *Collector) ingest(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, *herr)
 		return
 	}
+	if !c.allow(w, tenant, len(raws)) {
+		return
+	}
 	reply, status := c.process(r.Context(), tenant, raws)
 	c.answer(w, status, reply)
+}
+
+// admitTenant admits an authenticated request: within its tenant's share of the slots
+// (collector.tenant_in_flight; past it 429), then one of the collector's (past them 503). done
+// gives both back.
+func (c *Collector) admitTenant(w http.ResponseWriter, tenant string) (done func(), ok bool) {
+	c.tmu.Lock()
+	if c.busy[tenant] >= c.cfg.TenantInFlight {
+		c.tmu.Unlock()
+		c.fail(w, httpError{http.StatusTooManyRequests, "tenant_busy", fmt.Sprintf("this tenant has %d requests in flight, its most; retry after the Retry-After delay", c.cfg.TenantInFlight)})
+		return nil, false
+	}
+	c.busy[tenant]++
+	c.tmu.Unlock()
+	release := func() {
+		c.tmu.Lock()
+		if c.busy[tenant]--; c.busy[tenant] == 0 {
+			delete(c.busy, tenant)
+		}
+		c.tmu.Unlock()
+	}
+	slot, ok := c.admit(w)
+	if !ok {
+		release()
+		return nil, false
+	}
+	return func() { slot(); release() }, true
+}
+
+// allow takes n events from the tenant's bucket (collector.tenant_rate, tenant_burst). Over the
+// rate the whole request is refused, 429, with the wait until it would pass as Retry-After:
+// nothing of it is accepted, so a resend after that wait loses nothing.
+func (c *Collector) allow(w http.ResponseWriter, tenant string, n int) bool {
+	if c.cfg.TenantRate <= 0 || n == 0 {
+		return true
+	}
+	c.tmu.Lock()
+	lim := c.limiters[tenant]
+	if lim == nil {
+		lim = rate.NewLimiter(rate.Limit(c.cfg.TenantRate), c.cfg.TenantBurst)
+		c.limiters[tenant] = lim
+	}
+	c.tmu.Unlock()
+	now := c.now()
+	res := lim.ReserveN(now, n)
+	if !res.OK() {
+		c.fail(w, httpError{http.StatusRequestEntityTooLarge, "too_many_events", fmt.Sprintf("at most %d events a request for this tenant; split the batch", c.cfg.TenantBurst)})
+		return false
+	}
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		secs := int((d + time.Second - 1) / time.Second)
+		c.m.rateLimited.Add(float64(n))
+		c.failAfter(w, httpError{http.StatusTooManyRequests, "rate_limited",
+			fmt.Sprintf("this tenant is over its rate of %g events a second; none of these %d events was taken: send them again after %d s", c.cfg.TenantRate, n, secs)}, secs)
+		return false
+	}
+	return true
 }
 
 // process is the per-event path every ingest door shares once it knows the tenant: size limit,
@@ -424,31 +506,50 @@ func (c *Collector) UseRegistry(t Tokens) { c.registry = t }
 // readBody reads the body, decompressing gzip, and bounds the size after decompression so a
 // small compressed body cannot expand without limit.
 func (c *Collector) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
+	src, closeBody, herr := c.bodyReader(w, r)
+	if herr != nil {
+		return nil, herr
+	}
+	defer closeBody()
+	body, err := io.ReadAll(src)
+	if herr := c.bodyError(err, int64(len(body))); herr != nil {
+		return nil, herr
+	}
+	return body, nil
+}
+
+// bodyReader is the request body, gzip decoded, bounded to collector.max_body_bytes after
+// decompression; closeBody releases the decoder.
+func (c *Collector) bodyReader(w http.ResponseWriter, r *http.Request) (src io.Reader, closeBody func(), herr *httpError) {
 	limit := int64(c.cfg.MaxBodyBytes)
-	var src io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	src = http.MaxBytesReader(w, r.Body, limit)
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
+		return src, func() {}, nil
 	case "gzip":
 		zr, err := gzip.NewReader(src)
 		if err != nil {
-			return nil, &httpError{http.StatusBadRequest, "bad_gzip", "the body is not valid gzip"}
+			return nil, nil, &httpError{http.StatusBadRequest, "bad_gzip", "the body is not valid gzip"}
 		}
-		defer zr.Close()
-		src = io.LimitReader(zr, limit+1)
+		return io.LimitReader(zr, limit+1), func() { zr.Close() }, nil
 	default:
-		return nil, &httpError{http.StatusUnsupportedMediaType, "unsupported_encoding", "Content-Encoding must be gzip or absent"}
+		return nil, nil, &httpError{http.StatusUnsupportedMediaType, "unsupported_encoding", "Content-Encoding must be gzip or absent"}
 	}
-	body, err := io.ReadAll(src)
+}
+
+// bodyError maps what reading n bytes of a body ended with to the answer.
+func (c *Collector) bodyError(err error, n int64) *httpError {
+	limit := int64(c.cfg.MaxBodyBytes)
 	var tooBig *http.MaxBytesError
 	switch {
-	case errors.As(err, &tooBig) || int64(len(body)) > limit:
-		return nil, &httpError{http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is over %d bytes (after decompression); split the batch", limit)}
+	case errors.As(err, &tooBig) || n > limit:
+		return &httpError{http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is over %d bytes (after decompression); split the batch", limit)}
 	case errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, &httpError{http.StatusBadRequest, "bad_gzip", "the gzip stream is corrupt or cut short"}
-	case err != nil:
-		return nil, &httpError{http.StatusBadRequest, "bad_body", "the body could not be read"}
+		return &httpError{http.StatusBadRequest, "bad_gzip", "the gzip stream is corrupt or cut short"}
+	case err != nil && !errors.Is(err, io.EOF):
+		return &httpError{http.StatusBadRequest, "bad_body", "the body could not be read"}
 	}
-	return body, nil
+	return nil
 }
 
 // splitEvents cuts a body into raw events without decoding them: a JSON array of events, or

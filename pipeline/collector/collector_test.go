@@ -283,7 +283,7 @@ func TestKafkaDownAnswersRetry(t *testing.T) {
 }
 
 func TestInFlightBound(t *testing.T) {
-	h := start(t, func(c *config.Config) { c.Collector.MaxInFlight = 1 })
+	h := start(t, func(c *config.Config) { c.Collector.MaxInFlight, c.Collector.TenantInFlight = 1, 1 })
 	// Hold the only slot with a request whose body never finishes.
 	pr, pw := io.Pipe()
 	req, _ := http.NewRequest(http.MethodPost, h.url+"/v1/events", pr)
@@ -301,9 +301,15 @@ func TestInFlightBound(t *testing.T) {
 	for testutil.ToFloat64(h.c.m.inFlight) < 1 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	resp, _ := post(t, h.url, testToken, mustJSON(t, []any{featureUse("acme", "app.record.create")}))
+	// Another tenant finds the collector's slots taken: 503. The same tenant finds its own
+	// share taken: 429.
+	resp, _ := post(t, h.url, "tok-globex", mustJSON(t, []any{featureUse("globex", "app.record.create")}))
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "2" {
 		t.Errorf("second request: %d Retry-After %q, want 503 with Retry-After 2", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	resp, _ = post(t, h.url, testToken, mustJSON(t, []any{featureUse("acme", "app.record.create")}))
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "2" {
+		t.Errorf("the same tenant's second request: %d Retry-After %q, want 429 with Retry-After 2", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 	_, _ = pw.Write([]byte("]"))
 	_ = pw.Close()

@@ -12,6 +12,7 @@ type metrics struct {
 	inFlight    prometheus.Gauge
 	kafkaWrite  prometheus.Histogram
 	kafkaErrors prometheus.Counter
+	rateLimited prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) metrics {
@@ -46,7 +47,11 @@ func newMetrics(reg prometheus.Registerer) metrics {
 			Name: "shukei_collector_kafka_write_errors_total",
 			Help: "Kafka writes that failed; their events were answered as retry.",
 		}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shukei_collector_rate_limited_events_total",
+			Help: "Events refused whole with their request (429) because their tenant was over collector.tenant_rate; the sender resends them.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.events, m.bytes, m.duration, m.inFlight, m.kafkaWrite, m.kafkaErrors)
+	reg.MustRegister(m.requests, m.events, m.bytes, m.duration, m.inFlight, m.kafkaWrite, m.kafkaErrors, m.rateLimited)
 	return m
 }

@@ -26,6 +26,9 @@ const (
 	ReasonNoKey         = "no_pseudonym_key"  // the tenant's keys were destroyed
 	ReasonNoPurpose     = "no_purpose"        // the policy allows this event no purpose at all
 	ReasonDuplicate     = "duplicate_event_id"
+	// The raw topic is keyed by tenant id, so each tenant's events are in one partition: what
+	// the aggregator's per-tenant bounds rely on. A message keyed otherwise is refused.
+	ReasonKeyMismatch = "key_mismatch"
 )
 
 // Class of a rejection: what kind of refusal it is. What may be kept of the message is the
@@ -95,6 +98,21 @@ type Rejection struct {
 	// Payload is the message's content-free form (keep.go), nil when nothing of it has a
 	// structure that can be kept, and for duplicates.
 	Payload []byte
+}
+
+// DecideMessage is Decide for a message of the raw topic: an event whose message key is not
+// its tenant id is refused (key_mismatch, kept like a malformed message: replaying it writes it
+// again keyed by its tenant), whoever wrote it — a tenant's events spread over partitions
+// would each be bounded per partition, not once, by the aggregator.
+func DecideMessage(key, raw []byte, c *Context) (Tagged, *Rejection) {
+	t, rej := Decide(raw, c)
+	if rej != nil || string(key) == t.Event.TenantID {
+		return t, rej
+	}
+	r := &Rejection{Reason: ReasonKeyMismatch, Class: ClassMalformed, Field: "tenant_id", Hash: c.hash(raw)}
+	c.fillIDs(r, t.Event, "")
+	r.Payload = c.keep(raw, c.pseudonymOf)
+	return Tagged{}, r
 }
 
 // Decide runs the whole decision for one raw message.

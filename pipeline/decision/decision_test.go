@@ -1,6 +1,7 @@
 package decision
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 	"time"
@@ -153,5 +154,30 @@ func TestDeletedTenantKeepsNothing(t *testing.T) {
 	}
 	if TenantTombstone([]byte("k"), "acme") == TenantTombstone([]byte("other key"), "acme") || TenantTombstone(c.HashKey, "acme") == TenantTombstone(c.HashKey, "acme2") {
 		t.Error("the tombstone must depend on the key and the id")
+	}
+}
+
+// A raw-topic message keyed by another tenant than its own is refused, whatever it holds; one
+// keyed by its tenant goes through as Decide decides; a refusal for another reason keeps that
+// reason.
+func TestDecideMessageKeyIsTenant(t *testing.T) {
+	acme := &registry.Tenant{ID: "acme", Status: "contracted", Edition: "standard", SizeBand: "m"}
+	globex := &registry.Tenant{ID: "globex", Status: "contracted", Edition: "standard", SizeBand: "m"}
+	c := testContext(t, acme, globex)
+	if _, rej := DecideMessage([]byte("acme"), raw(t, nil), c); rej != nil {
+		t.Fatalf("keyed by its tenant: %+v", rej)
+	}
+	for _, key := range []string{"globex", "", "ACME", "acme "} {
+		_, rej := DecideMessage([]byte(key), raw(t, nil), c)
+		if rej == nil || rej.Reason != ReasonKeyMismatch || rej.Class != ClassMalformed || rej.Tenant != "acme" || rej.Payload == nil {
+			t.Errorf("keyed %q: %+v", key, rej)
+			continue
+		}
+		if bytes.Contains(rej.Payload, []byte("u-1")) {
+			t.Errorf("keyed %q: the refusal keeps the raw user: %s", key, rej.Payload)
+		}
+	}
+	if _, rej := DecideMessage([]byte("globex"), raw(t, func(m map[string]any) { m["user"] = "hanako@example.jp" }), c); rej == nil || rej.Reason != "input_data.email" {
+		t.Errorf("content under another tenant's key: %+v", rej)
 	}
 }

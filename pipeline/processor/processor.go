@@ -314,7 +314,7 @@ func (p *Processor) decide(batch []kafka.Message, state map[int]*partitionState)
 					out[i].skip = true
 					continue
 				}
-				out[i].t, out[i].rej = decision.Decide(m.Value, dctx)
+				out[i].t, out[i].rej = decision.DecideMessage(m.Key, m.Value, dctx)
 			}
 		}()
 	}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -147,6 +148,14 @@ func produce(t testing.TB, r *rig, n int) workload {
 			dup := sent[rnd.IntN(len(sent))]
 			msgs = append(msgs, kafka.Message{Key: dup.Key, Value: dup.Value})
 			w.rejected["duplicate_event_id"]++
+			w.total++
+			continue
+		case x < 28 && len(r.tenants) > 1:
+			// Keyed by another tenant than its own: refused, whatever it holds.
+			value, _ = json.Marshal(ev)
+			other := r.tenants[(slices.Index(r.tenants, tenant)+1)%len(r.tenants)]
+			msgs = append(msgs, kafka.Message{Key: []byte(other), Value: value})
+			w.rejected["key_mismatch"]++
 			w.total++
 			continue
 		default:
