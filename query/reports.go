@@ -232,17 +232,20 @@ func activeTenants() *Report {
 			"edition below k in a week is left out of that week, never shown on its own. Clause 3(1)-2.",
 		Params: []Param{pWeek, pWeeks(8, 26), pEditions,
 			{Name: "by_edition", Kind: Bool, Default: "false", Doc: "one row per edition (true) or one over all editions (false)"}},
-		Columns: []Column{
-			{"week", "date", "the ISO week's Monday (UTC)"},
-			{"edition", "string", "edition, or 'all'"},
-			{"tenants", "integer", "distinct active tenants in the week"},
-			{"users", "integer", "distinct users in the week (pseudonymous; each tenant's own)"},
-			{"events", "integer", "events in the week"},
-		},
-		Chart: Chart{Kind: "bar", Label: "week", Value: "tenants", Series: "edition"},
-		weeks: periodWeeks,
-		build: func(a Args, at gate.Atoms) ([][]any, error) { return buildActivity(a, at, false) },
+		Columns: activityColumns(Column{"edition", "string", "edition, or 'all'"}),
+		Chart:   Chart{Kind: "bar", Label: "week", Value: "tenants", Series: "edition"},
+		weeks:   periodWeeks,
+		build:   func(a Args, at gate.Atoms) ([][]any, error) { return buildActivity(a, at, false) },
 	}
+}
+
+// activityColumns are the weekly activity reports' columns: the week, the segment, and what
+// its tenants did.
+func activityColumns(segment ...Column) []Column {
+	return append(append([]Column{{"week", "date", "the ISO week's Monday (UTC)"}}, segment...),
+		Column{"tenants", "integer", "distinct active tenants in the week"},
+		Column{"users", "integer", "distinct users in the week (pseudonymous; each tenant's own)"},
+		Column{"events", "integer", "events in the week"})
 }
 
 // periodWeeks: the weeks of the period, ending with week.
@@ -302,14 +305,8 @@ func statusActivity() *Report {
 			{Name: "status", Kind: Enum, Multi: true, Values: []string{"trial", "beta", "contracted"}, Default: "trial,beta,contracted",
 				Doc: "contract statuses shown"},
 			{Name: "by_edition", Kind: Bool, Default: "false", Doc: "split each status by edition"}},
-		Columns: []Column{
-			{"week", "date", "the ISO week's Monday (UTC)"},
-			{"status", "string", "contract status (each tenant's latest in the week)"},
-			{"edition", "string", "edition, or 'all'"},
-			{"tenants", "integer", "distinct active tenants in the week"},
-			{"users", "integer", "distinct users in the week (pseudonymous; each tenant's own)"},
-			{"events", "integer", "events in the week"},
-		},
+		Columns: activityColumns(Column{"status", "string", "contract status (each tenant's latest in the week)"},
+			Column{"edition", "string", "edition, or 'all'"}),
 		Chart: Chart{Kind: "bar", Label: "week", Value: "tenants", Series: "status"},
 		weeks: periodWeeks,
 		build: func(a Args, at gate.Atoms) ([][]any, error) { return buildActivity(a, at, true) },

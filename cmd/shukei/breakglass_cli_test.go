@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/shukei/shukei/internal/chain"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/query/principal"
@@ -39,13 +41,8 @@ func TestShownEscapesWhatIsNotPrintable(t *testing.T) {
 // shows it; 'shukei breakglass' and 'shukei audit report' show rows stored before free text was
 // refused unless printable with every non-printable character escaped, and the audit tenant.
 func TestBreakGlassAndAuditListingsOnRealServices(t *testing.T) {
-	conn, cfg := servicetest.ClickHouse(t)
+	conn, db := migratedDB(t)
 	ctx := context.Background()
-	db := cfg.ClickHouse.Database
-	t.Setenv("SHUKEI_CLICKHOUSE_DATABASE", db)
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
 	out, err := runCLI(t, "principals", "add", "--id", "dpo", "--kind", "employee", "--purposes", "service_improvement", "--approver")
 	if err != nil || !strings.Contains(out, "breakglass_approver") {
 		t.Fatalf("principals add --approver: %v\n%s", err, out)
@@ -143,13 +140,8 @@ func lineWith(out string, words ...string) bool {
 // A service principal (Grafana): the token goes to a file (0600), never to the output; run
 // again with --exist-ok it changes nothing; with another grant it fails.
 func TestPrincipalTokenFileAndExistOK(t *testing.T) {
-	conn, cfg := servicetest.ClickHouse(t)
+	conn, db := migratedDB(t)
 	ctx := context.Background()
-	db := cfg.ClickHouse.Database
-	t.Setenv("SHUKEI_CLICKHOUSE_DATABASE", db)
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
-		t.Fatal(err)
-	}
 	file := filepath.Join(t.TempDir(), "query.token")
 	args := []string{"principals", "add", "--id", "grafana", "--kind", "employee", "--purposes", "service_improvement,marketing,external_aggregate",
 		"--token-file", file, "--exist-ok"}
@@ -186,4 +178,16 @@ func TestPrincipalTokenFileAndExistOK(t *testing.T) {
 	if _, err := runCLI(t, "principals", "add", "--id", "x", "--purposes", "marketing", "--exist-ok"); err == nil {
 		t.Error("--exist-ok without --token-file accepted")
 	}
+}
+
+// migratedDB is a fresh, migrated database that the CLI run by the test uses.
+func migratedDB(t *testing.T) (driver.Conn, string) {
+	t.Helper()
+	conn, cfg := servicetest.ClickHouse(t)
+	db := cfg.ClickHouse.Database
+	t.Setenv("SHUKEI_CLICKHOUSE_DATABASE", db)
+	if _, err := chm.Apply(context.Background(), conn, db); err != nil {
+		t.Fatal(err)
+	}
+	return conn, db
 }
