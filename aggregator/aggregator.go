@@ -351,10 +351,14 @@ func (a *Aggregator) add(st *partState, m kafka.Message, dctx *decision.Context)
 		acc = a.plan.NewAcc(w)
 		st.open[w.Start.Unix()] = acc
 	}
+	refused := acc.CellsRefused
 	if acc.Add(&t, m.Offset) {
 		a.m.events.WithLabelValues("added").Inc()
 	} else {
 		a.m.events.WithLabelValues("duplicate").Inc()
+	}
+	if n := acc.CellsRefused - refused; n > 0 {
+		a.m.cellsRefused.Add(float64(n))
 	}
 }
 

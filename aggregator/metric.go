@@ -96,6 +96,9 @@ type Plan struct {
 	GaussianDelta  float64
 	Editions       []string
 	PolicyVersion  int
+	// MaxTenantCells bounds the cells one tenant opens in one metric of one window (not part
+	// of the plan's hash: it changes what is accumulated, never how it is bounded or noised).
+	MaxTenantCells int
 }
 
 // statuses are the contract statuses a release splits by. Terminated is not one of them: the
@@ -165,6 +168,7 @@ func NewPlan(c config.Aggregator, policyVersion int) (*Plan, error) {
 	p := &Plan{
 		Epsilon: c.Epsilon, SelectionShare: c.SelectionShare, SelectionDelta: c.SelectionDelta,
 		Mechanism: mech, GaussianDelta: c.GaussianDelta, Editions: editions, PolicyVersion: policyVersion,
+		MaxTenantCells: c.MaxTenantCells,
 		Metrics: []*Metric{
 			{
 				Name: "feature_adoption", Doc: "distinct tenants using the feature",

@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	events          *prometheus.CounterVec
 	late            prometheus.Counter
+	cellsRefused    prometheus.Counter
 	openWindows     prometheus.Gauge
 	watermark       *prometheus.GaugeVec
 	closedThrough   *prometheus.GaugeVec
@@ -32,6 +33,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		late: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shukei_aggregator_late_events_total",
 			Help: "Events that arrived after their window was closed (window end + allowed lateness): counted here, never added to a release.",
+		}),
+		cellsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shukei_aggregator_tenant_cells_refused_total",
+			Help: "Events not added to a cell because their tenant had opened aggregator.max_tenant_cells cells of that metric in the window already.",
 		}),
 		openWindows: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shukei_aggregator_open_windows",
@@ -98,7 +103,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.draws.WithLabelValues("discarded")
 	// The refusal series exists from the start, so a dashboard shows 0 rather than no data.
 	m.refusals.WithLabelValues(Purpose, "budget")
-	reg.MustRegister(m.events, m.late, m.openWindows, m.watermark, m.closedThrough, m.windowsClosed, m.windowsReleased,
+	reg.MustRegister(m.events, m.late, m.cellsRefused, m.openWindows, m.watermark, m.closedThrough, m.windowsClosed, m.windowsReleased,
 		m.cells, m.refusals, m.budgetEps, m.budgetDelta, m.writeErrors, m.kafkaErrors, m.retrying, m.assigned, m.releaser, m.draws)
 	return m
 }

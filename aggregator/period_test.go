@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/dp"
 	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/dptest"
 	"github.com/shukei/shukei/internal/population"
@@ -564,4 +566,51 @@ func cellDeltaPrime(t *testing.T, p *Plan, m *Metric, a, b [][]byte, low int64, 
 	lo := low - int64(2*sd)
 	est, slack = dptest.DeltaPrime(draw(a, lo), draw(b, lo), claimed, 0, int64(4*sd+10)/width)
 	return est, slack, claimed
+}
+
+// One tenant cannot grow a window without bound: past aggregator.max_tenant_cells distinct
+// cells of a metric, its events for new cells are counted and not added; its existing cells
+// and other tenants are not affected.
+func TestAccCapsCellsPerTenant(t *testing.T) {
+	c := config.Default().Aggregator
+	c.Epsilon, c.MaxTenantCells = 1, 64
+	plan, err := NewPlan(c, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := Window{Start: time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC), End: time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)}
+	acc := plan.NewAcc(w)
+	add := func(tenant, feature string) {
+		ev := event.Event{Envelope: event.Envelope{
+			EventID: fmt.Sprintf("00000000-0000-4000-8000-%012d", acc.Events()+1), TenantID: tenant, OccurredAt: w.Start.Add(time.Hour),
+			Schema: event.SchemaFeatureUseV1, Source: "test", Client: event.Client{OS: event.OSWindows, DeviceKind: event.DeviceDesktop},
+		}, Data: &event.FeatureUse{FeatureID: feature, Count: 1}}
+		tg := decision.Tagged{Event: ev, Tenant: &registry.Tenant{ID: tenant, Status: registry.StatusContracted, Edition: "standard"},
+			Pseudonym: pseudonym.Pseudonym{1}}
+		acc.Add(&tg, 1)
+	}
+	for i := range 500 {
+		add("greedy", fmt.Sprintf("f.%04d", i))
+	}
+	add("greedy", "f.0001") // an existing cell still counts
+	add("modest", "f.0001")
+	cells := map[string]map[string]bool{}
+	for _, r := range acc.TenantRows() {
+		if cells[r.Tenant+"/"+r.Metric] == nil {
+			cells[r.Tenant+"/"+r.Metric] = map[string]bool{}
+		}
+		cells[r.Tenant+"/"+r.Metric][r.Cell] = true
+	}
+	for _, m := range []string{"feature_adoption", "feature_active_users"} {
+		if n := len(cells["greedy/"+m]); n != 64 {
+			t.Errorf("greedy has %d cells of %s, want 64", n, m)
+		}
+		if n := len(cells["modest/"+m]); n != 1 {
+			t.Errorf("modest has %d cells of %s, want 1", n, m)
+		}
+	}
+	// Two metrics refuse 436 new cells each.
+	if acc.CellsRefused != 2*436 {
+		t.Errorf("cells refused %d, want %d", acc.CellsRefused, 2*436)
+	}
 }

@@ -63,13 +63,22 @@ type Acc struct {
 	FirstOffset int64 // the first offset that added to the window: where a restart must replay from
 	seen        map[uuid.UUID]struct{}
 	tenants     map[string]map[cellRef]*cellAcc
+	opened      map[tenantMetric]int // cells each tenant opened in each metric
 	// Duplicates counts collector retries (an event_id already added) that were dropped.
 	Duplicates int64
+	// CellsRefused counts events not added to a cell because their tenant had opened
+	// Plan.MaxTenantCells cells of that metric already.
+	CellsRefused int64
+}
+
+type tenantMetric struct {
+	tenant string
+	metric uint8
 }
 
 // NewAcc starts an empty window.
 func (p *Plan) NewAcc(w Window) *Acc {
-	return &Acc{plan: p, W: w, FirstOffset: -1, seen: map[uuid.UUID]struct{}{}, tenants: map[string]map[cellRef]*cellAcc{}}
+	return &Acc{plan: p, W: w, FirstOffset: -1, seen: map[uuid.UUID]struct{}{}, tenants: map[string]map[cellRef]*cellAcc{}, opened: map[tenantMetric]int{}}
 }
 
 // Add adds an accepted event tagged for external_aggregate, read at offset. It reports whether
@@ -104,6 +113,12 @@ func (a *Acc) Add(t *decision.Tagged, offset int64) bool {
 		ref := cellRef{uint8(i), cellKey(vals)}
 		c := cells[ref]
 		if c == nil {
+			tm := tenantMetric{t.Tenant.ID, uint8(i)}
+			if most := a.plan.MaxTenantCells; most > 0 && a.opened[tm] >= most {
+				a.CellsRefused++ // one tenant cannot grow the window without bound
+				continue
+			}
+			a.opened[tm]++
 			c = &cellAcc{}
 			cells[ref] = c
 		}

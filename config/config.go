@@ -63,6 +63,7 @@ type Aggregator struct {
 	Settings          []string      `yaml:"settings" doc:"the public settings catalogue, as features"`
 	ClosedCatalogues  bool          `yaml:"closed_catalogues" doc:"with a feature or settings catalogue, release ids outside it as 'other' instead of selecting them privately: no cell comes from the data, so the metric's whole ε goes to the noise (half the noise at the default selection_share)"`
 	Editions          []string      `yaml:"editions" doc:"editions released as themselves; any other edition is released as 'other'"`
+	MaxTenantCells    int           `yaml:"max_tenant_cells" doc:"distinct cells one tenant may open in one metric of one base window; its events for further cells are counted (shukei_aggregator_tenant_cells_refused_total) and not added, so one tenant cannot grow the open windows without bound (bounding keeps at most L0 cells of a tenant anyway)"`
 	ReleaseInterval   time.Duration `yaml:"release_interval" doc:"how often the release step looks for windows every partition has closed"`
 	SealAfter         time.Duration `yaml:"seal_after" doc:"how long after an ISO week ends the release step seals its gated atoms (the only data the aggregate reports and the dashboards read); events stored later are in the per-tenant marts but never in that week's atoms; between 0 and events.max_age"`
 	MaxBackoff        time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
@@ -220,6 +221,7 @@ func Default() Config {
 			Editions:          []string{"standard", "professional", "enterprise"},
 			ReleaseInterval:   5 * time.Second,
 			SealAfter:         6 * time.Hour,
+			MaxTenantCells:    1024,
 			MaxBackoff:        30 * time.Second,
 			Listen:            "127.0.0.1:9102",
 			StateRetention:    3 * 24 * time.Hour,
@@ -554,6 +556,9 @@ func (c *Config) validateAggregator(bad func(path, format string, args ...any)) 
 				bad(l.path, "%q must match ^[a-z0-9][a-z0-9_.-]{0,63}$ and not be 'other'", id)
 			}
 		}
+	}
+	if a.MaxTenantCells < 64 || a.MaxTenantCells > 1<<20 {
+		bad("aggregator.max_tenant_cells", "must be between 64 and 1048576, got %d", a.MaxTenantCells)
 	}
 	if a.SealAfter < 0 || a.SealAfter > c.Events.MaxAge {
 		bad("aggregator.seal_after", "must be between 0 and events.max_age (%s), got %s", c.Events.MaxAge, a.SealAfter)
