@@ -39,8 +39,8 @@ func TestSpearman(t *testing.T) {
 // every row. 'shukei aggregator --report' (make bench) prints the whole table at 300, 2,000
 // and 10,000 tenants.
 func TestUtilityTargets(t *testing.T) {
-	if testing.Short() || raceDetector {
-		t.Skip("a month of 2,000 tenants, one goroutine: make test runs it without -race")
+	if raceDetector || testing.Short() && os.Getenv("CI") == "" {
+		t.Skip("a month of 2,000 tenants, one goroutine: make test runs it without -race (and CI never skips it for -short)")
 	}
 	month := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 	u, err := UtilityReport(config.Default().Aggregator, []*population.Population{population.New(2000, 1, "t")}, month, 1, 200, 100)
@@ -78,6 +78,32 @@ func TestUtilityTargets(t *testing.T) {
 		}
 		if !strings.Contains(b.String(), r.Metric) {
 			t.Errorf("report lacks %s", r.Metric)
+		}
+	}
+}
+
+// The tests that skip under -race are run without it by make test (and so by CI): a test that
+// skips there and is missing from that run would never run at all. They never skip for a
+// missing service: they need none.
+func TestRaceSkippedTestsRunWithoutRace(t *testing.T) {
+	b, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var run string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "go test") || strings.Contains(line, "$(GO) test") {
+			if !strings.Contains(line, "-race") && strings.Contains(line, "./aggregator/") {
+				run = line
+			}
+		}
+	}
+	if run == "" {
+		t.Fatal("the Makefile has no run of ./aggregator/ without -race")
+	}
+	for _, name := range []string{"TestUtilityTargets", "TestNeighbouringMonthReleases", "TestDoubleCloseNeighbours"} {
+		if !strings.Contains(run, name) {
+			t.Errorf("%s skips under -race but the Makefile's run without -race does not name it:\n%s", name, run)
 		}
 	}
 }

@@ -37,7 +37,8 @@ type Sealer struct {
 	now    func() time.Time
 	log    *slog.Logger
 	sealed *prometheus.CounterVec
-	first  map[string]time.Time // purpose → its first week with data, once known
+	first  map[string]time.Time          // purpose → its first week with data, once known
+	stored map[string]map[time.Time]bool // purpose → weeks materialised, read once, then kept
 }
 
 // NewSealer returns a sealer of database prefix with its own reader of the release log.
@@ -61,7 +62,8 @@ func newSealer(conn driver.Conn, prefix string, rlog *releaseLog, k int, after t
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Sealer{conn: conn, prefix: prefix, rlog: rlog, k: k, after: after, now: now, log: log, sealed: sealed, first: map[string]time.Time{}}
+	return &Sealer{conn: conn, prefix: prefix, rlog: rlog, k: k, after: after, now: now, log: log, sealed: sealed,
+		first: map[string]time.Time{}, stored: map[string]map[time.Time]bool{}}
 }
 
 // Close releases the sealer's writer of the release log (only one made by NewSealer).
@@ -77,9 +79,15 @@ func (s *Sealer) SealDue(ctx context.Context) ([]gate.Seal, error) {
 	last := gate.Monday(s.now().Add(-s.after)).AddDate(0, 0, -7) // the last week ended seal_after ago
 	for _, p := range gate.Purposes {
 		purpose := p.String()
-		stored, err := gate.Sealed(ctx, s.conn, s.prefix, purpose)
-		if err != nil {
-			return out, err
+		// Read once: weeks only ever get materialised, and one written again by another
+		// sealer is written with the same rows.
+		stored := s.stored[purpose]
+		if stored == nil {
+			var err error
+			if stored, err = gate.Sealed(ctx, s.conn, s.prefix, purpose); err != nil {
+				return out, err
+			}
+			s.stored[purpose] = stored
 		}
 		// Seals the log decided that are not materialised yet (their sealer may have died).
 		for _, sl := range s.rlog.firstSeals() {

@@ -158,7 +158,7 @@ func featureRanking() *Report {
 
 // featureWeeks: the week reported and the week before (its trend).
 func featureWeeks(a Args) (from, to time.Time) {
-	cur := monday(a.Time("week"))
+	cur := gate.Monday(a.Time("week"))
 	return cur.AddDate(0, 0, -7), cur
 }
 
@@ -214,12 +214,6 @@ func buildFeatureRanking(a Args, at gate.Atoms) ([][]any, error) {
 	return out, nil
 }
 
-// monday is the first day of t's ISO week.
-func monday(t time.Time) time.Time {
-	t = t.UTC().Truncate(24 * time.Hour)
-	return t.AddDate(0, 0, -((int(t.Weekday()) + 6) % 7))
-}
-
 func round1(f float64) float64 { return math.Round(f*10) / 10 }
 
 // activeTenants is the weekly activity of service_improvement: the dashboards' trend.
@@ -250,7 +244,7 @@ func activityColumns(segment ...Column) []Column {
 
 // periodWeeks: the weeks of the period, ending with week.
 func periodWeeks(a Args) (from, to time.Time) {
-	to = monday(a.Time("week"))
+	to = gate.Monday(a.Time("week"))
 	return to.AddDate(0, 0, -7*(a.Int("weeks")-1)), to
 }
 
@@ -503,7 +497,7 @@ func currentStatus(ctx context.Context, e *Env) (map[string]string, error) {
 
 func runTenantSignals(ctx context.Context, e *Env, a Args) ([][]any, error) {
 	asOf := a.Time("as_of")
-	this := monday(asOf)
+	this := gate.Monday(asOf)
 	last, from := this.AddDate(0, 0, -7), this.AddDate(0, 0, -21)
 	elapsed := asOf.Sub(this).Hours()/24 + 1 // days of this week up to as_of
 	having, args := tenantFilters(a)
@@ -627,7 +621,7 @@ func interviewCandidates() *Report {
 
 func runInterviewCandidates(ctx context.Context, e *Env, a Args) ([][]any, error) {
 	asOf := a.Time("as_of")
-	to := monday(asOf)
+	to := gate.Monday(asOf)
 	from := to.AddDate(0, 0, -7*(a.Int("weeks")-1))
 	days := asOf.Sub(from).Hours()/24 + 1
 	having, args := tenantFilters(a)

@@ -27,7 +27,6 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 
-	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/population"
@@ -332,16 +331,7 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	if err := os.MkdirAll(filepath.Dir(outPath), 0o755); err != nil {
 		return err
 	}
-	k, err := queryK(cfg.Query)
-	if err != nil {
-		return err
-	}
-	sealCfg := cfg
-	sealCfg.Aggregator.SealAfter = 0
-	sealer := aggregator.NewSealer(sealCfg, conn, k, nil, nil)
-	_, err = sealer.SealDue(ctx)
-	sealer.Close()
-	if err != nil {
+	if _, err := sealEveryWeek(ctx, cfg, conn, nil); err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
 	q, err := startRole(ctx, "query", env)

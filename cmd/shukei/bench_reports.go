@@ -21,7 +21,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
-	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/internal/population"
@@ -158,16 +157,8 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 
 	// Every complete week sealed, as the release step does after aggregator.seal_after: the
 	// aggregate reports read only sealed atoms. Timed: the cost of a week's seal.
-	k, err := queryK(bench.cfg.Query)
-	if err != nil {
-		return err
-	}
-	sealCfg := bench.cfg
-	sealCfg.Aggregator.SealAfter = 0
-	sealer := aggregator.NewSealer(sealCfg, conn, k, nil, nil)
 	t0 := time.Now()
-	sealed, err := sealer.SealDue(ctx)
-	sealer.Close()
+	sealed, err := sealEveryWeek(ctx, bench.cfg, conn, nil)
 	if err != nil {
 		return fmt.Errorf("seal the bench weeks: %w", err)
 	}

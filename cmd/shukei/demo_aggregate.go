@@ -176,21 +176,13 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	st.aggRate = float64(st.events) / el.Seconds()
 	// The aggregate reports read sealed weeks only; the demo's history is all in: seal every
 	// complete week now (the release step would, aggregator.seal_after after each week ends).
-	k, err := queryK(cfg.Query)
+	sealed, err := sealEveryWeek(ctx, demo.cfg, conn, quiet)
 	if err != nil {
 		return err
 	}
-	sealCfg := demo.cfg
-	sealCfg.Aggregator.SealAfter = 0
-	sealer := aggregator.NewSealer(sealCfg, conn, k, nil, quiet)
-	sealed, err := sealer.SealDue(ctx)
-	sealer.Close()
-	if err != nil {
-		return err
-	}
-	atoms := 0
+	atoms, k := 0, 0
 	for _, s := range sealed {
-		atoms += len(s.Atoms)
+		atoms, k = atoms+len(s.Atoms), s.K
 	}
 	fmt.Fprintf(out, "   %d purpose-weeks sealed: %d gated atoms of at least k=%d tenants (all the aggregate reports and dashboards read)\n", len(sealed), atoms, k)
 	fmt.Fprintf(out, "   %d of %d windows released (or found released by an earlier run: a window is released once) in %s\n",
