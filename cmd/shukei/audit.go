@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
 )
 
@@ -243,19 +244,12 @@ func newAuditCmd(a *app) *cobra.Command {
 
 // shown is s as a terminal may print it: every rune that is not printable (unicode.IsGraphic:
 // control characters, escape sequences, format characters such as bidirectional overrides,
-// line breaks, tabs) and every
-// byte that is not UTF-8 is escaped Go-style (\x1b, \u202e, \n, \xff), and so is the backslash,
-// so that a stored text can neither rewrite the terminal, hide or fake a line, nor pass for an
-// escape. Free text is refused unless printable when stored; this covers rows from before.
+// line breaks, tabs) and every byte that is not UTF-8 is escaped Go-style (\x1b, \u202e, \n,
+// \xff), and so is the backslash, so that a stored text can neither rewrite the terminal, hide
+// or fake a line, nor pass for an escape. Free text is refused unless printable when stored
+// (breakglass.Printable, the one rule of what is printable); this covers rows from before.
 func shown(s string) string {
-	clean := true
-	for _, r := range s {
-		if r == '\\' || r == utf8.RuneError || !unicode.IsGraphic(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
+	if _, ok := breakglass.Printable(s); ok && !strings.Contains(s, `\`) {
 		return s
 	}
 	var b strings.Builder
