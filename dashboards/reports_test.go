@@ -925,23 +925,8 @@ func seed(t *testing.T, ctx context.Context, conn driver.Conn, db string, now ti
 		registered = append(registered, registry.Tenant{ID: tn, Status: status(tn), Edition: "standard", SizeBand: "m"})
 	}
 
-	// Seal every complete week as the release step does (gate.Compute, then what the first
-	// seal of a week writes), from gate.Before weeks before the first week with data.
-	for _, p := range gate.Purposes {
-		first, ok, err := gate.FirstWeek(ctx, conn, db, p.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for w := first.AddDate(0, 0, -7*gate.Before); ok && !w.After(week); w = w.AddDate(0, 0, 7) {
-			atoms, err := gate.Compute(ctx, conn, db, p.String(), w, 5)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := gate.Materialise(ctx, conn, db, gate.Seal{Purpose: p.String(), Week: w, K: 5, ID: "test", At: now, Atoms: atoms}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	// Seal every complete week as the release step does (week is the last of them).
+	servicetest.SealWeeks(t, conn, db, 5)
 
 	// Releases: one whose window starts in the range, one long before it.
 	b, err = conn.PrepareBatch(ctx, "INSERT INTO "+db+"_external_aggregate.releases (release_id, plan_hash, window_start, window_end, metric, unit, dims, dim_names, dim_values, value, stddev, ci95_low, ci95_high, epsilon, delta, selected, selection_epsilon, selection_delta, l0, linf, mechanism, policy_version, released_at)")

@@ -118,7 +118,7 @@ func newFixture(t *testing.T, evs []ev) *fixture {
 		f.readers[r.Purpose] = rc
 	}
 	insert(t, conn, db, evs)
-	sealWeeks(t, conn, db, 5)
+	servicetest.SealWeeks(t, conn, db, 5)
 
 	store := principal.New(conn, db)
 	for _, p := range []principal.Principal{

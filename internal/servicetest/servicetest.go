@@ -22,6 +22,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/pipeline/topic"
 )
 
@@ -208,5 +209,30 @@ func UsersDir(t testing.TB) string {
 			return ""
 		}
 		dir = parent
+	}
+}
+
+// SealWeeks seals every complete week of database db's data with k, from gate.Before weeks
+// before its first, as the release step does — without the release log: gate.Compute, then
+// gate.Materialise, is what the first seal of a week writes. For tests of what reads atoms.
+func SealWeeks(t testing.TB, conn driver.Conn, db string, k int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	last := gate.Monday(time.Now()).AddDate(0, 0, -7)
+	for _, p := range gate.Purposes {
+		first, ok, err := gate.FirstWeek(ctx, conn, db, p.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for w := first.AddDate(0, 0, -7*gate.Before); ok && !w.After(last); w = w.AddDate(0, 0, 7) {
+			atoms, err := gate.Compute(ctx, conn, db, p.String(), w, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := gate.Materialise(ctx, conn, db, gate.Seal{Purpose: p.String(), Week: w, K: k, ID: "test", At: time.Now(), Atoms: atoms}); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
