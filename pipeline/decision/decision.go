@@ -104,6 +104,10 @@ type Rejection struct {
 // its tenant id is refused (key_mismatch, kept like a malformed message: replaying it writes it
 // again keyed by its tenant), whoever wrote it — a tenant's events spread over partitions
 // would each be bounded per partition, not once, by the aggregator.
+//
+// The key is checked after the whole decision, not before: a refusal it makes first (a deleted
+// or terminated tenant, content) keeps less than key_mismatch would — a deleted tenant's event
+// under a wrong key must still keep neither payload nor tenant id.
 func DecideMessage(key, raw []byte, c *Context) (Tagged, *Rejection) {
 	t, rej := Decide(raw, c)
 	if rej != nil || string(key) == t.Event.TenantID {

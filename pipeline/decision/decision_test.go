@@ -181,3 +181,15 @@ func TestDecideMessageKeyIsTenant(t *testing.T) {
 		t.Errorf("content under another tenant's key: %+v", rej)
 	}
 }
+
+// A deleted tenant's event under another tenant's key is refused as deleted, keeping neither
+// payload nor tenant id: the key check comes after the decision, never before it.
+func TestDecideMessageDeletedBeforeKey(t *testing.T) {
+	acme := &registry.Tenant{ID: "acme", Status: "contracted", Edition: "standard", SizeBand: "m"}
+	c := testContext(t, acme)
+	c.Tenants = c.Tenants.WithTombstones(TenantTombstone(c.HashKey, "gone"))
+	_, rej := DecideMessage([]byte("acme"), raw(t, func(m map[string]any) { m["tenant_id"] = "gone" }), c)
+	if rej == nil || rej.Reason != ReasonDeleted || rej.Tenant != "" || rej.Payload != nil {
+		t.Errorf("a deleted tenant's event under another key: %+v", rej)
+	}
+}
