@@ -50,9 +50,10 @@ test-sdk-js:
 test-unit:
 	$(GO) test -race -count=1 ./...
 
-## Benchmarks: Go benchmarks (hot paths and the processor against a raw-copy baseline, same
-## run), the DP utility report, and report latency over 10 million stored events (the bench
-## database is filled once and reused).
+## Benchmarks: Go benchmarks (hot paths, the processor against a raw-copy baseline in the same
+## run, and a report's latency idle and under a flood of 10^5 requests without a token,
+## query/flood_test.go), the DP utility report, and report latency over 10 million stored
+## events (the bench database is filled once and reused).
 bench: services-up build
 	@$(BIN) keys init --file $(MASTER_KEY) >/dev/null
 	$(TEST_ENV) $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...

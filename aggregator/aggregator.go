@@ -64,7 +64,10 @@ type Aggregator struct {
 
 // Deps are the aggregator's collaborators; main owns them.
 type Deps struct {
-	Conn     driver.Conn
+	Conn driver.Conn
+	// Marts reads the purpose marts the sealer computes atoms from (the aggregator's read-only
+	// user, promise 16); Conn when nil.
+	Marts    driver.Conn
 	Database string
 	Cache    *registry.Cache
 	Keyring  *pseudonym.Keyring
@@ -83,6 +86,9 @@ type Deps struct {
 	// Now is the clock (event-time watermark of caught-up partitions, the decision's now);
 	// nil means time.Now.
 	Now func() time.Time
+	// LedgerKey keys the budget ledger's chain (ledger.key_file); nil: unkeyed, refused once
+	// the chain holds a keyed entry.
+	LedgerKey []byte
 	// K is the fewest tenants in a gated atom (the policy's k, or a larger query.k): the
 	// release step seals every week's atoms with it (seal.go). 0: no sealing.
 	K int
@@ -122,7 +128,7 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 	rlog := newReleaseLog(cfg.Kafka.Brokers, topic.ReleaseSpec(cfg.Kafka), d.Database)
 	var sealer *Sealer
 	if d.K > 0 {
-		sealer = newSealer(d.Conn, d.Database, rlog, d.K, cfg.Aggregator.SealAfter, d.Registry, d.Log, time.Now)
+		sealer = newSealer(d.Conn, d.Database, rlog, d.K, cfg.Aggregator.SealAfter, d.Registry, d.Log, time.Now).ReadMartsWith(d.Marts)
 	}
 	return &Aggregator{
 		sealer:     sealer,
@@ -138,7 +144,7 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 		sampleKey:  d.SampleKey,
 		plan:       d.Plan,
 		planHash:   h,
-		ledger:     ledger.New(d.Conn, d.Database),
+		ledger:     ledger.New(d.Conn, d.Database).WithKey(d.LedgerKey),
 		rlog:       rlog,
 		budget:     d.Budget,
 		yearBudget: year,

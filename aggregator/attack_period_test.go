@@ -461,7 +461,7 @@ func TestAttackPeriodBoundsTenantOnce(t *testing.T) {
 	if got := apSpans(apReleases(t, r)); len(got[apMonth(apFeb(1))]) > 0 || len(got[apWeek(apFeb(9))]) > 0 {
 		t.Fatalf("harness: the month or the week of Feb 9 was released before they ended (%d spans)", len(got))
 	}
-	t.Logf("after A: %d tenant rows, aggregate_state:\n%s", apCount(t, r, "SELECT count() FROM "+r.db+".aggregate_state WHERE kind = 'tenant'"), atkStateSummary(t, r))
+	t.Logf("after A: %d tenant rows, aggregate_state:\n%s", apCount(t, r, "SELECT count() FROM "+r.db+"_aggregator.aggregate_state WHERE kind = 'tenant'"), atkStateSummary(t, r))
 
 	// The registry changes: moved tenants become contracted.
 	time.Sleep(1100 * time.Millisecond) // the registry keeps the newest row by second

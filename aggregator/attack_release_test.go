@@ -627,7 +627,7 @@ func atkKeys[K comparable](m map[K]bool) []K {
 func atkStateSummary(t *testing.T, r *aggRig) string {
 	t.Helper()
 	rows, err := r.conn.Query(context.Background(), "SELECT plan_hash, toString(kind), window_start, count(), uniqExact(partition), uniqExact(close_id) FROM "+
-		r.db+".aggregate_state GROUP BY plan_hash, kind, window_start ORDER BY plan_hash, kind, window_start")
+		r.db+"_aggregator.aggregate_state GROUP BY plan_hash, kind, window_start ORDER BY plan_hash, kind, window_start")
 	if err != nil {
 		return "(aggregate_state unreadable: " + err.Error() + ")"
 	}
@@ -651,7 +651,7 @@ func atkStateSummary(t *testing.T, r *aggRig) string {
 // atkPartialPlans returns, for each window start, the plan hashes with partials of it.
 func atkPartialPlans(t *testing.T, r *aggRig) map[time.Time]map[string]bool {
 	t.Helper()
-	rows, err := r.conn.Query(context.Background(), "SELECT DISTINCT window_start, plan_hash FROM "+r.db+".aggregate_state WHERE kind = 'partial'")
+	rows, err := r.conn.Query(context.Background(), "SELECT DISTINCT window_start, plan_hash FROM "+r.db+"_aggregator.aggregate_state WHERE kind = 'partial'")
 	if err != nil {
 		t.Fatalf("read aggregate_state: %v", err)
 	}
@@ -677,7 +677,7 @@ func atkPartialPlans(t *testing.T, r *aggRig) map[time.Time]map[string]bool {
 // atkClosedThrough returns the latest closed_through of each partition's progress (any plan).
 func atkClosedThrough(t *testing.T, r *aggRig) map[uint32]time.Time {
 	t.Helper()
-	rows, err := r.conn.Query(context.Background(), "SELECT partition, max(closed_through) FROM "+r.db+".aggregate_state WHERE kind = 'progress' GROUP BY partition")
+	rows, err := r.conn.Query(context.Background(), "SELECT partition, max(closed_through) FROM "+r.db+"_aggregator.aggregate_state WHERE kind = 'progress' GROUP BY partition")
 	if err != nil {
 		t.Fatalf("read aggregate_state: %v", err)
 	}
@@ -1266,7 +1266,7 @@ func (pr *atkProbe) check(t *testing.T, rows []atkRow, windows []Window) {
 // atkPartialCloses returns, for window w, the distinct closes (close_id) stored per partition.
 func atkPartialCloses(t *testing.T, r *aggRig, w Window) map[uint32]int {
 	t.Helper()
-	rows, err := r.conn.Query(context.Background(), "SELECT partition, uniqExact(close_id) FROM "+r.db+".aggregate_state WHERE kind = 'partial' AND window_start = ? GROUP BY partition", w.Start)
+	rows, err := r.conn.Query(context.Background(), "SELECT partition, uniqExact(close_id) FROM "+r.db+"_aggregator.aggregate_state WHERE kind = 'partial' AND window_start = ? GROUP BY partition", w.Start)
 	if err != nil {
 		t.Fatalf("read aggregate_state: %v", err)
 	}

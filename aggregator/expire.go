@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/shukei/shukei/schemas/databases"
 )
 
 // ExpiredWindow is one released window whose partial aggregates ExpireState deleted.
@@ -44,13 +46,14 @@ func (e StateExpiry) Deleted() uint64 { return e.Partials + e.Progress + e.Tenan
 // periods (the weeks and months the aggregator releases) that contains the window was made at
 // least margin before now, under any plan; with no periods, once the window's own release was.
 //
-// It uses one ALTER TABLE ... DELETE (ClickHouse 18.16 has no TTL) and waits until the
+// The releases are read on releases (retention reads them as a read-only user, promise 16),
+// the state deleted on conn. It uses one ALTER TABLE ... DELETE (ClickHouse 18.16 has no TTL) and waits until the
 // mutation is done and nothing it matched is left. DROP PARTITION is not used: a month of
 // window_start holds the partials of whole windows only if every one is released, and the
 // progress rows share a partition of their own (window_start 1970-01-01) that must stay.
-func ExpireState(ctx context.Context, conn driver.Conn, db string, now time.Time, margin time.Duration, periods []Period) (StateExpiry, error) {
+func ExpireState(ctx context.Context, conn, releases driver.Conn, db string, now time.Time, margin time.Duration, periods []Period) (StateExpiry, error) {
 	ex := StateExpiry{Cutoff: now.Add(-margin).UTC().Truncate(time.Second)}
-	state := db + ".aggregate_state"
+	state := databases.Aggregator(db) + ".aggregate_state"
 
 	// Released windows, per plan, and when (the latest release row; one release is one insert).
 	type winKey struct {
@@ -59,7 +62,7 @@ func ExpireState(ctx context.Context, conn driver.Conn, db string, now time.Time
 	}
 	released := map[winKey]time.Time{}
 	spans := map[spanKey]time.Time{} // any plan
-	rows, err := conn.Query(ctx, "SELECT plan_hash, window_start, window_end, max(released_at) FROM "+db+"_external_aggregate.releases GROUP BY plan_hash, window_start, window_end")
+	rows, err := releases.Query(ctx, "SELECT plan_hash, window_start, window_end, max(released_at) FROM "+db+"_external_aggregate.releases GROUP BY plan_hash, window_start, window_end")
 	if err != nil {
 		return ex, fmt.Errorf("read releases: %w", err)
 	}
@@ -213,7 +216,7 @@ func ExpireState(ctx context.Context, conn driver.Conn, db string, now time.Time
 	if err := conn.Exec(ctx, "ALTER TABLE "+state+" DELETE WHERE "+where); err != nil {
 		return ex, fmt.Errorf("delete expired aggregator state: %w", err)
 	}
-	if err := waitMutations(ctx, conn, db, "aggregate_state"); err != nil {
+	if err := waitMutations(ctx, conn, databases.Aggregator(db), "aggregate_state"); err != nil {
 		return ex, err
 	}
 	if p, g, t, err := count(); err != nil {

@@ -12,7 +12,7 @@ import (
 // partialRows counts the stored partial rows of each window start, and the progress rows.
 func (r *aggRig) stateRows(t *testing.T) (partials map[time.Time]uint64, progress uint64) {
 	t.Helper()
-	rows, err := r.conn.Query(context.Background(), "SELECT kind, window_start, count() FROM "+r.db+".aggregate_state GROUP BY kind, window_start")
+	rows, err := r.conn.Query(context.Background(), "SELECT kind, window_start, count() FROM "+r.db+"_aggregator.aggregate_state GROUP BY kind, window_start")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,13 +105,13 @@ func TestExpireStateKeepsWhatTheAggregatorNeeds(t *testing.T) {
 
 	// A margin longer than the time since D's release: nothing is due.
 	now := t2.Add(time.Hour)
-	if ex, err := ExpireState(ctx, r.conn, r.db, now, 72*time.Hour, nil); err != nil || ex.Deleted() != 0 || len(ex.Windows) != 0 {
+	if ex, err := ExpireState(ctx, r.conn, r.conn, r.db, now, 72*time.Hour, nil); err != nil || ex.Deleted() != 0 || len(ex.Windows) != 0 {
 		t.Fatalf("margin 72h: %+v %v, want nothing deleted", ex, err)
 	}
 	// A day's margin: D's partials (released at T1, two days before T2) and the progress rows
 	// written at T1 (superseded by T2's) go; D+1 (released at T2), D+2 (unreleased) and the
 	// latest progress stay.
-	ex, err := ExpireState(ctx, r.conn, r.db, now, 24*time.Hour, nil)
+	ex, err := ExpireState(ctx, r.conn, r.conn, r.db, now, 24*time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestExpireStateKeepsWhatTheAggregatorNeeds(t *testing.T) {
 	if first, ok, err := a2.store.firstWindow(ctx); err != nil || !ok || !first.Equal(w[0].End) {
 		t.Errorf("the release step starts at %v (%v %v), want the end of D, the earliest release (its release is kept; D itself is released)", first, ok, err)
 	}
-	if again, err := ExpireState(ctx, r.conn, r.db, now, 24*time.Hour, nil); err != nil || again.Deleted() != 0 {
+	if again, err := ExpireState(ctx, r.conn, r.conn, r.db, now, 24*time.Hour, nil); err != nil || again.Deleted() != 0 {
 		t.Errorf("a second run: %+v %v, want nothing more", again, err)
 	}
 

@@ -360,7 +360,7 @@ func (r *aggRig) checkPartialsAt(t *testing.T, w Window, now time.Time) {
 			want[key{part, p.Metric, p.Cell}] = [2]int64{p.Tenants, v}
 		}
 	}
-	rows, err := r.conn.Query(context.Background(), "SELECT partition, metric, cell, tenants, state FROM "+r.db+".aggregate_state WHERE kind = 'partial' AND window_start = ?", w.Start)
+	rows, err := r.conn.Query(context.Background(), "SELECT partition, metric, cell, tenants, state FROM "+r.db+"_aggregator.aggregate_state WHERE kind = 'partial' AND window_start = ?", w.Start)
 	if err != nil {
 		t.Fatal(err)
 	}

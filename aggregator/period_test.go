@@ -304,17 +304,17 @@ func TestWeekAndMonthReleasesOnServices(t *testing.T) {
 	// aggregator.state_retention ago, then deleted.
 	tenantRows := func() uint64 {
 		var n uint64
-		if err := r.conn.QueryRow(ctx, "SELECT count() FROM "+r.db+".aggregate_state WHERE kind = 'tenant'").Scan(&n); err != nil {
+		if err := r.conn.QueryRow(ctx, "SELECT count() FROM "+r.db+"_aggregator.aggregate_state WHERE kind = 'tenant'").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
 	before := tenantRows()
 	released := r.clock.now()
-	if ex, err := ExpireState(ctx, r.conn, r.db, released.Add(time.Hour), 2*time.Hour, PeriodsOf(r.cfg.Aggregator)); err != nil || ex.Tenants != 0 {
+	if ex, err := ExpireState(ctx, r.conn, r.conn, r.db, released.Add(time.Hour), 2*time.Hour, PeriodsOf(r.cfg.Aggregator)); err != nil || ex.Tenants != 0 {
 		t.Fatalf("tenant rows expired before state_retention passed: %+v %v", ex, err)
 	}
-	if ex, err := ExpireState(ctx, r.conn, r.db, released.Add(time.Hour), 2*time.Hour, []Period{PeriodWeek, PeriodMonth, PeriodWindow}); err != nil || ex.Tenants != 0 {
+	if ex, err := ExpireState(ctx, r.conn, r.conn, r.db, released.Add(time.Hour), 2*time.Hour, []Period{PeriodWeek, PeriodMonth, PeriodWindow}); err != nil || ex.Tenants != 0 {
 		t.Fatalf("tenant rows expired although their base windows were never released: %+v %v", ex, err)
 	}
 	// The month's partials from the stored tenant rows equal one window over the month.
@@ -347,7 +347,7 @@ func TestWeekAndMonthReleasesOnServices(t *testing.T) {
 			t.Fatalf("month partial %d: stored %s/%s %d/%d, one window %s/%s %d/%d", i, got[i].Metric, got[i].Cell, got[i].Tenants, gv, want[i].Metric, want[i].Cell, want[i].Tenants, wv)
 		}
 	}
-	ex, err := ExpireState(ctx, r.conn, r.db, released.Add(3*time.Hour), 2*time.Hour, PeriodsOf(r.cfg.Aggregator))
+	ex, err := ExpireState(ctx, r.conn, r.conn, r.db, released.Add(3*time.Hour), 2*time.Hour, PeriodsOf(r.cfg.Aggregator))
 	if err != nil || ex.Tenants != before || before == 0 || tenantRows() != 0 {
 		t.Fatalf("after every week and month was released: expired %+v (%v), want all %d tenant rows; %d left", ex, err, before, tenantRows())
 	}

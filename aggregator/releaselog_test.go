@@ -181,7 +181,7 @@ func TestSecondCloseIsDropped(t *testing.T) {
 func insertRacingClose(t *testing.T, r *aggRig, a *Aggregator, w Window, partials []Partial) {
 	t.Helper()
 	ctx := context.Background()
-	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id)")
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+"_aggregator.aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id)")
 	if err != nil {
 		t.Fatal(err)
 	}

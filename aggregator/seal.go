@@ -30,6 +30,7 @@ func sealKey(purpose string, week time.Time) string {
 // 'shukei atoms seal' runs one pass.
 type Sealer struct {
 	conn   driver.Conn
+	marts  driver.Conn // reads the purpose marts atoms are computed from (a read-only user); conn when nil
 	prefix string
 	rlog   *releaseLog
 	k      int
@@ -66,6 +67,20 @@ func newSealer(conn driver.Conn, prefix string, rlog *releaseLog, k int, after t
 		first: map[string]time.Time{}, stored: map[string]map[time.Time]bool{}}
 }
 
+// ReadMartsWith makes the sealer read the purpose marts on marts (the aggregator's read-only
+// user, promise 16) and write the gated atoms on its own connection; it returns s.
+func (s *Sealer) ReadMartsWith(marts driver.Conn) *Sealer {
+	s.marts = marts
+	return s
+}
+
+func (s *Sealer) martsConn() driver.Conn {
+	if s.marts != nil {
+		return s.marts
+	}
+	return s.conn
+}
+
 // Close releases the sealer's writer of the release log (only one made by NewSealer).
 func (s *Sealer) Close() error { return s.rlog.close() }
 
@@ -100,7 +115,7 @@ func (s *Sealer) SealDue(ctx context.Context) ([]gate.Seal, error) {
 		}
 		first, ok := s.first[purpose]
 		if !ok {
-			f, any, err := gate.FirstWeek(ctx, s.conn, s.prefix, purpose)
+			f, any, err := gate.FirstWeek(ctx, s.martsConn(), s.prefix, purpose)
 			if err != nil {
 				return out, err
 			}
@@ -133,7 +148,7 @@ func (s *Sealer) SealDue(ctx context.Context) ([]gate.Seal, error) {
 // seal computes purpose's atoms of week w, publishes them and returns the week's first seal —
 // this one (won) or an earlier one another sealer published.
 func (s *Sealer) seal(ctx context.Context, purpose string, w time.Time) (*gate.Seal, bool, error) {
-	atoms, err := gate.Compute(ctx, s.conn, s.prefix, purpose, w, s.k)
+	atoms, err := gate.Compute(ctx, s.martsConn(), s.prefix, purpose, w, s.k)
 	if err != nil {
 		return nil, false, err
 	}

@@ -47,7 +47,7 @@ func intList(parts []int) string {
 func (s *store) loadProgress(ctx context.Context, parts []int) (map[int]progress, error) {
 	// Rendered literally: a bound slice becomes an Array on 18.16 (DESIGN.md §7).
 	rows, err := s.conn.Query(ctx, `SELECT partition, max(closed_through), argMax(resume_offset, closed_through), argMax(high_offset, closed_through)
-		FROM `+s.db+`.aggregate_state WHERE kind = 'progress' AND plan_hash = ? AND partition IN (`+intList(parts)+`) GROUP BY partition`, s.plan)
+		FROM `+s.db+`_aggregator.aggregate_state WHERE kind = 'progress' AND plan_hash = ? AND partition IN (`+intList(parts)+`) GROUP BY partition`, s.plan)
 	if err != nil {
 		return nil, fmt.Errorf("read aggregator progress: %w", err)
 	}
@@ -75,7 +75,7 @@ func (s *store) writeClose(ctx context.Context, part int, closed []closedWindow,
 	if err != nil {
 		return err
 	}
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id, tenant_id, events, users)")
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+"_aggregator.aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id, tenant_id, events, users)")
 	if err != nil {
 		return err
 	}
@@ -117,7 +117,7 @@ func (s *store) closedBefore(ctx context.Context, part int, closed []closedWindo
 	for i, c := range closed {
 		starts[i] = c.w.Start
 	}
-	rows, err := s.conn.Query(ctx, "SELECT DISTINCT window_start FROM "+s.db+".aggregate_state WHERE kind IN ('partial', 'tenant') AND plan_hash = ? AND partition = ? AND window_start >= ? AND window_start <= ?",
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT window_start FROM "+s.db+"_aggregator.aggregate_state WHERE kind IN ('partial', 'tenant') AND plan_hash = ? AND partition = ? AND window_start >= ? AND window_start <= ?",
 		s.plan, uint32(part), slices.MinFunc(starts, time.Time.Compare), slices.MaxFunc(starts, time.Time.Compare))
 	if err != nil {
 		return nil, fmt.Errorf("read earlier closes: %w", err)
@@ -135,7 +135,7 @@ func (s *store) closedBefore(ctx context.Context, part int, closed []closedWindo
 
 // closedAll returns, per partition, the window end everything before which is closed.
 func (s *store) closedAll(ctx context.Context) (map[int]time.Time, error) {
-	rows, err := s.conn.Query(ctx, "SELECT partition, max(closed_through) FROM "+s.db+".aggregate_state WHERE kind = 'progress' AND plan_hash = ? GROUP BY partition", s.plan)
+	rows, err := s.conn.Query(ctx, "SELECT partition, max(closed_through) FROM "+s.db+"_aggregator.aggregate_state WHERE kind = 'progress' AND plan_hash = ? GROUP BY partition", s.plan)
 	if err != nil {
 		return nil, fmt.Errorf("read aggregator progress: %w", err)
 	}
@@ -166,7 +166,7 @@ func (s *store) firstWindow(ctx context.Context) (time.Time, bool, error) {
 		first time.Time
 		n     uint64
 	)
-	err := s.conn.QueryRow(ctx, "SELECT min(w), count() FROM (SELECT window_start AS w FROM "+s.db+".aggregate_state WHERE kind IN ('partial', 'tenant') AND plan_hash = ? UNION ALL SELECT window_end AS w FROM "+s.db+"_external_aggregate.releases WHERE has(splitByChar(',', ?), plan_hash))", s.plan, strings.Join(append([]string{s.plan}, s.plans...), ",")).Scan(&first, &n)
+	err := s.conn.QueryRow(ctx, "SELECT min(w), count() FROM (SELECT window_start AS w FROM "+s.db+"_aggregator.aggregate_state WHERE kind IN ('partial', 'tenant') AND plan_hash = ? UNION ALL SELECT window_end AS w FROM "+s.db+"_external_aggregate.releases WHERE has(splitByChar(',', ?), plan_hash))", s.plan, strings.Join(append([]string{s.plan}, s.plans...), ",")).Scan(&first, &n)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("read aggregator partials and releases: %w", err)
 	}
@@ -197,10 +197,10 @@ func (s *store) releasedWindows(ctx context.Context) (map[spanKey]bool, error) {
 // replay after the registry changed) may hold other cells; merging both would let a tenant
 // reach 2·L0 cells. Rows of one close are unique by (metric, cell).
 func (s *store) partials(ctx context.Context, w Window) ([]Partial, error) {
-	rows, err := s.conn.Query(ctx, `SELECT partition, metric, cell, tenants, state FROM `+s.db+`.aggregate_state
+	rows, err := s.conn.Query(ctx, `SELECT partition, metric, cell, tenants, state FROM `+s.db+`_aggregator.aggregate_state
 WHERE kind = 'partial' AND plan_hash = ? AND window_start = ?
   AND (partition, close_id) IN (
-    SELECT partition, argMin(close_id, concat(toString(toUInt32(at)), close_id)) FROM `+s.db+`.aggregate_state
+    SELECT partition, argMin(close_id, concat(toString(toUInt32(at)), close_id)) FROM `+s.db+`_aggregator.aggregate_state
     WHERE kind = 'partial' AND plan_hash = ? AND window_start = ? GROUP BY partition)
 ORDER BY partition, metric, cell`, s.plan, w.Start, s.plan, w.Start)
 	if err != nil {
@@ -234,10 +234,10 @@ ORDER BY partition, metric, cell`, s.plan, w.Start, s.plan, w.Start)
 // tenantRows returns the tenant rows of every base window in period w: for each (base window,
 // partition), those of its first close only, as partials does.
 func (s *store) tenantRows(ctx context.Context, w Window) ([]TenantRow, error) {
-	rows, err := s.conn.Query(ctx, `SELECT window_start, partition, tenant_id, metric, cell, events, users FROM `+s.db+`.aggregate_state
+	rows, err := s.conn.Query(ctx, `SELECT window_start, partition, tenant_id, metric, cell, events, users FROM `+s.db+`_aggregator.aggregate_state
 WHERE kind = 'tenant' AND plan_hash = ? AND window_start >= ? AND window_start < ?
   AND (window_start, partition, close_id) IN (
-    SELECT window_start, partition, argMin(close_id, concat(toString(toUInt32(at)), close_id)) FROM `+s.db+`.aggregate_state
+    SELECT window_start, partition, argMin(close_id, concat(toString(toUInt32(at)), close_id)) FROM `+s.db+`_aggregator.aggregate_state
     WHERE kind = 'tenant' AND plan_hash = ? AND window_start >= ? AND window_start < ? GROUP BY window_start, partition)
 ORDER BY window_start, partition, tenant_id, metric, cell`, s.plan, w.Start, w.End, s.plan, w.Start, w.End)
 	if err != nil {

@@ -226,7 +226,7 @@ func TestAbuseForgedKafkaKeysAreRefused(t *testing.T) {
 		partition, tenants         uint32
 		events                     uint64
 	}
-	rows, err := s.conn.Query(ctx, "SELECT toString(kind), partition, metric, cell, tenants, tenant_id, events FROM "+s.db+".aggregate_state WHERE window_start = ? AND kind != 'progress'", w)
+	rows, err := s.conn.Query(ctx, "SELECT toString(kind), partition, metric, cell, tenants, tenant_id, events FROM "+s.db+"_aggregator.aggregate_state WHERE window_start = ? AND kind != 'progress'", w)
 	if err != nil {
 		t.Fatalf("read aggregate_state: %v", err)
 	}

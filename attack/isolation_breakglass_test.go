@@ -410,7 +410,7 @@ func TestBreakGlassOnlyForTheRightPeople(t *testing.T) {
 	t.Logf("justifications with control characters: %d accepted (must be stored printable-only), %d refused", len(stored), len(evils)+1-len(stored))
 	// What is stored: the breakglass table and the audit log.
 	ctx := context.Background()
-	_, rows, err := readAll(ctx, s.conn, "SELECT id, justification FROM "+s.db+".breakglass")
+	_, rows, err := readAll(ctx, s.conn, "SELECT id, justification FROM "+s.db+"_breakglass.breakglass")
 	if err != nil {
 		t.Fatalf("read %s.breakglass: %v", s.db, err)
 	}
@@ -419,7 +419,7 @@ func TestBreakGlassOnlyForTheRightPeople(t *testing.T) {
 			bad = append(bad, fmt.Sprintf("%s.breakglass stores the justification of %s (%s) with U+%04X at byte %d", s.db, row[0], stored[row[0]], c, i))
 		}
 	}
-	_, rows, err = readAll(ctx, s.conn, "SELECT seq, principal_id, purpose, ticket, report, decision, reason FROM "+s.db+".audit_log")
+	_, rows, err = readAll(ctx, s.conn, "SELECT seq, principal_id, purpose, ticket, report, decision, reason FROM "+s.db+"_audit.audit_log")
 	if err != nil {
 		t.Fatalf("read %s.audit_log: %v", s.db, err)
 	}

@@ -65,7 +65,10 @@ func newIsoStack(t *testing.T) *isoStack {
 		"SHUKEI_EVENTS_MAX_AGE="+isoMaxAge,
 	)
 	db := s.db
-	t.Cleanup(func() { _ = os.Remove(filepath.Join(usersDir, db+"-readers.xml")) })
+	t.Cleanup(func() {
+		_ = os.Remove(filepath.Join(usersDir, db+"-readers.xml"))
+		_ = os.Remove(filepath.Join(usersDir, db+"-users.xml"))
+	})
 	return s
 }
 
@@ -275,7 +278,7 @@ func (s *isoStack) auditHasTenant() bool {
 	defer s.auditMu.Unlock()
 	if s.auditHasTenat == nil {
 		var n uint64
-		_ = s.conn.QueryRow(context.Background(), "SELECT count() FROM system.columns WHERE database = ? AND table = 'audit_log' AND name = 'tenant_id'", s.db).Scan(&n)
+		_ = s.conn.QueryRow(context.Background(), "SELECT count() FROM system.columns WHERE database = ? AND table = 'audit_log' AND name = 'tenant_id'", s.db+"_audit").Scan(&n)
 		b := n > 0
 		s.auditHasTenat = &b
 	}
@@ -292,7 +295,7 @@ func (s *isoStack) auditQuery(where string, args ...any) []auditRec {
 	} else {
 		cols += ", ''"
 	}
-	rows, err := s.conn.Query(context.Background(), "SELECT "+cols+" FROM "+s.db+".audit_log WHERE "+where+" ORDER BY seq", args...)
+	rows, err := s.conn.Query(context.Background(), "SELECT "+cols+" FROM "+s.db+"_audit.audit_log WHERE "+where+" ORDER BY seq", args...)
 	if err != nil {
 		s.t.Fatalf("read the audit log: %v", err)
 	}

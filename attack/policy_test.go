@@ -48,7 +48,7 @@ func TestRefusedUserIdsOfPolicyRefusals(t *testing.T) {
 		t.Fatalf("harness: 'shukei retention run' left %s (contract ended 120 days ago) in the registry:\n%s", deleted, list)
 	}
 	var roots uint64
-	if err := s.conn.QueryRow(ctx, "SELECT count() FROM "+s.db+".pseudonym_roots WHERE tenant_id IN (?, ?)", shredded, deleted).Scan(&roots); err != nil || roots != 0 {
+	if err := s.conn.QueryRow(ctx, "SELECT count() FROM "+s.db+"_keys.pseudonym_roots WHERE tenant_id IN (?, ?)", shredded, deleted).Scan(&roots); err != nil || roots != 0 {
 		t.Fatalf("harness: pseudonymisation roots of the shredded and deleted tenants still stored: %d (%v)", roots, err)
 	}
 	s.addTenant(control, "contracted")

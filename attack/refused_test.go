@@ -195,8 +195,14 @@ func TestRefusedValuesAreKeptNowhere(t *testing.T) {
 	// 4. Everything Shukei wrote.
 	tables := scanTables(t, s, sc, attr)
 	var martBad []string
+	// The internal database was split by role (migration 0016): its tables now live in these
+	// databases besides <db>, and are not purpose databases (the scans above cover them all).
+	internal := map[string]bool{s.db: true}
+	for _, sfx := range []string{"_registry", "_keys", "_principals", "_audit", "_breakglass", "_aggregator"} {
+		internal[s.db+sfx] = true
+	}
 	for _, ti := range tables {
-		if ti.db != s.db && ti.rows > 0 && ti.engine != "View" && ti.engine != "MaterializedView" {
+		if !internal[ti.db] && ti.rows > 0 && ti.engine != "View" && ti.engine != "MaterializedView" {
 			martBad = append(martBad, fmt.Sprintf("%s.%s holds %d rows", ti.db, ti.name, ti.rows))
 		}
 	}

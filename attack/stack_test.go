@@ -160,9 +160,16 @@ const (
 
 // newStack makes the test's database, topics and master key, migrates, and prepares the
 // environment every role and CLI run gets. refresh is the registry refresh interval.
+//
+// The roles connect as their own ClickHouse users (promise 16), which migrate declares in the
+// server's users.d: every stack has it.
 func newStack(t *testing.T, refresh time.Duration) *stack {
 	t.Helper()
-	return newStackEnv(t, refresh)
+	usersDir := servicetest.UsersDir(t)
+	s := newStackEnv(t, refresh, "SHUKEI_CLICKHOUSE_USERS_DIR="+usersDir)
+	db := s.db
+	t.Cleanup(func() { _ = os.Remove(filepath.Join(usersDir, db+"-users.xml")) })
+	return s
 }
 
 // newStackEnv is newStack with extra SHUKEI_* settings every role and CLI run gets (set before
@@ -205,6 +212,7 @@ func newStackEnv(t *testing.T, refresh time.Duration, extraEnv ...string) *stack
 		"SHUKEI_PROCESSOR_REGISTRY_REFRESH="+refresh.String(),
 		"SHUKEI_ANONYMIZER_MASTER_KEY_FILE="+keyFile,
 		"SHUKEI_COLLECTOR_LISTEN="+s.addrs["collector"], "SHUKEI_PROCESSOR_LISTEN="+s.addrs["processor"],
+		"SHUKEI_COLLECTOR_OPS_LISTEN=127.0.0.1:0",
 		// The most talkative level: the promise excepts no log level.
 		"SHUKEI_LOG_LEVEL=debug", "SHUKEI_LOG_FORMAT=text",
 	)

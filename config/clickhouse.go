@@ -7,11 +7,15 @@ import (
 // Options turns the settings into clickhouse-go options for the native protocol, the only
 // transport that works against every server Shukei supports (18.16 up to current releases).
 func (c ClickHouse) Options() *clickhouse.Options {
+	db := c.DefaultDatabase
+	if db == "" {
+		db = "default"
+	}
 	return &clickhouse.Options{
 		Addr:     append([]string(nil), c.Addr...),
 		Protocol: clickhouse.Native,
 		Auth: clickhouse.Auth{
-			Database: "default",
+			Database: db,
 			Username: c.Username,
 			Password: c.Password,
 		},

@@ -27,7 +27,27 @@ type Config struct {
 	Aggregator Aggregator `yaml:"aggregator"`
 	Query      Query      `yaml:"query"`
 	Anonymizer Anonymizer `yaml:"anonymizer"`
+	Audit      Audit      `yaml:"audit"`
+	Ledger     Ledger     `yaml:"ledger"`
 	Log        Log        `yaml:"log"`
+}
+
+// Audit is the query service's audit log: the key its chain is keyed with, the Kafka topic
+// that orders its appends, and where its head is anchored outside ClickHouse (promise 17).
+type Audit struct {
+	KeyFile     string        `yaml:"key_file" doc:"file holding the audit log's chain key (64 hex digits, mode 0600; 'shukei audit init-key' writes one): held by the query service, retention and the admin commands; without it records are chained unkeyed, and refused once the chain holds a keyed record"`
+	Key         string        `yaml:"key" secret:"true" doc:"the audit log's chain key itself, in hex (prefer key_file; SHUKEI_AUDIT_KEY, as docker-compose.yml passes it)"`
+	Topic       string        `yaml:"topic" doc:"the audit log's sequencer (one partition): every writer produces its records here and their order is the chain's, so concurrent writers never fork it"`
+	AnchorFile  string        `yaml:"anchor_file" doc:"file the query service appends the audit chain's head to every anchor_every (one JSON line); empty: off"`
+	AnchorEvery time.Duration `yaml:"anchor_every" doc:"how often the query service anchors the audit chain's head to anchor_file; 0: off"`
+}
+
+// Ledger is the privacy-budget ledger's chain key and anchors (promise 17).
+type Ledger struct {
+	KeyFile     string        `yaml:"key_file" doc:"file holding the budget ledger's chain key (64 hex digits, mode 0600; 'shukei ledger init-key' writes one): held by the aggregator and the admin commands; without it entries are chained unkeyed, and refused once a chain holds a keyed entry"`
+	Key         string        `yaml:"key" secret:"true" doc:"the ledger's chain key itself, in hex (prefer key_file; SHUKEI_LEDGER_KEY, as docker-compose.yml passes it)"`
+	AnchorFile  string        `yaml:"anchor_file" doc:"file the aggregator appends the ledger's heads (every purpose's chain) to every anchor_every (one JSON line); empty: off"`
+	AnchorEvery time.Duration `yaml:"anchor_every" doc:"how often the aggregator anchors the ledger's heads to anchor_file; 0: off"`
 }
 
 // Processor is the Kafka → ClickHouse role.
@@ -83,6 +103,16 @@ type Query struct {
 	MaxRows         int           `yaml:"max_rows" doc:"most rows one report returns"`
 	Timeout         time.Duration `yaml:"timeout" doc:"longest a report may run"`
 	ReaderWait      time.Duration `yaml:"reader_wait" doc:"how long to wait at start for ClickHouse to load the purpose readers migrate wrote"`
+	// MaxInFlight bounds the requests of principals answered at once; requests without a
+	// valid token are refused before they take one (promise 18).
+	MaxInFlight int `yaml:"max_in_flight" doc:"most requests of principals answered at once; beyond it 503 with Retry-After (requests without a valid token are refused before taking one); between 1 and 10000"`
+	// UnauthenticatedSummaryEvery is how often requests without a valid token (none,
+	// malformed, unknown) are summarised in the audit log: one record opens an interval and
+	// answers every such refusal in it, one more carries their count when it ends.
+	UnauthenticatedSummaryEvery time.Duration `yaml:"unauthenticated_summary_every" doc:"how often requests without a valid token are summarised in the audit log (one record opening the interval, whose seq each of them is answered with, and one with their count); between 1s and 24h"`
+	// UnauthenticatedRate paces those refusals, so a flood of them takes a bounded share of
+	// the machine from the reports of principals.
+	UnauthenticatedRate float64 `yaml:"unauthenticated_rate" doc:"most requests without a valid token answered (401) a second; the others wait their turn (at most 5s), holding no slot; between 1 and 1000000"`
 }
 
 // Anonymizer holds the master key that protects the per-tenant pseudonymisation keys.
@@ -99,7 +129,8 @@ type Events struct {
 
 // Collector is the HTTP ingest role.
 type Collector struct {
-	Listen        string `yaml:"listen" doc:"address the collector's HTTP API listens on"`
+	Listen        string `yaml:"listen" doc:"address the collector's HTTP API listens on (no metrics: they are on ops_listen)"`
+	OpsListen     string `yaml:"ops_listen" doc:"address of /metrics, /healthz and /readyz: keep it off the public network"`
 	MaxBodyBytes  int    `yaml:"max_body_bytes" doc:"largest request body, after gzip decompression"`
 	MaxEventBytes int    `yaml:"max_event_bytes" doc:"largest single event"`
 	MaxEvents     int    `yaml:"max_events" doc:"most events in one request"`
@@ -145,8 +176,18 @@ type ClickHouse struct {
 	Username       string        `yaml:"username" doc:"user for migrations and writes"`
 	Password       string        `yaml:"password" secret:"true" doc:"password of that user (prefer SHUKEI_CLICKHOUSE_PASSWORD to the file)"`
 	DialTimeout    time.Duration `yaml:"dial_timeout" doc:"how long to wait for a server connection"`
-	UsersDir       string        `yaml:"users_dir" doc:"the server's users.d directory: 'shukei migrate' writes one read-only user per purpose there; empty: migrate prints the file instead"`
-	ReaderNetworks []string      `yaml:"reader_networks" doc:"networks (IP or CIDR) the purpose readers may connect from"`
+	UsersDir       string        `yaml:"users_dir" doc:"the server's users.d directory: 'shukei migrate' writes every role's users there (promise 16); empty: migrate prints the file instead"`
+	ReaderNetworks []string      `yaml:"reader_networks" doc:"networks (IP or CIDR) the roles' users may connect from"`
+	UsersKeyFile   string        `yaml:"users_key_file" doc:"the administrator's secret every role's key derives from ('shukei users key <role>'); empty: derived from the master key. Mode 0600"`
+	RoleKeyFile    string        `yaml:"role_key_file" doc:"this role's own key (the output of 'shukei users key <role>'): the role connects as its own users and needs neither the users key nor the master key for it. Mode 0600"`
+	UsersKey       string        `yaml:"users_key" secret:"true" doc:"the users key itself, in hex (prefer users_key_file; SHUKEI_CLICKHOUSE_USERS_KEY)"`
+	RoleKey        string        `yaml:"role_key" secret:"true" doc:"this role's key itself, in hex (prefer role_key_file; SHUKEI_CLICKHOUSE_ROLE_KEY, as docker-compose.yml passes it)"`
+	// DefaultDatabase is the database a connection starts in ("default" when empty): a role's
+	// user is allowed only its own databases.
+	DefaultDatabase string `yaml:"-"`
+	// AwaitUser is how long a user the server does not know yet is waited for: a role's user
+	// that 'shukei migrate' has just declared (the server loads users.d within seconds).
+	AwaitUser time.Duration `yaml:"-"`
 }
 
 // Log sets the structured logger.
@@ -180,6 +221,7 @@ func Default() Config {
 		Events: Events{MaxAge: 7 * 24 * time.Hour, MaxSkew: 5 * time.Minute},
 		Collector: Collector{
 			Listen:         "127.0.0.1:8080",
+			OpsListen:      "127.0.0.1:9100",
 			MaxBodyBytes:   1 << 20,
 			MaxEventBytes:  8 << 10,
 			MaxEvents:      1000,
@@ -233,8 +275,13 @@ func Default() Config {
 			MaxRows:         10000,
 			Timeout:         10 * time.Second,
 			ReaderWait:      30 * time.Second,
+
+			MaxInFlight:                 64,
+			UnauthenticatedSummaryEvery: time.Minute,
+			UnauthenticatedRate:         2000,
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Audit: Audit{Topic: "shukei.audit"},
+		Log:   Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -310,6 +357,29 @@ func (c Config) Validate() error {
 	topic("kafka.release_topic", c.Kafka.ReleaseTopic)
 	if c.Kafka.ReleaseTopic != "" && (c.Kafka.ReleaseTopic == c.Kafka.RawTopic || c.Kafka.ReleaseTopic == c.Kafka.DLQTopic) {
 		bad("kafka.release_topic", "must differ from kafka.raw_topic and kafka.dlq_topic")
+	}
+	topic("audit.topic", c.Audit.Topic)
+	if c.Audit.Topic != "" && (c.Audit.Topic == c.Kafka.RawTopic || c.Audit.Topic == c.Kafka.DLQTopic || c.Audit.Topic == c.Kafka.ReleaseTopic) {
+		bad("audit.topic", "must differ from kafka.raw_topic, kafka.dlq_topic and kafka.release_topic")
+	}
+	for path, d := range map[string]time.Duration{"audit.anchor_every": c.Audit.AnchorEvery, "ledger.anchor_every": c.Ledger.AnchorEvery} {
+		if d < 0 || (d > 0 && d < time.Second) {
+			bad(path, "must be 0 (off) or at least 1s, got %s", d)
+		}
+	}
+	if c.Audit.AnchorEvery > 0 && c.Audit.AnchorFile == "" {
+		bad("audit.anchor_file", "must be set when audit.anchor_every is")
+	}
+	if c.Ledger.AnchorEvery > 0 && c.Ledger.AnchorFile == "" {
+		bad("ledger.anchor_file", "must be set when ledger.anchor_every is")
+	}
+	if c.Audit.KeyFile != "" && c.Audit.KeyFile == c.Ledger.KeyFile {
+		bad("ledger.key_file", "must differ from audit.key_file: each chain has a key of its own")
+	}
+	for path, f := range map[string]string{"audit.key_file": c.Audit.KeyFile, "ledger.key_file": c.Ledger.KeyFile} {
+		if f != "" && f == c.Anonymizer.MasterKeyFile {
+			bad(path, "must differ from anonymizer.master_key_file: a chain key is never the master key")
+		}
 	}
 	if c.Kafka.RawPartitions < 1 || c.Kafka.RawPartitions > 1024 {
 		bad("kafka.raw_partitions", "must be between 1 and 1024, got %d", c.Kafka.RawPartitions)
@@ -443,6 +513,15 @@ func (c Config) Validate() error {
 	}
 	if c.Query.Timeout <= 0 || c.Query.ReaderWait < 0 {
 		bad("query.timeout", "timeout must be positive and reader_wait not negative")
+	}
+	if c.Query.MaxInFlight < 1 || c.Query.MaxInFlight > 10000 {
+		bad("query.max_in_flight", "must be between 1 and 10000, got %d", c.Query.MaxInFlight)
+	}
+	if c.Query.UnauthenticatedSummaryEvery < time.Second || c.Query.UnauthenticatedSummaryEvery > 24*time.Hour {
+		bad("query.unauthenticated_summary_every", "must be between 1s and 24h, got %s", c.Query.UnauthenticatedSummaryEvery)
+	}
+	if c.Query.UnauthenticatedRate < 1 || c.Query.UnauthenticatedRate > 1e6 {
+		bad("query.unauthenticated_rate", "must be between 1 and 1000000, got %g", c.Query.UnauthenticatedRate)
 	}
 
 	switch c.Log.Level {

@@ -172,7 +172,8 @@ func TestEveryFieldHasDoc(t *testing.T) {
 // config'); settings that only name a file, or hold hashes, are not secrets.
 func TestSecretsAreMarked(t *testing.T) {
 	c := Default()
-	notSecret := map[string]bool{"anonymizer.master_key_file": true, "collector.ingest_tokens": true}
+	notSecret := map[string]bool{"anonymizer.master_key_file": true, "audit.key_file": true, "ledger.key_file": true, "collector.ingest_tokens": true,
+		"clickhouse.users_key_file": true, "clickhouse.role_key_file": true}
 	for _, f := range c.Fields() {
 		name := f.Path[strings.LastIndex(f.Path, ".")+1:]
 		looks := strings.Contains(name, "key") || strings.Contains(name, "password") || strings.Contains(name, "secret") || strings.Contains(name, "token")
@@ -180,7 +181,7 @@ func TestSecretsAreMarked(t *testing.T) {
 			t.Errorf("%s looks like a secret but is not marked secret:\"true\"", f.Path)
 		}
 	}
-	for _, p := range []string{"anonymizer.master_key", "clickhouse.password"} {
+	for _, p := range []string{"anonymizer.master_key", "clickhouse.password", "clickhouse.users_key", "clickhouse.role_key", "audit.key", "ledger.key"} {
 		found := false
 		for _, f := range c.Fields() {
 			found = found || f.Path == p && f.Secret

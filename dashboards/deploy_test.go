@@ -37,10 +37,10 @@ const (
 )
 
 // roles are the long-running Shukei services of the Compose stack, the port each serves
-// /metrics on and the setting that names it (the collector serves its API on the same port;
-// the query service serves metrics on its ops listener, never on its public API).
+// /metrics on and the setting that names it (the collector and the query service serve metrics
+// on their ops listeners, never on their public APIs).
 var roles = []struct{ name, port, listen string }{
-	{"collector", "8080", "listen"},
+	{"collector", "9100", "ops_listen"},
 	{"processor", "9101", "listen"},
 	{"aggregator", "9102", "listen"},
 	{"query", "9103", "ops_listen"},
@@ -93,6 +93,11 @@ var requiredAlerts = []string{"ShukeiConsumerLagHigh", "ShukeiDLQRateHigh", "Shu
 // Grafana has no default admin password: without GRAFANA_ADMIN_PASSWORD Compose refuses.
 func TestComposeConfig(t *testing.T) {
 	bin := requireTool(t, "docker-compose", "docker-compose")
+	// The secrets 'shukei keys compose' writes into .env; GRAFANA_ADMIN_PASSWORD alone unset.
+	for _, k := range []string{"SHUKEI_MASTER_KEY", "SHUKEI_CLICKHOUSE_PASSWORD", "SHUKEI_USERS_KEY", "SHUKEI_COLLECTOR_KEY",
+		"SHUKEI_PROCESSOR_KEY", "SHUKEI_AGGREGATOR_KEY", "SHUKEI_QUERY_KEY", "SHUKEI_RETENTION_KEY", "SHUKEI_AUDIT_KEY", "SHUKEI_LEDGER_KEY"} {
+		t.Setenv(k, strings.Repeat("5a", 32))
+	}
 	t.Setenv("GRAFANA_ADMIN_PASSWORD", "")
 	os.Unsetenv("GRAFANA_ADMIN_PASSWORD")
 	var refused bytes.Buffer
@@ -248,6 +253,59 @@ func TestComposeStack(t *testing.T) {
 			}
 		}
 		checkPlugins(t, g, loadDatasources(t))
+	})
+
+	// Promise 16: each container gets only its own secrets, each from a variable Compose
+	// requires (no default secret).
+	t.Run("each container gets only its own secrets", func(t *testing.T) {
+		want := map[string][]string{
+			"migrate":       {"SHUKEI_CLICKHOUSE_PASSWORD", "SHUKEI_CLICKHOUSE_USERS_KEY"},
+			"grafana-token": {"SHUKEI_CLICKHOUSE_PASSWORD"},
+			"topics":        nil,
+			"collector":     {"SHUKEI_CLICKHOUSE_ROLE_KEY"},
+			"query":         {"SHUKEI_CLICKHOUSE_ROLE_KEY", "SHUKEI_AUDIT_KEY"},
+			"processor":     {"SHUKEI_CLICKHOUSE_ROLE_KEY", "SHUKEI_ANONYMIZER_MASTER_KEY"},
+			"aggregator":    {"SHUKEI_CLICKHOUSE_ROLE_KEY", "SHUKEI_ANONYMIZER_MASTER_KEY", "SHUKEI_LEDGER_KEY"},
+			"retention":     {"SHUKEI_CLICKHOUSE_ROLE_KEY", "SHUKEI_ANONYMIZER_MASTER_KEY", "SHUKEI_AUDIT_KEY"},
+		}
+		secret := func(k string) bool {
+			for _, w := range []string{"PASSWORD", "_KEY", "SECRET", "TOKEN"} {
+				if strings.Contains(k, w) && !strings.HasSuffix(k, "_FILE") {
+					return true
+				}
+			}
+			return false
+		}
+		for _, name := range sortedKeys(c.Services) {
+			s := c.Services[name]
+			if s.Image != roleImage {
+				continue
+			}
+			allowed, ok := want[name]
+			if !ok {
+				t.Errorf("%s: a Shukei service this test does not know; say which secrets it needs", name)
+				continue
+			}
+			for k, v := range s.Environment {
+				if !secret(k) {
+					continue
+				}
+				if !slices.Contains(allowed, k) {
+					t.Errorf("%s holds %s, a secret its job does not need", name, k)
+				}
+				if !strings.Contains(v, ":?") {
+					t.Errorf("%s: %s=%s has a default or a literal: secrets come from .env ('shukei keys compose')", name, k, v)
+				}
+			}
+			for _, k := range allowed {
+				if _, ok := s.Environment[k]; !ok {
+					t.Errorf("%s lacks %s", name, k)
+				}
+			}
+			if v := s.Environment["SHUKEI_CLICKHOUSE_ROLE_KEY"]; v != "" && !strings.Contains(v, "SHUKEI_"+strings.ToUpper(name)+"_KEY") {
+				t.Errorf("%s's role key is %s: want its own, ${SHUKEI_%s_KEY}", name, v, strings.ToUpper(name))
+			}
+		}
 	})
 
 	t.Run("migrate writes no credential for Grafana", func(t *testing.T) {
@@ -1229,10 +1287,13 @@ func checkMountedAs(t *testing.T, s service, inContainer, want string) {
 // $VAR is an error, because the stack must come up without a .env file.
 func interpolate(env map[string]string) ([]string, error) {
 	withDefault := regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\}`)
+	// A secret Compose requires (${VAR:?...}, written by 'shukei keys compose'): a key's worth of hex.
+	required := regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*:?\?[^}]*\}`)
 	var out []string
 	for _, k := range sortedKeys(env) {
 		v := strings.ReplaceAll(env[k], "$$", "\x00")
 		v = withDefault.ReplaceAllString(v, "$1")
+		v = required.ReplaceAllString(v, strings.Repeat("5a", 32))
 		if strings.Contains(v, "$") {
 			return nil, fmt.Errorf("%s=%s: a variable without a default", k, env[k])
 		}

@@ -479,8 +479,8 @@ func newReportsFixture(t *testing.T, grant principal.Principal, budget ledger.Bu
 	if err != nil {
 		t.Fatal(err)
 	}
-	readers := chm.Readers(db, master)
-	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, readers, []string{"127.0.0.1", "::1"})
+	readers := chm.Readers(db, master.Derive("test-query"))
+	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, chm.ReaderUsers(readers), []string{"127.0.0.1", "::1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -628,7 +628,7 @@ type auditRecord struct {
 func (f *reportsFixture) audit(t *testing.T, seq uint64) (auditRecord, bool) {
 	t.Helper()
 	var r auditRecord
-	rows, err := f.conn.Query(context.Background(), "SELECT principal_id, principal_kind, purpose, report, decision FROM "+f.db+".audit_log WHERE seq = ?", seq)
+	rows, err := f.conn.Query(context.Background(), "SELECT principal_id, principal_kind, purpose, report, decision FROM "+f.db+"_audit.audit_log WHERE seq = ?", seq)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func TestRunningRolesExportTheDashboardMetrics(t *testing.T) {
 	for _, role := range []string{"collector", "processor", "aggregator", "query"} {
 		ports[role] = freePort(t)
 	}
-	queryOps := freePort(t)
+	queryOps, collectorOps := freePort(t), freePort(t)
 	env := append(append(os.Environ(), servicetest.AggregatorEnv()...),
 		"SHUKEI_CLICKHOUSE_DATABASE="+cfg.ClickHouse.Database,
 		"SHUKEI_CLICKHOUSE_USERS_DIR="+users,
@@ -60,6 +60,7 @@ func TestRunningRolesExportTheDashboardMetrics(t *testing.T) {
 		"SHUKEI_AGGREGATOR_LISTEN=127.0.0.1:"+ports["aggregator"],
 		"SHUKEI_QUERY_LISTEN=127.0.0.1:"+ports["query"],
 		"SHUKEI_QUERY_OPS_LISTEN=127.0.0.1:"+queryOps,
+		"SHUKEI_COLLECTOR_OPS_LISTEN=127.0.0.1:"+collectorOps,
 		"SHUKEI_LOG_LEVEL=warn",
 	)
 	run := func(args ...string) string {
@@ -146,16 +147,21 @@ func TestRunningRolesExportTheDashboardMetrics(t *testing.T) {
 	if resp.StatusCode != 401 {
 		t.Errorf("query without a token: %d", resp.StatusCode)
 	}
-	// The query service's public listener serves no metrics; its ops listener does.
-	if resp, err := http.Get(base("query") + "/metrics"); err == nil {
-		resp.Body.Close()
-		if resp.StatusCode == 200 {
-			t.Errorf("the query service serves /metrics on its public listener")
+	// The public listeners (query service, collector) serve no metrics; their ops listeners do.
+	for _, role := range []string{"query", "collector"} {
+		if resp, err := http.Get(base(role) + "/metrics"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				t.Errorf("the %s serves /metrics on its public listener", role)
+			}
 		}
 	}
 	metricsURL := func(role string) string {
-		if role == "query" {
+		switch role {
+		case "query":
 			return "http://127.0.0.1:" + queryOps + "/metrics"
+		case "collector":
+			return "http://127.0.0.1:" + collectorOps + "/metrics"
 		}
 		return base(role) + "/metrics"
 	}

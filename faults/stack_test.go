@@ -105,6 +105,7 @@ func TestStackSurvivesFaults(t *testing.T) {
 		"SHUKEI_AGGREGATOR_FEATURES="+strings.Join(population.Features, ","), "SHUKEI_AGGREGATOR_SETTINGS="+strings.Join(population.Settings, ","),
 		"SHUKEI_ANONYMIZER_MASTER_KEY_FILE="+keyFile,
 		"SHUKEI_COLLECTOR_LISTEN="+addrs["collector"], "SHUKEI_PROCESSOR_LISTEN="+addrs["processor"],
+		"SHUKEI_COLLECTOR_OPS_LISTEN=127.0.0.1:0",
 		"SHUKEI_AGGREGATOR_LISTEN="+addrs["aggregator"], "SHUKEI_QUERY_LISTEN="+addrs["query"],
 		"SHUKEI_LOG_LEVEL=info", "SHUKEI_LOG_FORMAT=text",
 	)
@@ -492,7 +493,7 @@ func checkReleases(t *testing.T, conn driver.Conn, db, raw string, brokers []str
 			}
 		}
 		got := map[cellKey][2]int64{}
-		rows, err := conn.Query(ctx, "SELECT partition, metric, cell, tenants, state FROM "+db+".aggregate_state WHERE kind = 'partial' AND plan_hash = ? AND window_start = ?", plan.Hash(), w.Start)
+		rows, err := conn.Query(ctx, "SELECT partition, metric, cell, tenants, state FROM "+db+"_aggregator.aggregate_state WHERE kind = 'partial' AND plan_hash = ? AND window_start = ?", plan.Hash(), w.Start)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -565,7 +566,7 @@ func checkAudit(t *testing.T, conn driver.Conn, db string, prb *prober) {
 		t.Errorf("audit chain: %v (after %d records)", err, n)
 	}
 	var allowed uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".audit_log WHERE principal_id = 'fault-dashboard' AND decision = 'allowed'").Scan(&allowed); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"_audit.audit_log WHERE principal_id = 'fault-dashboard' AND decision = 'allowed'").Scan(&allowed); err != nil {
 		t.Fatal(err)
 	}
 	if allowed < uint64(prb.answered.Load()) {

@@ -11,6 +11,10 @@ type metrics struct {
 	latency       *prometheus.HistogramVec
 	rows          *prometheus.CounterVec
 	auditFailures prometheus.Counter
+
+	unauthenticated prometheus.Counter
+	overloaded      prometheus.Counter
+	inFlight        prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,8 +36,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shukei_query_audit_failures_total",
 			Help: "Requests refused because their audit record could not be written.",
 		}),
+		unauthenticated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shukei_query_unauthenticated_total",
+			Help: "Requests refused (401) without a valid token (none, malformed, unknown): answered from memory, audited once per query.unauthenticated_summary_every.",
+		}),
+		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shukei_query_over_max_in_flight_total",
+			Help: "Requests of principals refused (503, Retry-After) because query.max_in_flight requests were being answered.",
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shukei_query_in_flight",
+			Help: "Requests of principals being answered (at most query.max_in_flight).",
+		}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.rows, m.auditFailures)
+	reg.MustRegister(m.requests, m.latency, m.rows, m.auditFailures, m.unauthenticated, m.overloaded, m.inFlight)
 	return m
 }
 

@@ -26,9 +26,9 @@ func OpenAPI() ([]byte, error) {
 	}
 	denials := obj{
 		"400": errRef("a parameter is missing, unknown or malformed (no free text is accepted anywhere)"),
-		"401": errRef("no token, or an unknown one"),
+		"401": errRef("no token, a malformed one, or an unknown one; its audit_seq names the record of the interval in which such refusals are summarised"),
 		"403": errRef("the purpose is not granted, the grant expired, the report serves another purpose, or (support) no open ticket"),
-		"503": errRef("the audit log cannot be written (no request is answered without its record) or a service is down"),
+		"503": errRef("query.max_in_flight requests are being answered (Retry-After says when to try again), the audit log cannot be written (no request is answered without its record), or a service is down"),
 	}
 	paths := obj{}
 	for _, r := range reports {

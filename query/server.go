@@ -3,6 +3,8 @@
 // each bound to one purpose and reading only that purpose's database as that purpose's
 // read-only ClickHouse user. Every request, allowed or denied, is appended to the hash-chained
 // audit log before it is answered; a request whose record cannot be written is refused.
+// Requests without a valid token are the exception that keeps a flood of them cheap (promise
+// 18): refused from memory, paced, counted, and audited once an interval (unauth.go).
 package query
 
 import (
@@ -47,13 +49,26 @@ type Options struct {
 	Ready      func() error
 	Log        *slog.Logger
 	Now        func() time.Time
+	// MaxInFlight is the most requests of principals answered at once (query.max_in_flight);
+	// beyond it, 503 with Retry-After. 0 means 64.
+	MaxInFlight int
+	// UnauthenticatedEvery is how often requests without a valid token are summarised in
+	// the audit log (query.unauthenticated_summary_every). 0 means a minute.
+	UnauthenticatedEvery time.Duration
+	// UnauthenticatedRate is how many requests without a valid token are answered a second
+	// at most (query.unauthenticated_rate); the others wait their turn. 0 means 2000.
+	UnauthenticatedRate float64
 }
 
 // Server answers the API, the OpenAPI document and the web page.
 type Server struct {
-	o   Options
-	m   *metrics
-	mux *http.ServeMux
+	o      Options
+	m      *metrics
+	mux    *http.ServeMux
+	index  *principal.Index
+	slots  chan struct{}
+	unauth *unauthSummary
+	pace   *pace
 }
 
 // New checks the options and builds the server.
@@ -82,7 +97,26 @@ func New(o Options) (*Server, error) {
 	if o.Ready == nil {
 		o.Ready = func() error { return nil }
 	}
-	s := &Server{o: o, m: newMetrics(o.Metrics), mux: http.NewServeMux()}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 64
+	}
+	if o.UnauthenticatedEvery <= 0 {
+		o.UnauthenticatedEvery = time.Minute
+	}
+	if o.UnauthenticatedRate <= 0 {
+		o.UnauthenticatedRate = 2000
+	}
+	s := &Server{o: o, m: newMetrics(o.Metrics), mux: http.NewServeMux(),
+		index: principal.NewIndex(o.Principals, principal.MinReload), slots: make(chan struct{}, o.MaxInFlight),
+		pace: newPace(o.UnauthenticatedRate)}
+	s.index.OnError = func(err error) {
+		s.o.Log.Error("principals could not be read into the token index; tokens not in it are refused as unknown", "err", err)
+	}
+	s.unauth = &unauthSummary{every: o.UnauthenticatedEvery, log: o.Audit, logger: o.Log, failed: s.m.auditFailures.Inc}
+	o.Metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "shukei_query_principal_loads_total",
+		Help: "Reads of the principals table into the token index: at start, and at most one a second when a token is not in it.",
+	}, func() float64 { return float64(s.index.Loads()) }))
 	s.mux.HandleFunc("GET /v1/reports/{name}", s.handleReport)
 	s.mux.HandleFunc("GET /v1/reports", s.handleCatalogue)
 	s.mux.HandleFunc("GET /v1/whoami", s.handleWhoami)
@@ -129,33 +163,109 @@ type request struct {
 	rec   audit.Record
 	start time.Time
 	p     *principal.Principal
+	slot  bool // holds one of the MaxInFlight slots
 }
 
-// authenticate reads the bearer token and finds its principal, and refuses (403) one that is
-// disabled, whose grant has expired, or whose kind is unknown.
-func (s *Server) authenticate(ctx context.Context, r *http.Request, req *request) (status int, err error) {
+// Close ends what the server keeps open: the summary of requests without a valid token is
+// written to the audit log now rather than at the end of its interval.
+func (s *Server) Close() { s.unauth.flush() }
+
+// LoadPrincipals fills the token index now, so the first requests find their tokens.
+func (s *Server) LoadPrincipals(ctx context.Context) error { return s.index.Load(ctx) }
+
+// authenticate reads the bearer token and finds its principal, and refuses one that is
+// disabled, whose grant has expired, or whose kind is unknown (403). It answers every
+// refusal itself and reports whether the request goes on; one that does holds a slot, which
+// the handler gives back with release.
+//
+// A request without a valid token (none, malformed, unknown) is refused (401) from memory —
+// the token index, no ClickHouse query — before it takes a slot, counted, and audited once
+// per interval (unauthSummary). A token the index knows takes a slot (503 with Retry-After
+// when all MaxInFlight are taken), then its principal's current row is read, so a principal
+// disabled a moment ago is refused at once, with a record of its own.
+func (s *Server) authenticate(ctx context.Context, w http.ResponseWriter, r *http.Request, req *request) bool {
 	h := r.Header.Get("Authorization")
 	token, ok := strings.CutPrefix(h, "Bearer ")
 	switch {
 	case h == "":
-		return http.StatusUnauthorized, errors.New("no token: send Authorization: Bearer <token>")
+		s.refuseUnauthenticated(ctx, w, req, "no token", "no token: send Authorization: Bearer <token>")
+		return false
 	case !ok || len(token) > 256 || token == "":
-		return http.StatusUnauthorized, errors.New("malformed Authorization header: want Bearer <token>")
+		s.refuseUnauthenticated(ctx, w, req, "malformed", "malformed Authorization header: want Bearer <token>")
+		return false
 	}
-	p, err := s.o.Principals.Authenticate(ctx, token)
+	id, err := s.index.Lookup(ctx, token)
+	if err != nil {
+		s.refuseUnauthenticated(ctx, w, req, "unknown token", "unknown token")
+		return false
+	}
+	req.rec.Principal = id
+	select {
+	case s.slots <- struct{}{}:
+		req.slot = true
+		s.m.inFlight.Inc()
+	default:
+		s.m.overloaded.Inc()
+		req.rec.Decision = audit.Denied
+		req.rec.Reason = fmt.Sprintf("over query.max_in_flight: %d requests being answered", s.o.MaxInFlight)
+		seq, ok := s.finish(ctx, w, req)
+		if !ok {
+			return false
+		}
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the service is answering as many requests as it may at once: retry later", Status: 503, Audit: seq})
+		return false
+	}
+	p, err := s.index.Current(ctx, id, token)
 	if errors.Is(err, principal.ErrUnknownToken) {
-		return http.StatusUnauthorized, errors.New("unknown token")
+		// The principal no longer holds this token: the index was older than the row.
+		s.release(req)
+		req.rec.Principal = ""
+		s.refuseUnauthenticated(ctx, w, req, "unknown token", "unknown token")
+		return false
 	}
 	if err != nil {
-		return http.StatusServiceUnavailable, failed("principals cannot be read", err)
+		s.deny(ctx, w, req, http.StatusServiceUnavailable, failed("principals cannot be read", err))
+		s.release(req)
+		return false
 	}
 	req.p = &p
 	req.rec.Principal, req.rec.Kind, req.rec.ContractRef = p.ID, p.Kind, p.ContractRef
 	// Every request, whoami and break-glass included: enabled, unexpired, of a known kind.
 	if err := p.Active(s.o.Now()); err != nil {
-		return http.StatusForbidden, err
+		s.deny(ctx, w, req, http.StatusForbidden, err)
+		s.release(req)
+		return false
 	}
-	return 0, nil
+	return true
+}
+
+// release gives back the request's slot, if it holds one.
+func (s *Server) release(req *request) {
+	if req.slot {
+		req.slot = false
+		<-s.slots
+		s.m.inFlight.Dec()
+	}
+}
+
+// refuseUnauthenticated answers a request without a valid token: paced (at most
+// UnauthenticatedRate a second), 401, with the seq of its interval's audit record, and no
+// ClickHouse query but that record's, once an interval.
+func (s *Server) refuseUnauthenticated(ctx context.Context, w http.ResponseWriter, req *request, kind, why string) {
+	s.m.unauthenticated.Inc()
+	s.pace.wait(ctx)
+	seq, err := s.unauth.refuse(kind, why)
+	s.m.observe(req.rec.Report, audit.Denied, time.Since(req.start))
+	if err != nil {
+		if !errors.Is(err, errAuditBackoff) {
+			s.o.Log.Error("audit log append failed; request without a valid token refused", "err", err)
+		}
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the audit log cannot be written, so the request is refused", Status: 503})
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="shukei"`)
+	writeJSON(w, http.StatusUnauthorized, apiError{Error: why, Status: http.StatusUnauthorized, Audit: seq})
 }
 
 // finish appends the request's record and reports whether the answer may be sent. Without a
@@ -236,10 +346,10 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	req.rec.ParamsHash = paramsHash(q)
-	if status, err := s.authenticate(ctx, r, req); err != nil {
-		s.deny(ctx, w, req, status, err)
+	if !s.authenticate(ctx, w, r, req) {
 		return
 	}
+	defer s.release(req)
 	purpose := q.Get("purpose")
 	if _, err := policy.ParsePurpose(purpose); err != nil || len(q["purpose"]) != 1 {
 		if purpose != "" {
@@ -484,10 +594,10 @@ func (s *Server) handleCatalogue(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	req := s.newRequest("catalogue")
 	req.rec.ParamsHash = paramsHash(url.Values{})
-	if status, err := s.authenticate(ctx, r, req); err != nil {
-		s.deny(ctx, w, req, status, err)
+	if !s.authenticate(ctx, w, r, req) {
 		return
 	}
+	defer s.release(req)
 	req.rec.Decision = audit.Allowed
 	if _, ok := s.finish(ctx, w, req); !ok {
 		return
@@ -504,10 +614,10 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	req := s.newRequest("whoami")
 	req.rec.ParamsHash = paramsHash(url.Values{})
-	if status, err := s.authenticate(ctx, r, req); err != nil {
-		s.deny(ctx, w, req, status, err)
+	if !s.authenticate(ctx, w, r, req) {
 		return
 	}
+	defer s.release(req)
 	now := s.o.Now()
 	var purposes []string
 	var reps []reportInfo
@@ -567,10 +677,10 @@ func (s *Server) handleBreakGlass(action string) http.HandlerFunc {
 		ctx := r.Context()
 		req := s.newRequest("breakglass_" + action)
 		req.rec.Purpose = "support"
-		if status, err := s.authenticate(ctx, r, req); err != nil {
-			s.deny(ctx, w, req, status, err)
+		if !s.authenticate(ctx, w, r, req) {
 			return
 		}
+		defer s.release(req)
 		if s.o.BreakGlass == nil {
 			s.deny(ctx, w, req, http.StatusNotFound, errors.New("this service has no break-glass store"))
 			return

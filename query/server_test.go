@@ -49,7 +49,7 @@ type ev struct {
 }
 
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	conn    driver.Conn
 	db      string
 	srv     *httptest.Server
@@ -60,7 +60,7 @@ type fixture struct {
 	readers map[string]driver.Conn
 }
 
-func insert(t *testing.T, conn driver.Conn, db string, evs []ev) {
+func insert(t testing.TB, conn driver.Conn, db string, evs []ev) {
 	t.Helper()
 	ctx := context.Background()
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".events (event_id, tenant_id, occurred_at, ingested_at, category, schema_version, source, user_pseudonym, os, os_major, device_kind, contract_status, edition, size_band, purposes, policy_version, app_id, action, feature_id, use_count, operation_id, result_code, request_id)")
@@ -92,7 +92,7 @@ func insert(t *testing.T, conn driver.Conn, db string, evs []ev) {
 
 // newFixture migrates a database of the test's own, declares the purpose readers, registers
 // principals and starts the service on loopback.
-func newFixture(t *testing.T, evs []ev) *fixture {
+func newFixture(t testing.TB, evs []ev) *fixture {
 	conn, cfg := servicetest.ClickHouse(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -101,8 +101,8 @@ func newFixture(t *testing.T, evs []ev) *fixture {
 		t.Fatal(err)
 	}
 	master, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
-	readers := chm.Readers(db, master)
-	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, readers, []string{"127.0.0.1", "::1"})
+	readers := chm.Readers(db, master.Derive("test-query"))
+	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, chm.ReaderUsers(readers), []string{"127.0.0.1", "::1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func (f *fixture) report(who, name string, want int, kv ...string) result {
 func (f *fixture) lastAudit() audit.Record {
 	f.t.Helper()
 	var r audit.Record
-	if err := f.conn.QueryRow(context.Background(), "SELECT seq, principal_id, principal_kind, contract_ref, purpose, ticket, report, decision, reason, rows, tenant_id FROM "+f.db+".audit_log ORDER BY seq DESC LIMIT 1").
+	if err := f.conn.QueryRow(context.Background(), "SELECT seq, principal_id, principal_kind, contract_ref, purpose, ticket, report, decision, reason, rows, tenant_id FROM "+f.db+"_audit.audit_log ORDER BY seq DESC LIMIT 1").
 		Scan(&r.Seq, &r.Principal, &r.Kind, &r.ContractRef, &r.Purpose, &r.Ticket, &r.Report, &r.Decision, &r.Reason, &r.Rows, &r.Tenant); err != nil {
 		f.t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ type Activation struct {
 // Activations returns the recorded activations, oldest version first. A version recorded
 // twice keeps its first record: an activation time cannot move.
 func (r *Registry) Activations(ctx context.Context) ([]Activation, error) {
-	rows, err := r.conn.Query(ctx, "SELECT version, at, activated_by, recorded_at FROM "+r.db+".policy_activations ORDER BY version, recorded_at")
+	rows, err := r.conn.Query(ctx, "SELECT version, at, activated_by, recorded_at FROM "+r.db+"_registry.policy_activations ORDER BY version, recorded_at")
 	if err != nil {
 		return nil, fmt.Errorf("read policy activations: %w", err)
 	}
@@ -81,7 +81,7 @@ func (r *Registry) ActivatePolicy(ctx context.Context, version int, at time.Time
 	if err := vs.Activate(version, at); err != nil {
 		return Activation{}, err
 	}
-	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".policy_activations (version, at, activated_by, recorded_at)")
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+"_registry.policy_activations (version, at, activated_by, recorded_at)")
 	if err != nil {
 		return Activation{}, err
 	}

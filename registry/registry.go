@@ -159,7 +159,7 @@ func (r *Registry) Add(ctx context.Context, t Tenant) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".pseudonym_roots (tenant_id, root_enc, created_at)")
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+"_keys.pseudonym_roots (tenant_id, root_enc, created_at)")
 	if err != nil {
 		return "", err
 	}
@@ -255,7 +255,7 @@ func (r *Registry) put(ctx context.Context, t Tenant) error {
 		// second must still order.
 		now = t.UpdatedAt.Add(time.Second)
 	}
-	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".tenants (tenant_id, status, edition, size_band, contract_end, token_hashes, deleted, updated_at)")
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+"_registry.tenants (tenant_id, status, edition, size_band, contract_end, token_hashes, deleted, updated_at)")
 	if err != nil {
 		return err
 	}
@@ -274,7 +274,7 @@ func (r *Registry) Consent(ctx context.Context, id, purpose string, version int,
 	if _, err := r.Get(ctx, id); err != nil {
 		return err
 	}
-	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".consents (tenant_id, purpose, policy_version, given, at, recorded_at)")
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+"_registry.consents (tenant_id, purpose, policy_version, given, at, recorded_at)")
 	if err != nil {
 		return err
 	}
@@ -320,7 +320,7 @@ func (r *Registry) load(ctx context.Context, only string) (map[string]*Tenant, e
 	if only != "" {
 		where, args = " WHERE tenant_id = ?", []any{only}
 	}
-	rows, err := r.conn.Query(ctx, "SELECT tenant_id, toString(status), edition, size_band, contract_end, token_hashes, deleted, updated_at FROM "+r.db+".tenants FINAL"+where, args...)
+	rows, err := r.conn.Query(ctx, "SELECT tenant_id, toString(status), edition, size_band, contract_end, token_hashes, deleted, updated_at FROM "+r.db+"_registry.tenants FINAL"+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read tenant registry: %w", err)
 	}
@@ -343,7 +343,7 @@ func (r *Registry) load(ctx context.Context, only string) (map[string]*Tenant, e
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	crows, err := r.conn.Query(ctx, "SELECT tenant_id, purpose, policy_version, given, at FROM "+r.db+".consents"+where+" ORDER BY tenant_id, at, recorded_at", args...)
+	crows, err := r.conn.Query(ctx, "SELECT tenant_id, purpose, policy_version, given, at FROM "+r.db+"_registry.consents"+where+" ORDER BY tenant_id, at, recorded_at", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read consents: %w", err)
 	}
@@ -367,7 +367,7 @@ func (r *Registry) load(ctx context.Context, only string) (map[string]*Tenant, e
 // tenant_id: it holds nothing of the tenant but the fact), so that its events still in Kafka are
 // recognised and refused without keeping anything of them.
 func (r *Registry) Tombstone(ctx context.Context, tombstone string, at time.Time) error {
-	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".deleted_tenants (tombstone, deleted_at)")
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+"_registry.deleted_tenants (tombstone, deleted_at)")
 	if err != nil {
 		return fmt.Errorf("record the deletion: %w", err)
 	}
@@ -382,7 +382,7 @@ func (r *Registry) Tombstone(ctx context.Context, tombstone string, at time.Time
 
 // Tombstones returns the tombstones of every deleted tenant.
 func (r *Registry) Tombstones(ctx context.Context) (map[string]bool, error) {
-	rows, err := r.conn.Query(ctx, "SELECT DISTINCT tombstone FROM "+r.db+".deleted_tenants")
+	rows, err := r.conn.Query(ctx, "SELECT DISTINCT tombstone FROM "+r.db+"_registry.deleted_tenants")
 	if err != nil {
 		return nil, fmt.Errorf("read deleted tenants: %w", err)
 	}
@@ -400,7 +400,7 @@ func (r *Registry) Tombstones(ctx context.Context) (map[string]bool, error) {
 
 // Roots returns each tenant's encrypted pseudonymisation root.
 func (r *Registry) Roots(ctx context.Context) (map[string][]byte, error) {
-	rows, err := r.conn.Query(ctx, "SELECT tenant_id, root_enc FROM "+r.db+".pseudonym_roots FINAL")
+	rows, err := r.conn.Query(ctx, "SELECT tenant_id, root_enc FROM "+r.db+"_keys.pseudonym_roots FINAL")
 	if err != nil {
 		return nil, fmt.Errorf("read pseudonymisation roots: %w", err)
 	}

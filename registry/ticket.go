@@ -91,7 +91,7 @@ func (r *Registry) putTicket(ctx context.Context, k *Ticket) error {
 		now = k.UpdatedAt.Add(time.Second) // two changes within a second must still order
 	}
 	k.UpdatedAt = now
-	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+".tickets (tenant_id, ticket_id, opened_at, expires_at, closed_at, opened_by, updated_at)")
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+"_registry.tickets (tenant_id, ticket_id, opened_at, expires_at, closed_at, opened_by, updated_at)")
 	if err != nil {
 		return err
 	}
@@ -129,7 +129,7 @@ func (r *Registry) Tickets(ctx context.Context, tenant string) ([]Ticket, error)
 }
 
 func (r *Registry) tickets(ctx context.Context, where string, args ...any) ([]Ticket, error) {
-	rows, err := r.conn.Query(ctx, "SELECT tenant_id, ticket_id, opened_at, expires_at, closed_at, opened_by, updated_at FROM "+r.db+".tickets FINAL "+where+" ORDER BY opened_at DESC, ticket_id", args...)
+	rows, err := r.conn.Query(ctx, "SELECT tenant_id, ticket_id, opened_at, expires_at, closed_at, opened_by, updated_at FROM "+r.db+"_registry.tickets FINAL "+where+" ORDER BY opened_at DESC, ticket_id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read tickets: %w", err)
 	}

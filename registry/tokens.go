@@ -16,13 +16,13 @@ func (c *Cache) TenantOfToken(hash string) (string, bool) {
 // stored can no longer be linked to anything, and no new ones can be made. Running stages
 // drop the key from memory at their next refresh.
 func (r *Registry) DestroyKeys(ctx context.Context, tenant string) error {
-	if err := r.conn.Exec(ctx, "ALTER TABLE "+r.db+".pseudonym_roots DELETE WHERE tenant_id = ?", tenant); err != nil {
+	if err := r.conn.Exec(ctx, "ALTER TABLE "+r.db+"_keys.pseudonym_roots DELETE WHERE tenant_id = ?", tenant); err != nil {
 		return fmt.Errorf("destroy pseudonymisation root of %s: %w", tenant, err)
 	}
 	// Mutations are asynchronous; wait until the root is gone so the caller can rely on it.
 	for range 100 {
 		var n uint64
-		if err := r.conn.QueryRow(ctx, "SELECT count() FROM "+r.db+".pseudonym_roots WHERE tenant_id = ?", tenant).Scan(&n); err != nil {
+		if err := r.conn.QueryRow(ctx, "SELECT count() FROM "+r.db+"_keys.pseudonym_roots WHERE tenant_id = ?", tenant).Scan(&n); err != nil {
 			return err
 		}
 		if n == 0 {

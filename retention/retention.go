@@ -26,12 +26,14 @@ import (
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/query/audit"
 	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/schemas/databases"
 	"github.com/shukei/shukei/schemas/policy"
 )
 
 // Keeper deletes what the policy no longer allows to keep.
 type Keeper struct {
 	conn   driver.Conn
+	read   driver.Conn // reads the releases; conn when nil
 	db     string
 	reg    *registry.Registry
 	audit  *audit.Log
@@ -59,6 +61,20 @@ func (k *Keeper) Tombstones(key []byte) *Keeper {
 // sets the configured one.
 func New(conn driver.Conn, db string, reg *registry.Registry, log *audit.Log, r policy.Retention) *Keeper {
 	return &Keeper{conn: conn, db: db, reg: reg, audit: log, policy: r, stateMargin: config.Default().Aggregator.StateRetention}
+}
+
+// ReadReleasesWith makes k read the releases (to know which windows' state expired) on read,
+// retention's read-only user (promise 16), and returns k.
+func (k *Keeper) ReadReleasesWith(read driver.Conn) *Keeper {
+	k.read = read
+	return k
+}
+
+func (k *Keeper) readConn() driver.Conn {
+	if k.read != nil {
+		return k.read
+	}
+	return k.conn
 }
 
 // StateRetention sets how long after a window's release its partial aggregates are kept
@@ -91,7 +107,7 @@ FROM system.columns AS c
 ANY INNER JOIN (SELECT database, name AS table, engine FROM system.tables) AS t USING (database, table)
 WHERE c.name = 'tenant_id' AND (c.database = ? OR startsWith(c.database, ?)) AND t.engine NOT IN ('View', 'MaterializedView')
   AND NOT (c.database = ? AND c.table = 'audit_log')
-ORDER BY c.database, c.table`, k.db, k.db+"_", k.db)
+ORDER BY c.database, c.table`, k.db, k.db+"_", databases.Audit(k.db))
 	if err != nil {
 		return nil, fmt.Errorf("list the tables with tenant rows: %w", err)
 	}
@@ -333,6 +349,6 @@ func (k *Keeper) Run(ctx context.Context, now time.Time) (Report, error) {
 	if rep.Dropped, err = k.DropExpired(ctx, now); err != nil {
 		return rep, err
 	}
-	rep.State, err = aggregator.ExpireState(ctx, k.conn, k.db, now, k.stateMargin, k.periods)
+	rep.State, err = aggregator.ExpireState(ctx, k.conn, k.readConn(), k.db, now, k.stateMargin, k.periods)
 	return rep, err
 }

@@ -129,7 +129,7 @@ func TestTenantDeletedEndToEnd(t *testing.T) {
 	for _, c := range before {
 		holding[c.Table.String()] = c.Rows
 	}
-	for _, want := range []string{".events", ".rejections", ".tenants", ".consents", ".tickets", ".pseudonym_roots",
+	for _, want := range []string{".events", ".rejections", "_registry.tenants", "_registry.consents", "_registry.tickets", "_keys.pseudonym_roots",
 		"_support.trace", "_service_improvement.feature_daily", "_marketing.activity_daily",
 		"_follow_up.tenant_weekly", "_interview_selection.tenant_daily", "_external_consented.tenant_daily"} {
 		if holding[db+want] == 0 {
@@ -181,7 +181,7 @@ func TestTenantDeletedEndToEnd(t *testing.T) {
 	}
 	// The receipt is in the audit log, and the chain holds.
 	var reason, decisionText string
-	if err := conn.QueryRow(ctx, "SELECT reason, decision FROM "+db+".audit_log WHERE report = 'tenant_deletion'").Scan(&reason, &decisionText); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT reason, decision FROM "+db+"_audit.audit_log WHERE report = 'tenant_deletion'").Scan(&reason, &decisionText); err != nil {
 		t.Fatal(err)
 	}
 	if decisionText != "deleted" || !strings.Contains(reason, "tenant gone deleted") || !strings.Contains(reason, "pseudonymisation root destroyed") {
@@ -193,7 +193,7 @@ func TestTenantDeletedEndToEnd(t *testing.T) {
 	// The audit log is the one exception (promise 8): who read the tenant's trace stays, and
 	// the chain still verifies (above).
 	var read uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".audit_log WHERE tenant_id = 'gone' AND report = 'support_trace'").Scan(&read); err != nil || read != 1 {
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"_audit.audit_log WHERE tenant_id = 'gone' AND report = 'support_trace'").Scan(&read); err != nil || read != 1 {
 		t.Errorf("the audit record of the trace read: %d %v", read, err)
 	}
 	// A second run finds nothing more to do.

@@ -27,7 +27,7 @@ type stateRow struct {
 func insertState(t *testing.T, conn driver.Conn, db string, rows []stateRow) {
 	t.Helper()
 	ctx := context.Background()
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at)")
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+"_aggregator.aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestRunExpiresReleasedPartials(t *testing.T) {
 
 	count := func(where string) uint64 {
 		var n uint64
-		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".aggregate_state WHERE "+where).Scan(&n); err != nil {
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"_aggregator.aggregate_state WHERE "+where).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n

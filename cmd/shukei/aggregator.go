@@ -12,6 +12,7 @@ import (
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/internal/chain"
 	"github.com/shukei/shukei/internal/population"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/registry"
@@ -113,9 +114,14 @@ func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *
 	if err != nil {
 		return nil, err
 	}
+	lkey, err := ledgerKey(a.cfg, a.log)
+	if err != nil {
+		return nil, err
+	}
 	d := aggregator.Deps{
-		K:        k,
-		Database: a.cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
+		K:         k,
+		LedgerKey: lkey,
+		Database:  a.cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
 		Policy: decision.NewPolicyTagger(versions), HashKey: master.Derive("dlq"),
 		SampleKey: master.Derive("aggregator-sampling"), Plan: plan, Budget: budget, Log: a.log,
 		YearBudget: ledger.Budget{Epsilon: a.cfg.Aggregator.BudgetEpsilonYear, Delta: a.cfg.Aggregator.BudgetDeltaYear},
@@ -129,17 +135,41 @@ func runAggregator(ctx context.Context, a *app) error {
 	if err != nil {
 		return err
 	}
-	conn, err := awaitClickHouse(ctx, a.cfg.ClickHouse, a.log)
+	// Its own users (promise 16): one writes its state, the releases, the ledger and the gated
+	// atoms; one reads the registry, the wrapped keys and the marts atoms are computed from.
+	writer, err := roleClickHouse(a.cfg, "aggregator", "", a.log)
+	if err != nil {
+		return err
+	}
+	reader, err := roleClickHouse(a.cfg, "aggregator", "_read", a.log)
+	if err != nil {
+		return err
+	}
+	conn, err := awaitClickHouse(ctx, writer, a.log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	keyring := pseudonym.NewKeyring(master)
-	cache := registry.NewCache(registry.New(conn, a.cfg.ClickHouse.Database, master), keyring, a.cfg.Processor.RegistryRefresh, a.log)
-	reg := newRegistry()
-	agg, err := newAggregator(ctx, a, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, reg })
+	rconn, err := awaitClickHouse(ctx, reader, a.log)
 	if err != nil {
 		return err
+	}
+	defer rconn.Close()
+	keyring := pseudonym.NewKeyring(master)
+	cache := registry.NewCache(registry.New(rconn, a.cfg.ClickHouse.Database, master), keyring, a.cfg.Processor.RegistryRefresh, a.log)
+	reg := newRegistry()
+	agg, err := newAggregator(ctx, a, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Marts, d.Registry = conn, rconn, reg })
+	if err != nil {
+		return err
+	}
+	if a.cfg.Ledger.AnchorEvery > 0 {
+		lkey, err := ledgerKey(a.cfg, nil)
+		if err != nil {
+			return err
+		}
+		l := ledger.New(conn, a.cfg.ClickHouse.Database).WithKey(lkey)
+		go anchorLoop(ctx, "budget ledger", a.cfg.Ledger.AnchorFile, a.cfg.Ledger.AnchorEvery,
+			func(ctx context.Context) (chain.Anchor, error) { return l.Anchor(ctx, a.cfg.ClickHouse.Database) }, a.log)
 	}
 	a.log.Info("aggregator starting", "topic", a.cfg.Kafka.RawTopic, "group", a.cfg.Aggregator.GroupID, "window", a.cfg.Aggregator.Window, "plan", agg.PlanHash())
 	return runRole(ctx, a.cfg, a.cfg.Aggregator.Listen, reg, cache, agg.Run)

@@ -176,22 +176,7 @@ func splitList(s string) []string {
 func newAuditCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",
-		Short: "Check the query service's audit log: verify the chain, report what a principal read",
-	}
-	verify := &cobra.Command{
-		Use:   "verify",
-		Short: "Walk the audit log's hash chain and report the first broken link",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				n, err := audit.New(conn, a.cfg.ClickHouse.Database).Verify(cmd.Context())
-				if err != nil {
-					return fmt.Errorf("%w (%d records verified before it)", err, n)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "audit log verified: %d records, chain intact\n", n)
-				return nil
-			})
-		},
+		Short: "Check the query service's audit log: verify and anchor the chain, report what a principal read",
 	}
 	var who, month string
 	report := &cobra.Command{
@@ -238,7 +223,8 @@ func newAuditCmd(a *app) *cobra.Command {
 	report.Flags().StringVar(&who, "principal", "", "principal id")
 	report.Flags().StringVar(&month, "month", time.Now().UTC().Format("2006-01"), "YYYY-MM")
 	_ = report.MarkFlagRequired("principal")
-	cmd.AddCommand(verify, report)
+	cmd.AddCommand(report)
+	cmd.AddCommand(newAuditChainCmds(a)...) // verify, anchor, init-key (chains.go)
 	return cmd
 }
 

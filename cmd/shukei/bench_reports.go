@@ -26,6 +26,7 @@ import (
 	"github.com/shukei/shukei/internal/population"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/schemas/databases"
 	"github.com/shukei/shukei/schemas/policy"
 )
 
@@ -250,7 +251,7 @@ func pct(sorted []float64, p float64) float64 {
 }
 
 func purposeSuffixes() []string {
-	var out []string
+	out := databases.Internal("")
 	for _, p := range policy.Purposes() {
 		out = append(out, "_"+p.String())
 	}

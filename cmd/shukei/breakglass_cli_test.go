@@ -75,7 +75,7 @@ func TestBreakGlassAndAuditListingsOnRealServices(t *testing.T) {
 	// up and erase the line above, reverse the text and fake a line of its own.
 	hostile := "Police inquiry ref. 7\x1b[1A\x1b[2K\u202eok\nbg-fake  hana  acme  3(2)-7  open"
 	now := time.Now().UTC().Truncate(time.Second)
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".breakglass_actions (grant_id, seq, action, principal_id, at, tenant_id, purpose, clause, justification, ttl_seconds)")
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+"_breakglass.breakglass_actions (grant_id, seq, action, principal_id, at, tenant_id, purpose, clause, justification, ttl_seconds)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestBreakGlassAndAuditListingsOnRealServices(t *testing.T) {
 	if err := b.Send(); err != nil {
 		t.Fatal(err)
 	}
-	ab, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".audit_log (seq, at, principal_id, principal_kind, contract_ref, purpose, ticket, report, params_hash, decision, reason, rows, budget_epsilon, tenant_id, prev_hash, hash)")
+	ab, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+"_audit.audit_log (seq, at, principal_id, principal_kind, contract_ref, purpose, ticket, report, params_hash, decision, reason, rows, budget_epsilon, tenant_id, prev_hash, hash)")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,8 +47,13 @@ Also serves /healthz, /readyz and /metrics.`,
 					return awaitClickHouse(ctx, c, a.log)
 				}
 			}
+			// It reads tokens only: its user may read the registry and nothing else (promise 16).
+			chc, err := roleClickHouse(a.cfg, "collector", "", a.log)
+			if err != nil {
+				return err
+			}
 			var cache *registry.Cache
-			if conn, err := open(ctx, a.cfg.ClickHouse); err == nil {
+			if conn, err := open(ctx, chc); err == nil {
 				defer conn.Close()
 				cache = registry.NewCache(registry.New(conn, a.cfg.ClickHouse.Database, nil), nil, a.cfg.Processor.RegistryRefresh, a.log)
 				if err := cache.Refresh(ctx); err != nil {
@@ -64,6 +69,7 @@ Also serves /healthz, /readyz and /metrics.`,
 			var g run.Group
 			runCtx, cancel := context.WithCancel(ctx)
 			g.Add(func() error { return c.Run(runCtx) }, func(error) { cancel() })
+			g.Add(func() error { return serveOps(runCtx, a.cfg.Collector.OpsListen, reg, c.Ready) }, func(error) { cancel() })
 			if cache != nil {
 				g.Add(func() error { return cache.Run(runCtx) }, func(error) { cancel() })
 			}

@@ -40,8 +40,9 @@ func demoReset(ctx context.Context, out io.Writer, cfg config.Config) error {
 	if err := topic.Reachable(ctx, cfg.Kafka.Brokers, cfg.Kafka.DialTimeout); err != nil {
 		return fmt.Errorf("%w (is it running? scripts/services.sh up)", err)
 	}
-	// The release log too: it decides which windows of the demo's database were released.
-	topics := []string{cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic, topic.ReleaseSpec(cfg.Kafka).Name}
+	// The release log too: it decides which windows of the demo's database were released; and
+	// the audit log's sequencer, whose records of the database a new chain would take up again.
+	topics := []string{cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic, topic.ReleaseSpec(cfg.Kafka).Name, topic.AuditSpec(cfg).Name}
 	if err := topic.Delete(ctx, cfg.Kafka.Brokers, topics...); err != nil {
 		return err
 	}

@@ -120,7 +120,11 @@ eligible, replayed and skipped, by reason.`,
 				return err
 			}
 			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				rp := &dlq.Replayer{Source: src(), RawTopic: a.cfg.Kafka.RawTopic, Conn: conn, Database: a.cfg.ClickHouse.Database}
+				aopts, err := auditOptions(a.cfg, a.log)
+				if err != nil {
+					return err
+				}
+				rp := &dlq.Replayer{Source: src(), RawTopic: a.cfg.Kafka.RawTopic, Conn: conn, Database: a.cfg.ClickHouse.Database, AuditOptions: aopts}
 				res, err := rp.Replay(cmd.Context(), o)
 				if res.AuditSeq > 0 || res.Read > 0 || err == nil {
 					if replayJSON {

@@ -102,22 +102,26 @@ func TestMigrateAndTopicsOnRealServices(t *testing.T) {
 	if !strings.Contains(out, "applied  0001_databases") {
 		t.Errorf("first migrate did not apply 0001:\n%s", out)
 	}
-	if !strings.Contains(out, "purpose readers: 7 read-only users") {
-		t.Errorf("migrate did not declare the purpose readers:\n%s", out)
+	if !strings.Contains(out, "role users: 17 ClickHouse users of 5 roles") {
+		t.Errorf("migrate did not declare the roles' users:\n%s", out)
 	}
-	// Only the purpose readers: no ClickHouse user for the dashboards (promise 10), whose
-	// password would derive from the master key as the readers' do.
+	// The roles' users and nothing else: no ClickHouse user for the dashboards (promise 10).
 	master, err := pseudonym.ParseMasterKey(os.Getenv("SHUKEI_ANONYMIZER_MASTER_KEY"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	users, err := os.ReadFile(filepath.Join(os.Getenv("SHUKEI_CLICKHOUSE_USERS_DIR"), chm.UsersFileName(os.Getenv("SHUKEI_CLICKHOUSE_DATABASE"))))
-	if err != nil || strings.Contains(string(users), "dashboards") || strings.Count(string(users), "<password_sha256_hex>") != 7 {
-		t.Errorf("users.d file: want the 7 purpose readers and nothing else: %v\n%s", err, users)
+	db := os.Getenv("SHUKEI_CLICKHOUSE_DATABASE")
+	users, err := os.ReadFile(filepath.Join(os.Getenv("SHUKEI_CLICKHOUSE_USERS_DIR"), chm.UsersFileName(db)))
+	all := chm.AllUsers(db, master.Derive("clickhouse-users"))
+	if err != nil || strings.Contains(string(users), "dashboards") || strings.Count(string(users), "<password_sha256_hex>") != len(all) || len(all) != 17 {
+		t.Errorf("users.d file: want the 17 role users and nothing else: %v\n%s", err, users)
 	}
-	for _, r := range chm.Readers(os.Getenv("SHUKEI_CLICKHOUSE_DATABASE"), master) {
-		if strings.Contains(string(users), r.Password) {
-			t.Errorf("users.d holds %s's password in clear", r.User)
+	for _, u := range all {
+		if !strings.Contains(string(users), "<"+u.Name+">") {
+			t.Errorf("users.d does not declare %s", u.Name)
+		}
+		if strings.Contains(string(users), u.Password) {
+			t.Errorf("users.d holds %s's password in clear", u.Name)
 		}
 	}
 	out, err = runCLI(t, "migrate")
@@ -511,6 +515,7 @@ func TestLoadgenThroughCollectorAndDirect(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	t.Setenv("SHUKEI_COLLECTOR_LISTEN", addr)
+	t.Setenv("SHUKEI_COLLECTOR_OPS_LISTEN", "127.0.0.1:0")
 	t.Setenv("SHUKEI_PROCESSOR_REGISTRY_REFRESH", "200ms")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

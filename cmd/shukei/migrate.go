@@ -22,10 +22,11 @@ ClickHouse server: the internal database and one database per purpose. Each migr
 recorded in <database>.schema_migrations with its checksum; applied ones are skipped, and an
 applied migration whose file was later edited is refused. Safe to run any number of times.
 
-It also declares one read-only ClickHouse user per purpose, allowed only that purpose's
-database (the query service reads each purpose as its reader): with clickhouse.users_dir set it
-writes <database>-readers.xml there (the server loads it within seconds); otherwise it prints
-the file for you to install. Reader passwords are derived from the master key.`,
+It also declares every role's ClickHouse users (promise 16; 'shukei users list' shows the
+matrix): each allowed only the databases its job needs, read-only where it only reads, and one
+read-only user per purpose for the query service. With clickhouse.users_dir set it writes
+<database>-users.xml there (the server loads it within seconds); otherwise it prints the file
+for you to install. Passwords derive from clickhouse.users_key_file (else the master key).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return migrate(cmd.Context(), cmd.OutOrStdout(), a.cfg)
@@ -55,28 +56,32 @@ func migrate(ctx context.Context, out io.Writer, cfg config.Config) error {
 	return writeReaders(out, cfg)
 }
 
-// writeReaders declares the purpose readers in the server's users.d (or prints the file).
+// writeReaders declares every role's users in the server's users.d (or prints the file):
+// the matrix of promise 16, passwords derived from the users key.
 func writeReaders(out io.Writer, cfg config.Config) error {
-	master, err := masterKey(cfg.Anonymizer)
+	uk, err := usersKey(cfg)
 	if err != nil {
-		return fmt.Errorf("the purpose readers' passwords derive from the master key: %w", err)
+		return fmt.Errorf("the roles' passwords derive from the users key: %w", err)
 	}
-	// The purpose readers only: Grafana reads the query service's reports as a principal of
-	// its own (promise 10), never ClickHouse, whose system tables any user may read.
-	readers := chm.Readers(cfg.ClickHouse.Database, master)
+	if uk == nil {
+		return fmt.Errorf("the roles' passwords derive from the users key: set clickhouse.users_key_file (or anonymizer.master_key_file)")
+	}
+	// Grafana reads the query service's reports as a principal of its own (promise 10),
+	// never ClickHouse, whose system tables any user may read.
+	users := chm.AllUsers(cfg.ClickHouse.Database, uk)
 	if cfg.ClickHouse.UsersDir == "" {
-		b, err := chm.UsersFile(readers, cfg.ClickHouse.ReaderNetworks)
+		b, err := chm.UsersFile(users, cfg.ClickHouse.ReaderNetworks)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "clickhouse.users_dir is not set: install this as users.d/%s on the server\n%s", chm.UsersFileName(cfg.ClickHouse.Database), b)
 		return nil
 	}
-	path, err := chm.WriteUsers(cfg.ClickHouse.UsersDir, cfg.ClickHouse.Database, readers, cfg.ClickHouse.ReaderNetworks)
+	path, err := chm.WriteUsers(cfg.ClickHouse.UsersDir, cfg.ClickHouse.Database, users, cfg.ClickHouse.ReaderNetworks)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "purpose readers: %d read-only users, one per purpose, in %s\n", len(readers), path)
+	fmt.Fprintf(out, "role users: %d ClickHouse users of %d roles (purpose readers included), each allowed only its databases, in %s\n", len(users), len(chm.Roles), path)
 	return nil
 }
 
@@ -84,7 +89,8 @@ func newTopicsCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "topics",
 		Short: "Create the Kafka topics (usage.raw, usage.dlq) with the configured partitions and retention",
-		Long: `topics creates the raw and DLQ topics if they are missing, with the partition counts,
+		Long: `topics creates the raw and DLQ topics, the release log and the audit log's sequencer
+(audit.topic, one partition) if they are missing, with the partition counts,
 replication factor and retention from the configuration, and checks existing ones. It never adds
 partitions to an existing topic: that would move tenants between partitions while consumers run.
 
@@ -95,16 +101,17 @@ segment.ms). An existing topic whose settings differ, or that only inherits the 
 default, is set to them (its other settings are left alone) and the change is printed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return ensureTopics(cmd.Context(), cmd.OutOrStdout(), a.cfg.Kafka)
+			return ensureTopics(cmd.Context(), cmd.OutOrStdout(), a.cfg.Kafka, topic.AuditSpec(a.cfg))
 		},
 	}
 }
 
-func ensureTopics(ctx context.Context, out io.Writer, k config.Kafka) error {
+// ensureTopics creates the topics of k and the extra ones (the audit log's sequencer).
+func ensureTopics(ctx context.Context, out io.Writer, k config.Kafka, extra ...topic.Spec) error {
 	if err := topic.Reachable(ctx, k.Brokers, k.DialTimeout); err != nil {
 		return fmt.Errorf("%w (is it running? scripts/services.sh up)", err)
 	}
-	st, err := topic.Ensure(ctx, k.Brokers, topic.Specs(k))
+	st, err := topic.Ensure(ctx, k.Brokers, append(topic.Specs(k), extra...))
 	for _, s := range st {
 		verb := "exists "
 		if s.Created {

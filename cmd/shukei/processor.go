@@ -38,13 +38,28 @@ SHUKEI_ANONYMIZER_MASTER_KEY). Serves /metrics, /healthz and /readyz on processo
 			if err != nil {
 				return err
 			}
-			conn, err := awaitClickHouse(ctx, a.cfg.ClickHouse, a.log)
+			// Its own users (promise 16): one writes the event store (and, through its views,
+			// the purpose marts), one reads the registry and the wrapped keys.
+			writer, err := roleClickHouse(a.cfg, "processor", "", a.log)
+			if err != nil {
+				return err
+			}
+			reader, err := roleClickHouse(a.cfg, "processor", "_read", a.log)
+			if err != nil {
+				return err
+			}
+			conn, err := awaitClickHouse(ctx, writer, a.log)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
+			rconn, err := awaitClickHouse(ctx, reader, a.log)
+			if err != nil {
+				return err
+			}
+			defer rconn.Close()
 			reg := newRegistry()
-			p, cache, err := newProcessor(ctx, conn, a.cfg, master, a.log, func(d *processor.Deps) { d.Registry = reg })
+			p, cache, err := newProcessor(ctx, conn, rconn, a.cfg, master, a.log, func(d *processor.Deps) { d.Registry = reg })
 			if err != nil {
 				return err
 			}
@@ -54,16 +69,16 @@ SHUKEI_ANONYMIZER_MASTER_KEY). Serves /metrics, /healthz and /readyz on processo
 	}
 }
 
-// newProcessor wires a processor on conn: a registry cache that follows the recorded policy
+// newProcessor wires a processor writing on conn and reading the registry on read: a registry cache that follows the recorded policy
 // activations (refreshed once now, so the first batch is tagged right) and the processor. deps
 // may adjust the dependencies (metrics registry, database, raw copy) before it is built.
-func newProcessor(ctx context.Context, conn driver.Conn, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger, deps func(*processor.Deps)) (*processor.Processor, *registry.Cache, error) {
+func newProcessor(ctx context.Context, conn, read driver.Conn, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger, deps func(*processor.Deps)) (*processor.Processor, *registry.Cache, error) {
 	versions, err := policy.Embedded()
 	if err != nil {
 		return nil, nil, err
 	}
 	keyring := pseudonym.NewKeyring(master)
-	cache := registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, master), keyring, cfg.Processor.RegistryRefresh, log)
+	cache := registry.NewCache(registry.New(read, cfg.ClickHouse.Database, master), keyring, cfg.Processor.RegistryRefresh, log)
 	cache.Follow(versions) // policy activations take effect with each registry refresh
 	if err := cache.Refresh(ctx); err != nil {
 		return nil, nil, err

@@ -38,6 +38,12 @@ them). Aggregate reports build every value from segments of at least k tenants (
 
 Every request, allowed or denied, is appended to the hash-chained audit log before it is answered;
 when the log cannot be written the request is refused. 'shukei audit verify' checks the chain.
+Requests without a valid token (none, malformed, unknown) are refused (401) from an in-memory
+index of token hashes, without a ClickHouse query each, at most query.unauthenticated_rate a
+second, counted (shukei_query_unauthenticated_total) and audited once per
+query.unauthenticated_summary_every: each answers with its interval's record, and a summary
+record carries their count. Beyond query.max_in_flight requests of principals at once: 503 with
+Retry-After.
 
   GET /v1/reports/{name}?purpose=…   a report, JSON (default) or CSV (format=csv)
   GET /v1/whoami                      the principal, its purposes and reports
@@ -94,9 +100,14 @@ func queryK(c config.Query) (int, error) {
 // newQueryServer wires the service: the internal connection for principals, the audit log and
 // tickets, and one reader connection per purpose. close releases the connections.
 func newQueryServer(ctx context.Context, a *app) (srv *query.Server, ops *prometheus.Registry, ready func() error, closeAll func(), err error) {
-	master, err := masterKey(a.cfg.Anonymizer)
+	// The purpose readers' passwords derive from the query service's own key
+	// (clickhouse.role_key_file): it needs no master key.
+	key, err := roleKey(a.cfg, "query")
 	if err != nil {
 		return nil, nil, nil, nil, err
+	}
+	if key == nil {
+		return nil, nil, nil, nil, fmt.Errorf("the query service connects as its purpose readers, whose passwords derive from its key: set clickhouse.role_key_file ('shukei users key query')")
 	}
 	k, err := queryK(a.cfg.Query)
 	if err != nil {
@@ -106,7 +117,17 @@ func newQueryServer(ctx context.Context, a *app) (srv *query.Server, ops *promet
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	conn, err := awaitClickHouse(ctx, a.cfg.ClickHouse, a.log)
+	// Its own users (promise 16): one appends to the audit log and the break-glass grants,
+	// one reads principals and tickets.
+	writer, err := roleClickHouse(a.cfg, "query", "", a.log)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	reader, err := roleClickHouse(a.cfg, "query", "_read", a.log)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	conn, err := awaitClickHouse(ctx, writer, a.log)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -116,8 +137,14 @@ func newQueryServer(ctx context.Context, a *app) (srv *query.Server, ops *promet
 			c.Close()
 		}
 	}
+	rconn, err := awaitClickHouse(ctx, reader, a.log)
+	if err != nil {
+		closeAll()
+		return nil, nil, nil, nil, err
+	}
+	conns = append(conns, rconn)
 	readers := map[string]driver.Conn{}
-	for _, r := range chm.Readers(a.cfg.ClickHouse.Database, master) {
+	for _, r := range chm.Readers(a.cfg.ClickHouse.Database, key) {
 		rc, err := chm.OpenReader(ctx, a.cfg.ClickHouse.Options(), r, a.cfg.Query.ReaderWait)
 		if err != nil {
 			closeAll()
@@ -128,13 +155,20 @@ func newQueryServer(ctx context.Context, a *app) (srv *query.Server, ops *promet
 	}
 	db := a.cfg.ClickHouse.Database
 	reg := newRegistry()
-	log := audit.New(conn, db)
-	principals := principal.New(conn, db)
+	aopts, err := auditOptions(a.cfg, a.log)
+	if err != nil {
+		closeAll()
+		return nil, nil, nil, nil, err
+	}
+	log := audit.New(conn, db, aopts...)
+	go anchorLoop(ctx, "audit log", a.cfg.Audit.AnchorFile, a.cfg.Audit.AnchorEvery, log.Anchor, a.log)
+	principals := principal.New(rconn, db)
 	srv, err = query.New(query.Options{
-		Principals: principals, Audit: log, Tickets: registry.New(conn, db, nil),
+		Principals: principals, Audit: log, Tickets: registry.New(rconn, db, nil),
 		BreakGlass: breakglass.New(conn, db, principals, log),
 		Readers:    readers, Prefix: db, K: k, MaxRows: a.cfg.Query.MaxRows, Timeout: a.cfg.Query.Timeout,
 		Lookback: a.cfg.Query.SupportLookback, Budget: budget, YearBudget: aggregator.YearBudgetOf(a.cfg.Aggregator, budget), Metrics: reg, Log: a.log,
+		MaxInFlight: a.cfg.Query.MaxInFlight, UnauthenticatedEvery: a.cfg.Query.UnauthenticatedSummaryEvery, UnauthenticatedRate: a.cfg.Query.UnauthenticatedRate,
 		Ready: func() error { return conn.Ping(ctx) },
 	})
 	if err != nil {
@@ -151,6 +185,12 @@ func runQuery(ctx context.Context, a *app, started chan<- string) error {
 		return err
 	}
 	defer closeAll()
+	// Requests without a valid token are summarised once an interval: the open one is written
+	// at shutdown. The token index is filled before the first request.
+	defer srv.Close()
+	if err := srv.LoadPrincipals(ctx); err != nil {
+		a.log.Warn("principals could not be read at start; the first request with a token reads them", "err", err)
+	}
 	// Metrics, health and readiness on the ops listener, like every role: the public listener
 	// serves nothing without a token but the catalogue, the OpenAPI document and the page.
 	opsCtx, stopOps := context.WithCancel(ctx)

@@ -35,7 +35,7 @@ record, retention.ms, and the time by which everything written for the tenant so
 Kafka cannot delete one tenant's records, only age them out: kafka.raw_retention bounds how long
 a raw user id exists anywhere in Shukei.`,
 	}
-	keeper := func(conn driver.Conn) *retention.Keeper { return newKeeper(a, conn) }
+	keeper := func(conn driver.Conn) *retention.Keeper { return newKeeper(a, conn, conn) }
 	var every time.Duration
 	var at string
 	run := &cobra.Command{
@@ -44,12 +44,36 @@ a raw user id exists anywhere in Shukei.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			conn, err := openClickHouse(ctx, a.cfg.ClickHouse)
+			// Its own users (promise 16): one deletes tenants' rows and expired data, one appends
+			// its receipts to the audit log (and may delete nothing), one reads the releases.
+			writer, err := roleClickHouse(a.cfg, "retention", "", a.log)
+			if err != nil {
+				return err
+			}
+			reader, err := roleClickHouse(a.cfg, "retention", "_read", a.log)
+			if err != nil {
+				return err
+			}
+			conn, err := awaitClickHouse(ctx, writer, a.log)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			k := keeper(conn)
+			rconn, err := awaitClickHouse(ctx, reader, a.log)
+			if err != nil {
+				return err
+			}
+			defer rconn.Close()
+			auditor, err := roleClickHouse(a.cfg, "retention", "_audit", a.log)
+			if err != nil {
+				return err
+			}
+			aconn, err := awaitClickHouse(ctx, auditor, a.log)
+			if err != nil {
+				return err
+			}
+			defer aconn.Close()
+			k := newKeeper(a, conn, aconn).ReadReleasesWith(rconn)
 			once := func() error {
 				now := time.Now().UTC()
 				if at != "" {
@@ -187,10 +211,11 @@ func printHorizons(out io.Writer, tenant string, hs []retention.TopicHorizon, no
 	fmt.Fprintln(out, "Kafka cannot delete one tenant's records: they only age out of the topics, with the whole log segments of their partition, by the times above.")
 }
 
-// newKeeper is the retention keeper of the configured database.
-func newKeeper(a *app, conn driver.Conn) *retention.Keeper {
+// newKeeper is the retention keeper of the configured database: it deletes on conn and
+// appends its receipts to the audit log on auditConn.
+func newKeeper(a *app, conn, auditConn driver.Conn) *retention.Keeper {
 	db := a.cfg.ClickHouse.Database
-	k := retention.New(conn, db, registry.New(conn, db, nil), audit.New(conn, db), mustPolicy().Retention).
+	k := retention.New(conn, db, registry.New(conn, db, nil), audit.New(auditConn, db, auditOptionsOrRefuse(a)...), mustPolicy().Retention).
 		StateRetention(a.cfg.Aggregator.StateRetention).Periods(a.cfg.Aggregator)
 	if mk, err := masterKey(a.cfg.Anonymizer); err == nil {
 		k.Tombstones(mk.Derive("dlq"))

@@ -85,7 +85,7 @@ func TestTopicsRetentionAndVerifyHorizon(t *testing.T) {
 	defer conn.Close()
 	db := cfg.ClickHouse.Database
 	ws := time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)
-	b, err := conn.PrepareBatch(context.Background(), "INSERT INTO "+db+".aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at)")
+	b, err := conn.PrepareBatch(context.Background(), "INSERT INTO "+db+"_aggregator.aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at)")
 	if err != nil {
 		t.Fatal(err)
 	}

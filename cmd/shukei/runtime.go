@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -20,6 +23,7 @@ import (
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/registry"
+	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 // openClickHouse connects and checks the server answers.
@@ -40,11 +44,24 @@ func openClickHouse(ctx context.Context, c config.ClickHouse) (driver.Conn, erro
 // between attempts and logging each failure, until ctx ends: a role started while ClickHouse
 // is away waits for it instead of crash-looping under its supervisor. A server that answers
 // with an error (a wrong password, say) is not retried.
+//
+// A role's user the server does not know yet (a role started right after 'shukei migrate'
+// wrote its users.d file, which the server loads within seconds) is retried for c.AwaitUser.
 func awaitClickHouse(ctx context.Context, c config.ClickHouse, log *slog.Logger) (driver.Conn, error) {
 	wait := 250 * time.Millisecond
+	authUntil := time.Now().Add(c.AwaitUser)
 	for {
 		conn, err := openClickHouse(ctx, c)
 		var exc *clickhouse.Exception
+		if errors.As(err, &exc) && (exc.Code == 192 || exc.Code == 193 || exc.Code == 516) && time.Now().Before(authUntil) && ctx.Err() == nil {
+			log.Info("ClickHouse does not know this role's user yet; retrying", "user", c.Username, "err", err)
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
+		}
 		if err == nil || errors.As(err, &exc) || ctx.Err() != nil {
 			return conn, err
 		}
@@ -127,4 +144,89 @@ func runRole(ctx context.Context, cfg config.Config, listen string, reg *prometh
 		})
 	}, func(error) { cancel() })
 	return g.Run()
+}
+
+// readKeyFile reads a hex key from path, refusing a file that group or others may read.
+func readKeyFile(path, what string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%s %s is readable or writable by group or others (mode %04o): chmod 600 it", what, path, perm)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return parseKey(string(b), what+" "+path)
+}
+
+// parseKey reads a hex key of at least 16 bytes.
+func parseKey(v, what string) ([]byte, error) {
+	k, err := hex.DecodeString(strings.TrimSpace(v))
+	if err != nil || len(k) < 16 {
+		return nil, fmt.Errorf("%s must hold at least 16 bytes in hex", what)
+	}
+	return k, nil
+}
+
+// usersKey is the administrator's secret every role's key derives from:
+// clickhouse.users_key_file, else derived from the master key; nil when neither is set.
+func usersKey(cfg config.Config) ([]byte, error) {
+	if f := cfg.ClickHouse.UsersKeyFile; f != "" {
+		return readKeyFile(f, "clickhouse.users_key_file")
+	}
+	if v := cfg.ClickHouse.UsersKey; v != "" {
+		return parseKey(v, "clickhouse.users_key")
+	}
+	if cfg.Anonymizer.MasterKeyFile == "" && cfg.Anonymizer.MasterKey == "" {
+		return nil, nil
+	}
+	master, err := masterKey(cfg.Anonymizer)
+	if err != nil {
+		return nil, err
+	}
+	return master.Derive("clickhouse-users"), nil
+}
+
+// roleKey is role's key: clickhouse.role_key_file, else derived from the users key; nil when
+// no key is configured at all.
+func roleKey(cfg config.Config, role string) ([]byte, error) {
+	if f := cfg.ClickHouse.RoleKeyFile; f != "" {
+		return readKeyFile(f, "clickhouse.role_key_file")
+	}
+	if v := cfg.ClickHouse.RoleKey; v != "" {
+		return parseKey(v, "clickhouse.role_key")
+	}
+	uk, err := usersKey(cfg)
+	if err != nil || uk == nil {
+		return nil, err
+	}
+	return chm.RoleKey(uk, cfg.ClickHouse.Database, role), nil
+}
+
+// roleClickHouse returns the settings to connect as role's user named <db>_<role><suffix>
+// (promise 16). Without any key configured it returns the administrator's settings and says
+// so in the log: a development setup, never one docker-compose.yml or 'make demo' makes.
+func roleClickHouse(cfg config.Config, role, suffix string, log *slog.Logger) (config.ClickHouse, error) {
+	key, err := roleKey(cfg, role)
+	if err != nil {
+		return config.ClickHouse{}, err
+	}
+	if key == nil {
+		log.Warn("no clickhouse.role_key_file, users key or master key: connecting as the administrator's user, without least privilege", "role", role)
+		return cfg.ClickHouse, nil
+	}
+	users, err := chm.RoleUsers(cfg.ClickHouse.Database, role, key)
+	if err != nil {
+		return config.ClickHouse{}, err
+	}
+	u, ok := chm.Find(users, cfg.ClickHouse.Database+"_"+role+suffix)
+	if !ok {
+		return config.ClickHouse{}, fmt.Errorf("role %s has no ClickHouse user %s_%s%s", role, cfg.ClickHouse.Database, role, suffix)
+	}
+	c := cfg.ClickHouse
+	c.Username, c.Password, c.DefaultDatabase, c.AwaitUser = u.Name, u.Password, u.Databases[0], 30*time.Second
+	return c, nil
 }

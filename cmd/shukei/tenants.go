@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,8 +14,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/internal/chain"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/registry"
+	chm "github.com/shukei/shukei/schemas/clickhouse"
 	"github.com/shukei/shukei/schemas/policy"
 )
 
@@ -271,7 +275,7 @@ out its records.`,
 				return fmt.Errorf("--tenant is required")
 			}
 			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				rec, err := newKeeper(a, conn).DeleteTenant(cmd.Context(), delTenant, delReason)
+				rec, err := newKeeper(a, conn, conn).DeleteTenant(cmd.Context(), delTenant, delReason)
 				if err != nil {
 					return err
 				}
@@ -326,6 +330,52 @@ unreadable; it is never stored in ClickHouse or in the repository.`,
 		},
 	}
 	initCmd.Flags().StringVar(&path, "file", ".services/master.key", "where to write the key")
-	cmd.AddCommand(initCmd)
+	var envPath string
+	compose := &cobra.Command{
+		Use:   "compose",
+		Short: "Write the secrets docker-compose.yml reads (.env, mode 0600); never overwrites",
+		Long: `compose writes a new .env for docker-compose.yml: the master key, the administrator's
+ClickHouse password, the users key and, derived from it, each role's own key (promise 16:
+each container gets only its own), the audit log's and the ledger's chain keys (promise 17),
+and a Grafana admin password. Keep the file outside the
+repository and readable by its owner only.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := os.Stat(envPath); err == nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s exists (left as it is)\n", envPath)
+				return nil
+			}
+			usersKey := pseudonym.NewMasterKeyText()
+			uk, _ := hex.DecodeString(usersKey)
+			var b strings.Builder
+			fmt.Fprintf(&b, "# Written by 'shukei keys compose': the secrets of docker-compose.yml. Mode 0600; keep it out of the repository.\n")
+			fmt.Fprintf(&b, "SHUKEI_MASTER_KEY=%s\n", pseudonym.NewMasterKeyText())
+			fmt.Fprintf(&b, "SHUKEI_CLICKHOUSE_PASSWORD=%s\n", pseudonym.NewMasterKeyText()[:32])
+			fmt.Fprintf(&b, "SHUKEI_USERS_KEY=%s\n", usersKey)
+			for _, role := range chm.Roles {
+				// docker-compose.yml's database is "shukei".
+				fmt.Fprintf(&b, "SHUKEI_%s_KEY=%s\n", strings.ToUpper(role), hex.EncodeToString(chm.RoleKey(uk, "shukei", role)))
+			}
+			// The chains' own keys (promise 17): the audit log's, the ledger's.
+			fmt.Fprintf(&b, "SHUKEI_AUDIT_KEY=%s\n", chain.NewKeyText())
+			fmt.Fprintf(&b, "SHUKEI_LEDGER_KEY=%s\n", chain.NewKeyText())
+			fmt.Fprintf(&b, "GRAFANA_ADMIN_PASSWORD=%s\n", pseudonym.NewMasterKeyText()[:24])
+			f, err := os.OpenFile(envPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return err
+			}
+			if _, err := io.WriteString(f, b.String()); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote the stack's secrets to %s\n", envPath)
+			return nil
+		},
+	}
+	compose.Flags().StringVar(&envPath, "file", ".env", "where to write them")
+	cmd.AddCommand(initCmd, compose)
 	return cmd
 }

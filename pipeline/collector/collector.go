@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/time/rate"
 
@@ -119,9 +118,8 @@ func New(cfg config.Collector, ev config.Events, w Writer, reg prometheus.Regist
 	mux.HandleFunc("OPTIONS /v1/events", c.preflight)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", c.readyz)
-	if g, ok := reg.(prometheus.Gatherer); ok {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
-	}
+	// No /metrics here: the API faces the internet, and the metrics are served on
+	// collector.ops_listen (like every role's), off the public network.
 	c.handler = c.cors(mux)
 	return c, nil
 }
@@ -594,6 +592,14 @@ func splitEvents(body []byte, maxEvents int) ([][]byte, *httpError) {
 		out = append(out, line)
 	}
 	return out, nil
+}
+
+// Ready reports whether the collector can take events: not while Kafka writes fail.
+func (c *Collector) Ready() error {
+	if until := c.ready.Load(); until != 0 && time.Now().UnixNano() < until {
+		return fmt.Errorf("kafka write failed recently")
+	}
+	return nil
 }
 
 func (c *Collector) readyz(w http.ResponseWriter, _ *http.Request) {

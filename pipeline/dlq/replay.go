@@ -19,6 +19,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/schemas/databases"
 	"github.com/shukei/shukei/schemas/event"
 )
 
@@ -188,6 +189,8 @@ type Replayer struct {
 	RawTopic string
 	Conn     driver.Conn
 	Database string
+	// AuditOptions are the audit log's key and sequencer (audit.key_file, audit.topic).
+	AuditOptions []audit.Option
 	// BatchSize is how many candidates are checked against the event store and written (one
 	// synchronous write) at a time (default 500).
 	BatchSize int
@@ -231,10 +234,10 @@ func (rp *Replayer) Replay(ctx context.Context, o ReplayOptions) (ReplayResult, 
 	}
 	// Both tables must be there before anything is written: a replay without its audit record
 	// must not happen.
-	for _, t := range []string{"events", "audit_log"} {
+	for _, t := range []string{databases.Store(rp.Database) + ".events", databases.Audit(rp.Database) + ".audit_log"} {
 		var n uint64
-		if err := rp.Conn.QueryRow(ctx, "SELECT count() FROM "+rp.Database+"."+t).Scan(&n); err != nil {
-			return res, fmt.Errorf("read %s.%s: %w (is the schema applied? 'shukei migrate')", rp.Database, t, err)
+		if err := rp.Conn.QueryRow(ctx, "SELECT count() FROM "+t).Scan(&n); err != nil {
+			return res, fmt.Errorf("read %s: %w (is the schema applied? 'shukei migrate')", t, err)
 		}
 	}
 
@@ -419,7 +422,7 @@ func (rp *Replayer) audit(ctx context.Context, o ReplayOptions, res ReplayResult
 	// The audit record is written even when ctx was cancelled mid-run.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	rec, err := audit.New(rp.Conn, rp.Database).Append(actx, audit.Record{
+	rec, err := audit.New(rp.Conn, rp.Database, rp.AuditOptions...).Append(actx, audit.Record{
 		Principal: o.Principal, Kind: "operator", Report: "dlq_replay", ParamsHash: hex.EncodeToString(sum[:]),
 		Decision: decision, Reason: reason, Rows: uint64(res.Replayed),
 	})

@@ -58,6 +58,26 @@ func ReleaseSpec(c config.Kafka) Spec {
 	return Spec{Name: name, Partitions: 1, ReplicationFactor: c.ReplicationFactor, Config: RetentionConfig(ReleaseLogRetention)}
 }
 
+// AuditLogRetention is how long the audit log's sequencer keeps its records. A writer reads it
+// only from the last record the audit log holds, so days would do; a year keeps a record that
+// no writer has materialised yet (its writer died after producing it) long after any writer
+// of its database comes back.
+const AuditLogRetention = 400 * 24 * time.Hour
+
+// AuditSpec is the audit log's sequencer topic (audit.topic): one partition, whose order is
+// the chain's (query/audit).
+func AuditSpec(c config.Config) Spec {
+	name := c.Audit.Topic
+	if name == "" {
+		name = config.Default().Audit.Topic
+	}
+	rf := c.Kafka.ReplicationFactor
+	if rf < 1 {
+		rf = 1
+	}
+	return Spec{Name: name, Partitions: 1, ReplicationFactor: rf, Config: RetentionConfig(AuditLogRetention)}
+}
+
 // Topic-level settings Shukei sets.
 const (
 	RetentionMs = "retention.ms"

@@ -34,13 +34,13 @@ func newLog(t *testing.T, n int) (*Log, func(sql string)) {
 	}
 	// mutate runs an ALTER (a mutation, applied in the background on 18.16) and waits for it.
 	mutate := func(sql string) {
-		if err := conn.Exec(ctx, strings.ReplaceAll(sql, "$t", cfg.ClickHouse.Database+".audit_log")); err != nil {
+		if err := conn.Exec(ctx, strings.ReplaceAll(sql, "$t", cfg.ClickHouse.Database+"_audit.audit_log")); err != nil {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			var pending uint64
-			if err := conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND table = 'audit_log' AND is_done = 0", cfg.ClickHouse.Database).Scan(&pending); err != nil {
+			if err := conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND table = 'audit_log' AND is_done = 0", cfg.ClickHouse.Database+"_audit").Scan(&pending); err != nil {
 				t.Fatal(err)
 			}
 			if pending == 0 {
@@ -81,7 +81,7 @@ func TestChainVerifiesAndReports(t *testing.T) {
 		t.Error("a bad month was accepted")
 	}
 	// A second Log on the same table continues the chain.
-	l2 := New(l.conn, strings.TrimSuffix(l.table, ".audit_log"))
+	l2 := New(l.conn, strings.TrimSuffix(l.table, "_audit.audit_log"))
 	if _, err := l2.Append(ctx, Record{Principal: "p0", Decision: Allowed}); err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 // before writing, so the chain stays one chain.
 func TestTwoWritersTakingTurns(t *testing.T) {
 	l1, _ := newLog(t, 3)
-	l2 := New(l1.conn, strings.TrimSuffix(l1.table, ".audit_log"))
+	l2 := New(l1.conn, strings.TrimSuffix(l1.table, "_audit.audit_log"))
 	ctx := context.Background()
 	for i := range 6 {
 		l := l1

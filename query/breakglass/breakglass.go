@@ -382,7 +382,7 @@ func (s *Store) record(ctx context.Context, p principal.Principal, g Grant, repo
 const cols = "grant_id, seq, toString(action), principal_id, at, tenant_id, purpose, clause, justification, ttl_seconds"
 
 func (s *Store) put(ctx context.Context, a action) error {
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".breakglass_actions (grant_id, seq, action, principal_id, at, tenant_id, purpose, clause, justification, ttl_seconds)")
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+"_breakglass.breakglass_actions (grant_id, seq, action, principal_id, at, tenant_id, purpose, clause, justification, ttl_seconds)")
 	if err != nil {
 		return err
 	}
@@ -409,7 +409,7 @@ func (s *Store) Get(ctx context.Context, id string) (Grant, error) {
 func (s *Store) List(ctx context.Context) ([]Grant, error) { return s.load(ctx, "") }
 
 func (s *Store) load(ctx context.Context, where string, args ...any) ([]Grant, error) {
-	rows, err := s.conn.Query(ctx, "SELECT "+cols+" FROM "+s.db+".breakglass_actions "+where+" ORDER BY grant_id, seq", args...)
+	rows, err := s.conn.Query(ctx, "SELECT "+cols+" FROM "+s.db+"_breakglass.breakglass_actions "+where+" ORDER BY grant_id, seq", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read break-glass grants: %w", err)
 	}

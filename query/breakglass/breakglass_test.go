@@ -208,7 +208,7 @@ func TestWhoMayDoWhat(t *testing.T) {
 
 	// Every allowed step is in the audit log with the grant and its tenant.
 	var n uint64
-	if err := e.conn.QueryRow(ctx, "SELECT count() FROM "+e.db+".audit_log WHERE ticket = ? AND tenant_id = 'acme'", g.ID).Scan(&n); err != nil || n != 3 {
+	if err := e.conn.QueryRow(ctx, "SELECT count() FROM "+e.db+"_audit.audit_log WHERE ticket = ? AND tenant_id = 'acme'", g.ID).Scan(&n); err != nil || n != 3 {
 		t.Errorf("audit records of %s with its tenant: %d %v", g.ID, n, err)
 	}
 	if _, err := e.log.Verify(ctx); err != nil {
@@ -336,7 +336,7 @@ func TestConcurrentApproveAndRevoke(t *testing.T) {
 		// How the actions landed, for the log: an approval may be sequenced after a revocation
 		// (its check ran before the revocation was stored); the grant stays revoked all the same.
 		var firstRevoke, lastApprove uint64
-		if err := e.conn.QueryRow(ctx, "SELECT minIf(seq, action = 'revoke'), maxIf(seq, action = 'approve') FROM "+e.db+".breakglass_actions WHERE grant_id = ?", g.ID).Scan(&firstRevoke, &lastApprove); err != nil {
+		if err := e.conn.QueryRow(ctx, "SELECT minIf(seq, action = 'revoke'), maxIf(seq, action = 'approve') FROM "+e.db+"_breakglass.breakglass_actions WHERE grant_id = ?", g.ID).Scan(&firstRevoke, &lastApprove); err != nil {
 			t.Fatal(err)
 		}
 		switch {
@@ -412,7 +412,7 @@ func TestMigrationCarriesOldGrants(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
 	zero := time.Unix(0, 0).UTC()
-	b, err := e.conn.PrepareBatch(ctx, "INSERT INTO "+e.db+".breakglass (id, principal_id, purpose, tenant_id, clause, justification, ttl_seconds, requested_at, approved_by, approved_at, expires_at, revoked_at, updated_at)")
+	b, err := e.conn.PrepareBatch(ctx, "INSERT INTO "+e.db+"_breakglass.breakglass (id, principal_id, purpose, tenant_id, clause, justification, ttl_seconds, requested_at, approved_by, approved_at, expires_at, revoked_at, updated_at)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,7 +451,8 @@ func TestMigrationCarriesOldGrants(t *testing.T) {
 		if m.Version == 14 {
 			for _, s := range m.Statements(e.db) {
 				if strings.HasPrefix(s, "INSERT") {
-					stmts = append(stmts, s)
+					// Its tables have moved to the audit database since (0016).
+					stmts = append(stmts, strings.ReplaceAll(s, e.db+".breakglass", e.db+"_breakglass.breakglass"))
 				}
 			}
 		}
@@ -467,7 +468,7 @@ func TestMigrationCarriesOldGrants(t *testing.T) {
 		}
 	}
 	var n uint64
-	if err := e.conn.QueryRow(ctx, "SELECT count() FROM "+e.db+".breakglass_actions").Scan(&n); err != nil || n != 5+3+2 {
+	if err := e.conn.QueryRow(ctx, "SELECT count() FROM "+e.db+"_breakglass.breakglass_actions").Scan(&n); err != nil || n != 5+3+2 {
 		t.Errorf("actions after two runs: %d %v; want 10", n, err)
 	}
 	want := map[string]string{"bg-pending": "pending", "bg-open": "open", "bg-expired": "expired", "bg-revoked": "revoked", "bg-withdrawn": "revoked"}

@@ -206,7 +206,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*Principal) error
 }
 
 func (s *Store) put(ctx context.Context, p Principal) error {
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+".principals (principal_id, kind, purposes, roles, contract_ref, expires_at, token_hashes, disabled, updated_at)")
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+"_principals.principals (principal_id, kind, purposes, roles, contract_ref, expires_at, token_hashes, disabled, updated_at)")
 	if err != nil {
 		return err
 	}
@@ -269,7 +269,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 }
 
 func (s *Store) load(ctx context.Context, where string, args ...any) ([]Principal, error) {
-	rows, err := s.conn.Query(ctx, "SELECT principal_id, toString(kind), purposes, roles, contract_ref, expires_at, token_hashes, disabled, updated_at FROM "+s.db+".principals FINAL "+where+" ORDER BY principal_id", args...)
+	rows, err := s.conn.Query(ctx, "SELECT principal_id, toString(kind), purposes, roles, contract_ref, expires_at, token_hashes, disabled, updated_at FROM "+s.db+"_principals.principals FINAL "+where+" ORDER BY principal_id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read principals: %w", err)
 	}

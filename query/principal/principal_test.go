@@ -92,7 +92,7 @@ func TestStoreAuthenticateAuthorize(t *testing.T) {
 	}
 	// The token itself is stored nowhere.
 	var n uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM "+cfg.ClickHouse.Database+".principals WHERE has(token_hashes, ?)", tok).Scan(&n); err != nil || n != 0 {
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+cfg.ClickHouse.Database+"_principals.principals WHERE has(token_hashes, ?)", tok).Scan(&n); err != nil || n != 0 {
 		t.Errorf("the token is stored in clear (%d rows, %v)", n, err)
 	}
 }

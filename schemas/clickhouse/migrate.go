@@ -135,6 +135,11 @@ func Apply(ctx context.Context, conn driver.Conn, db string) (Result, error) {
 			continue
 		}
 		for i, stmt := range m.Statements(db) {
+			if done, err := renamed(ctx, conn, stmt); err != nil {
+				return res, fmt.Errorf("migration %04d_%s.sql statement %d: %w", m.Version, m.Name, i+1, err)
+			} else if done {
+				continue
+			}
 			if err := conn.Exec(ctx, stmt); err != nil {
 				return res, fmt.Errorf("migration %04d_%s.sql statement %d: %w", m.Version, m.Name, i+1, err)
 			}
@@ -145,6 +150,35 @@ func Apply(ctx context.Context, conn driver.Conn, db string) (Result, error) {
 		res.Applied = append(res.Applied, m)
 	}
 	return res, nil
+}
+
+var renameStmt = regexp.MustCompile(`^RENAME TABLE ([a-z0-9_]+)\.([a-z0-9_]+) TO ([a-z0-9_]+)\.([a-z0-9_]+)$`)
+
+// renamed reports whether stmt is a RENAME TABLE whose table has moved already (the source is
+// gone and the target exists), so a migration that moves tables can be run again.
+func renamed(ctx context.Context, conn driver.Conn, stmt string) (bool, error) {
+	m := renameStmt.FindStringSubmatch(strings.TrimSpace(stmt))
+	if m == nil {
+		return false, nil
+	}
+	// EXISTS TABLE, not a scan of system.tables: on 18.16 a scan fails while another
+	// database's tables are being renamed (tests migrate many databases at once).
+	exists := func(db, table string) (bool, error) {
+		var n uint8
+		if err := conn.QueryRow(ctx, "EXISTS TABLE "+db+"."+table).Scan(&n); err != nil {
+			return false, fmt.Errorf("look up %s.%s: %w", db, table, err)
+		}
+		return n == 1, nil
+	}
+	src, err := exists(m[1], m[2])
+	if err != nil {
+		return false, err
+	}
+	dst, err := exists(m[3], m[4])
+	if err != nil {
+		return false, err
+	}
+	return !src && dst, nil
 }
 
 // record inserts through a batch with an explicit column list: an INSERT with inline VALUES

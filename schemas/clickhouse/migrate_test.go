@@ -136,3 +136,39 @@ func TestApplyOnRealServer(t *testing.T) {
 		t.Fatalf("edited migration: got %v, want ErrChanged", err)
 	}
 }
+
+// A run cut short after 0016 moved the tables (before it was recorded) is finished by the next
+// one: a RENAME whose table has moved is skipped, not failed.
+func TestTableMovesRunAgain(t *testing.T) {
+	conn, cfg := servicetest.ClickHouse(t)
+	db := cfg.ClickHouse.Database
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := chm.Apply(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, "ALTER TABLE "+db+".schema_migrations DELETE WHERE version = 16"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var pending uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND table = 'schema_migrations' AND is_done = 0", db).Scan(&pending); err != nil {
+			t.Fatal(err)
+		}
+		if pending == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	again, err := chm.Apply(ctx, conn, db)
+	if err != nil {
+		t.Fatalf("a second run of the moves: %v", err)
+	}
+	if len(again.Applied) != 1 || again.Applied[0].Version != 16 {
+		t.Errorf("applied %v, want 0016 again", again.Applied)
+	}
+	var n uint8
+	if err := conn.QueryRow(ctx, "EXISTS TABLE "+db+"_registry.tenants").Scan(&n); err != nil || n != 1 {
+		t.Errorf("%s_registry.tenants: %d %v", db, n, err)
+	}
+}

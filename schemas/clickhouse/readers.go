@@ -14,7 +14,6 @@ import (
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/schemas/policy"
 )
@@ -38,10 +37,10 @@ func (r Reader) databases() []string {
 	return []string{r.Database}
 }
 
-// Readers returns the reader of every purpose of database prefix db. Passwords are derived
-// from the master key, so 'shukei migrate' (which writes them) and the query service (which
-// uses them) agree without storing a secret anywhere else.
-func Readers(db string, master *pseudonym.MasterKey) []Reader {
+// Readers returns the reader of every purpose of database prefix db, their passwords derived
+// from the query service's role key (RoleKey), so 'shukei migrate' (which declares them) and
+// the query service (which connects as them) agree without the master key.
+func Readers(db string, queryKey []byte) []Reader {
 	var out []Reader
 	for _, p := range policy.Purposes() {
 		name := p.String()
@@ -49,8 +48,8 @@ func Readers(db string, master *pseudonym.MasterKey) []Reader {
 			Purpose:  name,
 			User:     db + "_" + name + "_reader",
 			Database: db + "_" + name,
-			Password: hex.EncodeToString(master.Derive("clickhouse-reader/" + db + "/" + name))[:32],
 		}
+		r.Password = password(queryKey, r.User)
 		if gate.Gated(name) {
 			// Its aggregate reports read the purpose's gated atoms (gate/gate.go).
 			r.Allow = []string{r.Database, gate.DB(db, name)}
@@ -60,9 +59,12 @@ func Readers(db string, master *pseudonym.MasterKey) []Reader {
 	return out
 }
 
-// UsersFile renders the users.d file that declares the readers: each with its password's
-// SHA-256, the networks it may connect from, a read-only profile and its one database.
-func UsersFile(readers []Reader, networks []string) ([]byte, error) {
+// UsersFile renders the users.d file that declares every role's users (promise 16): each with
+// its password's SHA-256, the networks it may connect from, its databases, and a profile —
+// read-only (readonly=2: no INSERT, no DDL, and the setting cannot be lifted by a query), or
+// writer (allow_ddl=0 against accidents; on ClickHouse 18.16 a query may lift it, which the
+// promise says).
+func UsersFile(users []User, networks []string) ([]byte, error) {
 	type network struct {
 		IP []string `xml:"ip"`
 	}
@@ -80,10 +82,11 @@ func UsersFile(readers []Reader, networks []string) ([]byte, error) {
 	type profile struct {
 		XMLName xml.Name
 		// 2: reads only, but the client may still send settings (clickhouse-go does).
-		Readonly         int `xml:"readonly"`
-		MaxExecutionTime int `xml:"max_execution_time"`
-		MaxResultRows    int `xml:"max_result_rows"`
-		MaxMemoryUsage   int `xml:"max_memory_usage"`
+		Readonly         int  `xml:"readonly,omitempty"`
+		AllowDDL         *int `xml:"allow_ddl,omitempty"`
+		MaxExecutionTime int  `xml:"max_execution_time,omitempty"`
+		MaxResultRows    int  `xml:"max_result_rows,omitempty"`
+		MaxMemoryUsage   int  `xml:"max_memory_usage,omitempty"`
 	}
 	type doc struct {
 		XMLName  xml.Name  `xml:"yandex"`
@@ -92,17 +95,22 @@ func UsersFile(readers []Reader, networks []string) ([]byte, error) {
 		Users    []user    `xml:"users>x"`
 	}
 	if len(networks) == 0 {
-		return nil, fmt.Errorf("the purpose readers need at least one network to connect from")
+		return nil, fmt.Errorf("the roles' users need at least one network to connect from")
 	}
+	noDDL := 0
 	d := doc{
-		Comment: " Written by 'shukei migrate': one read-only user per purpose database (DESIGN.md §5). Do not edit; run migrate again. ",
-		Profiles: []profile{{XMLName: xml.Name{Local: "shukei_reader"}, Readonly: 2, MaxExecutionTime: 30,
-			MaxResultRows: 1_000_000, MaxMemoryUsage: 2_000_000_000}},
+		Comment: " Written by 'shukei migrate': every role's ClickHouse users, each allowed only its databases (promise 16). Do not edit; run migrate again. ",
+		Profiles: []profile{
+			{XMLName: xml.Name{Local: "shukei_reader"}, Readonly: 2, MaxExecutionTime: 30, MaxResultRows: 1_000_000, MaxMemoryUsage: 2_000_000_000},
+			{XMLName: xml.Name{Local: "shukei_writer"}, AllowDDL: &noDDL},
+			{XMLName: xml.Name{Local: "shukei_deleter"}},
+		},
 	}
-	for _, r := range readers {
-		sum := sha256.Sum256([]byte(r.Password))
-		d.Users = append(d.Users, user{XMLName: xml.Name{Local: r.User}, Password: hex.EncodeToString(sum[:]),
-			Networks: network{IP: networks}, Profile: "shukei_reader", Quota: "default", Allow: allow{Database: r.databases()}})
+	for _, u := range users {
+		sum := sha256.Sum256([]byte(u.Password))
+		prof := map[Mode]string{ReadOnly: "shukei_reader", Write: "shukei_writer", Delete: "shukei_deleter"}[u.Mode]
+		d.Users = append(d.Users, user{XMLName: xml.Name{Local: u.Name}, Password: hex.EncodeToString(sum[:]),
+			Networks: network{IP: networks}, Profile: prof, Quota: "default", Allow: allow{Database: u.Databases}})
 	}
 	b, err := xml.MarshalIndent(d, "", "  ")
 	if err != nil {
@@ -111,23 +119,33 @@ func UsersFile(readers []Reader, networks []string) ([]byte, error) {
 	return append([]byte(xml.Header), append(b, '\n')...), nil
 }
 
-// UsersFileName is the file of database prefix db in the server's users.d directory.
-func UsersFileName(db string) string { return db + "-readers.xml" }
+// ReaderUsers turns purpose readers into users (for tests that declare readers alone).
+func ReaderUsers(readers []Reader) []User {
+	var out []User
+	for _, r := range readers {
+		out = append(out, User{Role: "query", Name: r.User, Mode: ReadOnly, Databases: r.databases(), Password: r.Password, Purpose: r.Purpose})
+	}
+	return out
+}
 
-// WriteUsers writes the readers' users.d file into dir atomically (the server reloads its
-// users within seconds) and returns its path.
-func WriteUsers(dir, db string, readers []Reader, networks []string) (string, error) {
-	b, err := UsersFile(readers, networks)
+// UsersFileName is the file of database prefix db in the server's users.d directory.
+func UsersFileName(db string) string { return db + "-users.xml" }
+
+// WriteUsers writes the users.d file into dir atomically (the server reloads its users within
+// seconds) and returns its path. The file of an older release (<db>-readers.xml) is removed.
+func WriteUsers(dir, db string, users []User, networks []string) (string, error) {
+	b, err := UsersFile(users, networks)
 	if err != nil {
 		return "", err
 	}
+	_ = os.Remove(filepath.Join(dir, db+"-readers.xml"))
 	path := filepath.Join(dir, UsersFileName(db))
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
 		return path, nil
 	}
-	tmp, err := os.CreateTemp(dir, ".readers-*.tmp")
+	tmp, err := os.CreateTemp(dir, ".users-*.tmp")
 	if err != nil {
-		return "", fmt.Errorf("write the purpose readers into %s: %w", dir, err)
+		return "", fmt.Errorf("write the roles' users into %s: %w", dir, err)
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(b); err != nil {
@@ -150,8 +168,18 @@ func WriteUsers(dir, db string, readers []Reader, networks []string) (string, er
 // OpenReader connects as r with the other options of base (addresses, timeouts), waiting up
 // to wait for the server to load a users file written just before.
 func OpenReader(ctx context.Context, base *ch.Options, r Reader, wait time.Duration) (driver.Conn, error) {
+	conn, err := OpenAs(ctx, base, r.User, r.Password, r.Database, wait)
+	if err != nil {
+		return nil, fmt.Errorf("connect as the %s reader %s (did 'shukei migrate' write its users.d file, with clickhouse.users_dir set?): %w", r.Purpose, r.User, err)
+	}
+	return conn, nil
+}
+
+// OpenAs connects as user with the other options of base, its default database db, waiting
+// up to wait for the server to load a users file written just before.
+func OpenAs(ctx context.Context, base *ch.Options, user, password, db string, wait time.Duration) (driver.Conn, error) {
 	opts := *base
-	opts.Auth = ch.Auth{Database: r.Database, Username: r.User, Password: r.Password}
+	opts.Auth = ch.Auth{Database: db, Username: user, Password: password}
 	deadline := time.Now().Add(wait)
 	for {
 		conn, err := ch.Open(&opts)
@@ -162,7 +190,7 @@ func OpenReader(ctx context.Context, base *ch.Options, r Reader, wait time.Durat
 			conn.Close()
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("connect as the %s reader %s (did 'shukei migrate' write its users.d file, with clickhouse.users_dir set?): %w", r.Purpose, r.User, err)
+			return nil, err
 		}
 		select {
 		case <-ctx.Done():

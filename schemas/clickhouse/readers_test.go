@@ -34,12 +34,12 @@ func migrated(t *testing.T) (context.Context, config.Config, string, *pseudonym.
 // Each purpose's reader reads its own database and nothing else, and writes nothing.
 func TestPurposeReadersOnRealServer(t *testing.T) {
 	ctx, cfg, db, master := migrated(t)
-	readers := chm.Readers(db, master)
+	readers := chm.Readers(db, master.Derive("test-query"))
 	if len(readers) != 7 {
 		t.Fatalf("%d readers, want one per purpose (7)", len(readers))
 	}
 	dir := servicetest.UsersDir(t)
-	path, err := chm.WriteUsers(dir, db, readers, []string{"127.0.0.1", "::1"})
+	path, err := chm.WriteUsers(dir, db, chm.ReaderUsers(readers), []string{"127.0.0.1", "::1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +106,8 @@ func TestPurposeReadersOnRealServer(t *testing.T) {
 // promise 10).
 func TestGatedReadersOnRealServer(t *testing.T) {
 	ctx, cfg, db, master := migrated(t)
-	readers := chm.Readers(db, master)
-	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, readers, []string{"127.0.0.1", "::1"})
+	readers := chm.Readers(db, master.Derive("test-query"))
+	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, chm.ReaderUsers(readers), []string{"127.0.0.1", "::1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestGatedReadersOnRealServer(t *testing.T) {
 			}
 		}
 		other := map[string]string{"service_improvement": "marketing", "marketing": "service_improvement"}[r.Purpose]
-		for _, table := range []string{"_" + other + "_gated.atoms", ".events", ".audit_log"} {
+		for _, table := range []string{"_" + other + "_gated.atoms", ".events", "_audit.audit_log"} {
 			if err := rc.QueryRow(ctx, "SELECT count() FROM "+db+table).Scan(&n); err == nil || !strings.Contains(err.Error(), "Access denied") {
 				t.Errorf("%s read %s: %v", r.User, db+table, err)
 			}

@@ -1,0 +1,323 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/spf13/cobra"
+
+	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/internal/chain"
+	"github.com/shukei/shukei/pipeline/topic"
+	"github.com/shukei/shukei/query/audit"
+)
+
+// The trails' keys and anchors (promise 17): the audit log and the budget ledger are chained
+// with keyed MACs (audit.key_file, ledger.key_file), and their heads are anchored outside
+// ClickHouse ('shukei audit anchor', 'shukei ledger anchor', or on a schedule).
+
+// auditOptions are the audit log's key and sequencer, as every process that appends to it uses
+// them: the query service, retention, 'shukei dlq replay'. Without audit.key_file the records
+// are chained unkeyed (and refused once the chain holds a keyed one); log says so.
+func auditOptions(cfg config.Config, log *slog.Logger) ([]audit.Option, error) {
+	opts := []audit.Option{audit.WithSequencer(cfg.Kafka.Brokers, topic.AuditSpec(cfg))}
+	key, err := optionalKey("audit.key_file", cfg.Audit.KeyFile, cfg.Audit.Key, log)
+	if err != nil || key == nil {
+		return opts, err
+	}
+	return append(opts, audit.WithKey(key)), nil
+}
+
+// auditOptionsOrRefuse is auditOptions for a constructor that cannot fail: when the key
+// cannot be loaded, the Log refuses every append with that error.
+func auditOptionsOrRefuse(a *app) []audit.Option {
+	opts, err := auditOptions(a.cfg, a.log)
+	if err != nil {
+		return []audit.Option{audit.Refusing(err)}
+	}
+	return opts
+}
+
+// ledgerKey is the ledger's chain key (ledger.key_file); nil, with a warning, when not set.
+func ledgerKey(cfg config.Config, log *slog.Logger) ([]byte, error) {
+	return optionalKey("ledger.key_file", cfg.Ledger.KeyFile, cfg.Ledger.Key, log)
+}
+
+func optionalKey(what, path, value string, log *slog.Logger) ([]byte, error) {
+	if path == "" && value != "" {
+		k, err := chain.ParseKey(value)
+		if err != nil {
+			return nil, fmt.Errorf("%s (the key itself): %w", strings.TrimSuffix(what, "_file"), err)
+		}
+		return k, nil
+	}
+	if path == "" {
+		if log != nil {
+			log.Warn(what+" is not set: the chain is written unkeyed, which anyone with write access to ClickHouse can rewrite unseen; once it holds a keyed record, appends without the key are refused", "init", "shukei "+what[:len(what)-len(".key_file")]+" init-key")
+		}
+		return nil, nil
+	}
+	return chain.LoadKey(what, path)
+}
+
+// anchorLoop appends anchor's result to file every d until ctx ends; a failure is logged (and
+// tried again next time), never fatal: the service goes on, and 'verify' reports the chain.
+func anchorLoop(ctx context.Context, what, file string, d time.Duration, anchor func(context.Context) (chain.Anchor, error), log *slog.Logger) {
+	if d <= 0 || file == "" {
+		return
+	}
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a, err := anchor(ctx)
+		if err == nil {
+			err = chain.AppendAnchor(file, a)
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("could not anchor the "+what+"'s head", "file", file, "err", err)
+			}
+			continue
+		}
+		log.Debug("anchored the "+what+"'s head", "file", file)
+	}
+}
+
+// writeAnchor appends a to out (a file) or prints it.
+func writeAnchor(w io.Writer, out string, a chain.Anchor) error {
+	if out == "" {
+		return chain.WriteAnchor(w, a)
+	}
+	return chain.AppendAnchor(out, a)
+}
+
+func newInitKeyCmd(what string, keyFile func() string) *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "init-key [--file F]",
+		Short: "Write a new random chain key (mode 0600) to " + what + ".key_file or --file; never overwrites one",
+		Long: `init-key writes a fresh 32-byte key (64 hex digits) for the ` + what + ` chain's MAC, mode 0600, and
+refuses to overwrite an existing file: a lost key leaves the records it keyed unverifiable.
+Keep it apart from the master key and from every ClickHouse password.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := file
+			if path == "" {
+				path = keyFile() // the configuration is loaded once the command runs
+			}
+			if path == "" {
+				return fmt.Errorf("give --file or set %s.key_file", what)
+			}
+			if err := chain.WriteKeyFile(path); err != nil {
+				return fmt.Errorf("%s key: %w", what, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote a new %s chain key to %s (mode 0600); point %s.key_file at it\n", what, path, what)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&file, "file", "", "where to write the key (default "+what+".key_file)")
+	return cmd
+}
+
+// newAuditChainCmds are 'shukei audit verify' (with --anchor), 'anchor' and 'init-key'.
+func newAuditChainCmds(a *app) []*cobra.Command {
+	var anchorFile string
+	verify := &cobra.Command{
+		Use:   "verify [--anchor FILE]",
+		Short: "Verify the audit log's chain with audit.key_file, and against the latest anchor in FILE",
+		Long: `verify walks the whole audit log: sequences without a gap, a repeat or a fork, each record
+linked to the one before, each keyed MAC checked with audit.key_file, unkeyed (legacy) records
+only before the first keyed one. With --anchor it also checks the latest anchor of this
+database in FILE ('shukei audit anchor'): the anchored record must still be in the chain with
+the anchored sequence and MAC, so an edit, insertion, deletion, reordering or truncation up to
+it is found even if done with full write access to ClickHouse. Exits non-zero on any failure.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := optionalKey("audit.key_file", a.cfg.Audit.KeyFile, a.cfg.Audit.Key, nil)
+			if err != nil {
+				return err
+			}
+			var anc *chain.Anchor
+			if anchorFile != "" {
+				x, err := chain.LatestAnchor(anchorFile, chain.AuditLog, a.cfg.ClickHouse.Database)
+				if err != nil {
+					return err
+				}
+				anc = &x
+			}
+			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				l := audit.New(conn, a.cfg.ClickHouse.Database, audit.WithKey(key))
+				var st audit.ChainState
+				if anc != nil {
+					st, err = l.VerifyAnchor(cmd.Context(), *anc)
+				} else {
+					st, err = l.VerifyChain(cmd.Context())
+				}
+				if err != nil {
+					return fmt.Errorf("%w (%d records verified before it)", err, st.Records)
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "audit log verified: %d records, chain intact", st.Records)
+				if st.Legacy > 0 {
+					fmt.Fprintf(out, " (%d unkeyed records written before the chain was keyed, as its prefix)", st.Legacy)
+				}
+				fmt.Fprintln(out)
+				if anc != nil {
+					fmt.Fprintf(out, "anchor of %s holds: record %d is the one anchored\n", anc.At.UTC().Format(time.RFC3339), anc.Seq)
+				} else if key == nil && st.Records > st.Legacy {
+					return errors.New("no audit.key_file: the keyed records were not checked")
+				}
+				return nil
+			})
+		},
+	}
+	verify.Flags().StringVar(&anchorFile, "anchor", "", "anchor file ('shukei audit anchor --out'): also check the chain holds its latest anchor")
+	var out string
+	anchor := &cobra.Command{
+		Use:   "anchor [--out FILE]",
+		Short: "Verify the audit log and append its head (sequence and MAC) as one JSON line to FILE, or print it",
+		Long: `anchor verifies the audit log with audit.key_file and writes its head — the last record's
+sequence and MAC — as one JSON line: appended to FILE with --out, else printed (for a ticketing
+system). Keep anchors outside ClickHouse: 'shukei audit verify --anchor FILE' then finds any
+rewrite up to the anchored head. The query service also anchors every audit.anchor_every to
+audit.anchor_file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := optionalKey("audit.key_file", a.cfg.Audit.KeyFile, a.cfg.Audit.Key, nil)
+			if err != nil {
+				return err
+			}
+			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				x, err := audit.New(conn, a.cfg.ClickHouse.Database, audit.WithKey(key)).Anchor(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if err := writeAnchor(cmd.OutOrStdout(), out, x); err != nil {
+					return err
+				}
+				if out != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "anchored record %d of the audit log to %s\n", x.Seq, out)
+				}
+				return nil
+			})
+		},
+	}
+	anchor.Flags().StringVar(&out, "out", "", "append the anchor to this file instead of printing it")
+	return []*cobra.Command{verify, anchor, newInitKeyCmd("audit", func() string { return a.cfg.Audit.KeyFile })}
+}
+
+func newLedgerCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ledger",
+		Short: "Check the privacy-budget ledger's chains: verify, anchor their heads, make the key",
+	}
+	var anchorFile string
+	verify := &cobra.Command{
+		Use:   "verify [--anchor FILE]",
+		Short: "Verify every purpose's ledger chain with ledger.key_file, and against the latest anchor in FILE",
+		Long: `verify walks every purpose's chain of the budget ledger: sequences without a gap, a repeat or
+a fork, each entry linked to the one before, each keyed MAC checked with ledger.key_file,
+unkeyed (legacy) entries only before the first keyed one. With --anchor it also checks the
+latest anchor of this database in FILE ('shukei ledger anchor'): each anchored purpose's chain
+must still hold the anchored entry with its sequence and MAC, so a deleted charge (a refund),
+an edit, insertion, reordering or truncation up to it is found even if done with full write
+access to ClickHouse. Exits non-zero on any failure.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := optionalKey("ledger.key_file", a.cfg.Ledger.KeyFile, a.cfg.Ledger.Key, nil)
+			if err != nil {
+				return err
+			}
+			var anc *chain.Anchor
+			if anchorFile != "" {
+				x, err := chain.LatestAnchor(anchorFile, chain.LedgerLog, a.cfg.ClickHouse.Database)
+				if err != nil {
+					return err
+				}
+				anc = &x
+			}
+			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				l := ledger.New(conn, a.cfg.ClickHouse.Database).WithKey(key)
+				var sts []ledger.ChainState
+				if anc != nil {
+					sts, err = l.VerifyAnchor(cmd.Context(), *anc)
+				} else {
+					sts, err = l.VerifyAll(cmd.Context())
+				}
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				keyed := 0
+				for _, st := range sts {
+					fmt.Fprintf(out, "%s: %d entries, chain intact", st.Purpose, st.Entries)
+					if st.Legacy > 0 {
+						fmt.Fprintf(out, " (%d unkeyed entries written before the ledger was keyed, as its prefix)", st.Legacy)
+					}
+					fmt.Fprintln(out)
+					keyed += st.Entries - st.Legacy
+				}
+				fmt.Fprintf(out, "budget ledger verified: %d chains\n", len(sts))
+				if anc != nil {
+					purposes := make([]string, 0, len(anc.Heads))
+					for p := range anc.Heads {
+						purposes = append(purposes, p)
+					}
+					sort.Strings(purposes)
+					for _, p := range purposes {
+						fmt.Fprintf(out, "anchor of %s holds: %s entry %d is the one anchored\n", anc.At.UTC().Format(time.RFC3339), p, anc.Heads[p].Seq)
+					}
+				} else if key == nil && keyed > 0 {
+					return errors.New("no ledger.key_file: the keyed entries were not checked")
+				}
+				return nil
+			})
+		},
+	}
+	verify.Flags().StringVar(&anchorFile, "anchor", "", "anchor file ('shukei ledger anchor --out'): also check the chains hold its latest anchor")
+	var out string
+	anchor := &cobra.Command{
+		Use:   "anchor [--out FILE]",
+		Short: "Verify the ledger and append every purpose's chain head as one JSON line to FILE, or print it",
+		Long: `anchor verifies every purpose's chain of the budget ledger with ledger.key_file and writes
+their heads — each chain's last sequence and MAC — as one JSON line: appended to FILE with
+--out, else printed (for a ticketing system). The aggregator also anchors every
+ledger.anchor_every to ledger.anchor_file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := optionalKey("ledger.key_file", a.cfg.Ledger.KeyFile, a.cfg.Ledger.Key, nil)
+			if err != nil {
+				return err
+			}
+			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				x, err := ledger.New(conn, a.cfg.ClickHouse.Database).WithKey(key).Anchor(cmd.Context(), a.cfg.ClickHouse.Database)
+				if err != nil {
+					return err
+				}
+				if err := writeAnchor(cmd.OutOrStdout(), out, x); err != nil {
+					return err
+				}
+				if out != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "anchored %d ledger chains to %s\n", len(x.Heads), out)
+				}
+				return nil
+			})
+		},
+	}
+	anchor.Flags().StringVar(&out, "out", "", "append the anchor to this file instead of printing it")
+	cmd.AddCommand(verify, anchor, newInitKeyCmd("ledger", func() string { return a.cfg.Ledger.KeyFile }))
+	return cmd
+}
