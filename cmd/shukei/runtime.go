@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/internal/chain"
 	"github.com/shukei/shukei/registry"
 	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
@@ -146,27 +144,11 @@ func runRole(ctx context.Context, cfg config.Config, listen string, reg *prometh
 	return g.Run()
 }
 
-// readKeyFile reads a hex key from path, refusing a file that group or others may read.
-func readKeyFile(path, what string) ([]byte, error) {
-	st, err := os.Stat(path)
+// chainKey parses a key given as a setting's value.
+func chainKey(v, what string) ([]byte, error) {
+	k, err := chain.ParseKey(v)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%s %s is readable or writable by group or others (mode %04o): chmod 600 it", what, path, perm)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	return parseKey(string(b), what+" "+path)
-}
-
-// parseKey reads a hex key of at least 16 bytes.
-func parseKey(v, what string) ([]byte, error) {
-	k, err := hex.DecodeString(strings.TrimSpace(v))
-	if err != nil || len(k) < 16 {
-		return nil, fmt.Errorf("%s must hold at least 16 bytes in hex", what)
 	}
 	return k, nil
 }
@@ -175,10 +157,10 @@ func parseKey(v, what string) ([]byte, error) {
 // clickhouse.users_key_file, else derived from the master key; nil when neither is set.
 func usersKey(cfg config.Config) ([]byte, error) {
 	if f := cfg.ClickHouse.UsersKeyFile; f != "" {
-		return readKeyFile(f, "clickhouse.users_key_file")
+		return chain.LoadKey("clickhouse.users_key_file", f)
 	}
 	if v := cfg.ClickHouse.UsersKey; v != "" {
-		return parseKey(v, "clickhouse.users_key")
+		return chainKey(v, "clickhouse.users_key")
 	}
 	if cfg.Anonymizer.MasterKeyFile == "" && cfg.Anonymizer.MasterKey == "" {
 		return nil, nil
@@ -194,10 +176,10 @@ func usersKey(cfg config.Config) ([]byte, error) {
 // no key is configured at all.
 func roleKey(cfg config.Config, role string) ([]byte, error) {
 	if f := cfg.ClickHouse.RoleKeyFile; f != "" {
-		return readKeyFile(f, "clickhouse.role_key_file")
+		return chain.LoadKey("clickhouse.role_key_file", f)
 	}
 	if v := cfg.ClickHouse.RoleKey; v != "" {
-		return parseKey(v, "clickhouse.role_key")
+		return chainKey(v, "clickhouse.role_key")
 	}
 	uk, err := usersKey(cfg)
 	if err != nil || uk == nil {

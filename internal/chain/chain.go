@@ -85,17 +85,19 @@ func NewKeyText() string {
 	return hex.EncodeToString(b[:])
 }
 
-// ParseKey reads a key's text: 64 hex digits, surrounding white space ignored.
+// ParseKey reads a key's text: 64 hex digits, surrounding white space ignored. The chains'
+// keys and the ClickHouse users and role keys (promise 16) are such keys.
 func ParseKey(s string) ([]byte, error) {
 	b, err := hex.DecodeString(strings.TrimSpace(s))
 	if err != nil || len(b) != KeySize {
-		return nil, fmt.Errorf("a chain key is %d hex digits", 2*KeySize)
+		return nil, fmt.Errorf("a key is %d hex digits", 2*KeySize)
 	}
 	return b, nil
 }
 
 // LoadKey reads a key file (what names it, e.g. "audit.key_file", is for the messages). A file
-// that group or others may read or write is refused, like the master key file.
+// that group or others may read or write is refused, like the master key file. It reads the
+// chains' keys and the ClickHouse users and role keys alike.
 func LoadKey(what, path string) ([]byte, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%s is not set", what)
@@ -105,7 +107,7 @@ func LoadKey(what, path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%s %s is readable or writable by group or others (mode %04o): chmod 600 it (init-key writes 0600)", what, path, perm)
+		return nil, fmt.Errorf("%s %s is readable or writable by group or others (mode %04o): chmod 600 it", what, path, perm)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
