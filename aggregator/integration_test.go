@@ -68,6 +68,8 @@ func newAggRig(t *testing.T, tenants int) *aggRig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Subprocesses of the fault and attack tests connect as the roles' own users (promise 16).
+	servicetest.DeclareRoleUsers(t, cfg.ClickHouse.Database, master.Derive("clickhouse-users"))
 	reg := registry.New(conn, cfg.ClickHouse.Database, master)
 	pop := population.New(tenants, 11, "agg-")
 	for _, ten := range pop.Registry() {

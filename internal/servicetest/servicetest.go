@@ -24,6 +24,7 @@ import (
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/pipeline/topic"
+	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 // Config returns the configuration tests run with: the defaults (which match
@@ -210,6 +211,20 @@ func UsersDir(t testing.TB) string {
 		}
 		dir = parent
 	}
+}
+
+// DeclareRoleUsers writes every role's ClickHouse users of database db (promise 16) into the
+// server's users.d, their passwords derived from usersKey, as 'shukei migrate' does, and
+// removes the file when the test ends. A role started as a subprocess with a master key (and
+// no role key) derives usersKey as master.Derive("clickhouse-users") and connects as its own
+// user, which must exist by then.
+func DeclareRoleUsers(t testing.TB, db string, usersKey []byte) {
+	t.Helper()
+	path, err := chm.WriteUsers(UsersDir(t), db, chm.AllUsers(db, usersKey), []string{"127.0.0.1", "::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(path) })
 }
 
 // SealWeeks seals every complete week of database db's data with k, from gate.Before weeks

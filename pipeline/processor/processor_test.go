@@ -63,6 +63,8 @@ func newRig(t testing.TB, tenants int) *rig {
 	if err := os.WriteFile(keyFile, []byte(text+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A processor started as a subprocess connects as its role's own user (promise 16).
+	servicetest.DeclareRoleUsers(t, cfg.ClickHouse.Database, master.Derive("clickhouse-users"))
 	reg := registry.New(conn, cfg.ClickHouse.Database, master)
 	r := &rig{cfg: cfg, conn: conn, db: cfg.ClickHouse.Database, master: master, keyFile: keyFile}
 	statuses := []string{registry.StatusContracted, registry.StatusTrial, registry.StatusBeta}
