@@ -21,12 +21,12 @@ import (
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/group"
 	"github.com/shukei/shukei/pipeline/topic"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 // Purpose is the purpose whose releases this package makes and whose budget it spends.

@@ -29,11 +29,11 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
-	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/shukei/shukei/schemas/databases"
+	"github.com/shukei/shukei/databases"
 )
 
 // ExpiredWindow is one released window whose partial aggregates ExpireState deleted.

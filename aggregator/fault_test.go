@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shukei/shukei/internal/population"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/loadgen/population"
 )
 
 // TestAggregatorSurvivesKills runs the real `shukei aggregator` over four closed days and

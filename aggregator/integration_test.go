@@ -19,13 +19,13 @@ import (
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
-	"github.com/shukei/shukei/schemas/event"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 type clock struct {
@@ -60,7 +60,7 @@ func newAggRig(t *testing.T, tenants int) *aggRig {
 	cfg.Aggregator.ReleaseInterval = 200 * time.Millisecond
 	cfg.Aggregator.Features, cfg.Aggregator.Settings = population.Features, population.Settings
 	ctx := context.Background()
-	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+	if _, err := migrations.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
 		t.Fatal(err)
 	}
 	keyText := pseudonym.NewMasterKeyText()

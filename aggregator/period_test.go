@@ -13,13 +13,13 @@ import (
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/internal/dptest"
-	"github.com/shukei/shukei/internal/population"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 func TestPeriodOf(t *testing.T) {

@@ -9,12 +9,12 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/dp"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/internal/dptest"
-	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 var day = time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)

@@ -15,9 +15,9 @@ import (
 	"github.com/shukei/shukei/anonymizer/dp"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/pipeline/decision"
-	"github.com/shukei/shukei/schemas/policy"
+	"github.com/shukei/shukei/policy"
 )
 
 // UtilityRow is the utility of one metric's release for one period, in one mode, measured over

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/loadgen/population"
 )
 
 func TestSpearman(t *testing.T) {

@@ -13,9 +13,9 @@ import (
 
 	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/topic"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
-	"github.com/shukei/shukei/schemas/policy"
+	"github.com/shukei/shukei/policy"
 )
 
 var sealSeq atomic.Int64
@@ -58,7 +58,7 @@ func TestSealOnce(t *testing.T) {
 	cfg.Kafka.ReleaseTopic = servicetest.Topic(t, cfg.Kafka.Brokers, 1)
 	db := cfg.ClickHouse.Database
 	ctx := context.Background()
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
+	if _, err := migrations.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()

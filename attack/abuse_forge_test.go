@@ -70,7 +70,7 @@ func TestAbuseForgedKafkaKeysAreRefused(t *testing.T) {
 		"SHUKEI_AGGREGATOR_WINDOW=1m", "SHUKEI_AGGREGATOR_ALLOWED_LATENESS=1s",
 		"SHUKEI_AGGREGATOR_FEATURES="+legitFeature,
 		// Weekly releases on, so each close also stores each tenant's raw material (kind
-		// 'tenant', schemas/clickhouse/0012): the exact per-tenant counts compared below.
+		// 'tenant', migrations/0012): the exact per-tenant counts compared below.
 		"SHUKEI_AGGREGATOR_WEEK_EPSILON=0.5")
 	agg := s.start("aggregator", aggEnv...)
 

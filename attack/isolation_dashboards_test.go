@@ -8,7 +8,7 @@ package attack
 //
 // Written from the promise, docker-compose.yml, dashboards/grafana/**, the OpenAPI document and
 // the command-line help alone: nothing under query/, aggregator/ or gate/ was read, nor
-// schemas/clickhouse/readers.go.
+// migrations/readers.go.
 
 import (
 	"bytes"
@@ -33,7 +33,7 @@ import (
 // dashboardsPurposes is what the dashboards' principal's grant must name, and nothing else.
 var dashboardsPurposes = []string{"service_improvement", "marketing", "external_aggregate"}
 
-// policyPurposes are the purposes of every policy version built in (schemas/policy/v*.yaml):
+// policyPurposes are the purposes of every policy version built in (policy/v*.yaml):
 // one purpose database, and one reader, each (README).
 func policyPurposes(t *testing.T) []string {
 	t.Helper()
@@ -55,7 +55,7 @@ func policyPurposes(t *testing.T) []string {
 		}
 	}
 	if len(set) == 0 {
-		t.Fatalf("harness: no purposes in schemas/policy/v*.yaml")
+		t.Fatalf("harness: no purposes in policy/v*.yaml")
 	}
 	var out []string
 	for p := range set {

@@ -37,7 +37,7 @@ import (
 // history; promise 9's interface says to raise events.max_age for that).
 const isoMaxAge = "1200h"
 
-// isoK is the policy's k (schemas/policy/v1.yaml says 5; query.k may only raise it).
+// isoK is the policy's k (policy/v1.yaml says 5; query.k may only raise it).
 const isoK = 5
 
 // isoStack is a stack whose migrate declared the purpose readers in the server's users.d, and

@@ -435,7 +435,7 @@ const accountedQuery = "SELECT uniqExact(kafka_partition, kafka_offset) FROM (" 
 	"UNION ALL SELECT kafka_partition, kafka_offset FROM %[1]s.rejections WHERE class != 'checkpoint')"
 
 // runProcessor starts the processor, waits until the store accounts for total distinct raw
-// offsets (events and non-checkpoint rejections, schemas/clickhouse/0002) and stops it. It
+// offsets (events and non-checkpoint rejections, migrations/0002) and stops it. It
 // gives up, with an error, after within or when nothing more was accounted for in 45 s,
 // and then returns false.
 func (s *stack) runProcessor(total int, within time.Duration, extraEnv ...string) bool {

@@ -7,7 +7,7 @@ package attack
 //
 // Written from the promises, the README, the command-line help and the earlier attack harness
 // alone: nothing under query/, aggregator/, anonymizer/, registry/, retention/, pipeline/,
-// gate/, schemas/clickhouse/, schemas/databases/, internal/chain/, config/ or cmd/shukei/ was
+// gate/, migrations/, databases/, audit/chain/, config/ or cmd/shukei/ was
 // read.
 
 import (

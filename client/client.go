@@ -22,7 +22,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/shukei/shukei/schemas/event"
+	"github.com/shukei/shukei/event"
 )
 
 // Config configures a Client. Endpoint, Token, TenantID and Source are required.

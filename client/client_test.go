@@ -19,9 +19,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/pipeline/collector"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 const token = "tok-client-test"

@@ -22,15 +22,15 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/migrations"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/query"
-	"github.com/shukei/shukei/query/audit"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 // Grafana reads Shukei's data only through the query service (promise 10): the Infinity data
@@ -408,11 +408,11 @@ func TestExpandGrafanaVars(t *testing.T) {
 	}
 }
 
-// policyK is the k-tenants threshold: the largest k of the policy versions in schemas/policy,
+// policyK is the k-tenants threshold: the largest k of the policy versions in policy,
 // so a dashboard is right under any of them.
 func policyK(t *testing.T) int {
 	t.Helper()
-	files, err := filepath.Glob("../schemas/policy/v*.yaml")
+	files, err := filepath.Glob("../policy/v*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("policy files: %v (found %d)", err, len(files))
 	}
@@ -472,22 +472,22 @@ func newReportsFixture(t *testing.T, grant principal.Principal, budget ledger.Bu
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	db := cfg.ClickHouse.Database
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
+	if _, err := migrations.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
 	master, err := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
 	if err != nil {
 		t.Fatal(err)
 	}
-	readers := chm.Readers(db, master.Derive("test-query"))
-	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, chm.ReaderUsers(readers), []string{"127.0.0.1", "::1"})
+	readers := migrations.Readers(db, master.Derive("test-query"))
+	path, err := migrations.WriteUsers(servicetest.UsersDir(t), db, migrations.ReaderUsers(readers), []string{"127.0.0.1", "::1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(path) })
 	conns := map[string]driver.Conn{}
 	for _, r := range readers {
-		rc, err := chm.OpenReader(ctx, cfg.ClickHouse.Options(), r, 30*time.Second)
+		rc, err := migrations.OpenReader(ctx, cfg.ClickHouse.Options(), r, 30*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

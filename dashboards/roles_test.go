@@ -23,7 +23,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/internal/servicetest"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
+	"github.com/shukei/shukei/migrations"
 )
 
 // TestRunningRolesExportTheDashboardMetrics builds the binary, runs every role against the
@@ -37,7 +37,7 @@ func TestRunningRolesExportTheDashboardMetrics(t *testing.T) {
 	raw := servicetest.Topic(t, cfg.Kafka.Brokers, 2)
 	dlq := servicetest.Topic(t, cfg.Kafka.Brokers, 1)
 	users := servicetest.UsersDir(t)
-	t.Cleanup(func() { os.Remove(filepath.Join(users, chm.UsersFileName(cfg.ClickHouse.Database))) })
+	t.Cleanup(func() { os.Remove(filepath.Join(users, migrations.UsersFileName(cfg.ClickHouse.Database))) })
 
 	bin := filepath.Join(t.TempDir(), "shukei")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/shukei").CombinedOutput(); err != nil {

@@ -22,16 +22,16 @@ import (
 	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/dp"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/loadgen"
+	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/pipeline/decision"
-	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 const (

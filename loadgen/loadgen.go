@@ -16,9 +16,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/event"
+	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 // Config says what to generate.

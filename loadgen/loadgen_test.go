@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/guard"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 var end = time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC) // a Monday: days 11-16 .. 11-29

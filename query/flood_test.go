@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/query"
-	"github.com/shukei/shukei/query/audit"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/registry"
 )
 

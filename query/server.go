@@ -25,10 +25,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
-	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 // Options configure a Server.

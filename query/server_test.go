@@ -18,13 +18,13 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/query"
-	"github.com/shukei/shukei/query/audit"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 // Purpose bits of the event store (0003_purpose_marts.sql).
@@ -97,12 +97,12 @@ func newFixture(t testing.TB, evs []ev) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	db := cfg.ClickHouse.Database
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
+	if _, err := migrations.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
 	master, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
-	readers := chm.Readers(db, master.Derive("test-query"))
-	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, chm.ReaderUsers(readers), []string{"127.0.0.1", "::1"})
+	readers := migrations.Readers(db, master.Derive("test-query"))
+	path, err := migrations.WriteUsers(servicetest.UsersDir(t), db, migrations.ReaderUsers(readers), []string{"127.0.0.1", "::1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func newFixture(t testing.TB, evs []ev) *fixture {
 	f := &fixture{t: t, conn: conn, db: db, tokens: map[string]string{}, readers: map[string]driver.Conn{},
 		now: time.Now().UTC().Truncate(time.Second)}
 	for _, r := range readers {
-		rc, err := chm.OpenReader(ctx, cfg.ClickHouse.Options(), r, 30*time.Second)
+		rc, err := migrations.OpenReader(ctx, cfg.ClickHouse.Options(), r, 30*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

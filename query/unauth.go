@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/audit"
 )
 
 // pace holds a refusal without a valid token until its turn: they are answered at most rate

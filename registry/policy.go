@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/shukei/shukei/schemas/policy"
+	"github.com/shukei/shukei/policy"
 )
 
 // Activation is one policy version put in force.

@@ -22,7 +22,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
-	"github.com/shukei/shukei/schemas/policy"
+	"github.com/shukei/shukei/policy"
 )
 
 // Contract statuses (DESIGN.md §1, clause 2(5)).

@@ -10,8 +10,8 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/registry"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 func TestRegistryOnRealServer(t *testing.T) {
@@ -19,7 +19,7 @@ func TestRegistryOnRealServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	db := cfg.ClickHouse.Database
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
+	if _, err := migrations.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
 	master, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
@@ -129,7 +129,7 @@ func TestTerminateRevokesTokensAndSetsContractEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	db := cfg.ClickHouse.Database
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
+	if _, err := migrations.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
 	master, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())

@@ -22,12 +22,12 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/aggregator"
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/pipeline/decision"
-	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/databases"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 // Keeper deletes what the policy no longer allows to keep.

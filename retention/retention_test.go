@@ -15,14 +15,14 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/processor"
-	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/retention"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 // A tenant deleted end to end: its usage goes through Kafka and the real processor into the
@@ -39,7 +39,7 @@ func TestTenantDeletedEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	db := cfg.ClickHouse.Database
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
+	if _, err := migrations.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
 	master, _ := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())

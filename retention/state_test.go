@@ -7,12 +7,12 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/internal/servicetest"
-	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/migrations"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/retention"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 type stateRow struct {
@@ -69,7 +69,7 @@ func TestRunExpiresReleasedPartials(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	db := cfg.ClickHouse.Database
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
+	if _, err := migrations.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 6, 20, 12, 0, 0, 0, time.UTC)

@@ -13,9 +13,9 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
-	"github.com/shukei/shukei/internal/chain"
+	"github.com/shukei/shukei/audit/chain"
 	"github.com/shukei/shukei/internal/servicetest"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
+	"github.com/shukei/shukei/migrations"
 )
 
 const purpose = "external_aggregate"
@@ -30,7 +30,7 @@ type keyedLedger struct {
 
 func newKeyedLedger(t *testing.T) *keyedLedger {
 	conn, cfg := servicetest.ClickHouse(t)
-	if _, err := chm.Apply(context.Background(), conn, cfg.ClickHouse.Database); err != nil {
+	if _, err := migrations.Apply(context.Background(), conn, cfg.ClickHouse.Database); err != nil {
 		t.Fatal(err)
 	}
 	key, err := chain.ParseKey(chain.NewKeyText())

@@ -9,7 +9,7 @@
 // read as one. Charge is the older path for a single writer: its lock serialises charges
 // within one process only.
 //
-// Each entry's link is a keyed MAC under ledger.key_file (WithKey; internal/chain), so
+// Each entry's link is a keyed MAC under ledger.key_file (WithKey; audit/chain), so
 // deleting a charge — which would refund its budget — or editing one cannot be hidden by
 // recomputing the later links without the key; VerifyAnchor checks the chains against heads
 // anchored outside ClickHouse, which also catches the deletion of a chain's tail. Entries
@@ -29,7 +29,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/shukei/shukei/internal/chain"
+	"github.com/shukei/shukei/audit/chain"
 )
 
 // ErrOverdraw means the release would spend more than the period's budget.

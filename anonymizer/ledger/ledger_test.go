@@ -9,14 +9,14 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/internal/servicetest"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
+	"github.com/shukei/shukei/migrations"
 )
 
 func TestLedgerOnRealServer(t *testing.T) {
 	conn, cfg := servicetest.ClickHouse(t)
 	ctx := context.Background()
 	db := cfg.ClickHouse.Database
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
+	if _, err := migrations.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
 	l := ledger.New(conn, db)

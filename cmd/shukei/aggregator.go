@@ -11,12 +11,12 @@ import (
 	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/audit/chain"
 	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/internal/chain"
-	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 func newAggregatorCmd(a *app) *cobra.Command {

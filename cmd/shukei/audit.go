@@ -15,7 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
-	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
 )

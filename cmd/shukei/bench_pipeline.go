@@ -29,8 +29,8 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/internal/population"
 	"github.com/shukei/shukei/loadgen"
+	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/pipeline/topic"
 	"github.com/shukei/shukei/query/principal"

@@ -22,12 +22,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/gate"
-	"github.com/shukei/shukei/internal/population"
+	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/databases"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 func newBenchCmd(a *app) *cobra.Command {

@@ -11,10 +11,10 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/shukei/shukei/internal/chain"
+	"github.com/shukei/shukei/audit/chain"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/query/principal"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 func TestShownEscapesWhatIsNotPrintable(t *testing.T) {
@@ -186,7 +186,7 @@ func migratedDB(t *testing.T) (driver.Conn, string) {
 	conn, cfg := servicetest.ClickHouse(t)
 	db := cfg.ClickHouse.Database
 	t.Setenv("SHUKEI_CLICKHOUSE_DATABASE", db)
-	if _, err := chm.Apply(context.Background(), conn, db); err != nil {
+	if _, err := migrations.Apply(context.Background(), conn, db); err != nil {
 		t.Fatal(err)
 	}
 	return conn, db

@@ -14,10 +14,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/audit/chain"
 	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/internal/chain"
 	"github.com/shukei/shukei/pipeline/topic"
-	"github.com/shukei/shukei/query/audit"
 )
 
 // The trails' keys and anchors (promise 17): the audit log and the budget ledger are chained

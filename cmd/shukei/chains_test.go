@@ -21,8 +21,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/audit/chain"
 	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/internal/chain"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/pipeline/topic"
 )

@@ -22,8 +22,8 @@ import (
 
 	"github.com/shukei/shukei/client"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/collector"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 func newDemoCmd(a *app) *cobra.Command {

@@ -18,8 +18,8 @@ import (
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/internal/population"
 	"github.com/shukei/shukei/loadgen"
+	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/registry"
 )

@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/query/principal"
 )
 

@@ -21,8 +21,8 @@ import (
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/pipeline/processor"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 // demoTenantList is the demo's customers: a contract mix of contracted, trial and beta

@@ -13,9 +13,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/dlq"
-	"github.com/shukei/shukei/query/audit"
 )
 
 // 'shukei dlq stats|show|replay' on the real services, through the cobra command.

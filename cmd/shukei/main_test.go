@@ -16,9 +16,9 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/pipeline/topic"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 func runCLI(t *testing.T, args ...string) (string, error) {
@@ -54,7 +54,7 @@ func ownServices(t *testing.T) (raw, dlq string) {
 	t.Setenv("SHUKEI_ANONYMIZER_MASTER_KEY", pseudonym.NewMasterKeyText())
 	users := servicetest.UsersDir(t)
 	t.Setenv("SHUKEI_CLICKHOUSE_USERS_DIR", users)
-	t.Cleanup(func() { os.Remove(filepath.Join(users, chm.UsersFileName(cfg.ClickHouse.Database))) })
+	t.Cleanup(func() { os.Remove(filepath.Join(users, migrations.UsersFileName(cfg.ClickHouse.Database))) })
 	return raw, dlq
 }
 
@@ -111,8 +111,8 @@ func TestMigrateAndTopicsOnRealServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	db := os.Getenv("SHUKEI_CLICKHOUSE_DATABASE")
-	users, err := os.ReadFile(filepath.Join(os.Getenv("SHUKEI_CLICKHOUSE_USERS_DIR"), chm.UsersFileName(db)))
-	all := chm.AllUsers(db, master.Derive("clickhouse-users"))
+	users, err := os.ReadFile(filepath.Join(os.Getenv("SHUKEI_CLICKHOUSE_USERS_DIR"), migrations.UsersFileName(db)))
+	all := migrations.AllUsers(db, master.Derive("clickhouse-users"))
 	if err != nil || strings.Contains(string(users), "dashboards") || strings.Count(string(users), "<password_sha256_hex>") != len(all) || len(all) != 17 {
 		t.Errorf("users.d file: want the 17 role users and nothing else: %v\n%s", err, users)
 	}

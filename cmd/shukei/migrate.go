@@ -9,15 +9,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/topic"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 func newMigrateCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "migrate",
 		Short: "Apply the ClickHouse schema (numbered, idempotent migrations)",
-		Long: `migrate applies the DDL in schemas/clickhouse/ (embedded in the binary) to the configured
+		Long: `migrate applies the DDL in migrations/ (embedded in the binary) to the configured
 ClickHouse server: the internal database and one database per purpose. Each migration is
 recorded in <database>.schema_migrations with its checksum; applied ones are skipped, and an
 applied migration whose file was later edited is refused. Safe to run any number of times.
@@ -44,7 +44,7 @@ func migrate(ctx context.Context, out io.Writer, cfg config.Config) error {
 	if err := conn.Ping(ctx); err != nil {
 		return fmt.Errorf("ClickHouse at %v does not answer (is it running? scripts/services.sh up): %w", c.Addr, err)
 	}
-	res, err := chm.Apply(ctx, conn, c.Database)
+	res, err := migrations.Apply(ctx, conn, c.Database)
 	for _, m := range res.Applied {
 		fmt.Fprintf(out, "applied  %04d_%s\n", m.Version, m.Name)
 	}
@@ -68,20 +68,20 @@ func writeReaders(out io.Writer, cfg config.Config) error {
 	}
 	// Grafana reads the query service's reports as a principal of its own (promise 10),
 	// never ClickHouse, whose system tables any user may read.
-	users := chm.AllUsers(cfg.ClickHouse.Database, uk)
+	users := migrations.AllUsers(cfg.ClickHouse.Database, uk)
 	if cfg.ClickHouse.UsersDir == "" {
-		b, err := chm.UsersFile(users, cfg.ClickHouse.ReaderNetworks)
+		b, err := migrations.UsersFile(users, cfg.ClickHouse.ReaderNetworks)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "clickhouse.users_dir is not set: install this as users.d/%s on the server\n%s", chm.UsersFileName(cfg.ClickHouse.Database), b)
+		fmt.Fprintf(out, "clickhouse.users_dir is not set: install this as users.d/%s on the server\n%s", migrations.UsersFileName(cfg.ClickHouse.Database), b)
 		return nil
 	}
-	path, err := chm.WriteUsers(cfg.ClickHouse.UsersDir, cfg.ClickHouse.Database, users, cfg.ClickHouse.ReaderNetworks)
+	path, err := migrations.WriteUsers(cfg.ClickHouse.UsersDir, cfg.ClickHouse.Database, users, cfg.ClickHouse.ReaderNetworks)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "role users: %d ClickHouse users of %d roles (purpose readers included), each allowed only its databases, in %s\n", len(users), len(chm.Roles), path)
+	fmt.Fprintf(out, "role users: %d ClickHouse users of %d roles (purpose readers included), each allowed only its databases, in %s\n", len(users), len(migrations.Roles), path)
 	return nil
 }
 

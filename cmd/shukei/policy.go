@@ -11,18 +11,18 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/guard"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 func newPolicyCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
 		Short: "Check, explain and export the data policy Shukei enforces",
-		Long: `policy works with the policy as code in schemas/policy/ (embedded in the binary): the purposes
+		Long: `policy works with the policy as code in policy/ (embedded in the binary): the purposes
 with their clauses, the category × purpose matrix of granularities, consent, statuses, k,
 retention and the privacy budget.`,
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/processor"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 func newProcessorCmd(a *app) *cobra.Command {

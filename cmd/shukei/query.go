@@ -14,13 +14,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/aggregator"
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/query"
-	"github.com/shukei/shukei/query/audit"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 func newQueryCmd(a *app) *cobra.Command {
@@ -144,8 +144,8 @@ func newQueryServer(ctx context.Context, a *app) (srv *query.Server, ops *promet
 	}
 	conns = append(conns, rconn)
 	readers := map[string]driver.Conn{}
-	for _, r := range chm.Readers(a.cfg.ClickHouse.Database, key) {
-		rc, err := chm.OpenReader(ctx, a.cfg.ClickHouse.Options(), r, a.cfg.Query.ReaderWait)
+	for _, r := range migrations.Readers(a.cfg.ClickHouse.Database, key) {
+		rc, err := migrations.OpenReader(ctx, a.cfg.ClickHouse.Options(), r, a.cfg.Query.ReaderWait)
 		if err != nil {
 			closeAll()
 			return nil, nil, nil, nil, err

@@ -9,8 +9,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/pipeline/topic"
-	"github.com/shukei/shukei/query/audit"
 	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/retention"
 )

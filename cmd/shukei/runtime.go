@@ -18,10 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/audit/chain"
 	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/internal/chain"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/registry"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 // openClickHouse connects and checks the server answers.
@@ -185,7 +185,7 @@ func roleKey(cfg config.Config, role string) ([]byte, error) {
 	if err != nil || uk == nil {
 		return nil, err
 	}
-	return chm.RoleKey(uk, cfg.ClickHouse.Database, role), nil
+	return migrations.RoleKey(uk, cfg.ClickHouse.Database, role), nil
 }
 
 // roleClickHouse returns the settings to connect as role's user named <db>_<role><suffix>
@@ -200,11 +200,11 @@ func roleClickHouse(cfg config.Config, role, suffix string, log *slog.Logger) (c
 		log.Warn("no clickhouse.role_key_file, users key or master key: connecting as the administrator's user, without least privilege", "role", role)
 		return cfg.ClickHouse, nil
 	}
-	users, err := chm.RoleUsers(cfg.ClickHouse.Database, role, key)
+	users, err := migrations.RoleUsers(cfg.ClickHouse.Database, role, key)
 	if err != nil {
 		return config.ClickHouse{}, err
 	}
-	u, ok := chm.Find(users, cfg.ClickHouse.Database+"_"+role+suffix)
+	u, ok := migrations.Find(users, cfg.ClickHouse.Database+"_"+role+suffix)
 	if !ok {
 		return config.ClickHouse{}, fmt.Errorf("role %s has no ClickHouse user %s_%s%s", role, cfg.ClickHouse.Database, role, suffix)
 	}

@@ -14,11 +14,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
-	"github.com/shukei/shukei/internal/chain"
+	"github.com/shukei/shukei/audit/chain"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 func newTenantsCmd(a *app) *cobra.Command {
@@ -352,9 +352,9 @@ repository and readable by its owner only.`,
 			fmt.Fprintf(&b, "SHUKEI_MASTER_KEY=%s\n", pseudonym.NewMasterKeyText())
 			fmt.Fprintf(&b, "SHUKEI_CLICKHOUSE_PASSWORD=%s\n", pseudonym.NewMasterKeyText()[:32])
 			fmt.Fprintf(&b, "SHUKEI_USERS_KEY=%s\n", usersKey)
-			for _, role := range chm.Roles {
+			for _, role := range migrations.Roles {
 				// docker-compose.yml's database is "shukei".
-				fmt.Fprintf(&b, "SHUKEI_%s_KEY=%s\n", strings.ToUpper(role), hex.EncodeToString(chm.RoleKey(uk, "shukei", role)))
+				fmt.Fprintf(&b, "SHUKEI_%s_KEY=%s\n", strings.ToUpper(role), hex.EncodeToString(migrations.RoleKey(uk, "shukei", role)))
 			}
 			// The chains' own keys (promise 17): the audit log's, the ledger's.
 			fmt.Fprintf(&b, "SHUKEI_AUDIT_KEY=%s\n", chain.NewKeyText())

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	chm "github.com/shukei/shukei/schemas/clickhouse"
+	"github.com/shukei/shukei/migrations"
 )
 
 func newUsersCmd(a *app) *cobra.Command {
@@ -21,12 +21,12 @@ clickhouse.users_key_file, or the master key it falls back to); give each role o
 key, as the file clickhouse.role_key_file (mode 0600).`,
 	}
 	roleArg := func(args []string) (string, error) {
-		for _, r := range chm.Roles {
+		for _, r := range migrations.Roles {
 			if args[0] == r {
 				return r, nil
 			}
 		}
-		return "", fmt.Errorf("no role %q (roles: %s)", args[0], strings.Join(chm.Roles, ", "))
+		return "", fmt.Errorf("no role %q (roles: %s)", args[0], strings.Join(migrations.Roles, ", "))
 	}
 	list := &cobra.Command{
 		Use:   "list",
@@ -35,9 +35,9 @@ key, as the file clickhouse.role_key_file (mode 0600).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ROLE\tUSER\tMODE\tDATABASES")
-			for _, role := range chm.Roles {
+			for _, role := range migrations.Roles {
 				// Passwords are not shown: any key lists the same names and databases.
-				us, err := chm.RoleUsers(a.cfg.ClickHouse.Database, role, []byte("list"))
+				us, err := migrations.RoleUsers(a.cfg.ClickHouse.Database, role, []byte("list"))
 				if err != nil {
 					return err
 				}
@@ -64,7 +64,7 @@ key, as the file clickhouse.role_key_file (mode 0600).`,
 			if uk == nil {
 				return fmt.Errorf("no users key: set clickhouse.users_key_file")
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), hex.EncodeToString(chm.RoleKey(uk, a.cfg.ClickHouse.Database, role)))
+			fmt.Fprintln(cmd.OutOrStdout(), hex.EncodeToString(migrations.RoleKey(uk, a.cfg.ClickHouse.Database, role)))
 			return nil
 		},
 	}
@@ -84,7 +84,7 @@ key, as the file clickhouse.role_key_file (mode 0600).`,
 			if k == nil {
 				return fmt.Errorf("no key: set clickhouse.users_key_file or clickhouse.role_key_file")
 			}
-			us, err := chm.RoleUsers(a.cfg.ClickHouse.Database, role, k)
+			us, err := migrations.RoleUsers(a.cfg.ClickHouse.Database, role, k)
 			if err != nil {
 				return err
 			}

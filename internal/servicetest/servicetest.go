@@ -23,8 +23,8 @@ import (
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/gate"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/topic"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 // Config returns the configuration tests run with: the defaults (which match
@@ -220,7 +220,7 @@ func UsersDir(t testing.TB) string {
 // user, which must exist by then.
 func DeclareRoleUsers(t testing.TB, db string, usersKey []byte) {
 	t.Helper()
-	path, err := chm.WriteUsers(UsersDir(t), db, chm.AllUsers(db, usersKey), []string{"127.0.0.1", "::1"})
+	path, err := migrations.WriteUsers(UsersDir(t), db, migrations.AllUsers(db, usersKey), []string{"127.0.0.1", "::1"})
 	if err != nil {
 		t.Fatal(err)
 	}

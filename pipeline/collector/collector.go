@@ -28,8 +28,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/guard"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 // Writer is the part of *kafka.Writer the collector needs.

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/guard"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 // Reasons added by this stage, after the event itself was found valid.

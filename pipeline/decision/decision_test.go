@@ -9,9 +9,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/event"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 var now = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)

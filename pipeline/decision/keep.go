@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/guard"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 // What a refusal may keep (docs/promises.md, "Nothing the policy forbids is kept").

@@ -13,10 +13,10 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/internal/vectors"
 	"github.com/shukei/shukei/pipeline/guard"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 const testdata = "../../schemas/testdata"

@@ -4,8 +4,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 // ConsentToPolicy is the purpose name under which the registry records a tenant's consent to a

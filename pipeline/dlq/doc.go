@@ -53,7 +53,7 @@
 // pseudonym; it is pseudonymised again, so replayed events are not linked to the user's other
 // events.
 //
-// Every run, dry runs included, appends one record to the audit log (query/audit): principal
+// Every run, dry runs included, appends one record to the audit log (audit): principal
 // "operator:<OS user>", kind operator, report dlq_replay, decision allowed (failed when the
 // run failed), a hash of the filters as params_hash, and as reason the filters and the counts
 // — never content. The tables are checked before anything is written, so a replay without an

@@ -14,11 +14,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/guard"
-	"github.com/shukei/shukei/query/audit"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 // eventJSON builds a complete event payload as the processor keeps it: a user-level one without
@@ -81,7 +81,7 @@ func newFixture(t *testing.T) *fixture {
 	conn, cfg := servicetest.ClickHouse(t)
 	servicetest.Kafka(t)
 	ctx := context.Background()
-	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+	if _, err := migrations.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{conn: conn, db: cfg.ClickHouse.Database, brokers: cfg.Kafka.Brokers, now: time.Now().UTC().Truncate(time.Millisecond),

@@ -10,7 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/shukei/shukei/schemas/event"
+	"github.com/shukei/shukei/event"
 )
 
 // The header keys of a DLQ record, as the processor writes them (pipeline/processor,

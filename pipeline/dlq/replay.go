@@ -18,9 +18,9 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/shukei/shukei/query/audit"
-	"github.com/shukei/shukei/schemas/databases"
-	"github.com/shukei/shukei/schemas/event"
+	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/databases"
+	"github.com/shukei/shukei/event"
 )
 
 // NilUser is the user a replayed user-level event gets when its kept payload has none (the

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/shukei/shukei/schemas/event"
+	"github.com/shukei/shukei/event"
 )
 
 const testdata = "../../schemas/testdata"

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/shukei/shukei/schemas/event"
+	"github.com/shukei/shukei/event"
 )
 
 func addSeeds(f *testing.F) {

@@ -24,7 +24,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/shukei/shukei/schemas/event"
+	"github.com/shukei/shukei/event"
 )
 
 // Inspect decides a raw message's fate: decode, validate, guard. It returns the

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/internal/vectors"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 var testNow = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)

@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/shukei/shukei/schemas/event"
+	"github.com/shukei/shukei/event"
 )
 
 // The identifier classes a PII scanner knows (Presidio's recognisers, Cloud DLP's infoTypes)

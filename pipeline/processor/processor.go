@@ -25,10 +25,10 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/group"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 // Processor consumes the raw topic into ClickHouse.

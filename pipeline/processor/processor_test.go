@@ -22,10 +22,10 @@ import (
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 type rig struct {
@@ -50,7 +50,7 @@ func newRig(t testing.TB, tenants int) *rig {
 	cfg.Processor.BatchSize = 50000
 	cfg.Processor.BatchTimeout = 200 * time.Millisecond
 	ctx := context.Background()
-	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+	if _, err := migrations.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
 		t.Fatal(err)
 	}
 	// The key is also written to a file, for a processor started as a subprocess.

@@ -13,8 +13,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/policy"
 )
 
 // A policy rollout with mixed consent (clause 4): v2 (which adds per-tenant operation

@@ -9,8 +9,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/decision"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 // partitionState is what the store already holds for one Kafka partition. A batch is written

@@ -65,7 +65,7 @@ func ReleaseSpec(c config.Kafka) Spec {
 const AuditLogRetention = 400 * 24 * time.Hour
 
 // AuditSpec is the audit log's sequencer topic (audit.topic): one partition, whose order is
-// the chain's (query/audit).
+// the chain's (audit).
 func AuditSpec(c config.Config) Spec {
 	name := c.Audit.Topic
 	if name == "" {

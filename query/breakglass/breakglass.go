@@ -30,7 +30,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/query/principal"
 )
 

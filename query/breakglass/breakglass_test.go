@@ -11,10 +11,10 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/internal/servicetest"
-	"github.com/shukei/shukei/query/audit"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/query/principal"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 const justification = "Written inquiry from the prefectural police, ref. 2026-1129-7, about account takeover"
@@ -32,7 +32,7 @@ func newEnv(t *testing.T) *env {
 	conn, cfg := servicetest.ClickHouse(t)
 	ctx := context.Background()
 	db := cfg.ClickHouse.Database
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
+	if _, err := migrations.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
 	e := &env{conn: conn, db: db, principals: principal.New(conn, db), log: audit.New(conn, db)}
@@ -442,7 +442,7 @@ func TestMigrationCarriesOldGrants(t *testing.T) {
 	if err := b.Send(); err != nil {
 		t.Fatal(err)
 	}
-	migs, err := chm.Migrations()
+	migs, err := migrations.Migrations()
 	if err != nil {
 		t.Fatal(err)
 	}

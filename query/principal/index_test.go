@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/internal/servicetest"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
+	"github.com/shukei/shukei/migrations"
 )
 
 // Unknown tokens, however many and however concurrent, cost at most one load of the index per
@@ -19,7 +19,7 @@ func TestIndexLookupAndCurrentState(t *testing.T) {
 	conn, cfg := servicetest.ClickHouse(t)
 	ctx := context.Background()
 	db := cfg.ClickHouse.Database
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
+	if _, err := migrations.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
 	s := New(conn, db)

@@ -21,7 +21,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/shukei/shukei/schemas/policy"
+	"github.com/shukei/shukei/policy"
 )
 
 // Kinds of principal.

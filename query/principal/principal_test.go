@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/internal/servicetest"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
+	"github.com/shukei/shukei/migrations"
 )
 
 func TestValidate(t *testing.T) {
@@ -42,7 +42,7 @@ func TestValidate(t *testing.T) {
 func TestStoreAuthenticateAuthorize(t *testing.T) {
 	conn, cfg := servicetest.ClickHouse(t)
 	ctx := context.Background()
-	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+	if _, err := migrations.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
 		t.Fatal(err)
 	}
 	s := New(conn, cfg.ClickHouse.Database)
@@ -127,7 +127,7 @@ func TestActive(t *testing.T) {
 func TestStoreKeepsRoles(t *testing.T) {
 	conn, cfg := servicetest.ClickHouse(t)
 	ctx := context.Background()
-	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+	if _, err := migrations.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
 		t.Fatal(err)
 	}
 	s := New(conn, cfg.ClickHouse.Database)

@@ -9,15 +9,14 @@ package aggregator
 
 import (
 	"slices"
-
-	"github.com/shukei/shukei/aggregator/bound"
 	"strings"
 
+	"github.com/shukei/shukei/aggregator/bound"
 	"github.com/shukei/shukei/anonymizer/dp"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 // Unit is what one tenant contributes to a cell before clamping.

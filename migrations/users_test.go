@@ -1,4 +1,4 @@
-package clickhouse_test
+package migrations_test
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/shukei/shukei/internal/servicetest"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
+	"github.com/shukei/shukei/migrations"
 )
 
 // Every role's user is allowed exactly the databases of its row of promise 16's matrix, and
@@ -19,8 +19,8 @@ import (
 // databases, insert only where it writes, and reaches no other database of the prefix.
 func TestRoleUsersMatrixOnRealServer(t *testing.T) {
 	ctx, cfg, db, master := migrated(t)
-	users := chm.AllUsers(db, master.Derive("test-users"))
-	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, users, []string{"127.0.0.1", "::1"})
+	users := migrations.AllUsers(db, master.Derive("test-users"))
+	path, err := migrations.WriteUsers(servicetest.UsersDir(t), db, users, []string{"127.0.0.1", "::1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestRoleUsersMatrixOnRealServer(t *testing.T) {
 		t.Fatalf("only %d tables under %s: migrations incomplete?", len(tables), db)
 	}
 	for _, u := range users {
-		c, err := chm.OpenAs(ctx, cfg.ClickHouse.Options(), u.Name, u.Password, u.Databases[0], 30*time.Second)
+		c, err := migrations.OpenAs(ctx, cfg.ClickHouse.Options(), u.Name, u.Password, u.Databases[0], 30*time.Second)
 		if err != nil {
 			t.Fatalf("%s: %v", u.Name, err)
 		}
@@ -67,7 +67,7 @@ func TestRoleUsersMatrixOnRealServer(t *testing.T) {
 			}
 			// INSERT … SELECT of nothing: a write that changes no row, refused or not.
 			werr := c.Exec(ctx, "INSERT INTO "+full+" SELECT * FROM "+full+" WHERE 0")
-			if canWrite := allowed && u.Mode != chm.ReadOnly; canWrite != (werr == nil) {
+			if canWrite := allowed && u.Mode != migrations.ReadOnly; canWrite != (werr == nil) {
 				t.Errorf("%s (%s) INSERT %s: allowed=%v, got err=%v", u.Name, u.Mode, full, canWrite, werr)
 			}
 			if !allowed && rerr != nil && !strings.Contains(rerr.Error(), "Access denied") {
@@ -76,7 +76,7 @@ func TestRoleUsersMatrixOnRealServer(t *testing.T) {
 		}
 		// Read-only users cannot lift their profile, nor run DDL, even with the settings a
 		// query may carry.
-		if u.Mode == chm.ReadOnly {
+		if u.Mode == migrations.ReadOnly {
 			scratch := u.Databases[0] + ".scratch_" + strings.ReplaceAll(u.Name, db+"_", "")
 			if err := c.Exec(ctx, "CREATE TABLE "+scratch+" (x UInt8) ENGINE = Log"); err == nil {
 				t.Errorf("%s created %s", u.Name, scratch)
@@ -89,7 +89,7 @@ func TestRoleUsersMatrixOnRealServer(t *testing.T) {
 	}
 	// The administrator alone writes principals.
 	for _, u := range users {
-		if slices.Contains(u.Databases, db+"_principals") && u.Mode != chm.ReadOnly {
+		if slices.Contains(u.Databases, db+"_principals") && u.Mode != migrations.ReadOnly {
 			t.Errorf("%s may write the principals", u.Name)
 		}
 	}

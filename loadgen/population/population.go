@@ -12,8 +12,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/registry"
-	"github.com/shukei/shukei/schemas/event"
 )
 
 // Features is the product's feature catalogue, most popular first.

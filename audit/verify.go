@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/shukei/shukei/internal/chain"
+	"github.com/shukei/shukei/audit/chain"
 )
 
 // ChainState is what walking the chain found.

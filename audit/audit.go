@@ -6,7 +6,7 @@
 // month (clause 5: supervision of contractors).
 //
 // The chain is keyed and cannot fork (promise 17). Each record's link is HMAC-SHA256 under
-// audit.key_file (WithKey; internal/chain), so nobody without the key can edit, insert or
+// audit.key_file (WithKey; audit/chain), so nobody without the key can edit, insert or
 // delete a record and recompute the later links; VerifyAnchor checks the chain against a head
 // anchored outside ClickHouse, which also catches a truncated tail. Appends are ordered by a
 // one-partition Kafka topic (WithSequencer, sequencer.go): a writer produces its records, and
@@ -25,7 +25,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/shukei/shukei/internal/chain"
+	"github.com/shukei/shukei/audit/chain"
 )
 
 // Decisions.

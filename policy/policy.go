@@ -26,7 +26,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/shukei/shukei/schemas/event"
+	"github.com/shukei/shukei/event"
 )
 
 // Purpose is a use of usage data the policy allows (DESIGN.md §1). Its value is

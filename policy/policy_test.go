@@ -4,7 +4,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/shukei/shukei/schemas/event"
+	"github.com/shukei/shukei/event"
 )
 
 // The bit positions are stored with every event: they must never move.

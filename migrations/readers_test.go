@@ -1,4 +1,4 @@
-package clickhouse_test
+package migrations_test
 
 import (
 	"context"
@@ -11,8 +11,8 @@ import (
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/servicetest"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
-	"github.com/shukei/shukei/schemas/policy"
+	"github.com/shukei/shukei/migrations"
+	"github.com/shukei/shukei/policy"
 )
 
 // migrated applies the schema to a database of the test's own and returns a fresh master key.
@@ -21,7 +21,7 @@ func migrated(t *testing.T) (context.Context, config.Config, string, *pseudonym.
 	conn, cfg := servicetest.ClickHouse(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+	if _, err := migrations.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
 		t.Fatal(err)
 	}
 	master, err := pseudonym.ParseMasterKey(pseudonym.NewMasterKeyText())
@@ -34,17 +34,17 @@ func migrated(t *testing.T) (context.Context, config.Config, string, *pseudonym.
 // Each purpose's reader reads its own database and nothing else, and writes nothing.
 func TestPurposeReadersOnRealServer(t *testing.T) {
 	ctx, cfg, db, master := migrated(t)
-	readers := chm.Readers(db, master.Derive("test-query"))
+	readers := migrations.Readers(db, master.Derive("test-query"))
 	if len(readers) != 7 {
 		t.Fatalf("%d readers, want one per purpose (7)", len(readers))
 	}
 	dir := servicetest.UsersDir(t)
-	path, err := chm.WriteUsers(dir, db, chm.ReaderUsers(readers), []string{"127.0.0.1", "::1"})
+	path, err := migrations.WriteUsers(dir, db, migrations.ReaderUsers(readers), []string{"127.0.0.1", "::1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(path) })
-	if filepath.Base(path) != chm.UsersFileName(db) {
+	if filepath.Base(path) != migrations.UsersFileName(db) {
 		t.Errorf("users file %s", path)
 	}
 	b, _ := os.ReadFile(path)
@@ -55,7 +55,7 @@ func TestPurposeReadersOnRealServer(t *testing.T) {
 	}
 
 	for _, r := range readers {
-		rc, err := chm.OpenReader(ctx, cfg.ClickHouse.Options(), r, 30*time.Second)
+		rc, err := migrations.OpenReader(ctx, cfg.ClickHouse.Options(), r, 30*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,7 +82,7 @@ func TestPurposeReadersOnRealServer(t *testing.T) {
 		rc.Close()
 	}
 	// Reading another purpose's mart is refused.
-	si, err := chm.OpenReader(ctx, cfg.ClickHouse.Options(), readers[1], time.Second)
+	si, err := migrations.OpenReader(ctx, cfg.ClickHouse.Options(), readers[1], time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestPurposeReadersOnRealServer(t *testing.T) {
 	// A wrong password does not connect.
 	bad := readers[0]
 	bad.Password = "not-it"
-	if c, err := chm.OpenReader(ctx, cfg.ClickHouse.Options(), bad, 0); err == nil {
+	if c, err := migrations.OpenReader(ctx, cfg.ClickHouse.Options(), bad, 0); err == nil {
 		c.Close()
 		t.Error("a reader connected with a wrong password")
 	}
@@ -106,8 +106,8 @@ func TestPurposeReadersOnRealServer(t *testing.T) {
 // promise 10).
 func TestGatedReadersOnRealServer(t *testing.T) {
 	ctx, cfg, db, master := migrated(t)
-	readers := chm.Readers(db, master.Derive("test-query"))
-	path, err := chm.WriteUsers(servicetest.UsersDir(t), db, chm.ReaderUsers(readers), []string{"127.0.0.1", "::1"})
+	readers := migrations.Readers(db, master.Derive("test-query"))
+	path, err := migrations.WriteUsers(servicetest.UsersDir(t), db, migrations.ReaderUsers(readers), []string{"127.0.0.1", "::1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestGatedReadersOnRealServer(t *testing.T) {
 		if r.Purpose != "service_improvement" && r.Purpose != "marketing" {
 			continue
 		}
-		rc, err := chm.OpenReader(ctx, cfg.ClickHouse.Options(), r, 30*time.Second)
+		rc, err := migrations.OpenReader(ctx, cfg.ClickHouse.Options(), r, 30*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,15 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shukei/shukei/internal/chain"
+	"github.com/shukei/shukei/audit/chain"
 	"github.com/shukei/shukei/internal/servicetest"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
+	"github.com/shukei/shukei/migrations"
 )
 
 func newLog(t *testing.T, n int) (*Log, func(sql string)) {
 	conn, cfg := servicetest.ClickHouse(t)
 	ctx := context.Background()
-	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+	if _, err := migrations.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
 		t.Fatal(err)
 	}
 	l := New(conn, cfg.ClickHouse.Database)

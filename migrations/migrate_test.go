@@ -1,4 +1,4 @@
-package clickhouse_test
+package migrations_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/internal/servicetest"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
+	"github.com/shukei/shukei/migrations"
 )
 
 // DESIGN.md §7: what ClickHouse 18.16 cannot run, or what Shukei must not rely on there.
@@ -26,7 +26,7 @@ var forbidden = []struct{ re, why string }{
 }
 
 func TestMigrationsAvoidWhatOldClickHouseLacks(t *testing.T) {
-	migs, err := chm.Migrations()
+	migs, err := migrations.Migrations()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestMigrationsAvoidWhatOldClickHouseLacks(t *testing.T) {
 }
 
 func TestStatementsSplit(t *testing.T) {
-	m := chm.Migration{SQL: "-- comment; not a statement\nCREATE DATABASE IF NOT EXISTS ${db};\n\nCREATE TABLE IF NOT EXISTS ${db}.t (\n  a UInt8\n) ENGINE = Memory;\n"}
+	m := migrations.Migration{SQL: "-- comment; not a statement\nCREATE DATABASE IF NOT EXISTS ${db};\n\nCREATE TABLE IF NOT EXISTS ${db}.t (\n  a UInt8\n) ENGINE = Memory;\n"}
 	got := m.Statements("x")
 	want := []string{"CREATE DATABASE IF NOT EXISTS x", "CREATE TABLE IF NOT EXISTS x.t (\n  a UInt8\n) ENGINE = Memory"}
 	if len(got) != len(want) {
@@ -69,23 +69,23 @@ func TestApplyOnRealServer(t *testing.T) {
 	db := cfg.ClickHouse.Database
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	migs, _ := chm.Migrations()
+	migs, _ := migrations.Migrations()
 
-	first, err := chm.Apply(ctx, conn, db)
+	first, err := migrations.Apply(ctx, conn, db)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(first.Applied) != len(migs) || len(first.Skipped) != 0 {
 		t.Fatalf("first run applied %d, skipped %d; want %d, 0", len(first.Applied), len(first.Skipped), len(migs))
 	}
-	second, err := chm.Apply(ctx, conn, db)
+	second, err := migrations.Apply(ctx, conn, db)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(second.Applied) != 0 || len(second.Skipped) != len(migs) {
 		t.Fatalf("second run applied %d, skipped %d; want 0, %d", len(second.Applied), len(second.Skipped), len(migs))
 	}
-	rec, err := chm.Recorded(ctx, conn, db)
+	rec, err := migrations.Recorded(ctx, conn, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestApplyOnRealServer(t *testing.T) {
 	if err := b.Send(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := chm.Apply(ctx, conn, db); !errors.Is(err, chm.ErrChanged) {
+	if _, err := migrations.Apply(ctx, conn, db); !errors.Is(err, migrations.ErrChanged) {
 		t.Fatalf("edited migration: got %v, want ErrChanged", err)
 	}
 }
@@ -144,7 +144,7 @@ func TestTableMovesRunAgain(t *testing.T) {
 	db := cfg.ClickHouse.Database
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := chm.Apply(ctx, conn, db); err != nil {
+	if _, err := migrations.Apply(ctx, conn, db); err != nil {
 		t.Fatal(err)
 	}
 	if err := conn.Exec(ctx, "ALTER TABLE "+db+".schema_migrations DELETE WHERE version = 16"); err != nil {
@@ -160,7 +160,7 @@ func TestTableMovesRunAgain(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	again, err := chm.Apply(ctx, conn, db)
+	again, err := migrations.Apply(ctx, conn, db)
 	if err != nil {
 		t.Fatalf("a second run of the moves: %v", err)
 	}

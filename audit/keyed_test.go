@@ -12,11 +12,11 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/shukei/shukei/audit/chain"
 	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/internal/chain"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/topic"
-	chm "github.com/shukei/shukei/schemas/clickhouse"
 )
 
 // keyedEnv is an audit log on the real services: a database of its own, a sequencer topic of its
@@ -35,7 +35,7 @@ func newKeyedEnv(t *testing.T) *keyedEnv {
 	conn, cfg := servicetest.ClickHouse(t)
 	kcfg := servicetest.Kafka(t)
 	ctx := context.Background()
-	if _, err := chm.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+	if _, err := migrations.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
 		t.Fatal(err)
 	}
 	key, err := chain.ParseKey(chain.NewKeyText())

@@ -1,4 +1,4 @@
-package clickhouse
+package migrations
 
 import (
 	"bytes"
@@ -15,7 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/gate"
-	"github.com/shukei/shukei/schemas/policy"
+	"github.com/shukei/shukei/policy"
 )
 
 // Reader is the read-only ClickHouse user of one purpose (DESIGN.md §5, defence in depth):

@@ -2,7 +2,7 @@
 // applies them. Every statement must run on ClickHouse 18.16 and on current releases
 // (DESIGN.md §7), be idempotent (IF NOT EXISTS), and name databases through ${db}, the
 // configured internal database, so tests can give each run databases of its own.
-package clickhouse
+package migrations
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package clickhouse
+package migrations
 
 import (
 	"crypto/hmac"
@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/gate"
-	"github.com/shukei/shukei/schemas/databases"
 )
 
 // Mode is what a role's ClickHouse user may do in its databases.
