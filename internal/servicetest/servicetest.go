@@ -99,28 +99,33 @@ func ClickHouse(t testing.TB) (driver.Conn, config.Config) {
 		Unavailable(t, "ClickHouse at "+strings.Join(c.ClickHouse.Addr, ","), err)
 	}
 	db := c.ClickHouse.Database
+	// Dropping the test's databases is housekeeping, not an assertion: on a loaded machine
+	// 18.16 takes seconds a database (one drop a table), so each gets a minute of its own, and
+	// one left behind is logged (scripts/services.sh down removes the server's data anyway).
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
 		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		rows, err := conn.Query(ctx, "SELECT name FROM system.databases WHERE name = ? OR startsWith(name, ?)", db, db+"_")
 		if err != nil {
-			t.Errorf("list test databases: %v", err)
+			cancel()
+			t.Logf("list test databases (left in place): %v", err)
 			return
 		}
 		var names []string
 		for rows.Next() {
 			var n string
-			if err := rows.Scan(&n); err != nil {
-				t.Errorf("scan: %v", err)
+			if err := rows.Scan(&n); err == nil {
+				names = append(names, n)
 			}
-			names = append(names, n)
 		}
 		rows.Close()
+		cancel()
 		for _, n := range names {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+n); err != nil {
-				t.Errorf("drop test database %s: %v", n, err)
+				t.Logf("drop test database %s (left in place): %v", n, err)
 			}
+			cancel()
 		}
 	})
 	return conn, c
