@@ -1,5 +1,5 @@
 // Package aggregator releases differentially private cross-tenant aggregates for the
-// external_aggregate purpose (DESIGN.md §2, §4): event-time windows, per-tenant contribution
+// external_aggregate purpose (docs/DESIGN.md §2, §4): event-time windows, per-tenant contribution
 // bounding, un-noised partial aggregates per Kafka partition, and one release step that merges
 // them, selects data-derived cells privately, adds the noise once and charges the budget ledger.
 //

@@ -175,7 +175,7 @@ func ExpireState(ctx context.Context, conn, releases driver.Conn, db string, now
 	}
 
 	// One condition for both kinds, with literal values: a bound slice becomes an Array on
-	// 18.16 (DESIGN.md §7), and mutations take no parameters.
+	// 18.16 (docs/DESIGN.md §9), and mutations take no parameters.
 	var or []string
 	byPlan := map[string][]string{}
 	for _, w := range ex.Windows {

@@ -16,7 +16,7 @@ import (
 // — at most L0 cells, at most LInf in each — so that a tenant's contribution to the period's
 // release is bounded exactly as in a base window's, however many days it was active. That is
 // why a month costs one release's ε, not one per day, and why its noise does not grow with the
-// number of days (DESIGN.md §4).
+// number of days (docs/DESIGN.md §4).
 type Period string
 
 const (

@@ -12,7 +12,7 @@ import (
 )
 
 // Released is one noisy cell of a window's release, with everything a reader needs to judge
-// it (DESIGN.md §4). The number of tenants behind it is never part of it.
+// it (docs/DESIGN.md §4). The number of tenants behind it is never part of it.
 type Released struct {
 	Metric    string
 	Unit      string

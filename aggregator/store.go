@@ -45,7 +45,7 @@ func intList(parts []int) string {
 
 // loadProgress reads the last progress of each partition (absent: never closed anything).
 func (s *store) loadProgress(ctx context.Context, parts []int) (map[int]progress, error) {
-	// Rendered literally: a bound slice becomes an Array on 18.16 (DESIGN.md §7).
+	// Rendered literally: a bound slice becomes an Array on 18.16 (docs/DESIGN.md §9).
 	rows, err := s.conn.Query(ctx, `SELECT partition, max(closed_through), argMax(resume_offset, closed_through), argMax(high_offset, closed_through)
 		FROM `+s.db+`_aggregator.aggregate_state WHERE kind = 'progress' AND plan_hash = ? AND partition IN (`+intList(parts)+`) GROUP BY partition`, s.plan)
 	if err != nil {

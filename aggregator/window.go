@@ -142,7 +142,7 @@ func (a *Acc) Add(t *decision.Tagged, offset int64) bool {
 
 // TenantRow is one tenant's raw material for one cell of one base window, before any
 // bounding: stored at the window's close (kind 'tenant' in aggregate_state) so that weekly and
-// monthly releases can bound each tenant over the whole period (DESIGN.md §4). Users holds at
+// monthly releases can bound each tenant over the whole period (docs/DESIGN.md §4). Users holds at
 // most the metric's LInf user keys: the union of capped sets, capped again, is exactly the
 // capped union, so a period's value is the same as if it had been counted in one window.
 type TenantRow struct {

@@ -1,4 +1,4 @@
-// Package audit is the query service's audit log (DESIGN.md §5): every request, allowed or
+// Package audit is the query service's audit log (docs/DESIGN.md §5, §6): every request, allowed or
 // denied, appends a record — who (principal, kind, contractor reference), for which purpose and
 // ticket, which report with a hash of its parameters, the tenant it is about (if one), the
 // decision and its reason, the rows returned and the privacy budget charged — holding the hash

@@ -63,7 +63,7 @@ type Processor struct {
 }
 
 // Aggregator is the role that releases differentially private cross-tenant aggregates for the
-// external_aggregate purpose (DESIGN.md §4).
+// external_aggregate purpose (docs/DESIGN.md §4).
 type Aggregator struct {
 	GroupID           string        `yaml:"group_id" doc:"Kafka consumer group of the aggregators (every instance shares it; the member holding partition 0 releases)"`
 	Window            time.Duration `yaml:"window" doc:"event-time window of a release: 24h (daily) or a divisor of it such as 1h"`

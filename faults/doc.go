@@ -4,5 +4,5 @@
 // the Kafka broker restart and ClickHouse's insert path fails for a while; afterwards every
 // acknowledged event is accounted for exactly once, every closed window is released once from
 // the same partials a fault-free run makes, the ledger holds one charge per window and the
-// audit chain verifies. See DESIGN.md §6.
+// audit chain verifies. See docs/DESIGN.md §8.
 package faults

@@ -47,7 +47,7 @@ const (
 // subprocesses under one steady load through the collector's HTTP API and, meanwhile,
 // SIGKILLs each role five times at random moments, restarts ClickHouse, restarts the Kafka
 // broker and breaks ClickHouse's insert path for ten seconds. Then it demands one exact
-// accounting (DESIGN.md §6):
+// accounting (docs/DESIGN.md §8):
 //   - every event the collector acknowledged is stored exactly once, or rejected by the
 //     processor with a reason and in the DLQ; nothing is stored that was not acknowledged;
 //     nothing the collector refused is stored; every offset of the raw topic is accounted once;

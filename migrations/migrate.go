@@ -1,6 +1,6 @@
 // Package clickhouse holds Shukei's ClickHouse DDL as numbered migrations (NNNN_name.sql) and
 // applies them. Every statement must run on ClickHouse 18.16 and on current releases
-// (DESIGN.md §7), be idempotent (IF NOT EXISTS), and name databases through ${db}, the
+// (docs/DESIGN.md §9), be idempotent (IF NOT EXISTS), and name databases through ${db}, the
 // configured internal database, so tests can give each run databases of its own.
 package migrations
 

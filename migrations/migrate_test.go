@@ -12,7 +12,7 @@ import (
 	"github.com/shukei/shukei/migrations"
 )
 
-// DESIGN.md §7: what ClickHouse 18.16 cannot run, or what Shukei must not rely on there.
+// docs/DESIGN.md §9: what ClickHouse 18.16 cannot run, or what Shukei must not rely on there.
 var forbidden = []struct{ re, why string }{
 	{`(?i)\bTTL\b`, "no TTL on 18.16: retention drops partitions"},
 	{`(?i)SimpleAggregateFunction`, "not on 18.16"},

@@ -18,7 +18,7 @@ import (
 	"github.com/shukei/shukei/policy"
 )
 
-// Reader is the read-only ClickHouse user of one purpose (DESIGN.md §5, defence in depth):
+// Reader is the read-only ClickHouse user of one purpose (docs/DESIGN.md §6, defence in depth):
 // it may read only its purpose's database, so a bug in a report of one purpose cannot read
 // another purpose's data, nor the internal event store, nor write anything.
 type Reader struct {

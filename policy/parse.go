@@ -258,7 +258,7 @@ func sortedKeys[V any](m map[string]V) []string {
 	return ks
 }
 
-// purposeLimits is what DESIGN.md §1 lets each purpose see at most, whatever a
+// purposeLimits is what docs/DESIGN.md §1 lets each purpose see at most, whatever a
 // policy file says: the granularities allowed, and why.
 var purposeLimits = [numPurposes]struct {
 	allowed []Granularity

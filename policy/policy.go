@@ -29,7 +29,7 @@ import (
 	"github.com/shukei/shukei/event"
 )
 
-// Purpose is a use of usage data the policy allows (DESIGN.md §1). Its value is
+// Purpose is a use of usage data the policy allows (docs/DESIGN.md §1). Its value is
 // its bit position in a Set: never renumber, only add.
 type Purpose uint8
 
@@ -302,7 +302,7 @@ func (g Granularity) Describe(k int) string {
 	return "nothing"
 }
 
-// Status is a tenant's contract status (2(5); DESIGN.md §1). The zero Status is
+// Status is a tenant's contract status (2(5); docs/DESIGN.md §1). The zero Status is
 // unknown: a tenant missing from the registry gets no purposes.
 type Status uint8
 

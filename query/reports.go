@@ -16,7 +16,7 @@ import (
 	"github.com/shukei/shukei/registry"
 )
 
-// The reports users need first (DESIGN.md §5), one purpose each.
+// The reports users need first (docs/DESIGN.md §5), one purpose each.
 var reports = []*Report{
 	featureRanking(),
 	activeTenants(),

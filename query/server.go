@@ -1,4 +1,4 @@
-// Package query is the purpose-scoped query service (DESIGN.md §5): principals authenticate
+// Package query is the purpose-scoped query service (docs/DESIGN.md §5): principals authenticate
 // with tokens, every request declares one purpose, and only named, parameterised reports run —
 // each bound to one purpose and reading only that purpose's database as that purpose's
 // read-only ClickHouse user. Every request, allowed or denied, is appended to the hash-chained

@@ -6,7 +6,7 @@ import (
 	"net/http"
 )
 
-// The web page (DESIGN.md §5): static files embedded in the binary, nothing from a CDN. It
+// The web page (docs/DESIGN.md §5): static files embedded in the binary, nothing from a CDN. It
 // signs in with a token, lets the principal pick a purpose, and draws that purpose's reports.
 //
 //go:embed web

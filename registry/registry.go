@@ -25,7 +25,7 @@ import (
 	"github.com/shukei/shukei/policy"
 )
 
-// Contract statuses (DESIGN.md §1, clause 2(5)).
+// Contract statuses (docs/DESIGN.md §1, clause 2(5)).
 const (
 	StatusTrial      = "trial"
 	StatusBeta       = "beta"

@@ -1,4 +1,4 @@
-// Package retention carries out the end of a tenant's data (DESIGN.md §1, clause 2(3)): after
+// Package retention carries out the end of a tenant's data (docs/DESIGN.md §7, clause 2(3)): after
 // its contract end plus the policy's retention period, every row of the tenant is deleted from
 // every table that has a tenant_id column — the event store, the rejections, the purpose marts
 // and rollups, the registry entry, its consents and tickets — its pseudonymisation root is

@@ -1,5 +1,5 @@
 // Package bound limits what one tenant can contribute to a release, before any noise: the DP
-// library has no notion of a tenant, so Shukei bounds contributions itself (DESIGN.md §4).
+// library has no notion of a tenant, so Shukei bounds contributions itself (docs/DESIGN.md §4).
 // Each tenant's contributions are pre-aggregated per cell, then the tenant keeps at most L0
 // cells (chosen uniformly at random when it has more) and adds at most Linf to each (clamped).
 // With the tenant as the privacy unit, these two numbers are the sensitivities the noise is

@@ -44,7 +44,7 @@ const (
 	stateMarshalled
 )
 
-// Release is one noisy value with everything DESIGN.md §4 requires next to it.
+// Release is one noisy value with everything docs/DESIGN.md §4 requires next to it.
 type Release struct {
 	Kind string
 	// Value is the noisy value. It is unbiased and therefore may be negative; it is not

@@ -1,5 +1,5 @@
 // Package dp releases differentially private aggregates for the external_aggregate purpose
-// (DESIGN.md §4) on top of github.com/google/differential-privacy/go/v3 v3.0.0.
+// (docs/DESIGN.md §4) on top of github.com/google/differential-privacy/go/v3 v3.0.0.
 //
 // The privacy unit is the tenant. The library has no notion of a tenant, so the caller (the
 // aggregator) must already have bounded every tenant: at most L0 cells per release (sampled

@@ -1,5 +1,5 @@
 // Package decision is the one function that decides an event's fate, shared by the processor
-// and the aggregator (DESIGN.md §2): decode → validate → input-data guard → pseudonymise → tag
+// and the aggregator (docs/DESIGN.md §2): decode → validate → input-data guard → pseudonymise → tag
 // purposes under the policy. It returns a tagged event ready to store, or a rejection with its
 // reason. No other code repeats any of these steps.
 package decision

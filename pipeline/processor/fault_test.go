@@ -28,7 +28,7 @@ import (
 // a backlog of 200k messages, SIGKILLs it five times at random moments, restarts ClickHouse
 // once under a running instance, lets a last instance finish and stop on SIGTERM, and then
 // demands exact accounting: every offset once, no event_id twice, no content leaked, a DLQ
-// record for every rejection (DESIGN.md §6).
+// record for every rejection (docs/DESIGN.md §8).
 //
 // The processor drains 200k messages in a few seconds, faster than the kill schedule, so
 // while an instance waits to be killed (and while ClickHouse restarts) live traffic of the

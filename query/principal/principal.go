@@ -1,4 +1,4 @@
-// Package principal is who may use the query service and for what (DESIGN.md §5): employees,
+// Package principal is who may use the query service and for what (docs/DESIGN.md §5): employees,
 // affiliates, contractors and partners, each with a token (stored only as its SHA-256 hash) and
 // a grant naming the purposes it may act for, and roles (an employee or affiliate may hold the
 // break-glass approver grant). A contractor's grant carries its contract reference and expires
