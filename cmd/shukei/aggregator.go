@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -12,8 +11,8 @@ import (
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/audit/chain"
-	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
@@ -72,24 +71,6 @@ restarts, replays and other instances find its release and change nothing.
 	return cmd
 }
 
-// aggregatorBudget is external_aggregate's monthly budget: the configuration's if set, else
-// the policy's.
-func aggregatorBudget(c config.Aggregator, p *policy.Policy) (ledger.Budget, error) {
-	b := ledger.Budget{Epsilon: c.BudgetEpsilon, Delta: c.BudgetDelta}
-	if rule, ok := p.Purposes[policy.ExternalAggregate]; ok && rule.Budget != nil {
-		if b.Epsilon == 0 {
-			b.Epsilon = rule.Budget.EpsilonPerMonth
-		}
-		if b.Delta == 0 {
-			b.Delta = rule.Budget.DeltaPerMonth
-		}
-	}
-	if b.Epsilon == 0 {
-		return b, errors.New("external_aggregate has no privacy budget: set aggregator.budget_epsilon or the policy's budget")
-	}
-	return b, nil
-}
-
 // newAggregator wires an aggregator from the configuration; the caller runs it. It makes cache
 // follow the policy activations and refreshes it once.
 func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *pseudonym.Keyring, master *pseudonym.MasterKey, deps func(*aggregator.Deps)) (*aggregator.Aggregator, error) {
@@ -102,7 +83,7 @@ func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *
 		return nil, err
 	}
 	inForce := versions.InForce(time.Now())
-	budget, err := aggregatorBudget(a.cfg.Aggregator, inForce)
+	budget, err := ops.AggregatorBudget(a.cfg.Aggregator, inForce)
 	if err != nil {
 		return nil, err
 	}
@@ -110,11 +91,11 @@ func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *
 	if err != nil {
 		return nil, fmt.Errorf("aggregator plan: %w", err)
 	}
-	k, err := queryK(a.cfg.Query)
+	k, err := ops.QueryK(a.cfg.Query)
 	if err != nil {
 		return nil, err
 	}
-	lkey, err := ledgerKey(a.cfg, a.log)
+	lkey, err := ops.LedgerKey(a.cfg, a.log)
 	if err != nil {
 		return nil, err
 	}
@@ -131,56 +112,46 @@ func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *
 }
 
 func runAggregator(ctx context.Context, a *app) error {
-	master, err := masterKey(a.cfg.Anonymizer)
+	master, err := ops.MasterKey(a.cfg.Anonymizer)
 	if err != nil {
 		return err
 	}
 	// Its own users (promise 16): one writes its state, the releases, the ledger and the gated
 	// atoms; one reads the registry, the wrapped keys and the marts atoms are computed from.
-	writer, err := roleClickHouse(a.cfg, "aggregator", "", a.log)
+	writer, err := ops.RoleClickHouse(a.cfg, "aggregator", "", a.log)
 	if err != nil {
 		return err
 	}
-	reader, err := roleClickHouse(a.cfg, "aggregator", "_read", a.log)
+	reader, err := ops.RoleClickHouse(a.cfg, "aggregator", "_read", a.log)
 	if err != nil {
 		return err
 	}
-	conn, err := awaitClickHouse(ctx, writer, a.log)
+	conn, err := ops.AwaitClickHouse(ctx, writer, a.log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	rconn, err := awaitClickHouse(ctx, reader, a.log)
+	rconn, err := ops.AwaitClickHouse(ctx, reader, a.log)
 	if err != nil {
 		return err
 	}
 	defer rconn.Close()
 	keyring := pseudonym.NewKeyring(master)
 	cache := registry.NewCache(registry.New(rconn, a.cfg.ClickHouse.Database, master), keyring, a.cfg.Processor.RegistryRefresh, a.log)
-	reg := newRegistry()
+	reg := ops.NewRegistry()
 	agg, err := newAggregator(ctx, a, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Marts, d.Registry = conn, rconn, reg })
 	if err != nil {
 		return err
 	}
 	if a.cfg.Ledger.AnchorEvery > 0 {
-		lkey, err := ledgerKey(a.cfg, nil)
+		lkey, err := ops.LedgerKey(a.cfg, nil)
 		if err != nil {
 			return err
 		}
 		l := ledger.New(conn, a.cfg.ClickHouse.Database).WithKey(lkey)
-		go anchorLoop(ctx, "budget ledger", a.cfg.Ledger.AnchorFile, a.cfg.Ledger.AnchorEvery,
+		go ops.AnchorLoop(ctx, "budget ledger", a.cfg.Ledger.AnchorFile, a.cfg.Ledger.AnchorEvery,
 			func(ctx context.Context) (chain.Anchor, error) { return l.Anchor(ctx, a.cfg.ClickHouse.Database) }, a.log)
 	}
 	a.log.Info("aggregator starting", "topic", a.cfg.Kafka.RawTopic, "group", a.cfg.Aggregator.GroupID, "window", a.cfg.Aggregator.Window, "plan", agg.PlanHash())
-	return runRole(ctx, a.cfg, a.cfg.Aggregator.Listen, reg, cache, agg.Run)
-}
-
-// mustPolicy is the embedded policy version in force now (the embedded policies are checked
-// by the tests, so failing here is a build defect).
-func mustPolicy() *policy.Policy {
-	v, err := policy.Embedded()
-	if err != nil {
-		panic(err)
-	}
-	return v.InForce(time.Now())
+	return ops.RunRole(ctx, ops.Role{Listen: a.cfg.Aggregator.Listen, Metrics: reg, Cache: cache, Refresh: a.cfg.Processor.RegistryRefresh}, agg.Run)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/registry"
 )
@@ -30,7 +31,7 @@ requests, or while Kafka is unavailable, it answers 503 with Retry-After.
 Also serves /healthz, /readyz and /metrics.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			reg := newRegistry()
+			reg := ops.NewRegistry()
 			w := collector.NewKafkaWriter(a.cfg.Kafka, a.cfg.Collector)
 			defer w.Close()
 			c, err := collector.New(a.cfg.Collector, a.cfg.Events, w, reg, a.log)
@@ -41,14 +42,14 @@ Also serves /healthz, /readyz and /metrics.`,
 			// Tokens issued by 'shukei tenants' live in the registry; without ClickHouse the
 			// collector still serves the configured ones. With none configured it waits for
 			// the registry (a collector started while ClickHouse restarts).
-			open := openClickHouse
+			open := ops.OpenClickHouse
 			if len(a.cfg.Collector.IngestTokens) == 0 {
 				open = func(ctx context.Context, c config.ClickHouse) (driver.Conn, error) {
-					return awaitClickHouse(ctx, c, a.log)
+					return ops.AwaitClickHouse(ctx, c, a.log)
 				}
 			}
 			// It reads tokens only: its user may read the registry and nothing else (promise 16).
-			chc, err := roleClickHouse(a.cfg, "collector", "", a.log)
+			chc, err := ops.RoleClickHouse(a.cfg, "collector", "", a.log)
 			if err != nil {
 				return err
 			}
@@ -69,7 +70,7 @@ Also serves /healthz, /readyz and /metrics.`,
 			var g run.Group
 			runCtx, cancel := context.WithCancel(ctx)
 			g.Add(func() error { return c.Run(runCtx) }, func(error) { cancel() })
-			g.Add(func() error { return serveOps(runCtx, a.cfg.Collector.OpsListen, reg, c.Ready) }, func(error) { cancel() })
+			g.Add(func() error { return ops.ServeOps(runCtx, a.cfg.Collector.OpsListen, reg, c.Ready) }, func(error) { cancel() })
 			if cache != nil {
 				g.Add(func() error { return cache.Run(runCtx) }, func(error) { cancel() })
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/policy"
@@ -34,37 +35,37 @@ SHUKEI_ANONYMIZER_MASTER_KEY). Serves /metrics, /healthz and /readyz on processo
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			master, err := masterKey(a.cfg.Anonymizer)
+			master, err := ops.MasterKey(a.cfg.Anonymizer)
 			if err != nil {
 				return err
 			}
 			// Its own users (promise 16): one writes the event store (and, through its views,
 			// the purpose marts), one reads the registry and the wrapped keys.
-			writer, err := roleClickHouse(a.cfg, "processor", "", a.log)
+			writer, err := ops.RoleClickHouse(a.cfg, "processor", "", a.log)
 			if err != nil {
 				return err
 			}
-			reader, err := roleClickHouse(a.cfg, "processor", "_read", a.log)
+			reader, err := ops.RoleClickHouse(a.cfg, "processor", "_read", a.log)
 			if err != nil {
 				return err
 			}
-			conn, err := awaitClickHouse(ctx, writer, a.log)
+			conn, err := ops.AwaitClickHouse(ctx, writer, a.log)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			rconn, err := awaitClickHouse(ctx, reader, a.log)
+			rconn, err := ops.AwaitClickHouse(ctx, reader, a.log)
 			if err != nil {
 				return err
 			}
 			defer rconn.Close()
-			reg := newRegistry()
+			reg := ops.NewRegistry()
 			p, cache, err := newProcessor(ctx, conn, rconn, a.cfg, master, a.log, func(d *processor.Deps) { d.Registry = reg })
 			if err != nil {
 				return err
 			}
 			a.log.Info("processor starting", "topic", a.cfg.Kafka.RawTopic, "group", a.cfg.Processor.GroupID, "tenants", len(cache.Snapshot().Tenants))
-			return runRole(ctx, a.cfg, a.cfg.Processor.Listen, reg, cache, p.Run)
+			return ops.RunRole(ctx, ops.Role{Listen: a.cfg.Processor.Listen, Metrics: reg, Cache: cache, Refresh: a.cfg.Processor.RegistryRefresh}, p.Run)
 		},
 	}
 }

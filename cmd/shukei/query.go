@@ -15,8 +15,8 @@ import (
 
 	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/audit"
-	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/migrations"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/query"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
@@ -85,49 +85,37 @@ Every step, allowed or refused, is in the audit log with the grant's tenant.
 	return cmd
 }
 
-// queryK is the k the service applies: the policy's, or a larger configured one.
-func queryK(c config.Query) (int, error) {
-	k := mustPolicy().K
-	if c.K != 0 {
-		if c.K < k {
-			return 0, fmt.Errorf("query.k=%d is below the policy's k=%d", c.K, k)
-		}
-		k = c.K
-	}
-	return k, nil
-}
-
 // newQueryServer wires the service: the internal connection for principals, the audit log and
 // tickets, and one reader connection per purpose. close releases the connections.
-func newQueryServer(ctx context.Context, a *app) (srv *query.Server, ops *prometheus.Registry, ready func() error, closeAll func(), err error) {
+func newQueryServer(ctx context.Context, a *app) (srv *query.Server, metrics *prometheus.Registry, ready func() error, closeAll func(), err error) {
 	// The purpose readers' passwords derive from the query service's own key
 	// (clickhouse.role_key_file): it needs no master key.
-	key, err := roleKey(a.cfg, "query")
+	key, err := ops.RoleKey(a.cfg, "query")
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
 	if key == nil {
 		return nil, nil, nil, nil, fmt.Errorf("the query service connects as its purpose readers, whose passwords derive from its key: set clickhouse.role_key_file ('shukei users key query')")
 	}
-	k, err := queryK(a.cfg.Query)
+	k, err := ops.QueryK(a.cfg.Query)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	budget, err := aggregatorBudget(a.cfg.Aggregator, mustPolicy())
+	budget, err := ops.AggregatorBudget(a.cfg.Aggregator, ops.MustPolicy())
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
 	// Its own users (promise 16): one appends to the audit log and the break-glass grants,
 	// one reads principals and tickets.
-	writer, err := roleClickHouse(a.cfg, "query", "", a.log)
+	writer, err := ops.RoleClickHouse(a.cfg, "query", "", a.log)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	reader, err := roleClickHouse(a.cfg, "query", "_read", a.log)
+	reader, err := ops.RoleClickHouse(a.cfg, "query", "_read", a.log)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	conn, err := awaitClickHouse(ctx, writer, a.log)
+	conn, err := ops.AwaitClickHouse(ctx, writer, a.log)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -137,7 +125,7 @@ func newQueryServer(ctx context.Context, a *app) (srv *query.Server, ops *promet
 			c.Close()
 		}
 	}
-	rconn, err := awaitClickHouse(ctx, reader, a.log)
+	rconn, err := ops.AwaitClickHouse(ctx, reader, a.log)
 	if err != nil {
 		closeAll()
 		return nil, nil, nil, nil, err
@@ -154,14 +142,14 @@ func newQueryServer(ctx context.Context, a *app) (srv *query.Server, ops *promet
 		readers[r.Purpose] = rc
 	}
 	db := a.cfg.ClickHouse.Database
-	reg := newRegistry()
-	aopts, err := auditOptions(a.cfg, a.log)
+	reg := ops.NewRegistry()
+	aopts, err := ops.AuditOptions(a.cfg, a.log)
 	if err != nil {
 		closeAll()
 		return nil, nil, nil, nil, err
 	}
 	log := audit.New(conn, db, aopts...)
-	go anchorLoop(ctx, "audit log", a.cfg.Audit.AnchorFile, a.cfg.Audit.AnchorEvery, log.Anchor, a.log)
+	go ops.AnchorLoop(ctx, "audit log", a.cfg.Audit.AnchorFile, a.cfg.Audit.AnchorEvery, log.Anchor, a.log)
 	principals := principal.New(rconn, db)
 	srv, err = query.New(query.Options{
 		Principals: principals, Audit: log, Tickets: registry.New(rconn, db, nil),
@@ -196,7 +184,7 @@ func runQuery(ctx context.Context, a *app, started chan<- string) error {
 	opsCtx, stopOps := context.WithCancel(ctx)
 	defer stopOps()
 	opsErr := make(chan error, 1)
-	go func() { opsErr <- serveOps(opsCtx, a.cfg.Query.OpsListen, reg, ready) }()
+	go func() { opsErr <- ops.ServeOps(opsCtx, a.cfg.Query.OpsListen, reg, ready) }()
 	ln, err := net.Listen("tcp", a.cfg.Query.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", a.cfg.Query.Listen, err)
@@ -249,7 +237,7 @@ and use is in the audit log ('shukei audit report --principal P --month YYYY-MM'
 not printable (from rows stored before it was refused) is shown escaped (\x1b, \u202e).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
 				db := a.cfg.ClickHouse.Database
 				gs, err := breakglass.New(conn, db, principal.New(conn, db), audit.New(conn, db)).List(cmd.Context())
 				if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/topic"
 	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/retention"
@@ -46,29 +47,29 @@ a raw user id exists anywhere in Shukei.`,
 			ctx := cmd.Context()
 			// Its own users (promise 16): one deletes tenants' rows and expired data, one appends
 			// its receipts to the audit log (and may delete nothing), one reads the releases.
-			writer, err := roleClickHouse(a.cfg, "retention", "", a.log)
+			writer, err := ops.RoleClickHouse(a.cfg, "retention", "", a.log)
 			if err != nil {
 				return err
 			}
-			reader, err := roleClickHouse(a.cfg, "retention", "_read", a.log)
+			reader, err := ops.RoleClickHouse(a.cfg, "retention", "_read", a.log)
 			if err != nil {
 				return err
 			}
-			conn, err := awaitClickHouse(ctx, writer, a.log)
+			conn, err := ops.AwaitClickHouse(ctx, writer, a.log)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			rconn, err := awaitClickHouse(ctx, reader, a.log)
+			rconn, err := ops.AwaitClickHouse(ctx, reader, a.log)
 			if err != nil {
 				return err
 			}
 			defer rconn.Close()
-			auditor, err := roleClickHouse(a.cfg, "retention", "_audit", a.log)
+			auditor, err := ops.RoleClickHouse(a.cfg, "retention", "_audit", a.log)
 			if err != nil {
 				return err
 			}
-			aconn, err := awaitClickHouse(ctx, auditor, a.log)
+			aconn, err := ops.AwaitClickHouse(ctx, auditor, a.log)
 			if err != nil {
 				return err
 			}
@@ -113,7 +114,7 @@ a raw user id exists anywhere in Shukei.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			err := withClickHouse(ctx, a.cfg.ClickHouse, func(conn driver.Conn) error {
+			err := ops.WithClickHouse(ctx, a.cfg.ClickHouse, func(conn driver.Conn) error {
 				counts, err := keeper(conn).Verify(ctx, tenant)
 				if err != nil {
 					return err
@@ -215,9 +216,9 @@ func printHorizons(out io.Writer, tenant string, hs []retention.TopicHorizon, no
 // appends its receipts to the audit log on auditConn.
 func newKeeper(a *app, conn, auditConn driver.Conn) *retention.Keeper {
 	db := a.cfg.ClickHouse.Database
-	k := retention.New(conn, db, registry.New(conn, db, nil), audit.New(auditConn, db, auditOptionsOrRefuse(a)...), mustPolicy().Retention).
+	k := retention.New(conn, db, registry.New(conn, db, nil), audit.New(auditConn, db, ops.AuditOptionsOrRefuse(a.cfg, a.log)...), ops.MustPolicy().Retention).
 		StateRetention(a.cfg.Aggregator.StateRetention).Periods(a.cfg.Aggregator)
-	if mk, err := masterKey(a.cfg.Anonymizer); err == nil {
+	if mk, err := ops.MasterKey(a.cfg.Anonymizer); err == nil {
 		k.Tombstones(mk.Derive("dlq"))
 	} else {
 		a.log.Warn("no master key: a tenant deleted now leaves no tombstone, so its events still in Kafka would be kept as unknown_tenant refusals, with its id; configure anonymizer.master_key_file", "err", err)

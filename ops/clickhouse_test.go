@@ -1,4 +1,4 @@
-package main
+package ops
 
 import (
 	"bytes"
@@ -30,7 +30,7 @@ func TestAwaitClickHouseRetriesWhileUnreachable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	began := time.Now()
-	conn, err := awaitClickHouse(ctx, c, slog.New(slog.NewTextHandler(&logs, nil)))
+	conn, err := AwaitClickHouse(ctx, c, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err == nil {
 		conn.Close()
 		t.Fatal("connected to nothing")
@@ -52,7 +52,7 @@ func TestAwaitClickHouseFailsAtOnceOnAnError(t *testing.T) {
 	defer cancel()
 	var logs bytes.Buffer
 	began := time.Now()
-	conn, err := awaitClickHouse(ctx, c, slog.New(slog.NewTextHandler(&logs, nil)))
+	conn, err := AwaitClickHouse(ctx, c, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err == nil {
 		conn.Close()
 		t.Fatal("connected as a user that does not exist")
@@ -70,7 +70,7 @@ func TestRoleKeys(t *testing.T) {
 	usersKey := strings.Repeat("ab", 32)
 	cfg := config.Default()
 	cfg.ClickHouse.UsersKey = usersKey
-	fromUsers, err := roleKey(cfg, "collector")
+	fromUsers, err := RoleKey(cfg, "collector")
 	if err != nil || len(fromUsers) != 32 {
 		t.Fatalf("role key from the users key: %x %v", fromUsers, err)
 	}
@@ -81,36 +81,36 @@ func TestRoleKeys(t *testing.T) {
 	}
 	own := config.Default()
 	own.ClickHouse.RoleKeyFile = file
-	if _, err := roleKey(own, "collector"); err == nil || !strings.Contains(err.Error(), "group or others") {
+	if _, err := RoleKey(own, "collector"); err == nil || !strings.Contains(err.Error(), "group or others") {
 		t.Errorf("a role key file of mode 0644 was accepted: %v", err)
 	}
 	if err := os.Chmod(file, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	k, err := roleKey(own, "collector")
+	k, err := RoleKey(own, "collector")
 	if err != nil || !bytes.Equal(k, fromUsers) {
 		t.Fatalf("role key from its file: %x %v, want %x", k, err, fromUsers)
 	}
-	c, err := roleClickHouse(own, "collector", "", slog.New(slog.DiscardHandler))
+	c, err := RoleClickHouse(own, "collector", "", slog.New(slog.DiscardHandler))
 	if err != nil || c.Username != own.ClickHouse.Database+"_collector" || c.Password == "" || c.DefaultDatabase != own.ClickHouse.Database+"_registry" {
 		t.Errorf("collector's settings: %+v %v", c, err)
 	}
-	p, err := roleClickHouse(cfg, "processor", "", slog.New(slog.DiscardHandler))
+	p, err := RoleClickHouse(cfg, "processor", "", slog.New(slog.DiscardHandler))
 	if err != nil || p.Password == c.Password {
 		t.Errorf("the processor's password equals the collector's: %v", err)
 	}
-	if _, err := roleClickHouse(own, "collector", "_read", slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := RoleClickHouse(own, "collector", "_read", slog.New(slog.DiscardHandler)); err == nil {
 		t.Error("the collector has a user it should not")
 	}
 	bad := config.Default()
 	bad.ClickHouse.RoleKey = "not hex"
-	if _, err := roleKey(bad, "query"); err == nil {
+	if _, err := RoleKey(bad, "query"); err == nil {
 		t.Error("a role key that is not hex was accepted")
 	}
 	// No key at all: the administrator's settings (a development setup), said in the log.
 	none := config.Default()
 	none.Anonymizer.MasterKey, none.Anonymizer.MasterKeyFile = "", ""
-	if c, err := roleClickHouse(none, "query", "", slog.New(slog.DiscardHandler)); err != nil || c.Username != none.ClickHouse.Username {
+	if c, err := RoleClickHouse(none, "query", "", slog.New(slog.DiscardHandler)); err != nil || c.Username != none.ClickHouse.Username {
 		t.Errorf("without keys: %+v %v", c, err)
 	}
 }
