@@ -460,7 +460,7 @@ func waitMetricRate(ctx context.Context, addr, name string, want float64, within
 func benchRawCopy(ctx context.Context, conn driver.Conn, cfg config.Config, master *pseudonym.MasterKey, copyDB string, want uint64) (float64, error) {
 	c := cfg
 	c.Processor.GroupID += "-raw"
-	p, _, err := newProcessor(ctx, conn, conn, c, master, newLogger(io.Discard, cfg.Log), func(d *processor.Deps) { d.Database, d.RawCopy = copyDB, true })
+	p, _, err := processor.Wire(ctx, conn, conn, c, master, newLogger(io.Discard, cfg.Log), func(d *processor.Deps) { d.Database, d.RawCopy = copyDB, true })
 	if err != nil {
 		return 0, err
 	}

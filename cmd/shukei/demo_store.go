@@ -59,7 +59,7 @@ func demoTenants(ctx context.Context, out io.Writer, cfg config.Config, master *
 // ClickHouse, then shows what was stored, refused, and what the purpose marts received.
 // demoProcessor starts a processor on cfg; the returned function stops it.
 func demoProcessor(ctx context.Context, conn driver.Conn, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger) (func(), error) {
-	p, cache, err := newProcessor(ctx, conn, conn, cfg, master, log, func(d *processor.Deps) {
+	p, cache, err := processor.Wire(ctx, conn, conn, cfg, master, log, func(d *processor.Deps) {
 		d.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	})
 	if err != nil {
