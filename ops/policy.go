@@ -49,3 +49,20 @@ func AggregatorBudget(c config.Aggregator, p *policy.Policy) (ledger.Budget, err
 	}
 	return b, nil
 }
+
+// YearBudgetOf is external_aggregate's rolling-year budget under configuration c, given its
+// monthly budget: the configured one, or twelve months' worth.
+func YearBudgetOf(c config.Aggregator, month ledger.Budget) ledger.Budget {
+	return YearBudget(month, ledger.Budget{Epsilon: c.BudgetEpsilonYear, Delta: c.BudgetDeltaYear})
+}
+
+// YearBudget is year with each bound it leaves unset (0) twelve times month's.
+func YearBudget(month, year ledger.Budget) ledger.Budget {
+	if year.Epsilon == 0 {
+		year.Epsilon = 12 * month.Epsilon
+	}
+	if year.Delta == 0 {
+		year.Delta = 12 * month.Delta
+	}
+	return year
+}

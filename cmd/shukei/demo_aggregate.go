@@ -116,7 +116,7 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	cfg.Aggregator.AllowedLateness = demo.cfg.Aggregator.AllowedLateness
 	demo.log = quiet
 	metrics := prometheus.NewRegistry()
-	agg, err := newAggregator(ctx, &demo, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, metrics })
+	agg, err := aggregator.Wire(ctx, demo.cfg, demo.log, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, metrics })
 	if err != nil {
 		return err
 	}
