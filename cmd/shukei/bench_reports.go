@@ -176,7 +176,7 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 	srvCtx, cancel := context.WithCancel(ctx)
 	started := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- runQuery(srvCtx, &bench, started) }()
+	go func() { done <- runQuery(srvCtx, bench.cfg, bench.log, started) }()
 	var addr string
 	select {
 	case addr = <-started:

@@ -71,7 +71,7 @@ func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens 
 	srvCtx, cancel := context.WithCancel(ctx)
 	started := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- runQuery(srvCtx, &cfg, started) }()
+	go func() { done <- runQuery(srvCtx, cfg.cfg, cfg.log, started) }()
 	select {
 	case addr = <-started:
 	case err := <-done:
