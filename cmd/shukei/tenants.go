@@ -20,6 +20,7 @@ import (
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/retention"
 )
 
 func newTenantsCmd(a *app) *cobra.Command {
@@ -276,7 +277,7 @@ out its records.`,
 				return fmt.Errorf("--tenant is required")
 			}
 			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				rec, err := newKeeper(a, conn, conn).DeleteTenant(cmd.Context(), delTenant, delReason)
+				rec, err := retention.NewKeeper(a.cfg, conn, conn, a.log).DeleteTenant(cmd.Context(), delTenant, delReason)
 				if err != nil {
 					return err
 				}
