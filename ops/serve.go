@@ -91,7 +91,7 @@ type Role struct {
 	Metrics *prometheus.Registry
 	// Cache, if not nil, is the registry cache that runs (refreshes) with the role.
 	Cache *registry.Cache
-	// Ready is /readyz; nil: ready while Cache is fresh (Fresh with Refresh).
+	// Ready is /readyz; nil: ready while Cache (then required) is fresh (Fresh with Refresh).
 	Ready func() error
 	// Refresh is the cache's refresh interval (processor.registry_refresh).
 	Refresh time.Duration
