@@ -22,6 +22,7 @@ import (
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/event"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/group"
 	"github.com/shukei/shukei/pipeline/topic"
@@ -156,20 +157,13 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 }
 
 // YearBudgetOf is external_aggregate's rolling-year budget under configuration c, given its
-// monthly budget: the configured one, or twelve months' worth.
+// monthly budget: the configured one, or twelve months' worth (ops.YearBudgetOf, which the
+// query service uses too).
 func YearBudgetOf(c config.Aggregator, month ledger.Budget) ledger.Budget {
-	return yearBudget(month, ledger.Budget{Epsilon: c.BudgetEpsilonYear, Delta: c.BudgetDeltaYear})
+	return ops.YearBudgetOf(c, month)
 }
 
-func yearBudget(month, year ledger.Budget) ledger.Budget {
-	if year.Epsilon == 0 {
-		year.Epsilon = 12 * month.Epsilon
-	}
-	if year.Delta == 0 {
-		year.Delta = 12 * month.Delta
-	}
-	return year
-}
+func yearBudget(month, year ledger.Budget) ledger.Budget { return ops.YearBudget(month, year) }
 
 // PlanHash identifies the plan in partials, releases and ledger entries.
 func (a *Aggregator) PlanHash() string { return a.planHash }

@@ -1,22 +1,12 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/aggregator"
-	"github.com/shukei/shukei/anonymizer/ledger"
-	"github.com/shukei/shukei/anonymizer/pseudonym"
-	"github.com/shukei/shukei/audit/chain"
-	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/loadgen/population"
-	"github.com/shukei/shukei/pipeline/decision"
-	"github.com/shukei/shukei/policy"
-	"github.com/shukei/shukei/registry"
 )
 
 func newAggregatorCmd(a *app) *cobra.Command {
@@ -61,7 +51,12 @@ restarts, replays and other instances find its release and change nothing.
 				u.Print(cmd.OutOrStdout())
 				return nil
 			}
-			return runAggregator(cmd.Context(), a)
+			r, err := aggregator.Open(cmd.Context(), a.cfg, a.log)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			return r.Run(cmd.Context())
 		},
 	}
 	cmd.Flags().BoolVar(&report, "report", false, "print the utility report (error, share released, interval coverage, top-20 rank correlation per metric for a day, a week and a month) and exit")
@@ -70,117 +65,4 @@ restarts, replays and other instances find its release and change nothing.
 	cmd.Flags().IntVar(&minTenants, "report-min-tenants", 50, "cells with at least this many true tenants are measured by --report")
 	cmd.Flags().IntVar(&draws, "report-draws", 50, "independent draws of each release for --report (error, coverage and rank correlation are over all draws)")
 	return cmd
-}
-
-// aggregatorBudget is external_aggregate's monthly budget: the configuration's if set, else
-// the policy's.
-func aggregatorBudget(c config.Aggregator, p *policy.Policy) (ledger.Budget, error) {
-	b := ledger.Budget{Epsilon: c.BudgetEpsilon, Delta: c.BudgetDelta}
-	if rule, ok := p.Purposes[policy.ExternalAggregate]; ok && rule.Budget != nil {
-		if b.Epsilon == 0 {
-			b.Epsilon = rule.Budget.EpsilonPerMonth
-		}
-		if b.Delta == 0 {
-			b.Delta = rule.Budget.DeltaPerMonth
-		}
-	}
-	if b.Epsilon == 0 {
-		return b, errors.New("external_aggregate has no privacy budget: set aggregator.budget_epsilon or the policy's budget")
-	}
-	return b, nil
-}
-
-// newAggregator wires an aggregator from the configuration; the caller runs it. It makes cache
-// follow the policy activations and refreshes it once.
-func newAggregator(ctx context.Context, a *app, cache *registry.Cache, keyring *pseudonym.Keyring, master *pseudonym.MasterKey, deps func(*aggregator.Deps)) (*aggregator.Aggregator, error) {
-	versions, err := policy.Embedded()
-	if err != nil {
-		return nil, err
-	}
-	cache.Follow(versions) // policy activations take effect with each registry refresh
-	if err := cache.Refresh(ctx); err != nil {
-		return nil, err
-	}
-	inForce := versions.InForce(time.Now())
-	budget, err := aggregatorBudget(a.cfg.Aggregator, inForce)
-	if err != nil {
-		return nil, err
-	}
-	plan, err := aggregator.NewPlan(a.cfg.Aggregator, inForce.Version)
-	if err != nil {
-		return nil, fmt.Errorf("aggregator plan: %w", err)
-	}
-	k, err := queryK(a.cfg.Query)
-	if err != nil {
-		return nil, err
-	}
-	lkey, err := ledgerKey(a.cfg, a.log)
-	if err != nil {
-		return nil, err
-	}
-	d := aggregator.Deps{
-		K:         k,
-		LedgerKey: lkey,
-		Database:  a.cfg.ClickHouse.Database, Cache: cache, Keyring: keyring,
-		Policy: decision.NewPolicyTagger(versions), HashKey: master.Derive("dlq"),
-		SampleKey: master.Derive("aggregator-sampling"), Plan: plan, Budget: budget, Log: a.log,
-		YearBudget: ledger.Budget{Epsilon: a.cfg.Aggregator.BudgetEpsilonYear, Delta: a.cfg.Aggregator.BudgetDeltaYear},
-	}
-	deps(&d)
-	return aggregator.New(a.cfg, d)
-}
-
-func runAggregator(ctx context.Context, a *app) error {
-	master, err := masterKey(a.cfg.Anonymizer)
-	if err != nil {
-		return err
-	}
-	// Its own users (promise 16): one writes its state, the releases, the ledger and the gated
-	// atoms; one reads the registry, the wrapped keys and the marts atoms are computed from.
-	writer, err := roleClickHouse(a.cfg, "aggregator", "", a.log)
-	if err != nil {
-		return err
-	}
-	reader, err := roleClickHouse(a.cfg, "aggregator", "_read", a.log)
-	if err != nil {
-		return err
-	}
-	conn, err := awaitClickHouse(ctx, writer, a.log)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	rconn, err := awaitClickHouse(ctx, reader, a.log)
-	if err != nil {
-		return err
-	}
-	defer rconn.Close()
-	keyring := pseudonym.NewKeyring(master)
-	cache := registry.NewCache(registry.New(rconn, a.cfg.ClickHouse.Database, master), keyring, a.cfg.Processor.RegistryRefresh, a.log)
-	reg := newRegistry()
-	agg, err := newAggregator(ctx, a, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Marts, d.Registry = conn, rconn, reg })
-	if err != nil {
-		return err
-	}
-	if a.cfg.Ledger.AnchorEvery > 0 {
-		lkey, err := ledgerKey(a.cfg, nil)
-		if err != nil {
-			return err
-		}
-		l := ledger.New(conn, a.cfg.ClickHouse.Database).WithKey(lkey)
-		go anchorLoop(ctx, "budget ledger", a.cfg.Ledger.AnchorFile, a.cfg.Ledger.AnchorEvery,
-			func(ctx context.Context) (chain.Anchor, error) { return l.Anchor(ctx, a.cfg.ClickHouse.Database) }, a.log)
-	}
-	a.log.Info("aggregator starting", "topic", a.cfg.Kafka.RawTopic, "group", a.cfg.Aggregator.GroupID, "window", a.cfg.Aggregator.Window, "plan", agg.PlanHash())
-	return runRole(ctx, a.cfg, a.cfg.Aggregator.Listen, reg, cache, agg.Run)
-}
-
-// mustPolicy is the embedded policy version in force now (the embedded policies are checked
-// by the tests, so failing here is a build defect).
-func mustPolicy() *policy.Policy {
-	v, err := policy.Embedded()
-	if err != nil {
-		panic(err)
-	}
-	return v.InForce(time.Now())
 }

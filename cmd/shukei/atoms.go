@@ -12,6 +12,7 @@ import (
 	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/gate"
+	"github.com/shukei/shukei/ops"
 )
 
 func newAtomsCmd(a *app) *cobra.Command {
@@ -31,11 +32,11 @@ step seals on its own; 'atoms seal' runs one pass.`,
 		Short: "Seal every week that ended aggregator.seal_after ago and is not sealed yet",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k, err := queryK(a.cfg.Query)
+			k, err := ops.QueryK(a.cfg.Query)
 			if err != nil {
 				return err
 			}
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
 				s := aggregator.NewSealer(a.cfg, conn, k, nil, a.log)
 				defer s.Close()
 				sealed, err := s.SealDue(cmd.Context())
@@ -61,7 +62,7 @@ step seals on its own; 'atoms seal' runs one pass.`,
 // demo and the benchmarks, whose history is all stored before their reports run (a deployment's
 // release step seals aggregator.seal_after after each week ends).
 func sealEveryWeek(ctx context.Context, cfg config.Config, conn driver.Conn, log *slog.Logger) ([]gate.Seal, error) {
-	k, err := queryK(cfg.Query)
+	k, err := ops.QueryK(cfg.Query)
 	if err != nil {
 		return nil, err
 	}

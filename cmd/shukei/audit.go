@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
 )
@@ -57,7 +58,7 @@ holders approve another principal's break-glass request.`,
 			if existOK && tokenFile == "" {
 				return errors.New("--exist-ok needs --token-file: a principal that already exists has no token to print")
 			}
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
 				store := principal.New(conn, a.cfg.ClickHouse.Database)
 				if existOK {
 					old, err := store.Get(cmd.Context(), p.ID)
@@ -116,7 +117,7 @@ holders approve another principal's break-glass request.`,
 		Short: "List principals and their grants",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
 				ps, err := principal.New(conn, a.cfg.ClickHouse.Database).List(cmd.Context())
 				if err != nil {
 					return err
@@ -145,7 +146,7 @@ holders approve another principal's break-glass request.`,
 		Short: "Disable a principal: its token stops working at once",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
 				if _, err := principal.New(conn, a.cfg.ClickHouse.Database).Update(cmd.Context(), id, func(x *principal.Principal) error {
 					x.Disabled = true
 					return nil
@@ -184,7 +185,7 @@ func newAuditCmd(a *app) *cobra.Command {
 		Short: "Print what a principal (e.g. a contractor) requested in a month, for supervision (clause 5)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
 				rs, err := audit.New(conn, a.cfg.ClickHouse.Database).Report(cmd.Context(), who, month)
 				if err != nil {
 					return err

@@ -31,6 +31,7 @@ import (
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/loadgen"
 	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/pipeline/topic"
 	"github.com/shukei/shukei/query/principal"
@@ -183,7 +184,7 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	cfg.Processor.GroupID, cfg.Aggregator.GroupID = "bench-proc-"+run, "bench-agg-"+run
 	cfg.Events.MaxAge = 3 * 24 * time.Hour
 	db := cfg.ClickHouse.Database
-	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	conn, err := ops.OpenClickHouse(ctx, cfg.ClickHouse)
 	if err != nil {
 		return err
 	}
@@ -204,7 +205,7 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	defer func() {
 		_ = topic.Delete(context.Background(), cfg.Kafka.Brokers, cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic, cfg.Kafka.ReleaseTopic)
 	}()
-	master, err := masterKey(cfg.Anonymizer)
+	master, err := ops.MasterKey(cfg.Anonymizer)
 	if err != nil {
 		return err
 	}
@@ -459,7 +460,7 @@ func waitMetricRate(ctx context.Context, addr, name string, want float64, within
 func benchRawCopy(ctx context.Context, conn driver.Conn, cfg config.Config, master *pseudonym.MasterKey, copyDB string, want uint64) (float64, error) {
 	c := cfg
 	c.Processor.GroupID += "-raw"
-	p, _, err := newProcessor(ctx, conn, conn, c, master, newLogger(io.Discard, cfg.Log), func(d *processor.Deps) { d.Database, d.RawCopy = copyDB, true })
+	p, _, err := processor.Wire(ctx, conn, conn, c, master, newLogger(io.Discard, cfg.Log), func(d *processor.Deps) { d.Database, d.RawCopy = copyDB, true })
 	if err != nil {
 		return 0, err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"
@@ -74,7 +75,7 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 	bench := *a
 	bench.cfg.ClickHouse.Database = a.cfg.ClickHouse.Database + "_bench"
 	db := bench.cfg.ClickHouse.Database
-	conn, err := openClickHouse(ctx, bench.cfg.ClickHouse)
+	conn, err := ops.OpenClickHouse(ctx, bench.cfg.ClickHouse)
 	if err != nil {
 		return err
 	}
@@ -102,7 +103,7 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 			return err
 		}
 	}
-	master, err := masterKey(a.cfg.Anonymizer)
+	master, err := ops.MasterKey(a.cfg.Anonymizer)
 	if err != nil {
 		return err
 	}
@@ -175,7 +176,7 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 	srvCtx, cancel := context.WithCancel(ctx)
 	started := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- runQuery(srvCtx, &bench, started) }()
+	go func() { done <- runQuery(srvCtx, bench.cfg, bench.log, started) }()
 	var addr string
 	select {
 	case addr = <-started:

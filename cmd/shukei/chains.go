@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -16,85 +13,8 @@ import (
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/audit/chain"
-	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/pipeline/topic"
+	"github.com/shukei/shukei/ops"
 )
-
-// The trails' keys and anchors (promise 17): the audit log and the budget ledger are chained
-// with keyed MACs (audit.key_file, ledger.key_file), and their heads are anchored outside
-// ClickHouse ('shukei audit anchor', 'shukei ledger anchor', or on a schedule).
-
-// auditOptions are the audit log's key and sequencer, as every process that appends to it uses
-// them: the query service, retention, 'shukei dlq replay'. Without audit.key_file the records
-// are chained unkeyed (and refused once the chain holds a keyed one); log says so.
-func auditOptions(cfg config.Config, log *slog.Logger) ([]audit.Option, error) {
-	opts := []audit.Option{audit.WithSequencer(cfg.Kafka.Brokers, topic.AuditSpec(cfg))}
-	key, err := optionalKey("audit.key_file", cfg.Audit.KeyFile, cfg.Audit.Key, log)
-	if err != nil || key == nil {
-		return opts, err
-	}
-	return append(opts, audit.WithKey(key)), nil
-}
-
-// auditOptionsOrRefuse is auditOptions for a constructor that cannot fail: when the key
-// cannot be loaded, the Log refuses every append with that error.
-func auditOptionsOrRefuse(a *app) []audit.Option {
-	opts, err := auditOptions(a.cfg, a.log)
-	if err != nil {
-		return []audit.Option{audit.Refusing(err)}
-	}
-	return opts
-}
-
-// ledgerKey is the ledger's chain key (ledger.key_file); nil, with a warning, when not set.
-func ledgerKey(cfg config.Config, log *slog.Logger) ([]byte, error) {
-	return optionalKey("ledger.key_file", cfg.Ledger.KeyFile, cfg.Ledger.Key, log)
-}
-
-func optionalKey(what, path, value string, log *slog.Logger) ([]byte, error) {
-	if path == "" && value != "" {
-		k, err := chain.ParseKey(value)
-		if err != nil {
-			return nil, fmt.Errorf("%s (the key itself): %w", strings.TrimSuffix(what, "_file"), err)
-		}
-		return k, nil
-	}
-	if path == "" {
-		if log != nil {
-			log.Warn(what+" is not set: the chain is written unkeyed, which anyone with write access to ClickHouse can rewrite unseen; once it holds a keyed record, appends without the key are refused", "init", "shukei "+what[:len(what)-len(".key_file")]+" init-key")
-		}
-		return nil, nil
-	}
-	return chain.LoadKey(what, path)
-}
-
-// anchorLoop appends anchor's result to file every d until ctx ends; a failure is logged (and
-// tried again next time), never fatal: the service goes on, and 'verify' reports the chain.
-func anchorLoop(ctx context.Context, what, file string, d time.Duration, anchor func(context.Context) (chain.Anchor, error), log *slog.Logger) {
-	if d <= 0 || file == "" {
-		return
-	}
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		a, err := anchor(ctx)
-		if err == nil {
-			err = chain.AppendAnchor(file, a)
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Error("could not anchor the "+what+"'s head", "file", file, "err", err)
-			}
-			continue
-		}
-		log.Debug("anchored the "+what+"'s head", "file", file)
-	}
-}
 
 // writeAnchor appends a to out (a file) or prints it.
 func writeAnchor(w io.Writer, out string, a chain.Anchor) error {
@@ -146,7 +66,7 @@ the anchored sequence and MAC, so an edit, insertion, deletion, reordering or tr
 it is found even if done with full write access to ClickHouse. Exits non-zero on any failure.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, err := optionalKey("audit.key_file", a.cfg.Audit.KeyFile, a.cfg.Audit.Key, nil)
+			key, err := ops.OptionalKey("audit.key_file", a.cfg.Audit.KeyFile, a.cfg.Audit.Key, nil)
 			if err != nil {
 				return err
 			}
@@ -158,7 +78,7 @@ it is found even if done with full write access to ClickHouse. Exits non-zero on
 				}
 				anc = &x
 			}
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
 				l := audit.New(conn, a.cfg.ClickHouse.Database, audit.WithKey(key))
 				var st audit.ChainState
 				if anc != nil {
@@ -196,11 +116,11 @@ rewrite up to the anchored head. The query service also anchors every audit.anch
 audit.anchor_file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, err := optionalKey("audit.key_file", a.cfg.Audit.KeyFile, a.cfg.Audit.Key, nil)
+			key, err := ops.OptionalKey("audit.key_file", a.cfg.Audit.KeyFile, a.cfg.Audit.Key, nil)
 			if err != nil {
 				return err
 			}
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
 				x, err := audit.New(conn, a.cfg.ClickHouse.Database, audit.WithKey(key)).Anchor(cmd.Context())
 				if err != nil {
 					return err
@@ -237,7 +157,7 @@ an edit, insertion, reordering or truncation up to it is found even if done with
 access to ClickHouse. Exits non-zero on any failure.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, err := optionalKey("ledger.key_file", a.cfg.Ledger.KeyFile, a.cfg.Ledger.Key, nil)
+			key, err := ops.OptionalKey("ledger.key_file", a.cfg.Ledger.KeyFile, a.cfg.Ledger.Key, nil)
 			if err != nil {
 				return err
 			}
@@ -249,7 +169,7 @@ access to ClickHouse. Exits non-zero on any failure.`,
 				}
 				anc = &x
 			}
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
 				l := ledger.New(conn, a.cfg.ClickHouse.Database).WithKey(key)
 				var sts []ledger.ChainState
 				if anc != nil {
@@ -298,11 +218,11 @@ their heads — each chain's last sequence and MAC — as one JSON line: appende
 ledger.anchor_every to ledger.anchor_file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, err := optionalKey("ledger.key_file", a.cfg.Ledger.KeyFile, a.cfg.Ledger.Key, nil)
+			key, err := ops.OptionalKey("ledger.key_file", a.cfg.Ledger.KeyFile, a.cfg.Ledger.Key, nil)
 			if err != nil {
 				return err
 			}
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
 				x, err := ledger.New(conn, a.cfg.ClickHouse.Database).WithKey(key).Anchor(cmd.Context(), a.cfg.ClickHouse.Database)
 				if err != nil {
 					return err

@@ -1,18 +1,11 @@
 package main
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/oklog/run"
 	"github.com/spf13/cobra"
 
-	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/collector"
-	"github.com/shukei/shukei/registry"
 )
 
 func newCollectorCmd(a *app) *cobra.Command {
@@ -30,50 +23,12 @@ requests, or while Kafka is unavailable, it answers 503 with Retry-After.
 Also serves /healthz, /readyz and /metrics.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			reg := newRegistry()
-			w := collector.NewKafkaWriter(a.cfg.Kafka, a.cfg.Collector)
-			defer w.Close()
-			c, err := collector.New(a.cfg.Collector, a.cfg.Events, w, reg, a.log)
+			r, err := collector.Open(cmd.Context(), a.cfg, a.log)
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			// Tokens issued by 'shukei tenants' live in the registry; without ClickHouse the
-			// collector still serves the configured ones. With none configured it waits for
-			// the registry (a collector started while ClickHouse restarts).
-			open := openClickHouse
-			if len(a.cfg.Collector.IngestTokens) == 0 {
-				open = func(ctx context.Context, c config.ClickHouse) (driver.Conn, error) {
-					return awaitClickHouse(ctx, c, a.log)
-				}
-			}
-			// It reads tokens only: its user may read the registry and nothing else (promise 16).
-			chc, err := roleClickHouse(a.cfg, "collector", "", a.log)
-			if err != nil {
-				return err
-			}
-			var cache *registry.Cache
-			if conn, err := open(ctx, chc); err == nil {
-				defer conn.Close()
-				cache = registry.NewCache(registry.New(conn, a.cfg.ClickHouse.Database, nil), nil, a.cfg.Processor.RegistryRefresh, a.log)
-				if err := cache.Refresh(ctx); err != nil {
-					return fmt.Errorf("read the tenant registry (run 'shukei migrate' first?): %w", err)
-				}
-				c.UseRegistry(cache)
-			} else if len(a.cfg.Collector.IngestTokens) == 0 {
-				return fmt.Errorf("no ingest tokens configured and the tenant registry is unreachable: %w", err)
-			} else {
-				a.log.Warn("tenant registry unreachable; only configured ingest tokens are accepted", "err", err)
-			}
-			a.log.Info("collector listening", "addr", a.cfg.Collector.Listen, "topic", a.cfg.Kafka.RawTopic)
-			var g run.Group
-			runCtx, cancel := context.WithCancel(ctx)
-			g.Add(func() error { return c.Run(runCtx) }, func(error) { cancel() })
-			g.Add(func() error { return serveOps(runCtx, a.cfg.Collector.OpsListen, reg, c.Ready) }, func(error) { cancel() })
-			if cache != nil {
-				g.Add(func() error { return cache.Run(runCtx) }, func(error) { cancel() })
-			}
-			return g.Run()
+			defer r.Close()
+			return r.Run(cmd.Context())
 		},
 	}
 	var tenant string
@@ -84,14 +39,13 @@ Also serves /healthz, /readyz and /metrics.`,
 once) and the line to add to collector.ingest_tokens, which holds only its SHA-256.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var b [24]byte
-			if _, err := rand.Read(b[:]); err != nil {
+			tok, entry, err := collector.NewToken(tenant)
+			if err != nil {
 				return err
 			}
-			tok := "shk_" + base64.RawURLEncoding.EncodeToString(b[:])
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "token: %s\n", tok)
-			fmt.Fprintf(out, "ingest_tokens entry: %s\n", collector.TokenHash(tenant, tok))
+			fmt.Fprintf(out, "ingest_tokens entry: %s\n", entry)
 			return nil
 		},
 	}

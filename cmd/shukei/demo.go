@@ -23,6 +23,7 @@ import (
 	"github.com/shukei/shukei/client"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/event"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/collector"
 )
 
@@ -70,7 +71,7 @@ passes it).`,
 			if err := ensureTopics(ctx, out, a.cfg.Kafka); err != nil {
 				return err
 			}
-			master, err := masterKey(a.cfg.Anonymizer)
+			master, err := ops.MasterKey(a.cfg.Anonymizer)
 			if err != nil {
 				return fmt.Errorf("%w (make demo writes one to .services/master.key)", err)
 			}

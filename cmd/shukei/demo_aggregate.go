@@ -20,6 +20,7 @@ import (
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/loadgen"
 	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/registry"
 )
@@ -55,7 +56,7 @@ func demoLoad(ctx context.Context, out io.Writer, cfg config.Config, master *pse
 	if err != nil {
 		return err
 	}
-	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	conn, err := ops.OpenClickHouse(ctx, cfg.ClickHouse)
 	if err != nil {
 		return err
 	}
@@ -94,7 +95,7 @@ func demoLoad(ctx context.Context, out io.Writer, cfg config.Config, master *pse
 // by an earlier run), then shows the releases and the budget.
 func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym.MasterKey, st *demoStats) error {
 	cfg := a.cfg
-	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	conn, err := ops.OpenClickHouse(ctx, cfg.ClickHouse)
 	if err != nil {
 		return err
 	}
@@ -115,7 +116,7 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	cfg.Aggregator.AllowedLateness = demo.cfg.Aggregator.AllowedLateness
 	demo.log = quiet
 	metrics := prometheus.NewRegistry()
-	agg, err := newAggregator(ctx, &demo, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, metrics })
+	agg, err := aggregator.Wire(ctx, demo.cfg, demo.log, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, metrics })
 	if err != nil {
 		return err
 	}
@@ -209,7 +210,7 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	if err := l.Verify(ctx, aggregator.Purpose); err != nil {
 		chain = err.Error()
 	}
-	budget, _ := aggregatorBudget(cfg.Aggregator, mustPolicy())
+	budget, _ := ops.AggregatorBudget(cfg.Aggregator, ops.MustPolicy())
 	fmt.Fprintf(out, "\n   privacy budget of external_aggregate in %s: spent ε=%.3g δ=%.3g of ε=%.3g δ=%.3g; ledger hash chain %s\n",
 		period, spent.Epsilon, spent.Delta, budget.Epsilon, budget.Delta, chain)
 	return nil

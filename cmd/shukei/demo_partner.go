@@ -16,6 +16,7 @@ import (
 	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/ops"
 )
 
 // demoPartnerView prints what a statistics partner reads from the releases: the guarantee,
@@ -99,7 +100,7 @@ func demoPartnerView(ctx context.Context, out io.Writer, conn driver.Conn, cfg c
 			spentYear.Delta += e.Delta
 		}
 	}
-	budget, _ := aggregatorBudget(cfg.Aggregator, mustPolicy())
+	budget, _ := ops.AggregatorBudget(cfg.Aggregator, ops.MustPolicy())
 	yearEps := cfg.Aggregator.BudgetEpsilonYear
 	if yearEps == 0 {
 		yearEps = 12 * budget.Epsilon

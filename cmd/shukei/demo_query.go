@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/query/principal"
 )
 
@@ -30,7 +31,7 @@ var demoPrincipals = []principal.Principal{
 // what each of them reads, a refusal, and the verified audit chain. It returns the page's
 // address, the tokens, and a function that stops the service.
 func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens map[string]string, stop func(), err error) {
-	conn, err := openClickHouse(ctx, a.cfg.ClickHouse)
+	conn, err := ops.OpenClickHouse(ctx, a.cfg.ClickHouse)
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -70,7 +71,7 @@ func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens 
 	srvCtx, cancel := context.WithCancel(ctx)
 	started := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- runQuery(srvCtx, &cfg, started) }()
+	go func() { done <- runQuery(srvCtx, cfg.cfg, cfg.log, started) }()
 	select {
 	case addr = <-started:
 	case err := <-done:

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/topic"
 )
 
@@ -17,7 +18,7 @@ import (
 // 'make demo' then tells the same story as the first, instead of replaying days an earlier run
 // already closed and released.
 func demoReset(ctx context.Context, out io.Writer, cfg config.Config) error {
-	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	conn, err := ops.OpenClickHouse(ctx, cfg.ClickHouse)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/policy"
@@ -36,7 +37,7 @@ var demoTenantList = []registry.Tenant{
 }
 
 func demoTenants(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey) error {
-	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	conn, err := ops.OpenClickHouse(ctx, cfg.ClickHouse)
 	if err != nil {
 		return err
 	}
@@ -58,7 +59,7 @@ func demoTenants(ctx context.Context, out io.Writer, cfg config.Config, master *
 // ClickHouse, then shows what was stored, refused, and what the purpose marts received.
 // demoProcessor starts a processor on cfg; the returned function stops it.
 func demoProcessor(ctx context.Context, conn driver.Conn, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger) (func(), error) {
-	p, cache, err := newProcessor(ctx, conn, conn, cfg, master, log, func(d *processor.Deps) {
+	p, cache, err := processor.Wire(ctx, conn, conn, cfg, master, log, func(d *processor.Deps) {
 		d.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	})
 	if err != nil {
@@ -72,7 +73,7 @@ func demoProcessor(ctx context.Context, conn driver.Conn, cfg config.Config, mas
 }
 
 func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger, st *demoStats) error {
-	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	conn, err := ops.OpenClickHouse(ctx, cfg.ClickHouse)
 	if err != nil {
 		return err
 	}
@@ -268,7 +269,7 @@ func probeLatency(ctx context.Context, conn driver.Conn, db, base, token, tenant
 // demoLatency measures end-to-end latency: from the collector's acknowledgement of an event to
 // the moment a query finds it in the store, with the collector and the processor running.
 func demoLatency(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey, log *slog.Logger, st *demoStats) error {
-	conn, err := openClickHouse(ctx, cfg.ClickHouse)
+	conn, err := ops.OpenClickHouse(ctx, cfg.ClickHouse)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/dlq"
 )
 
@@ -119,8 +120,8 @@ eligible, replayed and skipped, by reason.`,
 			if o.Since, err = dlq.ParseSince(replaySince, time.Now()); err != nil {
 				return err
 			}
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				aopts, err := auditOptions(a.cfg, a.log)
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				aopts, err := ops.AuditOptions(a.cfg, a.log)
 				if err != nil {
 					return err
 				}

@@ -16,6 +16,7 @@ import (
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/loadgen"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/registry"
 )
 
@@ -79,7 +80,7 @@ func runLoadgen(ctx context.Context, out io.Writer, c config.Config, lc loadgen.
 	if err != nil {
 		return loadgen.Stats{}, err
 	}
-	master, err := masterKey(c.Anonymizer)
+	master, err := ops.MasterKey(c.Anonymizer)
 	if err != nil {
 		return loadgen.Stats{}, err
 	}
@@ -113,7 +114,7 @@ func registerLoadTenants(ctx context.Context, c config.Config, master *pseudonym
 			}
 		}
 	}
-	conn, err := openClickHouse(ctx, c.ClickHouse)
+	conn, err := ops.OpenClickHouse(ctx, c.ClickHouse)
 	if err != nil {
 		return nil, 0, err
 	}

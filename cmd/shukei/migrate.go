@@ -10,6 +10,7 @@ import (
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/migrations"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/topic"
 )
 
@@ -59,7 +60,7 @@ func migrate(ctx context.Context, out io.Writer, cfg config.Config) error {
 // writeReaders declares every role's users in the server's users.d (or prints the file):
 // the matrix of promise 16, passwords derived from the users key.
 func writeReaders(out io.Writer, cfg config.Config) error {
-	uk, err := usersKey(cfg)
+	uk, err := ops.UsersKey(cfg)
 	if err != nil {
 		return fmt.Errorf("the roles' passwords derive from the users key: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/event"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/guard"
 	"github.com/shukei/shukei/policy"
@@ -86,7 +87,7 @@ retention and the privacy budget.`,
 					return fmt.Errorf("--at %q: want RFC 3339", at)
 				}
 			}
-			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+			conn, err := ops.OpenClickHouse(cmd.Context(), a.cfg.ClickHouse)
 			if err != nil {
 				return err
 			}
@@ -167,7 +168,7 @@ move once recorded.`,
 			if by == "" {
 				by = os.Getenv("USER")
 			}
-			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+			conn, err := ops.OpenClickHouse(cmd.Context(), a.cfg.ClickHouse)
 			if err != nil {
 				return err
 			}
@@ -188,7 +189,7 @@ move once recorded.`,
 		Short: "List the policy versions built in, and since when each is in force",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+			conn, err := ops.OpenClickHouse(cmd.Context(), a.cfg.ClickHouse)
 			if err != nil {
 				return err
 			}

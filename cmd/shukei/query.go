@@ -2,25 +2,20 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
+	"log/slog"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
-	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/migrations"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/query"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
-	"github.com/shukei/shukei/registry"
 )
 
 func newQueryCmd(a *app) *cobra.Command {
@@ -78,159 +73,22 @@ Every step, allowed or refused, is in the audit log with the grant's tenant.
 				_, err = cmd.OutOrStdout().Write(b)
 				return err
 			}
-			return runQuery(cmd.Context(), a, nil)
+			return runQuery(cmd.Context(), a.cfg, a.log, nil)
 		},
 	}
 	cmd.Flags().BoolVar(&openapi, "openapi", false, "print the OpenAPI document and exit")
 	return cmd
 }
 
-// queryK is the k the service applies: the policy's, or a larger configured one.
-func queryK(c config.Query) (int, error) {
-	k := mustPolicy().K
-	if c.K != 0 {
-		if c.K < k {
-			return 0, fmt.Errorf("query.k=%d is below the policy's k=%d", c.K, k)
-		}
-		k = c.K
-	}
-	return k, nil
-}
-
-// newQueryServer wires the service: the internal connection for principals, the audit log and
-// tickets, and one reader connection per purpose. close releases the connections.
-func newQueryServer(ctx context.Context, a *app) (srv *query.Server, ops *prometheus.Registry, ready func() error, closeAll func(), err error) {
-	// The purpose readers' passwords derive from the query service's own key
-	// (clickhouse.role_key_file): it needs no master key.
-	key, err := roleKey(a.cfg, "query")
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	if key == nil {
-		return nil, nil, nil, nil, fmt.Errorf("the query service connects as its purpose readers, whose passwords derive from its key: set clickhouse.role_key_file ('shukei users key query')")
-	}
-	k, err := queryK(a.cfg.Query)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	budget, err := aggregatorBudget(a.cfg.Aggregator, mustPolicy())
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	// Its own users (promise 16): one appends to the audit log and the break-glass grants,
-	// one reads principals and tickets.
-	writer, err := roleClickHouse(a.cfg, "query", "", a.log)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	reader, err := roleClickHouse(a.cfg, "query", "_read", a.log)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	conn, err := awaitClickHouse(ctx, writer, a.log)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	conns := []driver.Conn{conn}
-	closeAll = func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}
-	rconn, err := awaitClickHouse(ctx, reader, a.log)
-	if err != nil {
-		closeAll()
-		return nil, nil, nil, nil, err
-	}
-	conns = append(conns, rconn)
-	readers := map[string]driver.Conn{}
-	for _, r := range migrations.Readers(a.cfg.ClickHouse.Database, key) {
-		rc, err := migrations.OpenReader(ctx, a.cfg.ClickHouse.Options(), r, a.cfg.Query.ReaderWait)
-		if err != nil {
-			closeAll()
-			return nil, nil, nil, nil, err
-		}
-		conns = append(conns, rc)
-		readers[r.Purpose] = rc
-	}
-	db := a.cfg.ClickHouse.Database
-	reg := newRegistry()
-	aopts, err := auditOptions(a.cfg, a.log)
-	if err != nil {
-		closeAll()
-		return nil, nil, nil, nil, err
-	}
-	log := audit.New(conn, db, aopts...)
-	go anchorLoop(ctx, "audit log", a.cfg.Audit.AnchorFile, a.cfg.Audit.AnchorEvery, log.Anchor, a.log)
-	principals := principal.New(rconn, db)
-	srv, err = query.New(query.Options{
-		Principals: principals, Audit: log, Tickets: registry.New(rconn, db, nil),
-		BreakGlass: breakglass.New(conn, db, principals, log),
-		Readers:    readers, Prefix: db, K: k, MaxRows: a.cfg.Query.MaxRows, Timeout: a.cfg.Query.Timeout,
-		Lookback: a.cfg.Query.SupportLookback, Budget: budget, YearBudget: aggregator.YearBudgetOf(a.cfg.Aggregator, budget), Metrics: reg, Log: a.log,
-		MaxInFlight: a.cfg.Query.MaxInFlight, UnauthenticatedEvery: a.cfg.Query.UnauthenticatedSummaryEvery, UnauthenticatedRate: a.cfg.Query.UnauthenticatedRate,
-		Ready: func() error { return conn.Ping(ctx) },
-	})
-	if err != nil {
-		closeAll()
-		return nil, nil, nil, nil, err
-	}
-	return srv, reg, func() error { return conn.Ping(ctx) }, closeAll, nil
-}
-
 // runQuery serves until ctx ends. started, if not nil, receives the listening address.
-func runQuery(ctx context.Context, a *app, started chan<- string) error {
-	srv, reg, ready, closeAll, err := newQueryServer(ctx, a)
+func runQuery(ctx context.Context, cfg config.Config, log *slog.Logger, started chan<- string) error {
+	r, err := query.Open(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer closeAll()
-	// Requests without a valid token are summarised once an interval: the open one is written
-	// at shutdown. The token index is filled before the first request.
-	defer srv.Close()
-	if err := srv.LoadPrincipals(ctx); err != nil {
-		a.log.Warn("principals could not be read at start; the first request with a token reads them", "err", err)
-	}
-	// Metrics, health and readiness on the ops listener, like every role: the public listener
-	// serves nothing without a token but the catalogue, the OpenAPI document and the page.
-	opsCtx, stopOps := context.WithCancel(ctx)
-	defer stopOps()
-	opsErr := make(chan error, 1)
-	go func() { opsErr <- serveOps(opsCtx, a.cfg.Query.OpsListen, reg, ready) }()
-	ln, err := net.Listen("tcp", a.cfg.Query.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", a.cfg.Query.Listen, err)
-	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: a.cfg.Query.Timeout + 20*time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = hs.Shutdown(sctx)
-	}()
-	a.log.Info("query service listening", "addr", ln.Addr().String(), "page", "http://"+ln.Addr().String()+"/")
-	if started != nil {
-		started <- ln.Addr().String()
-	}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-	select {
-	case err := <-opsErr:
-		if err != nil {
-			_ = hs.Close()
-			return fmt.Errorf("query ops listener: %w", err)
-		}
-		err = <-served
-		if !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-	case err := <-served:
-		if !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-	}
-	return nil
+	defer r.Close()
+	r.Started = started
+	return r.Run(ctx)
 }
 
 // newBreakGlassCmd lists the break-glass grants (they are requested and approved through the
@@ -249,7 +107,7 @@ and use is in the audit log ('shukei audit report --principal P --month YYYY-MM'
 not printable (from rows stored before it was refused) is shown escaped (\x1b, \u202e).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
 				db := a.cfg.ClickHouse.Database
 				gs, err := breakglass.New(conn, db, principal.New(conn, db), audit.New(conn, db)).List(cmd.Context())
 				if err != nil {

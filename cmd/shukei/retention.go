@@ -9,9 +9,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
-	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/topic"
-	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/retention"
 )
 
@@ -35,7 +34,7 @@ record, retention.ms, and the time by which everything written for the tenant so
 Kafka cannot delete one tenant's records, only age them out: kafka.raw_retention bounds how long
 a raw user id exists anywhere in Shukei.`,
 	}
-	keeper := func(conn driver.Conn) *retention.Keeper { return newKeeper(a, conn, conn) }
+	keeper := func(conn driver.Conn) *retention.Keeper { return retention.NewKeeper(a.cfg, conn, conn, a.log) }
 	var every time.Duration
 	var at string
 	run := &cobra.Command{
@@ -43,63 +42,23 @@ a raw user id exists anywhere in Shukei.`,
 		Short: "Delete due tenants and expired partitions now (or every --every, as a long-running role)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			// Its own users (promise 16): one deletes tenants' rows and expired data, one appends
-			// its receipts to the audit log (and may delete nothing), one reads the releases.
-			writer, err := roleClickHouse(a.cfg, "retention", "", a.log)
+			r, err := retention.Open(cmd.Context(), a.cfg, a.log)
 			if err != nil {
 				return err
 			}
-			reader, err := roleClickHouse(a.cfg, "retention", "_read", a.log)
-			if err != nil {
-				return err
-			}
-			conn, err := awaitClickHouse(ctx, writer, a.log)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			rconn, err := awaitClickHouse(ctx, reader, a.log)
-			if err != nil {
-				return err
-			}
-			defer rconn.Close()
-			auditor, err := roleClickHouse(a.cfg, "retention", "_audit", a.log)
-			if err != nil {
-				return err
-			}
-			aconn, err := awaitClickHouse(ctx, auditor, a.log)
-			if err != nil {
-				return err
-			}
-			defer aconn.Close()
-			k := newKeeper(a, conn, aconn).ReadReleasesWith(rconn)
-			once := func() error {
-				now := time.Now().UTC()
-				if at != "" {
-					if now, err = time.Parse(time.RFC3339, at); err != nil {
-						return fmt.Errorf("--now %q: want RFC 3339", at)
+			defer r.Close()
+			r.Every = every
+			r.Report = func(rep retention.Report) { printRetention(cmd.OutOrStdout(), rep) }
+			if at != "" {
+				r.At = func() (time.Time, error) {
+					now, err := time.Parse(time.RFC3339, at)
+					if err != nil {
+						return now, fmt.Errorf("--now %q: want RFC 3339", at)
 					}
-				}
-				rep, err := k.Run(ctx, now)
-				printRetention(cmd.OutOrStdout(), rep)
-				return err
-			}
-			if every <= 0 {
-				return once()
-			}
-			t := time.NewTicker(every)
-			defer t.Stop()
-			for {
-				if err := once(); err != nil && ctx.Err() == nil {
-					a.log.Error("retention run failed; retrying at the next tick", "err", err)
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-t.C:
+					return now, nil
 				}
 			}
+			return r.Run(cmd.Context())
 		},
 	}
 	run.Flags().DurationVar(&every, "every", 0, "keep running and repeat this often (e.g. 24h); 0: once")
@@ -113,7 +72,7 @@ a raw user id exists anywhere in Shukei.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			err := withClickHouse(ctx, a.cfg.ClickHouse, func(conn driver.Conn) error {
+			err := ops.WithClickHouse(ctx, a.cfg.ClickHouse, func(conn driver.Conn) error {
 				counts, err := keeper(conn).Verify(ctx, tenant)
 				if err != nil {
 					return err
@@ -209,18 +168,4 @@ func printHorizons(out io.Writer, tenant string, hs []retention.TopicHorizon, no
 		fmt.Fprintf(out, "  at the latest  %s: anything written up to now, in any partition (now + the same)\n", ts(now.Add(h.Retention+h.Segment+h.CheckInterval+h.DeleteDelay)))
 	}
 	fmt.Fprintln(out, "Kafka cannot delete one tenant's records: they only age out of the topics, with the whole log segments of their partition, by the times above.")
-}
-
-// newKeeper is the retention keeper of the configured database: it deletes on conn and
-// appends its receipts to the audit log on auditConn.
-func newKeeper(a *app, conn, auditConn driver.Conn) *retention.Keeper {
-	db := a.cfg.ClickHouse.Database
-	k := retention.New(conn, db, registry.New(conn, db, nil), audit.New(auditConn, db, auditOptionsOrRefuse(a)...), mustPolicy().Retention).
-		StateRetention(a.cfg.Aggregator.StateRetention).Periods(a.cfg.Aggregator)
-	if mk, err := masterKey(a.cfg.Anonymizer); err == nil {
-		k.Tombstones(mk.Derive("dlq"))
-	} else {
-		a.log.Warn("no master key: a tenant deleted now leaves no tombstone, so its events still in Kafka would be kept as unknown_tenant refusals, with its id; configure anonymizer.master_key_file", "err", err)
-	}
-	return k
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/topic"
 )
 
@@ -78,7 +79,7 @@ func TestTopicsRetentionAndVerifyHorizon(t *testing.T) {
 	}
 
 	// Partials of a window released long ago are deleted by the run, and reported.
-	conn, err := openClickHouse(context.Background(), cfg.ClickHouse)
+	conn, err := ops.OpenClickHouse(context.Background(), cfg.ClickHouse)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,9 +16,11 @@ import (
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/audit/chain"
 	"github.com/shukei/shukei/migrations"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/retention"
 )
 
 func newTenantsCmd(a *app) *cobra.Command {
@@ -33,14 +35,14 @@ collectors see a change within processor.registry_refresh.`,
 	var t registry.Tenant
 	var contractEnd string
 	withReg := func(cmd *cobra.Command, fn func(*registry.Registry) error) error {
-		conn, err := openClickHouse(cmd.Context(), a.cfg.ClickHouse)
+		conn, err := ops.OpenClickHouse(cmd.Context(), a.cfg.ClickHouse)
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
 		var master *pseudonym.MasterKey
 		if cmd.Name() == "add" {
-			if master, err = masterKey(a.cfg.Anonymizer); err != nil {
+			if master, err = ops.MasterKey(a.cfg.Anonymizer); err != nil {
 				return err
 			}
 		}
@@ -274,8 +276,8 @@ out its records.`,
 			if delTenant == "" {
 				return fmt.Errorf("--tenant is required")
 			}
-			return withClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				rec, err := newKeeper(a, conn, conn).DeleteTenant(cmd.Context(), delTenant, delReason)
+			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+				rec, err := retention.NewKeeper(a.cfg, conn, conn, a.log).DeleteTenant(cmd.Context(), delTenant, delReason)
 				if err != nil {
 					return err
 				}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/migrations"
+	"github.com/shukei/shukei/ops"
 )
 
 func newUsersCmd(a *app) *cobra.Command {
@@ -57,7 +58,7 @@ key, as the file clickhouse.role_key_file (mode 0600).`,
 			if err != nil {
 				return err
 			}
-			uk, err := usersKey(a.cfg)
+			uk, err := ops.UsersKey(a.cfg)
 			if err != nil {
 				return err
 			}
@@ -77,7 +78,7 @@ key, as the file clickhouse.role_key_file (mode 0600).`,
 			if err != nil {
 				return err
 			}
-			k, err := roleKey(a.cfg, role)
+			k, err := ops.RoleKey(a.cfg, role)
 			if err != nil {
 				return err
 			}

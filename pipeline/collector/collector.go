@@ -29,6 +29,7 @@ import (
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/event"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/guard"
 )
 
@@ -203,20 +204,11 @@ func (c *Collector) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	err := ops.Serve(ctx, srv, ln, c.cfg.WriteTimeout+5*time.Second)
+	if se, ok := errors.AsType[*ops.ShutdownError](err); ok {
+		return fmt.Errorf("collector shutdown: %w", se.Err)
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), c.cfg.WriteTimeout+5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdown); err != nil {
-		return fmt.Errorf("collector shutdown: %w", err)
-	}
-	<-errc
-	return nil
+	return err
 }
 
 // httpError is a whole-request failure: status, a stable code and what to do.

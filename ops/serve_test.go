@@ -1,0 +1,117 @@
+package ops
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		res, err := http.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			return res.StatusCode, string(b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+	}
+}
+
+// Serve drains the requests in flight when its context ends, and says so when they outlast
+// its timeout.
+func TestServeShutsDownWithinItsTimeout(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	entered := make(chan struct{}, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	for _, slow := range []bool{false, true} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- Serve(ctx, &http.Server{Handler: h}, ln, 200*time.Millisecond) }()
+		if code, body := get(t, "http://"+ln.Addr().String()+"/"); code != 200 || body != "ok" {
+			t.Fatalf("GET /: %d %q", code, body)
+		}
+		if slow {
+			go func() { _, _ = http.Get("http://" + ln.Addr().String() + "/slow") }()
+			<-entered
+		}
+		cancel()
+		err = <-done
+		var se *ShutdownError
+		if slow != errors.As(err, &se) || (!slow && err != nil) {
+			t.Errorf("slow request in flight %v: Serve returned %v", slow, err)
+		}
+	}
+}
+
+// RunRole serves /metrics, /healthz and /readyz while the role runs, and stops with it.
+func TestRunRoleServesOpsWhileTheRoleRuns(t *testing.T) {
+	addr := freeAddr(t)
+	ready := errors.New("not yet")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- RunRole(ctx, Role{Listen: addr, Metrics: NewRegistry(), Ready: func() error { return ready }},
+			func(ctx context.Context) error { <-ctx.Done(); return nil })
+	}()
+	if code, body := get(t, "http://"+addr+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get(t, "http://"+addr+"/readyz"); code != 503 || !strings.Contains(body, "not yet") {
+		t.Errorf("/readyz while not ready: %d %q", code, body)
+	}
+	if code, body := get(t, "http://"+addr+"/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") || !strings.Contains(body, "process_") {
+		t.Errorf("/metrics: %d\n%s", code, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("RunRole after its context ended: %v", err)
+	}
+
+	// A role that fails stops the ops listener, and its error is RunRole's.
+	boom := errors.New("boom")
+	if err := RunRole(context.Background(), Role{Listen: freeAddr(t), Metrics: NewRegistry(), Ready: func() error { return nil }},
+		func(context.Context) error { return boom }); !errors.Is(err, boom) {
+		t.Errorf("RunRole of a failing role: %v", err)
+	}
+	// An ops listener that cannot listen stops the role, named as the role's when Name is set.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	err = RunRole(context.Background(), Role{Listen: ln.Addr().String(), Metrics: NewRegistry(), Ready: func() error { return nil }, Name: "query"},
+		func(ctx context.Context) error { <-ctx.Done(); return nil })
+	if err == nil || !strings.HasPrefix(err.Error(), "query ops listener: listen on "+ln.Addr().String()) {
+		t.Errorf("RunRole with its ops address taken: %v", err)
+	}
+}
