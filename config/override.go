@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -161,17 +162,40 @@ func init() {
 	}
 }
 
-// AddFlags registers one flag per field on fs. Flags start empty so that only the ones a user
-// passes override the file and the environment; ApplyFlags applies those.
-func (c *Config) AddFlags(fs *pflag.FlagSet) {
+// AddFlags registers one flag per field of the given sections (kafka, clickhouse, ...; all of
+// them when none is given) on fs. Flags start empty so that only the ones a user passes
+// override the file and the environment; ApplyFlags applies those. Settings of other sections
+// still come from the file and the environment.
+func (c *Config) AddFlags(fs *pflag.FlagSet, sections ...string) {
 	def := Default()
 	defaults := map[string]string{}
 	for _, f := range def.Fields() {
 		defaults[f.Path] = f.String()
 	}
 	for _, f := range c.Fields() {
+		if len(sections) > 0 && !slices.Contains(sections, f.Section()) {
+			continue
+		}
 		fs.String(f.Flag, "", fmt.Sprintf("%s (default %q, env %s)", f.Doc, defaults[f.Path], f.Env))
 	}
+}
+
+// Section is the top-level section the field belongs to: "kafka" for kafka.brokers.
+func (f Field) Section() string {
+	s, _, _ := strings.Cut(f.Path, ".")
+	return s
+}
+
+// Sections lists the configuration's top-level sections in declaration order.
+func Sections() []string {
+	c := Default()
+	var out []string
+	for _, f := range c.Fields() {
+		if s := f.Section(); !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // ApplyFlags sets every field whose flag was given on the command line.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/collector"
@@ -63,7 +64,7 @@ func TestHelpExplainsRolesAndSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"migrate", "topics", "demo", "config", "collector", "--kafka.brokers", "SHUKEI_KAFKA_BROKERS", "--config"} {
+	for _, want := range []string{"migrate", "topics", "demo", "config", "collector", "--log.level", "SHUKEI_LOG_LEVEL", "--config", "--kafka.brokers"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("shukei --help does not mention %q", want)
 		}
@@ -75,6 +76,53 @@ func TestHelpExplainsRolesAndSettings(t *testing.T) {
 		}
 		if len(out) < 200 {
 			t.Errorf("shukei %s --help says too little:\n%s", role, out)
+		}
+	}
+}
+
+// A command's --help lists the flags of the sections it reads and no others (a subcommand
+// those of its group); 'shukei config --help' lists every setting's flag.
+func TestCommandHelpListsOnlyItsFlags(t *testing.T) {
+	flags := func(args ...string) map[string]bool {
+		t.Helper()
+		out, err := runCLI(t, append(args, "--help")...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, m := range regexp.MustCompile(`--([a-z_]+)\.([a-z_]+)`).FindAllStringSubmatch(out, -1) {
+			got[m[1]+"."+m[2]] = true
+		}
+		return got
+	}
+	cases := []struct {
+		args      []string
+		want, not []string
+	}{
+		{[]string{"tenants", "add"}, []string{"clickhouse.addr", "anonymizer.master_key_file", "log.level"}, []string{"aggregator.", "processor.", "collector.", "query."}},
+		{[]string{"processor"}, []string{"processor.batch_size", "kafka.brokers", "clickhouse.addr"}, []string{"aggregator.", "query.", "audit.", "ledger."}},
+		{[]string{"collector", "token"}, []string{"collector.max_in_flight", "kafka.brokers"}, []string{"aggregator.", "query.", "ledger."}},
+		{[]string{"topics"}, []string{"kafka.raw_partitions"}, []string{"clickhouse.", "aggregator."}},
+	}
+	for _, c := range cases {
+		got := flags(c.args...)
+		for _, w := range c.want {
+			if !got[w] {
+				t.Errorf("shukei %s --help lacks --%s", strings.Join(c.args, " "), w)
+			}
+		}
+		for f := range got {
+			for _, n := range c.not {
+				if strings.HasPrefix(f, n) {
+					t.Errorf("shukei %s --help lists --%s, a setting it does not read", strings.Join(c.args, " "), f)
+				}
+			}
+		}
+	}
+	all := flags("config")
+	for _, p := range config.Paths() {
+		if !all[p] {
+			t.Errorf("shukei config --help lacks --%s", p)
 		}
 	}
 }

@@ -32,7 +32,8 @@ aggregates; ClickHouse answers purpose-scoped queries.
 
 Configuration comes from built-in defaults, then the YAML file (--config, SHUKEI_CONFIG, or
 ./shukei.yaml when present), then SHUKEI_* environment variables, then flags. Every setting has
-all three forms, e.g. kafka.brokers, SHUKEI_KAFKA_BROKERS, --kafka.brokers.`,
+all three forms, e.g. kafka.brokers, SHUKEI_KAFKA_BROKERS, --kafka.brokers; a command's --help
+lists the flags of the settings it reads, and 'shukei config --help' all of them.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -40,7 +41,7 @@ all three forms, e.g. kafka.brokers, SHUKEI_KAFKA_BROKERS, --kafka.brokers.`,
 		},
 	}
 	root.PersistentFlags().StringVar(&a.configPath, "config", "", "YAML configuration file (default $SHUKEI_CONFIG, else ./shukei.yaml if it exists)")
-	a.flagHolder.AddFlags(root.PersistentFlags())
+	a.flagHolder.AddFlags(root.PersistentFlags(), "log")
 
 	root.AddCommand(
 		newMigrateCmd(a),
@@ -65,8 +66,43 @@ all three forms, e.g. kafka.brokers, SHUKEI_KAFKA_BROKERS, --kafka.brokers.`,
 		newPolicyCmd(a),
 		newDemoCmd(a),
 	)
+	for _, c := range root.Commands() {
+		sections, ok := commandSections[c.Name()]
+		if !ok {
+			panic("cmd/shukei: command " + c.Name() + " has no entry in commandSections")
+		}
+		// A command group's subcommands inherit its flags.
+		a.flagHolder.AddFlags(c.PersistentFlags(), sections...)
+	}
 	refuseUnknownSubcommands(root)
 	return root
+}
+
+// commandSections are the configuration sections each command reads, beyond log (every
+// command logs): its --help lists their flags and no others. Every setting also has its YAML
+// key and SHUKEI_* variable whatever the command; 'shukei config' lists them all.
+var commandSections = map[string][]string{
+	"migrate":    {"clickhouse", "anonymizer"},
+	"topics":     {"kafka", "audit"},
+	"config":     config.Sections(),
+	"collector":  {"collector", "events", "kafka", "clickhouse", "anonymizer", "processor"},
+	"processor":  {"processor", "events", "collector", "kafka", "clickhouse", "anonymizer"},
+	"dlq":        {"kafka", "clickhouse", "anonymizer", "audit"},
+	"aggregator": {"aggregator", "events", "collector", "processor", "query", "kafka", "clickhouse", "anonymizer", "ledger"},
+	"atoms":      {"aggregator", "query", "kafka", "clickhouse", "anonymizer"},
+	"query":      {"query", "aggregator", "audit", "ledger", "kafka", "clickhouse", "anonymizer"},
+	"bench":      config.Sections(),
+	"retention":  {"aggregator", "audit", "ledger", "kafka", "clickhouse", "anonymizer"},
+	"breakglass": {"query", "audit", "kafka", "clickhouse", "anonymizer"},
+	"loadgen":    {"collector", "events", "processor", "kafka", "clickhouse", "anonymizer"},
+	"principals": {"query", "audit", "kafka", "clickhouse", "anonymizer"},
+	"audit":      {"audit", "kafka", "clickhouse", "anonymizer"},
+	"ledger":     {"ledger", "aggregator", "kafka", "clickhouse", "anonymizer"},
+	"tenants":    {"audit", "kafka", "clickhouse", "anonymizer"},
+	"keys":       {"anonymizer", "clickhouse", "audit", "ledger"},
+	"users":      {"clickhouse", "anonymizer"},
+	"policy":     {"events", "collector", "clickhouse", "anonymizer"},
+	"demo":       config.Sections(),
 }
 
 // refuseUnknownSubcommands makes every command group (a command with subcommands and nothing
