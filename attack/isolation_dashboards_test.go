@@ -37,7 +37,7 @@ var dashboardsPurposes = []string{"service_improvement", "marketing", "external_
 // one purpose database, and one reader, each (README).
 func policyPurposes(t *testing.T) []string {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(servicetest.ModuleRoot(t), "schemas", "policy", "v*.yaml"))
+	files, _ := filepath.Glob(filepath.Join(servicetest.ModuleRoot(t), "policy", "v*.yaml"))
 	set := map[string]bool{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)

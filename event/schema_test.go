@@ -23,7 +23,7 @@ import (
 // testNow is the clock of every vector: their occurred_at lie in the 7 days before it.
 var testNow = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
-const testdata = "../testdata"
+const testdata = "../schemas/testdata"
 
 var compiled = sync.OnceValues(func() (*jsonschema.Schema, error) {
 	c := jsonschema.NewCompiler()
