@@ -31,6 +31,7 @@ import (
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/loadgen"
 	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/pipeline/topic"
@@ -191,12 +192,12 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	defer conn.Close()
 	// What a run stopped half-way left (its Kafka-engine table's topic is still there then, so
 	// the drop does not hang).
-	for _, suffix := range append([]string{"", "_rawcopy", "_kafka"}, purposeSuffixes()...) {
+	for _, suffix := range append([]string{"", "_rawcopy", "_kafka"}, migrations.DatabaseSuffixes()...) {
 		if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+suffix); err != nil {
 			return err
 		}
 	}
-	if err := migrate(ctx, io.Discard, cfg); err != nil {
+	if err := ops.Migrate(ctx, io.Discard, cfg); err != nil {
 		return err
 	}
 	if _, err := topic.Ensure(ctx, cfg.Kafka.Brokers, topic.Specs(cfg.Kafka)); err != nil {
@@ -460,7 +461,7 @@ func waitMetricRate(ctx context.Context, addr, name string, want float64, within
 func benchRawCopy(ctx context.Context, conn driver.Conn, cfg config.Config, master *pseudonym.MasterKey, copyDB string, want uint64) (float64, error) {
 	c := cfg
 	c.Processor.GroupID += "-raw"
-	p, _, err := processor.Wire(ctx, conn, conn, c, master, newLogger(io.Discard, cfg.Log), func(d *processor.Deps) { d.Database, d.RawCopy = copyDB, true })
+	p, _, err := processor.Wire(ctx, conn, conn, c, master, ops.NewLogger(io.Discard, cfg.Log), func(d *processor.Deps) { d.Database, d.RawCopy = copyDB, true })
 	if err != nil {
 		return 0, err
 	}

@@ -22,11 +22,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
-	"github.com/shukei/shukei/databases"
-	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/ops"
-	"github.com/shukei/shukei/policy"
+	"github.com/shukei/shukei/query"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"
 )
@@ -91,15 +90,15 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 			return err
 		}
 	}
-	stale := migrate(ctx, io.Discard, bench.cfg) != nil // e.g. a migration changed since the load
+	stale := ops.Migrate(ctx, io.Discard, bench.cfg) != nil // e.g. a migration changed since the load
 	if reload || stale || int(have) < events {
 		have = 0
-		for _, suffix := range append([]string{""}, purposeSuffixes()...) {
+		for _, suffix := range append([]string{""}, migrations.DatabaseSuffixes()...) {
 			if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+suffix); err != nil {
 				return err
 			}
 		}
-		if err := migrate(ctx, io.Discard, bench.cfg); err != nil {
+		if err := ops.Migrate(ctx, io.Discard, bench.cfg); err != nil {
 			return err
 		}
 	}
@@ -176,7 +175,7 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 	srvCtx, cancel := context.WithCancel(ctx)
 	started := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- runQuery(srvCtx, bench.cfg, bench.log, started) }()
+	go func() { done <- query.Serve(srvCtx, bench.cfg, bench.log, started) }()
 	var addr string
 	select {
 	case addr = <-started:
@@ -249,17 +248,6 @@ func pct(sorted []float64, p float64) float64 {
 	}
 	i := int(float64(len(sorted)-1) * p)
 	return sorted[i]
-}
-
-func purposeSuffixes() []string {
-	out := databases.Internal("")
-	for _, p := range policy.Purposes() {
-		out = append(out, "_"+p.String())
-	}
-	for _, p := range gate.Purposes {
-		out = append(out, "_"+p.String()+"_gated")
-	}
-	return out
 }
 
 // benchLoad writes n synthetic events straight into the event store, in column batches.

@@ -25,6 +25,7 @@ import (
 	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/collector"
+	"github.com/shukei/shukei/pipeline/topic"
 )
 
 func newDemoCmd(a *app) *cobra.Command {
@@ -64,11 +65,11 @@ passes it).`,
 				}
 			}
 			fmt.Fprintf(out, "\n-- ClickHouse %v: schema\n", a.cfg.ClickHouse.Addr)
-			if err := migrate(ctx, out, a.cfg); err != nil {
+			if err := ops.Migrate(ctx, out, a.cfg); err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "\n-- Kafka %v: topics\n", a.cfg.Kafka.Brokers)
-			if err := ensureTopics(ctx, out, a.cfg.Kafka); err != nil {
+			if err := topic.EnsurePrinted(ctx, out, a.cfg.Kafka); err != nil {
 				return err
 			}
 			master, err := ops.MasterKey(a.cfg.Anonymizer)
@@ -326,7 +327,7 @@ func demoMeasured(out io.Writer, st demoStats) {
 // its base URL.
 func demoCollector(ctx context.Context, cfg config.Config, reg *prometheus.Registry) (url string, stop func(), err error) {
 	w := collector.NewKafkaWriter(cfg.Kafka, cfg.Collector)
-	c, err := collector.New(cfg.Collector, cfg.Events, w, reg, newLogger(io.Discard, cfg.Log))
+	c, err := collector.New(cfg.Collector, cfg.Events, w, reg, ops.NewLogger(io.Discard, cfg.Log))
 	if err != nil {
 		w.Close()
 		return "", nil, err

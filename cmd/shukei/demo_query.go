@@ -15,6 +15,7 @@ import (
 
 	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/ops"
+	"github.com/shukei/shukei/query"
 	"github.com/shukei/shukei/query/principal"
 )
 
@@ -71,7 +72,7 @@ func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens 
 	srvCtx, cancel := context.WithCancel(ctx)
 	started := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- runQuery(srvCtx, cfg.cfg, cfg.log, started) }()
+	go func() { done <- query.Serve(srvCtx, cfg.cfg, cfg.log, started) }()
 	select {
 	case addr = <-started:
 	case err := <-done:
