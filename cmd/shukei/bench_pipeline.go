@@ -27,8 +27,10 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/demo"
 	"github.com/shukei/shukei/loadgen"
 	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/migrations"
@@ -304,7 +306,7 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	}
 
 	// 5. End-to-end latency with the collector and the processor running.
-	lat, err := probeLatency(ctx, conn, db, "http://"+col.addr, tokens[g.Tenants()[0].ID], g.Tenants()[0].ID, 60)
+	lat, err := demo.ProbeLatency(ctx, conn, db, "http://"+col.addr, tokens[g.Tenants()[0].ID], g.Tenants()[0].ID, 60)
 	if err != nil {
 		return fmt.Errorf("end-to-end: %w", err)
 	}
@@ -333,7 +335,7 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	if err := os.MkdirAll(filepath.Dir(outPath), 0o755); err != nil {
 		return err
 	}
-	if _, err := sealEveryWeek(ctx, cfg, conn, nil); err != nil {
+	if _, err := aggregator.SealEveryWeek(ctx, cfg, conn, nil); err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
 	q, err := startRole(ctx, "query", env)
@@ -567,7 +569,7 @@ func benchQueryRequests(ctx context.Context, conn driver.Conn, db, base string, 
 	// The service learns a new principal's token within a second (its token index reloads
 	// at most once a second, promise 18): the first request waits for that.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		_, status, err := demoGet(ctx, base, token, reqs[0].report, reqs[0].q)
+		_, status, err := demo.Get(ctx, base, token, reqs[0].report, reqs[0].q)
 		if err == nil && (status != http.StatusUnauthorized || time.Now().After(deadline)) {
 			break
 		}
@@ -577,7 +579,7 @@ func benchQueryRequests(ctx context.Context, conn driver.Conn, db, base string, 
 	}
 	for i := range n {
 		r := reqs[i%len(reqs)]
-		res, status, err := demoGet(ctx, base, token, r.report, r.q)
+		res, status, err := demo.Get(ctx, base, token, r.report, r.q)
 		if err != nil {
 			return i, err
 		}

@@ -21,7 +21,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/demo"
 	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/ops"
@@ -159,7 +161,7 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 	// Every complete week sealed, as the release step does after aggregator.seal_after: the
 	// aggregate reports read only sealed atoms. Timed: the cost of a week's seal.
 	t0 := time.Now()
-	sealed, err := sealEveryWeek(ctx, bench.cfg, conn, nil)
+	sealed, err := aggregator.SealEveryWeek(ctx, bench.cfg, conn, nil)
 	if err != nil {
 		return fmt.Errorf("seal the bench weeks: %w", err)
 	}
@@ -207,7 +209,7 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 		rows := 0
 		for i := range requests + 3 {
 			t0 := time.Now()
-			res, status, err := demoGet(ctx, "http://"+addr, token, c.report, c.q)
+			res, status, err := demo.Get(ctx, "http://"+addr, token, c.report, c.q)
 			d := time.Since(t0)
 			if err != nil || status != http.StatusOK {
 				return fmt.Errorf("%s: %d %v %s", c.report, status, err, res.Error)
