@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -25,7 +25,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/segmentio/kafka-go"
-	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
@@ -152,37 +151,22 @@ type roleResult struct {
 	CPUusPerEvent float64 `json:"cpu_us_per_event"`
 }
 
-func newBenchPipelineCmd(a *app) *cobra.Command {
-	var events int
-	var out string
-	cmd := &cobra.Command{
-		Use:   "pipeline",
-		Short: "Throughput, memory and CPU of every role, against a raw-copy and a ClickHouse Kafka-engine baseline",
-		Long: `bench pipeline runs each role as a child process against a database and topics of its own:
-the load generator posts --events events to the collector; the processor then stores them; the
-same consumer and batch insert without the event decision copies them raw (the baseline, same
-run); ClickHouse's own Kafka table engine ingests the same topic into a plain table (the peer
-baseline a user would reach for); the aggregator reads them into its windows. With the collector
-and the processor running, probe events measure the end-to-end latency (collector
-acknowledgement → queryable). For each role it reads the peak resident memory and the CPU time
-from /proc. It merges bench/results/reports.json (from 'bench reports') and writes everything to
---out.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return benchPipeline(cmd.Context(), cmd.OutOrStdout(), a, events, out)
-		},
-	}
-	cmd.Flags().IntVar(&events, "events", 500_000, "events the load generator sends")
-	cmd.Flags().StringVar(&out, "out", "bench/results/latest.json", "where to write the results")
-	return cmd
+// PipelineOptions are the choices of Pipeline.
+type PipelineOptions struct {
+	Events int    // events the load generator sends
+	Out    string // where to write the results (bench/results/latest.json)
 }
 
-func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPath string) error {
+// Pipeline measures every role's throughput, memory and CPU against a raw-copy and a ClickHouse
+// Kafka-engine baseline, and the end-to-end and report latency, merges reports.json (beside
+// opts.Out) and writes the results to opts.Out. It runs each role as a child process of the
+// running binary, which must be shukei ('shukei bench pipeline' runs it).
+func Pipeline(ctx context.Context, out io.Writer, cfg config.Config, opts PipelineOptions) error {
+	events, outPath := opts.Events, opts.Out
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	run := hex.EncodeToString(rnd[:])
-	cfg := a.cfg
-	cfg.ClickHouse.Database = a.cfg.ClickHouse.Database + "_pipe"
+	cfg.ClickHouse.Database += "_pipe"
 	cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic, cfg.Kafka.ReleaseTopic = "bench.raw."+run, "bench.dlq."+run, "bench.releases."+run
 	cfg.Processor.GroupID, cfg.Aggregator.GroupID = "bench-proc-"+run, "bench-agg-"+run
 	cfg.Events.MaxAge = 3 * 24 * time.Hour
@@ -244,7 +228,7 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	if err != nil {
 		return err
 	}
-	tokens, _, err := registerLoadTenants(ctx, cfg, master, g.Tenants(), "")
+	tokens, _, err := loadgen.RegisterTenants(ctx, cfg, master, g.Tenants(), "")
 	if err != nil {
 		return err
 	}
