@@ -12,6 +12,7 @@ import (
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/gate"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/topic"
 )
 
@@ -172,4 +173,18 @@ func (s *Sealer) seal(ctx context.Context, purpose string, w time.Time) (*gate.S
 		s.log.Warn("another sealer published this week first; its atoms are the week's, this computation is discarded", "purpose", purpose, "week", w.Format(time.DateOnly))
 	}
 	return first, won, nil
+}
+
+// SealEveryWeek seals every complete week now, whatever aggregator.seal_after says: for the
+// demo and the benchmarks, whose history is all stored before their reports run (a deployment's
+// release step seals aggregator.seal_after after each week ends).
+func SealEveryWeek(ctx context.Context, cfg config.Config, conn driver.Conn, log *slog.Logger) ([]gate.Seal, error) {
+	k, err := ops.QueryK(cfg.Query)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Aggregator.SealAfter = 0
+	s := NewSealer(cfg, conn, k, nil, log)
+	defer s.Close()
+	return s.SealDue(ctx)
 }

@@ -19,6 +19,10 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/shukei/shukei/databases"
+	"github.com/shukei/shukei/gate"
+	"github.com/shukei/shukei/policy"
 )
 
 //go:embed *.sql
@@ -211,4 +215,17 @@ func Recorded(ctx context.Context, conn driver.Conn, db string) (map[int]string,
 		out[int(v)] = sum
 	}
 	return out, rows.Err()
+}
+
+// DatabaseSuffixes are the suffixes of the databases the migrations create besides <db>
+// itself: the internal ones, one a purpose, and each gated purpose's.
+func DatabaseSuffixes() []string {
+	out := databases.Internal("")
+	for _, p := range policy.Purposes() {
+		out = append(out, "_"+p.String())
+	}
+	for _, p := range gate.Purposes {
+		out = append(out, "_"+p.String()+"_gated")
+	}
+	return out
 }

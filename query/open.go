@@ -135,5 +135,17 @@ func (r *Role) serve(ctx context.Context) error {
 	return err
 }
 
+// Serve opens the query service and runs it until ctx ends. started, if not nil, receives the
+// listening address.
+func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, started chan<- string) error {
+	r, err := Open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	r.Started = started
+	return r.Run(ctx)
+}
+
 // Close closes the role's connections.
 func (r *Role) Close() { r.conns.Close() }

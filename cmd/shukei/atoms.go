@@ -1,17 +1,13 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/aggregator"
-	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/ops"
 )
 
@@ -56,18 +52,4 @@ step seals on its own; 'atoms seal' runs one pass.`,
 	}
 	cmd.AddCommand(seal)
 	return cmd
-}
-
-// sealEveryWeek seals every complete week now, whatever aggregator.seal_after says: for the
-// demo and the benchmarks, whose history is all stored before their reports run (a deployment's
-// release step seals aggregator.seal_after after each week ends).
-func sealEveryWeek(ctx context.Context, cfg config.Config, conn driver.Conn, log *slog.Logger) ([]gate.Seal, error) {
-	k, err := ops.QueryK(cfg.Query)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Aggregator.SealAfter = 0
-	s := aggregator.NewSealer(cfg, conn, k, nil, log)
-	defer s.Close()
-	return s.SealDue(ctx)
 }

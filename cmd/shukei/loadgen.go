@@ -2,22 +2,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/loadgen"
 	"github.com/shukei/shukei/ops"
-	"github.com/shukei/shukei/registry"
 )
 
 func newLoadgenCmd(a *app) *cobra.Command {
@@ -84,7 +78,7 @@ func runLoadgen(ctx context.Context, out io.Writer, c config.Config, lc loadgen.
 	if err != nil {
 		return loadgen.Stats{}, err
 	}
-	tokens, added, err := registerLoadTenants(ctx, c, master, g.Tenants(), tokensFile)
+	tokens, added, err := loadgen.RegisterTenants(ctx, c, master, g.Tenants(), tokensFile)
 	if err != nil {
 		return loadgen.Stats{}, err
 	}
@@ -101,65 +95,6 @@ func runLoadgen(ctx context.Context, out io.Writer, c config.Config, lc loadgen.
 		}
 	}
 	return loadgen.SendHTTP(ctx, url, tokens, g, opts)
-}
-
-// registerLoadTenants adds the tenants missing from the registry and returns an ingest token
-// for each: the one kept in tokensFile if the registry still holds its hash, else a new one.
-func registerLoadTenants(ctx context.Context, c config.Config, master *pseudonym.MasterKey, ts []registry.Tenant, tokensFile string) (map[string]string, int, error) {
-	kept := map[string]string{}
-	if tokensFile != "" {
-		if b, err := os.ReadFile(tokensFile); err == nil {
-			if err := json.Unmarshal(b, &kept); err != nil {
-				return nil, 0, fmt.Errorf("%s: %w", tokensFile, err)
-			}
-		}
-	}
-	conn, err := ops.OpenClickHouse(ctx, c.ClickHouse)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer conn.Close()
-	reg := registry.New(conn, c.ClickHouse.Database, master)
-	existing, err := reg.List(ctx)
-	if err != nil {
-		return nil, 0, err
-	}
-	hashes := map[string][]string{}
-	for _, t := range existing {
-		hashes[t.ID] = t.TokenHashes
-	}
-	tokens := map[string]string{}
-	added := 0
-	for _, t := range ts {
-		hs, known := hashes[t.ID]
-		switch tok := kept[t.ID]; {
-		case known && tok != "" && slices.Contains(hs, registry.TokenHash(tok)):
-			tokens[t.ID] = tok
-		case known:
-			if tokens[t.ID], err = reg.AddToken(ctx, t.ID); err != nil {
-				return nil, 0, err
-			}
-			added++
-		default:
-			if tokens[t.ID], err = reg.Add(ctx, t); err != nil && !errors.Is(err, registry.ErrExists) {
-				return nil, 0, err
-			}
-			added++
-		}
-	}
-	if tokensFile != "" {
-		for id, tok := range tokens {
-			kept[id] = tok // other runs' tenants stay in the file
-		}
-		b, _ := json.MarshalIndent(kept, "", "  ")
-		if err := os.MkdirAll(filepath.Dir(tokensFile), 0o700); err != nil {
-			return nil, 0, err
-		}
-		if err := os.WriteFile(tokensFile, b, 0o600); err != nil {
-			return nil, 0, err
-		}
-	}
-	return tokens, added, nil
 }
 
 func printLoadStats(out io.Writer, st loadgen.Stats, direct bool) {

@@ -1,15 +1,8 @@
 package main
 
 import (
-	"context"
-	"fmt"
-	"io"
-
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/spf13/cobra"
 
-	"github.com/shukei/shukei/config"
-	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/topic"
 )
@@ -30,60 +23,9 @@ read-only user per purpose for the query service. With clickhouse.users_dir set 
 for you to install. Passwords derive from clickhouse.users_key_file (else the master key).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return migrate(cmd.Context(), cmd.OutOrStdout(), a.cfg)
+			return ops.Migrate(cmd.Context(), cmd.OutOrStdout(), a.cfg)
 		},
 	}
-}
-
-func migrate(ctx context.Context, out io.Writer, cfg config.Config) error {
-	c := cfg.ClickHouse
-	conn, err := clickhouse.Open(c.Options())
-	if err != nil {
-		return fmt.Errorf("connect to ClickHouse at %v: %w", c.Addr, err)
-	}
-	defer conn.Close()
-	if err := conn.Ping(ctx); err != nil {
-		return fmt.Errorf("ClickHouse at %v does not answer (is it running? scripts/services.sh up): %w", c.Addr, err)
-	}
-	res, err := migrations.Apply(ctx, conn, c.Database)
-	for _, m := range res.Applied {
-		fmt.Fprintf(out, "applied  %04d_%s\n", m.Version, m.Name)
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "database %s is at migration %d (%d applied now, %d already)\n",
-		c.Database, len(res.Applied)+len(res.Skipped), len(res.Applied), len(res.Skipped))
-	return writeReaders(out, cfg)
-}
-
-// writeReaders declares every role's users in the server's users.d (or prints the file):
-// the matrix of promise 16, passwords derived from the users key.
-func writeReaders(out io.Writer, cfg config.Config) error {
-	uk, err := ops.UsersKey(cfg)
-	if err != nil {
-		return fmt.Errorf("the roles' passwords derive from the users key: %w", err)
-	}
-	if uk == nil {
-		return fmt.Errorf("the roles' passwords derive from the users key: set clickhouse.users_key_file (or anonymizer.master_key_file)")
-	}
-	// Grafana reads the query service's reports as a principal of its own (promise 10),
-	// never ClickHouse, whose system tables any user may read.
-	users := migrations.AllUsers(cfg.ClickHouse.Database, uk)
-	if cfg.ClickHouse.UsersDir == "" {
-		b, err := migrations.UsersFile(users, cfg.ClickHouse.ReaderNetworks)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "clickhouse.users_dir is not set: install this as users.d/%s on the server\n%s", migrations.UsersFileName(cfg.ClickHouse.Database), b)
-		return nil
-	}
-	path, err := migrations.WriteUsers(cfg.ClickHouse.UsersDir, cfg.ClickHouse.Database, users, cfg.ClickHouse.ReaderNetworks)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "role users: %d ClickHouse users of %d roles (purpose readers included), each allowed only its databases, in %s\n", len(users), len(migrations.Roles), path)
-	return nil
 }
 
 func newTopicsCmd(a *app) *cobra.Command {
@@ -102,42 +44,7 @@ segment.ms). An existing topic whose settings differ, or that only inherits the 
 default, is set to them (its other settings are left alone) and the change is printed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return ensureTopics(cmd.Context(), cmd.OutOrStdout(), a.cfg.Kafka, topic.AuditSpec(a.cfg))
+			return topic.EnsurePrinted(cmd.Context(), cmd.OutOrStdout(), a.cfg.Kafka, topic.AuditSpec(a.cfg))
 		},
 	}
-}
-
-// ensureTopics creates the topics of k and the extra ones (the audit log's sequencer).
-func ensureTopics(ctx context.Context, out io.Writer, k config.Kafka, extra ...topic.Spec) error {
-	if err := topic.Reachable(ctx, k.Brokers, k.DialTimeout); err != nil {
-		return fmt.Errorf("%w (is it running? scripts/services.sh up)", err)
-	}
-	st, err := topic.Ensure(ctx, k.Brokers, append(topic.Specs(k), extra...))
-	for _, s := range st {
-		verb := "exists "
-		if s.Created {
-			verb = "created"
-		}
-		fmt.Fprintf(out, "%s  %s (%d partitions)", verb, s.Name, s.Partitions)
-		if v, ok := s.Config[topic.RetentionMs]; ok {
-			fmt.Fprintf(out, ", retention.ms %s (%s)", v, millisText(v))
-		}
-		fmt.Fprintln(out)
-		for _, c := range s.Changed {
-			fmt.Fprintf(out, "         %s: set %s (it differed from the configuration)\n", s.Name, c)
-		}
-	}
-	return err
-}
-
-// millisText renders a *.ms setting as a duration.
-func millisText(v string) string {
-	d, err := topic.Millis(v)
-	switch {
-	case err != nil:
-		return "?"
-	case d < 0:
-		return "unbounded"
-	}
-	return d.String()
 }

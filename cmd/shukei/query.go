@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"text/tabwriter"
 	"time"
 
@@ -11,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/audit"
-	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/query"
 	"github.com/shukei/shukei/query/breakglass"
@@ -73,22 +70,11 @@ Every step, allowed or refused, is in the audit log with the grant's tenant.
 				_, err = cmd.OutOrStdout().Write(b)
 				return err
 			}
-			return runQuery(cmd.Context(), a.cfg, a.log, nil)
+			return query.Serve(cmd.Context(), a.cfg, a.log, nil)
 		},
 	}
 	cmd.Flags().BoolVar(&openapi, "openapi", false, "print the OpenAPI document and exit")
 	return cmd
-}
-
-// runQuery serves until ctx ends. started, if not nil, receives the listening address.
-func runQuery(ctx context.Context, cfg config.Config, log *slog.Logger, started chan<- string) error {
-	r, err := query.Open(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	r.Started = started
-	return r.Run(ctx)
 }
 
 // newBreakGlassCmd lists the break-glass grants (they are requested and approved through the

@@ -2,13 +2,13 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/ops"
 )
 
 // app is what every role gets: the loaded configuration and a logger.
@@ -134,18 +134,8 @@ func (a *app) load(cmd *cobra.Command) error {
 	}
 	a.cfg = cfg
 	a.configPath = path
-	a.log = newLogger(cmd.ErrOrStderr(), cfg.Log)
+	a.log = ops.NewLogger(cmd.ErrOrStderr(), cfg.Log)
 	return nil
-}
-
-func newLogger(w io.Writer, c config.Log) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func newConfigCmd(a *app) *cobra.Command {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"time"
@@ -291,4 +292,40 @@ func names(specs []Spec) []string {
 		out[i] = s.Name
 	}
 	return out
+}
+
+// EnsurePrinted creates the topics of k and the extra ones (the audit log's sequencer), like
+// Ensure, and prints to out what it found, created and changed: 'shukei topics' and the demo.
+func EnsurePrinted(ctx context.Context, out io.Writer, k config.Kafka, extra ...Spec) error {
+	if err := Reachable(ctx, k.Brokers, k.DialTimeout); err != nil {
+		return fmt.Errorf("%w (is it running? scripts/services.sh up)", err)
+	}
+	st, err := Ensure(ctx, k.Brokers, append(Specs(k), extra...))
+	for _, s := range st {
+		verb := "exists "
+		if s.Created {
+			verb = "created"
+		}
+		fmt.Fprintf(out, "%s  %s (%d partitions)", verb, s.Name, s.Partitions)
+		if v, ok := s.Config[RetentionMs]; ok {
+			fmt.Fprintf(out, ", retention.ms %s (%s)", v, millisText(v))
+		}
+		fmt.Fprintln(out)
+		for _, c := range s.Changed {
+			fmt.Fprintf(out, "         %s: set %s (it differed from the configuration)\n", s.Name, c)
+		}
+	}
+	return err
+}
+
+// millisText renders a *.ms setting as a duration.
+func millisText(v string) string {
+	d, err := Millis(v)
+	switch {
+	case err != nil:
+		return "?"
+	case d < 0:
+		return "unbounded"
+	}
+	return d.String()
 }

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -25,12 +25,14 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/segmentio/kafka-go"
-	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/demo"
 	"github.com/shukei/shukei/loadgen"
 	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/pipeline/topic"
@@ -149,37 +151,22 @@ type roleResult struct {
 	CPUusPerEvent float64 `json:"cpu_us_per_event"`
 }
 
-func newBenchPipelineCmd(a *app) *cobra.Command {
-	var events int
-	var out string
-	cmd := &cobra.Command{
-		Use:   "pipeline",
-		Short: "Throughput, memory and CPU of every role, against a raw-copy and a ClickHouse Kafka-engine baseline",
-		Long: `bench pipeline runs each role as a child process against a database and topics of its own:
-the load generator posts --events events to the collector; the processor then stores them; the
-same consumer and batch insert without the event decision copies them raw (the baseline, same
-run); ClickHouse's own Kafka table engine ingests the same topic into a plain table (the peer
-baseline a user would reach for); the aggregator reads them into its windows. With the collector
-and the processor running, probe events measure the end-to-end latency (collector
-acknowledgement → queryable). For each role it reads the peak resident memory and the CPU time
-from /proc. It merges bench/results/reports.json (from 'bench reports') and writes everything to
---out.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return benchPipeline(cmd.Context(), cmd.OutOrStdout(), a, events, out)
-		},
-	}
-	cmd.Flags().IntVar(&events, "events", 500_000, "events the load generator sends")
-	cmd.Flags().StringVar(&out, "out", "bench/results/latest.json", "where to write the results")
-	return cmd
+// PipelineOptions are the choices of Pipeline.
+type PipelineOptions struct {
+	Events int    // events the load generator sends
+	Out    string // where to write the results (bench/results/latest.json)
 }
 
-func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPath string) error {
+// Pipeline measures every role's throughput, memory and CPU against a raw-copy and a ClickHouse
+// Kafka-engine baseline, and the end-to-end and report latency, merges reports.json (beside
+// opts.Out) and writes the results to opts.Out. It runs each role as a child process of the
+// running binary, which must be shukei ('shukei bench pipeline' runs it).
+func Pipeline(ctx context.Context, out io.Writer, cfg config.Config, opts PipelineOptions) error {
+	events, outPath := opts.Events, opts.Out
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	run := hex.EncodeToString(rnd[:])
-	cfg := a.cfg
-	cfg.ClickHouse.Database = a.cfg.ClickHouse.Database + "_pipe"
+	cfg.ClickHouse.Database += "_pipe"
 	cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic, cfg.Kafka.ReleaseTopic = "bench.raw."+run, "bench.dlq."+run, "bench.releases."+run
 	cfg.Processor.GroupID, cfg.Aggregator.GroupID = "bench-proc-"+run, "bench-agg-"+run
 	cfg.Events.MaxAge = 3 * 24 * time.Hour
@@ -191,12 +178,12 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	defer conn.Close()
 	// What a run stopped half-way left (its Kafka-engine table's topic is still there then, so
 	// the drop does not hang).
-	for _, suffix := range append([]string{"", "_rawcopy", "_kafka"}, purposeSuffixes()...) {
+	for _, suffix := range append([]string{"", "_rawcopy", "_kafka"}, migrations.DatabaseSuffixes()...) {
 		if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+suffix); err != nil {
 			return err
 		}
 	}
-	if err := migrate(ctx, io.Discard, cfg); err != nil {
+	if err := ops.Migrate(ctx, io.Discard, cfg); err != nil {
 		return err
 	}
 	if _, err := topic.Ensure(ctx, cfg.Kafka.Brokers, topic.Specs(cfg.Kafka)); err != nil {
@@ -241,7 +228,7 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	if err != nil {
 		return err
 	}
-	tokens, _, err := registerLoadTenants(ctx, cfg, master, g.Tenants(), "")
+	tokens, _, err := loadgen.RegisterTenants(ctx, cfg, master, g.Tenants(), "")
 	if err != nil {
 		return err
 	}
@@ -303,7 +290,7 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	}
 
 	// 5. End-to-end latency with the collector and the processor running.
-	lat, err := probeLatency(ctx, conn, db, "http://"+col.addr, tokens[g.Tenants()[0].ID], g.Tenants()[0].ID, 60)
+	lat, err := demo.ProbeLatency(ctx, conn, db, "http://"+col.addr, tokens[g.Tenants()[0].ID], g.Tenants()[0].ID, 60)
 	if err != nil {
 		return fmt.Errorf("end-to-end: %w", err)
 	}
@@ -332,7 +319,7 @@ func benchPipeline(ctx context.Context, out io.Writer, a *app, events int, outPa
 	if err := os.MkdirAll(filepath.Dir(outPath), 0o755); err != nil {
 		return err
 	}
-	if _, err := sealEveryWeek(ctx, cfg, conn, nil); err != nil {
+	if _, err := aggregator.SealEveryWeek(ctx, cfg, conn, nil); err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
 	q, err := startRole(ctx, "query", env)
@@ -460,7 +447,7 @@ func waitMetricRate(ctx context.Context, addr, name string, want float64, within
 func benchRawCopy(ctx context.Context, conn driver.Conn, cfg config.Config, master *pseudonym.MasterKey, copyDB string, want uint64) (float64, error) {
 	c := cfg
 	c.Processor.GroupID += "-raw"
-	p, _, err := processor.Wire(ctx, conn, conn, c, master, newLogger(io.Discard, cfg.Log), func(d *processor.Deps) { d.Database, d.RawCopy = copyDB, true })
+	p, _, err := processor.Wire(ctx, conn, conn, c, master, ops.NewLogger(io.Discard, cfg.Log), func(d *processor.Deps) { d.Database, d.RawCopy = copyDB, true })
 	if err != nil {
 		return 0, err
 	}
@@ -566,7 +553,7 @@ func benchQueryRequests(ctx context.Context, conn driver.Conn, db, base string, 
 	// The service learns a new principal's token within a second (its token index reloads
 	// at most once a second, promise 18): the first request waits for that.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		_, status, err := demoGet(ctx, base, token, reqs[0].report, reqs[0].q)
+		_, status, err := demo.Get(ctx, base, token, reqs[0].report, reqs[0].q)
 		if err == nil && (status != http.StatusUnauthorized || time.Now().After(deadline)) {
 			break
 		}
@@ -576,7 +563,7 @@ func benchQueryRequests(ctx context.Context, conn driver.Conn, db, base string, 
 	}
 	for i := range n {
 		r := reqs[i%len(reqs)]
-		res, status, err := demoGet(ctx, base, token, r.report, r.q)
+		res, status, err := demo.Get(ctx, base, token, r.report, r.q)
 		if err != nil {
 			return i, err
 		}

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -177,12 +177,12 @@ func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *
 
 const demoProbes = 60
 
-// probeLatency measures end-to-end latency n times: a probe event posted to the collector at
+// ProbeLatency measures end-to-end latency n times: a probe event posted to the collector at
 // base (as tenant, with token), timed from the collector's acknowledgement until a query finds
 // it in db's event store. Probes are sent one after another without waiting for the previous
 // one to be stored, so a batch timeout is not paid once per probe; a first probe warms up the
 // processor (group join, partition assignment). The durations come back sorted.
-func probeLatency(ctx context.Context, conn driver.Conn, db, base, token, tenant string, n int) ([]time.Duration, error) {
+func ProbeLatency(ctx context.Context, conn driver.Conn, db, base, token, tenant string, n int) ([]time.Duration, error) {
 	url := base + "/v1/events"
 	send := func() (string, time.Time, error) {
 		id := uuid.NewString()
@@ -286,7 +286,7 @@ func demoLatency(ctx context.Context, out io.Writer, cfg config.Config, master *
 		return err
 	}
 	defer stopSrv()
-	lat, err := probeLatency(ctx, conn, cfg.ClickHouse.Database, base, token, tenant, demoProbes)
+	lat, err := ProbeLatency(ctx, conn, cfg.ClickHouse.Database, base, token, tenant, demoProbes)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -93,8 +93,7 @@ func demoLoad(ctx context.Context, out io.Writer, cfg config.Config, master *pse
 
 // demoAggregate runs the aggregator until the past days are released (or finds them released
 // by an earlier run), then shows the releases and the budget.
-func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym.MasterKey, st *demoStats) error {
-	cfg := a.cfg
+func demoAggregate(ctx context.Context, out io.Writer, cfg config.Config, master *pseudonym.MasterKey, st *demoStats) error {
 	conn, err := ops.OpenClickHouse(ctx, cfg.ClickHouse)
 	if err != nil {
 		return err
@@ -103,20 +102,19 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	keyring := pseudonym.NewKeyring(master)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cache := registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, master), keyring, cfg.Processor.RegistryRefresh, quiet)
-	demo := *a
-	demo.cfg.Aggregator.ReleaseInterval = 500 * time.Millisecond
-	demo.cfg.Aggregator.Features, demo.cfg.Aggregator.Settings = population.Features, population.Settings
+	aggCfg := cfg
+	aggCfg.Aggregator.ReleaseInterval = 500 * time.Millisecond
+	aggCfg.Aggregator.Features, aggCfg.Aggregator.Settings = population.Features, population.Settings
 	// The product's catalogues are complete: ids outside them are released as "other", and
 	// each metric's whole ε goes to the noise.
-	demo.cfg.Aggregator.ClosedCatalogues = true
+	aggCfg.Aggregator.ClosedCatalogues = true
 	// The load is a month of history sent in a few minutes, each tenant's events in batches
 	// spanning up to a day of event time (loadgen.Options.MaxSpan): a day and a bit of allowed
 	// lateness keeps all of it in its windows.
-	demo.cfg.Aggregator.AllowedLateness = 26 * time.Hour
-	cfg.Aggregator.AllowedLateness = demo.cfg.Aggregator.AllowedLateness
-	demo.log = quiet
+	aggCfg.Aggregator.AllowedLateness = 26 * time.Hour
+	cfg.Aggregator.AllowedLateness = aggCfg.Aggregator.AllowedLateness
 	metrics := prometheus.NewRegistry()
-	agg, err := aggregator.Wire(ctx, demo.cfg, demo.log, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, metrics })
+	agg, err := aggregator.Wire(ctx, aggCfg, quiet, cache, keyring, master, func(d *aggregator.Deps) { d.Conn, d.Registry = conn, metrics })
 	if err != nil {
 		return err
 	}
@@ -177,7 +175,7 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	st.aggRate = float64(st.events) / el.Seconds()
 	// The aggregate reports read sealed weeks only; the demo's history is all in: seal every
 	// complete week now (the release step would, aggregator.seal_after after each week ends).
-	sealed, err := sealEveryWeek(ctx, demo.cfg, conn, quiet)
+	sealed, err := aggregator.SealEveryWeek(ctx, aggCfg, conn, quiet)
 	if err != nil {
 		return err
 	}
@@ -191,7 +189,7 @@ func demoAggregate(ctx context.Context, out io.Writer, a *app, master *pseudonym
 	if countWindows(rels, want) == 0 {
 		return nil
 	}
-	if err := demoPartnerView(ctx, out, conn, demo.cfg, rels, want); err != nil {
+	if err := demoPartnerView(ctx, out, conn, aggCfg, rels, want); err != nil {
 		return err
 	}
 	var last aggregator.Window

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,7 +15,9 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/ops"
+	"github.com/shukei/shukei/query"
 	"github.com/shukei/shukei/query/principal"
 )
 
@@ -30,13 +33,13 @@ var demoPrincipals = []principal.Principal{
 // demoQuery starts the query service, signs the demo principals in with fresh tokens, prints
 // what each of them reads, a refusal, and the verified audit chain. It returns the page's
 // address, the tokens, and a function that stops the service.
-func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens map[string]string, stop func(), err error) {
-	conn, err := ops.OpenClickHouse(ctx, a.cfg.ClickHouse)
+func demoQuery(ctx context.Context, out io.Writer, cfg config.Config, log *slog.Logger) (addr string, tokens map[string]string, stop func(), err error) {
+	conn, err := ops.OpenClickHouse(ctx, cfg.ClickHouse)
 	if err != nil {
 		return "", nil, nil, err
 	}
 	defer conn.Close()
-	store := principal.New(conn, a.cfg.ClickHouse.Database)
+	store := principal.New(conn, cfg.ClickHouse.Database)
 	tokens = map[string]string{}
 	for _, p := range demoPrincipals {
 		token, hash := principal.NewToken()
@@ -58,20 +61,20 @@ func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens 
 	}
 
 	// The page is served on query.listen when it is free, else on any free loopback port.
-	cfg := *a
-	ln, lerr := net.Listen("tcp", a.cfg.Query.Listen)
+	qcfg := cfg
+	ln, lerr := net.Listen("tcp", cfg.Query.Listen)
 	if lerr != nil {
 		ln, err = net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return "", nil, nil, err
 		}
 	}
-	cfg.cfg.Query.Listen, cfg.cfg.Query.OpsListen = ln.Addr().String(), "127.0.0.1:0"
+	qcfg.Query.Listen, qcfg.Query.OpsListen = ln.Addr().String(), "127.0.0.1:0"
 	ln.Close()
 	srvCtx, cancel := context.WithCancel(ctx)
 	started := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- runQuery(srvCtx, cfg.cfg, cfg.log, started) }()
+	go func() { done <- query.Serve(srvCtx, qcfg, log, started) }()
 	select {
 	case addr = <-started:
 	case err := <-done:
@@ -85,7 +88,7 @@ func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens 
 	fmt.Fprintln(out, "   research-agency (contractor C-DEMO-2026-01: interview_selection), stats-partner (partner: external_aggregate)")
 
 	show := func(who, title, report string, q url.Values, cols ...string) error {
-		res, status, err := demoGet(ctx, base, tokens[who], report, q)
+		res, status, err := Get(ctx, base, tokens[who], report, q)
 		if err != nil {
 			return err
 		}
@@ -140,14 +143,14 @@ func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens 
 	}
 
 	// A refusal: the agency's grant does not name marketing.
-	res, status, err := demoGet(ctx, base, tokens["research-agency"], "contract_comparison", url.Values{"purpose": {"marketing"}})
+	res, status, err := Get(ctx, base, tokens["research-agency"], "contract_comparison", url.Values{"purpose": {"marketing"}})
 	if err != nil {
 		stop()
 		return "", nil, nil, err
 	}
 	fmt.Fprintf(out, "\n   Refused — research-agency asks contract_comparison for marketing: %d %s (audit record #%d)\n", status, res.Error, res.AuditSeq)
 
-	n, verr := audit.New(conn, a.cfg.ClickHouse.Database).Verify(ctx)
+	n, verr := audit.New(conn, cfg.ClickHouse.Database).Verify(ctx)
 	chain := "verified"
 	if verr != nil {
 		chain = verr.Error()
@@ -157,15 +160,18 @@ func demoQuery(ctx context.Context, out io.Writer, a *app) (addr string, tokens 
 	return addr, tokens, stop, nil
 }
 
-type demoResult struct {
+// Result is a report as the query service answers it (JSON).
+type Result struct {
 	K        int              `json:"k"`
 	Rows     []map[string]any `json:"rows"`
 	AuditSeq uint64           `json:"audit_seq"`
 	Error    string           `json:"error"`
 }
 
-func demoGet(ctx context.Context, base, token, report string, q url.Values) (demoResult, int, error) {
-	var res demoResult
+// Get requests report from the query service at base with token and the query q, and returns
+// the decoded answer with its HTTP status.
+func Get(ctx context.Context, base, token, report string, q url.Values) (Result, int, error) {
+	var res Result
 	req, err := http.NewRequestWithContext(ctx, "GET", base+"/v1/reports/"+report+"?"+q.Encode(), nil)
 	if err != nil {
 		return res, 0, err

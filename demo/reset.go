@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/topic"
 )
@@ -24,7 +25,7 @@ func demoReset(ctx context.Context, out io.Writer, cfg config.Config) error {
 	}
 	defer conn.Close()
 	var dropped []string
-	for _, suffix := range append([]string{""}, purposeSuffixes()...) {
+	for _, suffix := range append([]string{""}, migrations.DatabaseSuffixes()...) {
 		name := cfg.ClickHouse.Database + suffix
 		var n uint64
 		if err := conn.QueryRow(ctx, "SELECT count() FROM system.databases WHERE name = ?", name).Scan(&n); err != nil {

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -19,49 +20,18 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/uuid"
-	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/ledger"
-	"github.com/shukei/shukei/databases"
-	"github.com/shukei/shukei/gate"
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/demo"
 	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/ops"
-	"github.com/shukei/shukei/policy"
+	"github.com/shukei/shukei/query"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"
 )
-
-func newBenchCmd(a *app) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "Measure Shukei on this machine",
-		Args:  cobra.NoArgs,
-	}
-	var events, tenants, requests int
-	var reload bool
-	var out string
-	reports := &cobra.Command{
-		Use:   "reports",
-		Short: "Report latency (p50, p95) of the query service over millions of stored events",
-		Long: `bench reports fills a database of its own (<database>_bench) with synthetic usage of many
-tenants over the 28 days before today — --events rows in the event store, from which ClickHouse's
-materialised views fill every purpose mart — unless it already holds that many. Then it runs the
-query service on loopback with the purpose readers and requests every report --requests times
-(after a warm-up), measuring the time to the full answer at the client (authentication and the
-audit append included). It prints p50 and p95 per report and writes them as JSON.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return benchReports(cmd.Context(), cmd.OutOrStdout(), a, events, tenants, requests, reload, out)
-		},
-	}
-	reports.Flags().IntVar(&events, "events", 10_000_000, "events in the store")
-	reports.Flags().IntVar(&tenants, "tenants", 2000, "tenants the events belong to")
-	reports.Flags().IntVar(&requests, "requests", 40, "timed requests per report")
-	reports.Flags().BoolVar(&reload, "reload", false, "drop and refill the bench database even if it holds enough events")
-	reports.Flags().StringVar(&out, "out", "bench/results/reports.json", "where to write the results (empty: nowhere)")
-	cmd.AddCommand(reports, newBenchPipelineCmd(a))
-	return cmd
-}
 
 // reportTimes are one report's measured latencies.
 type reportTimes struct {
@@ -71,11 +41,28 @@ type reportTimes struct {
 	N     int     `json:"n"`
 }
 
-func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, requests int, reload bool, outPath string) error {
-	bench := *a
-	bench.cfg.ClickHouse.Database = a.cfg.ClickHouse.Database + "_bench"
-	db := bench.cfg.ClickHouse.Database
-	conn, err := ops.OpenClickHouse(ctx, bench.cfg.ClickHouse)
+// ReportsOptions are the choices of Reports.
+type ReportsOptions struct {
+	Events   int          // events in the store
+	Tenants  int          // tenants the events belong to
+	Requests int          // timed requests per report
+	Reload   bool         // drop and refill the bench database even if it holds enough events
+	Out      string       // where to write the results (empty: nowhere)
+	Log      *slog.Logger // the query service's log (nil: none)
+}
+
+// Reports fills <database>_bench with synthetic usage (unless it holds enough already), runs
+// the query service on loopback and measures every report's latency, printing p50 and p95 and
+// writing them to opts.Out ('shukei bench reports' runs it).
+func Reports(ctx context.Context, out io.Writer, cfg config.Config, opts ReportsOptions) error {
+	events, tenants, requests, reload, outPath := opts.Events, opts.Tenants, opts.Requests, opts.Reload, opts.Out
+	log := opts.Log
+	if log == nil {
+		log = ops.NewLogger(io.Discard, cfg.Log)
+	}
+	cfg.ClickHouse.Database += "_bench"
+	db := cfg.ClickHouse.Database
+	conn, err := ops.OpenClickHouse(ctx, cfg.ClickHouse)
 	if err != nil {
 		return err
 	}
@@ -91,19 +78,19 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 			return err
 		}
 	}
-	stale := migrate(ctx, io.Discard, bench.cfg) != nil // e.g. a migration changed since the load
+	stale := ops.Migrate(ctx, io.Discard, cfg) != nil // e.g. a migration changed since the load
 	if reload || stale || int(have) < events {
 		have = 0
-		for _, suffix := range append([]string{""}, purposeSuffixes()...) {
+		for _, suffix := range append([]string{""}, migrations.DatabaseSuffixes()...) {
 			if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+suffix); err != nil {
 				return err
 			}
 		}
-		if err := migrate(ctx, io.Discard, bench.cfg); err != nil {
+		if err := ops.Migrate(ctx, io.Discard, cfg); err != nil {
 			return err
 		}
 	}
-	master, err := ops.MasterKey(a.cfg.Anonymizer)
+	master, err := ops.MasterKey(cfg.Anonymizer)
 	if err != nil {
 		return err
 	}
@@ -160,7 +147,7 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 	// Every complete week sealed, as the release step does after aggregator.seal_after: the
 	// aggregate reports read only sealed atoms. Timed: the cost of a week's seal.
 	t0 := time.Now()
-	sealed, err := sealEveryWeek(ctx, bench.cfg, conn, nil)
+	sealed, err := aggregator.SealEveryWeek(ctx, cfg, conn, nil)
 	if err != nil {
 		return fmt.Errorf("seal the bench weeks: %w", err)
 	}
@@ -172,11 +159,11 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 		}
 	}
 
-	bench.cfg.Query.Listen, bench.cfg.Query.OpsListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Query.Listen, cfg.Query.OpsListen = "127.0.0.1:0", "127.0.0.1:0"
 	srvCtx, cancel := context.WithCancel(ctx)
 	started := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- runQuery(srvCtx, bench.cfg, bench.log, started) }()
+	go func() { done <- query.Serve(srvCtx, cfg, log, started) }()
 	var addr string
 	select {
 	case addr = <-started:
@@ -208,7 +195,7 @@ func benchReports(ctx context.Context, out io.Writer, a *app, events, tenants, r
 		rows := 0
 		for i := range requests + 3 {
 			t0 := time.Now()
-			res, status, err := demoGet(ctx, "http://"+addr, token, c.report, c.q)
+			res, status, err := demo.Get(ctx, "http://"+addr, token, c.report, c.q)
 			d := time.Since(t0)
 			if err != nil || status != http.StatusOK {
 				return fmt.Errorf("%s: %d %v %s", c.report, status, err, res.Error)
@@ -249,17 +236,6 @@ func pct(sorted []float64, p float64) float64 {
 	}
 	i := int(float64(len(sorted)-1) * p)
 	return sorted[i]
-}
-
-func purposeSuffixes() []string {
-	out := databases.Internal("")
-	for _, p := range policy.Purposes() {
-		out = append(out, "_"+p.String())
-	}
-	for _, p := range gate.Purposes {
-		out = append(out, "_"+p.String()+"_gated")
-	}
-	return out
 }
 
 // benchLoad writes n synthetic events straight into the event store, in column batches.

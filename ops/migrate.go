@@ -1,0 +1,61 @@
+package ops
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/migrations"
+)
+
+// Migrate applies the migrations to the configured ClickHouse server, printing each one applied
+// to out, then declares every role's users (in clickhouse.users_dir, else printed). 'shukei
+// migrate', the demo and the benchmarks run it.
+func Migrate(ctx context.Context, out io.Writer, cfg config.Config) error {
+	c := cfg.ClickHouse
+	conn, err := OpenClickHouse(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	res, err := migrations.Apply(ctx, conn, c.Database)
+	for _, m := range res.Applied {
+		fmt.Fprintf(out, "applied  %04d_%s\n", m.Version, m.Name)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "database %s is at migration %d (%d applied now, %d already)\n",
+		c.Database, len(res.Applied)+len(res.Skipped), len(res.Applied), len(res.Skipped))
+	return writeUsers(out, cfg)
+}
+
+// writeUsers declares every role's users in the server's users.d (or prints the file):
+// the matrix of promise 16, passwords derived from the users key.
+func writeUsers(out io.Writer, cfg config.Config) error {
+	uk, err := UsersKey(cfg)
+	if err != nil {
+		return fmt.Errorf("the roles' passwords derive from the users key: %w", err)
+	}
+	if uk == nil {
+		return fmt.Errorf("the roles' passwords derive from the users key: set clickhouse.users_key_file (or anonymizer.master_key_file)")
+	}
+	// Grafana reads the query service's reports as a principal of its own (promise 10),
+	// never ClickHouse, whose system tables any user may read.
+	users := migrations.AllUsers(cfg.ClickHouse.Database, uk)
+	if cfg.ClickHouse.UsersDir == "" {
+		b, err := migrations.UsersFile(users, cfg.ClickHouse.ReaderNetworks)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "clickhouse.users_dir is not set: install this as users.d/%s on the server\n%s", migrations.UsersFileName(cfg.ClickHouse.Database), b)
+		return nil
+	}
+	path, err := migrations.WriteUsers(cfg.ClickHouse.UsersDir, cfg.ClickHouse.Database, users, cfg.ClickHouse.ReaderNetworks)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "role users: %d ClickHouse users of %d roles (purpose readers included), each allowed only its databases, in %s\n", len(users), len(migrations.Roles), path)
+	return nil
+}
