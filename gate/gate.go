@@ -57,11 +57,22 @@ func Monday(t time.Time) time.Time {
 	return t.AddDate(0, 0, -((int(t.Weekday()) + 6) % 7))
 }
 
+// atLeastK is the k-threshold in SQL, the one condition on the tenants of an atom: Compute
+// keeps (HAVING) and Read returns (WHERE) only atoms that meet it; its argument is KArg(k).
+const atLeastK = "tenants >= ?"
+
+// KArg is the argument of atLeastK for k: never below policy.MinK, whatever k a caller gives.
+func KArg(k int) uint64 { return uint64(max(k, policy.MinK)) }
+
+// Enough reports whether an atom of tenants distinct tenants may be kept under k: the Go form
+// of atLeastK, for atoms on their way to the gated database.
+func Enough(tenants uint64, k int) bool { return tenants >= KArg(k) }
+
 // Compute returns purpose's atoms of the week starting on monday with at least k tenants,
 // read from the purpose's daily mart under prefix.
 func Compute(ctx context.Context, conn driver.Conn, prefix, purpose string, monday time.Time, k int) ([]Atom, error) {
-	if k < 2 {
-		return nil, fmt.Errorf("gate: k=%d; an atom needs at least 2 tenants", k)
+	if k < policy.MinK {
+		return nil, fmt.Errorf("gate: k=%d; an atom needs at least %d tenants", k, policy.MinK)
 	}
 	from, to := monday.UTC().Format(time.DateOnly), monday.AddDate(0, 0, 7).UTC().Format(time.DateOnly)
 	// Each tenant in one segment of the week: its latest edition (and for marketing its latest
@@ -97,8 +108,8 @@ FROM (
     GROUP BY tenant_id
 ) USING tenant_id
 GROUP BY category, feature, status, edition
-HAVING tenants >= ?`
-	args := []any{from, to, from, to, from, to, uint64(k)}
+HAVING ` + atLeastK
+	args := []any{from, to, from, to, from, to, KArg(k)}
 	rows, err := conn.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("gate: atoms of %s, week %s: %w", purpose, from, err)
@@ -198,7 +209,7 @@ func Materialise(ctx context.Context, conn driver.Conn, prefix string, s Seal) e
 			return err
 		}
 		for _, a := range s.Atoms {
-			if a.Tenants < uint64(s.K) {
+			if !Enough(a.Tenants, s.K) {
 				return fmt.Errorf("gate: seal %s holds an atom of %d tenants, below k=%d", s.ID, a.Tenants, s.K)
 			}
 			if err := b.Append(s.Week, a.Category, a.Feature, a.Status, a.Edition, a.Tenants, a.Users, a.Uses, uint16(s.K), s.ID); err != nil {
@@ -277,8 +288,8 @@ func Read(ctx context.Context, conn driver.Conn, db string, from, to time.Time, 
 	rows, err = conn.Query(ctx, `
 SELECT week, category, feature, status, edition, tenants, users, uses
 FROM `+db+`.atoms FINAL
-WHERE week >= toDate(?) AND week <= toDate(?) AND tenants >= ?`,
-		from.Format(time.DateOnly), to.Format(time.DateOnly), uint64(max(k, 2)))
+WHERE week >= toDate(?) AND week <= toDate(?) AND `+atLeastK,
+		from.Format(time.DateOnly), to.Format(time.DateOnly), KArg(k))
 	if err != nil {
 		return Atoms{}, fmt.Errorf("gate: read atoms: %w", err)
 	}

@@ -98,6 +98,10 @@ type fileBudget struct {
 // DefaultK is k when the policy file does not set it.
 const DefaultK = 5
 
+// MinK is the fewest tenants k may ever be: a cell of one tenant is that tenant's data. The
+// policy, the query service and the gate (gate.Enough) all hold k to it.
+const MinK = 2
+
 const day = 24 * time.Hour
 
 // Parse reads one policy version from YAML. Decoding is strict: an unknown
@@ -298,8 +302,8 @@ func (p *Policy) problems() problems {
 	if p.Version == 1 && p.RequiresConsent {
 		probs.add("requires_consent", "version 1 is the baseline every tenant starts on; it cannot require consent")
 	}
-	if p.K < 2 {
-		probs.add("k", "must be at least 2 (a cell of one tenant is that tenant's data), got %d", p.K)
+	if p.K < MinK {
+		probs.add("k", "must be at least %d (a cell of one tenant is that tenant's data), got %d", MinK, p.K)
 	}
 	for _, r := range [...]struct {
 		path string

@@ -76,8 +76,8 @@ func New(o Options) (*Server, error) {
 	if o.Principals == nil || o.Audit == nil {
 		return nil, errors.New("query: principals and the audit log are required")
 	}
-	if o.K < 2 {
-		return nil, fmt.Errorf("query: k=%d; an aggregate cell needs at least 2 tenants", o.K)
+	if o.K < policy.MinK {
+		return nil, fmt.Errorf("query: k=%d; an aggregate cell needs at least %d tenants", o.K, policy.MinK)
 	}
 	if o.MaxRows <= 0 {
 		o.MaxRows = 10000
