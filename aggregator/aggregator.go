@@ -135,7 +135,7 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 		sealer:     sealer,
 		cfg:        cfg.Aggregator,
 		kcfg:       cfg.Kafka,
-		limits:     event.Limits{MaxAge: cfg.Events.MaxAge, MaxSkew: cfg.Events.MaxSkew, MaxBytes: cfg.Collector.MaxEventBytes}.WithDefaults(),
+		limits:     cfg.EventLimits(),
 		store:      st,
 		kinds:      kinds,
 		cache:      d.Cache,

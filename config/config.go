@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/shukei/shukei/event"
 )
 
 // Config is the whole configuration. Every leaf field carries a yaml tag (its path in the file,
@@ -120,6 +122,16 @@ type Anonymizer struct {
 	MasterKeyFile string `yaml:"master_key_file" doc:"file holding the 32-byte master key (64 hex digits); 'shukei keys init' writes one"`
 	MasterKey     string `yaml:"master_key" secret:"true" doc:"the master key itself, for SHUKEI_ANONYMIZER_MASTER_KEY; prefer the file; never commit it"`
 }
+
+// EventLimits are the limits every role decodes events under (the collector, the processor and
+// the aggregator): events' max_age and max_skew, collector.max_event_bytes, and event's
+// defaults for what is unset. The one place event.Limits are built from the configuration.
+func EventLimits(ev Events, col Collector) event.Limits {
+	return event.Limits{MaxAge: ev.MaxAge, MaxSkew: ev.MaxSkew, MaxBytes: col.MaxEventBytes}.WithDefaults()
+}
+
+// EventLimits are the configuration's event limits (see the function EventLimits).
+func (c Config) EventLimits() event.Limits { return EventLimits(c.Events, c.Collector) }
 
 // Events bounds what any stage accepts as an event.
 type Events struct {

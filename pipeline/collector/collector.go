@@ -94,7 +94,7 @@ type Collector struct {
 func New(cfg config.Collector, ev config.Events, w Writer, reg prometheus.Registerer, log *slog.Logger) (*Collector, error) {
 	c := &Collector{
 		cfg:    cfg,
-		limits: event.Limits{MaxAge: ev.MaxAge, MaxSkew: ev.MaxSkew, MaxBytes: cfg.MaxEventBytes}.WithDefaults(),
+		limits: config.EventLimits(ev, cfg),
 		w:      w,
 		log:    log,
 		tokens: map[[sha256.Size]byte]string{},

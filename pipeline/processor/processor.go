@@ -73,7 +73,7 @@ func New(cfg config.Config, d Deps) *Processor {
 	return &Processor{
 		cfg:     cfg.Processor,
 		kcfg:    cfg.Kafka,
-		limits:  event.Limits{MaxAge: cfg.Events.MaxAge, MaxSkew: cfg.Events.MaxSkew, MaxBytes: cfg.Collector.MaxEventBytes}.WithDefaults(),
+		limits:  cfg.EventLimits(),
 		conn:    d.Conn,
 		db:      d.Database,
 		cache:   d.Cache,
