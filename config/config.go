@@ -469,7 +469,7 @@ func (c Config) Validate() error {
 	}
 	for i, t := range c.Collector.IngestTokens {
 		tenant, sum, ok := strings.Cut(t, ":")
-		if !ok || !validTenant(tenant) || len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
+		if !ok || !event.IsID(tenant) || len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
 			bad(fmt.Sprintf("collector.ingest_tokens[%d]", i), "must be tenant:<64 lowercase hex of sha256(token)>")
 		}
 	}
@@ -553,20 +553,6 @@ func (c Config) Validate() error {
 	return fmt.Errorf("%w:\n  %w", ErrInvalid, indented(errs))
 }
 
-// validTenant is the envelope's tenant_id pattern, ^[a-z0-9][a-z0-9_.-]{0,63}$.
-func validTenant(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i, r := range s {
-		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || i > 0 && (r == '_' || r == '.' || r == '-')
-		if !ok {
-			return false
-		}
-	}
-	return true
-}
-
 func validDatabase(s string) bool {
 	if len(s) == 0 || len(s) > 40 || s[0] < 'a' || s[0] > 'z' {
 		return false
@@ -643,8 +629,8 @@ func (c *Config) validateAggregator(bad func(path, format string, args ...any)) 
 		ids  []string
 	}{{"aggregator.features", a.Features}, {"aggregator.settings", a.Settings}, {"aggregator.editions", a.Editions}} {
 		for _, id := range l.ids {
-			if !validTenant(id) || id == "other" {
-				bad(l.path, "%q must match ^[a-z0-9][a-z0-9_.-]{0,63}$ and not be 'other'", id)
+			if !event.IsID(id) || id == "other" {
+				bad(l.path, "%q must match "+event.PatternID+" and not be 'other'", id)
 			}
 		}
 	}

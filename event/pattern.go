@@ -77,6 +77,28 @@ func IsUUID(s string) bool {
 	return true
 }
 
+// IsUUIDAnyCase reports whether s is a UUID in canonical form, in either case: the guard's
+// test for a UUID where one does not belong (a user id, a UUID inside a longer value).
+func IsUUIDAnyCase(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < 36; i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(isHexLower(c) || c-'A' < 6) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // IsEventID reports whether s is acceptable as event_id: a lowercase canonical
 // UUID other than the nil UUID, which a buggy collector would send for every event.
 func IsEventID(s string) bool { return IsUUID(s) && s != nilUUID }

@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shukei/shukei/event"
+	"github.com/shukei/shukei/registry"
 )
 
 // Kind is the type of a report parameter. There is no free text: every kind has a strict form,
@@ -20,8 +23,8 @@ type Kind string
 // Parameter kinds.
 const (
 	Enum   Kind = "enum"   // one of Values
-	Ident  Kind = "ident"  // ^[a-z0-9][a-z0-9_.-]{0,63}$ (tenant ids, feature ids, editions, size bands)
-	Ticket Kind = "ticket" // ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$
+	Ident  Kind = "ident"  // event.PatternID (tenant ids, feature ids, editions, size bands)
+	Ticket Kind = "ticket" // registry.PatternTicket
 	Int    Kind = "int"    // decimal, Min..Max
 	Date   Kind = "date"   // YYYY-MM-DD
 	Month  Kind = "month"  // YYYY-MM
@@ -30,8 +33,8 @@ const (
 )
 
 var patterns = map[Kind]*regexp.Regexp{
-	Ident:  regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`),
-	Ticket: regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`),
+	Ident:  regexp.MustCompile(event.PatternID),
+	Ticket: regexp.MustCompile(registry.PatternTicket),
 }
 
 // maxValues bounds a list parameter.

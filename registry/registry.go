@@ -22,6 +22,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/policy"
 )
 
@@ -80,15 +81,14 @@ var (
 )
 
 var (
-	idPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
 	tagPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 )
 
 // Validate checks a tenant's fields.
 func (t *Tenant) Validate() error {
 	var errs []error
-	if !idPattern.MatchString(t.ID) {
-		errs = append(errs, fmt.Errorf("id %q must match %s", t.ID, idPattern))
+	if !event.IsID(t.ID) {
+		errs = append(errs, fmt.Errorf("id %q must match %s", t.ID, event.PatternID))
 	}
 	switch t.Status {
 	case StatusTrial, StatusBeta, StatusContracted, StatusTerminated:

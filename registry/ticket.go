@@ -33,7 +33,11 @@ var (
 // MaxTicketTTL is the longest a ticket may stay open before it must be opened again.
 const MaxTicketTTL = 90 * 24 * time.Hour
 
-var ticketPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+// PatternTicket is the form of a ticket id (and of a break-glass grant's id): the registry's,
+// and the query service's ticket parameters'.
+const PatternTicket = `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`
+
+var ticketPattern = regexp.MustCompile(PatternTicket)
 
 // ValidTicketID says whether id has the form of a ticket id.
 func ValidTicketID(id string) bool { return ticketPattern.MatchString(id) }

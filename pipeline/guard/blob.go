@@ -11,6 +11,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/shukei/shukei/event"
 )
 
 func isBlob(k kind, s string, p shape) bool {
@@ -31,7 +33,7 @@ func isBlob(k kind, s string, p shape) bool {
 		}
 		return hexIsText(s, textMin(k))
 	}
-	if isUUIDAnyCase(s) {
+	if event.IsUUIDAnyCase(s) {
 		return false
 	}
 	if p.dot {

@@ -469,31 +469,11 @@ func embeddedUUID(s string) int {
 		if s[p+8] != '-' || s[p+13] != '-' || s[p+18] != '-' || s[p+23] != '-' {
 			continue
 		}
-		if len(s) > 36 && (p == 0 || !isAlnum(s[p-1])) && (p+36 == len(s) || !isAlnum(s[p+36])) && isUUIDAnyCase(s[p:p+36]) {
+		if len(s) > 36 && (p == 0 || !isAlnum(s[p-1])) && (p+36 == len(s) || !isAlnum(s[p+36])) && event.IsUUIDAnyCase(s[p:p+36]) {
 			return p
 		}
 	}
 	return -1
-}
-
-func isUUIDAnyCase(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < 36; i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !(isDigit(c) || c-'a' < 6 || c-'A' < 6) {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func isBase64ish(s string) bool {

@@ -22,7 +22,7 @@ func identifier(k kind, s string) event.Reason {
 	if len(s) < 7 || len(s) > 100 {
 		return ""
 	}
-	if len(s) == 36 && isUUIDAnyCase(s) {
+	if len(s) == 36 && event.IsUUIDAnyCase(s) {
 		return uuidLeak(s)
 	}
 	if isCredential(s) {
