@@ -79,3 +79,122 @@ func TestIsUUIDAnyCase(t *testing.T) {
 		}
 	}
 }
+
+// wireReasons are the rejection reasons as they stand on the wire — collector responses,
+// metric labels, DLQ headers, rejections rows — today: a contract, never renamed.
+var wireReasons = []string{
+	"malformed_json", "wrong_type", "unknown_field", "duplicate_key", "missing_field", "forbidden_field",
+	"unknown_schema", "invalid_event_id", "invalid_tenant_id", "invalid_timestamp", "invalid_field",
+	"out_of_range", "inconsistent_fields", "too_old", "in_future",
+	"input_data.email", "input_data.phone", "input_data.url", "input_data.free_text", "input_data.personal_name",
+	"input_data.file_name", "input_data.blob", "input_data.control_char", "input_data.oversize",
+	"input_data.payment_card", "input_data.bank_account", "input_data.national_id", "input_data.postal_code",
+	"input_data.network_address",
+	"unknown_tenant", "tenant_terminated", "tenant_deleted", "no_pseudonym_key", "no_purpose",
+	"duplicate_event_id", "key_mismatch",
+}
+
+// wireClasses are the rejection classes' names on the wire (DLQ headers, rejections rows).
+var wireClasses = []string{"input_data", "malformed", "policy", "duplicate"}
+
+// One home for the rejection reasons (issue #18): every reason is an event.Reason constant of
+// event/reason.go, and every rejection (event.Rejection, decision.Rejection) carries that one
+// typed Reason and its Class. A non-test source outside event fails if it declares a constant
+// or variable holding a reason's or a class's code, declares a Reason or Class type of its
+// own, or has a Rejection whose Reason is not an event.Reason.
+func TestReasonsHaveOneHome(t *testing.T) {
+	reasons, classes := map[string]bool{}, map[string]bool{}
+	for _, s := range wireReasons {
+		reasons[s] = true
+	}
+	for _, s := range wireClasses {
+		classes[s] = true
+	}
+	const path = "github.com/shukei/shukei/event"
+	for _, f := range modsrc.Files(t) {
+		if f.Test() || f.In("event") {
+			continue
+		}
+		ast.Inspect(f.AST, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.ValueSpec:
+				for i, v := range n.Values {
+					l, ok := v.(*ast.BasicLit)
+					if !ok || l.Kind != token.STRING {
+						continue
+					}
+					code := strings.Trim(l.Value, "`\"")
+					// A class's name is a common word ("policy"): only a Class… name declares one.
+					if reasons[code] || classes[code] && i < len(n.Names) && strings.HasPrefix(n.Names[i].Name, "Class") {
+						t.Errorf("%s: declares the rejection code %s itself; use event's Reason (or Class) constant", f.Pos(l.Pos()), l.Value)
+					}
+				}
+			case *ast.TypeSpec:
+				if n.Name.Name == "Reason" || n.Name.Name == "Class" {
+					t.Errorf("%s: declares a %s type of its own; use event.%[2]s", f.Pos(n.Pos()), n.Name.Name)
+				}
+				st, ok := n.Type.(*ast.StructType)
+				if !ok || n.Name.Name != "Rejection" {
+					return true
+				}
+				for _, fld := range st.Fields.List {
+					for _, name := range fld.Names {
+						if name.Name == "Reason" && !modsrc.SelectorOf(f, fld.Type, path, "Reason") {
+							t.Errorf("%s: Rejection.Reason is not an event.Reason", f.Pos(fld.Pos()))
+						}
+					}
+				}
+			}
+			return true
+		})
+	}
+}
+
+// The typed reasons render to exactly today's codes, each with its class, and the classes to
+// their names in the rejections table's enum order.
+func TestReasonStrings(t *testing.T) {
+	decision := map[event.Reason]event.Class{
+		event.ReasonUnknownTenant: event.ClassPolicy, event.ReasonTerminated: event.ClassPolicy, event.ReasonDeleted: event.ClassPolicy,
+		event.ReasonNoKey: event.ClassPolicy, event.ReasonNoPurpose: event.ClassPolicy,
+		event.ReasonDuplicate: event.ClassDuplicate, event.ReasonKeyMismatch: event.ClassMalformed,
+	}
+	got := map[string]bool{}
+	for _, r := range event.Reasons() {
+		got[string(r)] = true
+		if _, ok := decision[r]; ok {
+			t.Errorf("Reasons() holds the decision's %s: it initialises the guard's metrics", r)
+		}
+		want := event.ClassMalformed
+		if strings.HasPrefix(string(r), event.InputDataPrefix) {
+			want = event.ClassInputData
+		}
+		if r.Class() != want || r.Error() != string(r) {
+			t.Errorf("%s: class %s, want %s", r, r.Class(), want)
+		}
+	}
+	for r, c := range decision {
+		got[string(r)] = true
+		if r.Class() != c {
+			t.Errorf("%s: class %s, want %s", r, r.Class(), c)
+		}
+	}
+	if len(got) != len(wireReasons) {
+		t.Errorf("%d reasons, want the %d on the wire", len(got), len(wireReasons))
+	}
+	for _, s := range wireReasons {
+		if !got[s] {
+			t.Errorf("reason %q is gone: it is a contract (metrics, DLQ, rejections rows)", s)
+		}
+	}
+	if c := event.Reason("no_such_reason").Class(); c != event.ClassInputData {
+		t.Errorf("an unknown reason is of class %s, want input_data (when in doubt, the payload goes)", c)
+	}
+	for i, name := range wireClasses {
+		if c := event.Class(i + 1); c.String() != name {
+			t.Errorf("class %d is %q, want %q", i+1, c, name)
+		}
+	}
+	if event.ClassInputData != 1 || event.ClassMalformed != 2 || event.ClassPolicy != 3 || event.ClassDuplicate != 4 {
+		t.Error("the classes' values moved")
+	}
+}

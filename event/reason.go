@@ -2,8 +2,10 @@ package event
 
 import "strings"
 
-// Reason is the stable, machine-readable code of a rejection. Reasons are
-// metric label values and DLQ columns: never rename one, only add.
+// Reason is the stable, machine-readable code of a rejection — the one type of every reason,
+// whether Decode, Validate, the input-data guard or the decision (pipeline/decision) refused
+// the message. Reasons are metric label values, DLQ headers and rejections rows: never rename
+// one, only add.
 //
 // Reason implements error so that callers can test a rejection with
 // errors.Is(err, event.ReasonTooOld).
@@ -52,6 +54,22 @@ const (
 	ReasonOversize Reason = "input_data.oversize"
 )
 
+// Reasons of the decision (pipeline/decision), given after the message was found to be a valid
+// event: of class ClassPolicy unless said otherwise.
+const (
+	ReasonUnknownTenant Reason = "unknown_tenant"    // not in the registry (yet): kept, without user, for replay
+	ReasonTerminated    Reason = "tenant_terminated" // the contract ended: the tenant is silent (policy 2(3))
+	ReasonDeleted       Reason = "tenant_deleted"    // the tenant was deleted: nothing of it is kept, not even its id
+	ReasonNoKey         Reason = "no_pseudonym_key"  // the tenant's keys were destroyed
+	ReasonNoPurpose     Reason = "no_purpose"        // the policy allows this event no purpose at all
+	// ReasonDuplicate (ClassDuplicate): a retried copy of a stored event.
+	ReasonDuplicate Reason = "duplicate_event_id"
+	// ReasonKeyMismatch (ClassMalformed): the raw topic is keyed by tenant id, so each
+	// tenant's events are in one partition, which the aggregator's per-tenant bounds rely on;
+	// a message keyed otherwise is refused.
+	ReasonKeyMismatch Reason = "key_mismatch"
+)
+
 // InputDataPrefix starts the code of every ClassInputData reason.
 const InputDataPrefix = "input_data."
 
@@ -65,12 +83,20 @@ var allReasons = []Reason{
 	ReasonPaymentCard, ReasonBankAccount, ReasonNationalID, ReasonPostalCode, ReasonNetworkAddress,
 }
 
-// Reasons returns every reason, so that a metric can be initialised for each.
+// decisionReasons are the reasons of the decision, with their classes.
+var decisionReasons = map[Reason]Class{
+	ReasonUnknownTenant: ClassPolicy, ReasonTerminated: ClassPolicy, ReasonDeleted: ClassPolicy,
+	ReasonNoKey: ClassPolicy, ReasonNoPurpose: ClassPolicy,
+	ReasonDuplicate: ClassDuplicate, ReasonKeyMismatch: ClassMalformed,
+}
+
+// Reasons returns every reason Decode, Validate and the guard give (not the decision's), so
+// that a metric can be initialised for each.
 func Reasons() []Reason {
 	return append([]Reason(nil), allReasons...)
 }
 
-// Known reports whether r is one of the reasons this package defines.
+// Known reports whether r is one of the reasons Decode, Validate and the guard give.
 func (r Reason) Known() bool {
 	for _, k := range allReasons {
 		if k == r {
@@ -83,10 +109,14 @@ func (r Reason) Known() bool {
 // Error lets a Reason be the target of errors.Is.
 func (r Reason) Error() string { return string(r) }
 
-// Class tells what the DLQ may keep of a message rejected for this reason.
-// Anything that is not a known malformed reason is ClassInputData: when in
-// doubt, the payload goes.
+// Class tells what kind of refusal r is, and so what the DLQ may keep of the message: a
+// reason of the decision has its own class (ClassPolicy, ClassDuplicate, ClassMalformed);
+// otherwise anything that is not a known malformed reason is ClassInputData: when in doubt,
+// the payload goes.
 func (r Reason) Class() Class {
+	if c, ok := decisionReasons[r]; ok {
+		return c
+	}
 	if strings.HasPrefix(string(r), InputDataPrefix) || !r.Known() {
 		return ClassInputData
 	}
@@ -102,14 +132,23 @@ const (
 	ClassInputData Class = iota + 1
 	// ClassMalformed: the payload is kept in the DLQ for replay.
 	ClassMalformed
+	// ClassPolicy: a valid event the policy or the registry refuses.
+	ClassPolicy
+	// ClassDuplicate: a retried copy of a stored event: nothing new to keep.
+	ClassDuplicate
 )
 
+// String is the class's name in DLQ headers and rejections rows (their enum, in this order).
 func (c Class) String() string {
 	switch c {
 	case ClassInputData:
 		return "input_data"
 	case ClassMalformed:
 		return "malformed"
+	case ClassPolicy:
+		return "policy"
+	case ClassDuplicate:
+		return "duplicate"
 	}
 	return "unknown"
 }

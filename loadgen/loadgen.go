@@ -34,11 +34,11 @@ type Config struct {
 
 // Bad kinds, with the reason the pipeline gives them.
 const (
-	BadEmail        = "input_data.email"
-	BadPersonalName = "input_data.personal_name"
-	BadFileName     = "input_data.file_name"
-	BadMalformed    = "malformed_json"
-	BadUnknown      = "unknown_tenant"
+	BadEmail        = string(event.ReasonEmail)
+	BadPersonalName = string(event.ReasonPersonalName)
+	BadFileName     = string(event.ReasonFileName)
+	BadMalformed    = string(event.ReasonMalformedJSON)
+	BadUnknown      = string(event.ReasonUnknownTenant)
 )
 
 var badKinds = []string{BadEmail, BadPersonalName, BadFileName, BadMalformed, BadUnknown}

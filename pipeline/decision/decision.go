@@ -18,46 +18,6 @@ import (
 	"github.com/shukei/shukei/registry"
 )
 
-// Reasons added by this stage, after the event itself was found valid.
-const (
-	ReasonUnknownTenant = "unknown_tenant"    // not in the registry (yet): kept, without user, for replay
-	ReasonTerminated    = "tenant_terminated" // the contract ended: the tenant is silent (policy 2(3))
-	ReasonDeleted       = "tenant_deleted"    // the tenant was deleted: nothing of it is kept, not even its id
-	ReasonNoKey         = "no_pseudonym_key"  // the tenant's keys were destroyed
-	ReasonNoPurpose     = "no_purpose"        // the policy allows this event no purpose at all
-	ReasonDuplicate     = "duplicate_event_id"
-	// The raw topic is keyed by tenant id, so each tenant's events are in one partition: what
-	// the aggregator's per-tenant bounds rely on. A message keyed otherwise is refused.
-	ReasonKeyMismatch = "key_mismatch"
-)
-
-// Class of a rejection: what kind of refusal it is. What may be kept of the message is the
-// same rule for every class (keep.go), except that a duplicate keeps nothing: the stored copy
-// is the event.
-type Class uint8
-
-// The classes, in the order of the rejections table's enum.
-const (
-	ClassInputData Class = 1 // the guard found content or identity in the message
-	ClassMalformed Class = 2 // not a valid event
-	ClassPolicy    Class = 3 // valid event the policy or registry refuses
-	ClassDuplicate Class = 4 // a retried copy of a stored event: nothing new to keep
-)
-
-func (c Class) String() string {
-	switch c {
-	case ClassInputData:
-		return "input_data"
-	case ClassMalformed:
-		return "malformed"
-	case ClassPolicy:
-		return "policy"
-	case ClassDuplicate:
-		return "duplicate"
-	}
-	return "unknown"
-}
-
 // Tagger decides the purposes an event may serve: the policy, versioned, applied to the
 // tenant's status and consents at the event's time.
 type Tagger interface {
@@ -86,10 +46,14 @@ type Tagged struct {
 	PolicyVersion uint16
 }
 
-// Rejection says why a message was not stored and what may be kept of it.
+// Rejection says why a message was not stored and what may be kept of it. Its reasons are
+// event's (event.Reason: the guard's, and the decision's own such as event.ReasonUnknownTenant),
+// and its class is the reason's (Reason.Class). What may be kept of the message is the same
+// rule for every class (keep.go), except that a duplicate keeps nothing: the stored copy is
+// the event.
 type Rejection struct {
-	Reason  string
-	Class   Class
+	Reason  event.Reason
+	Class   event.Class
 	Field   string // a schema path ("*" for a key the schemas do not define)
 	Tenant  string // only when it is a valid tenant id that passes the guard and is not itself the offending value
 	Schema  string
@@ -113,7 +77,7 @@ func DecideMessage(key, raw []byte, c *Context) (Tagged, *Rejection) {
 	if rej != nil || string(key) == t.Event.TenantID {
 		return t, rej
 	}
-	r := &Rejection{Reason: ReasonKeyMismatch, Class: ClassMalformed, Field: "tenant_id", Hash: c.hash(raw)}
+	r := &Rejection{Reason: event.ReasonKeyMismatch, Class: event.ReasonKeyMismatch.Class(), Field: "tenant_id", Hash: c.hash(raw)}
 	c.fillIDs(r, t.Event, "")
 	r.Payload = c.keep(raw, c.pseudonymOf)
 	return Tagged{}, r
@@ -123,16 +87,13 @@ func DecideMessage(key, raw []byte, c *Context) (Tagged, *Rejection) {
 func Decide(raw []byte, c *Context) (Tagged, *Rejection) {
 	ev, rej := guard.Inspect(raw, c.Now, c.Limits)
 	if rej != nil {
-		r := &Rejection{Reason: string(rej.Reason), Field: keptPath(rej.Field), Hash: c.hash(raw), Class: ClassMalformed}
-		if rej.Class() == event.ClassInputData {
-			r.Class = ClassInputData
-		}
+		r := &Rejection{Reason: rej.Reason, Class: rej.Class(), Field: keptPath(rej.Field), Hash: c.hash(raw)}
 		c.fillIDs(r, ev, rej.Field)
 		r.Payload = c.keep(raw, c.pseudonymOf)
 		return Tagged{}, r
 	}
-	refuse := func(reason string, user keepUser) (Tagged, *Rejection) {
-		r := &Rejection{Reason: reason, Class: ClassPolicy, Hash: c.hash(raw)}
+	refuse := func(reason event.Reason, user keepUser) (Tagged, *Rejection) {
+		r := &Rejection{Reason: reason, Class: reason.Class(), Hash: c.hash(raw)}
 		c.fillIDs(r, ev, "")
 		r.Payload = c.keep(raw, user)
 		return Tagged{}, r
@@ -141,17 +102,17 @@ func Decide(raw []byte, c *Context) (Tagged, *Rejection) {
 	if !ok && c.Tenants.Deleted(TenantTombstone(c.HashKey, ev.TenantID)) {
 		// A deleted tenant's events still in Kafka: the refusal keeps no payload and no
 		// tenant id (its keyed hash is the whole-message Hash), so the deletion stays whole.
-		out, r := refuse(ReasonDeleted, dropUser)
+		out, r := refuse(event.ReasonDeleted, dropUser)
 		r.Payload, r.Tenant = nil, ""
 		return out, r
 	}
 	if !ok {
-		return refuse(ReasonUnknownTenant, dropUser)
+		return refuse(event.ReasonUnknownTenant, dropUser)
 	}
 	if t.Silent(ev.OccurredAt) { // terminated, or the event is from after the contract end
 		// Terminated means silent: its usage serves no purpose any more (2(3)), so nothing of
 		// the event is kept, not even its content-free form; only the refusal's metadata.
-		out, r := refuse(ReasonTerminated, dropUser)
+		out, r := refuse(event.ReasonTerminated, dropUser)
 		r.Payload = nil
 		return out, r
 	}
@@ -159,13 +120,13 @@ func Decide(raw []byte, c *Context) (Tagged, *Rejection) {
 	if ev.User != "" {
 		p, err := c.Keyring.Pseudonymize(ev.TenantID, ev.OccurredAt, ev.User)
 		if err != nil {
-			return refuse(ReasonNoKey, dropUser)
+			return refuse(event.ReasonNoKey, dropUser)
 		}
 		out.Pseudonym = p
 	}
 	out.Purposes, out.PolicyVersion = c.Policy.Tag(Category(ev.Schema), t, ev.OccurredAt)
 	if out.Purposes == 0 {
-		return refuse(ReasonNoPurpose, c.pseudonymOf)
+		return refuse(event.ReasonNoPurpose, c.pseudonymOf)
 	}
 	// The user id has served its purpose; nothing downstream may see it.
 	out.Event.User = ""
@@ -190,7 +151,7 @@ func dropUser(string, time.Time, string) string { return "" }
 
 // Duplicate builds the rejection of a retried copy of an already stored event.
 func Duplicate(t Tagged, raw []byte, c *Context) *Rejection {
-	r := &Rejection{Reason: ReasonDuplicate, Class: ClassDuplicate, Hash: c.hash(raw)}
+	r := &Rejection{Reason: event.ReasonDuplicate, Class: event.ReasonDuplicate.Class(), Hash: c.hash(raw)}
 	c.fillIDs(r, t.Event, "")
 	return r
 }

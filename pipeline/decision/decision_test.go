@@ -71,7 +71,7 @@ func TestDecide(t *testing.T) {
 		t.Errorf("feature_use of a contracted tenant tagged %s under v%d", ps, tagged.PolicyVersion)
 	}
 
-	f := func(name string, b []byte, reason string, class Class, keepsPayload bool) {
+	f := func(name string, b []byte, reason event.Reason, class event.Class, keepsPayload bool) {
 		t.Run(name, func(t *testing.T) {
 			_, rej := Decide(b, c)
 			if rej == nil {
@@ -90,11 +90,11 @@ func TestDecide(t *testing.T) {
 	}
 	// Every refusal keeps its content-free form (keep_test.go checks what is in it), except a
 	// message with no structure to keep.
-	f("email as user", raw(t, func(m map[string]any) { m["user"] = "hanako@example.jp" }), "input_data.email", ClassInputData, true)
-	f("malformed", []byte(`{"event_id":`), "malformed_json", ClassMalformed, false)
-	f("not an object", []byte(`["a-1"]`), "wrong_type", ClassMalformed, false)
-	f("unknown tenant", raw(t, func(m map[string]any) { m["tenant_id"] = "nobody" }), ReasonUnknownTenant, ClassPolicy, true)
-	f("terminated tenant", raw(t, func(m map[string]any) { m["tenant_id"] = "gone" }), ReasonTerminated, ClassPolicy, false)
+	f("email as user", raw(t, func(m map[string]any) { m["user"] = "hanako@example.jp" }), "input_data.email", event.ClassInputData, true)
+	f("malformed", []byte(`{"event_id":`), "malformed_json", event.ClassMalformed, false)
+	f("not an object", []byte(`["a-1"]`), "wrong_type", event.ClassMalformed, false)
+	f("unknown tenant", raw(t, func(m map[string]any) { m["tenant_id"] = "nobody" }), event.ReasonUnknownTenant, event.ClassPolicy, true)
+	f("terminated tenant", raw(t, func(m map[string]any) { m["tenant_id"] = "gone" }), event.ReasonTerminated, event.ClassPolicy, false)
 
 	// An email as tenant id must not be copied into the rejection's tenant field.
 	_, rej = Decide(raw(t, func(m map[string]any) { m["tenant_id"] = "hanako@example.jp" }), c)
@@ -142,14 +142,14 @@ func TestDeletedTenantKeepsNothing(t *testing.T) {
 	c.Tenants = c.Tenants.WithTombstones(TenantTombstone(c.HashKey, "acme"))
 	b := raw(t, nil)
 	_, rej := Decide(b, c)
-	if rej == nil || rej.Reason != ReasonDeleted || rej.Class != ClassPolicy {
-		t.Fatalf("a deleted tenant's event: %+v, want %s", rej, ReasonDeleted)
+	if rej == nil || rej.Reason != event.ReasonDeleted || rej.Class != event.ClassPolicy {
+		t.Fatalf("a deleted tenant's event: %+v, want %s", rej, event.ReasonDeleted)
 	}
 	if rej.Tenant != "" || rej.Payload != nil || rej.Hash == "" {
 		t.Errorf("a deleted tenant's refusal keeps tenant %q, payload %q (hash %q): want none, none, a hash", rej.Tenant, rej.Payload, rej.Hash)
 	}
 	other := raw(t, func(ev map[string]any) { ev["tenant_id"] = "newco" })
-	if _, rej := Decide(other, c); rej == nil || rej.Reason != ReasonUnknownTenant || rej.Tenant != "newco" || rej.Payload == nil {
+	if _, rej := Decide(other, c); rej == nil || rej.Reason != event.ReasonUnknownTenant || rej.Tenant != "newco" || rej.Payload == nil {
 		t.Errorf("an unknown tenant without a tombstone: %+v, want unknown_tenant with its id and content-free payload", rej)
 	}
 	if TenantTombstone([]byte("k"), "acme") == TenantTombstone([]byte("other key"), "acme") || TenantTombstone(c.HashKey, "acme") == TenantTombstone(c.HashKey, "acme2") {
@@ -169,7 +169,7 @@ func TestDecideMessageKeyIsTenant(t *testing.T) {
 	}
 	for _, key := range []string{"globex", "", "ACME", "acme "} {
 		_, rej := DecideMessage([]byte(key), raw(t, nil), c)
-		if rej == nil || rej.Reason != ReasonKeyMismatch || rej.Class != ClassMalformed || rej.Tenant != "acme" || rej.Payload == nil {
+		if rej == nil || rej.Reason != event.ReasonKeyMismatch || rej.Class != event.ClassMalformed || rej.Tenant != "acme" || rej.Payload == nil {
 			t.Errorf("keyed %q: %+v", key, rej)
 			continue
 		}
@@ -189,7 +189,7 @@ func TestDecideMessageDeletedBeforeKey(t *testing.T) {
 	c := testContext(t, acme)
 	c.Tenants = c.Tenants.WithTombstones(TenantTombstone(c.HashKey, "gone"))
 	_, rej := DecideMessage([]byte("acme"), raw(t, func(m map[string]any) { m["tenant_id"] = "gone" }), c)
-	if rej == nil || rej.Reason != ReasonDeleted || rej.Tenant != "" || rej.Payload != nil {
+	if rej == nil || rej.Reason != event.ReasonDeleted || rej.Tenant != "" || rej.Payload != nil {
 		t.Errorf("a deleted tenant's event under another key: %+v", rej)
 	}
 }

@@ -29,12 +29,12 @@ const (
 // requiredHeaders are the headers every DLQ record carries.
 var requiredHeaders = []string{HeaderReason, HeaderClass, HeaderField, HeaderTenant, HeaderSchema, HeaderEventID, HeaderPayloadHMAC}
 
-// The classes of a rejection (the processor's decision.Class names).
-const (
-	ClassInputData = "input_data"
-	ClassMalformed = "malformed"
-	ClassPolicy    = "policy"
-	ClassDuplicate = "duplicate"
+// The classes of a rejection as DLQ headers name them (event.Class's names).
+var (
+	ClassInputData = event.ClassInputData.String()
+	ClassMalformed = event.ClassMalformed.String()
+	ClassPolicy    = event.ClassPolicy.String()
+	ClassDuplicate = event.ClassDuplicate.String()
 )
 
 // What a record kept of the refused message: the value of the kept header.
@@ -52,7 +52,7 @@ const (
 const Marker = "hmac-sha256:"
 
 // ReasonDuplicate is the processor's reason for a retried copy of a stored event.
-const ReasonDuplicate = "duplicate_event_id"
+const ReasonDuplicate = string(event.ReasonDuplicate)
 
 // Position is where a message sat in the raw topic: a DLQ record's key, written
 // "<topic>/<partition>/<offset>".

@@ -322,7 +322,7 @@ func (p *Processor) decide(batch []kafka.Message, state map[int]*partitionState)
 
 	d := &decided{next: map[int]int64{}, now: dctx.Now, size: len(batch), start: start}
 	inBatch := map[string]bool{}
-	rejectedBy := map[string]int{} // counted per batch: a labelled counter lookup per event costs
+	rejectedBy := map[event.Reason]int{} // counted per batch: a labelled counter lookup per event costs
 	var fresh []string
 	skipped := 0
 	for i, m := range batch {
@@ -352,7 +352,7 @@ func (p *Processor) decide(batch []kafka.Message, state map[int]*partitionState)
 	p.m.events.WithLabelValues("stored", "").Add(float64(len(d.rows)))
 	p.m.skipped.Add(float64(skipped))
 	for reason, n := range rejectedBy {
-		p.m.events.WithLabelValues("rejected", reason).Add(float64(n))
+		p.m.events.WithLabelValues("rejected", string(reason)).Add(float64(n))
 	}
 	// A later batch, decided while this one is written, must see these ids as taken.
 	p.dedupe.addPending(fresh)
@@ -390,7 +390,7 @@ func (p *Processor) write(ctx context.Context, d *decided) error {
 		}
 		for _, r := range d.rejs {
 			if r.r != nil { // checkpoint rows carry no rejection
-				p.m.dlq.WithLabelValues(r.r.Reason).Inc()
+				p.m.dlq.WithLabelValues(string(r.r.Reason)).Inc()
 			}
 		}
 		lap("write_dlq")

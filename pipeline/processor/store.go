@@ -205,7 +205,7 @@ func insertRejections(ctx context.Context, conn driver.Conn, db string, rs []rej
 			}
 			continue
 		}
-		if err := b.Append(at, uint16(r.partition), uint64(r.offset), r.r.Reason, r.r.Class.String(), r.r.Field,
+		if err := b.Append(at, uint16(r.partition), uint64(r.offset), string(r.r.Reason), r.r.Class.String(), r.r.Field,
 			r.r.Tenant, r.r.Schema, r.r.EventID, r.r.Hash, string(r.r.Payload)); err != nil {
 			return fmt.Errorf("append rejection: %w", err)
 		}
