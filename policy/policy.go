@@ -23,6 +23,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,6 +99,17 @@ func SetOf(ps ...Purpose) Set {
 		s = s.Add(p)
 	}
 	return s
+}
+
+// Bit is p's bit in a Set: the value a purposes column holds for p alone.
+func (p Purpose) Bit() uint16 { return uint16(SetOf(p)) }
+
+// SQL is the ClickHouse condition that the purposes tag in column holds p —
+// bitAnd(purposes, 4) != 0 for marketing — the one place a purpose's bit is written into a
+// query. The migrations' views (migrations/*.sql, never edited once applied) write the same
+// conditions; migrations' TestPurposeBitsArePolicys holds them to these bits.
+func (p Purpose) SQL(column string) string {
+	return "bitAnd(" + column + ", " + strconv.Itoa(int(p.Bit())) + ") != 0"
 }
 
 // AllPurposes is the set of every known purpose.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/shukei/shukei/policy"
 )
 
 // mixed returns a valid event of each category in turn.
@@ -90,25 +92,25 @@ func TestPurposeMartsFollowTheStore(t *testing.T) {
 	}
 	f("support traces = events tagged support",
 		"SELECT count() FROM "+db+"_support.trace",
-		"SELECT count() FROM "+db+".events WHERE bitAnd(purposes, 1) != 0")
+		"SELECT count() FROM "+db+".events WHERE "+policy.Support.SQL("purposes"))
 	f("support sees operations",
 		"SELECT count() FROM "+db+"_support.trace WHERE category = 'operation'",
 		"SELECT count() FROM "+db+".events WHERE category = 'operation'")
 	f("service_improvement uses",
 		"SELECT sumMerge(uses) FROM "+db+"_service_improvement.feature_daily",
-		"SELECT sum(if(category = 'feature_use', use_count, 1)) FROM "+db+".events WHERE bitAnd(purposes, 2) != 0 AND category IN ('feature_use', 'app_access')")
+		"SELECT sum(if(category = 'feature_use', use_count, 1)) FROM "+db+".events WHERE "+policy.ServiceImprovement.SQL("purposes")+" AND category IN ('feature_use', 'app_access')")
 	f("service_improvement distinct users of a feature",
 		"SELECT uniqMerge(users) FROM "+db+"_service_improvement.feature_daily WHERE feature = 'app.record.create'",
-		"SELECT uniq(user_pseudonym) FROM "+db+".events WHERE feature_id = 'app.record.create' AND bitAnd(purposes, 2) != 0")
+		"SELECT uniq(user_pseudonym) FROM "+db+".events WHERE feature_id = 'app.record.create' AND "+policy.ServiceImprovement.SQL("purposes"))
 	f("marketing events",
 		"SELECT sumMerge(events) FROM "+db+"_marketing.activity_daily",
-		"SELECT count() FROM "+db+".events WHERE bitAnd(purposes, 4) != 0 AND category IN ('feature_use', 'app_access', 'tenant_profile')")
+		"SELECT count() FROM "+db+".events WHERE "+policy.Marketing.SQL("purposes")+" AND category IN ('feature_use', 'app_access', 'tenant_profile')")
 	f("follow_up events",
 		"SELECT sumMerge(events) FROM "+db+"_follow_up.tenant_daily",
-		"SELECT count() FROM "+db+".events WHERE bitAnd(purposes, 8) != 0")
+		"SELECT count() FROM "+db+".events WHERE "+policy.FollowUp.SQL("purposes"))
 	f("interview_selection events",
 		"SELECT sumMerge(events) FROM "+db+"_interview_selection.tenant_daily",
-		"SELECT count() FROM "+db+".events WHERE bitAnd(purposes, 16) != 0")
+		"SELECT count() FROM "+db+".events WHERE "+policy.InterviewSelection.SQL("purposes"))
 	// No tenant in this rig consented to external sharing: that mart stays empty.
 	if n := q("SELECT count() FROM " + db + "_external_consented.tenant_daily"); n != 0 {
 		t.Errorf("external_consented mart holds %d rows without any consent", n)

@@ -100,7 +100,7 @@ func TestPolicyRolloutWithMixedConsent(t *testing.T) {
 	}
 	r.waitAccounted(t, len(msgs), time.Minute)
 
-	rows, err := r.conn.Query(ctx, "SELECT tenant_id, occurred_at, policy_version, bitAnd(purposes, 64) != 0 FROM "+r.db+".events ORDER BY tenant_id, occurred_at")
+	rows, err := r.conn.Query(ctx, "SELECT tenant_id, occurred_at, policy_version, "+policy.ExternalConsented.SQL("purposes")+" FROM "+r.db+".events ORDER BY tenant_id, occurred_at")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,55 @@
+package policy_test
+
+import (
+	"go/token"
+	"regexp"
+	"testing"
+
+	"github.com/shukei/shukei/internal/modsrc"
+	"github.com/shukei/shukei/policy"
+)
+
+// purposeBitSQL is a purpose's bit written into SQL by hand: bitAnd(purposes, 4),
+// bitTest(purposes, 2), purposes & 8.
+var purposeBitSQL = regexp.MustCompile(`(?i)(bit(and|test)\s*\(\s*purposes\s*,\s*\d|\bpurposes\s*&\s*\d)`)
+
+// One home for the purposes' bits in SQL (issue #18): a query that selects events by purpose
+// writes the condition with Purpose.SQL, generated from the policy's bits. A Go source of the
+// module — tests included — outside policy fails if a string in it writes a purpose's bit.
+// (The migrations' .sql files are never edited once applied; TestPurposeBitsArePolicys in
+// migrations holds their bits to the policy's.)
+func TestPurposeBitsInSQLHaveOneHome(t *testing.T) {
+	for _, f := range modsrc.Files(t) {
+		// migrations/purposes_test.go writes wrong bits on purpose: the fixtures of the check
+		// that holds the migrations' bits to the policy's.
+		if f.In("policy") || f.Path == "migrations/purposes_test.go" {
+			continue
+		}
+		seen := map[string]bool{}
+		modsrc.StringLits(f, func(pos token.Pos, s string) {
+			if m := purposeBitSQL.FindString(s); m != "" && !seen[f.Pos(pos)] {
+				seen[f.Pos(pos)] = true
+				t.Errorf("%s: writes a purpose's bit into SQL (%s); use policy.Purpose.SQL", f.Pos(pos), m)
+			}
+		})
+	}
+}
+
+func TestPurposeSQL(t *testing.T) {
+	for p, want := range map[policy.Purpose]string{
+		policy.Support:            "bitAnd(purposes, 1) != 0",
+		policy.ServiceImprovement: "bitAnd(purposes, 2) != 0",
+		policy.Marketing:          "bitAnd(purposes, 4) != 0",
+		policy.FollowUp:           "bitAnd(purposes, 8) != 0",
+		policy.InterviewSelection: "bitAnd(purposes, 16) != 0",
+		policy.ExternalAggregate:  "bitAnd(purposes, 32) != 0",
+		policy.ExternalConsented:  "bitAnd(purposes, 64) != 0",
+	} {
+		if got := p.SQL("purposes"); got != want {
+			t.Errorf("%s.SQL = %q, want %q", p, got, want)
+		}
+		if p.Bit() != uint16(policy.SetOf(p)) {
+			t.Errorf("%s.Bit = %d", p, p.Bit())
+		}
+	}
+}
