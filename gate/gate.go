@@ -58,15 +58,15 @@ func Monday(t time.Time) time.Time {
 }
 
 // atLeastK is the k-threshold in SQL, the one condition on the tenants of an atom: Compute
-// keeps (HAVING) and Read returns (WHERE) only atoms that meet it; its argument is KArg(k).
+// keeps (HAVING) and Read returns (WHERE) only atoms that meet it; its argument is kArg(k).
 const atLeastK = "tenants >= ?"
 
-// KArg is the argument of atLeastK for k: never below policy.MinK, whatever k a caller gives.
-func KArg(k int) uint64 { return uint64(max(k, policy.MinK)) }
+// kArg is the argument of atLeastK for k: never below policy.MinK, whatever k a caller gives.
+func kArg(k int) uint64 { return uint64(max(k, policy.MinK)) }
 
 // Enough reports whether an atom of tenants distinct tenants may be kept under k: the Go form
 // of atLeastK, for atoms on their way to the gated database.
-func Enough(tenants uint64, k int) bool { return tenants >= KArg(k) }
+func Enough(tenants uint64, k int) bool { return tenants >= kArg(k) }
 
 // Compute returns purpose's atoms of the week starting on monday with at least k tenants,
 // read from the purpose's daily mart under prefix.
@@ -109,7 +109,7 @@ FROM (
 ) USING tenant_id
 GROUP BY category, feature, status, edition
 HAVING ` + atLeastK
-	args := []any{from, to, from, to, from, to, KArg(k)}
+	args := []any{from, to, from, to, from, to, kArg(k)}
 	rows, err := conn.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("gate: atoms of %s, week %s: %w", purpose, from, err)
@@ -289,7 +289,7 @@ func Read(ctx context.Context, conn driver.Conn, db string, from, to time.Time, 
 SELECT week, category, feature, status, edition, tenants, users, uses
 FROM `+db+`.atoms FINAL
 WHERE week >= toDate(?) AND week <= toDate(?) AND `+atLeastK,
-		from.Format(time.DateOnly), to.Format(time.DateOnly), KArg(k))
+		from.Format(time.DateOnly), to.Format(time.DateOnly), kArg(k))
 	if err != nil {
 		return Atoms{}, fmt.Errorf("gate: read atoms: %w", err)
 	}
