@@ -28,6 +28,7 @@ import (
 	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/ops"
+	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/query"
 	"github.com/shukei/shukei/query/principal"
 	"github.com/shukei/shukei/registry"
@@ -50,6 +51,10 @@ type ReportsOptions struct {
 	Out      string       // where to write the results (empty: nowhere)
 	Log      *slog.Logger // the query service's log (nil: none)
 }
+
+// benchPurposes is the tag of every benchmark event: the five internal purposes (support,
+// service_improvement, marketing, follow_up, interview_selection), bits from the policy.
+var benchPurposes = uint16(policy.SetOf(policy.Support, policy.ServiceImprovement, policy.Marketing, policy.FollowUp, policy.InterviewSelection))
 
 // Reports fills <database>_bench with synthetic usage (unless it holds enough already), runs
 // the query service on loopback and measures every report's latency, printing p50 and p95 and
@@ -301,7 +306,7 @@ func benchLoad(ctx context.Context, out io.Writer, conn driver.Conn, db string, 
 			ver[i], src[i], policyV[i] = 1, "bench", 1
 			oss[i], major[i], dev[i] = []string{"windows", "macos", "ios", "android"}[u%4], uint16(10+u%5), []string{"desktop", "desktop", "mobile", "tablet"}[u%4]
 			status[i], edition[i], band[i] = t.Status, t.Edition, t.SizeBand
-			purposes[i] = 1 | 2 | 4 | 8 | 16
+			purposes[i] = benchPurposes
 			switch x := r.IntN(20); {
 			case x < 13:
 				cat[i] = "feature_use"

@@ -1,8 +1,10 @@
 package policy_test
 
 import (
+	"go/ast"
 	"go/token"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/shukei/shukei/internal/modsrc"
@@ -33,6 +35,54 @@ func TestPurposeBitsInSQLHaveOneHome(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Nor does a non-test source outside policy tag events with purpose bits written out
+// (purposes[i] = 1 | 2 | 4): a tag is built with policy.SetOf.
+func TestPurposeTagsHaveOneHome(t *testing.T) {
+	for _, f := range modsrc.Files(t) {
+		if f.Test() || f.In("policy") {
+			continue
+		}
+		ast.Inspect(f.AST, func(n ast.Node) bool {
+			a, ok := n.(*ast.AssignStmt)
+			if !ok || len(a.Lhs) != len(a.Rhs) {
+				return true
+			}
+			for i, l := range a.Lhs {
+				if namesPurposes(l) && bitLiteral(a.Rhs[i]) {
+					t.Errorf("%s: tags events with purpose bits written out; use policy.SetOf", f.Pos(a.Pos()))
+				}
+			}
+			return true
+		})
+	}
+}
+
+// namesPurposes: purposes, purposes[i] or x.Purposes.
+func namesPurposes(e ast.Expr) bool {
+	switch e := e.(type) {
+	case *ast.Ident:
+		return strings.EqualFold(e.Name, "purposes")
+	case *ast.IndexExpr:
+		return namesPurposes(e.X)
+	case *ast.SelectorExpr:
+		return strings.EqualFold(e.Sel.Name, "purposes")
+	}
+	return false
+}
+
+// bitLiteral: a non-zero integer literal, or literals or'ed together.
+func bitLiteral(e ast.Expr) bool {
+	switch e := e.(type) {
+	case *ast.BasicLit:
+		return e.Kind == token.INT && e.Value != "0"
+	case *ast.BinaryExpr:
+		return e.Op == token.OR && bitLiteral(e.X) && bitLiteral(e.Y)
+	case *ast.ParenExpr:
+		return bitLiteral(e.X)
+	}
+	return false
 }
 
 func TestPurposeSQL(t *testing.T) {
