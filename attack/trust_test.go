@@ -51,9 +51,11 @@ var trustMigrate sync.Mutex
 
 func newTrustStack(t *testing.T) *trustStack {
 	t.Helper()
-	trustMigrate.Lock()
-	iso := newIsoStack(t)
-	trustMigrate.Unlock()
+	iso := func() *isoStack {
+		trustMigrate.Lock()
+		defer trustMigrate.Unlock() // newIsoStack may skip (runtime.Goexit) without services
+		return newIsoStack(t)
+	}()
 	s := &trustStack{isoStack: iso}
 	// The audit log's sequencer (audit.topic) of this test alone.
 	if ok, _ := s.supportsEnv("SHUKEI_AUDIT_TOPIC=x"); ok {
