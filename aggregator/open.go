@@ -56,7 +56,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 func open(ctx context.Context, cfg config.Config, log *slog.Logger, master *pseudonym.MasterKey, conns ops.Conns) (*Role, error) {
 	conn, rconn := conns[0], conns[1]
 	keyring := pseudonym.NewKeyring(master)
-	cache := registry.NewCache(registry.New(rconn, cfg.ClickHouse.Database, master), keyring, cfg.Processor.RegistryRefresh, log)
+	cache := registry.NewCache(registry.New(rconn, cfg.ClickHouse.Database, master), keyring, cfg.Registry.Refresh, log)
 	reg := ops.NewRegistry()
 	agg, err := Wire(ctx, cfg, log, cache, keyring, master, func(d *Deps) { d.Conn, d.Marts, d.Registry = conn, rconn, reg })
 	if err != nil {
@@ -82,7 +82,7 @@ func (r *Role) Run(ctx context.Context) error {
 			func(ctx context.Context) (chain.Anchor, error) { return r.ledger.Anchor(ctx, db) }, r.log)
 	}
 	r.log.Info("aggregator starting", "topic", r.cfg.Kafka.RawTopic, "group", r.cfg.Aggregator.GroupID, "window", r.cfg.Aggregator.Window, "plan", r.agg.PlanHash())
-	return ops.RunRole(ctx, ops.Role{Listen: r.cfg.Aggregator.Listen, Metrics: r.metrics, Cache: r.cache, Refresh: r.cfg.Processor.RegistryRefresh}, r.agg.Run)
+	return ops.RunRole(ctx, ops.Role{Listen: r.cfg.Aggregator.Listen, Metrics: r.metrics, Cache: r.cache, Refresh: r.cfg.Registry.Refresh}, r.agg.Run)
 }
 
 // Close closes the role's connections.

@@ -208,8 +208,8 @@ func newStackEnv(t *testing.T, refresh time.Duration, extraEnv ...string) *stack
 		"SHUKEI_PROCESSOR_GROUP_ID="+servicetest.Name(t, "atk."),
 		"SHUKEI_PROCESSOR_BATCH_TIMEOUT=200ms",
 		// The one registry refresh setting: 'shukei tenants --help' says running processors
-		// and collectors see a change within processor.registry_refresh.
-		"SHUKEI_PROCESSOR_REGISTRY_REFRESH="+refresh.String(),
+		// and collectors see a change within registry.refresh.
+		"SHUKEI_REGISTRY_REFRESH="+refresh.String(),
 		"SHUKEI_ANONYMIZER_MASTER_KEY_FILE="+keyFile,
 		"SHUKEI_COLLECTOR_LISTEN="+s.addrs["collector"], "SHUKEI_PROCESSOR_LISTEN="+s.addrs["processor"],
 		"SHUKEI_COLLECTOR_OPS_LISTEN=127.0.0.1:0",

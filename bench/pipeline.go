@@ -207,7 +207,7 @@ func Pipeline(ctx context.Context, out io.Writer, cfg config.Config, opts Pipeli
 		// The bench's data spans a few days: it measures daily releases, not weeks and months.
 		"SHUKEI_AGGREGATOR_EPSILON=0.2", "SHUKEI_AGGREGATOR_WEEK_EPSILON=0", "SHUKEI_AGGREGATOR_MONTH_EPSILON=0",
 		"SHUKEI_EVENTS_MAX_AGE=72h", "SHUKEI_ANONYMIZER_MASTER_KEY_FILE="+keyFile, "SHUKEI_ANONYMIZER_MASTER_KEY=",
-		"SHUKEI_PROCESSOR_REGISTRY_REFRESH=500ms", "SHUKEI_LOG_LEVEL=warn", "SHUKEI_COLLECTOR_OPS_LISTEN=127.0.0.1:0",
+		"SHUKEI_REGISTRY_REFRESH=500ms", "SHUKEI_LOG_LEVEL=warn", "SHUKEI_COLLECTOR_OPS_LISTEN=127.0.0.1:0",
 		"SHUKEI_AGGREGATOR_FEATURES="+strings.Join(population.Features, ","), "SHUKEI_AGGREGATOR_SETTINGS="+strings.Join(population.Settings, ","))
 	res := map[string]any{"measured_at": time.Now().UTC().Format(time.RFC3339), "cores": runtime.NumCPU(), "events": events}
 	roles := map[string]roleResult{}

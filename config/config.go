@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +26,7 @@ type Config struct {
 	Kafka      Kafka      `yaml:"kafka"`
 	ClickHouse ClickHouse `yaml:"clickhouse"`
 	Events     Events     `yaml:"events"`
+	Registry   Registry   `yaml:"registry"`
 	Collector  Collector  `yaml:"collector"`
 	Processor  Processor  `yaml:"processor"`
 	Aggregator Aggregator `yaml:"aggregator"`
@@ -32,6 +35,10 @@ type Config struct {
 	Audit      Audit      `yaml:"audit"`
 	Ledger     Ledger     `yaml:"ledger"`
 	Log        Log        `yaml:"log"`
+
+	// Renamed lists the settings the file or the environment gave by an old name (see
+	// Renamed, the variable); not a setting.
+	Renamed []string `yaml:"-"`
 }
 
 // Audit is the query service's audit log: the key its chain is keyed with, the Kafka topic
@@ -54,14 +61,13 @@ type Ledger struct {
 
 // Processor is the Kafka → ClickHouse role.
 type Processor struct {
-	GroupID         string        `yaml:"group_id" doc:"Kafka consumer group of the processors (every instance shares it)"`
-	BatchSize       int           `yaml:"batch_size" doc:"events a ClickHouse insert carries at most"`
-	BatchTimeout    time.Duration `yaml:"batch_timeout" doc:"longest wait to fill a batch once its first event arrived"`
-	DedupeHorizon   time.Duration `yaml:"dedupe_horizon" doc:"how long a stored event_id is remembered to drop collector retries"`
-	DedupeMax       int           `yaml:"dedupe_max" doc:"event_ids remembered at most per instance (memory bound)"`
-	RegistryRefresh time.Duration `yaml:"registry_refresh" doc:"how often the tenant registry is reloaded"`
-	MaxBackoff      time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
-	Listen          string        `yaml:"listen" doc:"address of /metrics, /healthz and /readyz"`
+	GroupID       string        `yaml:"group_id" doc:"Kafka consumer group of the processors (every instance shares it)"`
+	BatchSize     int           `yaml:"batch_size" doc:"events a ClickHouse insert carries at most"`
+	BatchTimeout  time.Duration `yaml:"batch_timeout" doc:"longest wait to fill a batch once its first event arrived"`
+	DedupeHorizon time.Duration `yaml:"dedupe_horizon" doc:"how long a stored event_id is remembered to drop collector retries"`
+	DedupeMax     int           `yaml:"dedupe_max" doc:"event_ids remembered at most per instance (memory bound)"`
+	MaxBackoff    time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
+	Listen        string        `yaml:"listen" doc:"address of /metrics, /healthz and /readyz"`
 }
 
 // Aggregator is the role that releases differentially private cross-tenant aggregates for the
@@ -124,29 +130,36 @@ type Anonymizer struct {
 }
 
 // EventLimits are the limits every role decodes events under (the collector, the processor and
-// the aggregator): events' max_age and max_skew, collector.max_event_bytes, and event's
+// the aggregator): the events section's max_age, max_skew and max_event_bytes, and event's
 // defaults for what is unset. The one place event.Limits are built from the configuration.
-func EventLimits(ev Events, col Collector) event.Limits {
-	return event.Limits{MaxAge: ev.MaxAge, MaxSkew: ev.MaxSkew, MaxBytes: col.MaxEventBytes}.WithDefaults()
+func EventLimits(ev Events) event.Limits {
+	return event.Limits{MaxAge: ev.MaxAge, MaxSkew: ev.MaxSkew, MaxBytes: ev.MaxEventBytes}.WithDefaults()
 }
 
 // EventLimits are the configuration's event limits (see the function EventLimits).
-func (c Config) EventLimits() event.Limits { return EventLimits(c.Events, c.Collector) }
+func (c Config) EventLimits() event.Limits { return EventLimits(c.Events) }
 
-// Events bounds what any stage accepts as an event.
+// Events bounds what any stage accepts as an event: the collector, the processor and the
+// aggregator decode under the same limits.
 type Events struct {
-	MaxAge  time.Duration `yaml:"max_age" doc:"oldest occurred_at accepted, relative to now (older events are rejected as too_old)"`
-	MaxSkew time.Duration `yaml:"max_skew" doc:"how far in the future occurred_at may be, for client clock skew"`
+	MaxAge        time.Duration `yaml:"max_age" doc:"oldest occurred_at accepted, relative to now (older events are rejected as too_old)"`
+	MaxSkew       time.Duration `yaml:"max_skew" doc:"how far in the future occurred_at may be, for client clock skew"`
+	MaxEventBytes int           `yaml:"max_event_bytes" doc:"largest single event, at every stage (was collector.max_event_bytes)"`
+}
+
+// Registry is how the roles that follow the tenant registry (collector, processor,
+// aggregator) keep their copy of it.
+type Registry struct {
+	Refresh time.Duration `yaml:"refresh" doc:"how often the collector, the processor and the aggregator reload the tenant registry (tokens, statuses, consents, policy activations; was processor.registry_refresh)"`
 }
 
 // Collector is the HTTP ingest role.
 type Collector struct {
-	Listen        string `yaml:"listen" doc:"address the collector's HTTP API listens on (no metrics: they are on ops_listen)"`
-	OpsListen     string `yaml:"ops_listen" doc:"address of /metrics, /healthz and /readyz: keep it off the public network"`
-	MaxBodyBytes  int    `yaml:"max_body_bytes" doc:"largest request body, after gzip decompression"`
-	MaxEventBytes int    `yaml:"max_event_bytes" doc:"largest single event"`
-	MaxEvents     int    `yaml:"max_events" doc:"most events in one request"`
-	MaxInFlight   int    `yaml:"max_in_flight" doc:"requests handled at once; past it the collector answers 503 with Retry-After"`
+	Listen       string `yaml:"listen" doc:"address the collector's HTTP API listens on (no metrics: they are on ops_listen)"`
+	OpsListen    string `yaml:"ops_listen" doc:"address of /metrics, /healthz and /readyz: keep it off the public network"`
+	MaxBodyBytes int    `yaml:"max_body_bytes" doc:"largest request body, after gzip decompression"`
+	MaxEvents    int    `yaml:"max_events" doc:"most events in one request"`
+	MaxInFlight  int    `yaml:"max_in_flight" doc:"requests handled at once; past it the collector answers 503 with Retry-After"`
 	// Per tenant: ingest tokens of browser pages are public by nature, so one tenant's token
 	// must not be able to take the collector from the others.
 	TenantInFlight int           `yaml:"tenant_in_flight" doc:"requests of one tenant handled at once (at most max_in_flight); past it that tenant gets 429 with Retry-After"`
@@ -230,12 +243,12 @@ func Default() Config {
 			DialTimeout:    10 * time.Second,
 			ReaderNetworks: []string{"127.0.0.1", "::1"},
 		},
-		Events: Events{MaxAge: 7 * 24 * time.Hour, MaxSkew: 5 * time.Minute},
+		Events:   Events{MaxAge: 7 * 24 * time.Hour, MaxSkew: 5 * time.Minute, MaxEventBytes: 8 << 10},
+		Registry: Registry{Refresh: 5 * time.Second},
 		Collector: Collector{
 			Listen:         "127.0.0.1:8080",
 			OpsListen:      "127.0.0.1:9100",
 			MaxBodyBytes:   1 << 20,
-			MaxEventBytes:  8 << 10,
 			MaxEvents:      1000,
 			MaxInFlight:    64,
 			TenantInFlight: 16,
@@ -246,14 +259,13 @@ func Default() Config {
 			AllowOrigins:   []string{"*"},
 		},
 		Processor: Processor{
-			GroupID:         "shukei-processor",
-			BatchSize:       20000,
-			BatchTimeout:    time.Second,
-			DedupeHorizon:   time.Hour,
-			DedupeMax:       2000000,
-			RegistryRefresh: 5 * time.Second,
-			MaxBackoff:      30 * time.Second,
-			Listen:          "127.0.0.1:9101",
+			GroupID:       "shukei-processor",
+			BatchSize:     20000,
+			BatchTimeout:  time.Second,
+			DedupeHorizon: time.Hour,
+			DedupeMax:     2000000,
+			MaxBackoff:    30 * time.Second,
+			Listen:        "127.0.0.1:9101",
 		},
 		Aggregator: Aggregator{
 			GroupID:         "shukei-aggregator",
@@ -306,12 +318,20 @@ const (
 // ErrInvalid marks every validation failure; the joined errors name each field.
 var ErrInvalid = errors.New("invalid configuration")
 
+// Renamed are settings that moved to a section of their own, old path → new path. The old
+// path still works in the file and the environment, recorded in Config.Renamed (the command
+// logs a warning); given both ways it is an error. Flags have only the new name.
+var Renamed = map[string]string{
+	"processor.registry_refresh": "registry.refresh",
+	"collector.max_event_bytes":  "events.max_event_bytes",
+}
+
 // Decode reads YAML onto c. Unknown keys are errors, so a typo cannot silently fall back to a
 // default.
 func (c *Config) Decode(r io.Reader) error {
+	var doc yaml.Node
 	dec := yaml.NewDecoder(r)
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
+	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil // an empty file keeps the defaults
 		}
@@ -321,6 +341,66 @@ func (c *Config) Decode(r io.Reader) error {
 	var extra any
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: only one YAML document is allowed", ErrInvalid)
+	}
+	if err := c.moveRenamed(&doc); err != nil {
+		return err
+	}
+	b, err := yaml.Marshal(&doc)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	strict := yaml.NewDecoder(bytes.NewReader(b))
+	strict.KnownFields(true)
+	if err := strict.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
+// moveRenamed moves each renamed setting of the document to its new path.
+func (c *Config) moveRenamed(doc *yaml.Node) error {
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil // not a mapping: the strict decode says what is wrong
+	}
+	root := doc.Content[0]
+	section := func(m *yaml.Node, name string, create bool) *yaml.Node {
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if m.Content[i].Value == name {
+				return m.Content[i+1]
+			}
+		}
+		if !create {
+			return nil
+		}
+		v := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+		m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: name}, v)
+		return v
+	}
+	for _, old := range slices.Sorted(maps.Keys(Renamed)) {
+		oldSec, oldKey, _ := strings.Cut(old, ".")
+		newSec, newKey, _ := strings.Cut(Renamed[old], ".")
+		from := section(root, oldSec, false)
+		if from == nil || from.Kind != yaml.MappingNode {
+			continue
+		}
+		for i := 0; i+1 < len(from.Content); i += 2 {
+			if from.Content[i].Value != oldKey {
+				continue
+			}
+			to := section(root, newSec, true)
+			if to.Kind != yaml.MappingNode {
+				return nil // the strict decode says what is wrong
+			}
+			if section(to, newKey, false) != nil {
+				return fmt.Errorf("%w: %s and %s are the same setting (%s is its old name): keep %s", ErrInvalid, old, Renamed[old], old, Renamed[old])
+			}
+			k, v := from.Content[i], from.Content[i+1]
+			k.Value = newKey
+			to.Content = append(to.Content, k, v)
+			from.Content = append(from.Content[:i], from.Content[i+2:]...)
+			c.Renamed = append(c.Renamed, old)
+			break
+		}
 	}
 	return nil
 }
@@ -440,11 +520,11 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Collector.Listen); err != nil {
 		bad("collector.listen", "%q is not host:port", c.Collector.Listen)
 	}
-	if c.Collector.MaxEventBytes < 256 || c.Collector.MaxEventBytes > 1<<20 {
-		bad("collector.max_event_bytes", "must be between 256 and 1048576, got %d", c.Collector.MaxEventBytes)
+	if c.Events.MaxEventBytes < 256 || c.Events.MaxEventBytes > 1<<20 {
+		bad("events.max_event_bytes", "must be between 256 and 1048576, got %d", c.Events.MaxEventBytes)
 	}
-	if c.Collector.MaxBodyBytes < c.Collector.MaxEventBytes || c.Collector.MaxBodyBytes > 64<<20 {
-		bad("collector.max_body_bytes", "must be between max_event_bytes and 64 MiB, got %d", c.Collector.MaxBodyBytes)
+	if c.Collector.MaxBodyBytes < c.Events.MaxEventBytes || c.Collector.MaxBodyBytes > 64<<20 {
+		bad("collector.max_body_bytes", "must be between events.max_event_bytes and 64 MiB, got %d", c.Collector.MaxBodyBytes)
 	}
 	if c.Collector.MaxEvents < 1 || c.Collector.MaxEvents > 100000 {
 		bad("collector.max_events", "must be between 1 and 100000, got %d", c.Collector.MaxEvents)
@@ -492,8 +572,8 @@ func (c Config) Validate() error {
 	if c.Processor.DedupeHorizon < 0 || c.Processor.DedupeMax < 0 {
 		bad("processor.dedupe_horizon", "dedupe_horizon and dedupe_max must not be negative")
 	}
-	if c.Processor.RegistryRefresh < 100*time.Millisecond {
-		bad("processor.registry_refresh", "must be at least 100ms, got %s", c.Processor.RegistryRefresh)
+	if c.Registry.Refresh < 100*time.Millisecond {
+		bad("registry.refresh", "must be at least 100ms, got %s", c.Registry.Refresh)
 	}
 	if c.Processor.MaxBackoff < 100*time.Millisecond {
 		bad("processor.max_backoff", "must be at least 100ms, got %s", c.Processor.MaxBackoff)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +190,48 @@ func TestSecretsAreMarked(t *testing.T) {
 		if !found {
 			t.Errorf("%s is not marked secret", p)
 		}
+	}
+}
+
+// The settings that moved to a section of their own (registry.refresh, events.max_event_bytes)
+// still read under their old names from the file and the environment, recorded in Renamed;
+// both names at once is an error naming both.
+func TestRenamedSettings(t *testing.T) {
+	dir := t.TempDir()
+	file := func(body string) string {
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	c, err := Load(file("processor:\n  registry_refresh: 7s\ncollector:\n  max_event_bytes: 4096\n"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Registry.Refresh != 7*time.Second || c.Events.MaxEventBytes != 4096 {
+		t.Errorf("old names in the file: registry.refresh %s, events.max_event_bytes %d", c.Registry.Refresh, c.Events.MaxEventBytes)
+	}
+	if want := []string{"collector.max_event_bytes", "processor.registry_refresh"}; !slices.Equal(c.Renamed, want) {
+		t.Errorf("Renamed = %v, want %v", c.Renamed, want)
+	}
+	// The file's new name and the environment's old name are two sources: the environment wins,
+	// as it always does over the file.
+	c, err = Load(file("registry:\n  refresh: 3s\nevents:\n  max_event_bytes: 2048\n"), []string{"SHUKEI_PROCESSOR_REGISTRY_REFRESH=9s"}, nil)
+	if err != nil || c.Registry.Refresh != 9*time.Second || c.Events.MaxEventBytes != 2048 {
+		t.Errorf("new names in the file, old in the environment: %v, refresh %s, max_event_bytes %d", err, c.Registry.Refresh, c.Events.MaxEventBytes)
+	}
+	if _, err := Load(file("registry:\n  refresh: 3s\nprocessor:\n  registry_refresh: 4s\n"), nil, nil); err == nil || !strings.Contains(err.Error(), "processor.registry_refresh and registry.refresh") {
+		t.Errorf("both names in the file: %v", err)
+	}
+	if _, err := Load("", []string{"SHUKEI_REGISTRY_REFRESH=3s", "SHUKEI_PROCESSOR_REGISTRY_REFRESH=4s"}, nil); err == nil || !strings.Contains(err.Error(), "SHUKEI_PROCESSOR_REGISTRY_REFRESH and SHUKEI_REGISTRY_REFRESH") {
+		t.Errorf("both names in the environment: %v", err)
+	}
+	c, err = Load("", []string{"SHUKEI_COLLECTOR_MAX_EVENT_BYTES=1024"}, nil)
+	if err != nil || c.Events.MaxEventBytes != 1024 || !slices.Equal(c.Renamed, []string{"collector.max_event_bytes"}) {
+		t.Errorf("old name in the environment: %v, %d, %v", err, c.Events.MaxEventBytes, c.Renamed)
+	}
+	if _, err := Load(file("collector:\n  max_event_byte: 1\n"), nil, nil); err == nil {
+		t.Error("a misspelt key is still refused")
 	}
 }

@@ -40,14 +40,14 @@ func TestEventLimitsHaveOneHome(t *testing.T) {
 func TestEventLimits(t *testing.T) {
 	c := config.Default()
 	got := c.EventLimits()
-	want := event.Limits{MaxAge: c.Events.MaxAge, MaxSkew: c.Events.MaxSkew, MaxBytes: c.Collector.MaxEventBytes}
+	want := event.Limits{MaxAge: c.Events.MaxAge, MaxSkew: c.Events.MaxSkew, MaxBytes: c.Events.MaxEventBytes}
 	if got != want {
 		t.Errorf("EventLimits() = %+v, want %+v", got, want)
 	}
-	if got := config.EventLimits(config.Events{}, config.Collector{}); got != event.DefaultLimits() {
+	if got := config.EventLimits(config.Events{}); got != event.DefaultLimits() {
 		t.Errorf("EventLimits of nothing = %+v, want the defaults %+v", got, event.DefaultLimits())
 	}
-	if got := config.EventLimits(config.Events{MaxAge: time.Hour}, config.Collector{MaxEventBytes: 4096}); got.MaxAge != time.Hour || got.MaxBytes != 4096 || got.MaxSkew != event.DefaultMaxSkew {
+	if got := config.EventLimits(config.Events{MaxAge: time.Hour, MaxEventBytes: 4096}); got.MaxAge != time.Hour || got.MaxBytes != 4096 || got.MaxSkew != event.DefaultMaxSkew {
 		t.Errorf("EventLimits = %+v", got)
 	}
 }

@@ -47,7 +47,7 @@ func (c *Config) Fields() []Field {
 			}
 			out = append(out, Field{
 				Path: path,
-				Env:  "SHUKEI_" + strings.ToUpper(strings.ReplaceAll(path, ".", "_")),
+				Env:  envName(path),
 				Flag: path,
 				Doc:  sf.Tag.Get("doc"),
 
@@ -58,6 +58,11 @@ func (c *Config) Fields() []Field {
 	}
 	walk(reflect.ValueOf(c).Elem(), "")
 	return out
+}
+
+// envName is the environment variable of the setting at path: SHUKEI_KAFKA_BROKERS.
+func envName(path string) string {
+	return "SHUKEI_" + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
 }
 
 // Set parses s into the field. Lists are comma-separated; durations use Go syntax (10s, 1m).
@@ -126,11 +131,28 @@ func (c *Config) ApplyEnv(environ []string) error {
 	for _, f := range c.Fields() {
 		byEnv[f.Env] = f
 	}
+	given := map[string]bool{}
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		given[k] = true
+	}
+	renamedEnv := map[string]string{} // old variable → old path
+	for old := range Renamed {
+		renamedEnv[envName(old)] = old
+	}
 	var errs []error
 	for _, kv := range environ {
 		k, v, _ := strings.Cut(kv, "=")
 		if !strings.HasPrefix(k, "SHUKEI_") || strings.HasPrefix(k, "SHUKEI_TEST_") || ignoredEnv[k] {
 			continue
+		}
+		if old, ok := renamedEnv[k]; ok {
+			if newEnv := envName(Renamed[old]); given[newEnv] {
+				errs = append(errs, fmt.Errorf("%s and %s are the same setting (%s is its old name): keep %s", k, newEnv, k, newEnv))
+				continue
+			}
+			k = envName(Renamed[old])
+			c.Renamed = append(c.Renamed, old)
 		}
 		f, ok := byEnv[k]
 		if !ok {

@@ -54,7 +54,7 @@ func TestRunningRolesExportTheDashboardMetrics(t *testing.T) {
 		"SHUKEI_KAFKA_RAW_TOPIC="+raw, "SHUKEI_KAFKA_DLQ_TOPIC="+dlq,
 		"SHUKEI_PROCESSOR_GROUP_ID="+servicetest.Name(t, "p."), "SHUKEI_AGGREGATOR_GROUP_ID="+servicetest.Name(t, "a."),
 		"SHUKEI_ANONYMIZER_MASTER_KEY="+pseudonym.NewMasterKeyText(),
-		"SHUKEI_PROCESSOR_REGISTRY_REFRESH=200ms",
+		"SHUKEI_REGISTRY_REFRESH=200ms",
 		"SHUKEI_COLLECTOR_LISTEN=127.0.0.1:"+ports["collector"],
 		"SHUKEI_PROCESSOR_LISTEN=127.0.0.1:"+ports["processor"],
 		"SHUKEI_AGGREGATOR_LISTEN=127.0.0.1:"+ports["aggregator"],

@@ -101,7 +101,7 @@ func demoAggregate(ctx context.Context, out io.Writer, cfg config.Config, master
 	defer conn.Close()
 	keyring := pseudonym.NewKeyring(master)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cache := registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, master), keyring, cfg.Processor.RegistryRefresh, quiet)
+	cache := registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, master), keyring, cfg.Registry.Refresh, quiet)
 	aggCfg := cfg
 	aggCfg.Aggregator.ReleaseInterval = 500 * time.Millisecond
 	aggCfg.Aggregator.Features, aggCfg.Aggregator.Settings = population.Features, population.Settings

@@ -93,7 +93,7 @@ type Role struct {
 	Cache *registry.Cache
 	// Ready is /readyz; nil: ready while Cache (then required) is fresh (Fresh with Refresh).
 	Ready func() error
-	// Refresh is the cache's refresh interval (processor.registry_refresh).
+	// Refresh is the cache's refresh interval (registry.refresh).
 	Refresh time.Duration
 	// Name, if set, prefixes an error of the ops listener: "<Name> ops listener: ...".
 	Name string

@@ -91,7 +91,7 @@ func runLoadgen(ctx context.Context, out io.Writer, c config.Config, lc loadgen.
 		select {
 		case <-ctx.Done():
 			return loadgen.Stats{}, ctx.Err()
-		case <-time.After(c.Processor.RegistryRefresh + time.Second):
+		case <-time.After(c.Registry.Refresh + time.Second):
 		}
 	}
 	return loadgen.SendHTTP(ctx, url, tokens, g, opts)

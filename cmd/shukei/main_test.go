@@ -100,7 +100,7 @@ func TestCommandHelpListsOnlyItsFlags(t *testing.T) {
 		want, not []string
 	}{
 		{[]string{"tenants", "add"}, []string{"clickhouse.addr", "anonymizer.master_key_file", "log.level"}, []string{"aggregator.", "processor.", "collector.", "query."}},
-		{[]string{"processor"}, []string{"processor.batch_size", "kafka.brokers", "clickhouse.addr"}, []string{"aggregator.", "query.", "audit.", "ledger."}},
+		{[]string{"processor"}, []string{"processor.batch_size", "kafka.brokers", "clickhouse.addr", "registry.refresh", "events.max_event_bytes"}, []string{"aggregator.", "query.", "audit.", "ledger.", "collector."}},
 		{[]string{"collector", "token"}, []string{"collector.max_in_flight", "kafka.brokers"}, []string{"aggregator.", "query.", "ledger."}},
 		{[]string{"topics"}, []string{"kafka.raw_partitions"}, []string{"clickhouse.", "aggregator."}},
 	}
@@ -564,7 +564,7 @@ func TestLoadgenThroughCollectorAndDirect(t *testing.T) {
 	ln.Close()
 	t.Setenv("SHUKEI_COLLECTOR_LISTEN", addr)
 	t.Setenv("SHUKEI_COLLECTOR_OPS_LISTEN", "127.0.0.1:0")
-	t.Setenv("SHUKEI_PROCESSOR_REGISTRY_REFRESH", "200ms")
+	t.Setenv("SHUKEI_REGISTRY_REFRESH", "200ms")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

@@ -85,23 +85,23 @@ var commandSections = map[string][]string{
 	"migrate":    {"clickhouse", "anonymizer"},
 	"topics":     {"kafka", "audit"},
 	"config":     config.Sections(),
-	"collector":  {"collector", "events", "kafka", "clickhouse", "anonymizer", "processor"},
-	"processor":  {"processor", "events", "collector", "kafka", "clickhouse", "anonymizer"},
+	"collector":  {"collector", "events", "registry", "kafka", "clickhouse", "anonymizer"},
+	"processor":  {"processor", "events", "registry", "kafka", "clickhouse", "anonymizer"},
 	"dlq":        {"kafka", "clickhouse", "anonymizer", "audit"},
-	"aggregator": {"aggregator", "events", "collector", "processor", "query", "kafka", "clickhouse", "anonymizer", "ledger"},
+	"aggregator": {"aggregator", "events", "registry", "query", "kafka", "clickhouse", "anonymizer", "ledger"},
 	"atoms":      {"aggregator", "query", "kafka", "clickhouse", "anonymizer"},
 	"query":      {"query", "aggregator", "audit", "ledger", "kafka", "clickhouse", "anonymizer"},
 	"bench":      config.Sections(),
 	"retention":  {"aggregator", "audit", "ledger", "kafka", "clickhouse", "anonymizer"},
 	"breakglass": {"query", "audit", "kafka", "clickhouse", "anonymizer"},
-	"loadgen":    {"collector", "events", "processor", "kafka", "clickhouse", "anonymizer"},
+	"loadgen":    {"collector", "events", "registry", "kafka", "clickhouse", "anonymizer"},
 	"principals": {"query", "audit", "kafka", "clickhouse", "anonymizer"},
 	"audit":      {"audit", "kafka", "clickhouse", "anonymizer"},
 	"ledger":     {"ledger", "aggregator", "kafka", "clickhouse", "anonymizer"},
 	"tenants":    {"audit", "kafka", "clickhouse", "anonymizer"},
 	"keys":       {"anonymizer", "clickhouse", "audit", "ledger"},
 	"users":      {"clickhouse", "anonymizer"},
-	"policy":     {"events", "collector", "clickhouse", "anonymizer"},
+	"policy":     {"events", "clickhouse", "anonymizer"},
 	"demo":       config.Sections(),
 }
 
@@ -135,6 +135,9 @@ func (a *app) load(cmd *cobra.Command) error {
 	a.cfg = cfg
 	a.configPath = path
 	a.log = ops.NewLogger(cmd.ErrOrStderr(), cfg.Log)
+	for _, old := range cfg.Renamed {
+		a.log.Warn("a setting was given by its old name; it still works, but use the new one", "old", old, "new", config.Renamed[old])
+	}
 	return nil
 }
 

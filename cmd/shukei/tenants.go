@@ -30,7 +30,7 @@ func newTenantsCmd(a *app) *cobra.Command {
 		Long: `tenants manages the registry the pipeline reads: each tenant's contract status (trial, beta,
 contracted, terminated), edition, size band, contract end, consents (purpose or whole policy
 version, with time) and ingest tokens (kept only as SHA-256 hashes). Running processors and
-collectors see a change within processor.registry_refresh.`,
+collectors see a change within registry.refresh.`,
 	}
 	var t registry.Tenant
 	var contractEnd string

@@ -48,7 +48,7 @@ const (
 // Reasons the collector adds to the event package's.
 const (
 	ReasonTenantMismatch = "tenant_mismatch"   // the event names a tenant other than the token's
-	ReasonEventTooLarge  = "event_too_large"   // over collector.max_event_bytes
+	ReasonEventTooLarge  = "event_too_large"   // over events.max_event_bytes
 	ReasonUnavailable    = "kafka_unavailable" // Kafka did not acknowledge in time
 )
 
@@ -94,7 +94,7 @@ type Collector struct {
 func New(cfg config.Collector, ev config.Events, w Writer, reg prometheus.Registerer, log *slog.Logger) (*Collector, error) {
 	c := &Collector{
 		cfg:    cfg,
-		limits: config.EventLimits(ev, cfg),
+		limits: config.EventLimits(ev),
 		w:      w,
 		log:    log,
 		tokens: map[[sha256.Size]byte]string{},
@@ -361,9 +361,9 @@ func (c *Collector) process(ctx context.Context, tenant string, raws [][]byte) (
 	for i, raw := range raws {
 		res := &reply.Results[i]
 		res.Index = i
-		if len(raw) > c.cfg.MaxEventBytes {
+		if len(raw) > c.limits.MaxBytes {
 			res.Status, res.Reason = StatusRejected, ReasonEventTooLarge
-			res.Message = fmt.Sprintf("event is %d bytes, the limit is %d", len(raw), c.cfg.MaxEventBytes)
+			res.Message = fmt.Sprintf("event is %d bytes, the limit is %d", len(raw), c.limits.MaxBytes)
 			continue
 		}
 		ev, rej := guard.Inspect(raw, now, c.limits)

@@ -58,7 +58,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 	}
 	if conn, err := open(ctx, chc); err == nil {
 		r.conn = conn
-		r.cache = registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, nil), nil, cfg.Processor.RegistryRefresh, log)
+		r.cache = registry.NewCache(registry.New(conn, cfg.ClickHouse.Database, nil), nil, cfg.Registry.Refresh, log)
 		if err := r.cache.Refresh(ctx); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("read the tenant registry (run 'shukei migrate' first?): %w", err)

@@ -53,7 +53,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 // processor.listen until ctx ends.
 func (r *Role) Run(ctx context.Context) error {
 	r.log.Info("processor starting", "topic", r.cfg.Kafka.RawTopic, "group", r.cfg.Processor.GroupID, "tenants", len(r.cache.Snapshot().Tenants))
-	return ops.RunRole(ctx, ops.Role{Listen: r.cfg.Processor.Listen, Metrics: r.metrics, Cache: r.cache, Refresh: r.cfg.Processor.RegistryRefresh}, r.p.Run)
+	return ops.RunRole(ctx, ops.Role{Listen: r.cfg.Processor.Listen, Metrics: r.metrics, Cache: r.cache, Refresh: r.cfg.Registry.Refresh}, r.p.Run)
 }
 
 // Close closes the role's connections.
@@ -70,7 +70,7 @@ func Wire(ctx context.Context, conn, read driver.Conn, cfg config.Config, master
 		return nil, nil, err
 	}
 	keyring := pseudonym.NewKeyring(master)
-	cache := registry.NewCache(registry.New(read, cfg.ClickHouse.Database, master), keyring, cfg.Processor.RegistryRefresh, log)
+	cache := registry.NewCache(registry.New(read, cfg.ClickHouse.Database, master), keyring, cfg.Registry.Refresh, log)
 	cache.Follow(versions) // policy activations take effect with each registry refresh
 	if err := cache.Refresh(ctx); err != nil {
 		return nil, nil, err
