@@ -17,26 +17,6 @@ import (
 	"github.com/shukei/shukei/query/principal"
 )
 
-func TestShownEscapesWhatIsNotPrintable(t *testing.T) {
-	for in, want := range map[string]string{
-		"plain text, spaces fine":   "plain text, spaces fine",
-		"警察からの照会 (T-99)":            "警察からの照会 (T-99)",
-		"ok\x1b[1A\x1b[2Khidden":    `ok\x1b[1A\x1b[2Khidden`,
-		"evil\u202etxt.exe":         `evil\u202etxt.exe`,
-		"one\ntwo\r\tthree":         `one\ntwo\r\tthree`,
-		"nul\x00 del\x7f":           `nul\x00 del\x7f`,
-		"bad \xff utf-8":            `bad \xff utf-8`,
-		`a \x1b typed as text`:      `a \\x1b typed as text`,
-		"zero\u200bwidth\u00a0nbsp": "zero\\u200bwidth\u00a0nbsp",
-		"全角\u3000スペース":              "全角\u3000スペース",
-		"":                          "",
-	} {
-		if got := shown(in); got != want {
-			t.Errorf("shown(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // principals add --approver grants the approver role (employees and affiliates only), list
 // shows it; 'shukei breakglass' and 'shukei audit report' show rows stored before free text was
 // refused unless printable with every non-printable character escaped, and the audit tenant.

@@ -25,7 +25,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -203,24 +202,6 @@ func MayApprove(p principal.Principal, t time.Time) error {
 	return nil
 }
 
-// Printable reports the first character of s that is not printable (unicode.IsGraphic:
-// letters, marks, numbers, punctuation, symbols and spaces — the ideographic space of Japanese
-// text included — but no control characters, no escape, no format characters such as
-// bidirectional overrides or zero-width spaces, no line breaks), or ok.
-func Printable(s string) (bad rune, ok bool) {
-	for i, r := range s {
-		if r == utf8.RuneError {
-			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
-				return r, false
-			}
-		}
-		if !unicode.IsGraphic(r) {
-			return r, false
-		}
-	}
-	return 0, true
-}
-
 // Request records a request of principal for the support trace of tenant, and returns it
 // pending. Only an enabled, unexpired employee or affiliate whose grant names support may ask.
 func (s *Store) Request(ctx context.Context, principalID, tenant, clause, justification string, ttl time.Duration) (Grant, error) {
@@ -243,13 +224,13 @@ func (s *Store) Request(ctx context.Context, principalID, tenant, clause, justif
 	if utf8.RuneCountInString(justification) < 20 {
 		probs = append(probs, "the justification must say in writing why (20 characters at least)")
 	}
-	if r, ok := Printable(justification); !ok {
+	if r, ok := audit.Printable(justification); !ok {
 		probs = append(probs, fmt.Sprintf("the justification holds a character that is not printable (%U): write it on one line, without control characters", r))
 	}
 	if ttl <= 0 || ttl > MaxTTL {
 		probs = append(probs, fmt.Sprintf("the time box %s must be positive and at most %s", ttl, MaxTTL))
 	}
-	if _, ok := Printable(tenant); !ok || tenant == "" {
+	if _, ok := audit.Printable(tenant); !ok || tenant == "" {
 		probs = append(probs, "a tenant (printable) is required: break-glass opens one tenant's trace")
 	}
 	if len(probs) > 0 {

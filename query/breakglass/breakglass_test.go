@@ -111,27 +111,6 @@ func TestFold(t *testing.T) {
 	}
 }
 
-func TestPrintable(t *testing.T) {
-	for s, want := range map[string]bool{
-		"plain text, with spaces":    true,
-		"警察からの照会書 (2026-1129-7) による": true,
-		"hidden\x1b[2Kline":          false, // ESC: erase the line
-		"evil\u202etxt.exe":          false, // right-to-left override
-		"two\nlines":                 false,
-		"tab\there":                  false,
-		"cr\rhere":                   false,
-		"nul\x00":                    false,
-		"zero\u200bwidth":            false,
-		"bad utf-8 \xff":             false,
-		"non-breaking\u00a0space":    true,
-		"全角\u3000スペース":               true,
-	} {
-		if _, ok := Printable(s); ok != want {
-			t.Errorf("Printable(%q) = %v, want %v", s, ok, want)
-		}
-	}
-}
-
 // Who may do what (docs/promises.md 11), against the real store.
 func TestWhoMayDoWhat(t *testing.T) {
 	e := newEnv(t)
