@@ -2,7 +2,9 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/shukei/shukei/audit/chain"
@@ -90,4 +92,48 @@ func (l *Log) VerifyAnchor(ctx context.Context, a chain.Anchor) (ChainState, err
 		return st, fmt.Errorf("%w: record %d is not the one anchored at %s (the chain up to it was rewritten)", ErrBroken, a.Seq, at)
 	}
 	return st, nil
+}
+
+// VerifyTo verifies the whole chain (VerifyChain), or with anc also that it holds that anchored
+// head (VerifyAnchor), and writes what held to w ('shukei audit verify'). A failure says how
+// many records verified before it. Keyed records verified without a key are an error too:
+// they were not checked.
+func (l *Log) VerifyTo(ctx context.Context, w io.Writer, anc *chain.Anchor) error {
+	var st ChainState
+	var err error
+	if anc != nil {
+		st, err = l.VerifyAnchor(ctx, *anc)
+	} else {
+		st, err = l.VerifyChain(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("%w (%d records verified before it)", err, st.Records)
+	}
+	fmt.Fprintf(w, "audit log verified: %d records, chain intact", st.Records)
+	if st.Legacy > 0 {
+		fmt.Fprintf(w, " (%d unkeyed records written before the chain was keyed, as its prefix)", st.Legacy)
+	}
+	fmt.Fprintln(w)
+	if anc != nil {
+		fmt.Fprintf(w, "anchor of %s holds: record %d is the one anchored\n", anc.At.UTC().Format(time.RFC3339), anc.Seq)
+	} else if l.key == nil && st.Records > st.Legacy {
+		return errors.New("no audit.key_file: the keyed records were not checked")
+	}
+	return nil
+}
+
+// AnchorTo verifies the chain and saves its head (Anchor): appended to the file at path, with
+// a note of it on note, or printed to w when path is "" ('shukei audit anchor').
+func (l *Log) AnchorTo(ctx context.Context, w, note io.Writer, path string) error {
+	a, err := l.Anchor(ctx)
+	if err != nil {
+		return err
+	}
+	if err := chain.SaveAnchor(w, path, a); err != nil {
+		return err
+	}
+	if path != "" {
+		fmt.Fprintf(note, "anchored record %d of the audit log to %s\n", a.Seq, path)
+	}
+	return nil
 }

@@ -103,3 +103,24 @@ func LatestAnchor(path, log, database string) (Anchor, error) {
 	}
 	return last, nil
 }
+
+// AnchorIn is the latest anchor of log for database in the file at path (LatestAnchor), or nil
+// when path is "" (no anchor to check against).
+func AnchorIn(path, log, database string) (*Anchor, error) {
+	if path == "" {
+		return nil, nil
+	}
+	a, err := LatestAnchor(path, log, database)
+	if err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// SaveAnchor appends a to the file at path (AppendAnchor), or writes it to w when path is "".
+func SaveAnchor(w io.Writer, path string, a Anchor) error {
+	if path == "" {
+		return WriteAnchor(w, a)
+	}
+	return AppendAnchor(path, a)
+}

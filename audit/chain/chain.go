@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"os"
 	"strings"
 )
@@ -135,4 +136,17 @@ func WriteKeyFile(path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// InitKey writes a fresh key for the what chain ("audit", "ledger") to path (WriteKeyFile),
+// and says so on w ('shukei audit init-key', 'shukei ledger init-key').
+func InitKey(w io.Writer, what, path string) error {
+	if path == "" {
+		return fmt.Errorf("give --file or set %s.key_file", what)
+	}
+	if err := WriteKeyFile(path); err != nil {
+		return fmt.Errorf("%s key: %w", what, err)
+	}
+	fmt.Fprintf(w, "wrote a new %s chain key to %s (mode 0600); point %s.key_file at it\n", what, path, what)
+	return nil
 }

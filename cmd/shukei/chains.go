@@ -1,12 +1,6 @@
 package main
 
 import (
-	"errors"
-	"fmt"
-	"io"
-	"sort"
-	"time"
-
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
@@ -15,14 +9,6 @@ import (
 	"github.com/shukei/shukei/audit/chain"
 	"github.com/shukei/shukei/ops"
 )
-
-// writeAnchor appends a to out (a file) or prints it.
-func writeAnchor(w io.Writer, out string, a chain.Anchor) error {
-	if out == "" {
-		return chain.WriteAnchor(w, a)
-	}
-	return chain.AppendAnchor(out, a)
-}
 
 func newInitKeyCmd(what string, keyFile func() string) *cobra.Command {
 	var file string
@@ -38,14 +24,7 @@ Keep it apart from the master key and from every ClickHouse password.`,
 			if path == "" {
 				path = keyFile() // the configuration is loaded once the command runs
 			}
-			if path == "" {
-				return fmt.Errorf("give --file or set %s.key_file", what)
-			}
-			if err := chain.WriteKeyFile(path); err != nil {
-				return fmt.Errorf("%s key: %w", what, err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote a new %s chain key to %s (mode 0600); point %s.key_file at it\n", what, path, what)
-			return nil
+			return chain.InitKey(cmd.OutOrStdout(), what, path)
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "where to write the key (default "+what+".key_file)")
@@ -70,37 +49,12 @@ it is found even if done with full write access to ClickHouse. Exits non-zero on
 			if err != nil {
 				return err
 			}
-			var anc *chain.Anchor
-			if anchorFile != "" {
-				x, err := chain.LatestAnchor(anchorFile, chain.AuditLog, a.cfg.ClickHouse.Database)
-				if err != nil {
-					return err
-				}
-				anc = &x
+			anc, err := chain.AnchorIn(anchorFile, chain.AuditLog, a.cfg.ClickHouse.Database)
+			if err != nil {
+				return err
 			}
 			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				l := audit.New(conn, a.cfg.ClickHouse.Database, audit.WithKey(key))
-				var st audit.ChainState
-				if anc != nil {
-					st, err = l.VerifyAnchor(cmd.Context(), *anc)
-				} else {
-					st, err = l.VerifyChain(cmd.Context())
-				}
-				if err != nil {
-					return fmt.Errorf("%w (%d records verified before it)", err, st.Records)
-				}
-				out := cmd.OutOrStdout()
-				fmt.Fprintf(out, "audit log verified: %d records, chain intact", st.Records)
-				if st.Legacy > 0 {
-					fmt.Fprintf(out, " (%d unkeyed records written before the chain was keyed, as its prefix)", st.Legacy)
-				}
-				fmt.Fprintln(out)
-				if anc != nil {
-					fmt.Fprintf(out, "anchor of %s holds: record %d is the one anchored\n", anc.At.UTC().Format(time.RFC3339), anc.Seq)
-				} else if key == nil && st.Records > st.Legacy {
-					return errors.New("no audit.key_file: the keyed records were not checked")
-				}
-				return nil
+				return audit.New(conn, a.cfg.ClickHouse.Database, audit.WithKey(key)).VerifyTo(cmd.Context(), cmd.OutOrStdout(), anc)
 			})
 		},
 	}
@@ -121,17 +75,7 @@ audit.anchor_file.`,
 				return err
 			}
 			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				x, err := audit.New(conn, a.cfg.ClickHouse.Database, audit.WithKey(key)).Anchor(cmd.Context())
-				if err != nil {
-					return err
-				}
-				if err := writeAnchor(cmd.OutOrStdout(), out, x); err != nil {
-					return err
-				}
-				if out != "" {
-					fmt.Fprintf(cmd.ErrOrStderr(), "anchored record %d of the audit log to %s\n", x.Seq, out)
-				}
-				return nil
+				return audit.New(conn, a.cfg.ClickHouse.Database, audit.WithKey(key)).AnchorTo(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), out)
 			})
 		},
 	}
@@ -161,49 +105,12 @@ access to ClickHouse. Exits non-zero on any failure.`,
 			if err != nil {
 				return err
 			}
-			var anc *chain.Anchor
-			if anchorFile != "" {
-				x, err := chain.LatestAnchor(anchorFile, chain.LedgerLog, a.cfg.ClickHouse.Database)
-				if err != nil {
-					return err
-				}
-				anc = &x
+			anc, err := chain.AnchorIn(anchorFile, chain.LedgerLog, a.cfg.ClickHouse.Database)
+			if err != nil {
+				return err
 			}
 			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				l := ledger.New(conn, a.cfg.ClickHouse.Database).WithKey(key)
-				var sts []ledger.ChainState
-				if anc != nil {
-					sts, err = l.VerifyAnchor(cmd.Context(), *anc)
-				} else {
-					sts, err = l.VerifyAll(cmd.Context())
-				}
-				if err != nil {
-					return err
-				}
-				out := cmd.OutOrStdout()
-				keyed := 0
-				for _, st := range sts {
-					fmt.Fprintf(out, "%s: %d entries, chain intact", st.Purpose, st.Entries)
-					if st.Legacy > 0 {
-						fmt.Fprintf(out, " (%d unkeyed entries written before the ledger was keyed, as its prefix)", st.Legacy)
-					}
-					fmt.Fprintln(out)
-					keyed += st.Entries - st.Legacy
-				}
-				fmt.Fprintf(out, "budget ledger verified: %d chains\n", len(sts))
-				if anc != nil {
-					purposes := make([]string, 0, len(anc.Heads))
-					for p := range anc.Heads {
-						purposes = append(purposes, p)
-					}
-					sort.Strings(purposes)
-					for _, p := range purposes {
-						fmt.Fprintf(out, "anchor of %s holds: %s entry %d is the one anchored\n", anc.At.UTC().Format(time.RFC3339), p, anc.Heads[p].Seq)
-					}
-				} else if key == nil && keyed > 0 {
-					return errors.New("no ledger.key_file: the keyed entries were not checked")
-				}
-				return nil
+				return ledger.New(conn, a.cfg.ClickHouse.Database).WithKey(key).VerifyTo(cmd.Context(), cmd.OutOrStdout(), anc)
 			})
 		},
 	}
@@ -223,17 +130,8 @@ ledger.anchor_every to ledger.anchor_file.`,
 				return err
 			}
 			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				x, err := ledger.New(conn, a.cfg.ClickHouse.Database).WithKey(key).Anchor(cmd.Context(), a.cfg.ClickHouse.Database)
-				if err != nil {
-					return err
-				}
-				if err := writeAnchor(cmd.OutOrStdout(), out, x); err != nil {
-					return err
-				}
-				if out != "" {
-					fmt.Fprintf(cmd.ErrOrStderr(), "anchored %d ledger chains to %s\n", len(x.Heads), out)
-				}
-				return nil
+				db := a.cfg.ClickHouse.Database
+				return ledger.New(conn, db).WithKey(key).AnchorTo(cmd.Context(), db, cmd.OutOrStdout(), cmd.ErrOrStderr(), out)
 			})
 		},
 	}
