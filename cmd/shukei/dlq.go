@@ -1,9 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -47,24 +44,7 @@ Kafka record). Each row also says how many records kept a payload. Re-sent copie
 refused message is printed: only reasons, classes, field paths, tenant ids and dates.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dims, err := dlq.ParseBy(by)
-			if err != nil {
-				return err
-			}
-			from, err := dlq.ParseSince(since, time.Now())
-			if err != nil {
-				return err
-			}
-			st, err := dlq.CollectStats(cmd.Context(), src(), dims, from)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
-			}
-			return st.WriteTable(cmd.OutOrStdout())
+			return dlq.StatsTo(cmd.Context(), cmd.OutOrStdout(), src(), by, since, asJSON)
 		},
 	}
 	stats.Flags().StringVar(&since, "since", "", "only records written since: a look-back (7d, 36h), a date (2025-05-01) or an RFC 3339 time")
@@ -81,15 +61,7 @@ record kept it (kept=payload); it is content-free, every refused value a keyed h
 it says "payload not kept (metadata only)". Re-sent copies of the record are counted.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			key, err := dlq.ParseKey(args[0])
-			if err != nil {
-				return err
-			}
-			f, err := dlq.Find(cmd.Context(), src(), key)
-			if err != nil {
-				return err
-			}
-			return dlq.WriteRecord(cmd.OutOrStdout(), f)
+			return dlq.Show(cmd.Context(), cmd.OutOrStdout(), src(), args[0])
 		},
 	}
 
@@ -126,22 +98,7 @@ eligible, replayed and skipped, by reason.`,
 					return err
 				}
 				rp := &dlq.Replayer{Source: src(), RawTopic: a.cfg.Kafka.RawTopic, Conn: conn, Database: a.cfg.ClickHouse.Database, AuditOptions: aopts}
-				res, err := rp.Replay(cmd.Context(), o)
-				if res.AuditSeq > 0 || res.Read > 0 || err == nil {
-					if replayJSON {
-						enc := json.NewEncoder(cmd.OutOrStdout())
-						enc.SetIndent("", "  ")
-						if jerr := enc.Encode(res); jerr != nil {
-							return errors.Join(err, jerr)
-						}
-					} else {
-						res.WriteSummary(cmd.OutOrStdout())
-					}
-				}
-				if err != nil {
-					return fmt.Errorf("dlq replay: %w", err)
-				}
-				return nil
+				return rp.ReplayTo(cmd.Context(), cmd.OutOrStdout(), o, replayJSON)
 			})
 		},
 	}

@@ -462,6 +462,26 @@ func skippedText(m map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
+// ReplayTo runs one replay (Replay) and writes its result to w, as indented JSON or its summary
+// (WriteSummary) — also of a run that failed once it read or audited something. A failure is
+// returned as "dlq replay: …" ('shukei dlq replay').
+func (rp *Replayer) ReplayTo(ctx context.Context, w io.Writer, o ReplayOptions, asJSON bool) error {
+	res, err := rp.Replay(ctx, o)
+	if res.AuditSeq > 0 || res.Read > 0 || err == nil {
+		if asJSON {
+			if jerr := writeJSON(w, res); jerr != nil {
+				return errors.Join(err, jerr)
+			}
+		} else {
+			res.WriteSummary(w)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("dlq replay: %w", err)
+	}
+	return nil
+}
+
 // WriteSummary prints a replay's summary.
 func (res ReplayResult) WriteSummary(w io.Writer) {
 	verb := "replayed"

@@ -84,6 +84,20 @@ func (s Source) partitions(ctx context.Context) (int, error) {
 	return len(b), nil
 }
 
+// Show finds the record of the refused message at key ("<raw topic>/<partition>/<offset>",
+// ParseKey) and writes it (WriteRecord) ('shukei dlq show').
+func Show(ctx context.Context, w io.Writer, src Source, key string) error {
+	pos, err := ParseKey(key)
+	if err != nil {
+		return err
+	}
+	f, err := Find(ctx, src, pos)
+	if err != nil {
+		return err
+	}
+	return WriteRecord(w, f)
+}
+
 // WriteRecord prints a record's headers and, only when it kept one, its payload as indented
 // JSON. A legacy record's value (written before payloads were content-free) is never printed.
 func WriteRecord(w io.Writer, f Found) error {

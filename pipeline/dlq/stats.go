@@ -2,6 +2,7 @@ package dlq
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -189,6 +190,35 @@ func CollectStats(ctx context.Context, src Source, by []Dim, since time.Time) (*
 	})
 	s.Sort()
 	return s, err
+}
+
+// StatsTo counts the records of src written since s (ParseSince; "" all) grouped by the
+// dimensions by names (ParseBy), and writes them to w as a table (WriteTable), or as indented
+// JSON ('shukei dlq stats').
+func StatsTo(ctx context.Context, w io.Writer, src Source, by, since string, asJSON bool) error {
+	dims, err := ParseBy(by)
+	if err != nil {
+		return err
+	}
+	from, err := ParseSince(since, time.Now())
+	if err != nil {
+		return err
+	}
+	st, err := CollectStats(ctx, src, dims, from)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(w, st)
+	}
+	return st.WriteTable(w)
+}
+
+// writeJSON writes v to w as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // WriteTable prints the stats as a table, then the totals and what was malformed.
