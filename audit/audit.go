@@ -13,6 +13,9 @@
 // the chain is materialised from the topic in its order, deterministically, so any number of
 // writers — query services, retention, 'shukei dlq replay' — leave one chain. Records written
 // before the chain was keyed keep their SHA-256 digests and verify only as its prefix.
+//
+// Printable is the one rule of what free text may be stored for the trails, Shown how every
+// listing of them (this log, the principals, the break-glass grants) prints stored text.
 package audit
 
 import (

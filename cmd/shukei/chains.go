@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
@@ -20,11 +22,8 @@ refuses to overwrite an existing file: a lost key leaves the records it keyed un
 Keep it apart from the master key and from every ClickHouse password.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path := file
-			if path == "" {
-				path = keyFile() // the configuration is loaded once the command runs
-			}
-			return chain.InitKey(cmd.OutOrStdout(), what, path)
+			// keyFile is read now: the configuration is loaded once the command runs.
+			return chain.InitKey(cmd.OutOrStdout(), what, cmp.Or(file, keyFile()))
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "where to write the key (default "+what+".key_file)")
