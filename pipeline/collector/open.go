@@ -39,7 +39,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 	reg := ops.NewRegistry()
 	w := NewKafkaWriter(cfg.Kafka, cfg.Collector)
 	r := &Role{cfg: cfg, log: log, w: w, metrics: reg}
-	c, err := New(cfg.Collector, cfg.Events, w, reg, log)
+	c, err := New(cfg, Deps{Writer: w, Registry: reg, Log: log})
 	if err != nil {
 		r.Close()
 		return nil, err
