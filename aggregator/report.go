@@ -50,6 +50,29 @@ type Utility struct {
 	Rows       []UtilityRow
 }
 
+// UtilityOptions are the choices of PrintUtility ('shukei aggregator --report-*').
+type UtilityOptions struct {
+	Epsilon    float64 // ε per metric release
+	Tenants    []int   // the sizes of the synthetic populations, one report section each
+	MinTenants int     // cells with at least this many true tenants are measured
+	Draws      int     // independent draws of each release
+}
+
+// PrintUtility prints to w the utility of last month's releases (UtilityReport) for synthetic
+// populations of the sizes o.Tenants: 'shukei aggregator --report'.
+func PrintUtility(w io.Writer, cfg config.Aggregator, o UtilityOptions) error {
+	var pops []*population.Population
+	for _, n := range o.Tenants {
+		pops = append(pops, population.New(n, 1, "t"))
+	}
+	u, err := UtilityReport(cfg, pops, time.Now().UTC().AddDate(0, -1, 0), o.Epsilon, o.MinTenants, o.Draws)
+	if err != nil {
+		return err
+	}
+	u.Print(w)
+	return nil
+}
+
 // UtilityReport measures the releases of the synthetic population at ε per metric release, for
 // each population in pops: a day (the month's first), an ISO week (the first that lies in the
 // month) and the calendar month containing month. Events go through the production path: the

@@ -107,3 +107,15 @@ func TestRaceSkippedTestsRunWithoutRace(t *testing.T) {
 		}
 	}
 }
+
+// PrintUtility prints the report of last month for each population size it is given.
+func TestPrintUtility(t *testing.T) {
+	var b bytes.Buffer
+	if err := PrintUtility(&b, config.Default().Aggregator, UtilityOptions{Epsilon: 1, Tenants: []int{40}, MinTenants: 5, Draws: 1}); err != nil {
+		t.Fatal(err)
+	}
+	month := time.Now().UTC().AddDate(0, -1, 0).Format("2006-01")
+	if !strings.Contains(b.String(), "Utility of the external_aggregate releases at ε=1 per metric release") || !strings.Contains(b.String(), "month "+month) {
+		t.Fatalf("the report of last month (%s) at ε=1:\n%s", month, b.String())
+	}
+}

@@ -35,7 +35,7 @@ func realCollector(t *testing.T) (string, []string, string) {
 	cfg.Collector.IngestTokens = []string{collector.TokenHash("acme", token)}
 	w := collector.NewKafkaWriter(cfg.Kafka, cfg.Collector)
 	t.Cleanup(func() { _ = w.Close() })
-	c, err := collector.New(cfg.Collector, cfg.Events, w, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c, err := collector.New(cfg, collector.Deps{Writer: w, Registry: prometheus.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -235,3 +235,50 @@ func TestRenamedSettings(t *testing.T) {
 		t.Error("a misspelt key is still refused")
 	}
 }
+
+// Print shows every setting with its environment variable and where the file came from, and
+// never a secret's value.
+func TestPrint(t *testing.T) {
+	c := Default()
+	c.Anonymizer.MasterKey = "00112233"
+	var b strings.Builder
+	c.Print(&b, "")
+	out := b.String()
+	if !strings.HasPrefix(out, "# source: (no file: defaults, environment and flags)\n") {
+		t.Errorf("source line: %q", strings.SplitN(out, "\n", 2)[0])
+	}
+	if strings.Contains(out, "00112233") || !strings.Contains(out, "(set)") {
+		t.Errorf("a secret must show as (set), never its value:\n%s", out)
+	}
+	want := 1 + len(c.Fields())
+	if n := strings.Count(out, "\n"); n != want {
+		t.Errorf("%d lines, want %d (the source and one a setting)", n, want)
+	}
+	b.Reset()
+	c.Print(&b, "x.yaml")
+	if !strings.HasPrefix(b.String(), "# source: x.yaml\n") || !strings.Contains(b.String(), "query.max_rows") || !strings.Contains(b.String(), "SHUKEI_QUERY_MAX_ROWS") {
+		t.Errorf("with a file:\n%s", b.String())
+	}
+}
+
+// FilePath takes --config, else $SHUKEI_CONFIG, else ./shukei.yaml if there is one.
+func TestFilePath(t *testing.T) {
+	t.Chdir(t.TempDir())
+	t.Setenv("SHUKEI_CONFIG", "")
+	if p := FilePath(""); p != "" {
+		t.Errorf("nothing given, no ./shukei.yaml: %q, want none", p)
+	}
+	if err := os.WriteFile("shukei.yaml", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if p := FilePath(""); p != "shukei.yaml" {
+		t.Errorf("./shukei.yaml present: %q", p)
+	}
+	t.Setenv("SHUKEI_CONFIG", "env.yaml")
+	if p := FilePath(""); p != "env.yaml" {
+		t.Errorf("SHUKEI_CONFIG set: %q", p)
+	}
+	if p := FilePath("flag.yaml"); p != "flag.yaml" {
+		t.Errorf("--config given: %q", p)
+	}
+}

@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"reflect"
 	"slices"
 	"sort"
@@ -267,4 +269,37 @@ func Paths() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// FilePath is the configuration file a command loads: flag (--config) if set, else
+// $SHUKEI_CONFIG, else ./shukei.yaml when it exists; "" for none.
+func FilePath(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if path := os.Getenv("SHUKEI_CONFIG"); path != "" {
+		return path
+	}
+	if _, err := os.Stat("shukei.yaml"); err == nil {
+		return "shukei.yaml"
+	}
+	return ""
+}
+
+// Print writes c to w as 'shukei config' shows it: the file it was loaded from (path; ""
+// for none), then one setting a line with its value and its environment variable. A secret
+// is never printed: a set one shows as "(set)".
+func (c Config) Print(w io.Writer, path string) {
+	src := path
+	if src == "" {
+		src = "(no file: defaults, environment and flags)"
+	}
+	fmt.Fprintf(w, "# source: %s\n", src)
+	for _, f := range c.Fields() {
+		v := f.String()
+		if f.Secret && v != "" {
+			v = "(set)"
+		}
+		fmt.Fprintf(w, "%-30s %-40s %s\n", f.Path, v, f.Env)
+	}
 }

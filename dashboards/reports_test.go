@@ -23,6 +23,7 @@ import (
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/migrations"
@@ -514,10 +515,11 @@ func newReportsFixture(t *testing.T, grant principal.Principal, budget ledger.Bu
 		t.Fatalf("the one-shot registered %+v, want kind %s, purposes %q and nothing else", got, grant.Kind, grant.Purposes)
 	}
 	log := audit.New(conn, db)
-	srv, err := query.New(query.Options{
-		Principals: store, Audit: log, Tickets: reg, Readers: conns, Prefix: db,
-		K: 5, MaxRows: 1000, Timeout: 20 * time.Second, Lookback: 7 * 24 * time.Hour,
-		Budget: budget, YearBudget: ledger.Budget{Epsilon: 12 * budget.Epsilon, Delta: 12 * budget.Delta},
+	var qcfg config.Config // max_rows, timeout and support_lookback; the others New's defaults
+	qcfg.Query = config.Query{MaxRows: 1000, Timeout: 20 * time.Second, SupportLookback: 7 * 24 * time.Hour}
+	srv, err := query.New(qcfg, query.Deps{
+		Principals: store, Audit: log, Tickets: reg, Readers: conns, Database: db,
+		K: 5, Budget: budget, YearBudget: ledger.Budget{Epsilon: 12 * budget.Epsilon, Delta: 12 * budget.Delta},
 		BreakGlass: breakglass.New(conn, db, store, log),
 	})
 	if err != nil {

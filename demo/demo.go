@@ -310,7 +310,7 @@ func demoMeasured(out io.Writer, st demoStats) {
 // its base URL.
 func demoCollector(ctx context.Context, cfg config.Config, reg *prometheus.Registry) (url string, stop func(), err error) {
 	w := collector.NewKafkaWriter(cfg.Kafka, cfg.Collector)
-	c, err := collector.New(cfg.Collector, cfg.Events, w, reg, ops.NewLogger(io.Discard, cfg.Log))
+	c, err := collector.New(cfg, collector.Deps{Writer: w, Registry: reg, Log: ops.NewLogger(io.Discard, cfg.Log)})
 	if err != nil {
 		w.Close()
 		return "", nil, err

@@ -57,7 +57,7 @@ func TestSendThroughCollectorAndDirect(t *testing.T) {
 	}
 	w := collector.NewKafkaWriter(cfg.Kafka, cfg.Collector)
 	defer w.Close()
-	c, err := collector.New(cfg.Collector, cfg.Events, w, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c, err := collector.New(cfg, collector.Deps{Writer: w, Registry: prometheus.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

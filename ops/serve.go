@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/registry"
 )
 
@@ -133,4 +135,22 @@ func RunRole(ctx context.Context, r Role, role func(context.Context) error) erro
 		return err
 	}, func(error) { cancel() })
 	return g.Run()
+}
+
+// Opened is a role its package's Open made: Run runs it until its context ends, Close
+// releases its connections.
+type Opened interface {
+	Run(ctx context.Context) error
+	Close()
+}
+
+// OpenAndRun is what 'shukei <role>' does: it opens the role with open (the role package's
+// Open), runs it until ctx ends and closes it.
+func OpenAndRun[R Opened](ctx context.Context, cfg config.Config, log *slog.Logger, open func(context.Context, config.Config, *slog.Logger) (R, error)) error {
+	r, err := open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return r.Run(ctx)
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shukei/shukei/config"
 )
 
 func freeAddr(t *testing.T) string {
@@ -113,5 +116,28 @@ func TestRunRoleServesOpsWhileTheRoleRuns(t *testing.T) {
 		func(ctx context.Context) error { <-ctx.Done(); return nil })
 	if err == nil || !strings.HasPrefix(err.Error(), "query ops listener: listen on "+ln.Addr().String()) {
 		t.Errorf("RunRole with its ops address taken: %v", err)
+	}
+}
+
+// fakeRole records what OpenAndRun did with it.
+type fakeRole struct {
+	ran, closed bool
+	err         error
+}
+
+func (r *fakeRole) Run(context.Context) error { r.ran = true; return r.err }
+func (r *fakeRole) Close()                    { r.closed = true }
+
+func TestOpenAndRunRunsThenCloses(t *testing.T) {
+	failed := errors.New("run failed")
+	r := &fakeRole{err: failed}
+	open := func(context.Context, config.Config, *slog.Logger) (*fakeRole, error) { return r, nil }
+	if err := OpenAndRun(context.Background(), config.Default(), nil, open); err != failed || !r.ran || !r.closed {
+		t.Fatalf("err %v, ran %v, closed %v: want Run's error after Run and Close", err, r.ran, r.closed)
+	}
+	refused := errors.New("open failed")
+	open = func(context.Context, config.Config, *slog.Logger) (*fakeRole, error) { return nil, refused }
+	if err := OpenAndRun(context.Background(), config.Default(), nil, open); err != refused {
+		t.Fatalf("err %v, want Open's", err)
 	}
 }

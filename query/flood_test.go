@@ -23,6 +23,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/query"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
@@ -30,19 +31,19 @@ import (
 )
 
 // serveWith starts a second service over the fixture's database with options of its own.
-func (f *fixture) serveWith(mod func(*query.Options)) (*httptest.Server, *query.Server, *prometheus.Registry) {
+func (f *fixture) serveWith(mod func(*config.Query, *query.Deps)) (*httptest.Server, *query.Server, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
-	o := query.Options{
-		Principals: principal.New(f.conn, f.db), Audit: f.log, Tickets: f.reg, Readers: f.readers, Prefix: f.db,
-		K: 5, MaxRows: 1000, Timeout: 10 * time.Second, Lookback: 7 * 24 * time.Hour,
-		Budget:     ledger.Budget{Epsilon: 31, Delta: 1e-6},
+	cfg := testConfig()
+	d := query.Deps{
+		Principals: principal.New(f.conn, f.db), Audit: f.log, Tickets: f.reg, Readers: f.readers, Database: f.db,
+		K: 5, Budget: ledger.Budget{Epsilon: 31, Delta: 1e-6},
 		BreakGlass: breakglass.New(f.conn, f.db, principal.New(f.conn, f.db), f.log),
-		Metrics:    reg,
+		Registry:   reg,
 	}
 	if mod != nil {
-		mod(&o)
+		mod(&cfg.Query, &d)
 	}
-	s, err := query.New(o)
+	s, err := query.New(cfg, d)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -165,7 +166,9 @@ func (c *floodClient) auditSeqs() []uint64 {
 func TestUnauthenticatedFloodIsSummarised(t *testing.T) {
 	f := newFixture(t, nil)
 	every := time.Second
-	srv, _, reg := f.serveWith(func(o *query.Options) { o.UnauthenticatedEvery, o.UnauthenticatedRate = every, 10000 })
+	srv, _, reg := f.serveWith(func(q *config.Query, _ *query.Deps) {
+		q.UnauthenticatedSummaryEvery, q.UnauthenticatedRate = every, 10000
+	})
 	// Signed in once, so the token index is loaded before the flood.
 	pm := newFloodClient(srv.URL, 1)
 	req, _ := http.NewRequest("GET", srv.URL+"/v1/whoami", nil)
@@ -255,7 +258,7 @@ func (b *blockingTickets) Ticket(ctx context.Context, tenant, id string) (regist
 func TestMaxInFlight(t *testing.T) {
 	f := newFixture(t, nil)
 	bt := &blockingTickets{TicketSource: f.reg, release: make(chan struct{})}
-	srv, _, reg := f.serveWith(func(o *query.Options) { o.MaxInFlight = 2; o.Tickets = bt })
+	srv, _, reg := f.serveWith(func(q *config.Query, d *query.Deps) { q.MaxInFlight = 2; d.Tickets = bt })
 	get := func(token, path string) (int, http.Header, map[string]any) {
 		req, _ := http.NewRequest("GET", srv.URL+path, nil)
 		if token != "" {
@@ -451,9 +454,9 @@ func TestNoClickHouseErrorText(t *testing.T) {
 		wrong[p] = c
 	}
 	wrong["service_improvement"] = f.readers["marketing"] // refused by the server: access denied
-	report, _, _ := f.serveWith(func(o *query.Options) { o.Readers = wrong })
-	noAudit, _, _ := f.serveWith(func(o *query.Options) { o.Audit = audit.New(f.conn, f.db+"_missing") })
-	noPrincipals, _, _ := f.serveWith(func(o *query.Options) { o.Principals = principal.New(f.conn, f.db+"_missing") })
+	report, _, _ := f.serveWith(func(_ *config.Query, d *query.Deps) { d.Readers = wrong })
+	noAudit, _, _ := f.serveWith(func(_ *config.Query, d *query.Deps) { d.Audit = audit.New(f.conn, f.db+"_missing") })
+	noPrincipals, _, _ := f.serveWith(func(_ *config.Query, d *query.Deps) { d.Principals = principal.New(f.conn, f.db+"_missing") })
 	fr := "/v1/reports/feature_ranking?" + url.Values{"purpose": {"service_improvement"}, "week": {"2026-11-20"}}.Encode()
 	for _, c := range []struct {
 		name, base, token, path string

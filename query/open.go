@@ -86,12 +86,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 	r.audit = audit.New(conn, db, aopts...)
 	r.ready = func() error { return conn.Ping(ctx) }
 	principals := principal.New(rconn, db)
-	r.srv, err = New(Options{
+	r.srv, err = New(cfg, Deps{
 		Principals: principals, Audit: r.audit, Tickets: registry.New(rconn, db, nil),
-		BreakGlass: breakglass.New(conn, db, principals, r.audit),
-		Readers:    readers, Prefix: db, K: k, MaxRows: cfg.Query.MaxRows, Timeout: cfg.Query.Timeout,
-		Lookback: cfg.Query.SupportLookback, Budget: budget, YearBudget: ops.YearBudgetOf(cfg.Aggregator, budget), Metrics: r.metrics, Log: log,
-		MaxInFlight: cfg.Query.MaxInFlight, UnauthenticatedEvery: cfg.Query.UnauthenticatedSummaryEvery, UnauthenticatedRate: cfg.Query.UnauthenticatedRate,
+		BreakGlass: breakglass.New(conn, db, principals, r.audit), Readers: readers, Database: db,
+		K: k, Budget: budget, YearBudget: ops.YearBudgetOf(cfg.Aggregator, budget), Registry: r.metrics, Log: log,
 		Ready: r.ready,
 	})
 	if err != nil {

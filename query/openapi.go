@@ -3,6 +3,7 @@ package query
 import (
 	_ "embed"
 	"encoding/json"
+	"io"
 	"net/http"
 )
 
@@ -18,6 +19,16 @@ func (s *Server) handleOpenAPI(w http.ResponseWriter, _ *http.Request) {
 }
 
 type obj = map[string]any
+
+// WriteOpenAPI writes the OpenAPI document (OpenAPI) to w: 'shukei query --openapi'.
+func WriteOpenAPI(w io.Writer) error {
+	b, err := OpenAPI()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
 
 // OpenAPI renders the OpenAPI 3.0 document of the service from the report definitions.
 func OpenAPI() ([]byte, error) {

@@ -13,6 +13,17 @@ import (
 
 var update = flag.Bool("update", false, "rewrite query/openapi.json from the report definitions")
 
+// WriteOpenAPI writes the document the service serves ('shukei query --openapi').
+func TestWriteOpenAPI(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteOpenAPI(&b); err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := OpenAPI(); !bytes.Equal(b.Bytes(), want) {
+		t.Fatal("WriteOpenAPI wrote something else than OpenAPI")
+	}
+}
+
 // The OpenAPI document in the repository is the one the code describes.
 func TestOpenAPIFileIsCurrent(t *testing.T) {
 	b, err := OpenAPI()

@@ -26,43 +26,35 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/query/principal"
 )
 
-// Options configure a Server.
-type Options struct {
+// Deps are the query service's collaborators, which Open builds and tests inject: its stores,
+// its connections and what it derives from the policy. The settings come from the
+// configuration's query section (New).
+type Deps struct {
 	Principals *principal.Store
 	Audit      *audit.Log
 	Tickets    TicketSource
-	Readers    map[string]driver.Conn // purpose → that purpose's read-only connection
-	Prefix     string                 // the internal database; purpose databases are <Prefix>_<purpose>
-	K          int                    // fewest tenants behind an aggregate cell
-	MaxRows    int
-	Timeout    time.Duration
-	Lookback   time.Duration // support: how far before a ticket's opening a trace may reach
-	Budget     ledger.Budget // external_aggregate's monthly allowance
-	YearBudget ledger.Budget // and over any 365 days of windows
 	BreakGlass *breakglass.Store
-	Metrics    prometheus.Registerer
-	Ready      func() error
-	Log        *slog.Logger
-	Now        func() time.Time
-	// MaxInFlight is the most requests of principals answered at once (query.max_in_flight);
-	// beyond it, 503 with Retry-After. 0 means 64.
-	MaxInFlight int
-	// UnauthenticatedEvery is how often requests without a valid token are summarised in
-	// the audit log (query.unauthenticated_summary_every). 0 means a minute.
-	UnauthenticatedEvery time.Duration
-	// UnauthenticatedRate is how many requests without a valid token are answered a second
-	// at most (query.unauthenticated_rate); the others wait their turn. 0 means 2000.
-	UnauthenticatedRate float64
+	Readers    map[string]driver.Conn // purpose → that purpose's read-only connection
+	Database   string                 // the internal database; purpose databases are <Database>_<purpose>
+	K          int                    // fewest tenants behind an aggregate cell (the policy's, or a larger query.k)
+	Budget     ledger.Budget          // external_aggregate's monthly allowance
+	YearBudget ledger.Budget          // and over any 365 days of windows
+	Registry   prometheus.Registerer  // receives the metrics; nil: a registry of its own
+	Ready      func() error           // /readyz; nil: always ready
+	Log        *slog.Logger           // nil: discarded
+	Now        func() time.Time       // nil: time.Now in UTC
 }
 
 // Server answers the API, the OpenAPI document and the web page.
 type Server struct {
-	o      Options
+	cfg    config.Query
+	d      Deps
 	m      *metrics
 	mux    *http.ServeMux
 	index  *principal.Index
@@ -71,49 +63,52 @@ type Server struct {
 	pace   *pace
 }
 
-// New checks the options and builds the server.
-func New(o Options) (*Server, error) {
-	if o.Principals == nil || o.Audit == nil {
+// New checks the dependencies and builds the server with the settings of cfg.Query: max_rows,
+// timeout, support_lookback, max_in_flight, unauthenticated_summary_every and
+// unauthenticated_rate (each, when zero, a default: 10000, 10s, none, 64, 1m, 2000).
+func New(cfg config.Config, d Deps) (*Server, error) {
+	c := cfg.Query
+	if d.Principals == nil || d.Audit == nil {
 		return nil, errors.New("query: principals and the audit log are required")
 	}
-	if o.K < policy.MinK {
-		return nil, fmt.Errorf("query: k=%d; an aggregate cell needs at least %d tenants", o.K, policy.MinK)
+	if d.K < policy.MinK {
+		return nil, fmt.Errorf("query: k=%d; an aggregate cell needs at least %d tenants", d.K, policy.MinK)
 	}
-	if o.MaxRows <= 0 {
-		o.MaxRows = 10000
+	if c.MaxRows <= 0 {
+		c.MaxRows = 10000
 	}
-	if o.Timeout <= 0 {
-		o.Timeout = 10 * time.Second
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Second
 	}
-	if o.Now == nil {
-		o.Now = func() time.Time { return time.Now().UTC() }
+	if d.Now == nil {
+		d.Now = func() time.Time { return time.Now().UTC() }
 	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if d.Log == nil {
+		d.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if o.Metrics == nil {
-		o.Metrics = prometheus.NewRegistry()
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
 	}
-	if o.Ready == nil {
-		o.Ready = func() error { return nil }
+	if d.Ready == nil {
+		d.Ready = func() error { return nil }
 	}
-	if o.MaxInFlight <= 0 {
-		o.MaxInFlight = 64
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 64
 	}
-	if o.UnauthenticatedEvery <= 0 {
-		o.UnauthenticatedEvery = time.Minute
+	if c.UnauthenticatedSummaryEvery <= 0 {
+		c.UnauthenticatedSummaryEvery = time.Minute
 	}
-	if o.UnauthenticatedRate <= 0 {
-		o.UnauthenticatedRate = 2000
+	if c.UnauthenticatedRate <= 0 {
+		c.UnauthenticatedRate = 2000
 	}
-	s := &Server{o: o, m: newMetrics(o.Metrics), mux: http.NewServeMux(),
-		index: principal.NewIndex(o.Principals, principal.MinReload), slots: make(chan struct{}, o.MaxInFlight),
-		pace: newPace(o.UnauthenticatedRate)}
+	s := &Server{cfg: c, d: d, m: newMetrics(d.Registry), mux: http.NewServeMux(),
+		index: principal.NewIndex(d.Principals, principal.MinReload), slots: make(chan struct{}, c.MaxInFlight),
+		pace: newPace(c.UnauthenticatedRate)}
 	s.index.OnError = func(err error) {
-		s.o.Log.Error("principals could not be read into the token index; tokens not in it are refused as unknown", "err", err)
+		s.d.Log.Error("principals could not be read into the token index; tokens not in it are refused as unknown", "err", err)
 	}
-	s.unauth = &unauthSummary{every: o.UnauthenticatedEvery, log: o.Audit, logger: o.Log, failed: s.m.auditFailures.Inc}
-	o.Metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+	s.unauth = &unauthSummary{every: c.UnauthenticatedSummaryEvery, log: d.Audit, logger: d.Log, failed: s.m.auditFailures.Inc}
+	d.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "shukei_query_principal_loads_total",
 		Help: "Reads of the principals table into the token index: at start, and at most one a second when a token is not in it.",
 	}, func() float64 { return float64(s.index.Loads()) }))
@@ -126,7 +121,7 @@ func New(o Options) (*Server, error) {
 	s.mux.HandleFunc("GET /openapi.json", s.handleOpenAPI)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := s.o.Ready(); err != nil {
+		if err := s.d.Ready(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -207,7 +202,7 @@ func (s *Server) authenticate(ctx context.Context, w http.ResponseWriter, r *htt
 	default:
 		s.m.overloaded.Inc()
 		req.rec.Decision = audit.Denied
-		req.rec.Reason = fmt.Sprintf("over query.max_in_flight: %d requests being answered", s.o.MaxInFlight)
+		req.rec.Reason = fmt.Sprintf("over query.max_in_flight: %d requests being answered", s.cfg.MaxInFlight)
 		seq, ok := s.finish(ctx, w, req)
 		if !ok {
 			return false
@@ -232,7 +227,7 @@ func (s *Server) authenticate(ctx context.Context, w http.ResponseWriter, r *htt
 	req.p = &p
 	req.rec.Principal, req.rec.Kind, req.rec.ContractRef = p.ID, p.Kind, p.ContractRef
 	// Every request, whoami and break-glass included: enabled, unexpired, of a known kind.
-	if err := p.Active(s.o.Now()); err != nil {
+	if err := p.Active(s.d.Now()); err != nil {
 		s.deny(ctx, w, req, http.StatusForbidden, err)
 		s.release(req)
 		return false
@@ -259,7 +254,7 @@ func (s *Server) refuseUnauthenticated(ctx context.Context, w http.ResponseWrite
 	s.m.observe(req.rec.Report, audit.Denied, time.Since(req.start))
 	if err != nil {
 		if !errors.Is(err, errAuditBackoff) {
-			s.o.Log.Error("audit log append failed; request without a valid token refused", "err", err)
+			s.d.Log.Error("audit log append failed; request without a valid token refused", "err", err)
 		}
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the audit log cannot be written, so the request is refused", Status: 503})
 		return
@@ -277,11 +272,11 @@ func (s *Server) finish(ctx context.Context, w http.ResponseWriter, req *request
 	// The audit write must not be cut short by a client that went away.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	rec, err := s.o.Audit.Append(actx, req.rec)
+	rec, err := s.d.Audit.Append(actx, req.rec)
 	s.m.observe(req.rec.Report, req.rec.Decision, time.Since(req.start))
 	if err != nil {
 		s.m.auditFailures.Inc()
-		s.o.Log.Error("audit log append failed; request refused", "principal", req.rec.Principal, "report", req.rec.Report, "err", err)
+		s.d.Log.Error("audit log append failed; request refused", "principal", req.rec.Principal, "report", req.rec.Report, "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "the audit log cannot be written, so the request is refused", Status: 503})
 		return 0, false
 	}
@@ -301,7 +296,7 @@ func (s *Server) deny(ctx context.Context, w http.ResponseWriter, req *request, 
 		if errors.As(err, &se) {
 			msg = se.public
 		}
-		s.o.Log.Error("request failed", "principal", req.rec.Principal, "report", req.rec.Report, "status", status, "err", err)
+		s.d.Log.Error("request failed", "principal", req.rec.Principal, "report", req.rec.Report, "status", status, "err", err)
 	}
 	seq, ok := s.finish(ctx, w, req)
 	if !ok {
@@ -362,7 +357,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 	if purpose == "support" {
 		req.rec.Tenant = trunc(q.Get("tenant"))
 	}
-	now := s.o.Now()
+	now := s.d.Now()
 	if err := req.p.Authorize(purpose, now); err != nil {
 		// A support trace under an approved break-glass grant needs no support grant: the
 		// grant itself is checked with the report (its principal, tenant and time box).
@@ -391,18 +386,18 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 		s.deny(ctx, w, req, http.StatusBadRequest, err)
 		return
 	}
-	conn := s.o.Readers[purpose]
+	conn := s.d.Readers[purpose]
 	if conn == nil {
 		s.deny(ctx, w, req, http.StatusServiceUnavailable, fmt.Errorf("this service has no reader for purpose %s", purpose))
 		return
 	}
 	var bg BreakGlassSource
-	if s.o.BreakGlass != nil {
-		bg = s.o.BreakGlass
+	if s.d.BreakGlass != nil {
+		bg = s.d.BreakGlass
 	}
-	env := &Env{Conn: conn, DB: s.o.Prefix + "_" + purpose, Prefix: s.o.Prefix, K: s.o.K, MaxRows: s.o.MaxRows, Now: now,
-		Tickets: s.o.Tickets, Lookback: s.o.Lookback, Budget: s.o.Budget, YearBudget: s.o.YearBudget, BreakGlass: bg, Principal: req.p.ID}
-	rctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
+	env := &Env{Conn: conn, DB: s.d.Database + "_" + purpose, Prefix: s.d.Database, K: s.d.K, MaxRows: s.cfg.MaxRows, Now: now,
+		Tickets: s.d.Tickets, Lookback: s.cfg.SupportLookback, Budget: s.d.Budget, YearBudget: s.d.YearBudget, BreakGlass: bg, Principal: req.p.ID}
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	if rep.authorize != nil {
 		err := rep.authorize(rctx, env, args)
@@ -423,16 +418,16 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 		s.deny(ctx, w, req, http.StatusBadRequest, err)
 		return
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(rctx.Err(), context.DeadlineExceeded):
-		s.deny(ctx, w, req, http.StatusGatewayTimeout, failed(fmt.Sprintf("report %s took longer than %s", rep.Name, s.o.Timeout), err))
+		s.deny(ctx, w, req, http.StatusGatewayTimeout, failed(fmt.Sprintf("report %s took longer than %s", rep.Name, s.cfg.Timeout), err))
 		return
 	case err != nil:
-		s.o.Log.Error("report failed", "report", rep.Name, "err", err)
+		s.d.Log.Error("report failed", "report", rep.Name, "err", err)
 		s.deny(ctx, w, req, http.StatusInternalServerError, failed("report "+rep.Name+" failed", err))
 		return
 	}
-	truncated := len(rows) > s.o.MaxRows
+	truncated := len(rows) > s.cfg.MaxRows
 	if truncated {
-		rows = rows[:s.o.MaxRows]
+		rows = rows[:s.cfg.MaxRows]
 	}
 	req.rec.Decision, req.rec.Rows = audit.Allowed, uint64(len(rows))
 	seq, ok := s.finish(ctx, w, req)
@@ -442,7 +437,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 	s.m.rows.WithLabelValues(rep.Name).Add(float64(len(rows)))
 	w.Header().Set("X-Shukei-Audit-Seq", strconv.FormatUint(seq, 10))
 	if truncated {
-		w.Header().Set("X-Shukei-Truncated", strconv.Itoa(s.o.MaxRows))
+		w.Header().Set("X-Shukei-Truncated", strconv.Itoa(s.cfg.MaxRows))
 	}
 	if format == "csv" {
 		writeCSV(w, rep, rows)
@@ -451,7 +446,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 	res := result{Report: rep.Name, Purpose: purpose, Title: rep.Title, GeneratedAt: now.Truncate(time.Second), Params: canonical(args),
 		Columns: rep.Columns, Rows: make([]map[string]any, len(rows)), Chart: rep.Chart, AuditSeq: seq, Truncated: truncated}
 	if rep.Threshold {
-		res.K = s.o.K
+		res.K = s.d.K
 	}
 	for i, row := range rows {
 		m := make(map[string]any, len(row))
@@ -618,7 +613,7 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.release(req)
-	now := s.o.Now()
+	now := s.d.Now()
 	var purposes []string
 	var reps []reportInfo
 	for _, pur := range req.p.Purposes {
@@ -642,7 +637,7 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"principal": req.p.ID, "kind": req.p.Kind, "contract_ref": req.p.ContractRef, "expires_at": expires,
-		"purposes": purposes, "reports": reps, "k": s.o.K, "audit_seq": seq,
+		"purposes": purposes, "reports": reps, "k": s.d.K, "audit_seq": seq,
 	})
 }
 
@@ -681,7 +676,7 @@ func (s *Server) handleBreakGlass(action string) http.HandlerFunc {
 			return
 		}
 		defer s.release(req)
-		if s.o.BreakGlass == nil {
+		if s.d.BreakGlass == nil {
 			s.deny(ctx, w, req, http.StatusNotFound, errors.New("this service has no break-glass store"))
 			return
 		}
@@ -701,13 +696,13 @@ func (s *Server) handleBreakGlass(action string) http.HandlerFunc {
 				s.deny(ctx, w, req, http.StatusBadRequest, fmt.Errorf("ttl %q must be a duration (4h) and tenant an identifier", trunc(body.TTL)))
 				return
 			}
-			g, err = s.o.BreakGlass.Request(ctx, req.p.ID, body.Tenant, body.Clause, body.Justification, ttl)
+			g, err = s.d.BreakGlass.Request(ctx, req.p.ID, body.Tenant, body.Clause, body.Justification, ttl)
 		case "approve":
 			req.rec.Ticket = trunc(r.PathValue("id"))
-			g, err = s.o.BreakGlass.Approve(ctx, r.PathValue("id"), req.p.ID)
+			g, err = s.d.BreakGlass.Approve(ctx, r.PathValue("id"), req.p.ID)
 		case "revoke":
 			req.rec.Ticket = trunc(r.PathValue("id"))
-			g, err = s.o.BreakGlass.Revoke(ctx, r.PathValue("id"), req.p.ID)
+			g, err = s.d.BreakGlass.Revoke(ctx, r.PathValue("id"), req.p.ID)
 		}
 		if err != nil && g.Tenant != "" {
 			req.rec.Tenant = g.Tenant // a refused step names the grant's tenant too
@@ -729,7 +724,7 @@ func (s *Server) handleBreakGlass(action string) http.HandlerFunc {
 		}
 		s.m.observe(req.rec.Report, "allowed", time.Since(req.start))
 		gi := grantInfo{ID: g.ID, Principal: g.Principal, Purpose: g.Purpose, Tenant: g.Tenant, Clause: g.Clause,
-			Justification: g.Justification, TTL: g.TTL.String(), State: g.State(s.o.Now()), ApprovedBy: g.ApprovedBy}
+			Justification: g.Justification, TTL: g.TTL.String(), State: g.State(s.d.Now()), ApprovedBy: g.ApprovedBy}
 		if !g.ExpiresAt.IsZero() {
 			e := g.ExpiresAt.UTC().Format(time.RFC3339)
 			gi.ExpiresAt = &e

@@ -19,6 +19,7 @@ import (
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/query"
@@ -159,11 +160,18 @@ func newFixture(t testing.TB, evs []ev) *fixture {
 	return f
 }
 
+// testConfig is the service's configuration in these tests: max_rows, timeout and
+// support_lookback set, the other query settings zero (New's defaults).
+func testConfig() config.Config {
+	var c config.Config
+	c.Query = config.Query{MaxRows: 1000, Timeout: 10 * time.Second, SupportLookback: 7 * 24 * time.Hour}
+	return c
+}
+
 func (f *fixture) server(log *audit.Log) *query.Server {
-	s, err := query.New(query.Options{
-		Principals: principal.New(f.conn, f.db), Audit: log, Tickets: f.reg, Readers: f.readers, Prefix: f.db,
-		K: 5, MaxRows: 1000, Timeout: 10 * time.Second, Lookback: 7 * 24 * time.Hour,
-		Budget:     ledger.Budget{Epsilon: 31, Delta: 1e-6},
+	s, err := query.New(testConfig(), query.Deps{
+		Principals: principal.New(f.conn, f.db), Audit: log, Tickets: f.reg, Readers: f.readers, Database: f.db,
+		K: 5, Budget: ledger.Budget{Epsilon: 31, Delta: 1e-6},
 		BreakGlass: breakglass.New(f.conn, f.db, principal.New(f.conn, f.db), log),
 	})
 	if err != nil {

@@ -16,15 +16,22 @@ import (
 // NewKeeper is the retention keeper of the configured database: it deletes on conn and
 // appends its receipts to the audit log on auditConn.
 func NewKeeper(cfg config.Config, conn, auditConn driver.Conn, log *slog.Logger) *Keeper {
+	return New(cfg, keeperDeps(cfg, conn, auditConn, log))
+}
+
+// keeperDeps are the dependencies of the keeper of the configured database: the registry and
+// the policy's retention, the audit log on auditConn (keyed as configured), and the
+// tombstones' key from the master key when there is one.
+func keeperDeps(cfg config.Config, conn, auditConn driver.Conn, log *slog.Logger) Deps {
 	db := cfg.ClickHouse.Database
-	k := New(conn, db, registry.New(conn, db, nil), audit.New(auditConn, db, ops.AuditOptionsOrRefuse(cfg, log)...), ops.MustPolicy().Retention).
-		StateRetention(cfg.Aggregator.StateRetention).Periods(cfg.Aggregator)
+	d := Deps{Conn: conn, Database: db, Registry: registry.New(conn, db, nil),
+		Audit: audit.New(auditConn, db, ops.AuditOptionsOrRefuse(cfg, log)...), Policy: ops.MustPolicy().Retention}
 	if mk, err := ops.MasterKey(cfg.Anonymizer); err == nil {
-		k.Tombstones(mk.Derive("dlq"))
+		d.TombstoneKey = mk.Derive("dlq")
 	} else {
 		log.Warn("no master key: a tenant deleted now leaves no tombstone, so its events still in Kafka would be kept as unknown_tenant refusals, with its id; configure anonymizer.master_key_file", "err", err)
 	}
-	return k
+	return d
 }
 
 // Role is 'shukei retention run': the keeper, connected as retention's own users, run once or
@@ -57,8 +64,9 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 		return nil, err
 	}
 	conns = append(conns, aconns...)
-	k := NewKeeper(cfg, conns[0], conns[2], log).ReadReleasesWith(conns[1])
-	return &Role{log: log, k: k, conns: conns}, nil
+	d := keeperDeps(cfg, conns[0], conns[2], log)
+	d.Read = conns[1]
+	return &Role{log: log, k: New(cfg, d), conns: conns}, nil
 }
 
 // Run runs the keeper once, or every r.Every until ctx ends.

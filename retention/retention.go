@@ -47,27 +47,31 @@ type Keeper struct {
 	tombstoneKey []byte
 }
 
-// Tombstones sets the key of the tombstones deletions leave in the registry — the processor's
-// refusal hash key (master key, "dlq") — and returns k. With it, a deleted tenant's events
-// still in Kafka are refused as tenant_deleted and keep nothing; without it they would be kept
-// as unknown_tenant refusals, with the tenant's id.
-func (k *Keeper) Tombstones(key []byte) *Keeper {
-	k.tombstoneKey = key
-	return k
+// Deps are the keeper's collaborators, which NewKeeper and Open build and tests inject.
+type Deps struct {
+	Conn     driver.Conn // deletes tenants' rows and expired data
+	Read     driver.Conn // reads the releases (retention's read-only user, promise 16); Conn when nil
+	Database string      // the database (and its purpose databases) the keeper keeps
+	Registry *registry.Registry
+	Audit    *audit.Log // receives the deletion receipts
+	Policy   policy.Retention
+	// TombstoneKey keys the tombstone a deletion leaves in the registry — the processor's
+	// refusal hash key (master key, "dlq"). With it, a deleted tenant's events still in Kafka
+	// are refused as tenant_deleted and keep nothing; without it (nil) they would be kept as
+	// unknown_tenant refusals, with the tenant's id.
+	TombstoneKey []byte
 }
 
-// New returns a keeper over database db (and its purpose databases). It keeps released
-// windows' partial aggregates for the default aggregator.state_retention; StateRetention
-// sets the configured one.
-func New(conn driver.Conn, db string, reg *registry.Registry, log *audit.Log, r policy.Retention) *Keeper {
-	return &Keeper{conn: conn, db: db, reg: reg, audit: log, policy: r, stateMargin: config.Default().Aggregator.StateRetention}
-}
-
-// ReadReleasesWith makes k read the releases (to know which windows' state expired) on read,
-// retention's read-only user (promise 16), and returns k.
-func (k *Keeper) ReadReleasesWith(read driver.Conn) *Keeper {
-	k.read = read
-	return k
+// New returns a keeper with the settings of cfg.Aggregator: how long after a window's release
+// its partial aggregates are kept (state_retention; zero: the default) and the periods it
+// releases beyond its base windows (weeks, months: week_epsilon and month_epsilon).
+func New(cfg config.Config, d Deps) *Keeper {
+	margin := cfg.Aggregator.StateRetention
+	if margin == 0 {
+		margin = config.Default().Aggregator.StateRetention
+	}
+	return &Keeper{conn: d.Conn, read: d.Read, db: d.Database, reg: d.Registry, audit: d.Audit, policy: d.Policy,
+		stateMargin: margin, periods: aggregator.PeriodsOf(cfg.Aggregator), tombstoneKey: d.TombstoneKey}
 }
 
 func (k *Keeper) readConn() driver.Conn {
@@ -75,20 +79,6 @@ func (k *Keeper) readConn() driver.Conn {
 		return k.read
 	}
 	return k.conn
-}
-
-// StateRetention sets how long after a window's release its partial aggregates are kept
-// (aggregator.state_retention) and returns k.
-func (k *Keeper) StateRetention(margin time.Duration) *Keeper {
-	k.stateMargin = margin
-	return k
-}
-
-// Periods sets the periods the aggregator releases beyond its base windows (weeks, months),
-// from aggregator.week_epsilon and aggregator.month_epsilon, and returns k.
-func (k *Keeper) Periods(c config.Aggregator) *Keeper {
-	k.periods = aggregator.PeriodsOf(c)
-	return k
 }
 
 // Table is a table holding tenant rows.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/decision"
@@ -120,7 +121,7 @@ func TestTenantDeletedEndToEnd(t *testing.T) {
 		Tenant: "gone", Decision: audit.Allowed}); err != nil {
 		t.Fatal(err)
 	}
-	k := retention.New(conn, db, reg, log, r)
+	k := retention.New(config.Config{}, retention.Deps{Conn: conn, Database: db, Registry: reg, Audit: log, Policy: r})
 	before, err := k.Verify(ctx, "gone")
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/policy"
@@ -98,7 +99,9 @@ func TestRunExpiresReleasedPartials(t *testing.T) {
 	insertRelease(t, conn, db, plan, day(17), now.Add(-48*time.Hour))
 
 	r := policy.Retention{AfterContractEnd: 90 * 24 * time.Hour, EventStore: 395 * 24 * time.Hour, DLQ: 30 * 24 * time.Hour}
-	k := retention.New(conn, db, registry.New(conn, db, nil), audit.New(conn, db), r).StateRetention(72 * time.Hour)
+	var kcfg config.Config // state_retention 72h, no weeks or months released
+	kcfg.Aggregator.StateRetention = 72 * time.Hour
+	k := retention.New(kcfg, retention.Deps{Conn: conn, Database: db, Registry: registry.New(conn, db, nil), Audit: audit.New(conn, db), Policy: r})
 	rep, err := k.Run(ctx, now)
 	if err != nil {
 		t.Fatal(err)

@@ -1,22 +1,15 @@
 package main
 
 import (
-	"time"
-
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/aggregator"
-	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/ops"
 )
 
 func newAggregatorCmd(a *app) *cobra.Command {
-	var (
-		report     bool
-		reportEps  float64
-		tenants    []int
-		minTenants int
-		draws      int
-	)
+	var report bool
+	var o aggregator.UtilityOptions
 	cmd := &cobra.Command{
 		Use:   "aggregator",
 		Short: "Release differentially private cross-tenant aggregates (external_aggregate)",
@@ -39,30 +32,15 @@ restarts, replays and other instances find its release and change nothing.
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if report {
-				lastMonth := time.Now().UTC().AddDate(0, -1, 0)
-				var pops []*population.Population
-				for _, n := range tenants {
-					pops = append(pops, population.New(n, 1, "t"))
-				}
-				u, err := aggregator.UtilityReport(a.cfg.Aggregator, pops, lastMonth, reportEps, minTenants, draws)
-				if err != nil {
-					return err
-				}
-				u.Print(cmd.OutOrStdout())
-				return nil
+				return aggregator.PrintUtility(cmd.OutOrStdout(), a.cfg.Aggregator, o)
 			}
-			r, err := aggregator.Open(cmd.Context(), a.cfg, a.log)
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			return r.Run(cmd.Context())
+			return ops.OpenAndRun(cmd.Context(), a.cfg, a.log, aggregator.Open)
 		},
 	}
 	cmd.Flags().BoolVar(&report, "report", false, "print the utility report (error, share released, interval coverage, top-20 rank correlation per metric for a day, a week and a month) and exit")
-	cmd.Flags().Float64Var(&reportEps, "report-epsilon", 1, "ε per metric release for --report")
-	cmd.Flags().IntSliceVar(&tenants, "report-tenants", []int{300, 2000, 10000}, "sizes of the synthetic populations for --report")
-	cmd.Flags().IntVar(&minTenants, "report-min-tenants", 50, "cells with at least this many true tenants are measured by --report")
-	cmd.Flags().IntVar(&draws, "report-draws", 50, "independent draws of each release for --report (error, coverage and rank correlation are over all draws)")
+	cmd.Flags().Float64Var(&o.Epsilon, "report-epsilon", 1, "ε per metric release for --report")
+	cmd.Flags().IntSliceVar(&o.Tenants, "report-tenants", []int{300, 2000, 10000}, "sizes of the synthetic populations for --report")
+	cmd.Flags().IntVar(&o.MinTenants, "report-min-tenants", 50, "cells with at least this many true tenants are measured by --report")
+	cmd.Flags().IntVar(&o.Draws, "report-draws", 50, "independent draws of each release for --report (error, coverage and rank correlation are over all draws)")
 	return cmd
 }

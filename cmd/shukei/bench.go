@@ -12,9 +12,7 @@ func newBenchCmd(a *app) *cobra.Command {
 		Short: "Measure Shukei on this machine",
 		Args:  cobra.NoArgs,
 	}
-	var events, tenants, requests int
-	var reload bool
-	var out string
+	var o bench.ReportsOptions
 	reports := &cobra.Command{
 		Use:   "reports",
 		Short: "Report latency (p50, p95) of the query service over millions of stored events",
@@ -26,22 +24,21 @@ query service on loopback with the purpose readers and requests every report --r
 audit append included). It prints p50 and p95 per report and writes them as JSON.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return bench.Reports(cmd.Context(), cmd.OutOrStdout(), a.cfg, bench.ReportsOptions{
-				Events: events, Tenants: tenants, Requests: requests, Reload: reload, Out: out, Log: a.log})
+			o.Log = a.log
+			return bench.Reports(cmd.Context(), cmd.OutOrStdout(), a.cfg, o)
 		},
 	}
-	reports.Flags().IntVar(&events, "events", 10_000_000, "events in the store")
-	reports.Flags().IntVar(&tenants, "tenants", 2000, "tenants the events belong to")
-	reports.Flags().IntVar(&requests, "requests", 40, "timed requests per report")
-	reports.Flags().BoolVar(&reload, "reload", false, "drop and refill the bench database even if it holds enough events")
-	reports.Flags().StringVar(&out, "out", "bench/results/reports.json", "where to write the results (empty: nowhere)")
+	reports.Flags().IntVar(&o.Events, "events", 10_000_000, "events in the store")
+	reports.Flags().IntVar(&o.Tenants, "tenants", 2000, "tenants the events belong to")
+	reports.Flags().IntVar(&o.Requests, "requests", 40, "timed requests per report")
+	reports.Flags().BoolVar(&o.Reload, "reload", false, "drop and refill the bench database even if it holds enough events")
+	reports.Flags().StringVar(&o.Out, "out", "bench/results/reports.json", "where to write the results (empty: nowhere)")
 	cmd.AddCommand(reports, newBenchPipelineCmd(a))
 	return cmd
 }
 
 func newBenchPipelineCmd(a *app) *cobra.Command {
-	var events int
-	var out string
+	var o bench.PipelineOptions
 	cmd := &cobra.Command{
 		Use:   "pipeline",
 		Short: "Throughput, memory and CPU of every role, against a raw-copy and a ClickHouse Kafka-engine baseline",
@@ -56,10 +53,10 @@ from /proc. It merges bench/results/reports.json (from 'bench reports') and writ
 --out.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return bench.Pipeline(cmd.Context(), cmd.OutOrStdout(), a.cfg, bench.PipelineOptions{Events: events, Out: out})
+			return bench.Pipeline(cmd.Context(), cmd.OutOrStdout(), a.cfg, o)
 		},
 	}
-	cmd.Flags().IntVar(&events, "events", 500_000, "events the load generator sends")
-	cmd.Flags().StringVar(&out, "out", "bench/results/latest.json", "where to write the results")
+	cmd.Flags().IntVar(&o.Events, "events", 500_000, "events the load generator sends")
+	cmd.Flags().StringVar(&o.Out, "out", "bench/results/latest.json", "where to write the results")
 	return cmd
 }

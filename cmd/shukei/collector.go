@@ -1,10 +1,9 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/collector"
 )
 
@@ -23,12 +22,7 @@ requests, or while Kafka is unavailable, it answers 503 with Retry-After.
 Also serves /healthz, /readyz and /metrics.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := collector.Open(cmd.Context(), a.cfg, a.log)
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			return r.Run(cmd.Context())
+			return ops.OpenAndRun(cmd.Context(), a.cfg, a.log, collector.Open)
 		},
 	}
 	var tenant string
@@ -39,14 +33,7 @@ Also serves /healthz, /readyz and /metrics.`,
 once) and the line to add to collector.ingest_tokens, which holds only its SHA-256.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			tok, entry, err := collector.NewToken(tenant)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "token: %s\n", tok)
-			fmt.Fprintf(out, "ingest_tokens entry: %s\n", entry)
-			return nil
+			return collector.PrintNewToken(cmd.OutOrStdout(), tenant)
 		},
 	}
 	token.Flags().StringVar(&tenant, "tenant", "", "tenant id the token speaks for")

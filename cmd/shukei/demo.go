@@ -7,8 +7,7 @@ import (
 )
 
 func newDemoCmd(a *app) *cobra.Command {
-	var exit, fresh bool
-	var events int
+	var o demo.Options
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run Shukei's main job end to end and print what it found",
@@ -31,11 +30,12 @@ deletes its topics, so every run starts from nothing: for a demo sandbox only ('
 passes it).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return demo.Run(cmd.Context(), cmd.OutOrStdout(), a.cfg, demo.Options{Exit: exit, Fresh: fresh, Events: events, Log: a.log})
+			o.Log = a.log
+			return demo.Run(cmd.Context(), cmd.OutOrStdout(), a.cfg, o)
 		},
 	}
-	cmd.Flags().BoolVar(&exit, "exit", false, "exit after printing instead of serving the web page until Ctrl-C")
-	cmd.Flags().BoolVar(&fresh, "fresh", false, "drop the configured database, its purpose databases and its topics first (a demo sandbox only)")
-	cmd.Flags().IntVar(&events, "events", 1_000_000, "synthetic events the load generator sends over the last 14 days")
+	cmd.Flags().BoolVar(&o.Exit, "exit", false, "exit after printing instead of serving the web page until Ctrl-C")
+	cmd.Flags().BoolVar(&o.Fresh, "fresh", false, "drop the configured database, its purpose databases and its topics first (a demo sandbox only)")
+	cmd.Flags().IntVar(&o.Events, "events", 1_000_000, "synthetic events the load generator sends over the last 14 days")
 	return cmd
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/processor"
 )
 
@@ -23,12 +24,7 @@ committing it. Needs the master key (anonymizer.master_key_file or
 SHUKEI_ANONYMIZER_MASTER_KEY). Serves /metrics, /healthz and /readyz on processor.listen.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := processor.Open(cmd.Context(), a.cfg, a.log)
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			return r.Run(cmd.Context())
+			return ops.OpenAndRun(cmd.Context(), a.cfg, a.log, processor.Open)
 		},
 	}
 }

@@ -54,14 +54,9 @@ Every step, allowed or refused, is in the audit log with the grant's tenant.
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if openapi {
-				b, err := query.OpenAPI()
-				if err != nil {
-					return err
-				}
-				_, err = cmd.OutOrStdout().Write(b)
-				return err
+				return query.WriteOpenAPI(cmd.OutOrStdout())
 			}
-			return query.Serve(cmd.Context(), a.cfg, a.log, nil)
+			return ops.OpenAndRun(cmd.Context(), a.cfg, a.log, query.Open)
 		},
 	}
 	cmd.Flags().BoolVar(&openapi, "openapi", false, "print the OpenAPI document and exit")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 	"os"
 
@@ -119,15 +118,7 @@ func refuseUnknownSubcommands(c *cobra.Command) {
 }
 
 func (a *app) load(cmd *cobra.Command) error {
-	path := a.configPath
-	if path == "" {
-		path = os.Getenv("SHUKEI_CONFIG")
-	}
-	if path == "" {
-		if _, err := os.Stat("shukei.yaml"); err == nil {
-			path = "shukei.yaml"
-		}
-	}
+	path := config.FilePath(a.configPath)
 	cfg, err := config.Load(path, os.Environ(), cmd.Flags())
 	if err != nil {
 		return err
@@ -142,7 +133,7 @@ func (a *app) load(cmd *cobra.Command) error {
 }
 
 func newConfigCmd(a *app) *cobra.Command {
-	cmd := &cobra.Command{
+	return &cobra.Command{
 		Use:   "config",
 		Short: "Print the effective configuration, or check it",
 		Long: `config prints the configuration Shukei would run with after the file, the environment
@@ -150,21 +141,8 @@ and the flags are applied, one setting a line with its environment variable. It 
 and lists every problem if the configuration is invalid.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			out := cmd.OutOrStdout()
-			src := a.configPath
-			if src == "" {
-				src = "(no file: defaults, environment and flags)"
-			}
-			fmt.Fprintf(out, "# source: %s\n", src)
-			for _, f := range a.cfg.Fields() {
-				v := f.String()
-				if f.Secret && v != "" {
-					v = "(set)" // a secret is never printed
-				}
-				fmt.Fprintf(out, "%-30s %-40s %s\n", f.Path, v, f.Env)
-			}
+			a.cfg.Print(cmd.OutOrStdout(), a.configPath)
 			return nil
 		},
 	}
-	return cmd
 }

@@ -89,23 +89,35 @@ type Collector struct {
 	limiters map[string]*rate.Limiter // tenant → its event rate
 }
 
-// New builds a collector. reg receives its metrics; w is the Kafka writer for the raw topic
-// (see NewKafkaWriter).
-func New(cfg config.Collector, ev config.Events, w Writer, reg prometheus.Registerer, log *slog.Logger) (*Collector, error) {
+// Deps are the collector's collaborators, which Open builds and tests inject.
+type Deps struct {
+	// Writer writes the accepted events to the raw topic (see NewKafkaWriter).
+	Writer   Writer
+	Registry prometheus.Registerer // receives the collector's metrics
+	Log      *slog.Logger
+	Now      func() time.Time // the clock events' ages and skews are judged by; nil: time.Now
+}
+
+// New builds a collector with the settings of cfg.Collector and the event limits of
+// cfg.Events.
+func New(cfg config.Config, d Deps) (*Collector, error) {
 	c := &Collector{
-		cfg:    cfg,
-		limits: config.EventLimits(ev),
-		w:      w,
-		log:    log,
+		cfg:    cfg.Collector,
+		limits: cfg.EventLimits(),
+		w:      d.Writer,
+		log:    d.Log,
 		tokens: map[[sha256.Size]byte]string{},
-		sem:    make(chan struct{}, cfg.MaxInFlight),
-		now:    time.Now,
-		m:      newMetrics(reg),
+		sem:    make(chan struct{}, cfg.Collector.MaxInFlight),
+		now:    d.Now,
+		m:      newMetrics(d.Registry),
 		busy:   map[string]int{},
 
 		limiters: map[string]*rate.Limiter{},
 	}
-	for _, t := range cfg.IngestTokens {
+	if c.now == nil {
+		c.now = time.Now
+	}
+	for _, t := range cfg.Collector.IngestTokens {
 		tenant, sum, _ := strings.Cut(t, ":")
 		b, err := hex.DecodeString(sum)
 		if err != nil || len(b) != sha256.Size {

@@ -56,11 +56,10 @@ func startWithClock(t *testing.T, mutate func(*config.Config), clock func() time
 	w := NewKafkaWriter(cfg.Kafka, cfg.Collector)
 	t.Cleanup(func() { _ = w.Close() })
 	reg := prometheus.NewRegistry()
-	c, err := New(cfg.Collector, cfg.Events, w, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c, err := New(cfg, Deps{Writer: w, Registry: reg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.now = clock
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

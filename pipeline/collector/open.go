@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"log/slog"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -38,7 +39,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 	reg := ops.NewRegistry()
 	w := NewKafkaWriter(cfg.Kafka, cfg.Collector)
 	r := &Role{cfg: cfg, log: log, w: w, metrics: reg}
-	c, err := New(cfg.Collector, cfg.Events, w, reg, log)
+	c, err := New(cfg, Deps{Writer: w, Registry: reg, Log: log})
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -97,4 +98,16 @@ func NewToken(tenant string) (token, entry string, err error) {
 	}
 	tok := "shk_" + base64.RawURLEncoding.EncodeToString(b[:])
 	return tok, TokenHash(tenant, tok), nil
+}
+
+// PrintNewToken makes a new ingest token for tenant (NewToken) and writes it to w with its
+// collector.ingest_tokens entry: 'shukei collector token'.
+func PrintNewToken(w io.Writer, tenant string) error {
+	tok, entry, err := NewToken(tenant)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "token: %s\n", tok)
+	fmt.Fprintf(w, "ingest_tokens entry: %s\n", entry)
+	return nil
 }
