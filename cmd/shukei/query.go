@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/query"
 )
 
