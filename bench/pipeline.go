@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -178,7 +179,7 @@ func Pipeline(ctx context.Context, out io.Writer, cfg config.Config, opts Pipeli
 	defer conn.Close()
 	// What a run stopped half-way left (its Kafka-engine table's topic is still there then, so
 	// the drop does not hang).
-	for _, suffix := range append([]string{"", "_rawcopy", "_kafka"}, migrations.DatabaseSuffixes()...) {
+	for _, suffix := range append([]string{"", "_rawcopy", "_deccopy", "_kafka"}, migrations.DatabaseSuffixes()...) {
 		if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db+suffix); err != nil {
 			return err
 		}
@@ -278,6 +279,21 @@ func Pipeline(ctx context.Context, out io.Writer, cfg config.Config, opts Pipeli
 	}
 	row("raw_copy_events_per_sec", rawRate, "events/s")
 	row("processor_vs_raw_ratio", procRate/rawRate, "")
+
+	// 3b. Decoding copy (encoding/json into the event store's typed columns, nothing else),
+	// same topic, same run.
+	decDB := db + "_deccopy"
+	for _, q := range []string{"CREATE DATABASE " + decDB, "CREATE TABLE " + decDB + ".events AS " + db + ".events"} {
+		if err := conn.Exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	decRate, err := benchDecodingCopy(ctx, conn, cfg, decDB, total)
+	if err != nil {
+		return fmt.Errorf("decoding copy: %w", err)
+	}
+	row("decoding_copy_events_per_sec", decRate, "events/s")
+	row("processor_vs_decoding_copy_ratio", procRate/decRate, "")
 
 	// 4. ClickHouse's Kafka engine over the same topic: the peer baseline.
 	if kr, err := benchKafkaEngine(ctx, conn, cfg, db+"_kafka", total); err != nil {
@@ -398,12 +414,22 @@ func waitCount(ctx context.Context, conn driver.Conn, query string, want uint64,
 
 // waitRate waits until query counts want rows and returns rows per second from the first row.
 func waitRate(ctx context.Context, conn driver.Conn, query string, want uint64, within time.Duration) (float64, error) {
+	return waitRateOf(ctx, func() (uint64, error) {
+		var n uint64
+		err := conn.QueryRow(ctx, query).Scan(&n)
+		return n, err
+	}, want, within)
+}
+
+// waitRateOf polls count until it reaches want and returns the rate between the first count
+// above zero and the last.
+func waitRateOf(ctx context.Context, count func() (uint64, error), want uint64, within time.Duration) (float64, error) {
 	var first time.Time
 	var firstN uint64
 	deadline := time.Now().Add(within)
 	for {
-		var n uint64
-		if err := conn.QueryRow(ctx, query).Scan(&n); err != nil {
+		n, err := count()
+		if err != nil {
 			return 0, err
 		}
 		if n > 0 && first.IsZero() {
@@ -456,6 +482,27 @@ func benchRawCopy(ctx context.Context, conn driver.Conn, cfg config.Config, mast
 	go func() { done <- p.Run(runCtx) }()
 	defer func() { cancel(); <-done }()
 	return waitRate(ctx, conn, "SELECT count() FROM "+copyDB+".raw_copy", want, 5*time.Minute)
+}
+
+// benchDecodingCopy runs DecodingCopy over the raw topic until every message is stored or
+// counted as undecodable, and returns its rate measured as the processor's is.
+func benchDecodingCopy(ctx context.Context, conn driver.Conn, cfg config.Config, decDB string, want uint64) (float64, error) {
+	var bad atomic.Int64
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- DecodingCopy(runCtx, conn, cfg, decDB, &bad) }()
+	defer func() { cancel(); <-done }()
+	return waitRateOf(ctx, func() (uint64, error) {
+		select {
+		case err := <-done:
+			done <- err
+			return 0, fmt.Errorf("stopped: %v", err)
+		default:
+		}
+		var n uint64
+		err := conn.QueryRow(ctx, "SELECT count() FROM "+decDB+".events").Scan(&n)
+		return n + uint64(bad.Load()), err
+	}, want, 5*time.Minute)
 }
 
 // benchKafkaEngine lets ClickHouse's Kafka table engine read the topic into a plain table: a

@@ -48,6 +48,7 @@ func TestBenchPipelineFillsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"collector_events_per_sec", "processor_events_per_sec", "raw_copy_events_per_sec", "processor_vs_raw_ratio",
+		"decoding_copy_events_per_sec", "processor_vs_decoding_copy_ratio",
 		"aggregator_events_per_sec", "clickhouse_kafka_engine_events_per_sec", "processor_vs_kafka_engine_ratio",
 		"end_to_end_p95_ms", "report_p95_ms", "cores"} {
 		if v, ok := res[k].(float64); !ok || v <= 0 {
