@@ -245,8 +245,10 @@ func Pipeline(ctx context.Context, out io.Writer, cfg config.Config, opts Pipeli
 
 	// 2. Processor, as a role: from the first row stored to the last.
 	countStored := "SELECT (SELECT count() FROM " + db + ".events) + (SELECT count() FROM " + db + ".rejections WHERE class != 'checkpoint')"
+	// Its CPU and allocation profiles are written beside the results when it stops.
+	profile := filepath.Join(filepath.Dir(outPath), "processor")
 	procStart := time.Now()
-	proc, err := startRole(ctx, "processor", env)
+	proc, err := startRole(ctx, "processor", append(env[:len(env):len(env)], "SHUKEI_PROCESSOR_PROFILE="+profile))
 	if err != nil {
 		return err
 	}
@@ -313,6 +315,13 @@ func Pipeline(ctx context.Context, out io.Writer, cfg config.Config, opts Pipeli
 	p95 := lat[len(lat)*95/100]
 	row("end_to_end_p95_ms", float64(p95.Microseconds())/1000, "ms")
 	proc.stop()
+	for _, kind := range []string{"cpu", "allocs"} {
+		f := profile + "." + kind + ".pprof"
+		if st, err := os.Stat(f); err != nil || st.Size() == 0 {
+			return fmt.Errorf("the processor wrote no %s profile: %v", kind, err)
+		}
+		res["processor_"+kind+"_profile"] = filepath.Base(f)
+	}
 
 	// 6. Aggregator, as a role: messages read per second.
 	agg, err := startRole(ctx, "aggregator", env)

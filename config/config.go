@@ -68,6 +68,7 @@ type Processor struct {
 	DedupeMax     int           `yaml:"dedupe_max" doc:"event_ids remembered at most per instance (memory bound)"`
 	MaxBackoff    time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
 	Listen        string        `yaml:"listen" doc:"address of /metrics, /healthz and /readyz"`
+	Profile       string        `yaml:"profile" doc:"path prefix of the Go profiles the processor writes when it stops: <profile>.cpu.pprof (its whole run) and <profile>.allocs.pprof (every allocation since it started); for make bench, empty: off"`
 }
 
 // Aggregator is the role that releases differentially private cross-tenant aggregates for the

@@ -55,6 +55,12 @@ func TestBenchPipelineFillsEveryKey(t *testing.T) {
 			t.Errorf("%s = %v, want a positive number", k, res[k])
 		}
 	}
+	for _, k := range []string{"processor_cpu_profile", "processor_allocs_profile"} {
+		name, _ := res[k].(string)
+		if st, err := os.Stat(filepath.Join(dir, name)); name == "" || err != nil || st.Size() == 0 {
+			t.Errorf("%s = %q: %v", k, name, err)
+		}
+	}
 	for _, k := range []string{"rss_peak_mb", "cpu_us_per_event"} {
 		m, _ := res[k].(map[string]any)
 		for _, role := range []string{"collector", "processor", "aggregator", "query"} {

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -50,10 +51,15 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 }
 
 // Run runs the processor with its registry cache and its /metrics, /healthz and /readyz on
-// processor.listen until ctx ends.
+// processor.listen until ctx ends, profiled when processor.profile is set.
 func (r *Role) Run(ctx context.Context) error {
 	r.log.Info("processor starting", "topic", r.cfg.Kafka.RawTopic, "group", r.cfg.Processor.GroupID, "tenants", len(r.cache.Snapshot().Tenants))
-	return ops.RunRole(ctx, ops.Role{Listen: r.cfg.Processor.Listen, Metrics: r.metrics, Cache: r.cache, Refresh: r.cfg.Registry.Refresh}, r.p.Run)
+	stopProfile, err := ops.Profile(r.cfg.Processor.Profile)
+	if err != nil {
+		return err
+	}
+	err = ops.RunRole(ctx, ops.Role{Listen: r.cfg.Processor.Listen, Metrics: r.metrics, Cache: r.cache, Refresh: r.cfg.Registry.Refresh}, r.p.Run)
+	return errors.Join(err, stopProfile())
 }
 
 // Close closes the role's connections.
