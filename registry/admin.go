@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// Admin is the registry as 'shukei tenants' changes it: each method makes one change (or reads
-// one listing) through Reg and reports it to Out in the operator's words. An ingest token is
-// shown there once, and nowhere else.
+// Admin is the registry as 'shukei tenants' and 'shukei policy' change it: each method makes
+// one change (or reads one listing) through Reg and reports it to Out in the operator's words.
+// An ingest token is shown there once, and nowhere else.
 type Admin struct {
 	Reg *Registry
 	Out io.Writer
@@ -122,6 +122,27 @@ func (a Admin) ListTickets(ctx context.Context, tenant string) error {
 		return err
 	}
 	return WriteTickets(a.Out, ks, time.Now())
+}
+
+// ActivatePolicy puts policy version in force from at (Registry.ActivatePolicy) and prints
+// since when it is.
+func (a Admin) ActivatePolicy(ctx context.Context, version int, at time.Time, by string) error {
+	act, err := a.Reg.ActivatePolicy(ctx, version, at, by)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.Out, "policy v%d in force from %s\n", act.Version, act.At.Format(time.RFC3339))
+	return nil
+}
+
+// PolicyStatus prints the policy versions built in and since when each is in force, with the
+// recorded activations (policy.Versions.WriteStatus).
+func (a Admin) PolicyStatus(ctx context.Context) error {
+	v, err := a.Reg.Versions(ctx)
+	if err != nil {
+		return err
+	}
+	return v.WriteStatus(a.Out)
 }
 
 // Set changes t to what change gives: its status, edition and size band when not empty, its
