@@ -1,20 +1,13 @@
 package main
 
 import (
-	"encoding/hex"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
-	"github.com/shukei/shukei/audit/chain"
-	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/policy"
@@ -201,26 +194,7 @@ anonymizer.master_key_file at it. Losing the key makes every tenant's pseudonymi
 unreadable; it is never stored in ClickHouse or in the repository.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := os.Stat(path); err == nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "master key exists: %s (left as it is)\n", path)
-				return nil
-			}
-			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-				return err
-			}
-			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-			if err != nil {
-				return err
-			}
-			if _, err := fmt.Fprintln(f, pseudonym.NewMasterKeyText()); err != nil {
-				f.Close()
-				return err
-			}
-			if err := f.Close(); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote a new master key to %s\n", path)
-			return nil
+			return ops.InitMasterKey(cmd.OutOrStdout(), path)
 		},
 	}
 	initCmd.Flags().StringVar(&path, "file", ".services/master.key", "where to write the key")
@@ -235,38 +209,7 @@ and a Grafana admin password. Keep the file outside the
 repository and readable by its owner only.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := os.Stat(envPath); err == nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s exists (left as it is)\n", envPath)
-				return nil
-			}
-			usersKey := pseudonym.NewMasterKeyText()
-			uk, _ := hex.DecodeString(usersKey)
-			var b strings.Builder
-			fmt.Fprintf(&b, "# Written by 'shukei keys compose': the secrets of docker-compose.yml. Mode 0600; keep it out of the repository.\n")
-			fmt.Fprintf(&b, "SHUKEI_MASTER_KEY=%s\n", pseudonym.NewMasterKeyText())
-			fmt.Fprintf(&b, "SHUKEI_CLICKHOUSE_PASSWORD=%s\n", pseudonym.NewMasterKeyText()[:32])
-			fmt.Fprintf(&b, "SHUKEI_USERS_KEY=%s\n", usersKey)
-			for _, role := range migrations.Roles {
-				// docker-compose.yml's database is "shukei".
-				fmt.Fprintf(&b, "SHUKEI_%s_KEY=%s\n", strings.ToUpper(role), hex.EncodeToString(migrations.RoleKey(uk, "shukei", role)))
-			}
-			// The chains' own keys (promise 17): the audit log's, the ledger's.
-			fmt.Fprintf(&b, "SHUKEI_AUDIT_KEY=%s\n", chain.NewKeyText())
-			fmt.Fprintf(&b, "SHUKEI_LEDGER_KEY=%s\n", chain.NewKeyText())
-			fmt.Fprintf(&b, "GRAFANA_ADMIN_PASSWORD=%s\n", pseudonym.NewMasterKeyText()[:24])
-			f, err := os.OpenFile(envPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-			if err != nil {
-				return err
-			}
-			if _, err := io.WriteString(f, b.String()); err != nil {
-				f.Close()
-				return err
-			}
-			if err := f.Close(); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote the stack's secrets to %s\n", envPath)
-			return nil
+			return ops.WriteComposeEnv(cmd.OutOrStdout(), envPath)
 		},
 	}
 	compose.Flags().StringVar(&envPath, "file", ".env", "where to write them")
