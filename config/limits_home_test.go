@@ -12,9 +12,9 @@ import (
 
 // handBuiltLimits are the non-test sources allowed to build event.Limits by hand, and why.
 var handBuiltLimits = map[string]string{
-	// shukei policy explain explains any past event: its limits are not the roles' but
-	// deliberately wider (a century old, a day of skew).
-	"cmd/shukei/policy.go": "explain's own limits",
+	// shukei policy explain explains any past event (decision.InspectToExplain): its limits
+	// are not the roles' but deliberately wider (a century old, a day of skew).
+	"pipeline/decision/explain.go": "explain's own limits",
 }
 
 // One home for the event limits (issue #18): the collector, the processor and the aggregator

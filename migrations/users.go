@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"slices"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/gate"
@@ -119,4 +122,30 @@ func Find(users []User, name string) (User, bool) {
 		return User{}, false
 	}
 	return users[i], true
+}
+
+// ParseRole returns the role named s, one of Roles.
+func ParseRole(s string) (string, error) {
+	if slices.Contains(Roles, s) {
+		return s, nil
+	}
+	return "", fmt.Errorf("no role %q (roles: %s)", s, strings.Join(Roles, ", "))
+}
+
+// WriteMatrix prints every role's users over database prefix db as a table: the role, the
+// user, its mode and its databases (the matrix of promise 16). Passwords are not shown.
+func WriteMatrix(w io.Writer, db string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROLE\tUSER\tMODE\tDATABASES")
+	for _, role := range Roles {
+		// Any key lists the same names and databases.
+		us, err := RoleUsers(db, role, []byte("list"))
+		if err != nil {
+			return err
+		}
+		for _, u := range us {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Role, u.Name, u.Mode, strings.Join(u.Databases, ","))
+		}
+	}
+	return tw.Flush()
 }

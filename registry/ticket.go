@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -41,6 +43,22 @@ var ticketPattern = regexp.MustCompile(PatternTicket)
 
 // ValidTicketID says whether id has the form of a ticket id.
 func ValidTicketID(id string) bool { return ticketPattern.MatchString(id) }
+
+// ParseTTL reads a ticket's time to live: whole days ("14d") or a Go duration ("36h", "90m").
+func ParseTTL(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		d, err := strconv.Atoi(n)
+		if err != nil || d <= 0 {
+			return 0, fmt.Errorf("%q: want a positive number of days such as 14d", s)
+		}
+		return time.Duration(d) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q: want days (14d) or a duration (36h)", s)
+	}
+	return d, nil
+}
 
 // OpenAt says whether the ticket is open at t: opened, not closed, not expired.
 func (k Ticket) OpenAt(t time.Time) bool {

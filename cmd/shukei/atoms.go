@@ -1,13 +1,11 @@
 package main
 
 import (
-	"fmt"
-	"time"
-
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/aggregator"
+	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/ops"
 )
 
@@ -36,17 +34,10 @@ step seals on its own; 'atoms seal' runs one pass.`,
 				s := aggregator.NewSealer(a.cfg, conn, k, nil, a.log)
 				defer s.Close()
 				sealed, err := s.SealDue(cmd.Context())
-				for _, sl := range sealed {
-					fmt.Fprintf(cmd.OutOrStdout(), "sealed %s week %s: %d atoms of at least %d tenants\n",
-						sl.Purpose, sl.Week.Format(time.DateOnly), len(sl.Atoms), sl.K)
+				if err == nil || len(sealed) > 0 {
+					gate.WriteSeals(cmd.OutOrStdout(), sealed) // what was sealed before an error too
 				}
-				if err != nil {
-					return err
-				}
-				if len(sealed) == 0 {
-					fmt.Fprintln(cmd.OutOrStdout(), "no week to seal")
-				}
-				return nil
+				return err
 			})
 		},
 	}

@@ -1,20 +1,13 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/shukei/shukei/event"
-	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/decision"
-	"github.com/shukei/shukei/pipeline/guard"
 	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
 )
@@ -31,33 +24,11 @@ retention and the privacy budget.`,
 		Use:   "check [file.yaml ...]",
 		Short: "Validate policy files (default: the embedded versions)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out := cmd.OutOrStdout()
 			if len(args) == 0 {
-				v, err := policy.Embedded()
-				if err != nil {
-					return err
-				}
-				for n := 1; n <= v.Len(); n++ {
-					p := v.Policy(n)
-					fmt.Fprintf(out, "ok  v%d %q: %d purposes, %d categories, k=%d\n", p.Version, p.Title, len(p.Purposes), len(p.Categories), p.K)
-				}
-				return nil
+				return policy.CheckEmbedded(cmd.OutOrStdout())
 			}
-			var errs []error
-			for _, f := range args {
-				b, err := os.ReadFile(f)
-				if err == nil {
-					var p *policy.Policy
-					if p, err = policy.Parse(b); err == nil {
-						fmt.Fprintf(out, "ok  %s: v%d %q\n", f, p.Version, p.Title)
-						continue
-					}
-				}
-				fmt.Fprintf(out, "bad %s:\n%v\n", f, err)
-				errs = append(errs, fmt.Errorf("%s: %w", f, err))
-			}
-			if len(errs) > 0 {
-				return errQuiet
+			if policy.CheckFiles(cmd.OutOrStdout(), args) != nil {
+				return errQuiet // each bad file is printed with its problems
 			}
 			return nil
 		},
@@ -73,42 +44,22 @@ retention and the privacy budget.`,
 			if err != nil {
 				return err
 			}
-			// Explaining is about the policy, not the clock: any past event may be explained.
-			ev, rej := guard.Inspect(b, time.Now(), event.Limits{MaxAge: 100 * 365 * 24 * time.Hour, MaxSkew: 24 * time.Hour})
-			if rej != nil {
-				return fmt.Errorf("the event is rejected before the policy sees it: %w", rej)
+			ev, err := decision.InspectToExplain(b, time.Now())
+			if err != nil {
+				return err
 			}
-			if tenantID == "" {
-				tenantID = ev.TenantID
+			when, err := flagTime("--at", at, time.RFC3339, "RFC 3339", ev.OccurredAt)
+			if err != nil {
+				return err
 			}
-			when := ev.OccurredAt
-			if at != "" {
-				if when, err = time.Parse(time.RFC3339, at); err != nil {
-					return fmt.Errorf("--at %q: want RFC 3339", at)
+			return withAdmin(a, cmd, false, func(r registry.Admin) error {
+				x, err := decision.ExplainEvent(cmd.Context(), r.Reg, ev, tenantID, when)
+				if err != nil {
+					return err
 				}
-			}
-			conn, err := ops.OpenClickHouse(cmd.Context(), a.cfg.ClickHouse)
-			if err != nil {
+				_, err = fmt.Fprint(r.Out, x.String())
 				return err
-			}
-			defer conn.Close()
-			t, err := registry.New(conn, a.cfg.ClickHouse.Database, nil).Get(cmd.Context(), tenantID)
-			if err != nil {
-				if errors.Is(err, registry.ErrUnknownTenant) {
-					return fmt.Errorf("%w: the event gets no purposes until the tenant is registered (shukei tenants add)", err)
-				}
-				return err
-			}
-			v, err := registry.New(conn, a.cfg.ClickHouse.Database, nil).Versions(cmd.Context()) // with the recorded activations
-			if err != nil {
-				return err
-			}
-			x, err := decision.NewPolicyTagger(v).Explain(decision.Category(ev.Schema), &t, when)
-			if err != nil {
-				return err
-			}
-			fmt.Fprint(cmd.OutOrStdout(), x.String())
-			return nil
+			})
 		},
 	}
 	explain.Flags().StringVar(&tenantID, "tenant", "", "tenant to explain for (default: the event's)")
@@ -155,30 +106,20 @@ purposes of data collected before it. Versions are activated in order; an activa
 move once recorded.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := strconv.Atoi(strings.TrimPrefix(args[0], "v"))
+			n, err := policy.ParseVersion(args[0])
 			if err != nil {
-				return fmt.Errorf("version %q: want a number such as 2 (or v2)", args[0])
+				return err
 			}
 			at := time.Now().UTC()
-			if activateAt != "" && activateAt != "now" {
-				if at, err = time.Parse(time.RFC3339, activateAt); err != nil {
-					return fmt.Errorf("--at %q: want RFC 3339 or now", activateAt)
+			if activateAt != "now" {
+				if at, err = flagTime("--at", activateAt, time.RFC3339, "RFC 3339 or now", at); err != nil {
+					return err
 				}
 			}
 			if by == "" {
 				by = os.Getenv("USER")
 			}
-			conn, err := ops.OpenClickHouse(cmd.Context(), a.cfg.ClickHouse)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			act, err := registry.New(conn, a.cfg.ClickHouse.Database, nil).ActivatePolicy(cmd.Context(), n, at, by)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "policy v%d in force from %s\n", act.Version, act.At.Format(time.RFC3339))
-			return nil
+			return withAdmin(a, cmd, false, func(r registry.Admin) error { return r.ActivatePolicy(cmd.Context(), n, at, by) })
 		},
 	}
 	activate.Flags().StringVar(&activateAt, "at", "now", "activation time, RFC 3339 (now or later)")
@@ -189,33 +130,7 @@ move once recorded.`,
 		Short: "List the policy versions built in, and since when each is in force",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := ops.OpenClickHouse(cmd.Context(), a.cfg.ClickHouse)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			v, err := registry.New(conn, a.cfg.ClickHouse.Database, nil).Versions(cmd.Context())
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "VERSION\tENACTED\tCONSENT\tIN FORCE FROM\t")
-			for n := 1; n <= v.Len(); n++ {
-				p := v.Policy(n)
-				from := "not activated"
-				if at, ok := v.Activation(n); ok {
-					from = "the beginning"
-					if !at.IsZero() {
-						from = at.UTC().Format(time.RFC3339)
-					}
-				}
-				consent := "not needed"
-				if p.RequiresConsent {
-					consent = "required"
-				}
-				fmt.Fprintf(tw, "v%d\t%s\t%s\t%s\t\n", p.Version, p.Enacted.Format("2006-01-02"), consent, from)
-			}
-			return tw.Flush()
+			return withAdmin(a, cmd, false, func(r registry.Admin) error { return r.PolicyStatus(cmd.Context()) })
 		},
 	}
 

@@ -1,21 +1,13 @@
 package main
 
 import (
-	"encoding/hex"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
-	"github.com/shukei/shukei/audit/chain"
-	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/policy"
@@ -34,30 +26,6 @@ collectors see a change within registry.refresh.`,
 	}
 	var t registry.Tenant
 	var contractEnd string
-	withReg := func(cmd *cobra.Command, fn func(*registry.Registry) error) error {
-		conn, err := ops.OpenClickHouse(cmd.Context(), a.cfg.ClickHouse)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		var master *pseudonym.MasterKey
-		if cmd.Name() == "add" {
-			if master, err = ops.MasterKey(a.cfg.Anonymizer); err != nil {
-				return err
-			}
-		}
-		return fn(registry.New(conn, a.cfg.ClickHouse.Database, master))
-	}
-	parseEnd := func() (time.Time, error) {
-		if contractEnd == "" {
-			return time.Time{}, nil
-		}
-		d, err := time.Parse("2006-01-02", contractEnd)
-		if err != nil {
-			return d, fmt.Errorf("--contract-end %q: want YYYY-MM-DD", contractEnd)
-		}
-		return d, nil
-	}
 	tenantFlags := func(c *cobra.Command) {
 		c.Flags().StringVar(&t.ID, "tenant", "", "tenant id")
 		c.Flags().StringVar(&t.Status, "status", "", "trial, beta, contracted or terminated")
@@ -66,68 +34,31 @@ collectors see a change within registry.refresh.`,
 		c.Flags().StringVar(&contractEnd, "contract-end", "", "contract (or trial) end date, YYYY-MM-DD")
 		_ = c.MarkFlagRequired("tenant")
 	}
-
+	parseEnd := func() (err error) {
+		t.ContractEnd, err = flagTime("--contract-end", contractEnd, time.DateOnly, "YYYY-MM-DD", time.Time{})
+		return err
+	}
 	add := &cobra.Command{
 		Use:   "add",
 		Short: "Register a tenant; prints its first ingest token once",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			end, err := parseEnd()
-			if err != nil {
+			if err := parseEnd(); err != nil {
 				return err
 			}
-			t.ContractEnd = end
-			return withReg(cmd, func(r *registry.Registry) error {
-				tok, err := r.Add(cmd.Context(), t)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s, %s, %s)\n", t.ID, t.Status, t.Edition, t.SizeBand)
-				if tok == "" {
-					fmt.Fprintln(cmd.OutOrStdout(), "no ingest token: a terminated tenant is silent")
-				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "ingest token (shown once): %s\n", tok)
-				}
-				return nil
-			})
+			return withAdmin(a, cmd, true, func(r registry.Admin) error { return r.AddTenant(cmd.Context(), t) })
 		},
 	}
 	tenantFlags(add)
-
 	set := &cobra.Command{
 		Use:   "set",
 		Short: "Change a tenant's status, edition, size band or contract end",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			end, err := parseEnd()
-			if err != nil {
+			if err := parseEnd(); err != nil {
 				return err
 			}
-			return withReg(cmd, func(r *registry.Registry) error {
-				got, err := r.Update(cmd.Context(), t.ID, func(x *registry.Tenant) error {
-					if t.Status != "" {
-						x.Status = t.Status
-					}
-					if t.Edition != "" {
-						x.Edition = t.Edition
-					}
-					if t.SizeBand != "" {
-						x.SizeBand = t.SizeBand
-					}
-					if !end.IsZero() {
-						x.ContractEnd = end
-					}
-					return nil
-				})
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "updated %s: %s, %s, %s\n", got.ID, got.Status, got.Edition, got.SizeBand)
-				if got.Status == registry.StatusTerminated {
-					fmt.Fprintf(cmd.OutOrStdout(), "terminated: every ingest token revoked; contract end %s starts the retention clock\n", got.ContractEnd.Format("2006-01-02"))
-				}
-				return nil
-			})
+			return withAdmin(a, cmd, false, func(r registry.Admin) error { return r.SetTenant(cmd.Context(), t) })
 		},
 	}
 	tenantFlags(set)
@@ -149,23 +80,12 @@ now): it never widens what was collected before it. --withdraw records a withdra
 					return fmt.Errorf("--purpose: %w (or 'policy' for a whole version)", err)
 				}
 			}
-			when := time.Now().UTC()
-			if at != "" {
-				var err error
-				if when, err = time.Parse(time.RFC3339, at); err != nil {
-					return fmt.Errorf("--at %q: want RFC 3339", at)
-				}
+			when, err := flagTime("--at", at, time.RFC3339, "RFC 3339", time.Now().UTC())
+			if err != nil {
+				return err
 			}
-			return withReg(cmd, func(r *registry.Registry) error {
-				if err := r.Consent(cmd.Context(), t.ID, purpose, version, !withdraw, when); err != nil {
-					return err
-				}
-				verb := "consented to"
-				if withdraw {
-					verb = "withdrew consent to"
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s under policy v%d at %s\n", t.ID, verb, purpose, version, when.Format(time.RFC3339))
-				return nil
+			return withAdmin(a, cmd, false, func(r registry.Admin) error {
+				return r.Consent(cmd.Context(), t.ID, purpose, version, !withdraw, when)
 			})
 		},
 	}
@@ -182,42 +102,12 @@ now): it never widens what was collected before it. --withdraw records a withdra
 		Short: "List registered tenants",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withReg(cmd, func(r *registry.Registry) error {
-				all, err := r.List(cmd.Context())
-				if err != nil {
-					return err
-				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "TENANT\tSTATUS\tEDITION\tSIZE\tCONTRACT END\tTOKENS\tCONSENTS")
-				for _, x := range all {
-					end := "-"
-					if !x.ContractEnd.IsZero() {
-						end = x.ContractEnd.Format("2006-01-02")
-					}
-					var cs []string
-					for _, c := range x.Consents {
-						sign := "+"
-						if !c.Given {
-							sign = "-"
-						}
-						cs = append(cs, fmt.Sprintf("%s%s@v%d", sign, c.Purpose, c.PolicyVersion))
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", x.ID, x.Status, x.Edition, x.SizeBand, end, len(x.TokenHashes), strings.Join(cs, " "))
-				}
-				return tw.Flush()
-			})
+			return withAdmin(a, cmd, false, func(r registry.Admin) error { return r.ListTenants(cmd.Context()) })
 		},
 	}
 
 	issue := func(cmd *cobra.Command, _ []string) error {
-		return withReg(cmd, func(r *registry.Registry) error {
-			tok, err := r.AddToken(cmd.Context(), t.ID)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "ingest token for %s (shown once): %s\n", t.ID, tok)
-			return nil
-		})
+		return withAdmin(a, cmd, false, func(r registry.Admin) error { return r.IssueToken(cmd.Context(), t.ID) })
 	}
 	token := &cobra.Command{
 		Use:   "token",
@@ -245,13 +135,8 @@ one registry refresh. Setting a tenant terminated revokes all its tokens by itse
 			if revokeAll == (revokeToken != "") {
 				return fmt.Errorf("give exactly one of --token and --all")
 			}
-			return withReg(cmd, func(r *registry.Registry) error {
-				n, err := r.RevokeToken(cmd.Context(), t.ID, revokeToken, revokeAll)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "revoked %d ingest token(s) of %s\n", n, t.ID)
-				return nil
+			return withAdmin(a, cmd, false, func(r registry.Admin) error {
+				return r.RevokeToken(cmd.Context(), t.ID, revokeToken, revokeAll)
 			})
 		},
 	}
@@ -291,7 +176,7 @@ out its records.`,
 	}
 	del.Flags().StringVar(&delTenant, "tenant", "", "the tenant id")
 	del.Flags().StringVar(&delReason, "reason", "an operator's request (shukei tenants delete)", "why (kept in the audit log's receipt), e.g. a ticket id")
-	cmd.AddCommand(add, set, consent, list, token, del, newTicketCmd(withReg))
+	cmd.AddCommand(add, set, consent, list, token, del, newTicketCmd(a))
 	return cmd
 }
 
@@ -309,26 +194,7 @@ anonymizer.master_key_file at it. Losing the key makes every tenant's pseudonymi
 unreadable; it is never stored in ClickHouse or in the repository.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := os.Stat(path); err == nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "master key exists: %s (left as it is)\n", path)
-				return nil
-			}
-			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-				return err
-			}
-			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-			if err != nil {
-				return err
-			}
-			if _, err := fmt.Fprintln(f, pseudonym.NewMasterKeyText()); err != nil {
-				f.Close()
-				return err
-			}
-			if err := f.Close(); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote a new master key to %s\n", path)
-			return nil
+			return ops.InitMasterKey(cmd.OutOrStdout(), path)
 		},
 	}
 	initCmd.Flags().StringVar(&path, "file", ".services/master.key", "where to write the key")
@@ -343,41 +209,39 @@ and a Grafana admin password. Keep the file outside the
 repository and readable by its owner only.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := os.Stat(envPath); err == nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s exists (left as it is)\n", envPath)
-				return nil
-			}
-			usersKey := pseudonym.NewMasterKeyText()
-			uk, _ := hex.DecodeString(usersKey)
-			var b strings.Builder
-			fmt.Fprintf(&b, "# Written by 'shukei keys compose': the secrets of docker-compose.yml. Mode 0600; keep it out of the repository.\n")
-			fmt.Fprintf(&b, "SHUKEI_MASTER_KEY=%s\n", pseudonym.NewMasterKeyText())
-			fmt.Fprintf(&b, "SHUKEI_CLICKHOUSE_PASSWORD=%s\n", pseudonym.NewMasterKeyText()[:32])
-			fmt.Fprintf(&b, "SHUKEI_USERS_KEY=%s\n", usersKey)
-			for _, role := range migrations.Roles {
-				// docker-compose.yml's database is "shukei".
-				fmt.Fprintf(&b, "SHUKEI_%s_KEY=%s\n", strings.ToUpper(role), hex.EncodeToString(migrations.RoleKey(uk, "shukei", role)))
-			}
-			// The chains' own keys (promise 17): the audit log's, the ledger's.
-			fmt.Fprintf(&b, "SHUKEI_AUDIT_KEY=%s\n", chain.NewKeyText())
-			fmt.Fprintf(&b, "SHUKEI_LEDGER_KEY=%s\n", chain.NewKeyText())
-			fmt.Fprintf(&b, "GRAFANA_ADMIN_PASSWORD=%s\n", pseudonym.NewMasterKeyText()[:24])
-			f, err := os.OpenFile(envPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-			if err != nil {
-				return err
-			}
-			if _, err := io.WriteString(f, b.String()); err != nil {
-				f.Close()
-				return err
-			}
-			if err := f.Close(); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote the stack's secrets to %s\n", envPath)
-			return nil
+			return ops.WriteComposeEnv(cmd.OutOrStdout(), envPath)
 		},
 	}
 	compose.Flags().StringVar(&envPath, "file", ".env", "where to write them")
 	cmd.AddCommand(initCmd, compose)
 	return cmd
+}
+
+// withAdmin runs fn with the registry as the tenants and policy commands administer it, over
+// a connection of its own; withMaster loads the master key too (registering a tenant makes its
+// pseudonymisation root).
+func withAdmin(a *app, cmd *cobra.Command, withMaster bool, fn func(registry.Admin) error) error {
+	return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
+		var master *pseudonym.MasterKey
+		if withMaster {
+			var err error
+			if master, err = ops.MasterKey(a.cfg.Anonymizer); err != nil {
+				return err
+			}
+		}
+		return fn(registry.Admin{Reg: registry.New(conn, a.cfg.ClickHouse.Database, master), Out: cmd.OutOrStdout()})
+	})
+}
+
+// flagTime is the time a flag gives, parsed with layout; def when the flag is empty. The error
+// names the flag and says what it wants.
+func flagTime(flag, value, layout, want string, def time.Time) (time.Time, error) {
+	if value == "" {
+		return def, nil
+	}
+	t, err := time.Parse(layout, value)
+	if err != nil {
+		return t, fmt.Errorf("%s %q: want %s", flag, value, want)
+	}
+	return t, nil
 }

@@ -3,10 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,7 +11,7 @@ import (
 
 // newTicketCmd is 'shukei tenants ticket open|close|list': the support tickets that open the
 // support purpose for one tenant at a time (clause 3(1)-1).
-func newTicketCmd(withReg func(*cobra.Command, func(*registry.Registry) error) error) *cobra.Command {
+func newTicketCmd(a *app) *cobra.Command {
 	var tenant, id, by, ttlText string
 	cmd := &cobra.Command{
 		Use:   "ticket",
@@ -30,21 +26,15 @@ id. A ticket closes when 'close' is run or, without anyone acting, when its time
 		Short: "Open (or extend) a ticket for --ttl",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withReg(cmd, func(r *registry.Registry) error {
+			return withAdmin(a, cmd, false, func(r registry.Admin) error {
 				if by == "" {
 					by = os.Getenv("USER")
 				}
-				ttl, err := parseDays(ttlText)
+				ttl, err := registry.ParseTTL(ttlText)
 				if err != nil {
 					return fmt.Errorf("--ttl: %w", err)
 				}
-				k, err := r.OpenTicket(cmd.Context(), tenant, id, ttl, by)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "ticket %s of %s open from %s until %s\n", k.ID, k.Tenant,
-					k.OpenedAt.UTC().Format(time.RFC3339), k.ExpiresAt.UTC().Format(time.RFC3339))
-				return nil
+				return r.OpenTicket(cmd.Context(), tenant, id, ttl, by)
 			})
 		},
 	}
@@ -55,14 +45,7 @@ id. A ticket closes when 'close' is run or, without anyone acting, when its time
 		Short: "Close a ticket now",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withReg(cmd, func(r *registry.Registry) error {
-				k, err := r.CloseTicket(cmd.Context(), tenant, id)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "ticket %s of %s closed at %s\n", k.ID, k.Tenant, k.ClosedAt.UTC().Format(time.RFC3339))
-				return nil
-			})
+			return withAdmin(a, cmd, false, func(r registry.Admin) error { return r.CloseTicket(cmd.Context(), tenant, id) })
 		},
 	}
 	for _, c := range []*cobra.Command{open, closeCmd} {
@@ -76,45 +59,10 @@ id. A ticket closes when 'close' is run or, without anyone acting, when its time
 		Short: "List tickets (of --tenant, or all) and whether each is open now",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withReg(cmd, func(r *registry.Registry) error {
-				ks, err := r.Tickets(cmd.Context(), tenant)
-				if err != nil {
-					return err
-				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "TENANT\tTICKET\tSTATE\tOPENED\tUNTIL\tBY\t")
-				now := time.Now()
-				for _, k := range ks {
-					state, until := "open", k.ExpiresAt
-					switch {
-					case !k.ClosedAt.IsZero() && k.ClosedAt.Before(k.ExpiresAt):
-						state, until = "closed", k.ClosedAt
-					case !k.OpenAt(now):
-						state = "expired"
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", k.Tenant, k.ID, state, k.OpenedAt.UTC().Format(time.RFC3339), until.UTC().Format(time.RFC3339), k.OpenedBy)
-				}
-				return tw.Flush()
-			})
+			return withAdmin(a, cmd, false, func(r registry.Admin) error { return r.ListTickets(cmd.Context(), tenant) })
 		},
 	}
 	list.Flags().StringVar(&tenant, "tenant", "", "only this tenant's tickets")
 	cmd.AddCommand(open, closeCmd, list)
 	return cmd
-}
-
-// parseDays reads a duration that may also be written in whole days ("14d").
-func parseDays(s string) (time.Duration, error) {
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		d, err := strconv.Atoi(n)
-		if err != nil || d <= 0 {
-			return 0, fmt.Errorf("%q: want a positive number of days such as 14d", s)
-		}
-		return time.Duration(d) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%q: want days (14d) or a duration (36h)", s)
-	}
-	return d, nil
 }

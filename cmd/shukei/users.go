@@ -1,11 +1,6 @@
 package main
 
 import (
-	"encoding/hex"
-	"fmt"
-	"strings"
-	"text/tabwriter"
-
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/migrations"
@@ -21,32 +16,12 @@ and hands out the keys their passwords derive from. Run it as the administrator 
 clickhouse.users_key_file, or the master key it falls back to); give each role only its own
 key, as the file clickhouse.role_key_file (mode 0600).`,
 	}
-	roleArg := func(args []string) (string, error) {
-		for _, r := range migrations.Roles {
-			if args[0] == r {
-				return r, nil
-			}
-		}
-		return "", fmt.Errorf("no role %q (roles: %s)", args[0], strings.Join(migrations.Roles, ", "))
-	}
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "Print every role's users, their mode and databases",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ROLE\tUSER\tMODE\tDATABASES")
-			for _, role := range migrations.Roles {
-				// Passwords are not shown: any key lists the same names and databases.
-				us, err := migrations.RoleUsers(a.cfg.ClickHouse.Database, role, []byte("list"))
-				if err != nil {
-					return err
-				}
-				for _, u := range us {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Role, u.Name, u.Mode, strings.Join(u.Databases, ","))
-				}
-			}
-			return tw.Flush()
+			return migrations.WriteMatrix(cmd.OutOrStdout(), a.cfg.ClickHouse.Database)
 		},
 	}
 	key := &cobra.Command{
@@ -54,19 +29,7 @@ key, as the file clickhouse.role_key_file (mode 0600).`,
 		Short: "Print a role's key (for its clickhouse.role_key_file)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			role, err := roleArg(args)
-			if err != nil {
-				return err
-			}
-			uk, err := ops.UsersKey(a.cfg)
-			if err != nil {
-				return err
-			}
-			if uk == nil {
-				return fmt.Errorf("no users key: set clickhouse.users_key_file")
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), hex.EncodeToString(migrations.RoleKey(uk, a.cfg.ClickHouse.Database, role)))
-			return nil
+			return ops.WriteRoleKey(cmd.OutOrStdout(), a.cfg, args[0])
 		},
 	}
 	creds := &cobra.Command{
@@ -74,25 +37,7 @@ key, as the file clickhouse.role_key_file (mode 0600).`,
 		Short: "Print a role's ClickHouse users and passwords, one 'user password' per line",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			role, err := roleArg(args)
-			if err != nil {
-				return err
-			}
-			k, err := ops.RoleKey(a.cfg, role)
-			if err != nil {
-				return err
-			}
-			if k == nil {
-				return fmt.Errorf("no key: set clickhouse.users_key_file or clickhouse.role_key_file")
-			}
-			us, err := migrations.RoleUsers(a.cfg.ClickHouse.Database, role, k)
-			if err != nil {
-				return err
-			}
-			for _, u := range us {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", u.Name, u.Password)
-			}
-			return nil
+			return ops.WriteRoleCredentials(cmd.OutOrStdout(), a.cfg, args[0])
 		},
 	}
 	cmd.AddCommand(list, key, creds)
