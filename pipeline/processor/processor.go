@@ -236,7 +236,7 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, pa
 // collect waits for the first message, then gathers until the batch is full or the batch
 // timeout passes.
 func (p *Processor) collect(ctx context.Context, msgs <-chan fetched) ([]kafka.Message, error) {
-	var batch []kafka.Message
+	batch := make([]kafka.Message, 0, p.cfg.BatchSize)
 	add := func(f fetched) error {
 		if f.err != nil {
 			p.m.kafkaErrors.Inc()
@@ -275,7 +275,7 @@ type decided struct {
 	rows  []row
 	rejs  []rejected // with one checkpoint per partition
 	dlq   []kafka.Message
-	ids   []string      // event ids of rows, for the dedupe once written
+	ids   []eventID     // event ids of rows, for the dedupe once written
 	next  map[int]int64 // offset to commit per partition
 	now   time.Time
 	size  int
@@ -320,24 +320,27 @@ func (p *Processor) decide(batch []kafka.Message, state map[int]*partitionState)
 	}
 	wg.Wait()
 
-	d := &decided{next: map[int]int64{}, now: dctx.Now, size: len(batch), start: start}
-	inBatch := map[string]bool{}
+	d := &decided{next: map[int]int64{}, now: dctx.Now, size: len(batch), start: start, rows: make([]row, 0, len(batch))}
+	inBatch := make(map[eventID]struct{}, len(batch))
 	rejectedBy := map[event.Reason]int{} // counted per batch: a labelled counter lookup per event costs
-	var fresh []string
+	fresh := make([]eventID, 0, len(batch))
 	skipped := 0
 	for i, m := range batch {
 		d.next[m.Partition] = max(d.next[m.Partition], m.Offset+1)
-		o := out[i]
+		o := &out[i]
 		if o.skip {
 			skipped++
 			continue
 		}
 		if o.rej == nil {
-			id := o.t.Event.EventID
-			if inBatch[id] || p.dedupe.has(id, dctx.Now) {
+			id, ok := parseEventID(o.t.Event.EventID)
+			_, again := inBatch[id]
+			if !ok || again || p.dedupe.has(id, dctx.Now) {
+				// !ok: an accepted event's id is always a UUID; were it not, storing it
+				// unchecked could store a retry twice.
 				o.rej = decision.Duplicate(o.t, m.Value, dctx)
 			} else {
-				inBatch[id] = true
+				inBatch[id] = struct{}{}
 				fresh = append(fresh, id)
 			}
 		}
@@ -347,7 +350,7 @@ func (p *Processor) decide(batch []kafka.Message, state map[int]*partitionState)
 			rejectedBy[o.rej.Reason]++
 			continue
 		}
-		d.rows = append(d.rows, row{t: o.t, partition: m.Partition, offset: m.Offset})
+		d.rows = append(d.rows, row{t: &out[i].t, partition: m.Partition, offset: m.Offset})
 	}
 	p.m.events.WithLabelValues("stored", "").Add(float64(len(d.rows)))
 	p.m.skipped.Add(float64(skipped))
@@ -431,7 +434,13 @@ func (p *Processor) loadWithRetry(ctx context.Context, parts []int) (map[int]*pa
 			if err != nil {
 				return err
 			}
-			p.dedupe.warm(ids, p.now())
+			parsed := make([]eventID, 0, len(ids))
+			for _, s := range ids {
+				if id, ok := parseEventID(s); ok {
+					parsed = append(parsed, id)
+				}
+			}
+			p.dedupe.warm(parsed, p.now())
 		}
 		return nil
 	})

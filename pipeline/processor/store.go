@@ -101,9 +101,9 @@ func inList(ps []int) string {
 	return strings.Join(s, ",")
 }
 
-// row is one accepted event as stored.
+// row is one accepted event as stored; t points into the batch's decisions.
 type row struct {
-	t         decision.Tagged
+	t         *decision.Tagged
 	partition int
 	offset    int64
 }
