@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -22,16 +23,20 @@ func parseEventID(s string) (eventID, bool) {
 // dedupe remembers stored event ids for a horizon, bounded in count: a collector that retried
 // after a lost reply sends the same event_id again, and the copy must not be stored twice.
 //
-// Its memory is fixed by its configuration (processor.dedupe_max): a ring of that many
-// (id, time) slots in insertion order, allocated once, and a map from id to its slot. A new id
-// takes the next slot; the oldest goes first when it is past the horizon or the ring is full.
-// About 24 bytes a slot plus the map's ~30 bytes an id: 2,000,000 ids take about 110 MB.
+// Its memory is fixed by its configuration (processor.dedupe_max), allocated once and free of
+// pointers (the garbage collector never scans it): a ring of that many (id, time) slots in
+// insertion order, and an open-addressing index of at least twice as many int32 cells that
+// finds an id's slot. A new id takes the next slot; the oldest goes first when it is past the
+// horizon or the ring is full. 24 bytes a slot and 8–16 of index: 2,000,000 ids take 64 MB.
+// The index hashes with a key of the process's own (hash/maphash), so ids chosen by a client
+// cannot be made to collide.
 type dedupe struct {
 	mu      sync.Mutex
 	horizon time.Duration
 	ring    []slot // len == max; head is the oldest, n the number in use
 	head, n int
-	seen    map[eventID]int32    // id → its slot in ring
+	index   []int32 // slot+1, 0 empty; len a power of two ≥ 2·len(ring)
+	seed    maphash.Seed
 	pending map[eventID]struct{} // decided, not yet written
 }
 
@@ -41,15 +46,38 @@ type slot struct {
 }
 
 func newDedupe(horizon time.Duration, maxIDs int) *dedupe {
-	d := &dedupe{horizon: horizon, pending: map[eventID]struct{}{}}
+	d := &dedupe{horizon: horizon, pending: map[eventID]struct{}{}, seed: maphash.MakeSeed()}
 	if horizon > 0 && maxIDs > 0 {
 		d.ring = make([]slot, maxIDs)
-		d.seen = make(map[eventID]int32, maxIDs)
+		size := 1
+		for size < 2*maxIDs {
+			size <<= 1
+		}
+		d.index = make([]int32, size)
 	}
 	return d
 }
 
 func (d *dedupe) off() bool { return len(d.ring) == 0 }
+
+// home is id's first cell in the index.
+func (d *dedupe) home(id eventID) int {
+	return int(maphash.Bytes(d.seed, id[:]) & uint64(len(d.index)-1))
+}
+
+// find returns the index cell holding id, or -1 and the empty cell where it would go.
+func (d *dedupe) find(id eventID) (cell, free int) {
+	mask := len(d.index) - 1
+	for c := d.home(id); ; c = (c + 1) & mask {
+		s := d.index[c]
+		if s == 0 {
+			return -1, c
+		}
+		if d.ring[s-1].id == id {
+			return c, -1
+		}
+	}
+}
 
 // add records id and reports whether it was new.
 func (d *dedupe) add(id eventID, now time.Time) bool {
@@ -63,15 +91,16 @@ func (d *dedupe) addLocked(id eventID, now int64) bool {
 		return true
 	}
 	d.expire(now)
-	if _, ok := d.seen[id]; ok {
+	if cell, _ := d.find(id); cell >= 0 {
 		return false
 	}
 	if d.n == len(d.ring) { // full: the oldest makes room
 		d.evict()
 	}
+	_, free := d.find(id) // after the eviction, which may have moved cells
 	i := (d.head + d.n) % len(d.ring)
 	d.ring[i] = slot{id: id, at: now}
-	d.seen[id] = int32(i)
+	d.index[free] = int32(i + 1)
 	d.n++
 	return true
 }
@@ -87,8 +116,8 @@ func (d *dedupe) has(id eventID, now time.Time) bool {
 	if _, ok := d.pending[id]; ok {
 		return true
 	}
-	_, ok := d.seen[id]
-	return ok
+	cell, _ := d.find(id)
+	return cell >= 0
 }
 
 // addPending marks ids of a batch being written: taken for later batches, not yet stored.
@@ -142,11 +171,22 @@ func (d *dedupe) expire(now int64) {
 	}
 }
 
-// evict forgets the oldest id.
+// evict forgets the oldest id: its index cell is emptied by backward shifting (Knuth's
+// algorithm R), so every other id stays reachable from its home cell without tombstones.
 func (d *dedupe) evict() {
-	s := d.ring[d.head]
-	if i, ok := d.seen[s.id]; ok && int(i) == d.head {
-		delete(d.seen, s.id)
+	if cell, _ := d.find(d.ring[d.head].id); cell >= 0 {
+		mask := len(d.index) - 1
+		i := cell
+		for j := (i + 1) & mask; d.index[j] != 0; j = (j + 1) & mask {
+			k := d.home(d.ring[d.index[j]-1].id)
+			// The id in cell j may move to i unless its home lies cyclically in (i, j].
+			if (i <= j && (i < k && k <= j)) || (i > j && (i < k || k <= j)) {
+				continue
+			}
+			d.index[i] = d.index[j]
+			i = j
+		}
+		d.index[i] = 0
 	}
 	d.head = (d.head + 1) % len(d.ring)
 	d.n--

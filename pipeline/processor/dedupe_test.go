@@ -2,6 +2,7 @@ package processor
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"runtime"
 	"sync"
 	"testing"
@@ -31,12 +32,69 @@ func TestDedupeHorizonAndBound(t *testing.T) {
 	if d.has(idOf(0), now.Add(2*time.Hour)) || d.has(idOf(1), now.Add(2*time.Hour)) || !d.has(idOf(2), now.Add(2*time.Hour)) || !d.has(idOf(4), now.Add(2*time.Hour)) {
 		t.Error("past the bound the oldest ids must go first")
 	}
-	if d.n != 3 || len(d.seen) != 3 {
-		t.Errorf("holds %d slots and %d ids, bound 3", d.n, len(d.seen))
+	if d.n != 3 || d.indexed() != 3 {
+		t.Errorf("holds %d slots and %d ids, bound 3", d.n, d.indexed())
 	}
 	// An id evicted and seen again is new again, and takes one slot.
-	if !d.add(idOf(0), now.Add(2*time.Hour)) || d.n != 3 || len(d.seen) != 3 {
-		t.Errorf("re-added evicted id: %d slots, %d ids", d.n, len(d.seen))
+	if !d.add(idOf(0), now.Add(2*time.Hour)) || d.n != 3 || d.indexed() != 3 {
+		t.Errorf("re-added evicted id: %d slots, %d ids", d.n, d.indexed())
+	}
+}
+
+// indexed counts the ids the index holds.
+func (d *dedupe) indexed() int {
+	n := 0
+	for _, c := range d.index {
+		if c != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// The dedupe answers as a plain model (a map and a FIFO of ids, bounded and expiring) over
+// random adds, lookups and the passing of time, with a small bound so that the index wraps,
+// collides and shifts on every eviction.
+func TestDedupeMatchesAModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, bound := range []int{1, 2, 3, 7, 8, 50} {
+		d := newDedupe(time.Minute, bound)
+		type entry struct {
+			id int
+			at time.Time
+		}
+		var fifo []entry
+		inModel := map[int]bool{}
+		expire := func(now time.Time) {
+			for len(fifo) > 0 && (now.Sub(fifo[0].at) > time.Minute || len(fifo) > bound) {
+				delete(inModel, fifo[0].id)
+				fifo = fifo[1:]
+			}
+		}
+		now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+		for op := range 20_000 {
+			now = now.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
+			id := rng.IntN(3 * bound)
+			expire(now)
+			if rng.IntN(2) == 0 {
+				if got, want := d.has(idOf(id), now), inModel[id]; got != want {
+					t.Fatalf("bound %d op %d: has(%d) = %v, model %v", bound, op, id, got, want)
+				}
+				continue
+			}
+			want := !inModel[id]
+			if want {
+				fifo = append(fifo, entry{id, now})
+				inModel[id] = true
+				expire(now)
+			}
+			if got := d.add(idOf(id), now); got != want {
+				t.Fatalf("bound %d op %d: add(%d) = %v, model %v", bound, op, id, got, want)
+			}
+			if d.n != len(fifo) || d.indexed() != len(fifo) {
+				t.Fatalf("bound %d op %d: %d slots, %d indexed, model %d", bound, op, d.n, d.indexed(), len(fifo))
+			}
+		}
 	}
 }
 
@@ -80,7 +138,7 @@ func TestDedupeConfirmIsAtomic(t *testing.T) {
 }
 
 // The dedupe's memory is fixed by its bound: filling it several times over keeps the heap
-// within what the bound implies (about 24 bytes a slot and the map's share of each id).
+// within what the bound implies (24 bytes a slot, 8–16 of index).
 func TestDedupeMemoryIsBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills a dedupe of 500,000 ids four times")
@@ -99,11 +157,11 @@ func TestDedupeMemoryIsBounded(t *testing.T) {
 		d.add(idOf(i), now)
 	}
 	used := heap() - before
-	if d.n != bound || len(d.seen) != bound {
-		t.Fatalf("holds %d slots and %d ids, bound %d", d.n, len(d.seen), bound)
+	if d.n != bound || d.indexed() != bound {
+		t.Fatalf("holds %d slots and %d ids, bound %d", d.n, d.indexed(), bound)
 	}
-	if perID := float64(used) / bound; perID > 80 {
-		t.Errorf("%.0f bytes an id after filling the bound four times, want at most 80", perID)
+	if perID := float64(used) / bound; perID > 40 {
+		t.Errorf("%.0f bytes an id after filling the bound four times, want at most 40", perID)
 	} else {
 		t.Logf("%.0f bytes an id (%d MB for %d ids)", perID, used>>20, bound)
 	}
