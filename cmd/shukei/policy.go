@@ -95,9 +95,6 @@ move once recorded.`,
 					return err
 				}
 			}
-			if by == "" {
-				by = os.Getenv("USER")
-			}
 			return withAdmin(a, cmd, false, func(r registry.Admin) error { return r.ActivatePolicy(cmd.Context(), n, at, by) })
 		},
 	}
