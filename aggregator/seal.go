@@ -3,6 +3,7 @@ package aggregator
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -47,6 +48,25 @@ type Sealer struct {
 func NewSealer(cfg config.Config, conn driver.Conn, k int, reg prometheus.Registerer, log *slog.Logger) *Sealer {
 	db := cfg.ClickHouse.Database
 	return newSealer(conn, db, newReleaseLog(cfg.Kafka.Brokers, topic.ReleaseSpec(cfg.Kafka), db), k, cfg.Aggregator.SealAfter, reg, log, time.Now)
+}
+
+// SealDueTo is 'shukei atoms seal': one pass of a sealer of the configured database, with k
+// the policy's or query.k (ops.QueryK), on a connection of its own (Sealer.SealDue); what it
+// sealed, before an error too, is written to w (gate.WriteSeals).
+func SealDueTo(ctx context.Context, w io.Writer, cfg config.Config, log *slog.Logger) error {
+	k, err := ops.QueryK(cfg.Query)
+	if err != nil {
+		return err
+	}
+	return ops.WithClickHouse(ctx, cfg.ClickHouse, func(conn driver.Conn) error {
+		s := NewSealer(cfg, conn, k, nil, log)
+		defer s.Close()
+		sealed, err := s.SealDue(ctx)
+		if err == nil || len(sealed) > 0 {
+			gate.WriteSeals(w, sealed) // what was sealed before an error too
+		}
+		return err
+	})
 }
 
 func newSealer(conn driver.Conn, prefix string, rlog *releaseLog, k int, after time.Duration, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) *Sealer {

@@ -3,6 +3,7 @@ package aggregator
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -170,5 +171,31 @@ func TestSealOnce(t *testing.T) {
 	// A week not sealed is refused, never read as empty.
 	if _, err := gate.Read(ctx, conn, gate.DB(db, "service_improvement"), week.AddDate(0, 0, 7), week.AddDate(0, 0, 7), 5); err == nil {
 		t.Error("the week in progress was read")
+	}
+}
+
+// SealDueTo, 'shukei atoms seal': one pass on a connection of its own, what it sealed written;
+// a query.k below the policy's fails before connecting.
+func TestSealDueTo(t *testing.T) {
+	conn, cfg := servicetest.ClickHouse(t)
+	servicetest.Kafka(t)
+	cfg.Kafka.ReleaseTopic = servicetest.Topic(t, cfg.Kafka.Brokers, 1)
+	ctx := context.Background()
+	if _, err := migrations.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := SealDueTo(ctx, &b, cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.SplitAfter(strings.TrimSuffix(b.String(), "\n"), "\n") {
+		if !strings.HasPrefix(line, "sealed ") && line != "no week to seal" {
+			t.Errorf("line %q of\n%s", line, b.String())
+		}
+	}
+	b.Reset()
+	cfg.Query.K = 1
+	if err := SealDueTo(ctx, &b, cfg, nil); err == nil || !strings.HasPrefix(err.Error(), "query.k=1 is below the policy's k=") || b.Len() != 0 {
+		t.Errorf("query.k=1: %v, wrote %q", err, b.String())
 	}
 }

@@ -232,3 +232,24 @@ func TestChainDetectsAnEditedTenant(t *testing.T) {
 		}
 	}
 }
+
+// ReportTo, 'shukei audit report': the month's records of the principal as WriteReport writes them.
+func TestReportTo(t *testing.T) {
+	l, _ := newLog(t, 4)
+	ctx, month := context.Background(), time.Now().UTC().Format("2006-01")
+	rs, err := l.Report(ctx, "p1", month)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want strings.Builder
+	if err := l.ReportTo(ctx, &got, "p1", month); err != nil {
+		t.Fatal(err)
+	}
+	WriteReport(&want, "p1", month, rs)
+	if got.String() != want.String() {
+		t.Errorf("got\n%s\nwant\n%s", got.String(), want.String())
+	}
+	if err := l.ReportTo(ctx, &got, "p1", "January"); err == nil {
+		t.Error("a bad month was accepted")
+	}
+}

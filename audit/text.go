@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -58,6 +59,17 @@ func Shown(s string) string {
 		i += size
 	}
 	return b.String()
+}
+
+// ReportTo writes the records of principal who in month (Report) as WriteReport does
+// ('shukei audit report').
+func (l *Log) ReportTo(ctx context.Context, w io.Writer, who, month string) error {
+	rs, err := l.Report(ctx, who, month)
+	if err != nil {
+		return err
+	}
+	WriteReport(w, who, month, rs)
+	return nil
 }
 
 // WriteReport writes rs, the records of principal who in month (Log.Report), as a table with

@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -84,6 +85,27 @@ type fidesDeclaration struct {
 	RetentionPeriod            string   `yaml:"retention_period"`
 	DataSharedWithThirdParties bool     `yaml:"data_shared_with_third_parties"`
 	ThirdParties               string   `yaml:"third_parties,omitempty"`
+}
+
+// ExportTo writes the embedded policy's version in format ('shukei policy export --format F
+// --version N'); only fides (ExportFides) is supported. Its errors name the flags.
+func ExportTo(w io.Writer, format string, version int) error {
+	if format != "fides" {
+		return fmt.Errorf("--format %q: only fides is supported", format)
+	}
+	v, err := Embedded()
+	if err != nil {
+		return err
+	}
+	if version < 1 || version > v.Len() {
+		return fmt.Errorf("--version %d: the embedded policy has versions 1..%d", version, v.Len())
+	}
+	b, err := ExportFides(v.Policy(version))
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
 }
 
 // ExportFides writes p as a fideslang manifest, so that the policy can be

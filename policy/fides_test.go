@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -131,5 +132,26 @@ func TestExportFidesRejectsInvalidPolicy(t *testing.T) {
 	p.Matrix[Operation][ExternalAggregate] = EventLevel
 	if _, err := ExportFides(p); err == nil {
 		t.Error("exported an invalid policy")
+	}
+}
+
+// ExportTo, 'shukei policy export': the embedded version as ExportFides writes it, or an error
+// naming the flag.
+func TestExportTo(t *testing.T) {
+	var b strings.Builder
+	if err := ExportTo(&b, "fides", 1); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := Embedded()
+	if want, _ := ExportFides(v.Policy(1)); b.String() != string(want) {
+		t.Error("ExportTo(fides, 1) is not ExportFides of the embedded version 1")
+	}
+	if err := ExportTo(&b, "odrl", 1); err == nil || err.Error() != `--format "odrl": only fides is supported` {
+		t.Errorf("format: %v", err)
+	}
+	for _, n := range []int{0, v.Len() + 1} {
+		if err := ExportTo(&b, "fides", n); err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("--version %d: the embedded policy has versions 1..", n)) {
+			t.Errorf("version %d: %v", n, err)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -93,8 +94,16 @@ func (a Admin) RevokeToken(ctx context.Context, id, tokenOrHash string, all bool
 	return nil
 }
 
-// OpenTicket opens (or extends) a support ticket (Registry.OpenTicket) and prints until when.
-func (a Admin) OpenTicket(ctx context.Context, tenant, id string, ttl time.Duration, by string) error {
+// OpenTicket opens (or extends) a support ticket for ttl (ParseTTL; 'ticket open --ttl'), by
+// by ($USER when empty), and prints until when (Registry.OpenTicket).
+func (a Admin) OpenTicket(ctx context.Context, tenant, id, ttlText, by string) error {
+	if by == "" {
+		by = os.Getenv("USER")
+	}
+	ttl, err := ParseTTL(ttlText)
+	if err != nil {
+		return fmt.Errorf("--ttl: %w", err)
+	}
 	k, err := a.Reg.OpenTicket(ctx, tenant, id, ttl, by)
 	if err != nil {
 		return err
@@ -124,9 +133,12 @@ func (a Admin) ListTickets(ctx context.Context, tenant string) error {
 	return WriteTickets(a.Out, ks, time.Now())
 }
 
-// ActivatePolicy puts policy version in force from at (Registry.ActivatePolicy) and prints
-// since when it is.
+// ActivatePolicy puts policy version in force from at, by by ($USER when empty;
+// Registry.ActivatePolicy), and prints since when it is.
 func (a Admin) ActivatePolicy(ctx context.Context, version int, at time.Time, by string) error {
+	if by == "" {
+		by = os.Getenv("USER")
+	}
 	act, err := a.Reg.ActivatePolicy(ctx, version, at, by)
 	if err != nil {
 		return err

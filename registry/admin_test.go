@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"bytes"
+	"context"
 	"testing"
 	"time"
 
@@ -85,5 +86,16 @@ func TestParseTTL(t *testing.T) {
 		if _, err := registry.ParseTTL(in); err == nil || err.Error() != msg {
 			t.Errorf("ParseTTL(%q): %v, want %s", in, err, msg)
 		}
+	}
+}
+
+// Admin.OpenTicket reads --ttl itself: a bad one fails, naming the flag, before the registry is
+// asked.
+func TestOpenTicketTTL(t *testing.T) {
+	var b bytes.Buffer
+	_, want := registry.ParseTTL("fortnight")
+	err := registry.Admin{Out: &b}.OpenTicket(context.Background(), "acme", "T-1", "fortnight", "")
+	if err == nil || err.Error() != "--ttl: "+want.Error() || b.Len() != 0 {
+		t.Errorf("%v (want --ttl: %v), wrote %q", err, want, b.String())
 	}
 }

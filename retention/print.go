@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"text/tabwriter"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/topic"
 )
 
@@ -48,6 +52,36 @@ func WriteReport(out io.Writer, rep Report) {
 	if rep.Nothing() {
 		fmt.Fprintln(out, "nothing due")
 	}
+}
+
+// DeleteTenantTo deletes tenant now ('shukei tenants delete'): the keeper of the configured
+// database, on a connection of its own, deletes it (DeleteTenant) and the receipt is written
+// to w. Finding no row of the tenant is an error, once the deletion and its receipt are done.
+func DeleteTenantTo(ctx context.Context, w io.Writer, cfg config.Config, log *slog.Logger, tenant, why string) error {
+	return ops.WithClickHouse(ctx, cfg.ClickHouse, func(conn driver.Conn) error {
+		rec, err := NewKeeper(cfg, conn, conn, log).DeleteTenant(ctx, tenant, why)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "deleted %s: %d rows in %d tables, pseudonymisation root destroyed; audit record %d\n", rec.Tenant, rec.Rows, rec.Tables, rec.AuditSeq)
+		if rec.Rows == 0 {
+			return fmt.Errorf("no row of tenant %q was found (an unknown id, or one already deleted); its tombstone is recorded all the same", tenant)
+		}
+		return nil
+	})
+}
+
+// VerifyTenantTo writes what is left of tenant ('shukei retention verify'): its rows in every
+// table of the configured database, on a connection of its own (Keeper.VerifyTo), then until
+// when the Kafka topics hold its records (HorizonsTo).
+func VerifyTenantTo(ctx context.Context, w io.Writer, cfg config.Config, log *slog.Logger, tenant string) error {
+	err := ops.WithClickHouse(ctx, cfg.ClickHouse, func(conn driver.Conn) error {
+		return NewKeeper(cfg, conn, conn, log).VerifyTo(ctx, w, tenant)
+	})
+	if err != nil {
+		return err
+	}
+	return HorizonsTo(ctx, w, cfg.Kafka, tenant)
 }
 
 // VerifyTo counts what is left of tenant in every table (Verify) and writes the counts, a

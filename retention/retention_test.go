@@ -238,3 +238,34 @@ func contains(ds []retention.Dropped, table, part string) bool {
 	}
 	return false
 }
+
+// DeleteTenantTo and VerifyTenantTo, the commands' one calls: deleting an unknown tenant
+// writes its receipt and fails, and what is left of it is nothing.
+func TestDeleteAndVerifyTenantTo(t *testing.T) {
+	conn, cfg := servicetest.ClickHouse(t)
+	servicetest.Kafka(t)
+	cfg.Kafka.RawTopic, cfg.Kafka.DLQTopic = servicetest.Name(t, "raw."), servicetest.Name(t, "dlq.") // never created
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := migrations.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var b strings.Builder
+	err := retention.DeleteTenantTo(ctx, &b, cfg, quiet, "nobody", "a test")
+	if err == nil || err.Error() != `no row of tenant "nobody" was found (an unknown id, or one already deleted); its tombstone is recorded all the same` {
+		t.Errorf("error: %v", err)
+	}
+	if !strings.HasPrefix(b.String(), "deleted nobody: 0 rows in 0 tables, pseudonymisation root destroyed; audit record ") {
+		t.Errorf("receipt: %q", b.String())
+	}
+	b.Reset()
+	if err := retention.VerifyTenantTo(ctx, &b, cfg, quiet, "nobody"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{" rows of nobody left in ", "kafka raw topic " + cfg.Kafka.RawTopic + ": does not exist"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("verify: no %q in\n%s", want, b.String())
+		}
+	}
+}

@@ -75,6 +75,7 @@ func (e Entry) fields() []string {
 // Ledger reads and appends the ledger table of one database prefix.
 type Ledger struct {
 	conn  driver.Conn
+	db    string // the Shukei database
 	table string
 	mu    sync.Mutex
 	now   func() time.Time
@@ -107,7 +108,7 @@ func (l *Ledger) link(stored []Entry, e Entry) (string, error) {
 
 // New returns the ledger of the Shukei database db.
 func New(conn driver.Conn, db string) *Ledger {
-	return &Ledger{conn: conn, table: db + "_external_aggregate.budget_ledger", now: func() time.Time { return time.Now().UTC().Truncate(time.Second) }}
+	return &Ledger{conn: conn, db: db, table: db + "_external_aggregate.budget_ledger", now: func() time.Time { return time.Now().UTC().Truncate(time.Second) }}
 }
 
 // Charge records e against budget. If the same purpose, query and window were charged

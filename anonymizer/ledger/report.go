@@ -50,11 +50,11 @@ func (l *Ledger) VerifyTo(ctx context.Context, w io.Writer, anc *chain.Anchor) e
 	return nil
 }
 
-// AnchorTo verifies every chain and saves their heads as an anchor of database db (Anchor):
-// appended to the file at path, with a note of it on note, or printed to w when path is ""
-// ('shukei ledger anchor').
-func (l *Ledger) AnchorTo(ctx context.Context, db string, w, note io.Writer, path string) error {
-	a, err := l.Anchor(ctx, db)
+// AnchorTo verifies every chain and saves their heads as an anchor of the ledger's database
+// (Anchor): appended to the file at path, with a note of it on note, or printed to w when path
+// is "" ('shukei ledger anchor').
+func (l *Ledger) AnchorTo(ctx context.Context, w, note io.Writer, path string) error {
+	a, err := l.Anchor(ctx, l.db)
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/aggregator"
-	"github.com/shukei/shukei/gate"
-	"github.com/shukei/shukei/ops"
 )
 
 func newAtomsCmd(a *app) *cobra.Command {
@@ -26,19 +23,7 @@ step seals on its own; 'atoms seal' runs one pass.`,
 		Short: "Seal every week that ended aggregator.seal_after ago and is not sealed yet",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k, err := ops.QueryK(a.cfg.Query)
-			if err != nil {
-				return err
-			}
-			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				s := aggregator.NewSealer(a.cfg, conn, k, nil, a.log)
-				defer s.Close()
-				sealed, err := s.SealDue(cmd.Context())
-				if err == nil || len(sealed) > 0 {
-					gate.WriteSeals(cmd.OutOrStdout(), sealed) // what was sealed before an error too
-				}
-				return err
-			})
+			return aggregator.SealDueTo(cmd.Context(), cmd.OutOrStdout(), a.cfg, a.log)
 		},
 	}
 	cmd.AddCommand(seal)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -52,11 +51,7 @@ holders approve another principal's break-glass request.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				ps, err := principal.New(conn, a.cfg.ClickHouse.Database).List(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return principal.WriteList(cmd.OutOrStdout(), ps)
+				return principal.New(conn, a.cfg.ClickHouse.Database).ListTo(cmd.Context(), cmd.OutOrStdout())
 			})
 		},
 	}
@@ -67,11 +62,7 @@ holders approve another principal's break-glass request.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				if err := principal.New(conn, a.cfg.ClickHouse.Database).Disable(cmd.Context(), id); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "disabled %s\n", id)
-				return nil
+				return principal.New(conn, a.cfg.ClickHouse.Database).DisableTo(cmd.Context(), cmd.OutOrStdout(), id)
 			})
 		},
 	}
@@ -93,12 +84,7 @@ func newAuditCmd(a *app) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				rs, err := audit.New(conn, a.cfg.ClickHouse.Database).Report(cmd.Context(), who, month)
-				if err != nil {
-					return err
-				}
-				audit.WriteReport(cmd.OutOrStdout(), who, month, rs)
-				return nil
+				return audit.New(conn, a.cfg.ClickHouse.Database).ReportTo(cmd.Context(), cmd.OutOrStdout(), who, month)
 			})
 		},
 	}

@@ -30,11 +30,7 @@ not printable (from rows stored before it was refused) is shown escaped (\x1b, \
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
 				db := a.cfg.ClickHouse.Database
-				gs, err := breakglass.New(conn, db, principal.New(conn, db), audit.New(conn, db)).List(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return breakglass.WriteList(cmd.OutOrStdout(), gs, time.Now())
+				return breakglass.New(conn, db, principal.New(conn, db), audit.New(conn, db)).ListTo(cmd.Context(), cmd.OutOrStdout(), time.Now())
 			})
 		},
 	}

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"time"
-
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
-	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/dlq"
 )
 
@@ -28,10 +24,6 @@ the end offsets taken when it starts, so it always finishes.
 
 Records that cannot be parsed are counted and reported, never shown.`,
 	}
-	src := func() dlq.Source {
-		return dlq.Source{Brokers: a.cfg.Kafka.Brokers, Topic: a.cfg.Kafka.DLQTopic}
-	}
-
 	var since, by string
 	var asJSON bool
 	stats := &cobra.Command{
@@ -44,7 +36,7 @@ Kafka record). Each row also says how many records kept a payload. Re-sent copie
 refused message is printed: only reasons, classes, field paths, tenant ids and dates.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return dlq.StatsTo(cmd.Context(), cmd.OutOrStdout(), src(), by, since, asJSON)
+			return dlq.StatsTo(cmd.Context(), cmd.OutOrStdout(), dlq.SourceOf(a.cfg.Kafka), by, since, asJSON)
 		},
 	}
 	stats.Flags().StringVar(&since, "since", "", "only records written since: a look-back (7d, 36h), a date (2025-05-01) or an RFC 3339 time")
@@ -61,7 +53,7 @@ record kept it (kept=payload); it is content-free, every refused value a keyed h
 it says "payload not kept (metadata only)". Re-sent copies of the record are counted.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return dlq.Show(cmd.Context(), cmd.OutOrStdout(), src(), args[0])
+			return dlq.Show(cmd.Context(), cmd.OutOrStdout(), dlq.SourceOf(a.cfg.Kafka), args[0])
 		},
 	}
 
@@ -88,18 +80,7 @@ OS user>, report dlq_replay, the filters and counts, never content). It prints w
 eligible, replayed and skipped, by reason.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var err error
-			if o.Since, err = dlq.ParseSince(replaySince, time.Now()); err != nil {
-				return err
-			}
-			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				aopts, err := ops.AuditOptions(a.cfg, a.log)
-				if err != nil {
-					return err
-				}
-				rp := &dlq.Replayer{Source: src(), RawTopic: a.cfg.Kafka.RawTopic, Conn: conn, Database: a.cfg.ClickHouse.Database, AuditOptions: aopts}
-				return rp.ReplayTo(cmd.Context(), cmd.OutOrStdout(), o, replayJSON)
-			})
+			return dlq.ReplayConfigured(cmd.Context(), cmd.OutOrStdout(), a.cfg, a.log, o, replaySince, replayJSON)
 		},
 	}
 	replay.Flags().StringVar(&o.Reason, "reason", "", "only records of this reason (e.g. unknown_tenant); default all")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"time"
 
@@ -53,12 +52,7 @@ retention and the privacy budget.`,
 				return err
 			}
 			return withAdmin(a, cmd, false, func(r registry.Admin) error {
-				x, err := decision.ExplainEvent(cmd.Context(), r.Reg, ev, tenantID, when)
-				if err != nil {
-					return err
-				}
-				_, err = fmt.Fprint(r.Out, x.String())
-				return err
+				return decision.ExplainTo(cmd.Context(), r.Out, r.Reg, ev, tenantID, when)
 			})
 		},
 	}
@@ -72,22 +66,7 @@ retention and the privacy budget.`,
 		Short: "Export the policy as a fideslang-style manifest for review in Fides",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format != "fides" {
-				return fmt.Errorf("--format %q: only fides is supported", format)
-			}
-			v, err := policy.Embedded()
-			if err != nil {
-				return err
-			}
-			if version < 1 || version > v.Len() {
-				return fmt.Errorf("--version %d: the embedded policy has versions 1..%d", version, v.Len())
-			}
-			b, err := policy.ExportFides(v.Policy(version))
-			if err != nil {
-				return err
-			}
-			_, err = cmd.OutOrStdout().Write(b)
-			return err
+			return policy.ExportTo(cmd.OutOrStdout(), format, version)
 		},
 	}
 	export.Flags().StringVar(&format, "format", "fides", "output format (fides)")
@@ -115,9 +94,6 @@ move once recorded.`,
 				if at, err = flagTime("--at", activateAt, time.RFC3339, "RFC 3339 or now", at); err != nil {
 					return err
 				}
-			}
-			if by == "" {
-				by = os.Getenv("USER")
 			}
 			return withAdmin(a, cmd, false, func(r registry.Admin) error { return r.ActivatePolicy(cmd.Context(), n, at, by) })
 		},

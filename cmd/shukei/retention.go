@@ -3,10 +3,8 @@ package main
 import (
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 
-	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/retention"
 )
 
@@ -57,14 +55,7 @@ a raw user id exists anywhere in Shukei.`,
 		Short: "Count what is left of a tenant in every table (zero after its deletion) and when Kafka ages out its records",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, out := cmd.Context(), cmd.OutOrStdout()
-			err := ops.WithClickHouse(ctx, a.cfg.ClickHouse, func(conn driver.Conn) error {
-				return retention.NewKeeper(a.cfg, conn, conn, a.log).VerifyTo(ctx, out, tenant)
-			})
-			if err != nil {
-				return err
-			}
-			return retention.HorizonsTo(ctx, out, a.cfg.Kafka, tenant)
+			return retention.VerifyTenantTo(cmd.Context(), cmd.OutOrStdout(), a.cfg, a.log, tenant)
 		},
 	}
 	verify.Flags().StringVar(&tenant, "tenant", "", "tenant id")

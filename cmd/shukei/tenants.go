@@ -161,17 +161,7 @@ out its records.`,
 			if delTenant == "" {
 				return fmt.Errorf("--tenant is required")
 			}
-			return ops.WithClickHouse(cmd.Context(), a.cfg.ClickHouse, func(conn driver.Conn) error {
-				rec, err := retention.NewKeeper(a.cfg, conn, conn, a.log).DeleteTenant(cmd.Context(), delTenant, delReason)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s: %d rows in %d tables, pseudonymisation root destroyed; audit record %d\n", rec.Tenant, rec.Rows, rec.Tables, rec.AuditSeq)
-				if rec.Rows == 0 {
-					return fmt.Errorf("no row of tenant %q was found (an unknown id, or one already deleted); its tombstone is recorded all the same", delTenant)
-				}
-				return nil
-			})
+			return retention.DeleteTenantTo(cmd.Context(), cmd.OutOrStdout(), a.cfg, a.log, delTenant, delReason)
 		},
 	}
 	del.Flags().StringVar(&delTenant, "tenant", "", "the tenant id")

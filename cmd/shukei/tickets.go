@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/spf13/cobra"
 
 	"github.com/shukei/shukei/registry"
@@ -26,16 +23,7 @@ id. A ticket closes when 'close' is run or, without anyone acting, when its time
 		Short: "Open (or extend) a ticket for --ttl",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(a, cmd, false, func(r registry.Admin) error {
-				if by == "" {
-					by = os.Getenv("USER")
-				}
-				ttl, err := registry.ParseTTL(ttlText)
-				if err != nil {
-					return fmt.Errorf("--ttl: %w", err)
-				}
-				return r.OpenTicket(cmd.Context(), tenant, id, ttl, by)
-			})
+			return withAdmin(a, cmd, false, func(r registry.Admin) error { return r.OpenTicket(cmd.Context(), tenant, id, ttlText, by) })
 		},
 	}
 	open.Flags().StringVar(&ttlText, "ttl", "14d", "how long the ticket stays open: days (14d) or a duration (36h, 90m)")

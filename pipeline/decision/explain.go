@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/guard"
-	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
 )
 
@@ -27,23 +27,28 @@ func InspectToExplain(raw []byte, now time.Time) (event.Event, error) {
 	return ev, nil
 }
 
-// ExplainEvent explains the purposes ev gets, and the clause refusing each other, as tenant
-// (ev's own when empty) with its registry entry, for data collected at at, under the policy
-// versions with the activations recorded in the registry.
-func ExplainEvent(ctx context.Context, reg *registry.Registry, ev event.Event, tenant string, at time.Time) (policy.Explanation, error) {
+// ExplainTo writes ('shukei policy explain') the purposes ev gets, and the clause refusing
+// each other, as tenant (ev's own when empty) with its registry entry, for data collected at
+// at, under the policy versions with the activations recorded in the registry.
+func ExplainTo(ctx context.Context, w io.Writer, reg *registry.Registry, ev event.Event, tenant string, at time.Time) error {
 	if tenant == "" {
 		tenant = ev.TenantID
 	}
 	t, err := reg.Get(ctx, tenant)
 	if err != nil {
 		if errors.Is(err, registry.ErrUnknownTenant) {
-			return policy.Explanation{}, fmt.Errorf("%w: the event gets no purposes until the tenant is registered (shukei tenants add)", err)
+			return fmt.Errorf("%w: the event gets no purposes until the tenant is registered (shukei tenants add)", err)
 		}
-		return policy.Explanation{}, err
+		return err
 	}
 	v, err := reg.Versions(ctx)
 	if err != nil {
-		return policy.Explanation{}, err
+		return err
 	}
-	return NewPolicyTagger(v).Explain(Category(ev.Schema), &t, at)
+	x, err := NewPolicyTagger(v).Explain(Category(ev.Schema), &t, at)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprint(w, x.String())
+	return err
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -383,5 +384,11 @@ func TestReplayNeedsTheSchema(t *testing.T) {
 	_, err := rp.Replay(context.Background(), ReplayOptions{})
 	if err == nil || !strings.Contains(err.Error(), "shukei migrate") {
 		t.Errorf("replay without the schema: %v", err)
+	}
+	// The same through the configured one call, on a connection of its own.
+	var b strings.Builder
+	err = ReplayConfigured(context.Background(), &b, cfg, slog.New(slog.DiscardHandler), ReplayOptions{}, "", false)
+	if err == nil || !strings.Contains(err.Error(), "shukei migrate") {
+		t.Errorf("ReplayConfigured without the schema: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/user"
 	"sort"
@@ -19,8 +20,10 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/event"
+	"github.com/shukei/shukei/ops"
 )
 
 // NilUser is the user a replayed user-level event gets when its kept payload has none (the
@@ -460,6 +463,24 @@ func skippedText(m map[string]int) string {
 		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
 	}
 	return strings.Join(parts, " ")
+}
+
+// ReplayConfigured is 'shukei dlq replay': o's records written since since (ParseSince) are
+// replayed from the configured DLQ to the raw topic, checked against the event store of the
+// configured database and audited on a connection of its own (Replayer.ReplayTo).
+func ReplayConfigured(ctx context.Context, w io.Writer, cfg config.Config, log *slog.Logger, o ReplayOptions, since string, asJSON bool) error {
+	var err error
+	if o.Since, err = ParseSince(since, time.Now()); err != nil {
+		return err
+	}
+	return ops.WithClickHouse(ctx, cfg.ClickHouse, func(conn driver.Conn) error {
+		aopts, err := ops.AuditOptions(cfg, log)
+		if err != nil {
+			return err
+		}
+		rp := &Replayer{Source: SourceOf(cfg.Kafka), RawTopic: cfg.Kafka.RawTopic, Conn: conn, Database: cfg.ClickHouse.Database, AuditOptions: aopts}
+		return rp.ReplayTo(ctx, w, o, asJSON)
+	})
 }
 
 // ReplayTo runs one replay (Replay) and writes its result to w, as indented JSON or its summary

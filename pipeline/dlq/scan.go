@@ -9,6 +9,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/pipeline/topic"
 )
 
@@ -20,6 +21,9 @@ type Source struct {
 	// a partition that stops answering ends the scan with an error, never a hang.
 	Stall time.Duration
 }
+
+// SourceOf is the configured DLQ topic (kafka.dlq_topic) on the configured brokers.
+func SourceOf(k config.Kafka) Source { return Source{Brokers: k.Brokers, Topic: k.DLQTopic} }
 
 // Bounds is the range of one partition a scan reads: [Start, End).
 type Bounds struct {

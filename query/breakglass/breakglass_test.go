@@ -484,3 +484,24 @@ func ExampleGrant_State() {
 	fmt.Println(g.State(at.Add(time.Minute)), g.State(at.Add(time.Hour)))
 	// Output: open expired
 }
+
+// ListTo, 'shukei breakglass': every grant as WriteList writes it.
+func TestListTo(t *testing.T) {
+	e := newEnv(t)
+	e.request(t, "hana", "acme")
+	ctx, now := context.Background(), time.Now()
+	gs, err := e.s.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want strings.Builder
+	if err := e.s.ListTo(ctx, &got, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteList(&want, gs, now); err != nil {
+		t.Fatal(err)
+	}
+	if len(gs) != 1 || got.String() != want.String() {
+		t.Errorf("got\n%s\nwant\n%s", got.String(), want.String())
+	}
+}

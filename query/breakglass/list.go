@@ -1,6 +1,7 @@
 package breakglass
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -8,6 +9,15 @@ import (
 
 	"github.com/shukei/shukei/audit"
 )
+
+// ListTo writes every grant, its state as at now (List, WriteList): 'shukei breakglass'.
+func (s *Store) ListTo(ctx context.Context, w io.Writer, now time.Time) error {
+	gs, err := s.List(ctx)
+	if err != nil {
+		return err
+	}
+	return WriteList(w, gs, now)
+}
 
 // WriteList writes gs (Store.List) as a table, each grant's state as at now: who asked for
 // which tenant, on which clause and justification, who approved it, until when, and who revoked

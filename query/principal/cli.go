@@ -97,13 +97,27 @@ func (s *Store) Register(ctx context.Context, w io.Writer, r Registration) error
 	return nil
 }
 
-// Disable disables principal id: its token stops working at once.
-func (s *Store) Disable(ctx context.Context, id string) error {
+// DisableTo disables principal id — its token stops working at once — and says so on w
+// ('shukei principals disable').
+func (s *Store) DisableTo(ctx context.Context, w io.Writer, id string) error {
 	_, err := s.Update(ctx, id, func(x *Principal) error {
 		x.Disabled = true
 		return nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "disabled %s\n", id)
+	return nil
+}
+
+// ListTo writes every principal with its grant (List, WriteList): 'shukei principals list'.
+func (s *Store) ListTo(ctx context.Context, w io.Writer) error {
+	ps, err := s.List(ctx)
+	if err != nil {
+		return err
+	}
+	return WriteList(w, ps)
 }
 
 // WriteList writes ps (Store.List) as a table of their grants, every text Shown escaped

@@ -3,6 +3,7 @@ package principal
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,5 +158,40 @@ func TestStoreKeepsRoles(t *testing.T) {
 	}
 	if p, _ := s.Get(ctx, "dpo"); p.HasRole(RoleBreakGlassApprover) {
 		t.Errorf("the role was not taken away: %v", p.Roles)
+	}
+}
+
+// ListTo and DisableTo, 'shukei principals list' and 'disable': the table of grants, and a
+// principal disabled with a line saying so; an unknown one is an error.
+func TestListToDisableTo(t *testing.T) {
+	conn, cfg := servicetest.ClickHouse(t)
+	ctx := context.Background()
+	if _, err := migrations.Apply(ctx, conn, cfg.ClickHouse.Database); err != nil {
+		t.Fatal(err)
+	}
+	s := New(conn, cfg.ClickHouse.Database)
+	if _, err := s.Add(ctx, Principal{ID: "hana", Kind: Employee, Purposes: []string{"service_improvement"}}); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := s.DisableTo(ctx, &b, "hana"); err != nil || b.String() != "disabled hana\n" {
+		t.Errorf("disable: %q %v", b.String(), err)
+	}
+	if err := s.DisableTo(ctx, &b, "nobody"); err == nil {
+		t.Error("an unknown principal was disabled")
+	}
+	ps, err := s.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want strings.Builder
+	if err := s.ListTo(ctx, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteList(&want, ps); err != nil {
+		t.Fatal(err)
+	}
+	if got.String() != want.String() || len(ps) != 1 || !ps[0].Disabled {
+		t.Errorf("list: %+v\n%s", ps, got.String())
 	}
 }
