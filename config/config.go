@@ -68,6 +68,7 @@ type Processor struct {
 	DedupeMax     int           `yaml:"dedupe_max" doc:"event_ids remembered at most per instance (memory bound)"`
 	MaxBackoff    time.Duration `yaml:"max_backoff" doc:"longest wait between retries while ClickHouse or Kafka is down"`
 	Listen        string        `yaml:"listen" doc:"address of /metrics, /healthz and /readyz"`
+	MemoryLimitMB int           `yaml:"memory_limit_mb" doc:"soft limit of the processor process's Go memory in MiB (runtime/debug.SetMemoryLimit): the garbage collector works harder near it instead of letting the heap double; 0: no limit"`
 	Profile       string        `yaml:"profile" doc:"path prefix of the Go profiles the processor writes when it stops: <profile>.cpu.pprof (its whole run) and <profile>.allocs.pprof (every allocation since it started); for make bench, empty: off"`
 }
 
@@ -266,6 +267,7 @@ func Default() Config {
 			DedupeHorizon: time.Hour,
 			DedupeMax:     2000000,
 			MaxBackoff:    30 * time.Second,
+			MemoryLimitMB: 256,
 			Listen:        "127.0.0.1:9101",
 		},
 		Aggregator: Aggregator{
@@ -572,6 +574,11 @@ func (c Config) Validate() error {
 	}
 	if c.Processor.DedupeHorizon < 0 || c.Processor.DedupeMax < 0 {
 		bad("processor.dedupe_horizon", "dedupe_horizon and dedupe_max must not be negative")
+	}
+	// The dedupe's memory is fixed (32 bytes an id, pipeline/processor/dedupe.go); a limit that
+	// leaves it less than half would keep the garbage collector running flat out.
+	if mb := c.Processor.MemoryLimitMB; mb < 0 || (mb > 0 && int64(c.Processor.DedupeMax)*32 > int64(mb)<<19) {
+		bad("processor.memory_limit_mb", "must be 0 (no limit) or at least twice the dedupe's %d MiB (dedupe_max × 32 bytes), got %d", int64(c.Processor.DedupeMax)*32>>20, mb)
 	}
 	if c.Registry.Refresh < 100*time.Millisecond {
 		bad("registry.refresh", "must be at least 100ms, got %s", c.Registry.Refresh)

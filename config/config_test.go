@@ -282,3 +282,24 @@ func TestFilePath(t *testing.T) {
 		t.Errorf("--config given: %q", p)
 	}
 }
+
+// A memory limit must leave the dedupe (32 bytes an id) at most half of it.
+func TestProcessorMemoryLimitFitsTheDedupe(t *testing.T) {
+	for _, tc := range []struct {
+		limit, dedupe int
+		ok            bool
+	}{
+		{256, 2_000_000, true}, // 61 MiB of 256
+		{0, 50_000_000, true},  // no limit
+		{100, 2_000_000, false},
+		{-1, 10, false},
+		{130, 2_000_000, true},
+	} {
+		c := Default()
+		c.Processor.MemoryLimitMB, c.Processor.DedupeMax = tc.limit, tc.dedupe
+		err := c.Validate()
+		if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), "processor.memory_limit_mb")) {
+			t.Errorf("memory_limit_mb %d, dedupe_max %d: %v", tc.limit, tc.dedupe, err)
+		}
+	}
+}

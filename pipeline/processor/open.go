@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime/debug"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,6 +55,9 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 // processor.listen until ctx ends, profiled when processor.profile is set.
 func (r *Role) Run(ctx context.Context) error {
 	r.log.Info("processor starting", "topic", r.cfg.Kafka.RawTopic, "group", r.cfg.Processor.GroupID, "tenants", len(r.cache.Snapshot().Tenants))
+	if mb := r.cfg.Processor.MemoryLimitMB; mb > 0 {
+		debug.SetMemoryLimit(int64(mb) << 20)
+	}
 	stopProfile, err := ops.Profile(r.cfg.Processor.Profile)
 	if err != nil {
 		return err
