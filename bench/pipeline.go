@@ -63,16 +63,57 @@ func (r *roleProc) usage() (rssPeakMB float64, cpu time.Duration, err error) {
 			rssPeakMB = kb / 1024
 		}
 	}
+	cpu, err = cpuOf(pid)
+	return rssPeakMB, cpu, err
+}
+
+// cpuOf is the CPU time (user and system) process pid has used.
+func cpuOf(pid int) (time.Duration, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	// Fields after the command name (which may hold spaces) start after the last ')'.
 	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	const ticks = 100 // USER_HZ on Linux
-	return rssPeakMB, time.Duration(utime+stime) * time.Second / ticks, nil
+	return time.Duration(utime+stime) * time.Second / ticks, nil
+}
+
+// clickhouseCPU is the CPU time the ClickHouse servers on this machine have used (every
+// process whose name starts with "clickhouse"); ok is false when there is none (a remote
+// server), and the bench then reports no ClickHouse CPU.
+func clickhouseCPU() (cpu time.Duration, ok bool) {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		comm, err := os.ReadFile(filepath.Join(d, "comm"))
+		if err != nil || !bytes.HasPrefix(comm, []byte("clickhouse")) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		if c, err := cpuOf(pid); err == nil {
+			cpu, ok = cpu+c, true
+		}
+	}
+	return cpu, ok
+}
+
+// chCPU measures the ClickHouse CPU a stage of the bench causes, per event.
+type chCPU struct {
+	start time.Duration
+	ok    bool
+}
+
+func startCHCPU() chCPU { c, ok := clickhouseCPU(); return chCPU{c, ok} }
+
+// perEvent is the ClickHouse CPU since start over n events, in µs; nil without a local server.
+func (c chCPU) perEvent(n uint64) any {
+	end, ok := clickhouseCPU()
+	if !c.ok || !ok || n == 0 {
+		return nil
+	}
+	return float64((end - c.start).Microseconds()) / float64(n)
 }
 
 func (r *roleProc) stop() {
@@ -247,6 +288,7 @@ func Pipeline(ctx context.Context, out io.Writer, cfg config.Config, opts Pipeli
 	countStored := "SELECT (SELECT count() FROM " + db + ".events) + (SELECT count() FROM " + db + ".rejections WHERE class != 'checkpoint')"
 	// Its CPU and allocation profiles are written beside the results when it stops.
 	profile := filepath.Join(filepath.Dir(outPath), "processor")
+	chProc := startCHCPU()
 	procStart := time.Now()
 	proc, err := startRole(ctx, "processor", append(env[:len(env):len(env)], "SHUKEI_PROCESSOR_PROFILE="+profile))
 	if err != nil {
@@ -258,6 +300,7 @@ func Pipeline(ctx context.Context, out io.Writer, cfg config.Config, opts Pipeli
 		proc.stop()
 		return fmt.Errorf("processor: %w", err)
 	}
+	chCPUs := map[string]any{"processor": chProc.perEvent(total)}
 	rss, cpu, _ = proc.usage()
 	roles["processor"] = roleResult{EventsPerSec: procRate, RSSPeakMB: rss, CPUusPerEvent: float64(cpu.Microseconds()) / float64(total)}
 	row("processor_events_per_sec", procRate, "events/s")
@@ -275,7 +318,9 @@ func Pipeline(ctx context.Context, out io.Writer, cfg config.Config, opts Pipeli
 			return err
 		}
 	}
+	chRaw := startCHCPU()
 	rawRate, err := benchRawCopy(ctx, conn, cfg, master, copyDB, total)
+	chCPUs["raw_copy"] = chRaw.perEvent(total)
 	if err != nil {
 		return fmt.Errorf("raw copy: %w", err)
 	}
@@ -290,12 +335,22 @@ func Pipeline(ctx context.Context, out io.Writer, cfg config.Config, opts Pipeli
 			return err
 		}
 	}
+	chDec := startCHCPU()
 	decRate, err := benchDecodingCopy(ctx, conn, cfg, decDB, total)
+	chCPUs["decoding_copy"] = chDec.perEvent(total)
 	if err != nil {
 		return fmt.Errorf("decoding copy: %w", err)
 	}
 	row("decoding_copy_events_per_sec", decRate, "events/s")
 	row("processor_vs_decoding_copy_ratio", procRate/decRate, "")
+	// ClickHouse's CPU for each, over the same events (background merges of earlier stages
+	// may fall into a later one's figure).
+	res["clickhouse_cpu_us_per_event"] = chCPUs
+	for _, k := range []string{"processor", "raw_copy", "decoding_copy"} {
+		if v, ok := chCPUs[k].(float64); ok {
+			fmt.Fprintf(table, "clickhouse_cpu_us_per_event.%s\t%.1f µs/event\t\n", k, v)
+		}
+	}
 
 	// 4. ClickHouse's Kafka engine over the same topic: the peer baseline.
 	if kr, err := benchKafkaEngine(ctx, conn, cfg, db+"_kafka", total); err != nil {
