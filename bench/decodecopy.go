@@ -22,8 +22,8 @@ import (
 // into a table of the event store's structure (CREATE TABLE … AS <db>.events: the same types,
 // no materialised views). No guard, no validation beyond what decoding does, no pseudonymisation
 // (the user id's first 16 bytes fill user_pseudonym), no registry (contract_status is a
-// constant), no rejections table, no checkpoints, no offsets committed: one batch decoded, then
-// inserted, then the next.
+// constant), no rejections table, no checkpoints, no offsets committed. Like the processor it decodes
+// the next batch while the last is inserted.
 
 // copyEvent is the wire form of an event, flattened for encoding/json: every category's data
 // fields in one struct.
@@ -219,17 +219,42 @@ func DecodingCopy(ctx context.Context, conn driver.Conn, cfg config.Config, copy
 			}
 		}()
 	}
+	// Two stages, as the processor's: while one batch is inserted the next is decoded; the
+	// hand-off holds one batch.
 	insert := "INSERT INTO " + copyDB + ".events (" + eventsColumns + ")"
+	batches := make(chan *decodedColumns, 1)
+	inserted := make(chan error, 1)
+	insCtx, insFailed := context.WithCancel(ctx) // ends the decoding when an insert fails
+	defer insFailed()
+	go func() {
+		for c := range batches {
+			if err := insertDecoded(ctx, conn, insert, c); err != nil {
+				inserted <- err
+				insFailed()
+				for range batches { // drain until the decoder closes it
+				}
+				return
+			}
+		}
+		inserted <- nil
+	}()
+	finish := func(err error) error {
+		close(batches)
+		if ierr := <-inserted; err == nil {
+			err = ierr
+		}
+		return err
+	}
 	for {
-		var c decodedColumns
+		c := &decodedColumns{}
 		now := time.Now().UTC().Truncate(time.Second)
 		select {
 		case m := <-msgs:
 			c.decodeInto(m, now)
 		case err := <-readErr:
-			return err
-		case <-ctx.Done():
-			return nil
+			return finish(err)
+		case <-insCtx.Done():
+			return finish(nil)
 		}
 		timer := time.NewTimer(cfg.Processor.BatchTimeout)
 	gather:
@@ -241,10 +266,10 @@ func DecodingCopy(ctx context.Context, conn driver.Conn, cfg config.Config, copy
 				break gather
 			case err := <-readErr:
 				timer.Stop()
-				return err
-			case <-ctx.Done():
+				return finish(err)
+			case <-insCtx.Done():
 				timer.Stop()
-				return nil
+				return finish(nil)
 			}
 		}
 		timer.Stop()
@@ -252,17 +277,23 @@ func DecodingCopy(ctx context.Context, conn driver.Conn, cfg config.Config, copy
 		if c.n == 0 {
 			continue
 		}
-		b, err := conn.PrepareBatch(ctx, insert)
-		if err != nil {
-			return err
-		}
-		for i, col := range c.cols() {
-			if err := b.Column(i).Append(col); err != nil {
-				return fmt.Errorf("append column %d: %w", i, err)
-			}
-		}
-		if err := b.Send(); err != nil {
-			return err
+		select {
+		case batches <- c:
+		case <-insCtx.Done():
+			return finish(nil)
 		}
 	}
+}
+
+func insertDecoded(ctx context.Context, conn driver.Conn, insert string, c *decodedColumns) error {
+	b, err := conn.PrepareBatch(ctx, insert)
+	if err != nil {
+		return err
+	}
+	for i, col := range c.cols() {
+		if err := b.Column(i).Append(col); err != nil {
+			return fmt.Errorf("append column %d: %w", i, err)
+		}
+	}
+	return b.Send()
 }
