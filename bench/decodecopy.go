@@ -13,6 +13,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/event"
+	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/topic"
 )
 
@@ -95,8 +97,8 @@ func (c *decodedColumns) decodeInto(m kafka.Message, now time.Time) {
 		c.bad++
 		return
 	}
-	cat, ver := splitSchema(e.Schema)
-	if cat == "" {
+	schema := event.Schema(e.Schema)
+	if !schema.Known() { // the store's category is an enum: an insert with another fails whole
 		c.bad++
 		return
 	}
@@ -109,12 +111,12 @@ func (c *decodedColumns) decodeInto(m kafka.Message, now time.Time) {
 	c.tenant = append(c.tenant, e.TenantID)
 	c.occurred = append(c.occurred, e.OccurredAt.UTC())
 	c.ingested = append(c.ingested, now)
-	c.category = append(c.category, cat)
-	c.schemaVersion = append(c.schemaVersion, ver)
+	c.category = append(c.category, decision.Category(schema))
+	c.schemaVersion = append(c.schemaVersion, decision.SchemaVersion(schema))
 	c.source = append(c.source, e.Source)
 	c.pseudo = append(c.pseudo, pseudo)
 	c.osName = append(c.osName, e.Client.OS)
-	c.osMajor = append(c.osMajor, osMajor(e.Client.OSVersion))
+	c.osMajor = append(c.osMajor, decision.OSMajor(e.Client.OSVersion))
 	c.device = append(c.device, e.Client.DeviceKind)
 	c.status = append(c.status, "contracted")
 	c.edition = append(c.edition, "")
@@ -144,38 +146,6 @@ func (c *decodedColumns) decodeInto(m kafka.Message, now time.Time) {
 	c.partition = append(c.partition, uint16(m.Partition))
 	c.offset = append(c.offset, uint64(m.Offset))
 	c.n++
-}
-
-// splitSchema is "feature_use/v1" → ("feature_use", 1); "" for a name of another shape.
-func splitSchema(s string) (string, uint8) {
-	for i := 0; i+2 < len(s); i++ {
-		if s[i] == '/' && s[i+1] == 'v' {
-			v := 0
-			for _, ch := range s[i+2:] {
-				if ch < '0' || ch > '9' || v > 25 {
-					return "", 0
-				}
-				v = v*10 + int(ch-'0')
-			}
-			return s[:i], uint8(v)
-		}
-	}
-	return "", 0
-}
-
-// osMajor is "17.4.1" → 17, 0 when it does not start with a number that fits.
-func osMajor(v string) uint16 {
-	n := 0
-	for _, ch := range v {
-		if ch == '.' {
-			break
-		}
-		if ch < '0' || ch > '9' || n > 6553 {
-			return 0
-		}
-		n = n*10 + int(ch-'0')
-	}
-	return uint16(n)
 }
 
 // DecodingCopy reads every partition of cfg.Kafka.RawTopic from its first offset and copies
@@ -248,31 +218,23 @@ func DecodingCopy(ctx context.Context, conn driver.Conn, cfg config.Config, copy
 	for {
 		c := &decodedColumns{}
 		now := time.Now().UTC().Truncate(time.Second)
-		select {
-		case m := <-msgs:
-			c.decodeInto(m, now)
-		case err := <-readErr:
-			return finish(err)
-		case <-insCtx.Done():
-			return finish(nil)
-		}
-		timer := time.NewTimer(cfg.Processor.BatchTimeout)
+		var full <-chan time.Time // the batch timeout, from its first message on
 	gather:
 		for c.n+c.bad < cfg.Processor.BatchSize {
 			select {
 			case m := <-msgs:
+				if full == nil {
+					full = time.After(cfg.Processor.BatchTimeout)
+				}
 				c.decodeInto(m, now)
-			case <-timer.C:
+			case <-full:
 				break gather
 			case err := <-readErr:
-				timer.Stop()
 				return finish(err)
 			case <-insCtx.Done():
-				timer.Stop()
 				return finish(nil)
 			}
 		}
-		timer.Stop()
 		bad.Add(int64(c.bad))
 		if c.n == 0 {
 			continue

@@ -61,10 +61,10 @@ func TestDecodingCopyFillsTheStoreColumns(t *testing.T) {
 
 func TestDecodingCopyCountsWhatDoesNotDecode(t *testing.T) {
 	var c decodedColumns
-	for _, b := range []string{`{`, `[]`, `{"schema":"feature_use"}`, `{"schema":"feature_use/v1","occurred_at":"yesterday"}`} {
+	for _, b := range []string{`{`, `[]`, `{"schema":"feature_use"}`, `{"schema":"feature_use/v1","occurred_at":"yesterday"}`, `{"schema":"page_view/v1"}`} {
 		c.decodeInto(kafka.Message{Value: []byte(b)}, time.Now())
 	}
-	if c.n != 0 || c.bad != 4 || len(c.eventID) != 0 {
+	if c.n != 0 || c.bad != 5 || len(c.eventID) != 0 {
 		t.Fatalf("decoded %d, bad %d, %d rows", c.n, c.bad, len(c.eventID))
 	}
 }
