@@ -13,9 +13,9 @@ import (
 	"github.com/shukei/shukei/registry"
 )
 
-// NewKeeper is the retention keeper of the configured database: it deletes on conn and
+// newKeeper is the retention keeper of the configured database: it deletes on conn and
 // appends its receipts to the audit log on auditConn.
-func NewKeeper(cfg config.Config, conn, auditConn driver.Conn, log *slog.Logger) *Keeper {
+func newKeeper(cfg config.Config, conn, auditConn driver.Conn, log *slog.Logger) *Keeper {
 	return New(cfg, keeperDeps(cfg, conn, auditConn, log))
 }
 

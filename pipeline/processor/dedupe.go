@@ -79,13 +79,6 @@ func (d *dedupe) find(id eventID) (cell, free int) {
 	}
 }
 
-// add records id and reports whether it was new.
-func (d *dedupe) add(id eventID, now time.Time) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.addLocked(id, now.UnixNano())
-}
-
 func (d *dedupe) addLocked(id eventID, now int64) bool {
 	if d.off() {
 		return true

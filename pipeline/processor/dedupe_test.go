@@ -9,6 +9,13 @@ import (
 	"time"
 )
 
+// add records id and reports whether it was new (the processor adds through confirm and warm).
+func (d *dedupe) add(id eventID, now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.addLocked(id, now.UnixNano())
+}
+
 // idOf is a distinct event id for each n.
 func idOf(n int) eventID {
 	var id eventID
