@@ -262,7 +262,7 @@ func Default() Config {
 		},
 		Processor: Processor{
 			GroupID:       "shukei-processor",
-			BatchSize:     20000,
+			BatchSize:     100000,
 			BatchTimeout:  time.Second,
 			DedupeHorizon: time.Hour,
 			DedupeMax:     2000000,

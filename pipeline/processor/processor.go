@@ -12,6 +12,7 @@ package processor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -116,21 +117,112 @@ type fetched struct {
 	err error
 }
 
+// chunkRows is how many messages the processor decides at a time and sends to ClickHouse as one
+// block of its batch's insert. ClickHouse joins the blocks of one insert into one before it
+// writes anything (openEventsInsert), so the event store and its marts see one block, one part,
+// per batch of up to batch_size events — their cost per event falls steeply with the block's
+// size — while the processor holds the decoded events of a chunk, not of a batch.
+const chunkRows = 8192
+
+// writeError is a failed write. The processor abandons everything it had not finished storing
+// and, after a backoff, resumes from what the store holds, as after a restart.
+type writeError struct {
+	what string
+	err  error
+}
+
+func (e *writeError) Error() string { return e.what + ": " + e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+// runGeneration processes the assigned partitions until the generation ends. A failed write
+// is backpressure, not loss: nothing more is read or committed, and once the store answers
+// again processing resumes from its high-water marks, so nothing is stored twice.
 func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, parts []int) error {
 	if len(parts) == 0 {
 		<-ctx.Done()
 		return nil
 	}
+	backoff := group.NewBackoff(p.cfg.MaxBackoff)
+	stored := func() {
+		backoff.Reset()
+		p.m.retrying.Set(0)
+	}
+	for {
+		err := p.process(ctx, gen, parts, stored)
+		var we *writeError
+		if ctx.Err() != nil || !errors.As(err, &we) {
+			return err
+		}
+		p.m.retrying.Set(1)
+		p.m.writeErrors.WithLabelValues(we.what).Inc()
+		p.log.Warn("write failed; backing off", "what", we.what, "err", group.ErrText(we.err))
+		if !backoff.Wait(ctx) {
+			return nil
+		}
+	}
+}
+
+// process reads the partitions from the store's high-water marks on and stores them in three
+// stages that overlap: deciding chunks (this goroutine), streaming each batch's accepted events
+// into the batch's open insert (stream), and finishing batches in order: the insert's commit,
+// the DLQ, the rejections with the checkpoints, the offsets (finish). It returns when ctx
+// ends, on a read error or on the first write error; what was not finished is abandoned.
+func (p *Processor) process(ctx context.Context, gen *kafka.Generation, parts []int, stored func()) error {
 	state, err := p.loadWithRetry(ctx, parts)
 	if err != nil {
 		return err
 	}
+	// Ids of batches that were decided but not stored must not count as stored.
+	defer p.dedupe.dropPending()
 
-	msgs := make(chan fetched, p.cfg.BatchSize)
+	pctx, abandon := context.WithCancel(ctx)
+	defer abandon()
+	var (
+		once  sync.Once
+		first error
+	)
+	fail := func(err error) {
+		if err != nil && pctx.Err() == nil { // an error caused by abandoning is not the cause
+			once.Do(func() { first = err; abandon() })
+		}
+	}
+	msgs, readers, stopReading := p.read(pctx, parts, state)
+	defer stopReading()
+	if p.rawCopy {
+		fail(p.copyLoop(pctx, gen, msgs, state))
+		return first
+	}
+
+	// Each hand-off holds one item, so a slow ClickHouse stops reading (backpressure, not
+	// buffering): at most a batch being finished, one being streamed and a chunk in between.
+	chunks := make(chan *decided, 1)
+	batches := make(chan *batch, 1)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		defer close(batches)
+		fail(p.stream(pctx, chunks, batches))
+	}()
+	go func() {
+		defer wg.Done()
+		fail(p.finish(pctx, gen, batches, readers, stored))
+	}()
+	fail(p.decideLoop(pctx, msgs, state, chunks))
+	close(chunks)
+	wg.Wait()
+	for b := range batches { // handed over but never finished
+		b.abort()
+	}
+	return first
+}
+
+// read starts one reader per partition from the store's high-water mark; stop ends them.
+func (p *Processor) read(ctx context.Context, parts []int, state map[int]*partitionState) (<-chan fetched, map[int]*kafka.Reader, func()) {
+	msgs := make(chan fetched, chunkRows)
 	readers := map[int]*kafka.Reader{}
 	var wg sync.WaitGroup
 	readCtx, stopReading := context.WithCancel(ctx)
-	defer func() { stopReading(); wg.Wait() }()
 	for _, part := range parts {
 		// The store, not the group's committed offset, decides where to resume: the commit may
 		// lag the store (a crash after the insert) or lead it (a store restored from an older
@@ -150,7 +242,8 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, pa
 		})
 		if err := r.SetOffset(start); err != nil {
 			_ = r.Close()
-			return err
+			msgs <- fetched{err: err}
+			break
 		}
 		readers[part] = r
 		wg.Add(1)
@@ -173,70 +266,43 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, pa
 			}
 		}()
 	}
+	return msgs, readers, func() { stopReading(); wg.Wait() }
+}
 
-	// Two stages overlap: while one batch is written, the next is decided. The hand-off holds
-	// one batch, so a slow ClickHouse stops reading (backpressure, not buffering).
-	if p.rawCopy {
-		return p.copyLoop(ctx, gen, msgs, state)
-	}
-	decidedCh := make(chan *decided, 1)
-	writeErr := make(chan error, 1)
-	wctx, stopWriting := context.WithCancel(ctx)
-	defer stopWriting()
-	go func() {
-		defer close(writeErr)
-		for d := range decidedCh {
-			if err := p.write(wctx, d); err != nil {
-				writeErr <- err // abandoned without commit: the next generation resumes from the store
-				stopWriting()
-				return
-			}
-			p.dedupe.confirm(d.ids, d.now)
-			if err := gen.CommitOffsets(map[string]map[int]int64{p.kcfg.RawTopic: d.next}); err != nil {
-				// Not fatal for correctness: the store already holds the batch.
-				p.m.kafkaErrors.Inc()
-				writeErr <- fmt.Errorf("commit offsets: %w", err)
-				stopWriting()
-				return
-			}
-			for part, off := range d.next {
-				p.m.committed.WithLabelValues(strconv.Itoa(part)).Set(float64(off))
-			}
-			for part, r := range readers {
-				p.m.lag.WithLabelValues(strconv.Itoa(part)).Set(float64(r.Lag()))
-			}
-		}
-	}()
-	finish := func(err error) error {
-		close(decidedCh)
-		if werr := <-writeErr; werr != nil && err == nil {
-			err = werr
-		}
-		// Ids of batches that were decided but not written must not count as stored.
-		p.dedupe.dropPending()
-		return err
-	}
+// decideLoop cuts the messages into batches of at most batch_size, each closed at the latest
+// batch_timeout after its first message, and decides each batch a chunk at a time.
+func (p *Processor) decideLoop(ctx context.Context, msgs <-chan fetched, state map[int]*partitionState, chunks chan<- *decided) error {
 	for {
-		batch, err := p.collect(wctx, msgs)
-		if err != nil || wctx.Err() != nil {
-			return finish(err)
-		}
-		if len(batch) == 0 {
-			continue
-		}
-		d := p.decide(batch, state)
-		select {
-		case decidedCh <- d:
-		case <-wctx.Done():
-			return finish(nil)
+		var (
+			dctx     *decision.Context
+			deadline time.Time
+			n        int
+		)
+		for last := false; !last; {
+			ms, err := p.collect(ctx, msgs, min(chunkRows, p.cfg.BatchSize-n), &deadline)
+			if err != nil || ctx.Err() != nil {
+				return err
+			}
+			if dctx == nil {
+				dctx = p.decisionContext()
+			}
+			c := p.decide(ms, state, dctx)
+			n += len(ms)
+			last = n >= p.cfg.BatchSize || !time.Now().Before(deadline)
+			c.last = last
+			select {
+			case chunks <- c:
+			case <-ctx.Done():
+				return nil
+			}
 		}
 	}
 }
 
-// collect waits for the first message, then gathers until the batch is full or the batch
-// timeout passes.
-func (p *Processor) collect(ctx context.Context, msgs <-chan fetched) ([]kafka.Message, error) {
-	batch := make([]kafka.Message, 0, p.cfg.BatchSize)
+// collect gathers up to limit messages. With *deadline zero it first waits for a message and
+// sets *deadline batch_timeout after it; then it gathers until limit or the deadline.
+func (p *Processor) collect(ctx context.Context, msgs <-chan fetched, limit int, deadline *time.Time) ([]kafka.Message, error) {
+	batch := make([]kafka.Message, 0, limit)
 	add := func(f fetched) error {
 		if f.err != nil {
 			p.m.kafkaErrors.Inc()
@@ -245,17 +311,20 @@ func (p *Processor) collect(ctx context.Context, msgs <-chan fetched) ([]kafka.M
 		batch = append(batch, f.msg)
 		return nil
 	}
-	select {
-	case f := <-msgs:
-		if err := add(f); err != nil {
-			return nil, err
+	if deadline.IsZero() {
+		select {
+		case f := <-msgs:
+			*deadline = time.Now().Add(p.cfg.BatchTimeout)
+			if err := add(f); err != nil {
+				return nil, err
+			}
+		case <-ctx.Done():
+			return nil, nil
 		}
-	case <-ctx.Done():
-		return nil, nil
 	}
-	timer := time.NewTimer(p.cfg.BatchTimeout)
+	timer := time.NewTimer(time.Until(*deadline))
 	defer timer.Stop()
-	for len(batch) < p.cfg.BatchSize {
+	for len(batch) < limit {
 		select {
 		case f := <-msgs:
 			if err := add(f); err != nil {
@@ -270,16 +339,54 @@ func (p *Processor) collect(ctx context.Context, msgs <-chan fetched) ([]kafka.M
 	return batch, nil
 }
 
-// decided is a batch after the decision: what to write and where the group resumes.
+// decided is a chunk after the decision.
 type decided struct {
-	rows  []row
-	rejs  []rejected // with one checkpoint per partition
-	dlq   []kafka.Message
-	ids   []eventID     // event ids of rows, for the dedupe once written
-	next  map[int]int64 // offset to commit per partition
-	now   time.Time
-	size  int
-	start time.Time
+	rows       []row
+	rejs       []rejected
+	dlq        []kafka.Message
+	ids        []eventID     // event ids of rows, for the dedupe once stored
+	next       map[int]int64 // offset to commit per partition
+	rejectedBy map[event.Reason]int
+	skipped    int
+	size       int
+	now        time.Time // the batch's decision time
+	last       bool      // the batch's last chunk
+}
+
+// batch is the chunks of one insert, as stream hands them to finish.
+type batch struct {
+	ins        *eventsInsert // nil while no event was accepted
+	rejs       []rejected
+	dlq        []kafka.Message
+	ids        []eventID
+	next       map[int]int64
+	rejectedBy map[event.Reason]int
+	stored     int
+	skipped    int
+	size       int
+	now        time.Time
+	start      time.Time
+}
+
+func (b *batch) add(c *decided) {
+	b.rejs = append(b.rejs, c.rejs...)
+	b.dlq = append(b.dlq, c.dlq...)
+	b.ids = append(b.ids, c.ids...)
+	for part, next := range c.next {
+		b.next[part] = max(b.next[part], next)
+	}
+	for reason, n := range c.rejectedBy {
+		b.rejectedBy[reason] += n
+	}
+	b.stored += len(c.rows)
+	b.skipped += c.skipped
+	b.size += c.size
+}
+
+func (b *batch) abort() {
+	if b.ins != nil {
+		b.ins.abort()
+	}
 }
 
 // outcome is one message's decision.
@@ -289,11 +396,10 @@ type outcome struct {
 	skip bool
 }
 
-// decide runs the decision for every message of the batch, in parallel (it is pure), then
-// classifies in order: skipped (already stored), duplicate, rejected or stored.
-func (p *Processor) decide(batch []kafka.Message, state map[int]*partitionState) *decided {
-	start := time.Now()
-	dctx := &decision.Context{
+// decisionContext is what the decision of one batch reads: its time and the registry's state
+// when the batch began.
+func (p *Processor) decisionContext() *decision.Context {
+	return &decision.Context{
 		Now:     p.now(),
 		Limits:  p.limits,
 		Tenants: p.cache.Snapshot(),
@@ -301,15 +407,21 @@ func (p *Processor) decide(batch []kafka.Message, state map[int]*partitionState)
 		Policy:  p.policy,
 		HashKey: p.hashKey,
 	}
-	out := make([]outcome, len(batch))
-	workers := min(runtime.GOMAXPROCS(0), 1+len(batch)/1000)
+}
+
+// decide runs the decision for every message of the chunk, in parallel (it is pure), then
+// classifies in order: skipped (already stored), duplicate, rejected or stored.
+func (p *Processor) decide(msgs []kafka.Message, state map[int]*partitionState, dctx *decision.Context) *decided {
+	start := time.Now()
+	out := make([]outcome, len(msgs))
+	workers := min(runtime.GOMAXPROCS(0), 1+len(msgs)/1000)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < len(batch); i += workers {
-				m := batch[i]
+			for i := w; i < len(msgs); i += workers {
+				m := msgs[i]
 				if st := state[m.Partition]; st == nil || st.stored(m.Offset) {
 					out[i].skip = true
 					continue
@@ -320,66 +432,127 @@ func (p *Processor) decide(batch []kafka.Message, state map[int]*partitionState)
 	}
 	wg.Wait()
 
-	d := &decided{next: map[int]int64{}, now: dctx.Now, size: len(batch), start: start, rows: make([]row, 0, len(batch))}
-	inBatch := make(map[eventID]struct{}, len(batch))
-	rejectedBy := map[event.Reason]int{} // counted per batch: a labelled counter lookup per event costs
-	fresh := make([]eventID, 0, len(batch))
-	skipped := 0
-	for i, m := range batch {
+	d := &decided{next: map[int]int64{}, now: dctx.Now, size: len(msgs), rows: make([]row, 0, len(msgs)), rejectedBy: map[event.Reason]int{}}
+	inChunk := make(map[eventID]struct{}, len(msgs))
+	fresh := make([]eventID, 0, len(msgs))
+	for i, m := range msgs {
 		d.next[m.Partition] = max(d.next[m.Partition], m.Offset+1)
 		o := &out[i]
 		if o.skip {
-			skipped++
+			d.skipped++
 			continue
 		}
 		if o.rej == nil {
 			id, ok := parseEventID(o.t.Event.EventID)
-			_, again := inBatch[id]
+			_, again := inChunk[id]
+			// The dedupe also holds the ids of the batch's earlier chunks and of batches not
+			// yet stored (pending).
 			if !ok || again || p.dedupe.has(id, dctx.Now) {
 				// !ok: an accepted event's id is always a UUID; were it not, storing it
 				// unchecked could store a retry twice.
 				o.rej = decision.Duplicate(o.t, m.Value, dctx)
 			} else {
-				inBatch[id] = struct{}{}
+				inChunk[id] = struct{}{}
 				fresh = append(fresh, id)
 			}
 		}
 		if o.rej != nil {
 			d.rejs = append(d.rejs, rejected{r: o.rej, partition: m.Partition, offset: m.Offset})
 			d.dlq = append(d.dlq, dlqMessage(m, o.rej))
-			rejectedBy[o.rej.Reason]++
+			d.rejectedBy[o.rej.Reason]++
 			continue
 		}
 		d.rows = append(d.rows, row{t: &out[i].t, partition: m.Partition, offset: m.Offset})
 	}
-	p.m.events.WithLabelValues("stored", "").Add(float64(len(d.rows)))
-	p.m.skipped.Add(float64(skipped))
-	for reason, n := range rejectedBy {
-		p.m.events.WithLabelValues("rejected", string(reason)).Add(float64(n))
-	}
-	// A later batch, decided while this one is written, must see these ids as taken.
+	// A later chunk or batch, decided while this one is written, must see these ids as taken.
 	p.dedupe.addPending(fresh)
 	d.ids = fresh
-	for part, next := range d.next {
-		d.rejs = append(d.rejs, rejected{partition: part, offset: next - 1}) // checkpoint
-	}
 	p.m.stage.WithLabelValues("decide").Observe(time.Since(start).Seconds())
 	return d
 }
 
-// write stores a decided batch: events, then the DLQ topic, then rejections with the
-// checkpoints. Each write is retried with backoff until it succeeds or ctx ends; the rows are
-// fixed at decision time, so a retry writes exactly the same.
-func (p *Processor) write(ctx context.Context, d *decided) error {
+// stream writes each batch's accepted events into one insert, a chunk at a time, and hands the
+// batch to finish once its last chunk is in. Only finish commits an insert; one left open (ctx
+// ended, a write failed) is aborted.
+func (p *Processor) stream(ctx context.Context, chunks <-chan *decided, batches chan<- *batch) error {
+	var b *batch
+	defer func() {
+		if b != nil {
+			b.abort()
+		}
+	}()
+	cols := newEventColumns(chunkRows)
+	for c := range chunks {
+		if b == nil {
+			b = &batch{next: map[int]int64{}, rejectedBy: map[event.Reason]int{}, now: c.now, start: time.Now()}
+		}
+		if len(c.rows) > 0 {
+			mark := time.Now()
+			if b.ins == nil {
+				ins, err := p.openEventsInsert(ctx, b.now.UTC().Truncate(time.Second))
+				if err != nil {
+					return &writeError{"insert events", err}
+				}
+				b.ins = ins
+			}
+			if err := b.ins.add(c.rows, cols); err != nil {
+				return &writeError{"insert events", err}
+			}
+			p.m.stage.WithLabelValues("send_events").Observe(time.Since(mark).Seconds())
+		}
+		b.add(c)
+		if c.last {
+			select {
+			case batches <- b:
+				b = nil
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// finish stores each batch in order and commits its offsets: the events insert is committed,
+// then the DLQ is written, then the rejections with one checkpoint row per partition.
+func (p *Processor) finish(ctx context.Context, gen *kafka.Generation, batches <-chan *batch, readers map[int]*kafka.Reader, stored func()) error {
+	for b := range batches {
+		if err := p.store(ctx, b); err != nil {
+			b.abort()
+			return err
+		}
+		p.dedupe.confirm(b.ids, b.now)
+		p.m.events.WithLabelValues("stored", "").Add(float64(b.stored))
+		p.m.skipped.Add(float64(b.skipped))
+		for reason, n := range b.rejectedBy {
+			p.m.events.WithLabelValues("rejected", string(reason)).Add(float64(n))
+		}
+		stored()
+		if err := gen.CommitOffsets(map[string]map[int]int64{p.kcfg.RawTopic: b.next}); err != nil {
+			// Not fatal for correctness: the store already holds the batch.
+			p.m.kafkaErrors.Inc()
+			return fmt.Errorf("commit offsets: %w", err)
+		}
+		for part, off := range b.next {
+			p.m.committed.WithLabelValues(strconv.Itoa(part)).Set(float64(off))
+		}
+		for part, r := range readers {
+			p.m.lag.WithLabelValues(strconv.Itoa(part)).Set(float64(r.Lag()))
+		}
+	}
+	return nil
+}
+
+// store commits a batch: events, then the DLQ topic, then rejections with the checkpoints.
+func (p *Processor) store(ctx context.Context, b *batch) error {
 	mark := time.Now()
 	lap := func(stage string) {
 		p.m.stage.WithLabelValues(stage).Observe(time.Since(mark).Seconds())
 		mark = time.Now()
 	}
-	ingested := d.now.UTC().Truncate(time.Second)
-	if len(d.rows) > 0 {
-		if err := p.retry(ctx, "insert events", func() error { return insertEvents(ctx, p.conn, p.db, d.rows, ingested) }); err != nil {
-			return err
+	if b.ins != nil {
+		if err := b.ins.commit(); err != nil {
+			return &writeError{"insert events", err}
 		}
 		lap("insert_events")
 	}
@@ -387,23 +560,25 @@ func (p *Processor) write(ctx context.Context, d *decided) error {
 	// once it is in, a restart skips the batch, so a DLQ record not yet written would never
 	// be. A crash in between re-sends some DLQ records; their key (source partition and
 	// offset) tells a replay tool they are the same.
-	if len(d.dlq) > 0 {
-		if err := p.retry(ctx, "write DLQ", func() error { return p.dlq.WriteMessages(ctx, d.dlq...) }); err != nil {
-			return err
+	if len(b.dlq) > 0 {
+		if err := p.dlq.WriteMessages(ctx, b.dlq...); err != nil {
+			return &writeError{"write DLQ", err}
 		}
-		for _, r := range d.rejs {
-			if r.r != nil { // checkpoint rows carry no rejection
-				p.m.dlq.WithLabelValues(string(r.r.Reason)).Inc()
-			}
+		for _, r := range b.rejs {
+			p.m.dlq.WithLabelValues(string(r.r.Reason)).Inc()
 		}
 		lap("write_dlq")
 	}
-	if err := p.retry(ctx, "insert rejections", func() error { return insertRejections(ctx, p.conn, p.db, d.rejs, ingested) }); err != nil {
-		return err
+	rejs := b.rejs
+	for part, next := range b.next {
+		rejs = append(rejs, rejected{partition: part, offset: next - 1}) // checkpoint
+	}
+	if err := insertRejections(ctx, p.conn, p.db, rejs, b.now.UTC().Truncate(time.Second)); err != nil {
+		return &writeError{"insert rejections", err}
 	}
 	lap("insert_rejections")
-	p.m.batchSize.Observe(float64(d.size))
-	p.m.batchSeconds.Observe(time.Since(d.start).Seconds())
+	p.m.batchSize.Observe(float64(b.size))
+	p.m.batchSeconds.Observe(time.Since(b.start).Seconds())
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/event"
@@ -115,68 +116,122 @@ type rejected struct {
 	offset    int64
 }
 
-const eventsInsert = `INSERT INTO %s.events (event_id, tenant_id, occurred_at, ingested_at, category, schema_version, source,
+const eventsInsertSQL = `INSERT INTO %s.events (event_id, tenant_id, occurred_at, ingested_at, category, schema_version, source,
  user_pseudonym, os, os_major, device_kind, contract_status, edition, size_band, purposes, policy_version,
  app_id, action, feature_id, use_count, records_registered, setting_key, setting_value, customization_present,
  customization_count, operation_id, result_code, request_id, user_count, organization_count, client_kind, browser,
  kafka_partition, kafka_offset)`
 
-// insertEvents writes rows in one insert. ingested is the same for the whole batch, so the
-// batch is one part of one partition: all of it is stored or none. Columns are appended as
-// whole slices: appending row by row costs a reflective conversion per value.
-func insertEvents(ctx context.Context, conn driver.Conn, db string, rows []row, ingested time.Time) error {
-	b, err := conn.PrepareBatch(ctx, fmt.Sprintf(eventsInsert, db))
+// eventsInsert is one batch's insert into the event store, sent a chunk at a time. ClickHouse
+// joins the chunks into one block and writes it when the insert ends (min_insert_block_size_rows
+// is above the batch size, and the byte threshold is off), so the batch is one part of one
+// partition — ingested_at is the same for all of it — and the marts see it as one block.
+//
+// An insert abandoned half-way (abort, or a connection cut by a crash) is ended by ClickHouse
+// 18.16 with the chunks it received, as one part. Exactly-once does not depend on either
+// outcome: the store records each event's offset, and what lies beyond the checkpoint is read
+// back as done when processing resumes (loadState).
+type eventsInsert struct {
+	b        driver.Batch
+	ingested time.Time
+}
+
+func (p *Processor) openEventsInsert(ctx context.Context, ingested time.Time) (*eventsInsert, error) {
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+		"min_insert_block_size_rows":  p.cfg.BatchSize + 1, // a full batch waits for the commit too
+		"min_insert_block_size_bytes": 0,
+	}))
+	b, err := p.conn.PrepareBatch(ctx, fmt.Sprintf(eventsInsertSQL, p.db))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	n := len(rows)
-	var (
-		eventID, tenant, category, source, pseudo, osName, device, status, edition, sizeBand                        = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
-		appID, action, featureID, settingKey, settingValue, operationID, resultCode, requestID, clientKind, browser = mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n)
-		occurred, ingestedCol                                                                                       = mk[time.Time](n), mk[time.Time](n)
-		schemaVersion, custPresent                                                                                  = mk[uint8](n), mk[uint8](n)
-		osMajor, purposes, policyVersion, partition                                                                 = mk[uint16](n), mk[uint16](n), mk[uint16](n), mk[uint16](n)
-		useCount, records, custCount, users, orgs                                                                   = mk[uint32](n), mk[uint32](n), mk[uint32](n), mk[uint32](n), mk[uint32](n)
-		offset                                                                                                      = mk[uint64](n)
-	)
-	for i, r := range rows {
-		ev := r.t.Event
-		switch d := ev.Data.(type) {
-		case *event.AppAccess:
-			appID[i], action[i] = d.AppID, string(d.Action)
-		case *event.FeatureUse:
-			featureID[i], useCount[i], records[i] = d.FeatureID, uint32(d.Count), uint32(d.RecordsRegistered)
-		case *event.Settings:
-			settingKey[i], settingValue[i], custCount[i] = d.SettingKey, settingText(d.Value), uint32(d.CustomizationCount)
-			if d.CustomizationPresent {
-				custPresent[i] = 1
-			}
-		case *event.Operation:
-			operationID[i], appID[i], resultCode[i], requestID[i] = d.OperationID, d.AppID, d.ResultCode, d.RequestID
-		case *event.TenantProfile:
-			users[i], orgs[i] = uint32(d.UserCount), uint32(d.OrganizationCount)
-		case *event.ClientEnv:
-			clientKind[i], browser[i] = string(d.ClientKind), string(d.Browser)
-		}
-		t := r.t.Tenant
-		eventID[i], tenant[i], occurred[i], ingestedCol[i] = ev.EventID, ev.TenantID, ev.OccurredAt.UTC(), ingested
-		category[i], schemaVersion[i], source[i] = decision.Category(ev.Schema), decision.SchemaVersion(ev.Schema), ev.Source
-		pseudo[i], osName[i], osMajor[i], device[i] = string(r.t.Pseudonym[:]), string(ev.Client.OS), decision.OSMajor(ev.Client.OSVersion), string(ev.Client.DeviceKind)
-		status[i], edition[i], sizeBand[i], purposes[i], policyVersion[i] = t.Status, t.Edition, t.SizeBand, r.t.Purposes, r.t.PolicyVersion
-		partition[i], offset[i] = uint16(r.partition), uint64(r.offset)
-	}
-	// The order of eventsInsert's column list.
-	cols := []any{eventID, tenant, occurred, ingestedCol, category, schemaVersion, source,
-		pseudo, osName, osMajor, device, status, edition, sizeBand, purposes, policyVersion,
-		appID, action, featureID, useCount, records, settingKey, settingValue, custPresent,
-		custCount, operationID, resultCode, requestID, users, orgs, clientKind, browser,
-		partition, offset}
-	for i, c := range cols {
-		if err := b.Column(i).Append(c); err != nil {
+	return &eventsInsert{b: b, ingested: ingested}, nil
+}
+
+// add sends rows as one block of the insert; cols is scratch space, reused chunk after chunk.
+func (in *eventsInsert) add(rows []row, cols *eventColumns) error {
+	for i, c := range cols.fill(rows, in.ingested) {
+		if err := in.b.Column(i).Append(c); err != nil {
 			return fmt.Errorf("append column %d: %w", i, err)
 		}
 	}
-	return b.Send()
+	return in.b.Flush()
+}
+
+// commit ends the insert: ClickHouse writes the batch now.
+func (in *eventsInsert) commit() error { return in.b.Send() }
+
+// abort closes the insert's connection without ending it (see eventsInsert for what ClickHouse
+// keeps).
+func (in *eventsInsert) abort() { _ = in.b.Abort() }
+
+// eventColumns are the event store's columns for one chunk, in eventsInsertSQL's column order.
+// Columns are appended as whole slices: appending row by row costs a reflective conversion
+// per value. The driver copies what is appended, so the slices are reused.
+type eventColumns struct {
+	eventID, tenant, category, source, pseudo, osName, device, status, edition, sizeBand                        []string
+	appID, action, featureID, settingKey, settingValue, operationID, resultCode, requestID, clientKind, browser []string
+	occurred, ingested                                                                                          []time.Time
+	schemaVersion, custPresent                                                                                  []uint8
+	osMajor, purposes, policyVersion, partition                                                                 []uint16
+	useCount, records, custCount, users, orgs                                                                   []uint32
+	offset                                                                                                      []uint64
+}
+
+func newEventColumns(n int) *eventColumns {
+	return &eventColumns{
+		mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n),
+		mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n), mk[string](n),
+		mk[time.Time](n), mk[time.Time](n),
+		mk[uint8](n), mk[uint8](n),
+		mk[uint16](n), mk[uint16](n), mk[uint16](n), mk[uint16](n),
+		mk[uint32](n), mk[uint32](n), mk[uint32](n), mk[uint32](n), mk[uint32](n),
+		mk[uint64](n),
+	}
+}
+
+// fill writes rows into the columns and returns them cut to len(rows), in eventsInsertSQL's order.
+func (c *eventColumns) fill(rows []row, ingested time.Time) []any {
+	n := len(rows)
+	if n > len(c.eventID) {
+		*c = *newEventColumns(n)
+	}
+	for i, r := range rows {
+		// Every column is written for every row: the slices hold the previous chunk's values.
+		c.appID[i], c.action[i], c.featureID[i], c.settingKey[i], c.settingValue[i] = "", "", "", "", ""
+		c.operationID[i], c.resultCode[i], c.requestID[i], c.clientKind[i], c.browser[i] = "", "", "", "", ""
+		c.useCount[i], c.records[i], c.custCount[i], c.users[i], c.orgs[i], c.custPresent[i] = 0, 0, 0, 0, 0, 0
+		ev := r.t.Event
+		switch d := ev.Data.(type) {
+		case *event.AppAccess:
+			c.appID[i], c.action[i] = d.AppID, string(d.Action)
+		case *event.FeatureUse:
+			c.featureID[i], c.useCount[i], c.records[i] = d.FeatureID, uint32(d.Count), uint32(d.RecordsRegistered)
+		case *event.Settings:
+			c.settingKey[i], c.settingValue[i], c.custCount[i] = d.SettingKey, settingText(d.Value), uint32(d.CustomizationCount)
+			if d.CustomizationPresent {
+				c.custPresent[i] = 1
+			}
+		case *event.Operation:
+			c.operationID[i], c.appID[i], c.resultCode[i], c.requestID[i] = d.OperationID, d.AppID, d.ResultCode, d.RequestID
+		case *event.TenantProfile:
+			c.users[i], c.orgs[i] = uint32(d.UserCount), uint32(d.OrganizationCount)
+		case *event.ClientEnv:
+			c.clientKind[i], c.browser[i] = string(d.ClientKind), string(d.Browser)
+		}
+		t := r.t.Tenant
+		c.eventID[i], c.tenant[i], c.occurred[i], c.ingested[i] = ev.EventID, ev.TenantID, ev.OccurredAt.UTC(), ingested
+		c.category[i], c.schemaVersion[i], c.source[i] = decision.Category(ev.Schema), decision.SchemaVersion(ev.Schema), ev.Source
+		c.pseudo[i], c.osName[i], c.osMajor[i], c.device[i] = string(r.t.Pseudonym[:]), string(ev.Client.OS), decision.OSMajor(ev.Client.OSVersion), string(ev.Client.DeviceKind)
+		c.status[i], c.edition[i], c.sizeBand[i], c.purposes[i], c.policyVersion[i] = t.Status, t.Edition, t.SizeBand, r.t.Purposes, r.t.PolicyVersion
+		c.partition[i], c.offset[i] = uint16(r.partition), uint64(r.offset)
+	}
+	// The order of eventsInsertSQL's column list.
+	return []any{c.eventID[:n], c.tenant[:n], c.occurred[:n], c.ingested[:n], c.category[:n], c.schemaVersion[:n], c.source[:n],
+		c.pseudo[:n], c.osName[:n], c.osMajor[:n], c.device[:n], c.status[:n], c.edition[:n], c.sizeBand[:n], c.purposes[:n], c.policyVersion[:n],
+		c.appID[:n], c.action[:n], c.featureID[:n], c.useCount[:n], c.records[:n], c.settingKey[:n], c.settingValue[:n], c.custPresent[:n],
+		c.custCount[:n], c.operationID[:n], c.resultCode[:n], c.requestID[:n], c.users[:n], c.orgs[:n], c.clientKind[:n], c.browser[:n],
+		c.partition[:n], c.offset[:n]}
 }
 
 func mk[T any](n int) []T { return make([]T, n) }

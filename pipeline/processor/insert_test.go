@@ -1,0 +1,113 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shukei/shukei/pipeline/decision"
+)
+
+// decidedRows decides n good events and returns them as rows at made-up offsets.
+func decidedRows(t *testing.T, r *rig, p *Processor, n int) []row {
+	t.Helper()
+	rnd := rand.New(rand.NewPCG(3, 3))
+	dctx := p.decisionContext()
+	rows := make([]row, 0, n)
+	for i := range n {
+		tenant := r.tenants[rnd.IntN(len(r.tenants))]
+		value, err := json.Marshal(good(tenant, rnd, dctx.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tagged, rej := decision.DecideMessage([]byte(tenant), value, dctx)
+		if rej != nil {
+			t.Fatalf("event %d refused: %s", i, rej.Reason)
+		}
+		rows = append(rows, row{t: &tagged, partition: 0, offset: int64(i)})
+	}
+	return rows
+}
+
+// A batch is sent a chunk at a time but must reach the event store (and its marts) as one block:
+// one part, written only when the insert ends. An insert abandoned half-way (abort, or a
+// connection cut by a crash) is ended by ClickHouse 18.16 with what it received; recovery does
+// not rely on it being dropped (the store's offsets say what it holds), but it must still be
+// one part of whole chunks, never a torn one.
+func TestBatchInsertIsOneBlock(t *testing.T) {
+	r := newRig(t, 4)
+	ctx := context.Background()
+	r.cfg.Processor.BatchSize = 3 * chunkRows
+	p := r.processor(prometheus.NewRegistry())
+	rows := decidedRows(t, r, p, 3*chunkRows)
+	if err := r.conn.Exec(ctx, "SYSTEM STOP MERGES "+r.db+".events"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = r.conn.Exec(ctx, "SYSTEM START MERGES "+r.db+".events") }()
+	count := func() (rows, parts uint64) {
+		t.Helper()
+		if err := r.conn.QueryRow(ctx, "SELECT count() FROM "+r.db+".events").Scan(&rows); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.conn.QueryRow(ctx, "SELECT count() FROM system.parts WHERE database = ? AND table = 'events' AND active", r.db).Scan(&parts); err != nil {
+			t.Fatal(err)
+		}
+		return rows, parts
+	}
+	send := func(ins *eventsInsert, rows []row) {
+		t.Helper()
+		cols := newEventColumns(chunkRows)
+		for i := 0; i < len(rows); i += chunkRows {
+			if err := ins.add(rows[i:min(i+chunkRows, len(rows))], cols); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ingested := time.Now().UTC().Truncate(time.Second)
+
+	ins, err := p.openEventsInsert(ctx, ingested)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ins.abort() // a failed check must not leave the insert holding the table
+	send(ins, rows)
+	time.Sleep(500 * time.Millisecond)
+	if n, parts := count(); n != 0 || parts != 0 {
+		t.Fatalf("before commit the store holds %d rows in %d parts, want none", n, parts)
+	}
+	if err := ins.commit(); err != nil {
+		t.Fatal(err)
+	}
+	n, parts := count()
+	if n != uint64(len(rows)) || parts != 1 {
+		t.Fatalf("after commit the store holds %d rows in %d parts, want %d in 1", n, parts, len(rows))
+	}
+	// The columns are reused chunk after chunk: every stored row must be its own.
+	var ids, offsets uint64
+	if err := r.conn.QueryRow(ctx, "SELECT uniqExact(event_id), uniqExact(kafka_offset) FROM "+r.db+".events").Scan(&ids, &offsets); err != nil {
+		t.Fatal(err)
+	}
+	if ids != n || offsets != n {
+		t.Fatalf("%d rows hold %d distinct event ids and %d offsets", n, ids, offsets)
+	}
+
+	// Abandoned after two chunks and a half.
+	more := decidedRows(t, r, p, 2*chunkRows+chunkRows/2)
+	ins, err = p.openEventsInsert(ctx, ingested)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(ins, more)
+	ins.abort()
+	time.Sleep(time.Second) // the server notices the closed connection
+	after, partsAfter := count()
+	kept := after - n
+	t.Logf("an abandoned insert of %d rows left %d rows in %d new parts", len(more), kept, partsAfter-parts)
+	if kept != 0 && (kept != uint64(len(more)) || partsAfter != parts+1) {
+		t.Fatalf("an abandoned insert of %d rows left %d rows in %d new parts: want all in one part or nothing", len(more), kept, partsAfter-parts)
+	}
+}
