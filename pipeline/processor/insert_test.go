@@ -111,3 +111,39 @@ func TestBatchInsertIsOneBlock(t *testing.T) {
 		t.Fatalf("an abandoned insert of %d rows left %d rows in %d new parts: want all in one part or nothing", len(more), kept, partsAfter-parts)
 	}
 }
+
+// A processor paused between two chunks (SIGSTOP) must not hold the event store against
+// retention's DROP PARTITION for longer than insertIdle, and what it had sent is not kept.
+func TestPausedInsertDoesNotHoldTheStore(t *testing.T) {
+	r := newRig(t, 4)
+	ctx := context.Background()
+	p := r.processor(prometheus.NewRegistry())
+	ins, err := p.openEventsInsert(ctx, time.Now().UTC().Truncate(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ins.abort()
+	if err := ins.add(decidedRows(t, r, p, 100), newEventColumns(100)); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if err := r.conn.Exec(ctx, "ALTER TABLE "+r.db+".events DROP PARTITION 200001"); err != nil {
+		t.Fatal(err)
+	}
+	held := time.Since(began)
+	limit := insertIdle(r.cfg.Processor.BatchTimeout)
+	t.Logf("DROP PARTITION waited %s for the idle insert (limit %s)", held.Round(time.Millisecond), limit)
+	if held > limit+5*time.Second {
+		t.Fatalf("an idle insert held the store for %s, want at most %s", held, limit)
+	}
+	var n uint64
+	if err := r.conn.QueryRow(ctx, "SELECT count() FROM "+r.db+".events").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("the idle insert was kept: %d rows", n)
+	}
+	if err := ins.commit(); err == nil {
+		t.Fatal("committing an insert ClickHouse had ended succeeded")
+	}
+}

@@ -140,12 +140,23 @@ func (p *Processor) openEventsInsert(ctx context.Context, ingested time.Time) (*
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
 		"min_insert_block_size_rows":  p.cfg.BatchSize + 1, // a full batch waits for the commit too
 		"min_insert_block_size_bytes": 0,
+		// An open insert holds the table against DROP PARTITION (retention) and DDL. Were the
+		// processor paused between two chunks (SIGSTOP, a stalled host), ClickHouse ends the
+		// insert when no chunk came for this long, and keeps nothing of it.
+		"receive_timeout": int(insertIdle(p.cfg.BatchTimeout).Seconds()),
 	}))
 	b, err := p.conn.PrepareBatch(ctx, fmt.Sprintf(eventsInsertSQL, p.db))
 	if err != nil {
 		return nil, err
 	}
 	return &eventsInsert{b: b, ingested: ingested}, nil
+}
+
+// insertIdle is how long ClickHouse waits for the next chunk of an open insert: the batch
+// timeout (the longest a batch collects) plus room for a slow decision or a previous batch's
+// commit on a busy machine.
+func insertIdle(batchTimeout time.Duration) time.Duration {
+	return batchTimeout.Truncate(time.Second) + 10*time.Second
 }
 
 // add sends rows as one block of the insert; cols is scratch space, reused chunk after chunk.
