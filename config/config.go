@@ -262,7 +262,7 @@ func Default() Config {
 		},
 		Processor: Processor{
 			GroupID:       "shukei-processor",
-			BatchSize:     100000,
+			BatchSize:     200000,
 			BatchTimeout:  time.Second,
 			DedupeHorizon: time.Hour,
 			DedupeMax:     2000000,
