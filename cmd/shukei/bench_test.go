@@ -34,6 +34,9 @@ func TestBenchPipelineFillsEveryKey(t *testing.T) {
 	outPath := filepath.Join(dir, "latest.json")
 	cmd := exec.Command(bin, "bench", "pipeline", "--events", "100000", "--out", outPath)
 	cmd.Dir = root
+	// The processor's rate runs from its first write to its last, so this small load must
+	// take several batches (the default, 200,000, would store it in one).
+	cmd.Env = append(os.Environ(), "SHUKEI_PROCESSOR_BATCH_SIZE=20000")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("bench pipeline: %v\n%s", err, out)
 	} else {
