@@ -485,25 +485,35 @@ func waitRate(ctx context.Context, conn driver.Conn, query string, want uint64, 
 	}, want, within)
 }
 
-// waitRateOf polls count until it reaches want and returns the rate between the first count
-// above zero and the last.
+// waitRateOf polls count until it reaches want and returns the rate while there was a backlog:
+// from the first count above zero to the last change before the final one. The final write may
+// have waited for its batch's timeout after the input ran out (idle time, not throughput: a
+// second of it in a run of a few seconds); with only two writes the rate runs to the last.
 func waitRateOf(ctx context.Context, count func() (uint64, error), want uint64, within time.Duration) (float64, error) {
-	var first time.Time
-	var firstN uint64
+	var first, prev time.Time
+	var firstN, prevN uint64
 	deadline := time.Now().Add(within)
 	for {
 		n, err := count()
 		if err != nil {
 			return 0, err
 		}
+		now := time.Now()
 		if n > 0 && first.IsZero() {
-			first, firstN = time.Now(), n
+			first, firstN = now, n
+			prev, prevN = now, n
 		}
 		if n >= want {
 			if n == firstN {
 				return 0, fmt.Errorf("all %d rows arrived in one write: too few events to time the rate between the first write and the last (send more than one batch)", n)
 			}
-			return float64(n-firstN) / max(time.Since(first).Seconds(), 1e-3), nil
+			if prevN > firstN {
+				return float64(prevN-firstN) / max(prev.Sub(first).Seconds(), 1e-3), nil
+			}
+			return float64(n-firstN) / max(now.Sub(first).Seconds(), 1e-3), nil
+		}
+		if n != prevN && !first.IsZero() {
+			prev, prevN = now, n
 		}
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("%d of %d after %s", n, want, within)
