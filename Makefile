@@ -9,7 +9,7 @@ BENCH_PIPELINE_EVENTS ?= 500000
 TEST_ENV := SHUKEI_TEST_REQUIRE_SERVICES=1
 FUZZTIME ?= 30s
 
-.PHONY: all build demo test test-unit test-sdk-js test-faults bench lint fuzz services-up services-down services-status clean
+.PHONY: all build demo test test-unit test-sdk-js test-faults test-cluster bench lint fuzz services-up services-down services-status cluster-up cluster-down clean
 
 all: build
 
@@ -43,6 +43,19 @@ test-faults: services-up
 	@# slow its harness (in CI: 342 s with it, 272 s without, over a longer load).
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -tags faults -run 'Faults' -v ./faults/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|stack faults:|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
 
+## The cluster (scripts/cluster.sh): ZooKeeper, ClickHouse as two shards of two replicas, three
+## Kafka brokers, on ports of their own beside the single-node services. test-cluster holds it
+## to what Shukei's cluster mode needs: distributed DDL, sharding by tenant, replicas that catch
+## up after a stop, acks=all writes through the loss of a partition leader's broker.
+cluster-up:
+	scripts/services.sh up --cluster
+
+cluster-down:
+	scripts/services.sh down --cluster
+
+test-cluster: cluster-up
+	$(TEST_ENV) $(GO) test -count=1 -timeout 10m -tags cluster -run 'TestCluster' -v ./faults/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+
 test-sdk-js:
 	cd sdk/js && npm ci --no-audit --no-fund --loglevel=error && npm test
 
@@ -67,6 +80,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags faults ./...
+	$(GO) vet -tags cluster ./faults/
 
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \

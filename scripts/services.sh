@@ -10,6 +10,10 @@
 #                               start it again with the same config, wait until it answers
 #   scripts/services.sh restart-kafka
 #                               the same for the Kafka broker (its log and topics are kept)
+#   scripts/services.sh up|down|status --cluster
+#                               the same for the cluster instead: ZooKeeper, ClickHouse as two
+#                               shards of two replicas, three Kafka brokers (scripts/cluster.sh,
+#                               with stop-node and start-node for one of them)
 #
 # Data and logs live under $SHUKEI_SERVICES_DIR (default: .services/ in the checkout, ignored
 # by git). Kafka's jars are cached outside the checkout in $SHUKEI_CACHE_DIR (default
@@ -218,9 +222,14 @@ write_ch_config() {
     <default_session_timeout>60</default_session_timeout>
 </yandex>
 XML
-  # users.d/ (merged into users.xml by the server) receives the per-purpose read-only users
-  # that 'shukei migrate' writes.
-  cat >"$d/users.xml" <<XML
+  write_ch_users "$d/users.xml"
+}
+
+# write_ch_users FILE: the server's users.xml. users.d/ next to it (merged into it by the
+# server) receives the per-purpose read-only users and the roles' users that 'shukei migrate'
+# writes.
+write_ch_users() {
+  cat >"$1" <<XML
 <?xml version="1.0"?>
 <yandex>
     <profiles>
@@ -277,6 +286,9 @@ start_clickhouse() {
 
 # --- waiting, stopping, status ---------------------------------------------------------------
 
+# shellcheck source=scripts/cluster.sh
+. "$ROOT/scripts/cluster.sh"
+
 wait_ready() {
   # wait_ready clickhouse waits for ClickHouse alone (Kafka is left as it is).
   local deadline=$(( $(date +%s) + WAIT_SECONDS ))
@@ -316,8 +328,17 @@ cmd_status() {
   return $rc
 }
 
-case "${1:-}" in
-  up)
+case "${1:-} ${2:-}" in
+  "up --cluster") cluster_up ;;
+  "down --cluster") cluster_down ;;
+  "status --cluster") cluster_status ;;
+  "stop-node "?*) stop_pid "$2" "$(node_pidfile "$2")" ;;
+  "start-node "?*)
+    [ -f "$(cluster_dir)/clickhouse.dir" ] || die "the cluster was never started here; use 'up --cluster'"
+    start_node "$2"
+    wait_nodes "$2"
+    ;;
+  "up "*)
     mkdir -p "$STATE"
     install_packages
     start_clickhouse
@@ -325,11 +346,11 @@ case "${1:-}" in
     wait_ready
     cmd_status
     ;;
-  down)
+  "down "*)
     stop_pid kafka "$(kafka_dir)/pid"
     stop_pid clickhouse "$(ch_state_dir)/pid"
     ;;
-  restart-clickhouse)
+  "restart-clickhouse "*)
     # Same data directory and config as the running server: the one recorded at start.
     ch_dir_now=$(ch_state_dir)
     pid_alive "$ch_dir_now/pid" || die "clickhouse is not running under this script (no live pid in $ch_dir_now/pid); use 'up'"
@@ -339,7 +360,7 @@ case "${1:-}" in
     wait_ready clickhouse
     cmd_status || true
     ;;
-  restart-kafka)
+  "restart-kafka "*)
     pid_alive "$(kafka_dir)/pid" || die "kafka is not running under this script (no live pid in $(kafka_dir)/pid); use 'up'"
     stop_pid kafka "$(kafka_dir)/pid"
     # The old server.log already says 'Kafka Server started': wait for a new line saying so.
@@ -354,6 +375,6 @@ case "${1:-}" in
     done
     cmd_status || true
     ;;
-  status) cmd_status ;;
-  *) echo "usage: $0 up|down|status|restart-clickhouse|restart-kafka" >&2; exit 2 ;;
+  "status "*) cmd_status ;;
+  *) echo "usage: $0 up|down|status [--cluster] | restart-clickhouse | restart-kafka | stop-node NODE | start-node NODE" >&2; exit 2 ;;
 esac
