@@ -32,6 +32,7 @@ test: services-up lint test-sdk-js
 	@# The DP statistical tests that skip under -race (one goroutine drawing noise).
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -run 'TestUtilityTargets|TestNeighbouringMonthReleases|TestDoubleCloseNeighbours' -v ./aggregator/ 2>&1 | grep -E '^(--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
 	$(MAKE) test-faults
+	$(MAKE) test-cluster
 
 ## Fault tests kill processes and restart ClickHouse and Kafka, so they run alone, after the
 ## others, one package at a time (-p 1: each restarts services under the others) (build tag
@@ -53,8 +54,10 @@ cluster-up:
 cluster-down:
 	scripts/services.sh down --cluster
 
+## It stops the cluster afterwards, pass or fail: eight processes, about 3 GB.
 test-cluster: cluster-up
-	$(TEST_ENV) $(GO) test -count=1 -timeout 10m -tags cluster -run 'TestCluster' -v ./faults/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+	$(TEST_ENV) $(GO) test -count=1 -timeout 10m -tags cluster -run 'TestCluster' -v ./faults/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; \
+	  rc=$${PIPESTATUS[0]}; scripts/services.sh down --cluster; exit $$rc
 
 test-sdk-js:
 	cd sdk/js && npm ci --no-audit --no-fund --loglevel=error && npm test

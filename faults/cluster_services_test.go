@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,7 +49,8 @@ func node(t *testing.T, verb, name string) {
 	cmd := exec.Command("bash", filepath.Join(root, "scripts", "services.sh"), verb, name)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("services.sh %s %s: %v\n%s", verb, name, err, out)
+		// One line, so that make's filter of the test output keeps it.
+		t.Fatalf("services.sh %s %s: %v: %s", verb, name, err, strings.Join(strings.Fields(string(out)), " "))
 	}
 }
 

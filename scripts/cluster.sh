@@ -337,8 +337,13 @@ node_log() {
 
 start_node() {
   local node=$1
-  # A Kafka node's log already says it started once: remember how often, to wait for a new line.
-  case "$node" in kafka-*) grep -c 'Kafka Server started' "$(cluster_dir)/$node/logs/server.log" 2>/dev/null >"$(cluster_dir)/.started-$node" || echo 0 >"$(cluster_dir)/.started-$node" ;; esac
+  # A Kafka node's log may already say it started: remember how often, to wait for a new line
+  # (none if it runs already).
+  case "$node" in kafka-*)
+    local seen=0
+    pid_alive "$(node_pidfile "$node")" || seen=$(grep -c 'Kafka Server started' "$(cluster_dir)/$node/logs/server.log" 2>/dev/null || true)
+    echo "${seen:-0}" >"$(cluster_dir)/.started-$node" ;;
+  esac
   case "$node" in
     zookeeper) start_zookeeper ;;
     ch-*) start_cluster_ch "$node" ;;
@@ -360,7 +365,12 @@ cluster_up() {
 }
 
 cluster_down() {
-  local node
+  local node pidfile
+  # The brokers stop together: the last controller left alone waits for a quorum to shut down.
+  for node in $CLUSTER_KAFKA_NODES; do
+    pidfile=$(node_pidfile "$node")
+    pid_alive "$pidfile" && kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+  done
   for node in $CLUSTER_KAFKA_NODES $CLUSTER_CH_NODES zookeeper; do stop_pid "$node" "$(node_pidfile "$node")"; done
 }
 
