@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
@@ -24,8 +25,8 @@ import (
 // into a table of the event store's structure (CREATE TABLE … AS <db>.events: the same types,
 // no materialised views). No guard, no validation beyond what decoding does, no pseudonymisation
 // (the user id's first 16 bytes fill user_pseudonym), no registry (contract_status is a
-// constant), no rejections table, no checkpoints, no offsets committed. Like the processor it decodes
-// the next batch while the last is inserted.
+// constant), no rejections table, no checkpoints, no offsets committed. Like the processor it
+// sends a batch as one insert a chunk at a time, decoding the next chunk while the last is sent.
 
 // copyEvent is the wire form of an event, flattened for encoding/json: every category's data
 // fields in one struct.
@@ -71,7 +72,8 @@ type decodedColumns struct {
 	osMajor, purposes, policyVersion, partition                                            []uint16
 	useCount, records, custCount, users, orgs                                              []uint32
 	offset                                                                                 []uint64
-	n, bad                                                                                 int // decoded, not decoded
+	n, bad                                                                                 int  // decoded, not decoded
+	last                                                                                   bool // the batch's last chunk
 }
 
 // eventsColumns is the event store's column list, in the order decodedColumns.cols gives.
@@ -157,7 +159,7 @@ func DecodingCopy(ctx context.Context, conn driver.Conn, cfg config.Config, copy
 	if err != nil {
 		return err
 	}
-	msgs := make(chan kafka.Message, cfg.Processor.BatchSize)
+	msgs := make(chan kafka.Message, copyChunkRows)
 	readCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { stop(); wg.Wait() }()
@@ -189,73 +191,109 @@ func DecodingCopy(ctx context.Context, conn driver.Conn, cfg config.Config, copy
 			}
 		}()
 	}
-	// Two stages, as the processor's: while one batch is inserted the next is decoded; the
-	// hand-off holds one batch.
+	// Two stages, as the processor's: batches of up to processor.batch_size events, each one
+	// insert sent a chunk at a time as it is decoded, and joined by ClickHouse into one block
+	// (the processor's settings, so the table gets the same blocks); the hand-off holds a chunk.
 	insert := "INSERT INTO " + copyDB + ".events (" + eventsColumns + ")"
-	batches := make(chan *decodedColumns, 1)
+	ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+		"min_insert_block_size_rows":  cfg.Processor.BatchSize + 1,
+		"min_insert_block_size_bytes": 0,
+	}))
+	chunks := make(chan *decodedColumns, 1)
 	inserted := make(chan error, 1)
 	insCtx, insFailed := context.WithCancel(ctx) // ends the decoding when an insert fails
 	defer insFailed()
 	go func() {
-		for c := range batches {
-			if err := insertDecoded(ctx, conn, insert, c); err != nil {
-				inserted <- err
-				insFailed()
-				for range batches { // drain until the decoder closes it
-				}
-				return
+		var b driver.Batch
+		fail := func(err error) {
+			if b != nil {
+				_ = b.Abort()
 			}
+			inserted <- err
+			insFailed()
+			for range chunks { // drain until the decoder closes it
+			}
+		}
+		for c := range chunks {
+			if c.n > 0 {
+				if b == nil {
+					var err error
+					if b, err = conn.PrepareBatch(ictx, insert); err != nil {
+						fail(err)
+						return
+					}
+				}
+				if err := appendDecoded(b, c); err != nil {
+					fail(err)
+					return
+				}
+			}
+			if c.last && b != nil {
+				err := b.Send()
+				b = nil
+				if err != nil {
+					fail(err)
+					return
+				}
+			}
+		}
+		if b != nil {
+			_ = b.Abort()
 		}
 		inserted <- nil
 	}()
 	finish := func(err error) error {
-		close(batches)
+		close(chunks)
 		if ierr := <-inserted; err == nil {
 			err = ierr
 		}
 		return err
 	}
 	for {
-		c := &decodedColumns{}
 		now := time.Now().UTC().Truncate(time.Second)
 		var full <-chan time.Time // the batch timeout, from its first message on
-	gather:
-		for c.n+c.bad < cfg.Processor.BatchSize {
-			select {
-			case m := <-msgs:
-				if full == nil {
-					full = time.After(cfg.Processor.BatchTimeout)
+		n := 0
+		for last := false; !last; {
+			c := &decodedColumns{}
+		gather:
+			for c.n+c.bad < min(copyChunkRows, cfg.Processor.BatchSize-n) {
+				select {
+				case m := <-msgs:
+					if full == nil {
+						full = time.After(cfg.Processor.BatchTimeout)
+					}
+					c.decodeInto(m, now)
+				case <-full:
+					last = true
+					break gather
+				case err := <-readErr:
+					return finish(err)
+				case <-insCtx.Done():
+					return finish(nil)
 				}
-				c.decodeInto(m, now)
-			case <-full:
-				break gather
-			case err := <-readErr:
-				return finish(err)
+			}
+			n += c.n + c.bad
+			bad.Add(int64(c.bad))
+			c.last = last || n >= cfg.Processor.BatchSize
+			last = c.last
+			select {
+			case chunks <- c:
 			case <-insCtx.Done():
 				return finish(nil)
 			}
 		}
-		bad.Add(int64(c.bad))
-		if c.n == 0 {
-			continue
-		}
-		select {
-		case batches <- c:
-		case <-insCtx.Done():
-			return finish(nil)
-		}
 	}
 }
 
-func insertDecoded(ctx context.Context, conn driver.Conn, insert string, c *decodedColumns) error {
-	b, err := conn.PrepareBatch(ctx, insert)
-	if err != nil {
-		return err
-	}
+// copyChunkRows is the processor's chunk: events decoded, then sent as one block of the insert.
+const copyChunkRows = 8192
+
+// appendDecoded sends a chunk as one block of the open insert.
+func appendDecoded(b driver.Batch, c *decodedColumns) error {
 	for i, col := range c.cols() {
 		if err := b.Column(i).Append(col); err != nil {
 			return fmt.Errorf("append column %d: %w", i, err)
 		}
 	}
-	return b.Send()
+	return b.Flush()
 }
