@@ -320,7 +320,9 @@ wait_nodes() {
     done
     [ -z "$pending" ] && return 0
     for node in $pending; do
-      pid_alive "$(node_pidfile "$node")" || { node_log "$node" >&2; die "$node exited during start-up"; }
+      # ClickHouse writes its pid file after it daemonised: no file yet is still starting.
+      local pidfile; pidfile=$(node_pidfile "$node")
+      [ -f "$pidfile" ] && ! pid_alive "$pidfile" && { node_log "$node" >&2; die "$node exited during start-up"; }
     done
     [ "$(date +%s)" -lt "$deadline" ] || { for node in $pending; do node_log "$node" >&2; done; die "did not answer within ${WAIT_SECONDS}s:$pending"; }
     sleep 0.5
