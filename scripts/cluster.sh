@@ -136,47 +136,15 @@ write_cluster_ch_config() {
   local node=$1 d=$2 i; i=$(ch_node_index "$node")
   local shard=${node#ch-s}; shard=${shard%r*}
   local replica=${node#*r}
-  mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/format_schemas" "$d/log" "$d/users.d"
-  cat >"$d/config.xml" <<XML
-<?xml version="1.0"?>
-<!-- Written by scripts/services.sh: node $node of the ClickHouse cluster "shukei" (2 shards x 2 replicas), loopback. -->
-<yandex>
-    <logger>
-        <level>warning</level>
-        <log>$d/log/server.log</log>
-        <errorlog>$d/log/server.err.log</errorlog>
-        <size>100M</size>
-        <count>3</count>
-    </logger>
-    <listen_host>127.0.0.1</listen_host>
-    <tcp_port>$((CLUSTER_CH_TCP_BASE + i))</tcp_port>
-    <http_port>$((CLUSTER_CH_HTTP_BASE + i))</http_port>
-    <interserver_http_port>$((CLUSTER_CH_INTERSERVER_BASE + i))</interserver_http_port>
-    <interserver_http_host>127.0.0.1</interserver_http_host>
-    <max_connections>1024</max_connections>
-    <keep_alive_timeout>3</keep_alive_timeout>
-    <max_concurrent_queries>100</max_concurrent_queries>
-    <uncompressed_cache_size>134217728</uncompressed_cache_size>
-    <mark_cache_size>268435456</mark_cache_size>
-    <path>$d/data/</path>
-    <tmp_path>$d/tmp/</tmp_path>
-    <user_files_path>$d/user_files/</user_files_path>
-    <format_schema_path>$d/format_schemas/</format_schema_path>
-    <users_config>$d/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <timezone>UTC</timezone>
-    <mlock_executable>false</mlock_executable>
-    <max_session_timeout>3600</max_session_timeout>
-    <default_session_timeout>60</default_session_timeout>
-    <macros>
+  local extra
+  extra="    <macros>
         <cluster>shukei</cluster>
         <shard>$shard</shard>
         <replica>r$replica</replica>
     </macros>
-$(cluster_xml)
-</yandex>
-XML
+$(cluster_xml)"
+  write_ch_server_config "$d" "node $node of the ClickHouse cluster \"shukei\" (2 shards x 2 replicas), loopback" \
+    $((CLUSTER_CH_TCP_BASE + i)) $((CLUSTER_CH_HTTP_BASE + i)) $((CLUSTER_CH_INTERSERVER_BASE + i)) 134217728 268435456 "$extra"
   write_ch_users "$d/users.xml"
 }
 

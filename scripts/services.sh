@@ -186,12 +186,14 @@ ch_dir() {
   echo "$d"
 }
 
-write_ch_config() {
-  local d=$1
+# write_ch_server_config DIR WHAT TCP HTTP INTERSERVER UNCOMPRESSED_CACHE MARK_CACHE EXTRA_XML:
+# a server's config.xml, the single server's and each cluster node's (scripts/cluster.sh).
+write_ch_server_config() {
+  local d=$1 what=$2 tcp=$3 http=$4 interserver=$5 uncompressed=$6 marks=$7 extra=$8
   mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/format_schemas" "$d/log" "$d/users.d"
   cat >"$d/config.xml" <<XML
 <?xml version="1.0"?>
-<!-- Written by scripts/services.sh: one ClickHouse server on loopback for Shukei. -->
+<!-- Written by scripts/services.sh: $what. -->
 <yandex>
     <logger>
         <level>warning</level>
@@ -201,14 +203,15 @@ write_ch_config() {
         <count>3</count>
     </logger>
     <listen_host>127.0.0.1</listen_host>
-    <tcp_port>$CH_TCP_PORT</tcp_port>
-    <http_port>$CH_HTTP_PORT</http_port>
-    <interserver_http_port>$CH_INTERSERVER_PORT</interserver_http_port>
+    <tcp_port>$tcp</tcp_port>
+    <http_port>$http</http_port>
+    <interserver_http_port>$interserver</interserver_http_port>
+    <interserver_http_host>127.0.0.1</interserver_http_host>
     <max_connections>1024</max_connections>
     <keep_alive_timeout>3</keep_alive_timeout>
     <max_concurrent_queries>100</max_concurrent_queries>
-    <uncompressed_cache_size>268435456</uncompressed_cache_size>
-    <mark_cache_size>536870912</mark_cache_size>
+    <uncompressed_cache_size>$uncompressed</uncompressed_cache_size>
+    <mark_cache_size>$marks</mark_cache_size>
     <path>$d/data/</path>
     <tmp_path>$d/tmp/</tmp_path>
     <user_files_path>$d/user_files/</user_files_path>
@@ -220,8 +223,15 @@ write_ch_config() {
     <mlock_executable>false</mlock_executable>
     <max_session_timeout>3600</max_session_timeout>
     <default_session_timeout>60</default_session_timeout>
+$extra
 </yandex>
 XML
+}
+
+write_ch_config() {
+  local d=$1
+  write_ch_server_config "$d" "one ClickHouse server on loopback for Shukei" \
+    "$CH_TCP_PORT" "$CH_HTTP_PORT" "$CH_INTERSERVER_PORT" 268435456 536870912 ""
   write_ch_users "$d/users.xml"
 }
 
