@@ -16,6 +16,7 @@ import (
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/pipeline/topic"
 )
 
@@ -195,10 +196,7 @@ func DecodingCopy(ctx context.Context, conn driver.Conn, cfg config.Config, copy
 	// insert sent a chunk at a time as it is decoded, and joined by ClickHouse into one block
 	// (the processor's settings, so the table gets the same blocks); the hand-off holds a chunk.
 	insert := "INSERT INTO " + copyDB + ".events (" + eventsColumns + ")"
-	ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
-		"min_insert_block_size_rows":  cfg.Processor.BatchSize + 1,
-		"min_insert_block_size_bytes": 0,
-	}))
+	ictx := clickhouse.Context(ctx, clickhouse.WithSettings(processor.OneBlockSettings(cfg.Processor.BatchSize)))
 	chunks := make(chan *decodedColumns, 1)
 	inserted := make(chan error, 1)
 	insCtx, insFailed := context.WithCancel(ctx) // ends the decoding when an insert fails

@@ -564,8 +564,8 @@ func (p *Processor) store(ctx context.Context, b *batch) error {
 		if err := p.dlq.WriteMessages(ctx, b.dlq...); err != nil {
 			return &writeError{"write DLQ", err}
 		}
-		for _, r := range b.rejs {
-			p.m.dlq.WithLabelValues(string(r.r.Reason)).Inc()
+		for reason, n := range b.rejectedBy { // every rejection has its DLQ record
+			p.m.dlq.WithLabelValues(string(reason)).Add(float64(n))
 		}
 		lap("write_dlq")
 	}

@@ -137,19 +137,27 @@ type eventsInsert struct {
 }
 
 func (p *Processor) openEventsInsert(ctx context.Context, ingested time.Time) (*eventsInsert, error) {
-	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
-		"min_insert_block_size_rows":  p.cfg.BatchSize + 1, // a full batch waits for the commit too
-		"min_insert_block_size_bytes": 0,
-		// An open insert holds the table against DROP PARTITION (retention) and DDL. Were the
-		// processor paused between two chunks (SIGSTOP, a stalled host), ClickHouse ends the
-		// insert when no chunk came for this long, and keeps nothing of it.
-		"receive_timeout": int(insertIdle(p.cfg.BatchTimeout).Seconds()),
-	}))
+	settings := OneBlockSettings(p.cfg.BatchSize)
+	// An open insert holds the table against DROP PARTITION (retention) and DDL. Were the
+	// processor paused between two chunks (SIGSTOP, a stalled host), ClickHouse ends the insert
+	// when no chunk came for this long, and keeps nothing of it.
+	settings["receive_timeout"] = int(insertIdle(p.cfg.BatchTimeout).Seconds())
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(settings))
 	b, err := p.conn.PrepareBatch(ctx, fmt.Sprintf(eventsInsertSQL, p.db))
 	if err != nil {
 		return nil, err
 	}
 	return &eventsInsert{b: b, ingested: ingested}, nil
+}
+
+// OneBlockSettings are the insert settings under which ClickHouse joins every block an insert of
+// up to batchSize rows sends into one, written when the insert ends: no row threshold is reached
+// before (a full batch waits for the commit too) and the byte threshold is off.
+func OneBlockSettings(batchSize int) clickhouse.Settings {
+	return clickhouse.Settings{
+		"min_insert_block_size_rows":  batchSize + 1,
+		"min_insert_block_size_bytes": 0,
+	}
 }
 
 // insertIdle is how long ClickHouse waits for the next chunk of an open insert: the batch
