@@ -58,24 +58,28 @@ func isIDUpTo(s string, max int) bool {
 
 // IsUUID reports whether s is a UUID in lowercase canonical form (PatternEventID).
 func IsUUID(s string) bool {
-	if len(s) != 36 {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
 		return false
 	}
-	for i := 0; i < 36; i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !isHexLower(c) {
-				return false
-			}
+	// One table lookup a character and no branch: the processor checks several UUIDs an
+	// event, and a loop with a switch was 7% of its CPU under make bench.
+	t := &hexLowerTable
+	return t[s[0]]&t[s[1]]&t[s[2]]&t[s[3]]&t[s[4]]&t[s[5]]&t[s[6]]&t[s[7]]&
+		t[s[9]]&t[s[10]]&t[s[11]]&t[s[12]]&
+		t[s[14]]&t[s[15]]&t[s[16]]&t[s[17]]&
+		t[s[19]]&t[s[20]]&t[s[21]]&t[s[22]]&
+		t[s[24]]&t[s[25]]&t[s[26]]&t[s[27]]&t[s[28]]&t[s[29]]&t[s[30]]&t[s[31]]&t[s[32]]&t[s[33]]&t[s[34]]&t[s[35]] == 1
+}
+
+// hexLowerTable is 1 at the lowercase hex digits.
+var hexLowerTable = func() (t [256]uint8) {
+	for c := range 256 {
+		if isHexLower(byte(c)) {
+			t[c] = 1
 		}
 	}
-	return true
-}
+	return t
+}()
 
 // IsUUIDAnyCase reports whether s is a UUID in canonical form, in either case: the guard's
 // test for a UUID where one does not belong (a user id, a UUID inside a longer value).

@@ -238,3 +238,12 @@ func FuzzPatterns(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkIsUUID(b *testing.B) {
+	ids := []string{"3f2b8c1e-9a4d-4e7f-8b6a-1c2d3e4f5a6b", "3f2b8c1e-9a4d-4e7f-8b6a-1c2d3e4f5a6B", "not a uuid at all, but 36 bytes long"}
+	for b.Loop() {
+		for _, s := range ids {
+			IsUUID(s)
+		}
+	}
+}

@@ -20,8 +20,9 @@ func parseEventID(s string) (eventID, bool) {
 	return id, err == nil
 }
 
-// dedupe remembers stored event ids for a horizon, bounded in count: a collector that retried
-// after a lost reply sends the same event_id again, and the copy must not be stored twice.
+// dedupe remembers the event ids of stored events for a horizon, bounded in count, and the ids
+// of events decided but not yet stored (pending): a collector that retried after a lost reply
+// sends the same event_id again, and the copy must not be stored twice.
 //
 // Its memory is fixed by its configuration (processor.dedupe_max), allocated once and free of
 // pointers (the garbage collector never scans it): a ring of that many (id, time) slots in
@@ -30,14 +31,21 @@ func parseEventID(s string) (eventID, bool) {
 // horizon or the ring is full. 24 bytes a slot and 8–16 of index: 2,000,000 ids take 64 MB.
 // The index hashes with a key of the process's own (hash/maphash), so ids chosen by a client
 // cannot be made to collide.
+//
+// Pending ids sit in the ring too, as its newest slots: batches are decided and stored in one
+// order, so a stored batch's ids are always the oldest pending ones. Every slot ever taken has
+// a sequence number; those below stored are stored, the rest pending. Storing a batch moves
+// that boundary (confirm); abandoning the batches in flight drops the slots above it
+// (dropPending). Each id is looked up once, when it is claimed.
 type dedupe struct {
 	mu      sync.Mutex
 	horizon time.Duration
 	ring    []slot // len == max; head is the oldest, n the number in use
 	head, n int
+	first   int64   // sequence number of ring[head]
+	stored  int64   // slots numbered below are stored, the rest pending
 	index   []int32 // slot+1, 0 empty; len a power of two ≥ 2·len(ring)
 	seed    maphash.Seed
-	pending map[eventID]struct{} // decided, not yet written
 }
 
 type slot struct {
@@ -46,7 +54,7 @@ type slot struct {
 }
 
 func newDedupe(horizon time.Duration, maxIDs int) *dedupe {
-	d := &dedupe{horizon: horizon, pending: map[eventID]struct{}{}, seed: maphash.MakeSeed()}
+	d := &dedupe{horizon: horizon, seed: maphash.MakeSeed()}
 	if horizon > 0 && maxIDs > 0 {
 		d.ring = make([]slot, maxIDs)
 		size := 1
@@ -79,18 +87,17 @@ func (d *dedupe) find(id eventID) (cell, free int) {
 	}
 }
 
+// addLocked takes a slot for id unless it is held; it reports whether id was new.
 func (d *dedupe) addLocked(id eventID, now int64) bool {
-	if d.off() {
-		return true
-	}
 	d.expire(now)
-	if cell, _ := d.find(id); cell >= 0 {
+	cell, free := d.find(id)
+	if cell >= 0 {
 		return false
 	}
 	if d.n == len(d.ring) { // full: the oldest makes room
 		d.evict()
+		_, free = d.find(id) // the eviction may have moved cells
 	}
-	_, free := d.find(id) // after the eviction, which may have moved cells
 	i := (d.head + d.n) % len(d.ring)
 	d.ring[i] = slot{id: id, at: now}
 	d.index[free] = int32(i + 1)
@@ -106,55 +113,68 @@ func (d *dedupe) has(id eventID, now time.Time) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.expire(now.UnixNano())
-	if _, ok := d.pending[id]; ok {
-		return true
-	}
 	cell, _ := d.find(id)
 	return cell >= 0
 }
 
-// addPending marks ids of a batch being written: taken for later batches, not yet stored.
-func (d *dedupe) addPending(ids []eventID) {
+// claim takes the ids of a chunk being decided as pending, in order: fresh[i] reports whether
+// ids[i] was new (neither stored, pending, nor earlier in ids). end is the sequence number
+// after the chunk's last id, for confirm once the batch holding it is stored. With the dedupe
+// off, only repeats within ids are caught.
+func (d *dedupe) claim(ids []eventID, now time.Time, fresh []bool) (end int64) {
 	if d.off() {
-		return
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, id := range ids {
-		d.pending[id] = struct{}{}
-	}
-}
-
-// confirm moves a written batch's ids from pending to stored, in one step: a batch being
-// decided meanwhile must find each id in one set or the other.
-func (d *dedupe) confirm(ids []eventID, now time.Time) {
-	if d.off() {
-		return
+		seen := make(map[eventID]struct{}, len(ids))
+		for i, id := range ids {
+			_, again := seen[id]
+			fresh[i] = !again
+			seen[id] = struct{}{}
+		}
+		return 0
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	at := now.UnixNano()
-	for _, id := range ids {
-		d.addLocked(id, at)
-		delete(d.pending, id)
+	for i, id := range ids {
+		fresh[i] = d.addLocked(id, at)
 	}
+	return d.first + int64(d.n)
 }
 
-// dropPending forgets batches that were decided but never written (the generation ended).
+// confirm marks every id claimed before end as stored.
+func (d *dedupe) confirm(end int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stored = max(d.stored, end)
+}
+
+// dropPending forgets the ids of batches that were decided but never stored (the generation
+// ended): they are the newest slots.
 func (d *dedupe) dropPending() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	clear(d.pending)
+	for d.n > 0 && d.first+int64(d.n)-1 >= d.stored {
+		last := (d.head + d.n - 1) % len(d.ring)
+		if cell, _ := d.find(d.ring[last].id); cell >= 0 {
+			d.unindex(cell)
+		}
+		d.n--
+	}
+	d.stored = d.first + int64(d.n)
 }
 
-// warm loads ids already in the store (after a restart or rebalance).
+// warm loads ids already in the store (after a restart or rebalance); nothing is pending then.
 func (d *dedupe) warm(ids []eventID, now time.Time) {
+	if d.off() {
+		return
+	}
+	d.dropPending()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	at := now.UnixNano()
 	for _, id := range ids {
 		d.addLocked(id, at)
 	}
+	d.stored = d.first + int64(d.n)
 }
 
 // expire evicts the ids older than the horizon.
@@ -164,23 +184,29 @@ func (d *dedupe) expire(now int64) {
 	}
 }
 
-// evict forgets the oldest id: its index cell is emptied by backward shifting (Knuth's
-// algorithm R), so every other id stays reachable from its home cell without tombstones.
+// evict forgets the oldest id.
 func (d *dedupe) evict() {
 	if cell, _ := d.find(d.ring[d.head].id); cell >= 0 {
-		mask := len(d.index) - 1
-		i := cell
-		for j := (i + 1) & mask; d.index[j] != 0; j = (j + 1) & mask {
-			k := d.home(d.ring[d.index[j]-1].id)
-			// The id in cell j may move to i unless its home lies cyclically in (i, j].
-			if (i <= j && (i < k && k <= j)) || (i > j && (i < k || k <= j)) {
-				continue
-			}
-			d.index[i] = d.index[j]
-			i = j
-		}
-		d.index[i] = 0
+		d.unindex(cell)
 	}
 	d.head = (d.head + 1) % len(d.ring)
 	d.n--
+	d.first++
+}
+
+// unindex empties an index cell by backward shifting (Knuth's algorithm R), so every other id
+// stays reachable from its home cell without tombstones.
+func (d *dedupe) unindex(cell int) {
+	mask := len(d.index) - 1
+	i := cell
+	for j := (i + 1) & mask; d.index[j] != 0; j = (j + 1) & mask {
+		k := d.home(d.ring[d.index[j]-1].id)
+		// The id in cell j may move to i unless its home lies cyclically in (i, j].
+		if (i <= j && (i < k && k <= j)) || (i > j && (i < k || k <= j)) {
+			continue
+		}
+		d.index[i] = d.index[j]
+		i = j
+	}
+	d.index[i] = 0
 }

@@ -9,11 +9,14 @@ import (
 	"time"
 )
 
-// add records id and reports whether it was new (the processor adds through confirm and warm).
+// add records id as stored and reports whether it was new (the processor adds through claim
+// and confirm, and warm).
 func (d *dedupe) add(id eventID, now time.Time) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.addLocked(id, now.UnixNano())
+	ok := d.addLocked(id, now.UnixNano())
+	d.stored = d.first + int64(d.n)
+	return ok
 }
 
 // idOf is a distinct event id for each n.
@@ -108,16 +111,19 @@ func TestDedupeMatchesAModel(t *testing.T) {
 func TestDedupeOff(t *testing.T) {
 	now := time.Now()
 	for _, d := range []*dedupe{newDedupe(0, 10), newDedupe(time.Hour, 0)} {
-		d.addPending([]eventID{idOf(1)})
-		d.confirm([]eventID{idOf(1)}, now)
-		if !d.add(idOf(1), now) || d.has(idOf(1), now) {
+		fresh := make([]bool, 3)
+		d.confirm(d.claim([]eventID{idOf(1), idOf(2), idOf(1)}, now, fresh))
+		if !fresh[0] || !fresh[1] || fresh[2] {
+			t.Errorf("a dedupe that is off still catches a repeat within a chunk: %v", fresh)
+		}
+		d.warm([]eventID{idOf(3)}, now)
+		if d.has(idOf(1), now) || d.has(idOf(3), now) {
 			t.Error("a dedupe with no horizon or no room remembers nothing")
 		}
 	}
 }
 
-// While a written batch's ids move from pending to stored, a batch being decided must find
-// every one of them in one set or the other.
+// While a stored batch's ids become stored, a batch being decided must find every one of them.
 func TestDedupeConfirmIsAtomic(t *testing.T) {
 	now := time.Now()
 	d := newDedupe(time.Hour, 1_000_000)
@@ -126,21 +132,115 @@ func TestDedupeConfirmIsAtomic(t *testing.T) {
 		for i := range ids {
 			ids[i] = idOf(round*1000 + i)
 		}
-		d.addPending(ids)
+		end := d.claim(ids, now, make([]bool, len(ids)))
 		var wg sync.WaitGroup
 		wg.Add(1)
-		go func() { defer wg.Done(); d.confirm(ids, now) }()
+		go func() { defer wg.Done(); d.confirm(end) }()
 		for _, id := range ids {
 			if !d.has(id, now) {
-				t.Fatalf("id %s was in neither set during confirm", id)
+				t.Fatalf("id %s was neither pending nor stored during confirm", id)
 			}
 		}
 		wg.Wait()
 	}
-	d.addPending([]eventID{idOf(-5)})
+	d.claim([]eventID{idOf(-5)}, now, make([]bool, 1))
 	d.dropPending()
 	if d.has(idOf(-5), now) {
 		t.Error("an id of an abandoned batch still counts as stored")
+	}
+	if !d.has(idOf(199_099), now) {
+		t.Error("dropping the pending ids dropped a stored one")
+	}
+}
+
+// Claims, confirms and drops answer as a plain model: ids of confirmed batches stay (within
+// the horizon and the bound), ids of batches in flight count as taken until they are dropped,
+// and batches are confirmed in the order they were claimed. The bound is small, so pending ids
+// are evicted too, and the index wraps and shifts.
+func TestDedupePendingMatchesAModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, bound := range []int{1, 2, 5, 16, 64} {
+		d := newDedupe(time.Minute, bound)
+		type entry struct {
+			id      int
+			at      time.Time
+			pending int // the batch's number, or -1 once stored
+		}
+		var fifo []entry
+		var inFlight []int64 // claim ends of batches not yet confirmed, oldest first
+		batchNo := 0
+		expire := func(now time.Time) {
+			for len(fifo) > 0 && (now.Sub(fifo[0].at) > time.Minute || len(fifo) > bound) {
+				fifo = fifo[1:]
+			}
+		}
+		inModel := func(id int) bool {
+			for _, e := range fifo {
+				if e.id == id {
+					return true
+				}
+			}
+			return false
+		}
+		now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+		for op := range 20_000 {
+			now = now.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
+			expire(now)
+			switch r := rng.IntN(10); {
+			case r < 3:
+				id := rng.IntN(3 * bound)
+				if got, want := d.has(idOf(id), now), inModel(id); got != want {
+					t.Fatalf("bound %d op %d: has(%d) = %v, model %v", bound, op, id, got, want)
+				}
+			case r < 7: // a chunk of a new batch
+				batchNo++
+				ids := make([]eventID, 1+rng.IntN(4))
+				want := make([]bool, len(ids))
+				for i := range ids {
+					id := rng.IntN(3 * bound)
+					ids[i] = idOf(id)
+					if want[i] = !inModel(id); want[i] {
+						fifo = append(fifo, entry{id, now, batchNo})
+						expire(now)
+					}
+				}
+				fresh := make([]bool, len(ids))
+				inFlight = append(inFlight, d.claim(ids, now, fresh))
+				for i := range ids {
+					if fresh[i] != want[i] {
+						t.Fatalf("bound %d op %d: claim %d fresh %v, model %v", bound, op, i, fresh[i], want[i])
+					}
+				}
+			case r < 9: // the oldest batch in flight is stored
+				if len(inFlight) == 0 {
+					continue
+				}
+				d.confirm(inFlight[0])
+				inFlight = inFlight[1:]
+				oldest := batchNo - len(inFlight)
+				for i := range fifo {
+					if fifo[i].pending != -1 && fifo[i].pending <= oldest {
+						fifo[i].pending = -1
+					}
+				}
+			default: // the generation ends: batches in flight are abandoned
+				d.dropPending()
+				inFlight = nil
+				kept := fifo[:0]
+				for _, e := range fifo {
+					if e.pending == -1 {
+						kept = append(kept, e)
+					}
+				}
+				fifo = kept
+			}
+			d.mu.Lock()
+			d.expire(now.UnixNano()) // confirm and dropPending leave expiry to the next lookup
+			d.mu.Unlock()
+			if d.n != len(fifo) || d.indexed() != len(fifo) {
+				t.Fatalf("bound %d op %d: %d slots, %d indexed, model %d", bound, op, d.n, d.indexed(), len(fifo))
+			}
+		}
 	}
 }
 

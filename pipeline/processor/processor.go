@@ -218,8 +218,8 @@ func (p *Processor) process(ctx context.Context, gen *kafka.Generation, parts []
 }
 
 // read starts one reader per partition from the store's high-water mark; stop ends them.
-func (p *Processor) read(ctx context.Context, parts []int, state map[int]*partitionState) (<-chan fetched, map[int]*kafka.Reader, func()) {
-	msgs := make(chan fetched, chunkRows)
+func (p *Processor) read(ctx context.Context, parts []int, state map[int]*partitionState) (*inbox, map[int]*kafka.Reader, func()) {
+	msgs := newInbox(chunkRows)
 	readers := map[int]*kafka.Reader{}
 	var wg sync.WaitGroup
 	readCtx, stopReading := context.WithCancel(ctx)
@@ -242,7 +242,7 @@ func (p *Processor) read(ctx context.Context, parts []int, state map[int]*partit
 		})
 		if err := r.SetOffset(start); err != nil {
 			_ = r.Close()
-			msgs <- fetched{err: err}
+			msgs.put(readCtx, fetched{err: err})
 			break
 		}
 		readers[part] = r
@@ -255,12 +255,7 @@ func (p *Processor) read(ctx context.Context, parts []int, state map[int]*partit
 				if readCtx.Err() != nil {
 					return
 				}
-				select {
-				case msgs <- fetched{m, err}:
-				case <-readCtx.Done():
-					return
-				}
-				if err != nil {
+				if !msgs.put(readCtx, fetched{m, err}) || err != nil {
 					return
 				}
 			}
@@ -271,7 +266,7 @@ func (p *Processor) read(ctx context.Context, parts []int, state map[int]*partit
 
 // decideLoop cuts the messages into batches of at most batch_size, each closed at the latest
 // batch_timeout after its first message, and decides each batch a chunk at a time.
-func (p *Processor) decideLoop(ctx context.Context, msgs <-chan fetched, state map[int]*partitionState, chunks chan<- *decided) error {
+func (p *Processor) decideLoop(ctx context.Context, msgs *inbox, state map[int]*partitionState, chunks chan<- *decided) error {
 	for {
 		var (
 			dctx     *decision.Context
@@ -301,40 +296,31 @@ func (p *Processor) decideLoop(ctx context.Context, msgs <-chan fetched, state m
 
 // collect gathers up to limit messages. With *deadline zero it first waits for a message and
 // sets *deadline batch_timeout after it; then it gathers until limit or the deadline.
-func (p *Processor) collect(ctx context.Context, msgs <-chan fetched, limit int, deadline *time.Time) ([]kafka.Message, error) {
+func (p *Processor) collect(ctx context.Context, msgs *inbox, limit int, deadline *time.Time) ([]kafka.Message, error) {
 	batch := make([]kafka.Message, 0, limit)
-	add := func(f fetched) error {
-		if f.err != nil {
-			p.m.kafkaErrors.Inc()
-			return fmt.Errorf("read partition: %w", f.err)
-		}
-		batch = append(batch, f.msg)
-		return nil
-	}
+	var err error
 	if deadline.IsZero() {
-		select {
-		case f := <-msgs:
-			*deadline = time.Now().Add(p.cfg.BatchTimeout)
-			if err := add(f); err != nil {
-				return nil, err
-			}
-		case <-ctx.Done():
-			return nil, nil
+		if batch, err = msgs.take(ctx, batch, limit, time.Time{}); len(batch) == 0 || err != nil {
+			return p.readFailed(batch, err)
+		}
+		*deadline = time.Now().Add(p.cfg.BatchTimeout)
+	}
+	for len(batch) < limit && ctx.Err() == nil && time.Now().Before(*deadline) {
+		if batch, err = msgs.take(ctx, batch, limit-len(batch), *deadline); err != nil {
+			return p.readFailed(batch, err)
 		}
 	}
-	timer := time.NewTimer(time.Until(*deadline))
-	defer timer.Stop()
-	for len(batch) < limit {
-		select {
-		case f := <-msgs:
-			if err := add(f); err != nil {
-				return nil, err
-			}
-		case <-timer.C:
-			return batch, nil
-		case <-ctx.Done():
-			return nil, nil
-		}
+	if ctx.Err() != nil {
+		return nil, nil
+	}
+	return batch, nil
+}
+
+// readFailed is collect's answer when a partition reader failed or ctx ended.
+func (p *Processor) readFailed(batch []kafka.Message, err error) ([]kafka.Message, error) {
+	if err != nil {
+		p.m.kafkaErrors.Inc()
+		return nil, fmt.Errorf("read partition: %w", err)
 	}
 	return batch, nil
 }
@@ -344,7 +330,7 @@ type decided struct {
 	rows       []row
 	rejs       []rejected
 	dlq        []kafka.Message
-	ids        []eventID     // event ids of rows, for the dedupe once stored
+	claimed    int64         // the dedupe's sequence after this chunk's ids, confirmed once stored
 	next       map[int]int64 // offset to commit per partition
 	rejectedBy map[event.Reason]int
 	skipped    int
@@ -358,7 +344,7 @@ type batch struct {
 	ins        *eventsInsert // nil while no event was accepted
 	rejs       []rejected
 	dlq        []kafka.Message
-	ids        []eventID
+	claimed    int64
 	next       map[int]int64
 	rejectedBy map[event.Reason]int
 	stored     int
@@ -371,7 +357,7 @@ type batch struct {
 func (b *batch) add(c *decided) {
 	b.rejs = append(b.rejs, c.rejs...)
 	b.dlq = append(b.dlq, c.dlq...)
-	b.ids = append(b.ids, c.ids...)
+	b.claimed = max(b.claimed, c.claimed)
 	for part, next := range c.next {
 		b.next[part] = max(b.next[part], next)
 	}
@@ -432,9 +418,27 @@ func (p *Processor) decide(msgs []kafka.Message, state map[int]*partitionState, 
 	}
 	wg.Wait()
 
+	// The ids of accepted events are claimed in one step, in message order: an id stored,
+	// pending in a batch not yet stored, or earlier in this chunk is a duplicate.
+	ids := make([]eventID, 0, len(msgs))
+	for i := range out {
+		o := &out[i]
+		if o.skip || o.rej != nil {
+			continue
+		}
+		id, ok := parseEventID(o.t.Event.EventID)
+		if !ok {
+			// An accepted event's id is always a UUID; were it not, storing it unchecked
+			// could store a retry twice.
+			o.rej = decision.Duplicate(o.t, msgs[i].Value, dctx)
+			continue
+		}
+		ids = append(ids, id)
+	}
+	fresh := make([]bool, len(ids))
 	d := &decided{next: map[int]int64{}, now: dctx.Now, size: len(msgs), rows: make([]row, 0, len(msgs)), rejectedBy: map[event.Reason]int{}}
-	inChunk := make(map[eventID]struct{}, len(msgs))
-	fresh := make([]eventID, 0, len(msgs))
+	d.claimed = p.dedupe.claim(ids, dctx.Now, fresh)
+	k := 0
 	for i, m := range msgs {
 		d.next[m.Partition] = max(d.next[m.Partition], m.Offset+1)
 		o := &out[i]
@@ -443,18 +447,10 @@ func (p *Processor) decide(msgs []kafka.Message, state map[int]*partitionState, 
 			continue
 		}
 		if o.rej == nil {
-			id, ok := parseEventID(o.t.Event.EventID)
-			_, again := inChunk[id]
-			// The dedupe also holds the ids of the batch's earlier chunks and of batches not
-			// yet stored (pending).
-			if !ok || again || p.dedupe.has(id, dctx.Now) {
-				// !ok: an accepted event's id is always a UUID; were it not, storing it
-				// unchecked could store a retry twice.
+			if !fresh[k] {
 				o.rej = decision.Duplicate(o.t, m.Value, dctx)
-			} else {
-				inChunk[id] = struct{}{}
-				fresh = append(fresh, id)
 			}
+			k++
 		}
 		if o.rej != nil {
 			d.rejs = append(d.rejs, rejected{r: o.rej, partition: m.Partition, offset: m.Offset})
@@ -464,9 +460,6 @@ func (p *Processor) decide(msgs []kafka.Message, state map[int]*partitionState, 
 		}
 		d.rows = append(d.rows, row{t: &out[i].t, partition: m.Partition, offset: m.Offset})
 	}
-	// A later chunk or batch, decided while this one is written, must see these ids as taken.
-	p.dedupe.addPending(fresh)
-	d.ids = fresh
 	p.m.stage.WithLabelValues("decide").Observe(time.Since(start).Seconds())
 	return d
 }
@@ -521,7 +514,7 @@ func (p *Processor) finish(ctx context.Context, gen *kafka.Generation, batches <
 			b.abort()
 			return err
 		}
-		p.dedupe.confirm(b.ids, b.now)
+		p.dedupe.confirm(b.claimed)
 		p.m.events.WithLabelValues("stored", "").Add(float64(b.stored))
 		p.m.skipped.Add(float64(b.skipped))
 		for reason, n := range b.rejectedBy {

@@ -45,7 +45,7 @@ func (p *Processor) copyRaw(ctx context.Context, batch []kafka.Message, state ma
 }
 
 // copyLoop is the baseline's batch loop: collect, copy, commit, one batch after another.
-func (p *Processor) copyLoop(ctx context.Context, gen *kafka.Generation, msgs <-chan fetched, state map[int]*partitionState) error {
+func (p *Processor) copyLoop(ctx context.Context, gen *kafka.Generation, msgs *inbox, state map[int]*partitionState) error {
 	for {
 		var deadline time.Time
 		batch, err := p.collect(ctx, msgs, p.cfg.BatchSize, &deadline)
