@@ -111,6 +111,13 @@ type Result struct {
 // db.schema_migrations. It is safe to run again: applied migrations are skipped, and every
 // statement is idempotent, so a run cut short by a crash is finished by the next one.
 func Apply(ctx context.Context, conn driver.Conn, db string) (Result, error) {
+	return ApplyLayout(ctx, conn, db, Layout{})
+}
+
+// ApplyLayout is Apply under a layout: on a cluster, conn is any one node, every node must be
+// up (DDL ON CLUSTER waits for each), and the history itself (schema_migrations) is replicated
+// everywhere.
+func ApplyLayout(ctx context.Context, conn driver.Conn, db string, l Layout) (Result, error) {
 	var res Result
 	migs, err := Migrations()
 	if err != nil {
@@ -122,7 +129,11 @@ func Apply(ctx context.Context, conn driver.Conn, db string) (Result, error) {
 			"version UInt32, name String, checksum String, applied_at DateTime" +
 			") ENGINE = MergeTree ORDER BY version",
 	} {
-		if err := conn.Exec(ctx, stmt); err != nil {
+		step, err := l.Rewrite(db, stmt)
+		if err == nil {
+			err = conn.Exec(ctx, step.SQL)
+		}
+		if err != nil {
 			return res, fmt.Errorf("prepare %s.schema_migrations: %w", db, err)
 		}
 	}
@@ -139,13 +150,25 @@ func Apply(ctx context.Context, conn driver.Conn, db string) (Result, error) {
 			continue
 		}
 		for i, stmt := range m.Statements(db) {
+			fail := func(err error) error {
+				return fmt.Errorf("migration %04d_%s.sql statement %d: %w", m.Version, m.Name, i+1, err)
+			}
 			if done, err := renamed(ctx, conn, stmt); err != nil {
-				return res, fmt.Errorf("migration %04d_%s.sql statement %d: %w", m.Version, m.Name, i+1, err)
+				return res, fail(err)
 			} else if done {
 				continue
 			}
-			if err := conn.Exec(ctx, stmt); err != nil {
-				return res, fmt.Errorf("migration %04d_%s.sql statement %d: %w", m.Version, m.Name, i+1, err)
+			step, err := l.Rewrite(db, stmt)
+			if err != nil {
+				return res, fail(err)
+			}
+			if step.Backfill != "" && l.Cluster != "" {
+				if err := emptyOnEveryShard(ctx, conn, l.Cluster, step.Backfill); err != nil {
+					return res, fail(err)
+				}
+			}
+			if err := conn.Exec(ctx, step.SQL); err != nil {
+				return res, fail(err)
 			}
 		}
 		if err := record(ctx, conn, db, m); err != nil {
@@ -154,6 +177,20 @@ func Apply(ctx context.Context, conn driver.Conn, db string) (Result, error) {
 		res.Applied = append(res.Applied, m)
 	}
 	return res, nil
+}
+
+// emptyOnEveryShard refuses a backfill on a cluster whose source table holds rows: an
+// INSERT … SELECT runs on one node, and would fill that node's shard only.
+func emptyOnEveryShard(ctx context.Context, conn driver.Conn, cluster, table string) error {
+	db, name, _ := strings.Cut(table, ".")
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM cluster('"+cluster+"', "+db+", "+name+")").Scan(&n); err != nil {
+		return fmt.Errorf("count %s on every shard: %w", table, err)
+	}
+	if n > 0 {
+		return fmt.Errorf("a backfill from %s (%d rows) would fill one shard only; on a cluster it runs only before anything is stored", table, n)
+	}
+	return nil
 }
 
 var renameStmt = regexp.MustCompile(`^RENAME TABLE ([a-z0-9_]+)\.([a-z0-9_]+) TO ([a-z0-9_]+)\.([a-z0-9_]+)$`)

@@ -1,0 +1,136 @@
+package migrations
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+)
+
+// Layout says where a migration's DDL runs: on one server (Cluster empty), or on every node of
+// the ClickHouse cluster named Cluster (remote_servers), whose nodes define the macros {shard}
+// and {replica}.
+//
+// On a cluster every stored table is replicated (ReplicatedMergeTree and its Replacing and
+// Aggregating variants), in one of two ways:
+//
+//   - sharded: the event store and the purpose marts, whose rows belong to one tenant each.
+//     Each shard holds its own tenants (a tenant's events, marts, deletion and per-tenant
+//     reports stay on one shard), replicated within the shard: ZooKeeper path per {shard}. The
+//     marts' materialised views run on each node over the rows that node's events table gets.
+//   - everywhere: the registry, keys, principals, the audit log, the aggregator's state and
+//     releases, rejections and checkpoints: small tables every role reads whole. One ZooKeeper
+//     path for the cluster, every node a replica ({shard}-{replica}), so any node answers.
+//
+// Statements are rewritten, never the migration files: one history serves both layouts, and a
+// statement of a kind the rewrite does not know is an error, not a silent single-node DDL.
+type Layout struct {
+	Cluster string
+}
+
+// shardKeys are the tables kept per shard, as tableKey names them: the event store and every
+// table a materialised view over it fills (the view runs on each node over the rows that node's
+// events table gets, so its table must live on the same shard). Derived from the migrations, so
+// a new mart is sharded without a second list to keep (TestTheLayoutOfEveryTable pins today's).
+var shardKeys = sync.OnceValues(func() (map[string]bool, error) {
+	const db = "db"
+	migs, err := Migrations()
+	if err != nil {
+		return nil, err
+	}
+	keys := map[string]bool{".events": true}
+	for _, m := range migs {
+		for _, stmt := range m.Statements(db) {
+			if v := viewOverEvents.FindStringSubmatch(stmt); v != nil {
+				keys[tableKey(db, v[1], v[2])] = true
+			}
+		}
+	}
+	return keys, nil
+})
+
+var viewOverEvents = regexp.MustCompile(`(?s)^CREATE MATERIALIZED VIEW IF NOT EXISTS \S+ TO ([a-z0-9_]+)\.([a-z0-9_]+) AS\s.*\bFROM\s+db\.events\b`)
+
+var (
+	createDatabase = regexp.MustCompile(`^CREATE DATABASE IF NOT EXISTS ([a-z0-9_]+)$`)
+	createTable    = regexp.MustCompile(`(?s)^CREATE TABLE IF NOT EXISTS ([a-z0-9_]+)\.([a-z0-9_]+) (\(.*)$`)
+	engine         = regexp.MustCompile(`\bENGINE = (MergeTree|ReplacingMergeTree|AggregatingMergeTree)(\(([^()]*)\))?`)
+	createView     = regexp.MustCompile(`(?s)^CREATE MATERIALIZED VIEW IF NOT EXISTS ([a-z0-9_]+\.[a-z0-9_]+) (TO .*)$`)
+	alterTable     = regexp.MustCompile(`(?s)^ALTER TABLE ([a-z0-9_]+)\.([a-z0-9_]+) (.*)$`)
+	dropTable      = regexp.MustCompile(`^DROP TABLE IF EXISTS [a-z0-9_]+\.[a-z0-9_]+$`)
+	insertSelect   = regexp.MustCompile(`(?s)^INSERT INTO [a-z0-9_]+\.[a-z0-9_]+ \(.*\)\s+SELECT\s.*\sFROM\s+([a-z0-9_]+\.[a-z0-9_]+)\s`)
+)
+
+// Step is one statement as it runs under a layout.
+type Step struct {
+	SQL string
+	// Backfill names the table an INSERT … SELECT reads. On a cluster it runs on one node
+	// only, so Apply runs it only while that table is empty on every shard (a new cluster
+	// migrates before it stores anything).
+	Backfill string
+}
+
+// tableKey is a table's name without the migration's ${db} prefix: "_marketing.activity_daily"
+// for db "shukei" and "shukei_marketing.activity_daily".
+func tableKey(db, database, table string) string {
+	return strings.TrimPrefix(database, db) + "." + table
+}
+
+// Rewrite returns stmt (with ${db} already replaced by db) as it runs under l.
+func (l Layout) Rewrite(db, stmt string) (Step, error) {
+	if l.Cluster == "" {
+		return Step{SQL: stmt}, nil
+	}
+	on := " ON CLUSTER " + l.Cluster
+	stmt = strings.TrimSpace(stmt)
+	sharded, err := shardKeys()
+	if err != nil {
+		return Step{}, err
+	}
+	switch {
+	case createDatabase.MatchString(stmt):
+		return Step{SQL: stmt + on}, nil
+	case createTable.MatchString(stmt):
+		m := createTable.FindStringSubmatch(stmt)
+		database, table, body := m[1], m[2], m[3]
+		var path, replica string
+		if sharded[tableKey(db, database, table)] {
+			path, replica = "/clickhouse/shukei/tables/{shard}/"+database+"."+table, "{replica}"
+		} else {
+			path, replica = "/clickhouse/shukei/tables/all/"+database+"."+table, "{shard}-{replica}"
+		}
+		locs := engine.FindAllStringSubmatchIndex(body, -1)
+		if len(locs) != 1 {
+			return Step{}, fmt.Errorf("CREATE TABLE %s.%s: want one ENGINE = (Replacing|Aggregating)MergeTree, found %d", database, table, len(locs))
+		}
+		e := engine.FindStringSubmatch(body)
+		args := "'" + path + "', '" + replica + "'"
+		if extra := strings.TrimSpace(e[3]); extra != "" {
+			args += ", " + extra
+		}
+		body = body[:locs[0][0]] + "ENGINE = Replicated" + e[1] + "(" + args + ")" + body[locs[0][1]:]
+		return Step{SQL: "CREATE TABLE IF NOT EXISTS " + database + "." + table + on + " " + body}, nil
+	case createView.MatchString(stmt):
+		m := createView.FindStringSubmatch(stmt)
+		return Step{SQL: "CREATE MATERIALIZED VIEW IF NOT EXISTS " + m[1] + on + " " + m[2]}, nil
+	case alterTable.MatchString(stmt):
+		m := alterTable.FindStringSubmatch(stmt)
+		if sharded[tableKey(db, m[1], m[2])] {
+			// One replica of each shard runs it; the shard's other replica follows through
+			// ZooKeeper.
+			return Step{SQL: "ALTER TABLE " + m[1] + "." + m[2] + on + " " + m[3]}, nil
+		}
+		// A table replicated everywhere is one table in ZooKeeper: altered on this node, the
+		// change reaches every replica (ON CLUSTER would run it once per shard).
+		return Step{SQL: stmt}, nil
+	case renameStmt.MatchString(stmt), dropTable.MatchString(stmt):
+		return Step{SQL: stmt + on}, nil
+	case insertSelect.MatchString(stmt):
+		return Step{SQL: stmt, Backfill: insertSelect.FindStringSubmatch(stmt)[1]}, nil
+	}
+	first := stmt
+	if i := strings.IndexByte(first, '\n'); i >= 0 {
+		first = first[:i]
+	}
+	return Step{}, fmt.Errorf("no cluster form for the statement %q", first)
+}
