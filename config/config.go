@@ -203,7 +203,8 @@ type ClickHouse struct {
 	Username       string        `yaml:"username" doc:"user for migrations and writes"`
 	Password       string        `yaml:"password" secret:"true" doc:"password of that user (prefer SHUKEI_CLICKHOUSE_PASSWORD to the file)"`
 	DialTimeout    time.Duration `yaml:"dial_timeout" doc:"how long to wait for a server connection"`
-	UsersDir       string        `yaml:"users_dir" doc:"the server's users.d directory: 'shukei migrate' writes every role's users there (promise 16); empty: migrate prints the file instead"`
+	Cluster        string        `yaml:"cluster" doc:"the ClickHouse cluster (remote_servers name) Shukei's tables live on, sharded by tenant and replicated (migrations run ON CLUSTER); empty: one server"`
+	UsersDir       string        `yaml:"users_dir" doc:"the server's users.d directory: 'shukei migrate' writes every role's users there (promise 16); on a cluster, every node's, separated by ':' (the users must exist on every node); empty: migrate prints the file instead"`
 	ReaderNetworks []string      `yaml:"reader_networks" doc:"networks (IP or CIDR) the roles' users may connect from"`
 	UsersKeyFile   string        `yaml:"users_key_file" doc:"the administrator's secret every role's key derives from ('shukei users key <role>'); empty: derived from the master key. Mode 0600"`
 	RoleKeyFile    string        `yaml:"role_key_file" doc:"this role's own key (the output of 'shukei users key <role>'): the role connects as its own users and needs neither the users key nor the master key for it. Mode 0600"`
@@ -503,6 +504,9 @@ func (c Config) Validate() error {
 	}
 
 	hostPorts("clickhouse.addr", c.ClickHouse.Addr)
+	if cl := c.ClickHouse.Cluster; cl != "" && !validDatabase(cl) {
+		bad("clickhouse.cluster", "%q must match ^[a-z][a-z0-9_]{0,39}$", cl)
+	}
 	if !validDatabase(c.ClickHouse.Database) {
 		bad("clickhouse.database", "%q must match ^[a-z][a-z0-9_]{0,39}$ (purpose databases append _<purpose>)", c.ClickHouse.Database)
 	}

@@ -4,17 +4,26 @@ package faults
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/uuid"
 
+	"github.com/shukei/shukei/audit/chain"
+	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/migrations"
+	"github.com/shukei/shukei/ops"
 )
 
 // The tables the migrations leave, replayed from their statements: created, dropped, moved.
@@ -78,23 +87,7 @@ func TestClusterMigrationsLayOutEveryTable(t *testing.T) {
 		conns[i] = clusterConn(t, addr)
 	}
 	db := fmt.Sprintf("t_mig_%d", time.Now().UnixNano())
-	t.Cleanup(func() {
-		rows, err := conns[0].Query(context.Background(), "SELECT name FROM system.databases WHERE name = ? OR startsWith(name, ?)", db, db+"_")
-		if err != nil {
-			return
-		}
-		var names []string
-		for rows.Next() {
-			var n string
-			if rows.Scan(&n) == nil {
-				names = append(names, n)
-			}
-		}
-		rows.Close()
-		for _, n := range names {
-			_ = conns[0].Exec(context.Background(), "DROP DATABASE IF EXISTS "+n+" ON CLUSTER shukei")
-		}
-	})
+	t.Cleanup(func() { dropRunDatabases(conns[0], db) })
 	layout := migrations.Layout{Cluster: "shukei"}
 	start := time.Now()
 	first, err := migrations.ApplyLayout(ctx, conns[0], db, layout)
@@ -195,4 +188,102 @@ func isSharded(db, name string) bool {
 		}
 	}
 	return false
+}
+
+// 'shukei migrate' with clickhouse.cluster set lays the schema out on the cluster and declares
+// every role's users on every node: a role connects to any node, as its own users, and reaches
+// only its databases there.
+func TestClusterMigrateDeclaresUsersOnEveryNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	admin := clusterConn(t, clusterCH[0])
+	db := fmt.Sprintf("t_users_%d", time.Now().UnixNano())
+	t.Cleanup(func() { dropRunDatabases(admin, db) })
+
+	root := servicetest.ModuleRoot(t)
+	base, err := os.ReadFile(filepath.Join(root, ".services", "cluster", "clickhouse.dir"))
+	if err != nil {
+		servicetest.Unavailable(t, "the ClickHouse cluster's state (scripts/services.sh up --cluster)", err)
+	}
+	var dirs []string
+	for _, n := range clusterNodes {
+		dirs = append(dirs, filepath.Join(strings.TrimSpace(string(base)), n, "users.d"))
+	}
+	key := make([]byte, chain.KeySize)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.ClickHouse.Addr = []string{clusterCH[0]}
+	cfg.ClickHouse.Database = db
+	cfg.ClickHouse.Cluster = "shukei"
+	cfg.ClickHouse.UsersDir = strings.Join(dirs, string(filepath.ListSeparator))
+	cfg.ClickHouse.UsersKey = hex.EncodeToString(key)
+	var out strings.Builder
+	if err := ops.Migrate(ctx, &out, cfg); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "on every node of cluster shukei") || strings.Count(out.String(), "role users:") != len(dirs) {
+		t.Errorf("migrate said:\n%s", out.String())
+	}
+	t.Cleanup(func() {
+		for _, d := range dirs {
+			_ = os.Remove(filepath.Join(d, migrations.UsersFileName(db)))
+		}
+	})
+
+	users := migrations.AllUsers(db, key)
+	proc, ok := migrations.Find(users, db+"_processor")
+	if !ok {
+		t.Fatal("no processor user")
+	}
+	for i, addr := range clusterCH {
+		var conn driver.Conn
+		var err error
+		deadline := time.Now().Add(30 * time.Second) // a node reloads users.d within seconds
+		for {
+			conn, err = clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, Auth: clickhouse.Auth{Username: proc.Name, Password: proc.Password, Database: db}, DialTimeout: 5 * time.Second})
+			if err == nil {
+				err = conn.Ping(ctx)
+			}
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			if conn != nil {
+				_ = conn.Close()
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if err != nil {
+			t.Errorf("%s: the processor's user cannot connect: %v", clusterNodes[i], err)
+			continue
+		}
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".events").Scan(&n); err != nil {
+			t.Errorf("%s: the processor's user cannot read its store: %v", clusterNodes[i], err)
+		}
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"_audit.audit_log").Scan(&n); err == nil {
+			t.Errorf("%s: the processor's user read the audit log, which is not its database", clusterNodes[i])
+		}
+		_ = conn.Close()
+	}
+}
+
+// dropRunDatabases drops the run's databases on every node.
+func dropRunDatabases(conn driver.Conn, db string) {
+	rows, err := conn.Query(context.Background(), "SELECT name FROM system.databases WHERE name = ? OR startsWith(name, ?)", db, db+"_")
+	if err != nil {
+		return
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if rows.Scan(&n) == nil {
+			names = append(names, n)
+		}
+	}
+	rows.Close()
+	for _, n := range names {
+		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+n+" ON CLUSTER shukei")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/migrations"
@@ -19,15 +20,19 @@ func Migrate(ctx context.Context, out io.Writer, cfg config.Config) error {
 		return err
 	}
 	defer conn.Close()
-	res, err := migrations.Apply(ctx, conn, c.Database)
+	res, err := migrations.ApplyLayout(ctx, conn, c.Database, migrations.Layout{Cluster: c.Cluster})
 	for _, m := range res.Applied {
 		fmt.Fprintf(out, "applied  %04d_%s\n", m.Version, m.Name)
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "database %s is at migration %d (%d applied now, %d already)\n",
-		c.Database, len(res.Applied)+len(res.Skipped), len(res.Applied), len(res.Skipped))
+	where := "the server"
+	if c.Cluster != "" {
+		where = "every node of cluster " + c.Cluster
+	}
+	fmt.Fprintf(out, "database %s is at migration %d on %s (%d applied now, %d already)\n",
+		c.Database, len(res.Applied)+len(res.Skipped), where, len(res.Applied), len(res.Skipped))
 	return writeUsers(out, cfg)
 }
 
@@ -52,10 +57,13 @@ func writeUsers(out io.Writer, cfg config.Config) error {
 		fmt.Fprintf(out, "clickhouse.users_dir is not set: install this as users.d/%s on the server\n%s", migrations.UsersFileName(cfg.ClickHouse.Database), b)
 		return nil
 	}
-	path, err := migrations.WriteUsers(cfg.ClickHouse.UsersDir, cfg.ClickHouse.Database, users, cfg.ClickHouse.ReaderNetworks)
-	if err != nil {
-		return err
+	// On a cluster every node has a users.d of its own: a role connects to any node.
+	for _, dir := range filepath.SplitList(cfg.ClickHouse.UsersDir) {
+		path, err := migrations.WriteUsers(dir, cfg.ClickHouse.Database, users, cfg.ClickHouse.ReaderNetworks)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "role users: %d ClickHouse users of %d roles (purpose readers included), each allowed only its databases, in %s\n", len(users), len(migrations.Roles), path)
 	}
-	fmt.Fprintf(out, "role users: %d ClickHouse users of %d roles (purpose readers included), each allowed only its databases, in %s\n", len(users), len(migrations.Roles), path)
 	return nil
 }
