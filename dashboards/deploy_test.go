@@ -3,11 +3,13 @@ package dashboards
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/xml"
 	"fmt"
 	"io/fs"
 	"net"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -24,13 +26,15 @@ import (
 
 // Paths are relative to this package's folder, where `go test` runs.
 const (
-	composePath     = "../docker-compose.yml"
-	promConfigPath  = "prometheus/prometheus.yml"
-	promRulesPath   = "prometheus/rules.yml"
-	promRulesTest   = "prometheus/rules_test.yml"
-	grafanaDir      = "grafana"
-	datasourcesPath = "grafana/provisioning/datasources/datasources.yml"
-	providersPath   = "grafana/provisioning/dashboards/dashboards.yml"
+	composePath           = "../docker-compose.yml"
+	clusterComposePath    = "../docker-compose.cluster.yml"
+	clusterPromConfigPath = "../deploy/cluster/prometheus/prometheus.yml"
+	promConfigPath        = "prometheus/prometheus.yml"
+	promRulesPath         = "prometheus/rules.yml"
+	promRulesTest         = "prometheus/rules_test.yml"
+	grafanaDir            = "grafana"
+	datasourcesPath       = "grafana/provisioning/datasources/datasources.yml"
+	providersPath         = "grafana/provisioning/dashboards/dashboards.yml"
 
 	// roleImage is the one image every service built from the Dockerfile runs.
 	roleImage = "shukei:dev"
@@ -44,6 +48,24 @@ var roles = []struct{ name, port, listen string }{
 	{"processor", "9101", "listen"},
 	{"aggregator", "9102", "listen"},
 	{"query", "9103", "ops_listen"},
+}
+
+// stack is one Compose file: the Prometheus configuration its prometheus service reads and how
+// many instances of each role it runs (one, named after the role, unless said; more are named
+// <role>-1, <role>-2, ...).
+type stack struct {
+	path       string
+	promConfig string
+	instances  map[string]int
+}
+
+// stacks are the Compose files: docker-compose.yml, one node of everything, and
+// docker-compose.cluster.yml, the same stack on ClickHouse and Kafka clusters, with three
+// processors and two aggregators. Every check of TestComposeConfig and TestComposeStack runs on
+// each; TestComposeCluster adds what only the cluster has.
+var stacks = []stack{
+	{path: composePath, promConfig: promConfigPath},
+	{path: clusterComposePath, promConfig: clusterPromConfigPath, instances: map[string]int{"processor": 3, "aggregator": 2}},
 }
 
 // oneShots prepare ClickHouse and Kafka and exit before the roles start.
@@ -89,33 +111,45 @@ var targetLabels = []string{"job", "instance", "role"}
 // requiredAlerts must exist in rules.yml.
 var requiredAlerts = []string{"ShukeiConsumerLagHigh", "ShukeiDLQRateHigh", "ShukeiInsertErrors", "ShukeiPrivacyBudgetLow", "ShukeiReleaseRefused", "ShukeiAuditWriteFailing"}
 
-// (a) Compose itself accepts the file.
+// (a) Compose itself accepts each file.
 // Grafana has no default admin password: without GRAFANA_ADMIN_PASSWORD Compose refuses.
 func TestComposeConfig(t *testing.T) {
 	bin := requireTool(t, "docker-compose", "docker-compose")
-	// The secrets 'shukei keys compose' writes into .env; GRAFANA_ADMIN_PASSWORD alone unset.
-	for _, k := range []string{"SHUKEI_MASTER_KEY", "SHUKEI_CLICKHOUSE_PASSWORD", "SHUKEI_USERS_KEY", "SHUKEI_COLLECTOR_KEY",
-		"SHUKEI_PROCESSOR_KEY", "SHUKEI_AGGREGATOR_KEY", "SHUKEI_QUERY_KEY", "SHUKEI_RETENTION_KEY", "SHUKEI_AUDIT_KEY", "SHUKEI_LEDGER_KEY"} {
-		t.Setenv(k, strings.Repeat("5a", 32))
-	}
-	t.Setenv("GRAFANA_ADMIN_PASSWORD", "")
-	os.Unsetenv("GRAFANA_ADMIN_PASSWORD")
-	var refused bytes.Buffer
-	cmd := exec.Command(bin, "-f", composePath, "config", "-q")
-	cmd.Stdout, cmd.Stderr = &refused, &refused
-	if err := cmd.Run(); err == nil || !strings.Contains(refused.String(), "GRAFANA_ADMIN_PASSWORD") {
-		t.Errorf("docker-compose config without GRAFANA_ADMIN_PASSWORD: %v\n%s (want a refusal naming it: no default admin password)", err, refused.String())
-	}
-	t.Setenv("GRAFANA_ADMIN_PASSWORD", "a-long-random-password")
-	out := runTool(t, bin, "-f", composePath, "config", "-q")
-	if strings.TrimSpace(out) != "" {
-		t.Errorf("docker-compose config -q printed warnings (a variable without a ${VAR:-default}?):\n%s", out)
+	for _, st := range stacks {
+		t.Run(filepath.Base(st.path), func(t *testing.T) {
+			// The secrets 'shukei keys compose' writes into .env; GRAFANA_ADMIN_PASSWORD alone unset.
+			for _, k := range []string{"SHUKEI_MASTER_KEY", "SHUKEI_CLICKHOUSE_PASSWORD", "SHUKEI_USERS_KEY", "SHUKEI_COLLECTOR_KEY",
+				"SHUKEI_PROCESSOR_KEY", "SHUKEI_AGGREGATOR_KEY", "SHUKEI_QUERY_KEY", "SHUKEI_RETENTION_KEY", "SHUKEI_AUDIT_KEY", "SHUKEI_LEDGER_KEY"} {
+				t.Setenv(k, strings.Repeat("5a", 32))
+			}
+			t.Setenv("GRAFANA_ADMIN_PASSWORD", "")
+			os.Unsetenv("GRAFANA_ADMIN_PASSWORD")
+			var refused bytes.Buffer
+			cmd := exec.Command(bin, "-f", st.path, "config", "-q")
+			cmd.Stdout, cmd.Stderr = &refused, &refused
+			if err := cmd.Run(); err == nil || !strings.Contains(refused.String(), "GRAFANA_ADMIN_PASSWORD") {
+				t.Errorf("docker-compose config without GRAFANA_ADMIN_PASSWORD: %v\n%s (want a refusal naming it: no default admin password)", err, refused.String())
+			}
+			t.Setenv("GRAFANA_ADMIN_PASSWORD", "a-long-random-password")
+			out := runTool(t, bin, "-f", st.path, "config", "-q")
+			if strings.TrimSpace(out) != "" {
+				t.Errorf("docker-compose config -q printed warnings (a variable without a ${VAR:-default}?):\n%s", out)
+			}
+		})
 	}
 }
 
-// (b) The stack is wired the way the roles need it.
+// (b) Each stack is wired the way the roles need it.
 func TestComposeStack(t *testing.T) {
-	c := loadCompose(t)
+	for _, st := range stacks {
+		t.Run(filepath.Base(st.path), func(t *testing.T) {
+			checkStack(t, st)
+		})
+	}
+}
+
+func checkStack(t *testing.T, st stack) {
+	c := loadComposeFile(t, st.path)
 
 	t.Run("every service built from the Dockerfile runs the one image", func(t *testing.T) {
 		for _, name := range sortedKeys(c.Services) {
@@ -134,24 +168,27 @@ func TestComposeStack(t *testing.T) {
 
 	for _, r := range roles {
 		t.Run("role "+r.name, func(t *testing.T) {
-			s, ok := c.Services[r.name]
-			if !ok {
-				t.Fatalf("no service %q", r.name)
+			names := roleInstances(c, r.name)
+			if want := instanceNames(r.name, st.instanceCount(r.name)); !slices.Equal(names, want) {
+				t.Fatalf("services %q run it, want %q", names, want)
 			}
-			checkShukeiService(t, r.name, s)
-			if !slices.Contains(containerPorts(s), r.port) {
-				t.Errorf("publishes container ports %v, want %s (its metrics port, scraped by prometheus.yml)", containerPorts(s), r.port)
-			}
-			cfg := roleConfig(t, s)
-			checkListen(t, r.name, r.listen, r.port, cfg)
-			deps := dependsOn(s)
-			for _, o := range oneShots {
-				if deps[o] != "service_completed_successfully" {
-					t.Errorf("depends_on %s: condition %q, want service_completed_successfully (schema and topics first)", o, deps[o])
+			for _, name := range names {
+				s := c.Services[name]
+				checkShukeiService(t, r.name, s)
+				if !slices.Contains(containerPorts(s), r.port) {
+					t.Errorf("%s: publishes container ports %v, want %s (its metrics port, scraped by %s)", name, containerPorts(s), r.port, st.promConfig)
 				}
-			}
-			if s.Restart == "" || s.Restart == "no" {
-				t.Errorf("restart %q: a long-running role should come back after a crash", s.Restart)
+				cfg := roleConfig(t, s)
+				checkListen(t, r.name, r.listen, r.port, cfg)
+				deps := dependsOn(s)
+				for _, o := range oneShots {
+					if deps[o] != "service_completed_successfully" {
+						t.Errorf("%s: depends_on %s: condition %q, want service_completed_successfully (schema and topics first)", name, o, deps[o])
+					}
+				}
+				if s.Restart == "" || s.Restart == "no" {
+					t.Errorf("%s: restart %q: a long-running role should come back after a crash", name, s.Restart)
+				}
 			}
 		})
 	}
@@ -233,8 +270,11 @@ func TestComposeStack(t *testing.T) {
 		if deps[tokenService] != "service_completed_successfully" {
 			t.Errorf("depends_on %s: condition %q, want service_completed_successfully (its token first)", tokenService, deps[tokenService])
 		}
-		if _, ok := deps["clickhouse"]; ok {
-			t.Error("depends on clickhouse: Grafana reads the query service, not ClickHouse")
+		clickhouses := servicesOfImage(c, clickhouseServerImage)
+		for _, ch := range clickhouses {
+			if _, ok := deps[ch]; ok {
+				t.Errorf("depends on %s: Grafana reads the query service, not ClickHouse", ch)
+			}
 		}
 		for k, v := range g.Environment {
 			if strings.Contains(strings.ToLower(k+"="+v), "clickhouse") {
@@ -242,7 +282,7 @@ func TestComposeStack(t *testing.T) {
 			}
 		}
 		// No volume a ClickHouse service or migrate writes (users.d, passwords).
-		for _, other := range []string{"clickhouse", "migrate"} {
+		for _, other := range append(clickhouses, "migrate") {
 			for _, v := range c.Services[other].Volumes {
 				src, _ := mount(v)
 				for _, gv := range g.Volumes {
@@ -253,6 +293,10 @@ func TestComposeStack(t *testing.T) {
 			}
 		}
 		checkPlugins(t, g, loadDatasources(t))
+	})
+
+	t.Run("grafana reads the provisioning, the dashboards and its token", func(t *testing.T) {
+		checkGrafanaWiring(t, c, loadDatasources(t))
 	})
 
 	// Promise 16: each container gets only its own secrets, each from a variable Compose
@@ -281,7 +325,9 @@ func TestComposeStack(t *testing.T) {
 			if s.Image != roleImage {
 				continue
 			}
-			allowed, ok := want[name]
+			// An instance of a role (processor-2) holds the role's secrets.
+			role := roleOf(name)
+			allowed, ok := want[role]
 			if !ok {
 				t.Errorf("%s: a Shukei service this test does not know; say which secrets it needs", name)
 				continue
@@ -302,8 +348,8 @@ func TestComposeStack(t *testing.T) {
 					t.Errorf("%s lacks %s", name, k)
 				}
 			}
-			if v := s.Environment["SHUKEI_CLICKHOUSE_ROLE_KEY"]; v != "" && !strings.Contains(v, "SHUKEI_"+strings.ToUpper(name)+"_KEY") {
-				t.Errorf("%s's role key is %s: want its own, ${SHUKEI_%s_KEY}", name, v, strings.ToUpper(name))
+			if v := s.Environment["SHUKEI_CLICKHOUSE_ROLE_KEY"]; v != "" && !strings.Contains(v, "SHUKEI_"+strings.ToUpper(role)+"_KEY") {
+				t.Errorf("%s's role key is %s: want its own, ${SHUKEI_%s_KEY}", name, v, strings.ToUpper(role))
 			}
 		}
 	})
@@ -326,6 +372,23 @@ func TestComposeStack(t *testing.T) {
 		}
 	})
 
+	t.Run("no host port is published twice", func(t *testing.T) {
+		by := map[string]string{} // host port -> service
+		for _, name := range sortedKeys(c.Services) {
+			for _, p := range c.Services[name].Ports {
+				hp := hostPort(p)
+				if hp == "" {
+					t.Errorf("%s: port %v has no fixed host port", name, p)
+					continue
+				}
+				if other, dup := by[hp]; dup {
+					t.Errorf("%s and %s both publish host port %s", other, name, hp)
+				}
+				by[hp] = name
+			}
+		}
+	})
+
 	t.Run("depends_on conditions can be met", func(t *testing.T) {
 		for _, name := range sortedKeys(c.Services) {
 			for dep, cond := range dependsOn(c.Services[name]) {
@@ -340,9 +403,26 @@ func TestComposeStack(t *testing.T) {
 				}
 			}
 		}
-		for _, infra := range []string{"kafka", "clickhouse"} {
-			if s, ok := c.Services[infra]; !ok || s.Healthcheck == nil {
-				t.Errorf("%s: missing, or without a healthcheck", infra)
+		// Every Kafka broker, ClickHouse server and Keeper node says when it is ready.
+		for _, image := range []string{kafkaImage, clickhouseServerImage} {
+			infra := servicesOfImage(c, image)
+			if len(infra) == 0 {
+				t.Errorf("no %s service", image)
+			}
+			for _, name := range append(infra, servicesOfImage(c, clickhouseKeeperImage)...) {
+				if s := c.Services[name]; s.Healthcheck == nil || len(s.Healthcheck.Test) == 0 {
+					t.Errorf("%s: no healthcheck", name)
+				}
+			}
+		}
+		// The one-shots wait for every node they talk to: migrate for each ClickHouse server
+		// (distributed DDL waits for all), topics for each broker.
+		for oneShot, image := range map[string]string{"migrate": clickhouseServerImage, "topics": kafkaImage} {
+			deps := dependsOn(c.Services[oneShot])
+			for _, name := range servicesOfImage(c, image) {
+				if deps[name] != "service_healthy" {
+					t.Errorf("%s: depends_on %s: condition %q, want service_healthy", oneShot, name, deps[name])
+				}
 			}
 		}
 	})
@@ -357,12 +437,207 @@ func TestComposeStack(t *testing.T) {
 					}
 					continue
 				}
-				if _, err := os.Stat(filepath.Join(filepath.Dir(composePath), src)); err != nil {
+				if _, err := os.Stat(filepath.Join(filepath.Dir(st.path), src)); err != nil {
 					t.Errorf("%s: bind mount source: %v", name, err)
 				}
 			}
 		}
 	})
+
+	// Prometheus reads st.promConfig, which scrapes every instance of every role.
+	var pc promConfig
+	readYAML(t, st.promConfig, &pc)
+
+	t.Run("prometheus scrapes every role instance", func(t *testing.T) {
+		scraped := map[string]string{} // target -> role label
+		for _, sc := range pc.ScrapeConfigs {
+			if sc.MetricsPath != "" && sc.MetricsPath != "/metrics" {
+				t.Errorf("job %s: metrics_path %q, the roles serve /metrics", sc.JobName, sc.MetricsPath)
+			}
+			for _, stc := range sc.StaticConfigs {
+				for _, target := range stc.Targets {
+					scraped[target] = stc.Labels["role"]
+				}
+			}
+		}
+		for _, r := range roles {
+			for _, name := range roleInstances(c, r.name) {
+				target := net.JoinHostPort(name, r.port)
+				role, ok := scraped[target]
+				if !ok {
+					t.Errorf("%s: no scrape target %s (compose service name and metrics port)", st.promConfig, target)
+				} else if role != r.name {
+					t.Errorf("%s: target %s: role label %q, want %q (dashboards use it)", st.promConfig, target, role, r.name)
+				}
+				delete(scraped, target)
+			}
+		}
+		for target, role := range scraped {
+			if role != "" {
+				t.Errorf("%s: target %s (role %s) is no role instance of %s", st.promConfig, target, role, st.path)
+			}
+		}
+	})
+
+	t.Run("prometheus files resolve in the container and in the checkout", func(t *testing.T) {
+		prom := c.Services["prometheus"]
+		var inContainer string
+		for _, arg := range prom.Command {
+			if v, ok := strings.CutPrefix(arg, "--config.file="); ok {
+				inContainer = v
+			}
+		}
+		if inContainer == "" {
+			t.Fatalf("prometheus service: no --config.file in command %q", prom.Command)
+		}
+		checkMountedAs(t, prom, inContainer, st.promConfig)
+		for _, f := range pc.RuleFiles {
+			if filepath.IsAbs(f) {
+				t.Errorf("rule_files %q: use a path relative to prometheus.yml, so promtool and the container agree", f)
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(st.promConfig), f)); err != nil {
+				t.Errorf("rule_files: %v", err)
+			}
+			checkMountedAs(t, prom, path.Join(path.Dir(inContainer), f), filepath.Join(filepath.Dir(st.promConfig), f))
+		}
+	})
+}
+
+// promConfig is the part of a prometheus.yml the checks read.
+type promConfig struct {
+	RuleFiles     []string `yaml:"rule_files"`
+	ScrapeConfigs []struct {
+		JobName       string `yaml:"job_name"`
+		MetricsPath   string `yaml:"metrics_path"`
+		StaticConfigs []struct {
+			Targets []string          `yaml:"targets"`
+			Labels  map[string]string `yaml:"labels"`
+		} `yaml:"static_configs"`
+	} `yaml:"scrape_configs"`
+}
+
+// instanceCount is how many instances of role st runs.
+func (st stack) instanceCount(role string) int {
+	if n, ok := st.instances[role]; ok {
+		return n
+	}
+	return 1
+}
+
+// instanceNames are the service names of n instances of role: the role's own for one,
+// <role>-1 ... <role>-n for more.
+func instanceNames(role string, n int) []string {
+	if n == 1 {
+		return []string{role}
+	}
+	var out []string
+	for i := 1; i <= n; i++ {
+		out = append(out, fmt.Sprintf("%s-%d", role, i))
+	}
+	return out
+}
+
+// roleInstances lists the services that are role or an instance of it (role-N), sorted.
+func roleInstances(c compose, role string) []string {
+	var out []string
+	for _, name := range sortedKeys(c.Services) {
+		if roleOf(name) == role {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// roleOf is the role a service name is an instance of: processor-2 → processor.
+func roleOf(service string) string {
+	if m := instanceName.FindStringSubmatch(service); m != nil {
+		return m[1]
+	}
+	return service
+}
+
+var instanceName = regexp.MustCompile(`^([a-z]+)-[1-9][0-9]*$`)
+
+// The official images of the stacks' infrastructure, without their tags.
+const (
+	kafkaImage            = "apache/kafka"
+	clickhouseServerImage = "clickhouse/clickhouse-server"
+	clickhouseKeeperImage = "clickhouse/clickhouse-keeper"
+)
+
+// servicesOfImage lists the services that run image (any tag), sorted.
+func servicesOfImage(c compose, image string) []string {
+	var out []string
+	for _, name := range sortedKeys(c.Services) {
+		if repo, _, _ := strings.Cut(c.Services[name].Image, ":"); repo == image {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// checkGrafanaWiring checks what Grafana's data sources and dashboards need from a stack: the
+// hosts they call are services of it (never ClickHouse), the variables datasources.yml reads are
+// set, the query token file is the one the token one-shot writes, and the provisioning and
+// dashboard folders are mounted from this folder.
+func checkGrafanaWiring(t *testing.T, c compose, ds []provisionedDatasource) {
+	t.Helper()
+	grafana, ok := c.Services["grafana"]
+	if !ok {
+		t.Fatal("no grafana service")
+	}
+	clickhouses := servicesOfImage(c, clickhouseServerImage)
+	for _, d := range ds {
+		host, _ := d.JSONData["host"].(string)
+		if d.URL != "" {
+			host = strings.TrimPrefix(strings.TrimPrefix(d.URL, "http://"), "https://")
+			host, _, _ = net.SplitHostPort(strings.TrimSuffix(host, "/"))
+		}
+		if _, ok := c.Services[host]; !ok {
+			t.Errorf("%s: host %q is not a compose service", d.Name, host)
+		}
+		// Promise 10: Grafana holds no ClickHouse credentials and reads no database.
+		if host == "clickhouse" || slices.Contains(clickhouses, host) {
+			t.Errorf("%s: a data source on %q, a ClickHouse server; Grafana reads Shukei's data only through the query service", d.Name, host)
+		}
+	}
+	checkReportsDatasource(t, ds, c)
+	b, err := os.ReadFile(datasourcesPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`\$\{?([A-Za-z_][A-Za-z0-9_]*)`).FindAllStringSubmatch(string(b), -1) {
+		if m[1] == "__file" {
+			continue // checked below
+		}
+		if _, ok := grafana.Environment[m[1]]; !ok {
+			t.Errorf("datasources.yml reads $%s, which the grafana service's environment does not set", m[1])
+		}
+	}
+	// A secret read from a file ($__file{path}) is the query token the one-shot writes, into
+	// a named volume both services mount.
+	for _, m := range regexp.MustCompile(`\$__file\{([^}]+)\}`).FindAllStringSubmatch(string(b), -1) {
+		checkTokenFile(t, c, grafana, m[1])
+	}
+	checkMountedAs(t, grafana, "/etc/grafana/provisioning/datasources", filepath.Dir(datasourcesPath))
+	checkMountedAs(t, grafana, "/etc/grafana/provisioning/dashboards", filepath.Dir(providersPath))
+	// The dashboard provider reads this folder.
+	var pv struct {
+		Providers []struct {
+			Name    string `yaml:"name"`
+			Options struct {
+				Path string `yaml:"path"`
+			} `yaml:"options"`
+		} `yaml:"providers"`
+	}
+	readYAML(t, providersPath, &pv)
+	if len(pv.Providers) == 0 {
+		t.Error("no dashboard providers")
+	}
+	for _, p := range pv.Providers {
+		checkMountedAs(t, grafana, p.Options.Path, grafanaDir)
+	}
 }
 
 // checkShukeiService checks what every service running the Shukei image needs.
@@ -453,79 +728,25 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
-// (c) Prometheus accepts its configuration and rules, the rules behave as their unit tests say,
-// and every role is scraped.
+// (c) Prometheus accepts each stack's configuration and the rules, and the rules behave as
+// their unit tests say. That every role instance is scraped is a check of TestComposeStack.
 func TestPrometheus(t *testing.T) {
-	for _, tc := range []struct {
+	type promtoolRun struct {
 		name string
 		args []string
-	}{
-		{"check config", []string{"check", "config", promConfigPath}},
-		{"check rules", []string{"check", "rules", promRulesPath}},
-		{"test rules", []string{"test", "rules", promRulesTest}},
-	} {
+	}
+	var checks []promtoolRun
+	for _, st := range stacks {
+		checks = append(checks, promtoolRun{"check config " + st.promConfig, []string{"check", "config", st.promConfig}})
+	}
+	checks = append(checks,
+		promtoolRun{"check rules", []string{"check", "rules", promRulesPath}},
+		promtoolRun{"test rules", []string{"test", "rules", promRulesTest}})
+	for _, tc := range checks {
 		t.Run("promtool "+tc.name, func(t *testing.T) {
 			runTool(t, requireTool(t, "promtool", "prometheus"), tc.args...)
 		})
 	}
-
-	var pc struct {
-		RuleFiles     []string `yaml:"rule_files"`
-		ScrapeConfigs []struct {
-			JobName       string `yaml:"job_name"`
-			MetricsPath   string `yaml:"metrics_path"`
-			StaticConfigs []struct {
-				Targets []string          `yaml:"targets"`
-				Labels  map[string]string `yaml:"labels"`
-			} `yaml:"static_configs"`
-		} `yaml:"scrape_configs"`
-	}
-	readYAML(t, promConfigPath, &pc)
-
-	t.Run("every role is scraped", func(t *testing.T) {
-		scraped := map[string]string{} // target -> role label
-		for _, sc := range pc.ScrapeConfigs {
-			if sc.MetricsPath != "" && sc.MetricsPath != "/metrics" {
-				t.Errorf("job %s: metrics_path %q, the roles serve /metrics", sc.JobName, sc.MetricsPath)
-			}
-			for _, st := range sc.StaticConfigs {
-				for _, target := range st.Targets {
-					scraped[target] = st.Labels["role"]
-				}
-			}
-		}
-		for _, r := range roles {
-			target := net.JoinHostPort(r.name, r.port)
-			role, ok := scraped[target]
-			if !ok {
-				t.Errorf("no scrape target %s (compose service name and metrics port)", target)
-			} else if role != r.name {
-				t.Errorf("target %s: role label %q, want %q (dashboards use it)", target, role, r.name)
-			}
-		}
-	})
-
-	t.Run("files resolve in the container and in the checkout", func(t *testing.T) {
-		for _, f := range pc.RuleFiles {
-			if filepath.IsAbs(f) {
-				t.Errorf("rule_files %q: use a path relative to prometheus.yml, so promtool and the container agree", f)
-			}
-			if _, err := os.Stat(filepath.Join(filepath.Dir(promConfigPath), f)); err != nil {
-				t.Errorf("rule_files: %v", err)
-			}
-		}
-		prom := loadCompose(t).Services["prometheus"]
-		var inContainer string
-		for _, arg := range prom.Command {
-			if v, ok := strings.CutPrefix(arg, "--config.file="); ok {
-				inContainer = v
-			}
-		}
-		if inContainer == "" {
-			t.Fatalf("prometheus service: no --config.file in command %q", prom.Command)
-		}
-		checkMountedAs(t, prom, inContainer, promConfigPath)
-	})
 
 	t.Run("alert rules", func(t *testing.T) {
 		var rf struct {
@@ -598,14 +819,11 @@ var stableDashboards = []string{"shukei-pipeline", "shukei-purposes"}
 // (with their provisioned types); Prometheus queries read only metrics the roles export, with
 // valid PromQL; Infinity queries use the plugin's query model and name one report of an
 // aggregate purpose of the query service, with its own parameters and columns
-// (checkInfinityTarget; TestReportPanelsOnQueryService runs them).
+// (checkInfinityTarget; TestReportPanelsOnQueryService runs them). What the data sources need
+// from each stack (the hosts they call, the token, the mounts) is TestComposeStack's
+// (checkGrafanaWiring).
 func TestDashboards(t *testing.T) {
 	ds := loadDatasources(t)
-	c := loadCompose(t)
-	grafana, ok := c.Services["grafana"]
-	if !ok {
-		t.Fatal("no grafana service in docker-compose.yml")
-	}
 
 	dsType := map[string]string{} // uid -> type; "" is the default data source
 	t.Run("datasources", func(t *testing.T) {
@@ -623,59 +841,14 @@ func TestDashboards(t *testing.T) {
 				}
 				dsType[""] = d.Type
 			}
-			host, _ := d.JSONData["host"].(string)
-			if d.URL != "" {
-				host = strings.TrimPrefix(strings.TrimPrefix(d.URL, "http://"), "https://")
-				host, _, _ = net.SplitHostPort(strings.TrimSuffix(host, "/"))
-			}
-			if _, ok := c.Services[host]; !ok {
-				t.Errorf("%s: host %q is not a compose service", d.Name, host)
-			}
-			// Promise 10: Grafana holds no ClickHouse credentials and reads no database.
-			if strings.Contains(strings.ToLower(d.Type), "clickhouse") || host == "clickhouse" {
-				t.Errorf("%s: a %s data source on %q; Grafana reads Shukei's data only through the query service", d.Name, d.Type, host)
+			// Promise 10: Grafana holds no ClickHouse credentials and reads no database (that no
+			// data source calls a ClickHouse server of a stack is checkGrafanaWiring's).
+			if strings.Contains(strings.ToLower(d.Type), "clickhouse") {
+				t.Errorf("%s: a %s data source; Grafana reads Shukei's data only through the query service", d.Name, d.Type)
 			}
 			if d.Type != "prometheus" && d.Type != infinityType {
 				t.Errorf("%s: type %q; the stack's data sources are Prometheus and Infinity (the query service's reports)", d.Name, d.Type)
 			}
-		}
-		checkReportsDatasource(t, ds, c)
-		b, err := os.ReadFile(datasourcesPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range regexp.MustCompile(`\$\{?([A-Za-z_][A-Za-z0-9_]*)`).FindAllStringSubmatch(string(b), -1) {
-			if m[1] == "__file" {
-				continue // checked below
-			}
-			if _, ok := grafana.Environment[m[1]]; !ok {
-				t.Errorf("datasources.yml reads $%s, which the grafana service's environment does not set", m[1])
-			}
-		}
-		// A secret read from a file ($__file{path}) is the query token the one-shot writes, into
-		// a named volume both services mount.
-		for _, m := range regexp.MustCompile(`\$__file\{([^}]+)\}`).FindAllStringSubmatch(string(b), -1) {
-			checkTokenFile(t, c, grafana, m[1])
-		}
-		checkMountedAs(t, grafana, "/etc/grafana/provisioning/datasources", filepath.Dir(datasourcesPath))
-		checkMountedAs(t, grafana, "/etc/grafana/provisioning/dashboards", filepath.Dir(providersPath))
-	})
-
-	t.Run("dashboard provider reads this folder", func(t *testing.T) {
-		var pv struct {
-			Providers []struct {
-				Name    string `yaml:"name"`
-				Options struct {
-					Path string `yaml:"path"`
-				} `yaml:"options"`
-			} `yaml:"providers"`
-		}
-		readYAML(t, providersPath, &pv)
-		if len(pv.Providers) == 0 {
-			t.Fatal("no dashboard providers")
-		}
-		for _, p := range pv.Providers {
-			checkMountedAs(t, grafana, p.Options.Path, grafanaDir)
 		}
 	})
 
@@ -1089,6 +1262,7 @@ type compose struct {
 
 type service struct {
 	Image       string            `yaml:"image"`
+	Hostname    string            `yaml:"hostname"`
 	Build       any               `yaml:"build"`
 	Command     []string          `yaml:"command"`
 	Environment map[string]string `yaml:"environment"`
@@ -1104,10 +1278,15 @@ type service struct {
 
 func loadCompose(t *testing.T) compose {
 	t.Helper()
+	return loadComposeFile(t, composePath)
+}
+
+func loadComposeFile(t *testing.T, path string) compose {
+	t.Helper()
 	var c compose
-	readYAML(t, composePath, &c)
+	readYAML(t, path, &c)
 	if len(c.Services) == 0 {
-		t.Fatalf("%s: no services", composePath)
+		t.Fatalf("%s: no services", path)
 	}
 	return c
 }
@@ -1166,6 +1345,23 @@ func hostIP(p any) string {
 		spec, _, _ := strings.Cut(fmt.Sprint(v), "/")
 		if parts := strings.Split(spec, ":"); len(parts) == 3 {
 			return parts[0]
+		}
+		return ""
+	}
+}
+
+// hostPort returns the host side of a published port, "" when Docker picks it.
+func hostPort(p any) string {
+	switch v := p.(type) {
+	case map[string]any:
+		if hp, ok := v["published"]; ok {
+			return fmt.Sprint(hp)
+		}
+		return ""
+	default:
+		spec, _, _ := strings.Cut(fmt.Sprint(v), "/")
+		if parts := strings.Split(spec, ":"); len(parts) >= 2 {
+			return parts[len(parts)-2]
 		}
 		return ""
 	}
@@ -1460,4 +1656,417 @@ func checkPlugins(t *testing.T, g service, ds []provisionedDatasource) {
 			t.Errorf("GF_INSTALL_PLUGINS installs %s, which no provisioned data source uses", id)
 		}
 	}
+}
+
+// (e) The cluster stack (docker-compose.cluster.yml) is the cluster Shukei's cluster mode needs
+// (docs/CLUSTER.md): four ClickHouse servers, one for each (shard, replica) of two shards of two
+// replicas, which cluster.xml's remote_servers names; three ClickHouse Keeper nodes in one Raft
+// group, which every server uses; three KRaft brokers, each broker and controller, replicating
+// every topic three times; and every Shukei service on all of them, with migrate writing the
+// roles' users into each server's users.d.
+func TestComposeCluster(t *testing.T) {
+	c := loadComposeFile(t, clusterComposePath)
+	dir := filepath.Dir(clusterComposePath)
+
+	// The Shukei services' settings, as the binary reads them; clickhouse.cluster names the
+	// remote_servers cluster.
+	shukei := map[string]config.Config{}
+	for _, name := range servicesOfImage(c, strings.Split(roleImage, ":")[0]) {
+		shukei[name] = roleConfig(t, c.Services[name])
+	}
+	if len(shukei) == 0 {
+		t.Fatal("no Shukei service")
+	}
+	clusterName := shukei["migrate"].ClickHouse.Cluster
+
+	t.Run("images are docker-compose.yml's", func(t *testing.T) {
+		single := loadCompose(t)
+		tags := map[string]string{} // repository -> tag in docker-compose.yml
+		for _, s := range single.Services {
+			if repo, tag, ok := strings.Cut(s.Image, ":"); ok {
+				tags[repo] = tag
+			}
+		}
+		// Keeper has no service in docker-compose.yml: it is the servers' release.
+		tags[clickhouseKeeperImage] = tags[clickhouseServerImage]
+		for _, name := range sortedKeys(c.Services) {
+			repo, tag, _ := strings.Cut(c.Services[name].Image, ":")
+			if want, ok := tags[repo]; !ok {
+				t.Errorf("%s: image %s, which docker-compose.yml does not run", name, c.Services[name].Image)
+			} else if tag != want {
+				t.Errorf("%s: image %s, want tag %q (docker-compose.yml's)", name, c.Services[name].Image, want)
+			}
+		}
+	})
+
+	// Each ClickHouse server's config.d files from the checkout: its macros and the cluster.
+	servers := servicesOfImage(c, clickhouseServerImage)
+	type node struct {
+		shard, replica string
+		cluster        string // the config.d file that holds remote_servers
+		conf           xmlNode
+	}
+	nodes := map[string]node{}
+	t.Run("four ClickHouse servers, one for each shard and replica", func(t *testing.T) {
+		if len(servers) != 4 {
+			t.Fatalf("ClickHouse servers %q, want 4 (two shards of two replicas)", servers)
+		}
+		usersVolumes := map[string]string{}
+		for _, name := range servers {
+			s := c.Services[name]
+			if s.Hostname != name {
+				t.Errorf("%s: hostname %q, want %q: the name remote_servers gives it and replicas fetch parts from", name, s.Hostname, name)
+			}
+			n := node{}
+			var macros []string
+			for _, v := range s.Volumes {
+				src, target := mount(v)
+				if !isBindSource(src) || !strings.HasPrefix(target, "/etc/clickhouse-server/") {
+					continue
+				}
+				if path.Dir(target) != "/etc/clickhouse-server/config.d" || path.Ext(target) != ".xml" {
+					t.Errorf("%s: %s is mounted at %s; the cluster's files go into config.d, as *.xml", name, src, target)
+					continue
+				}
+				if !mountReadOnly(v) {
+					t.Errorf("%s: %s is mounted read-write; mount it :ro", name, src)
+				}
+				x := readXML(t, filepath.Join(dir, src))
+				if m := x.all("macros"); len(m) > 0 {
+					macros = append(macros, src)
+					n.shard, n.replica = m[0].get("shard"), m[0].get("replica")
+				}
+				if len(x.all("remote_servers")) > 0 {
+					if n.cluster != "" {
+						t.Errorf("%s: remote_servers in %s and in %s", name, n.cluster, src)
+					}
+					n.cluster, n.conf = src, x
+				}
+			}
+			if len(macros) != 1 {
+				t.Errorf("%s: macros in %q, want one file of its own", name, macros)
+			}
+			if n.cluster == "" {
+				t.Errorf("%s: no config.d file defines remote_servers", name)
+			}
+			nodes[name] = n
+			vol := volumeMountedAt(s, "/etc/clickhouse-server/users.d")
+			if vol == "" {
+				t.Errorf("%s: users.d is no named volume: migrate cannot write the roles' users into it", name)
+			} else if other, dup := usersVolumes[vol]; dup {
+				t.Errorf("%s and %s share the users.d volume %q", other, name, vol)
+			}
+			usersVolumes[vol] = name
+		}
+		// Two shards of two replicas: each (shard, replica) once.
+		seen := map[[2]string]string{}
+		shards, replicas := map[string]bool{}, map[string]bool{}
+		for _, name := range servers {
+			n := nodes[name]
+			key := [2]string{n.shard, n.replica}
+			if n.shard == "" || n.replica == "" {
+				t.Errorf("%s: macros shard %q, replica %q: both must be set", name, n.shard, n.replica)
+			} else if other, dup := seen[key]; dup {
+				t.Errorf("%s and %s are both shard %s, replica %s", other, name, n.shard, n.replica)
+			}
+			seen[key] = name
+			shards[n.shard], replicas[n.replica] = true, true
+		}
+		if len(shards) != 2 || len(replicas) != 2 || len(seen) != 4 {
+			t.Errorf("macros %v: want every (shard, replica) of two shards and two replicas", seen)
+		}
+		// One cluster file, the same on every node.
+		for _, name := range servers {
+			if nodes[name].cluster != nodes[servers[0]].cluster {
+				t.Errorf("%s reads the cluster from %s, %s from %s: one file for every node", name, nodes[name].cluster, servers[0], nodes[servers[0]].cluster)
+			}
+		}
+	})
+
+	keepers := servicesOfImage(c, clickhouseKeeperImage)
+	t.Run("remote_servers names every server, shard by shard", func(t *testing.T) {
+		if len(servers) == 0 || nodes[servers[0]].cluster == "" {
+			t.Fatal("no cluster file (see the servers' check)")
+		}
+		n := nodes[servers[0]]
+		if clusterName == "" {
+			t.Fatal("migrate: clickhouse.cluster is not set")
+		}
+		cl := n.conf.all("remote_servers", clusterName)
+		if len(cl) != 1 {
+			t.Fatalf("%s: remote_servers has no cluster %q (clickhouse.cluster)", n.cluster, clusterName)
+		}
+		named := map[string]int{}
+		shardOf := map[string]string{} // macro shard -> remote_servers shard it is in
+		for i, sh := range cl[0].all("shard") {
+			if got := sh.get("internal_replication"); got != "true" {
+				t.Errorf("shard %d: internal_replication %q, want true (the replicated tables copy the rows)", i+1, got)
+			}
+			var macroShards []string
+			for _, r := range sh.all("replica") {
+				host, port := r.get("host"), r.get("port")
+				named[host]++
+				if !slices.Contains(servers, host) {
+					t.Errorf("shard %d: replica %s is no ClickHouse server of the stack", i+1, host)
+					continue
+				}
+				if port != "9000" {
+					t.Errorf("shard %d: replica %s on port %q, want 9000 (the native port in the container)", i+1, host, port)
+				}
+				macroShards = append(macroShards, nodes[host].shard)
+			}
+			slices.Sort(macroShards)
+			if macroShards = slices.Compact(macroShards); len(macroShards) != 1 {
+				t.Errorf("shard %d: its replicas have the macros shards %q, want one", i+1, macroShards)
+				continue
+			}
+			if prev, dup := shardOf[macroShards[0]]; dup {
+				t.Errorf("shards %s and %d both hold the nodes of macro shard %s", prev, i+1, macroShards[0])
+			}
+			shardOf[macroShards[0]] = fmt.Sprint(i + 1)
+		}
+		for _, name := range servers {
+			if named[name] != 1 {
+				t.Errorf("remote_servers cluster %s names %s %d times, want once", clusterName, name, named[name])
+			}
+		}
+		if len(cl[0].all("shard")) != 2 {
+			t.Errorf("remote_servers cluster %s has %d shards, want 2", clusterName, len(cl[0].all("shard")))
+		}
+		if n.conf.get("distributed_ddl", "path") == "" {
+			t.Error("no distributed_ddl path: ON CLUSTER statements need the queue")
+		}
+		// The coordination service is the stack's keepers, on the port they serve.
+		var zk []string
+		for _, z := range n.conf.all("zookeeper", "node") {
+			zk = append(zk, net.JoinHostPort(z.get("host"), z.get("port")))
+		}
+		var want []string
+		for _, k := range keepers {
+			want = append(want, net.JoinHostPort(k, "9181"))
+		}
+		if !sameSet(zk, want) {
+			t.Errorf("zookeeper nodes %q, want the keepers %q", zk, want)
+		}
+	})
+
+	t.Run("three ClickHouse Keeper nodes in one Raft group", func(t *testing.T) {
+		if len(keepers) != 3 {
+			t.Fatalf("keepers %q, want 3 (a majority survives one down)", keepers)
+		}
+		ids := map[string]string{}
+		var raft []string
+		for _, name := range keepers {
+			s := c.Services[name]
+			if s.Hostname != name {
+				t.Errorf("%s: hostname %q, want %q (the Raft configuration's)", name, s.Hostname, name)
+			}
+			var conf xmlNode
+			id := ""
+			for _, v := range s.Volumes {
+				src, target := mount(v)
+				if !isBindSource(src) {
+					continue
+				}
+				if !mountReadOnly(v) {
+					t.Errorf("%s: %s is mounted read-write; mount it :ro", name, src)
+				}
+				x := readXML(t, filepath.Join(dir, src))
+				switch {
+				case target == "/etc/clickhouse-keeper/keeper_config.xml":
+					conf = x
+				case path.Dir(target) == "/etc/clickhouse-keeper/keeper_config.d":
+					id = x.get("keeper_server", "server_id")
+				default:
+					t.Errorf("%s: %s is mounted at %s, which the keeper does not read", name, src, target)
+				}
+			}
+			if port := conf.get("keeper_server", "tcp_port"); port != "9181" {
+				t.Errorf("%s: keeper_server tcp_port %q, want 9181 (cluster.xml's)", name, port)
+			}
+			var r []string
+			for _, srv := range conf.all("keeper_server", "raft_configuration", "server") {
+				r = append(r, srv.get("id")+"@"+srv.get("hostname"))
+			}
+			slices.Sort(r)
+			if raft == nil {
+				raft = r
+			} else if !slices.Equal(r, raft) {
+				t.Errorf("%s: raft_configuration %q, another keeper's %q", name, r, raft)
+			}
+			if other, dup := ids[id]; id == "" {
+				t.Errorf("%s: no server_id in keeper_config.d", name)
+			} else if dup {
+				t.Errorf("%s and %s are both server_id %s: each keeper needs its own", other, name, id)
+			}
+			ids[id] = name
+		}
+		var want []string
+		for id, name := range ids {
+			want = append(want, id+"@"+name)
+		}
+		slices.Sort(want)
+		if !slices.Equal(raft, want) {
+			t.Errorf("raft_configuration %q, want each keeper with its server_id: %q", raft, want)
+		}
+	})
+
+	t.Run("three Kafka brokers, every topic on each", func(t *testing.T) {
+		brokers := servicesOfImage(c, kafkaImage)
+		if len(brokers) != 3 {
+			t.Fatalf("brokers %q, want 3", brokers)
+		}
+		var voters, advertised []string
+		for _, name := range brokers {
+			e := c.Services[name].Environment
+			id := e["KAFKA_NODE_ID"]
+			controller := listenerPort(e["KAFKA_LISTENERS"], "CONTROLLER")
+			voters = append(voters, id+"@"+name+":"+controller)
+			// What it advertises to the other containers (the Shukei services among them).
+			a := listenerAddr(e["KAFKA_ADVERTISED_LISTENERS"], e["KAFKA_INTER_BROKER_LISTENER_NAME"])
+			if host, _, _ := net.SplitHostPort(a); host != name {
+				t.Errorf("%s: advertises %q on %s, want its service name", name, a, e["KAFKA_INTER_BROKER_LISTENER_NAME"])
+			}
+			advertised = append(advertised, a)
+			for k, want := range map[string]string{
+				"KAFKA_PROCESS_ROLES":              "broker,controller",
+				"KAFKA_DEFAULT_REPLICATION_FACTOR": "3",
+				"KAFKA_MIN_INSYNC_REPLICAS":        "2",
+				"CLUSTER_ID":                       c.Services[brokers[0]].Environment["CLUSTER_ID"],
+				"KAFKA_CONTROLLER_QUORUM_VOTERS":   c.Services[brokers[0]].Environment["KAFKA_CONTROLLER_QUORUM_VOTERS"],
+			} {
+				if e[k] != want || want == "" {
+					t.Errorf("%s: %s=%q, want %q", name, k, e[k], want)
+				}
+			}
+		}
+		if got := strings.Split(c.Services[brokers[0]].Environment["KAFKA_CONTROLLER_QUORUM_VOTERS"], ","); !sameSet(got, voters) {
+			t.Errorf("KAFKA_CONTROLLER_QUORUM_VOTERS %q, want the three brokers' controllers %q (distinct node ids)", got, voters)
+		}
+		for _, name := range sortedKeys(shukei) {
+			cfg := shukei[name]
+			if !sameSet(cfg.Kafka.Brokers, advertised) {
+				t.Errorf("%s: kafka.brokers %q, want every broker %q", name, cfg.Kafka.Brokers, advertised)
+			}
+			if cfg.Kafka.ReplicationFactor != 3 {
+				t.Errorf("%s: kafka.replication_factor %d, want 3", name, cfg.Kafka.ReplicationFactor)
+			}
+		}
+	})
+
+	t.Run("every Shukei service knows the cluster and every node", func(t *testing.T) {
+		var want []string
+		for _, name := range servers {
+			want = append(want, net.JoinHostPort(name, "9000"))
+		}
+		for _, name := range sortedKeys(shukei) {
+			cfg := shukei[name]
+			if cfg.ClickHouse.Cluster != clusterName {
+				t.Errorf("%s: clickhouse.cluster %q, want %q", name, cfg.ClickHouse.Cluster, clusterName)
+			}
+			if !sameSet(cfg.ClickHouse.Addr, want) {
+				t.Errorf("%s: clickhouse.addr %q, want every server %q", name, cfg.ClickHouse.Addr, want)
+			}
+			// One order everywhere: the roles connect to the same node (docs/CLUSTER.md, the
+			// processor does not write per shard yet).
+			if !slices.Equal(cfg.ClickHouse.Addr, shukei["migrate"].ClickHouse.Addr) {
+				t.Errorf("%s: clickhouse.addr %q, migrate's %q: list the nodes in one order", name, cfg.ClickHouse.Addr, shukei["migrate"].ClickHouse.Addr)
+			}
+		}
+	})
+
+	t.Run("migrate writes the roles' users into every server's users.d", func(t *testing.T) {
+		m := c.Services["migrate"]
+		dirs := strings.Split(shukei["migrate"].ClickHouse.UsersDir, ":")
+		var got, want []string
+		for _, d := range dirs {
+			v := volumeMountedAt(m, d)
+			if v == "" {
+				t.Errorf("clickhouse.users_dir %s is no named volume migrate mounts", d)
+			}
+			got = append(got, v)
+		}
+		for _, name := range servers {
+			want = append(want, volumeMountedAt(c.Services[name], "/etc/clickhouse-server/users.d"))
+		}
+		if len(dirs) != len(servers) || !sameSet(got, want) {
+			t.Errorf("clickhouse.users_dir %q holds the volumes %q, want each server's users.d once: %q", dirs, got, want)
+		}
+	})
+}
+
+// volumeMountedAt returns the named volume a service mounts exactly at p, "" when none.
+func volumeMountedAt(s service, p string) string {
+	for _, v := range s.Volumes {
+		src, target := mount(v)
+		if !isBindSource(src) && src != "" && strings.TrimSuffix(target, "/") == strings.TrimSuffix(p, "/") {
+			return src
+		}
+	}
+	return ""
+}
+
+// listenerAddr returns the host:port of the named listener in a Kafka listener list
+// (NAME://host:port,...), "" when it is not there.
+func listenerAddr(listeners, name string) string {
+	for _, l := range strings.Split(listeners, ",") {
+		if n, addr, ok := strings.Cut(strings.TrimSpace(l), "://"); ok && n == name {
+			return addr
+		}
+	}
+	return ""
+}
+
+func listenerPort(listeners, name string) string {
+	_, port, _ := net.SplitHostPort(listenerAddr(listeners, name))
+	return port
+}
+
+// xmlNode is any element of a ClickHouse configuration file, with its children.
+type xmlNode struct {
+	XMLName xml.Name
+	Text    string    `xml:",chardata"`
+	Nodes   []xmlNode `xml:",any"`
+}
+
+// all returns the elements at the path of names below n.
+func (n xmlNode) all(names ...string) []xmlNode {
+	level := []xmlNode{n}
+	for _, name := range names {
+		var next []xmlNode
+		for _, x := range level {
+			for _, c := range x.Nodes {
+				if c.XMLName.Local == name {
+					next = append(next, c)
+				}
+			}
+		}
+		level = next
+	}
+	return level
+}
+
+// get returns the text of the first element at the path, "" when there is none.
+func (n xmlNode) get(names ...string) string {
+	if x := n.all(names...); len(x) > 0 {
+		return strings.TrimSpace(x[0].Text)
+	}
+	return ""
+}
+
+// readXML reads a ClickHouse (or Keeper) configuration file, whose root is <clickhouse>.
+func readXML(t *testing.T, path string) xmlNode {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var x xmlNode
+	if err := xml.Unmarshal(b, &x); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if x.XMLName.Local != "clickhouse" {
+		t.Fatalf("%s: root element <%s>, want <clickhouse>", path, x.XMLName.Local)
+	}
+	return x
 }
