@@ -573,8 +573,8 @@ func (c Config) Validate() error {
 	if c.Processor.BatchSize < 1 || c.Processor.BatchSize > 1000000 {
 		bad("processor.batch_size", "must be between 1 and 1000000 (ClickHouse splits bigger inserts, which breaks their atomicity), got %d", c.Processor.BatchSize)
 	}
-	if c.Processor.BatchTimeout <= 0 {
-		bad("processor.batch_timeout", "must be positive, got %s", c.Processor.BatchTimeout)
+	if c.Processor.BatchTimeout <= 0 || c.Processor.BatchTimeout > 5*time.Second {
+		bad("processor.batch_timeout", "must be positive and at most 5s (an open insert must not idle for 10s), got %s", c.Processor.BatchTimeout)
 	}
 	if c.Processor.DedupeHorizon < 0 || c.Processor.DedupeMax < 0 {
 		bad("processor.dedupe_horizon", "dedupe_horizon and dedupe_max must not be negative")

@@ -6,6 +6,7 @@ package registry
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -52,6 +53,10 @@ type Tenant struct {
 	TokenHashes []string  // hex SHA-256 of each ingest token
 	Consents    []Consent // in time order
 	UpdatedAt   time.Time
+	// Tombstoned is set in a Cache's snapshot on a tenant that is still registered but has a
+	// tombstone: its deletion has begun (retention.DeleteTenant deletes the registry's rows
+	// last), and its events are refused as deleted from now on.
+	Tombstoned bool
 }
 
 // ConsentedAt returns when the tenant's current consent to purpose under version was given,
@@ -363,6 +368,16 @@ func (r *Registry) load(ctx context.Context, only string) (map[string]*Tenant, e
 	return out, crows.Err()
 }
 
+// TenantTombstone is what the registry keeps of a deleted tenant (Tombstone): a keyed hash of
+// its id under the refusals' hash key (the master key's "dlq" key), so that its events still in
+// Kafka are recognised without the id being kept anywhere.
+func TenantTombstone(hashKey []byte, tenant string) string {
+	m := hmac.New(sha256.New, hashKey)
+	m.Write([]byte("deleted-tenant\x00"))
+	m.Write([]byte(tenant))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
 // Tombstone records that a tenant was deleted, by a keyed hash of its id only (the table has no
 // tenant_id: it holds nothing of the tenant but the fact), so that its events still in Kafka are
 // recognised and refused without keeping anything of them.
@@ -511,6 +526,11 @@ func NewCache(reg *Registry, keyring *pseudonym.Keyring, every time.Duration, lo
 // Snapshot returns the current view.
 func (c *Cache) Snapshot() *Snapshot { return c.snap.Load() }
 
+// Tombstones reads the tombstones of the deleted tenants now, past the cached view.
+func (c *Cache) Tombstones(ctx context.Context) (map[string]bool, error) {
+	return c.reg.Tombstones(ctx)
+}
+
 // Refresh reloads the registry (and the roots into the keyring) now.
 func (c *Cache) Refresh(ctx context.Context) error {
 	c.mu.Lock()
@@ -533,6 +553,14 @@ func (c *Cache) Refresh(ctx context.Context) error {
 	gone, err := c.reg.Tombstones(ctx)
 	if err != nil {
 		return err
+	}
+	if len(gone) > 0 && c.reg.master != nil {
+		key := c.reg.master.Derive("dlq") // the refusals' hash key, which keys the tombstones
+		for id, t := range all {
+			if gone[TenantTombstone(key, id)] {
+				t.Tombstoned = true
+			}
+		}
 	}
 	s := &Snapshot{Tenants: all, Loaded: time.Now(), deleted: gone}
 	s.byToken = tokenIndex(all, s.Loaded)

@@ -36,6 +36,9 @@ func WriteReport(out io.Writer, rep Report) {
 	for _, r := range rep.Deleted {
 		fmt.Fprintf(out, "deleted tenant %s: %d rows in %d tables, pseudonymisation root destroyed (audit record #%d)\n", r.Tenant, r.Rows, r.Tables, r.AuditSeq)
 	}
+	for t, n := range rep.Swept {
+		fmt.Fprintf(out, "swept %d rows of deleted tenants from %s (they arrived after the deletion)\n", n, t)
+	}
 	for _, d := range rep.Dropped {
 		fmt.Fprintf(out, "dropped partition %s of %s\n", d.Partition, d.Table)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/policy"
 	"github.com/shukei/shukei/registry"
 )
@@ -45,6 +46,9 @@ type Keeper struct {
 	periods []aggregator.Period
 	// tombstoneKey keys the tombstone a deletion leaves (decision.TenantTombstone); nil: none.
 	tombstoneKey []byte
+	// commitWindow is how long after a tombstone a processor's batch decided before it may
+	// still bring rows of the tenant (processor.CommitWindow): a deletion waits it out.
+	commitWindow time.Duration
 }
 
 // Deps are the keeper's collaborators, which NewKeeper and Open build and tests inject.
@@ -71,7 +75,8 @@ func New(cfg config.Config, d Deps) *Keeper {
 		margin = config.Default().Aggregator.StateRetention
 	}
 	return &Keeper{conn: d.Conn, read: d.Read, db: d.Database, reg: d.Registry, audit: d.Audit, policy: d.Policy,
-		stateMargin: margin, periods: aggregator.PeriodsOf(cfg.Aggregator), tombstoneKey: d.TombstoneKey}
+		stateMargin: margin, periods: aggregator.PeriodsOf(cfg.Aggregator), tombstoneKey: d.TombstoneKey,
+		commitWindow: processor.CommitWindow(cfg.Processor.BatchTimeout)}
 }
 
 func (k *Keeper) readConn() driver.Conn {
@@ -147,10 +152,6 @@ type Receipt struct {
 // DeleteTenant deletes every row of tenant and destroys its keys, waits until ClickHouse has
 // applied the deletions, checks nothing is left, and appends the receipt to the audit log.
 func (k *Keeper) DeleteTenant(ctx context.Context, tenant, why string) (Receipt, error) {
-	before, err := k.Verify(ctx, tenant)
-	if err != nil {
-		return Receipt{}, err
-	}
 	// The tombstone first: from this moment a processor refuses the tenant's events still in
 	// Kafka as deleted and keeps nothing of them, instead of keeping them as unknown.
 	if k.tombstoneKey != nil {
@@ -160,6 +161,21 @@ func (k *Keeper) DeleteTenant(ctx context.Context, tenant, why string) (Receipt,
 	}
 	// Keys next: from this moment no pseudonym of the tenant can be made or linked again.
 	if err := k.reg.DestroyKeys(ctx, tenant); err != nil {
+		return Receipt{}, err
+	}
+	// A processor's batch decided before the tombstone may still be on its way to the store;
+	// every such batch is stored or abandoned within the commit window (the processor checks
+	// its tenants against the tombstones before each packet it sends). Deleting before it has
+	// passed would leave the rows that land afterwards.
+	if k.tombstoneKey != nil && k.commitWindow > 0 {
+		select {
+		case <-ctx.Done():
+			return Receipt{}, ctx.Err()
+		case <-time.After(k.commitWindow):
+		}
+	}
+	before, err := k.Verify(ctx, tenant)
+	if err != nil {
 		return Receipt{}, err
 	}
 	r := Receipt{Tenant: tenant}
@@ -196,6 +212,75 @@ func (k *Keeper) DeleteTenant(ctx context.Context, tenant, why string) (Receipt,
 	}
 	r.AuditSeq = rec.Seq
 	return r, nil
+}
+
+// Sweep deletes the rows of every deleted tenant (one with a tombstone) that any table holds:
+// rows a process brought after the tenant's deletion (a processor paused between its last
+// check and its send, an aggregator's state written from marts it read before). Run does it
+// every time; it returns how many rows it deleted, by table.
+func (k *Keeper) Sweep(ctx context.Context) (map[Table]uint64, error) {
+	if k.tombstoneKey == nil {
+		return nil, nil
+	}
+	gone, err := k.reg.Tombstones(ctx)
+	if err != nil || len(gone) == 0 {
+		return nil, err
+	}
+	tables, err := k.TenantTables(ctx)
+	if err != nil {
+		return nil, err
+	}
+	swept := map[Table]uint64{}
+	var touched []Table
+	for _, t := range tables {
+		rows, err := k.conn.Query(ctx, "SELECT tenant_id, count() FROM "+t.String()+" GROUP BY tenant_id")
+		if err != nil {
+			return nil, fmt.Errorf("tenants of %s: %w", t, err)
+		}
+		var deleted []string
+		var n uint64
+		for rows.Next() {
+			var id string
+			var c uint64
+			if err := rows.Scan(&id, &c); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if id != "" && gone[decision.TenantTombstone(k.tombstoneKey, id)] {
+				deleted = append(deleted, id)
+				n += c
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		for _, id := range deleted {
+			if err := k.conn.Exec(ctx, "ALTER TABLE "+t.String()+" DELETE WHERE tenant_id = ?", id); err != nil {
+				return nil, fmt.Errorf("sweep a deleted tenant from %s: %w", t, err)
+			}
+		}
+		if len(deleted) > 0 {
+			swept[t] = n
+			touched = append(touched, t)
+		}
+	}
+	if err := k.waitMutations(ctx, touched); err != nil {
+		return swept, err
+	}
+	if len(swept) > 0 {
+		var total uint64
+		for _, n := range swept {
+			total += n
+		}
+		if _, err := k.audit.Append(ctx, audit.Record{
+			Principal: "retention", Kind: "system", Report: "tenant_deletion", Decision: "swept", Rows: total,
+			Reason: fmt.Sprintf("rows of deleted tenants that arrived after their deletion: %d rows in %d tables", total, len(swept)),
+		}); err != nil {
+			return swept, fmt.Errorf("the sweep is done but its receipt could not be written: %w", err)
+		}
+	}
+	return swept, nil
 }
 
 // waitMutations waits until ClickHouse has applied every pending mutation of tables.
@@ -309,6 +394,8 @@ func (k *Keeper) DropExpired(ctx context.Context, now time.Time) ([]Dropped, err
 // Report is what one run did.
 type Report struct {
 	Deleted []Receipt
+	// Swept are rows of tenants deleted earlier that reached a table after their deletion.
+	Swept   map[Table]uint64
 	Dropped []Dropped
 	// State is what was deleted of the aggregator's internal state: the partial aggregates of
 	// windows released more than aggregator.state_retention ago, superseded progress rows.
@@ -317,7 +404,7 @@ type Report struct {
 
 // Nothing says whether the run deleted nothing.
 func (r Report) Nothing() bool {
-	return len(r.Deleted) == 0 && len(r.Dropped) == 0 && r.State.Deleted() == 0
+	return len(r.Deleted) == 0 && len(r.Swept) == 0 && len(r.Dropped) == 0 && r.State.Deleted() == 0
 }
 
 // Run deletes the tenants that are due, drops expired partitions and deletes the expired
@@ -335,6 +422,9 @@ func (k *Keeper) Run(ctx context.Context, now time.Time) (Report, error) {
 			return rep, err
 		}
 		rep.Deleted = append(rep.Deleted, r)
+	}
+	if rep.Swept, err = k.Sweep(ctx); err != nil {
+		return rep, err
 	}
 	if rep.Dropped, err = k.DropExpired(ctx, now); err != nil {
 		return rep, err

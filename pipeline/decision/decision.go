@@ -99,7 +99,10 @@ func Decide(raw []byte, c *Context) (Tagged, *Rejection) {
 		return Tagged{}, r
 	}
 	t, ok := c.Tenants.Lookup(ev.TenantID)
-	if !ok && c.Tenants.Deleted(TenantTombstone(c.HashKey, ev.TenantID)) {
+	// Deleted, or being deleted: a tenant keeps its registry row until the end of its deletion
+	// (retention deletes every table's rows after the tombstone), and its events are refused
+	// from the tombstone on.
+	if (ok && t.Tombstoned) || (!ok && c.Tenants.Deleted(TenantTombstone(c.HashKey, ev.TenantID))) {
 		// A deleted tenant's events still in Kafka: the refusal keeps no payload and no
 		// tenant id (its keyed hash is the whole-message Hash), so the deletion stays whole.
 		out, r := refuse(event.ReasonDeleted, dropUser)

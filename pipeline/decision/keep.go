@@ -12,6 +12,7 @@ import (
 
 	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/guard"
+	"github.com/shukei/shukei/registry"
 )
 
 // What a refusal may keep (docs/promises.md, "Nothing the policy forbids is kept").
@@ -247,12 +248,7 @@ func (c *Context) hashText(s string) string {
 	return HashPrefix + hex.EncodeToString(m.Sum(nil)[:16])
 }
 
-// TenantTombstone is what the registry keeps of a deleted tenant (registry.Tombstone): a keyed
-// hash of its id under the refusals' hash key, so that its events still in Kafka are recognised
-// without the id being kept anywhere.
+// TenantTombstone is registry.TenantTombstone: a deleted tenant's keyed hash.
 func TenantTombstone(hashKey []byte, tenant string) string {
-	m := hmac.New(sha256.New, hashKey)
-	m.Write([]byte("deleted-tenant\x00"))
-	m.Write([]byte(tenant))
-	return hex.EncodeToString(m.Sum(nil)[:16])
+	return registry.TenantTombstone(hashKey, tenant)
 }

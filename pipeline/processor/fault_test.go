@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/shukei/shukei/internal/servicetest"
@@ -708,7 +709,7 @@ func (r *rig) checkDLQ(t *testing.T, killedAt []time.Time) {
 func (r *rig) torn() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := loadState(ctx, r.conn, r.db, []int{0, 1, 2, 3, 4, 5})
+	st, err := loadState(ctx, r.conn, []driver.Conn{r.conn}, r.db, []int{0, 1, 2, 3, 4, 5})
 	if err != nil {
 		return "high-water marks: " + err.Error()
 	}

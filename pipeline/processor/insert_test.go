@@ -69,7 +69,7 @@ func TestBatchInsertIsOneBlock(t *testing.T) {
 	}
 	ingested := time.Now().UTC().Truncate(time.Second)
 
-	ins, err := p.openEventsInsert(ctx, ingested)
+	ins, err := p.openEventsInsert(ctx, p.conn, ingested)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestBatchInsertIsOneBlock(t *testing.T) {
 
 	// Abandoned after two chunks and a half.
 	more := decidedRows(t, r, p, 2*chunkRows+chunkRows/2)
-	ins, err = p.openEventsInsert(ctx, ingested)
+	ins, err = p.openEventsInsert(ctx, p.conn, ingested)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestPausedInsertDoesNotHoldTheStore(t *testing.T) {
 	r := newRig(t, 4)
 	ctx := context.Background()
 	p := r.processor(prometheus.NewRegistry())
-	ins, err := p.openEventsInsert(ctx, time.Now().UTC().Truncate(time.Second))
+	ins, err := p.openEventsInsert(ctx, p.conn, time.Now().UTC().Truncate(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ type metrics struct {
 	dlq          *prometheus.CounterVec
 	lag          *prometheus.GaugeVec
 	stage        *prometheus.HistogramVec
+	fenced       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -58,6 +59,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shukei_processor_assigned_partitions",
 			Help: "Raw-topic partitions this instance owns.",
 		}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shukei_processor_fenced_batches_total",
+			Help: "Batches abandoned and decided again because one of their tenants was deleted after they were decided.",
+		}),
 		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "shukei_processor_committed_offset",
 			Help: "Last committed offset by partition.",
@@ -76,6 +81,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, what := range []string{"insert events", "write DLQ", "insert rejections"} {
 		m.writeErrors.WithLabelValues(what)
 	}
-	reg.MustRegister(m.stage, m.events, m.skipped, m.batchSize, m.batchSeconds, m.writeErrors, m.kafkaErrors, m.retrying, m.assigned, m.committed, m.lag, m.dlq)
+	reg.MustRegister(m.stage, m.events, m.skipped, m.batchSize, m.batchSeconds, m.writeErrors, m.kafkaErrors, m.retrying, m.fenced, m.assigned, m.committed, m.lag, m.dlq)
 	return m
 }

@@ -42,8 +42,25 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 	if err != nil {
 		return nil, err
 	}
+	var shards []Shard
+	if cfg.ClickHouse.Cluster != "" {
+		// On a cluster each shard's events go to the shard itself (docs/CLUSTER.md).
+		c, err := ops.RoleClickHouse(cfg, "processor", "", log)
+		if err != nil {
+			conns.Close()
+			return nil, err
+		}
+		var more ops.Conns
+		shards, more, err = ClusterShards(ctx, conns[0], c)
+		if err != nil {
+			conns.Close()
+			return nil, err
+		}
+		conns = append(conns, more...)
+		log.Info("processor writes per shard", "cluster", cfg.ClickHouse.Cluster, "shards", len(shards))
+	}
 	reg := ops.NewRegistry()
-	p, cache, err := Wire(ctx, conns[0], conns[1], cfg, master, log, func(d *Deps) { d.Registry = reg })
+	p, cache, err := Wire(ctx, conns[0], conns[1], cfg, master, log, func(d *Deps) { d.Registry = reg; d.Shards = shards })
 	if err != nil {
 		conns.Close()
 		return nil, err

@@ -18,8 +18,10 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
@@ -48,7 +50,12 @@ type Processor struct {
 	m       *metrics
 	now     func() time.Time
 
-	dedupe *dedupe
+	dedupe  *dedupe
+	deleted *deletions // the deleted tenants, for the fence
+	shards  []Shard    // where events go: one, conn, on a single server
+	// fencedAt is when the fence last stopped a batch (UnixNano; 0: not in this generation):
+	// until ClickHouse has dropped the inserts left open then, none is closed (abort).
+	fencedAt atomic.Int64
 	// rawCopy makes the processor a baseline for benchmarks: the same consumer, batching and
 	// insert path, writing the raw messages to <db>.raw_copy without any decision.
 	rawCopy bool
@@ -67,10 +74,16 @@ type Deps struct {
 	// RawCopy makes the processor the benchmarks' baseline: the same consumer, batching and
 	// ClickHouse insert, no decision; rows go to <Database>.raw_copy (bench only).
 	RawCopy bool
+	// Shards are where events go on a ClickHouse cluster (ClusterShards); empty on one server,
+	// where Conn takes them.
+	Shards []Shard
 }
 
 // New builds a processor.
 func New(cfg config.Config, d Deps) *Processor {
+	if len(d.Shards) == 0 {
+		d.Shards = []Shard{{Write: d.Conn, Replicas: []driver.Conn{d.Conn}}}
+	}
 	return &Processor{
 		cfg:     cfg.Processor,
 		kcfg:    cfg.Kafka,
@@ -99,6 +112,8 @@ func New(cfg config.Config, d Deps) *Processor {
 		m:       newMetrics(d.Registry),
 		now:     time.Now,
 		dedupe:  newDedupe(cfg.Processor.DedupeHorizon, cfg.Processor.DedupeMax),
+		deleted: &deletions{load: d.Cache.Tombstones},
+		shards:  d.Shards,
 		rawCopy: d.RawCopy,
 	}
 }
@@ -143,9 +158,11 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, pa
 		return nil
 	}
 	backoff := group.NewBackoff(p.cfg.MaxBackoff)
+	fencedLast := false // a second fence in a row backs off like a failed write
 	stored := func() {
 		backoff.Reset()
 		p.m.retrying.Set(0)
+		fencedLast = false
 	}
 	for {
 		err := p.process(ctx, gen, parts, stored)
@@ -153,6 +170,13 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, pa
 		if ctx.Err() != nil || !errors.As(err, &we) {
 			return err
 		}
+		p.fencedAt.Store(0)                                        // every insert of the fenced batch is closed by now
+		if errors.Is(err, errDeletedSinceDecided) && !fencedLast { // not a failure: decided again at once
+			p.log.Info("a tenant was deleted while its batch was in flight; the batch is decided again")
+			fencedLast = true
+			continue
+		}
+		fencedLast = false
 		p.m.retrying.Set(1)
 		p.m.writeErrors.WithLabelValues(we.what).Inc()
 		p.log.Warn("write failed; backing off", "what", we.what, "err", group.ErrText(we.err))
@@ -212,7 +236,7 @@ func (p *Processor) process(ctx context.Context, gen *kafka.Generation, parts []
 	close(chunks)
 	wg.Wait()
 	for b := range batches { // handed over but never finished
-		b.abort()
+		p.abort(b)
 	}
 	return first
 }
@@ -330,8 +354,9 @@ type decided struct {
 	rows       []row
 	rejs       []rejected
 	dlq        []kafka.Message
-	claimed    int64         // the dedupe's sequence after this chunk's ids, confirmed once stored
-	next       map[int]int64 // offset to commit per partition
+	claimed    int64               // the dedupe's sequence after this chunk's ids, confirmed once stored
+	tenants    map[string]struct{} // the tenants of its rows and rejections, for the fence
+	next       map[int]int64       // offset to commit per partition
 	rejectedBy map[event.Reason]int
 	skipped    int
 	size       int
@@ -341,10 +366,11 @@ type decided struct {
 
 // batch is the chunks of one insert, as stream hands them to finish.
 type batch struct {
-	ins        *eventsInsert // nil while no event was accepted
+	ins        []*eventsInsert // one per shard, nil while no event of the shard was accepted
 	rejs       []rejected
 	dlq        []kafka.Message
 	claimed    int64
+	tenants    map[string]string // tenant → its tombstone, for the fence
 	next       map[int]int64
 	rejectedBy map[event.Reason]int
 	stored     int
@@ -370,9 +396,21 @@ func (b *batch) add(c *decided) {
 }
 
 func (b *batch) abort() {
-	if b.ins != nil {
-		b.ins.abort()
+	for _, in := range b.ins {
+		if in != nil {
+			in.abort()
+		}
 	}
+}
+
+// inserting says whether any shard's insert is open.
+func (b *batch) inserting() bool {
+	for _, in := range b.ins {
+		if in != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // outcome is one message's decision.
@@ -436,7 +474,7 @@ func (p *Processor) decide(msgs []kafka.Message, state map[int]*partitionState, 
 		ids = append(ids, id)
 	}
 	fresh := make([]bool, len(ids))
-	d := &decided{next: map[int]int64{}, now: dctx.Now, size: len(msgs), rows: make([]row, 0, len(msgs)), rejectedBy: map[event.Reason]int{}}
+	d := &decided{next: map[int]int64{}, now: dctx.Now, size: len(msgs), rows: make([]row, 0, len(msgs)), rejectedBy: map[event.Reason]int{}, tenants: map[string]struct{}{}}
 	d.claimed = p.dedupe.claim(ids, dctx.Now, fresh)
 	k := 0
 	for i, m := range msgs {
@@ -456,9 +494,13 @@ func (p *Processor) decide(msgs []kafka.Message, state map[int]*partitionState, 
 			d.rejs = append(d.rejs, rejected{r: o.rej, partition: m.Partition, offset: m.Offset})
 			d.dlq = append(d.dlq, dlqMessage(m, o.rej))
 			d.rejectedBy[o.rej.Reason]++
+			if o.rej.Tenant != "" {
+				d.tenants[o.rej.Tenant] = struct{}{}
+			}
 			continue
 		}
 		d.rows = append(d.rows, row{t: &out[i].t, partition: m.Partition, offset: m.Offset})
+		d.tenants[o.t.Event.TenantID] = struct{}{}
 	}
 	p.m.stage.WithLabelValues("decide").Observe(time.Since(start).Seconds())
 	return d
@@ -471,25 +513,54 @@ func (p *Processor) stream(ctx context.Context, chunks <-chan *decided, batches 
 	var b *batch
 	defer func() {
 		if b != nil {
-			b.abort()
+			p.abort(b)
 		}
 	}()
-	cols := newEventColumns(chunkRows)
+	n := len(p.shards)
+	cols := make([]*eventColumns, n) // scratch, a shard's reused chunk after chunk
+	parts := make([][]row, n)
 	for c := range chunks {
 		if b == nil {
-			b = &batch{next: map[int]int64{}, rejectedBy: map[event.Reason]int{}, now: c.now, start: time.Now()}
+			b = &batch{ins: make([]*eventsInsert, n), next: map[int]int64{}, rejectedBy: map[event.Reason]int{}, tenants: map[string]string{}, now: c.now, start: time.Now()}
+		}
+		for t := range c.tenants {
+			if _, ok := b.tenants[t]; !ok {
+				b.tenants[t] = decision.TenantTombstone(p.hashKey, t)
+			}
 		}
 		if len(c.rows) > 0 {
 			mark := time.Now()
-			if b.ins == nil {
-				ins, err := p.openEventsInsert(ctx, b.now.UTC().Truncate(time.Second))
-				if err != nil {
+			if n == 1 {
+				parts[0] = c.rows
+			} else {
+				for s := range parts {
+					parts[s] = parts[s][:0]
+				}
+				for _, r := range c.rows {
+					s := shardOf(r.t.Event.TenantID, n)
+					parts[s] = append(parts[s], r)
+				}
+			}
+			for s, rows := range parts {
+				if len(rows) == 0 {
+					continue
+				}
+				if b.ins[s] == nil {
+					ins, err := p.openEventsInsert(ctx, p.shards[s].Write, b.now.UTC().Truncate(time.Second))
+					if err != nil {
+						return &writeError{"insert events", err}
+					}
+					b.ins[s] = ins
+				}
+				if cols[s] == nil {
+					cols[s] = newEventColumns(chunkRows)
+				}
+				if err := p.fence(ctx, b); err != nil { // before any packet that keeps an insert alive
+					return err
+				}
+				if err := b.ins[s].add(rows, cols[s]); err != nil {
 					return &writeError{"insert events", err}
 				}
-				b.ins = ins
-			}
-			if err := b.ins.add(c.rows, cols); err != nil {
-				return &writeError{"insert events", err}
 			}
 			p.m.stage.WithLabelValues("send_events").Observe(time.Since(mark).Seconds())
 		}
@@ -511,7 +582,7 @@ func (p *Processor) stream(ctx context.Context, chunks <-chan *decided, batches 
 func (p *Processor) finish(ctx context.Context, gen *kafka.Generation, batches <-chan *batch, readers map[int]*kafka.Reader, stored func()) error {
 	for b := range batches {
 		if err := p.store(ctx, b); err != nil {
-			b.abort()
+			p.abort(b)
 			return err
 		}
 		p.dedupe.confirm(b.claimed)
@@ -543,9 +614,19 @@ func (p *Processor) store(ctx context.Context, b *batch) error {
 		p.m.stage.WithLabelValues(stage).Observe(time.Since(mark).Seconds())
 		mark = time.Now()
 	}
-	if b.ins != nil {
-		if err := b.ins.commit(); err != nil {
-			return &writeError{"insert events", err}
+	if b.inserting() {
+		// Shard after shard: a batch cut short between two leaves the first shard's events
+		// stored beyond the checkpoint, which resuming reads back as done (loadState).
+		for _, in := range b.ins {
+			if in == nil {
+				continue
+			}
+			if err := p.fence(ctx, b); err != nil {
+				return err
+			}
+			if err := in.commit(); err != nil {
+				return &writeError{"insert events", err}
+			}
 		}
 		lap("insert_events")
 	}
@@ -566,13 +647,116 @@ func (p *Processor) store(ctx context.Context, b *batch) error {
 	for part, next := range b.next {
 		rejs = append(rejs, rejected{partition: part, offset: next - 1}) // checkpoint
 	}
-	if err := insertRejections(ctx, p.conn, p.db, rejs, b.now.UTC().Truncate(time.Second)); err != nil {
+	ictx, cancel := p.insertContext(clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"receive_timeout": int(insertIdle(p.cfg.BatchTimeout).Seconds())})))
+	defer cancel()
+	if err := insertRejections(ictx, p.conn, p.db, rejs, b.now.UTC().Truncate(time.Second), func() error { return p.fence(ctx, b) }, p.idleOut); err != nil {
+		var we *writeError
+		if errors.As(err, &we) {
+			return err
+		}
 		return &writeError{"insert rejections", err}
 	}
 	lap("insert_rejections")
 	p.m.batchSize.Observe(float64(b.size))
 	p.m.batchSeconds.Observe(time.Since(b.start).Seconds())
 	return nil
+}
+
+// abort abandons a batch's open inserts. Closing an insert's connection makes ClickHouse 18.16
+// store what it received (it takes the close for the end of the data), so after the fence has
+// stopped a batch — whose inserts hold rows of a deleted tenant — the inserts are left idle
+// until ClickHouse has dropped them (insertDropped after their last packet) and closed only then.
+func (p *Processor) abort(b *batch) {
+	p.idleOut()
+	b.abort()
+}
+
+// idleOut waits, when the fence stopped a batch, until ClickHouse has dropped every insert
+// left open then.
+func (p *Processor) idleOut() {
+	if at := p.fencedAt.Load(); at != 0 {
+		time.Sleep(time.Until(time.Unix(0, at).Add(insertDropped(p.cfg.BatchTimeout))))
+	}
+}
+
+// replicas are every replica of every shard.
+func (p *Processor) replicas() []driver.Conn {
+	var out []driver.Conn
+	for _, s := range p.shards {
+		out = append(out, s.Replicas...)
+	}
+	return out
+}
+
+// errDeletedSinceDecided is a batch that holds a tenant deleted after the batch was decided.
+var errDeletedSinceDecided = errors.New("the batch holds a tenant deleted since it was decided; deciding it again")
+
+// fence is the check before every packet of a batch's inserts (promise 8): a chunk of events,
+// the end of the events insert, the rejections and their end. Were one of the batch's tenants
+// deleted since the batch was decided (with the registry as it was then), the batch is
+// abandoned and decided again, and the tenant's events are refused as deleted.
+//
+// Why that bounds what a deletion can miss: ClickHouse ends an insert that receives nothing for
+// insertIdle and keeps nothing of it; a connection closed mid-insert (a crash) makes it keep
+// what it received, at once. So an insert's rows are stored, if ever, within insertDropped of its
+// last packet, and each packet follows a read of the deleted tenants started at most
+// fenceFresh before the check that let it go. A deletion that waits CommitWindow after its
+// tombstone therefore finds every row a batch decided before it could bring — but for a
+// process paused between a passing check and the send it lets go, whose rows retention's sweep
+// of deleted tenants removes (retention.Keeper.Sweep).
+func (p *Processor) fence(ctx context.Context, b *batch) error {
+	if len(b.tenants) == 0 {
+		return nil
+	}
+	gone, err := p.deleted.current(ctx)
+	if err != nil {
+		return &writeError{"read deleted tenants", err}
+	}
+	for _, tomb := range b.tenants {
+		if gone[tomb] {
+			p.fencedAt.CompareAndSwap(0, time.Now().UnixNano())
+			p.m.fenced.Inc()
+			if err := p.cache.Refresh(ctx); err != nil { // the next decision must know it
+				return &writeError{"read the registry", err}
+			}
+			return &writeError{"fence", errDeletedSinceDecided}
+		}
+	}
+	return nil
+}
+
+// fenceFresh is how old a read of the deleted tenants the fence may rely on.
+const fenceFresh = time.Second
+
+// deletions is the processor's view of the deleted tenants for the fence: read afresh when the
+// last read started more than fenceFresh ago.
+type deletions struct {
+	mu   sync.Mutex
+	read time.Time // when the last read started (monotonic)
+	gone map[string]bool
+	load func(context.Context) (map[string]bool, error)
+}
+
+func (d *deletions) current(ctx context.Context) (map[string]bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.read.IsZero() && time.Since(d.read) <= fenceFresh {
+		return d.gone, nil
+	}
+	start := time.Now()
+	gone, err := d.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.read, d.gone = start, gone
+	return gone, nil
+}
+
+// CommitWindow is the longest after a tenant's tombstone that a batch decided before it may
+// still bring rows of the tenant to the store (fence): a deletion waits this long after the
+// tombstone before it deletes.
+func CommitWindow(batchTimeout time.Duration) time.Duration {
+	return insertDropped(batchTimeout) + fenceFresh + 5*time.Second
 }
 
 // retry runs fn until it succeeds or ctx ends, backing off exponentially: backpressure, not
@@ -593,14 +777,18 @@ func (p *Processor) loadWithRetry(ctx context.Context, parts []int) (map[int]*pa
 	var state map[int]*partitionState
 	err := p.retry(ctx, "read high-water marks", func() error {
 		var err error
-		state, err = loadState(ctx, p.conn, p.db, parts)
+		state, err = loadState(ctx, p.conn, p.replicas(), p.db, parts)
 		if err != nil {
 			return err
 		}
 		if p.cfg.DedupeHorizon > 0 {
-			ids, err := recentEventIDs(ctx, p.conn, p.db, parts, p.now().Add(-p.cfg.DedupeHorizon), p.cfg.DedupeMax)
-			if err != nil {
-				return err
+			var ids []string
+			for _, s := range p.shards {
+				some, err := recentEventIDs(ctx, s.Replicas[0], p.db, parts, p.now().Add(-p.cfg.DedupeHorizon), p.cfg.DedupeMax)
+				if err != nil {
+					return err
+				}
+				ids = append(ids, some...)
 			}
 			parsed := make([]eventID, 0, len(ids))
 			for _, s := range ids {

@@ -35,7 +35,7 @@ func (p *Processor) copyRaw(ctx context.Context, batch []kafka.Message, state ma
 	for part, off := range last {
 		rejs = append(rejs, rejected{partition: part, offset: off})
 	}
-	if err := p.retry(ctx, "insert checkpoints", func() error { return insertRejections(ctx, p.conn, p.db, rejs, now) }); err != nil {
+	if err := p.retry(ctx, "insert checkpoints", func() error { return insertRejections(ctx, p.conn, p.db, rejs, now, nil, nil) }); err != nil {
 		return err
 	}
 	for part, off := range last {

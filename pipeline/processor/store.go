@@ -27,8 +27,11 @@ func (s *partitionState) stored(offset int64) bool {
 	return offset <= s.lo || s.done[offset]
 }
 
-// loadState reads the store's high-water marks for the given partitions.
-func loadState(ctx context.Context, conn driver.Conn, db string, partitions []int) (map[int]*partitionState, error) {
+// loadState reads the store's high-water marks for the given partitions: the checkpoints from
+// the rejections (through conn), and the offsets beyond them from the event store on every one
+// of replicas — on a cluster, every replica of every shard: an offset lands on one shard, and a
+// part on one replica only (not yet replicated) is stored all the same.
+func loadState(ctx context.Context, conn driver.Conn, replicas []driver.Conn, db string, partitions []int) (map[int]*partitionState, error) {
 	out := map[int]*partitionState{}
 	for _, p := range partitions {
 		out[p] = &partitionState{lo: -1, done: map[int64]bool{}}
@@ -50,23 +53,25 @@ func loadState(ctx context.Context, conn driver.Conn, db string, partitions []in
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	for _, p := range partitions {
-		st := out[p]
-		rows, err := conn.Query(ctx, "SELECT kafka_offset FROM "+db+".events WHERE kafka_partition = ? AND kafka_offset >= ?", uint16(p), uint64(st.lo+1))
-		if err != nil {
-			return nil, fmt.Errorf("events beyond the checkpoint: %w", err)
-		}
-		for rows.Next() {
-			var o uint64
-			if err := rows.Scan(&o); err != nil {
-				rows.Close()
+	for _, replica := range replicas {
+		for _, p := range partitions {
+			st := out[p]
+			rows, err := replica.Query(ctx, "SELECT kafka_offset FROM "+db+".events WHERE kafka_partition = ? AND kafka_offset >= ?", uint16(p), uint64(st.lo+1))
+			if err != nil {
+				return nil, fmt.Errorf("events beyond the checkpoint: %w", err)
+			}
+			for rows.Next() {
+				var o uint64
+				if err := rows.Scan(&o); err != nil {
+					rows.Close()
+					return nil, err
+				}
+				st.done[int64(o)] = true
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
 				return nil, err
 			}
-			st.done[int64(o)] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
 		}
 	}
 	return out, nil
@@ -134,20 +139,40 @@ const eventsInsertSQL = `INSERT INTO %s.events (event_id, tenant_id, occurred_at
 type eventsInsert struct {
 	b        driver.Batch
 	ingested time.Time
+	cancel   context.CancelFunc // ends the insert's context (insertContext)
 }
 
-func (p *Processor) openEventsInsert(ctx context.Context, ingested time.Time) (*eventsInsert, error) {
+func (p *Processor) openEventsInsert(ctx context.Context, conn driver.Conn, ingested time.Time) (*eventsInsert, error) {
 	settings := OneBlockSettings(p.cfg.BatchSize)
 	// An open insert holds the table against DROP PARTITION (retention) and DDL. Were the
 	// processor paused between two chunks (SIGSTOP, a stalled host), ClickHouse ends the insert
 	// when no chunk came for this long, and keeps nothing of it.
 	settings["receive_timeout"] = int(insertIdle(p.cfg.BatchTimeout).Seconds())
-	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(settings))
-	b, err := p.conn.PrepareBatch(ctx, fmt.Sprintf(eventsInsertSQL, p.db))
+	ictx, cancel := p.insertContext(clickhouse.Context(ctx, clickhouse.WithSettings(settings)))
+	b, err := conn.PrepareBatch(ictx, fmt.Sprintf(eventsInsertSQL, p.db))
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	return &eventsInsert{b: b, ingested: ingested}, nil
+	return &eventsInsert{b: b, ingested: ingested, cancel: cancel}, nil
+}
+
+// insertContext is the context of an insert: ctx's values (settings), not its cancellation.
+// clickhouse-go ends a cancelled context's query by closing its connection, which ClickHouse
+// 18.16 takes, mid-insert, for the end of the data: it stores what it received. So when ctx
+// ends, the insert is closed only once ClickHouse has dropped it, if the fence stopped a batch
+// (idleOut), and at once otherwise.
+func (p *Processor) insertContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		select {
+		case <-ctx.Done():
+			p.idleOut()
+			cancel()
+		case <-ictx.Done():
+		}
+	}()
+	return ictx, cancel
 }
 
 // OneBlockSettings are the insert settings under which ClickHouse joins every block an insert of
@@ -160,11 +185,19 @@ func OneBlockSettings(batchSize int) clickhouse.Settings {
 	}
 }
 
-// insertIdle is how long ClickHouse waits for the next chunk of an open insert: the batch
-// timeout (the longest a batch collects) plus room for a slow decision or a previous batch's
-// commit on a busy machine.
-func insertIdle(batchTimeout time.Duration) time.Duration {
-	return batchTimeout.Truncate(time.Second) + 10*time.Second
+// insertIdle is how long ClickHouse waits for the next chunk of an open insert (its
+// receive_timeout): longer than a batch collects (batch_timeout, at most 5 s) and than a slow
+// decision or a previous batch's commit on a busy machine take.
+//
+// It is 10 s, not more: ClickHouse 18.16 checks an idle insert against receive_timeout once per
+// poll_interval (the server's, 10 s by default; the query's setting does not change it), so a
+// receive_timeout of 11 s ends an idle insert only after 20 s, while one of at most 10 s ends it
+// within insertDropped (measured: 3, 5 and 10 s all dropped within 2 s of their timeout).
+func insertIdle(time.Duration) time.Duration { return 10 * time.Second }
+
+// insertDropped is how long after its last packet ClickHouse has surely dropped an idle insert.
+func insertDropped(batchTimeout time.Duration) time.Duration {
+	return insertIdle(batchTimeout) + 3*time.Second
 }
 
 // add sends rows as one block of the insert; cols is scratch space, reused chunk after chunk.
@@ -178,11 +211,17 @@ func (in *eventsInsert) add(rows []row, cols *eventColumns) error {
 }
 
 // commit ends the insert: ClickHouse writes the batch now.
-func (in *eventsInsert) commit() error { return in.b.Send() }
+func (in *eventsInsert) commit() error {
+	defer in.cancel()
+	return in.b.Send()
+}
 
 // abort closes the insert's connection without ending it (see eventsInsert for what ClickHouse
 // keeps).
-func (in *eventsInsert) abort() { _ = in.b.Abort() }
+func (in *eventsInsert) abort() {
+	_ = in.b.Abort()
+	in.cancel()
+}
 
 // eventColumns are the event store's columns for one chunk, in eventsInsertSQL's column order.
 // Columns are appended as whole slices: appending row by row costs a reflective conversion
@@ -267,7 +306,10 @@ func settingText(v event.SettingValue) string {
 	return s
 }
 
-func insertRejections(ctx context.Context, conn driver.Conn, db string, rs []rejected, at time.Time) error {
+// insertRejections writes a batch's rejections and checkpoints as one insert; fence, when not
+// nil, runs before the rows are sent and before the insert ends, and its error abandons it:
+// once rows were sent, after idle (closing the connection would make ClickHouse keep them).
+func insertRejections(ctx context.Context, conn driver.Conn, db string, rs []rejected, at time.Time, fence func() error, idle func()) error {
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".rejections (rejected_at, kafka_partition, kafka_offset, reason, class, field, tenant_id, schema, event_id, payload_hmac, payload)")
 	if err != nil {
 		return err
@@ -282,6 +324,20 @@ func insertRejections(ctx context.Context, conn driver.Conn, db string, rs []rej
 		if err := b.Append(at, uint16(r.partition), uint64(r.offset), string(r.r.Reason), r.r.Class.String(), r.r.Field,
 			r.r.Tenant, r.r.Schema, r.r.EventID, r.r.Hash, string(r.r.Payload)); err != nil {
 			return fmt.Errorf("append rejection: %w", err)
+		}
+	}
+	if fence != nil {
+		if err := fence(); err != nil {
+			_ = b.Abort() // nothing was sent yet
+			return err
+		}
+		if err := b.Flush(); err != nil {
+			return err
+		}
+		if err := fence(); err != nil {
+			idle()
+			_ = b.Abort()
+			return err
 		}
 	}
 	return b.Send()
