@@ -80,11 +80,30 @@ func DecideMessage(key, raw []byte, c *Context) (Tagged, *Rejection) {
 	r := &Rejection{Reason: event.ReasonKeyMismatch, Class: event.ReasonKeyMismatch.Class(), Field: "tenant_id", Hash: c.hash(raw)}
 	c.fillIDs(r, t.Event, "")
 	r.Payload = c.keep(raw, c.pseudonymOf)
-	return Tagged{}, r
+	return Tagged{}, c.forgetDeleted(r)
 }
 
 // Decide runs the whole decision for one raw message.
 func Decide(raw []byte, c *Context) (Tagged, *Rejection) {
+	t, r := decide(raw, c)
+	return t, c.forgetDeleted(r)
+}
+
+// forgetDeleted keeps nothing of a deleted tenant, or of one being deleted, in a refusal of
+// any reason (content refused before its tenant was looked at, say): no tenant id, no payload.
+// A refusal that kept them would be a row of the tenant after its deletion (promise 8).
+func (c *Context) forgetDeleted(r *Rejection) *Rejection {
+	if r == nil || r.Tenant == "" {
+		return r
+	}
+	t, ok := c.Tenants.Lookup(r.Tenant)
+	if (ok && t.Tombstoned) || (!ok && c.Tenants.Deleted(TenantTombstone(c.HashKey, r.Tenant))) {
+		r.Tenant, r.Payload = "", nil
+	}
+	return r
+}
+
+func decide(raw []byte, c *Context) (Tagged, *Rejection) {
 	ev, rej := guard.Inspect(raw, c.Now, c.Limits)
 	if rej != nil {
 		r := &Rejection{Reason: rej.Reason, Class: rej.Class(), Field: keptPath(rej.Field), Hash: c.hash(raw)}

@@ -193,3 +193,21 @@ func TestDecideMessageDeletedBeforeKey(t *testing.T) {
 		t.Errorf("a deleted tenant's event under another key: %+v", rej)
 	}
 }
+
+// A tenant whose deletion has begun (tombstoned, its registry row still there) has its events
+// refused as deleted, and a refusal of any other reason keeps neither its id nor a payload.
+func TestBeingDeletedKeepsNothing(t *testing.T) {
+	acme := &registry.Tenant{ID: "acme", Status: "contracted", Edition: "standard", SizeBand: "m", Tombstoned: true}
+	c := testContext(t, acme)
+	if _, rej := DecideMessage([]byte("acme"), raw(t, nil), c); rej == nil || rej.Reason != event.ReasonDeleted || rej.Tenant != "" || rej.Payload != nil {
+		t.Errorf("a good event of a tenant being deleted: %+v", rej)
+	}
+	_, rej := DecideMessage([]byte("acme"), raw(t, func(m map[string]any) { m["user"] = "hanako@example.jp" }), c)
+	if rej == nil || rej.Reason != "input_data.email" || rej.Tenant != "" || rej.Payload != nil {
+		t.Errorf("content of a tenant being deleted: %+v", rej)
+	}
+	acme.Tombstoned = false
+	if _, rej := DecideMessage([]byte("acme"), raw(t, func(m map[string]any) { m["user"] = "hanako@example.jp" }), c); rej == nil || rej.Tenant != "acme" {
+		t.Errorf("a refusal of a live tenant keeps its id: %+v", rej)
+	}
+}
