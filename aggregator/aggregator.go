@@ -406,7 +406,13 @@ func (a *Aggregator) maybeClose(ctx context.Context, gen *kafka.Generation, st *
 	slices.SortFunc(closed, func(x, y closedWindow) int { return x.w.Start.Compare(y.w.Start) })
 	pr := progress{closed: through, resume: resume, high: max(st.next, st.high)}
 	now := a.now().UTC().Truncate(time.Second)
-	if err := a.retry(ctx, "store partials", func() error { return a.store.writeClose(ctx, st.id, closed, pr, now) }); err != nil {
+	if err := a.retry(ctx, "store partials", func() error {
+		kept, err := a.withoutDeleted(ctx, closed)
+		if err != nil {
+			return err
+		}
+		return a.store.writeClose(ctx, st.id, kept, pr, now)
+	}); err != nil {
 		return err
 	}
 	for _, c := range closed {
@@ -777,4 +783,34 @@ func (a *Aggregator) retry(ctx context.Context, what string, fn func() error) er
 		a.m.retrying.Set(0)
 	}
 	return err
+}
+
+// withoutDeleted drops the tenant rows of tenants deleted, or being deleted, since their
+// window's events were read: the tombstones are read afresh just before the close is written,
+// so a tenant whose deletion began meanwhile leaves no raw material for the weeks and months
+// released afterwards (promise 8). What a close written in the instant after that read brings
+// anyway, retention's sweep removes.
+func (a *Aggregator) withoutDeleted(ctx context.Context, closed []closedWindow) ([]closedWindow, error) {
+	rows := false
+	for _, c := range closed {
+		rows = rows || len(c.tenants) > 0
+	}
+	if !rows || a.hashKey == nil {
+		return closed, nil
+	}
+	gone, err := a.cache.Tombstones(ctx)
+	if err != nil || len(gone) == 0 {
+		return closed, err
+	}
+	out := make([]closedWindow, len(closed))
+	for i, c := range closed {
+		out[i] = c
+		out[i].tenants = nil
+		for _, t := range c.tenants {
+			if !gone[decision.TenantTombstone(a.hashKey, t.Tenant)] {
+				out[i].tenants = append(out[i].tenants, t)
+			}
+		}
+	}
+	return out, nil
 }

@@ -152,28 +152,46 @@ type Receipt struct {
 // DeleteTenant deletes every row of tenant and destroys its keys, waits until ClickHouse has
 // applied the deletions, checks nothing is left, and appends the receipt to the audit log.
 func (k *Keeper) DeleteTenant(ctx context.Context, tenant, why string) (Receipt, error) {
+	if err := k.beginDeletion(ctx, tenant); err != nil {
+		return Receipt{}, err
+	}
+	if err := k.waitCommitWindow(ctx); err != nil {
+		return Receipt{}, err
+	}
+	return k.finishDeletion(ctx, tenant, why)
+}
+
+// beginDeletion records the tenant's tombstone and destroys its keys.
+func (k *Keeper) beginDeletion(ctx context.Context, tenant string) error {
 	// The tombstone first: from this moment a processor refuses the tenant's events still in
 	// Kafka as deleted and keeps nothing of them, instead of keeping them as unknown.
 	if k.tombstoneKey != nil {
 		if err := k.reg.Tombstone(ctx, decision.TenantTombstone(k.tombstoneKey, tenant), time.Now()); err != nil {
-			return Receipt{}, err
+			return err
 		}
 	}
 	// Keys next: from this moment no pseudonym of the tenant can be made or linked again.
-	if err := k.reg.DestroyKeys(ctx, tenant); err != nil {
-		return Receipt{}, err
+	return k.reg.DestroyKeys(ctx, tenant)
+}
+
+// waitCommitWindow waits until every batch a processor decided before the tombstones has been
+// stored or abandoned (the processor checks its tenants against the tombstones before each
+// packet it sends): deleting before would leave the rows that land afterwards.
+func (k *Keeper) waitCommitWindow(ctx context.Context) error {
+	if k.tombstoneKey == nil || k.commitWindow <= 0 {
+		return nil
 	}
-	// A processor's batch decided before the tombstone may still be on its way to the store;
-	// every such batch is stored or abandoned within the commit window (the processor checks
-	// its tenants against the tombstones before each packet it sends). Deleting before it has
-	// passed would leave the rows that land afterwards.
-	if k.tombstoneKey != nil && k.commitWindow > 0 {
-		select {
-		case <-ctx.Done():
-			return Receipt{}, ctx.Err()
-		case <-time.After(k.commitWindow):
-		}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(k.commitWindow):
+		return nil
 	}
+}
+
+// finishDeletion deletes every row of the tenant, waits for ClickHouse, verifies nothing is
+// left and writes the receipt.
+func (k *Keeper) finishDeletion(ctx context.Context, tenant, why string) (Receipt, error) {
 	before, err := k.Verify(ctx, tenant)
 	if err != nil {
 		return Receipt{}, err
@@ -415,9 +433,20 @@ func (k *Keeper) Run(ctx context.Context, now time.Time) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
+	// Every due tenant's deletion begins, then one commit window passes for all of them.
+	for _, t := range due {
+		if err := k.beginDeletion(ctx, t.ID); err != nil {
+			return rep, err
+		}
+	}
+	if len(due) > 0 {
+		if err := k.waitCommitWindow(ctx); err != nil {
+			return rep, err
+		}
+	}
 	for _, t := range due {
 		why := fmt.Sprintf("contract ended %s, retention %s", t.ContractEnd.Format("2006-01-02"), k.policy.AfterContractEnd)
-		r, err := k.DeleteTenant(ctx, t.ID, why)
+		r, err := k.finishDeletion(ctx, t.ID, why)
 		if err != nil {
 			return rep, err
 		}
