@@ -76,7 +76,7 @@ func New(cfg config.Config, d Deps) *Keeper {
 	}
 	return &Keeper{conn: d.Conn, read: d.Read, db: d.Database, reg: d.Registry, audit: d.Audit, policy: d.Policy,
 		stateMargin: margin, periods: aggregator.PeriodsOf(cfg.Aggregator), tombstoneKey: d.TombstoneKey,
-		commitWindow: processor.CommitWindow(cfg.Processor.BatchTimeout)}
+		commitWindow: processor.CommitWindow}
 }
 
 func (k *Keeper) readConn() driver.Conn {

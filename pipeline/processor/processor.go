@@ -541,6 +541,9 @@ func (p *Processor) stream(ctx context.Context, chunks <-chan *decided, batches 
 					parts[s] = append(parts[s], r)
 				}
 			}
+			if err := p.fence(ctx, b); err != nil { // before any packet that keeps an insert alive
+				return err
+			}
 			for s, rows := range parts {
 				if len(rows) == 0 {
 					continue
@@ -554,9 +557,6 @@ func (p *Processor) stream(ctx context.Context, chunks <-chan *decided, batches 
 				}
 				if cols[s] == nil {
 					cols[s] = newEventColumns(chunkRows)
-				}
-				if err := p.fence(ctx, b); err != nil { // before any packet that keeps an insert alive
-					return err
 				}
 				if err := b.ins[s].add(rows, cols[s]); err != nil {
 					return &writeError{"insert events", err}
@@ -647,7 +647,7 @@ func (p *Processor) store(ctx context.Context, b *batch) error {
 	for part, next := range b.next {
 		rejs = append(rejs, rejected{partition: part, offset: next - 1}) // checkpoint
 	}
-	ictx, cancel := p.insertContext(clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"receive_timeout": int(insertIdle(p.cfg.BatchTimeout).Seconds())})))
+	ictx, cancel := p.insertContext(clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"receive_timeout": int(insertIdle.Seconds())})))
 	defer cancel()
 	if err := insertRejections(ictx, p.conn, p.db, rejs, b.now.UTC().Truncate(time.Second), func() error { return p.fence(ctx, b) }, p.idleOut); err != nil {
 		var we *writeError
@@ -675,7 +675,7 @@ func (p *Processor) abort(b *batch) {
 // left open then.
 func (p *Processor) idleOut() {
 	if at := p.fencedAt.Load(); at != 0 {
-		time.Sleep(time.Until(time.Unix(0, at).Add(insertDropped(p.cfg.BatchTimeout))))
+		time.Sleep(time.Until(time.Unix(0, at).Add(insertDropped)))
 	}
 }
 
@@ -755,9 +755,7 @@ func (d *deletions) current(ctx context.Context) (map[string]bool, error) {
 // CommitWindow is the longest after a tenant's tombstone that a batch decided before it may
 // still bring rows of the tenant to the store (fence): a deletion waits this long after the
 // tombstone before it deletes.
-func CommitWindow(batchTimeout time.Duration) time.Duration {
-	return insertDropped(batchTimeout) + fenceFresh + 5*time.Second
-}
+const CommitWindow = insertDropped + fenceFresh + 5*time.Second
 
 // retry runs fn until it succeeds or ctx ends, backing off exponentially: backpressure, not
 // loss. While it retries, nothing is read or committed.

@@ -147,7 +147,7 @@ func (p *Processor) openEventsInsert(ctx context.Context, conn driver.Conn, inge
 	// An open insert holds the table against DROP PARTITION (retention) and DDL. Were the
 	// processor paused between two chunks (SIGSTOP, a stalled host), ClickHouse ends the insert
 	// when no chunk came for this long, and keeps nothing of it.
-	settings["receive_timeout"] = int(insertIdle(p.cfg.BatchTimeout).Seconds())
+	settings["receive_timeout"] = int(insertIdle.Seconds())
 	ictx, cancel := p.insertContext(clickhouse.Context(ctx, clickhouse.WithSettings(settings)))
 	b, err := conn.PrepareBatch(ictx, fmt.Sprintf(eventsInsertSQL, p.db))
 	if err != nil {
@@ -193,12 +193,10 @@ func OneBlockSettings(batchSize int) clickhouse.Settings {
 // poll_interval (the server's, 10 s by default; the query's setting does not change it), so a
 // receive_timeout of 11 s ends an idle insert only after 20 s, while one of at most 10 s ends it
 // within insertDropped (measured: 3, 5 and 10 s all dropped within 2 s of their timeout).
-func insertIdle(time.Duration) time.Duration { return 10 * time.Second }
+const insertIdle = 10 * time.Second
 
 // insertDropped is how long after its last packet ClickHouse has surely dropped an idle insert.
-func insertDropped(batchTimeout time.Duration) time.Duration {
-	return insertIdle(batchTimeout) + 3*time.Second
-}
+const insertDropped = insertIdle + 3*time.Second
 
 // add sends rows as one block of the insert; cols is scratch space, reused chunk after chunk.
 func (in *eventsInsert) add(rows []row, cols *eventColumns) error {
