@@ -129,7 +129,7 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 	rlog := newReleaseLog(cfg.Kafka.Brokers, topic.ReleaseSpec(cfg.Kafka), d.Database)
 	var sealer *Sealer
 	if d.K > 0 {
-		sealer = newSealer(d.Conn, d.Database, rlog, d.K, cfg.Aggregator.SealAfter, d.Registry, d.Log, time.Now).ReadMartsWith(d.Marts)
+		sealer = newSealer(d.Conn, d.Database, rlog, d.K, cfg.Aggregator.SealAfter, d.Registry, d.Log, time.Now).ReadMartsWith(d.Marts).onCluster(cfg.ClickHouse.Cluster)
 	}
 	return &Aggregator{
 		sealer:     sealer,

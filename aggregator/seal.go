@@ -34,20 +34,28 @@ type Sealer struct {
 	conn   driver.Conn
 	marts  driver.Conn // reads the purpose marts atoms are computed from (a read-only user); conn when nil
 	prefix string
-	rlog   *releaseLog
-	k      int
-	after  time.Duration
-	now    func() time.Time
-	log    *slog.Logger
-	sealed *prometheus.CounterVec
-	first  map[string]time.Time          // purpose → its first week with data, once known
-	stored map[string]map[time.Time]bool // purpose → weeks materialised, read once, then kept
+	// cluster is clickhouse.cluster: the marts are read through their Distributed tables.
+	cluster string
+	rlog    *releaseLog
+	k       int
+	after   time.Duration
+	now     func() time.Time
+	log     *slog.Logger
+	sealed  *prometheus.CounterVec
+	first   map[string]time.Time          // purpose → its first week with data, once known
+	stored  map[string]map[time.Time]bool // purpose → weeks materialised, read once, then kept
 }
 
 // NewSealer returns a sealer of database prefix with its own reader of the release log.
 func NewSealer(cfg config.Config, conn driver.Conn, k int, reg prometheus.Registerer, log *slog.Logger) *Sealer {
 	db := cfg.ClickHouse.Database
-	return newSealer(conn, db, newReleaseLog(cfg.Kafka.Brokers, topic.ReleaseSpec(cfg.Kafka), db), k, cfg.Aggregator.SealAfter, reg, log, time.Now)
+	return newSealer(conn, db, newReleaseLog(cfg.Kafka.Brokers, topic.ReleaseSpec(cfg.Kafka), db), k, cfg.Aggregator.SealAfter, reg, log, time.Now).onCluster(cfg.ClickHouse.Cluster)
+}
+
+// onCluster makes the sealer read the marts of every shard of cluster; it returns s.
+func (s *Sealer) onCluster(cluster string) *Sealer {
+	s.cluster = cluster
+	return s
 }
 
 // SealDueTo is 'shukei atoms seal': one pass of a sealer of the configured database, with k
@@ -136,7 +144,7 @@ func (s *Sealer) SealDue(ctx context.Context) ([]gate.Seal, error) {
 		}
 		first, ok := s.first[purpose]
 		if !ok {
-			f, any, err := gate.FirstWeek(ctx, s.martsConn(), s.prefix, purpose)
+			f, any, err := gate.FirstWeek(ctx, s.martsConn(), s.prefix, s.cluster, purpose)
 			if err != nil {
 				return out, err
 			}
@@ -169,7 +177,7 @@ func (s *Sealer) SealDue(ctx context.Context) ([]gate.Seal, error) {
 // seal computes purpose's atoms of week w, publishes them and returns the week's first seal —
 // this one (won) or an earlier one another sealer published.
 func (s *Sealer) seal(ctx context.Context, purpose string, w time.Time) (*gate.Seal, bool, error) {
-	atoms, err := gate.Compute(ctx, s.martsConn(), s.prefix, purpose, w, s.k)
+	atoms, err := gate.Compute(ctx, s.martsConn(), s.prefix, s.cluster, purpose, w, s.k)
 	if err != nil {
 		return nil, false, err
 	}

@@ -93,7 +93,7 @@ func TestSealOnce(t *testing.T) {
 	if err := b.rlog.sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	atomsB, err := gate.Compute(ctx, conn, db, "service_improvement", week, 5)
+	atomsB, err := gate.Compute(ctx, conn, db, "", "service_improvement", week, 5)
 	if err != nil {
 		t.Fatal(err)
 	}

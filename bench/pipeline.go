@@ -363,7 +363,7 @@ func Pipeline(ctx context.Context, out io.Writer, cfg config.Config, opts Pipeli
 	}
 
 	// 5. End-to-end latency with the collector and the processor running.
-	lat, err := demo.ProbeLatency(ctx, conn, db, "http://"+col.addr, tokens[g.Tenants()[0].ID], g.Tenants()[0].ID, 60)
+	lat, err := demo.ProbeLatency(ctx, conn, db+".events", "http://"+col.addr, tokens[g.Tenants()[0].ID], g.Tenants()[0].ID, 60)
 	if err != nil {
 		return fmt.Errorf("end-to-end: %w", err)
 	}

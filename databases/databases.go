@@ -42,3 +42,19 @@ func Purpose(db, purpose string) string { return db + "_" + purpose }
 func Internal(db string) []string {
 	return []string{Registry(db), Keys(db), Principals(db), Audit(db), BreakGlass(db), Aggregator(db)}
 }
+
+// AllShards is the suffix of the Distributed table that a cluster (clickhouse.cluster) has
+// beside each sharded table: the event store and the purpose marts, whose rows are kept on
+// their tenant's shard.
+const AllShards = "_all"
+
+// Across names the table a reader queries for table (database-qualified, one of the event
+// store's or the purpose marts'): on one server (cluster empty) the table itself; on a cluster
+// its Distributed table, which reads every shard (one replica each). Writers and deletions
+// name the shard's own table, never this one.
+func Across(cluster, table string) string {
+	if cluster == "" {
+		return table
+	}
+	return table + AllShards
+}

@@ -61,7 +61,7 @@ func demoLoad(ctx context.Context, out io.Writer, cfg config.Config, master *pse
 		return err
 	}
 	defer conn.Close()
-	reg := registry.New(conn, cfg.ClickHouse.Database, master)
+	reg := registry.New(conn, cfg.ClickHouse.Database, master).Placing(cfg.ClickHouse.Cluster)
 	// Tokens of this run only, given to the demo's collector directly.
 	tokens := map[string]string{}
 	for _, t := range g.Tenants() {

@@ -16,6 +16,7 @@ import (
 	"github.com/shukei/shukei/aggregator"
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/ops"
 )
 
@@ -150,7 +151,7 @@ func demoPartnerView(ctx context.Context, out io.Writer, conn driver.Conn, cfg c
 
 	// How far from the truth: the processor's marketing mart holds, per day and tenant, what
 	// each tenant used; the operator (not the partner) can count the month exactly.
-	rows, err := conn.Query(ctx, "SELECT feature, uniqExact(tenant_id) FROM "+cfg.ClickHouse.Database+"_marketing.activity_daily WHERE category = 'feature_use' AND contract_status != 'terminated' AND day >= toDate(?) AND day < toDate(?) GROUP BY feature",
+	rows, err := conn.Query(ctx, "SELECT feature, uniqExact(tenant_id) FROM "+databases.Across(cfg.ClickHouse.Cluster, cfg.ClickHouse.Database+"_marketing.activity_daily")+" WHERE category = 'feature_use' AND contract_status != 'terminated' AND day >= toDate(?) AND day < toDate(?) GROUP BY feature",
 		month.Start.Format("2006-01-02"), month.End.Format("2006-01-02"))
 	if err != nil {
 		return err

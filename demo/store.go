@@ -19,6 +19,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/collector"
 	"github.com/shukei/shukei/pipeline/processor"
@@ -42,7 +43,7 @@ func demoTenants(ctx context.Context, out io.Writer, cfg config.Config, master *
 		return err
 	}
 	defer conn.Close()
-	reg := registry.New(conn, cfg.ClickHouse.Database, master)
+	reg := registry.New(conn, cfg.ClickHouse.Database, master).Placing(cfg.ClickHouse.Cluster)
 	fmt.Fprintln(out, "\n-- Tenant registry: demo customers")
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "   TENANT\tSTATUS\tEDITION\tSIZE\t")
@@ -98,7 +99,7 @@ func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *
 	var stored, rejected uint64
 	for {
 		// A failed count (ClickHouse restarting) is only a reason to look again.
-		errE := conn.QueryRow(ctx, "SELECT count() FROM "+db+".events").Scan(&stored)
+		errE := conn.QueryRow(ctx, "SELECT count() FROM "+databases.Across(cfg.ClickHouse.Cluster, db+".events")).Scan(&stored)
 		errR := conn.QueryRow(ctx, "SELECT count() FROM "+db+".rejections WHERE class != 'checkpoint'").Scan(&rejected)
 		if errE == nil && errR == nil && stored+rejected >= total {
 			break
@@ -136,7 +137,7 @@ func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *
 	_ = tw.Flush()
 
 	fmt.Fprintln(out, "\n   stored, by tenant status and the purposes the policy allowed:")
-	rows, err = conn.Query(ctx, "SELECT toString(contract_status), purposes, policy_version, count() FROM "+db+".events GROUP BY contract_status, purposes, policy_version ORDER BY contract_status, purposes")
+	rows, err = conn.Query(ctx, "SELECT toString(contract_status), purposes, policy_version, count() FROM "+databases.Across(cfg.ClickHouse.Cluster, db+".events")+" GROUP BY contract_status, purposes, policy_version ORDER BY contract_status, purposes")
 	if err != nil {
 		return err
 	}
@@ -167,7 +168,7 @@ func demoProcess(ctx context.Context, out io.Writer, cfg config.Config, master *
 		{"_external_consented.tenant_daily", "per consenting tenant and day"},
 	} {
 		var n uint64
-		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+m.table).Scan(&n); err != nil {
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+databases.Across(cfg.ClickHouse.Cluster, db+m.table)).Scan(&n); err != nil {
 			return err
 		}
 		fmt.Fprintf(tw, "   %s%s\t%d\t%s\t\n", db, m.table, n, m.grain)
@@ -179,10 +180,11 @@ const demoProbes = 60
 
 // ProbeLatency measures end-to-end latency n times: a probe event posted to the collector at
 // base (as tenant, with token), timed from the collector's acknowledgement until a query finds
-// it in db's event store. Probes are sent one after another without waiting for the previous
-// one to be stored, so a batch timeout is not paid once per probe; a first probe warms up the
-// processor (group join, partition assignment). The durations come back sorted.
-func ProbeLatency(ctx context.Context, conn driver.Conn, db, base, token, tenant string, n int) ([]time.Duration, error) {
+// it in the table events (the event store; on a cluster, its Distributed table). Probes are
+// sent one after another without waiting for the previous one to be stored, so a batch timeout
+// is not paid once per probe; a first probe warms up the processor (group join, partition
+// assignment). The durations come back sorted.
+func ProbeLatency(ctx context.Context, conn driver.Conn, events, base, token, tenant string, n int) ([]time.Duration, error) {
 	url := base + "/v1/events"
 	send := func() (string, time.Time, error) {
 		id := uuid.NewString()
@@ -201,7 +203,7 @@ func ProbeLatency(ctx context.Context, conn driver.Conn, db, base, token, tenant
 		return id, time.Now(), nil
 	}
 	stored := func(ids []string) (map[string]bool, error) {
-		rows, err := conn.Query(ctx, "SELECT toString(event_id) FROM "+db+".events WHERE tenant_id = ? AND has(?, toString(event_id))", tenant, ids)
+		rows, err := conn.Query(ctx, "SELECT toString(event_id) FROM "+events+" WHERE tenant_id = ? AND has(?, toString(event_id))", tenant, ids)
 		if err != nil {
 			return nil, err
 		}
@@ -286,7 +288,7 @@ func demoLatency(ctx context.Context, out io.Writer, cfg config.Config, master *
 		return err
 	}
 	defer stopSrv()
-	lat, err := ProbeLatency(ctx, conn, cfg.ClickHouse.Database, base, token, tenant, demoProbes)
+	lat, err := ProbeLatency(ctx, conn, databases.Across(cfg.ClickHouse.Cluster, cfg.ClickHouse.Database+".events"), base, token, tenant, demoProbes)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/shukei/shukei/audit/chain"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/ops"
@@ -104,7 +105,14 @@ func TestClusterMigrationsLayOutEveryTable(t *testing.T) {
 		t.Errorf("second run from another node applied %d, skipped %d; want 0, %d", len(second.Applied), len(second.Skipped), len(first.Applied))
 	}
 
+	// Beside each sharded table, its Distributed table for readers.
 	want := expectedTables(t, db)
+	for _, name := range want {
+		if isSharded(db, name) {
+			want = append(want, name+databases.AllShards)
+		}
+	}
+	slices.Sort(want)
 	for i, conn := range conns {
 		got := tablesOn(t, conn, db)
 		names := make([]string, 0, len(got))
@@ -117,6 +125,12 @@ func TestClusterMigrationsLayOutEveryTable(t *testing.T) {
 		}
 		for name, engine := range got {
 			switch {
+			case strings.HasSuffix(name, databases.AllShards):
+				local := strings.TrimSuffix(name, databases.AllShards)
+				db, table, _ := strings.Cut(local, ".")
+				if want := "Distributed Distributed(shukei, " + db + ", " + table + ")"; engine != want {
+					t.Errorf("%s: %s is %q, want %q", clusterNodes[i], name, engine, want)
+				}
 			case strings.HasPrefix(engine, "MaterializedView"):
 			case !strings.HasPrefix(engine, "Replicated"):
 				t.Errorf("%s: %s is %s, not replicated", clusterNodes[i], name, strings.Fields(engine)[0])
@@ -178,6 +192,27 @@ func TestClusterMigrationsLayOutEveryTable(t *testing.T) {
 				t.Errorf("%s on %s: %d rows of the tenant, want %d", table, clusterNodes[i], n, want[i])
 			}
 		}
+	}
+	// Every node reads the event and its marts through the Distributed tables, shard 2's
+	// nodes included, and the tenant's rows once (one replica a shard).
+	for _, m := range marts {
+		for i, conn := range conns {
+			if n := count(conn, databases.Across("shukei", m)); n != 1 {
+				t.Errorf("%s on %s: %d rows of the tenant, want 1", databases.Across("shukei", m), clusterNodes[i], n)
+			}
+		}
+	}
+	// Nothing writes through a Distributed table: with no sharding key, an insert is refused.
+	b, err := conns[2].PrepareBatch(ctx, "INSERT INTO "+db+".events"+databases.AllShards+" (event_id, tenant_id, occurred_at, ingested_at, category, purposes)")
+	if err == nil {
+		if err = b.Append(uuid.New(), tenant, now, now, "feature_use", uint16(1)); err == nil {
+			err = b.Send()
+		}
+	}
+	if err == nil {
+		t.Error("an insert into the Distributed event store was accepted; want a refusal (no sharding key)")
+	} else {
+		t.Logf("an insert through the Distributed table is refused: %v", err)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/policy"
 )
 
@@ -69,8 +70,9 @@ func kArg(k int) uint64 { return uint64(max(k, policy.MinK)) }
 func Enough(tenants uint64, k int) bool { return tenants >= kArg(k) }
 
 // Compute returns purpose's atoms of the week starting on monday with at least k tenants,
-// read from the purpose's daily mart under prefix.
-func Compute(ctx context.Context, conn driver.Conn, prefix, purpose string, monday time.Time, k int) ([]Atom, error) {
+// read from the purpose's daily mart under prefix (on a cluster, every shard's, through its
+// Distributed table).
+func Compute(ctx context.Context, conn driver.Conn, prefix, cluster, purpose string, monday time.Time, k int) ([]Atom, error) {
 	if k < policy.MinK {
 		return nil, fmt.Errorf("gate: k=%d; an atom needs at least %d tenants", k, policy.MinK)
 	}
@@ -87,7 +89,7 @@ func Compute(ctx context.Context, conn driver.Conn, prefix, purpose string, mond
 	default:
 		return nil, fmt.Errorf("gate: purpose %q has no atoms", purpose)
 	}
-	t := prefix + "_" + purpose + "." + table
+	t := databases.Across(cluster, prefix+"_"+purpose+"."+table)
 	week := "day >= toDate(?) AND day < toDate(?)"
 	q := `
 SELECT category, feature, status, edition, count() AS tenants, sum(u) AS users, sum(n) AS uses
@@ -153,15 +155,15 @@ func sortAtoms(as []Atom) {
 const Before = 12
 
 // FirstWeek returns the Monday of the earliest week purpose's daily mart holds, and false
-// when it holds nothing.
-func FirstWeek(ctx context.Context, conn driver.Conn, prefix, purpose string) (time.Time, bool, error) {
+// when it holds nothing (on a cluster, on any shard).
+func FirstWeek(ctx context.Context, conn driver.Conn, prefix, cluster, purpose string) (time.Time, bool, error) {
 	table := map[string]string{policy.ServiceImprovement.String(): "feature_daily", policy.Marketing.String(): "activity_daily"}[purpose]
 	if table == "" {
 		return time.Time{}, false, fmt.Errorf("gate: purpose %q has no atoms", purpose)
 	}
 	var n uint64
 	var first time.Time
-	if err := conn.QueryRow(ctx, "SELECT count(), min(day) FROM "+prefix+"_"+purpose+"."+table).Scan(&n, &first); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT count(), min(day) FROM "+databases.Across(cluster, prefix+"_"+purpose+"."+table)).Scan(&n, &first); err != nil {
 		return time.Time{}, false, fmt.Errorf("gate: first week of %s: %w", purpose, err)
 	}
 	if n == 0 {

@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+
+	"github.com/shukei/shukei/databases"
 )
 
 // Layout says where a migration's DDL runs: on one server (Cluster empty), or on every node of
@@ -57,7 +59,8 @@ var (
 	engine         = regexp.MustCompile(`\bENGINE = (MergeTree|ReplacingMergeTree|AggregatingMergeTree)(\(([^()]*)\))?`)
 	createView     = regexp.MustCompile(`(?s)^CREATE MATERIALIZED VIEW IF NOT EXISTS ([a-z0-9_]+\.[a-z0-9_]+) (TO .*)$`)
 	alterTable     = regexp.MustCompile(`(?s)^ALTER TABLE ([a-z0-9_]+)\.([a-z0-9_]+) (.*)$`)
-	dropTable      = regexp.MustCompile(`^DROP TABLE IF EXISTS [a-z0-9_]+\.[a-z0-9_]+$`)
+	dropTable      = regexp.MustCompile(`^DROP TABLE IF EXISTS ([a-z0-9_]+)\.([a-z0-9_]+)$`)
+	columnChange   = regexp.MustCompile(`^(ADD|DROP|MODIFY|COMMENT) COLUMN\b`)
 	insertSelect   = regexp.MustCompile(`(?s)^INSERT INTO [a-z0-9_]+\.[a-z0-9_]+ \(.*\)\s+SELECT\s.*\sFROM\s+([a-z0-9_]+\.[a-z0-9_]+)\s`)
 )
 
@@ -68,6 +71,9 @@ type Step struct {
 	// only, so Apply runs it only while that table is empty on every shard (a new cluster
 	// migrates before it stores anything).
 	Backfill string
+	// After are statements run right after SQL: on a cluster, the Distributed table beside a
+	// sharded table (databases.Across), created, altered and dropped with it.
+	After []string
 }
 
 // tableKey is a table's name without the migration's ${db} prefix: "_marketing.activity_daily"
@@ -109,7 +115,14 @@ func (l Layout) Rewrite(db, stmt string) (Step, error) {
 			args += ", " + extra
 		}
 		body = body[:locs[0][0]] + "ENGINE = Replicated" + e[1] + "(" + args + ")" + body[locs[0][1]:]
-		return Step{SQL: "CREATE TABLE IF NOT EXISTS " + database + "." + table + on + " " + body}, nil
+		step := Step{SQL: "CREATE TABLE IF NOT EXISTS " + database + "." + table + on + " " + body}
+		if sharded[tableKey(db, database, table)] {
+			// Readers query every shard through it. No sharding key: nothing writes through
+			// it (an insert into it fails), the processor writes each shard's own table.
+			step.After = []string{"CREATE TABLE IF NOT EXISTS " + database + "." + table + databases.AllShards + on +
+				" AS " + database + "." + table + " ENGINE = Distributed(" + l.Cluster + ", " + database + ", " + table + ")"}
+		}
+		return step, nil
 	case createView.MatchString(stmt):
 		m := createView.FindStringSubmatch(stmt)
 		return Step{SQL: "CREATE MATERIALIZED VIEW IF NOT EXISTS " + m[1] + on + " " + m[2]}, nil
@@ -118,13 +131,26 @@ func (l Layout) Rewrite(db, stmt string) (Step, error) {
 		if sharded[tableKey(db, m[1], m[2])] {
 			// One replica of each shard runs it; the shard's other replica follows through
 			// ZooKeeper.
-			return Step{SQL: "ALTER TABLE " + m[1] + "." + m[2] + on + " " + m[3]}, nil
+			step := Step{SQL: "ALTER TABLE " + m[1] + "." + m[2] + on + " " + m[3]}
+			if columnChange.MatchString(m[3]) {
+				step.After = []string{"ALTER TABLE " + m[1] + "." + m[2] + databases.AllShards + on + " " + m[3]}
+			}
+			return step, nil
 		}
 		// A table replicated everywhere is one table in ZooKeeper: altered on this node, the
 		// change reaches every replica (ON CLUSTER would run it once per shard).
 		return Step{SQL: stmt}, nil
-	case renameStmt.MatchString(stmt), dropTable.MatchString(stmt):
+	case renameStmt.MatchString(stmt):
+		if m := renameStmt.FindStringSubmatch(stmt); sharded[tableKey(db, m[1], m[2])] {
+			return Step{}, fmt.Errorf("renaming the sharded table %s.%s has no cluster form (its Distributed table and views name it)", m[1], m[2])
+		}
 		return Step{SQL: stmt + on}, nil
+	case dropTable.MatchString(stmt):
+		step := Step{SQL: stmt + on}
+		if m := dropTable.FindStringSubmatch(stmt); sharded[tableKey(db, m[1], m[2])] {
+			step.After = []string{"DROP TABLE IF EXISTS " + m[1] + "." + m[2] + databases.AllShards + on}
+		}
+		return step, nil
 	case insertSelect.MatchString(stmt):
 		return Step{SQL: stmt, Backfill: insertSelect.FindStringSubmatch(stmt)[1]}, nil
 	}
@@ -133,4 +159,15 @@ func (l Layout) Rewrite(db, stmt string) (Step, error) {
 		first = first[:i]
 	}
 	return Step{}, fmt.Errorf("no cluster form for the statement %q", first)
+}
+
+// Sharded says whether database.table (of the Shukei database db) is kept per shard on a
+// cluster: the event store and the tables its views fill. Everything else is replicated on
+// every node.
+func Sharded(db, database, table string) (bool, error) {
+	keys, err := shardKeys()
+	if err != nil {
+		return false, err
+	}
+	return keys[tableKey(db, database, table)], nil
 }

@@ -167,8 +167,10 @@ func ApplyLayout(ctx context.Context, conn driver.Conn, db string, l Layout) (Re
 					return res, fail(err)
 				}
 			}
-			if err := conn.Exec(ctx, step.SQL); err != nil {
-				return res, fail(err)
+			for _, sql := range append([]string{step.SQL}, step.After...) {
+				if err := conn.Exec(ctx, sql); err != nil {
+					return res, fail(err)
+				}
 			}
 		}
 		if err := record(ctx, conn, db, m); err != nil {

@@ -88,7 +88,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 	principals := principal.New(rconn, db)
 	r.srv, err = New(cfg, Deps{
 		Principals: principals, Audit: r.audit, Tickets: registry.New(rconn, db, nil),
-		BreakGlass: breakglass.New(conn, db, principals, r.audit), Readers: readers, Database: db,
+		BreakGlass: breakglass.New(conn, db, principals, r.audit), Readers: readers, Database: db, Cluster: cfg.ClickHouse.Cluster,
 		K: k, Budget: budget, YearBudget: ops.YearBudgetOf(cfg.Aggregator, budget), Registry: r.metrics, Log: log,
 		Ready: r.ready,
 	})

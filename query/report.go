@@ -7,6 +7,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/anonymizer/ledger"
+	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/query/breakglass"
 	"github.com/shukei/shukei/registry"
@@ -58,6 +59,7 @@ type Env struct {
 	Conn       driver.Conn // the purpose's reader
 	DB         string      // the purpose's database
 	Prefix     string      // the internal database name (purpose databases are <Prefix>_<purpose>)
+	Cluster    string      // clickhouse.cluster, or empty on one server
 	K          int
 	MaxRows    int
 	Now        time.Time
@@ -87,3 +89,7 @@ type BreakGlassSource interface {
 type Forbidden struct{ Msg string }
 
 func (e *Forbidden) Error() string { return e.Msg }
+
+// Mart names a purpose mart of the report's database as the report reads it: on a cluster
+// through its Distributed table, every shard's tenants (databases.Across).
+func (e *Env) Mart(table string) string { return databases.Across(e.Cluster, e.DB+"."+table) }

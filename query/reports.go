@@ -513,7 +513,7 @@ SELECT tenant_id, argMaxMerge(contract_status) AS status, argMaxMerge(edition) A
        sumMergeIf(events, week = toDate(?)) AS events_this,
        sumMergeIf(events, week = toDate(?)) AS events_last,
        sumMergeIf(events, week < toDate(?)) AS events_before
-FROM `+e.DB+`.tenant_weekly
+FROM `+e.Mart("tenant_weekly")+`
 WHERE week >= toDate(?) AND week <= toDate(?)
 GROUP BY tenant_id
 HAVING `+strings.Join(having, " AND "),
@@ -637,7 +637,7 @@ SELECT tenant_id, argMaxMerge(contract_status) AS status, argMaxMerge(edition) A
        groupUniqArrayMerge(features) AS used, length(arrayFilter(x -> x != '', used)) AS features_used,
        uniqMerge(users) AS active_users, uniqExactMerge(active_days) AS days, sumMerge(events) AS events,
        maxMerge(customizations) AS customizations
-FROM `+e.DB+`.tenant_weekly
+FROM `+e.Mart("tenant_weekly")+`
 WHERE week >= toDate(?) AND week <= toDate(?)
 GROUP BY tenant_id
 HAVING `+strings.Join(having, " AND "), append([]any{day(from), day(to)}, args...)...)
@@ -794,7 +794,7 @@ func runSupportTrace(ctx context.Context, e *Env, a Args) ([][]any, error) {
 	rows, err := e.Conn.Query(ctx, `
 SELECT occurred_at, category, lower(hex(user_pseudonym)), os, os_major, device_kind, app_id, action, operation_id,
        result_code, request_id, toString(event_id)
-FROM `+e.DB+`.trace
+FROM `+e.Mart("trace")+`
 WHERE `+where+`
 ORDER BY occurred_at, event_id
 LIMIT ?`, append(args, uint64(a.Int("limit")))...)

@@ -42,6 +42,7 @@ type Deps struct {
 	BreakGlass *breakglass.Store
 	Readers    map[string]driver.Conn // purpose → that purpose's read-only connection
 	Database   string                 // the internal database; purpose databases are <Database>_<purpose>
+	Cluster    string                 // clickhouse.cluster: marts are read through their Distributed tables
 	K          int                    // fewest tenants behind an aggregate cell (the policy's, or a larger query.k)
 	Budget     ledger.Budget          // external_aggregate's monthly allowance
 	YearBudget ledger.Budget          // and over any 365 days of windows
@@ -395,7 +396,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 	if s.d.BreakGlass != nil {
 		bg = s.d.BreakGlass
 	}
-	env := &Env{Conn: conn, DB: s.d.Database + "_" + purpose, Prefix: s.d.Database, K: s.d.K, MaxRows: s.cfg.MaxRows, Now: now,
+	env := &Env{Conn: conn, DB: s.d.Database + "_" + purpose, Prefix: s.d.Database, Cluster: s.d.Cluster, K: s.d.K, MaxRows: s.cfg.MaxRows, Now: now,
 		Tickets: s.d.Tickets, Lookback: s.cfg.SupportLookback, Budget: s.d.Budget, YearBudget: s.d.YearBudget, BreakGlass: bg, Principal: req.p.ID}
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()

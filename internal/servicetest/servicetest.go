@@ -241,12 +241,12 @@ func SealWeeks(t testing.TB, conn driver.Conn, db string, k int) {
 	defer cancel()
 	last := gate.Monday(time.Now()).AddDate(0, 0, -7)
 	for _, p := range gate.Purposes {
-		first, ok, err := gate.FirstWeek(ctx, conn, db, p.String())
+		first, ok, err := gate.FirstWeek(ctx, conn, db, "", p.String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		for w := first.AddDate(0, 0, -7*gate.Before); ok && !w.After(last); w = w.AddDate(0, 0, 7) {
-			atoms, err := gate.Compute(ctx, conn, db, p.String(), w, k)
+			atoms, err := gate.Compute(ctx, conn, db, "", p.String(), w, k)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -192,6 +192,8 @@ type Replayer struct {
 	RawTopic string
 	Conn     driver.Conn
 	Database string
+	// Cluster is clickhouse.cluster: stored event ids are looked up on every shard.
+	Cluster string
 	// AuditOptions are the audit log's key and sequencer (audit.key_file, audit.topic).
 	AuditOptions []audit.Option
 	// BatchSize is how many candidates are checked against the event store and written (one
@@ -340,7 +342,7 @@ func (rp *Replayer) dropStored(ctx context.Context, cands []Candidate, res *Repl
 			}
 			lits[j] = "'" + c.EventID + "'"
 		}
-		rows, err := rp.Conn.Query(ctx, "SELECT DISTINCT toString(event_id) FROM "+rp.Database+".events WHERE toString(event_id) IN ("+strings.Join(lits, ",")+")")
+		rows, err := rp.Conn.Query(ctx, "SELECT DISTINCT toString(event_id) FROM "+databases.Across(rp.Cluster, rp.Database+".events")+" WHERE toString(event_id) IN ("+strings.Join(lits, ",")+")")
 		if err != nil {
 			return nil, fmt.Errorf("look up stored event ids in %s.events: %w", rp.Database, err)
 		}
@@ -478,7 +480,7 @@ func ReplayConfigured(ctx context.Context, w io.Writer, cfg config.Config, log *
 		if err != nil {
 			return err
 		}
-		rp := &Replayer{Source: SourceOf(cfg.Kafka), RawTopic: cfg.Kafka.RawTopic, Conn: conn, Database: cfg.ClickHouse.Database, AuditOptions: aopts}
+		rp := &Replayer{Source: SourceOf(cfg.Kafka), RawTopic: cfg.Kafka.RawTopic, Conn: conn, Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster, AuditOptions: aopts}
 		return rp.ReplayTo(ctx, w, o, asJSON)
 	})
 }
