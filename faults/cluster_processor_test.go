@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,10 +21,12 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/registry"
+	"github.com/shukei/shukei/retention"
 )
 
 // The processor on the cluster writes each tenant's events to the tenant's shard (both
@@ -60,7 +64,7 @@ func TestClusterProcessorWritesEachShardExactlyOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := registry.New(conns[0], db, master)
+	reg := registry.New(conns[0], db, master).Placing("shukei")
 	var tenants []string
 	for i := range 40 {
 		id := fmt.Sprintf("tenant-%02d", i)
@@ -179,11 +183,20 @@ func TestClusterProcessorWritesEachShardExactlyOnce(t *testing.T) {
 			t.Fatalf("%s: sync replica: %v", clusterNodes[i], err)
 		}
 	}
+	// Every tenant was placed when registered: the shard ClickHouse's own cityHash64 gives
+	// over the two shards (registry.PlaceShard agrees with it), on both shards.
+	var unplaced, otherHash, onShard2 uint64
+	if err := conns[3].QueryRow(ctx, "SELECT countIf(shard = 0), countIf(shard != cityHash64(tenant_id) % 2 + 1), countIf(shard = 2) FROM "+db+"_registry.tenants FINAL").Scan(&unplaced, &otherHash, &onShard2); err != nil {
+		t.Fatal(err)
+	}
+	if unplaced != 0 || otherHash != 0 || onShard2 == 0 || onShard2 == uint64(len(tenants)) {
+		t.Errorf("placement: %d tenants unplaced, %d not where cityHash64 puts them, %d of %d on shard 2", unplaced, otherHash, onShard2, len(tenants))
+	}
 	shardIdx := []int{0, 0, 1, 1}
 	var total [2]uint64
 	for i, conn := range conns {
 		rows, distinct, misplaced := uint64(0), uint64(0), uint64(0)
-		if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count(), uniqExact(event_id), countIf(cityHash64(tenant_id) %% 2 != %d) FROM %s.events", shardIdx[i], db)).Scan(&rows, &distinct, &misplaced); err != nil {
+		if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count(), uniqExact(event_id), countIf(tenant_id NOT IN (SELECT tenant_id FROM %s_registry.tenants FINAL WHERE shard = %d)) FROM %s.events", db, shardIdx[i]+1, db)).Scan(&rows, &distinct, &misplaced); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("%s: %d events (%d distinct), %d of another shard's tenants", clusterNodes[i], rows, distinct, misplaced)
@@ -194,7 +207,7 @@ func TestClusterProcessorWritesEachShardExactlyOnce(t *testing.T) {
 			t.Errorf("%s holds %d events of tenants of the other shard", clusterNodes[i], misplaced)
 		}
 		var martMisplaced, martRows uint64
-		if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count(), countIf(cityHash64(tenant_id) %% 2 != %d) FROM %s_service_improvement.feature_daily", shardIdx[i], db)).Scan(&martRows, &martMisplaced); err != nil {
+		if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count(), countIf(tenant_id NOT IN (SELECT tenant_id FROM %s_registry.tenants FINAL WHERE shard = %d)) FROM %s_service_improvement.feature_daily", db, shardIdx[i]+1, db)).Scan(&martRows, &martMisplaced); err != nil {
 			t.Fatal(err)
 		}
 		if martRows == 0 || martMisplaced != 0 {
@@ -210,5 +223,62 @@ func TestClusterProcessorWritesEachShardExactlyOnce(t *testing.T) {
 		t.Errorf("the shards hold %d + %d events of %d produced: lost=%d duplicated=%d", total[0], total[1], produced, max(0, produced-int(got)), max(0, int(got)-produced))
 	} else {
 		t.Logf("cluster processor: lost=0 duplicated=0 (%d events: %d on shard 1, %d on shard 2)", produced, total[0], total[1])
+	}
+
+	// Every node reads both shards through the Distributed tables: each event once.
+	for i, conn := range conns {
+		if n, err := count(conn, "SELECT count() FROM "+databases.Across("shukei", db+".events")); err != nil || int(n) != produced {
+			t.Errorf("%s reads %d events through %s (%v), want %d", clusterNodes[i], n, databases.Across("shukei", db+".events"), err, produced)
+		}
+	}
+
+	// Retention deletes a tenant of shard 2 on its shard, while one replica of it is down: the
+	// deletion waits for the replica, then no replica holds a row of the tenant.
+	victim := ""
+	for _, id := range tenants {
+		tn, err := reg.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tn.Shard == 2 {
+			victim = id
+			break
+		}
+	}
+	var before uint64
+	if err := conns[2].QueryRow(ctx, "SELECT count() FROM "+db+".events WHERE tenant_id = ?", victim).Scan(&before); err != nil || before == 0 {
+		t.Fatalf("the victim %s has %d events on shard 2 (%v)", victim, before, err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "master.key")
+	if err := os.WriteFile(keyFile, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rcfg := cfg
+	rcfg.Anonymizer.MasterKeyFile = keyFile
+	node(t, "stop-node", "ch-s2r2")
+	deleted := make(chan error, 1)
+	var receipt strings.Builder
+	began := time.Now()
+	go func() { deleted <- retention.DeleteTenantTo(ctx, &receipt, rcfg, log, victim, "cluster test") }()
+	time.Sleep(25 * time.Second) // past the commit window: the deletion now waits for ch-s2r2
+	select {
+	case err := <-deleted:
+		t.Fatalf("the deletion ended while a replica of the tenant's shard was down: %v", err)
+	default:
+	}
+	node(t, "start-node", "ch-s2r2")
+	if err := <-deleted; err != nil {
+		t.Fatalf("tenants delete: %v", err)
+	}
+	t.Logf("deleted %s in %v with a replica down for 25 s: %s", victim, time.Since(began).Round(time.Second), strings.TrimSpace(receipt.String()))
+	for i, conn := range conns {
+		for _, table := range []string{db + ".events", db + "_service_improvement.feature_daily", db + "_support.trace", db + "_registry.tenants"} {
+			if n, err := count(conn, "SELECT count() FROM "+table+" WHERE tenant_id = '"+victim+"'"); err != nil || n != 0 {
+				t.Errorf("%s: %s holds %d rows of the deleted tenant (%v)", clusterNodes[i], table, n, err)
+			}
+		}
+		if n, err := count(conn, "SELECT count() FROM "+databases.Across("shukei", db+".events")); err != nil || n != uint64(produced)-before {
+			t.Errorf("%s reads %d events after the deletion (%v), want %d", clusterNodes[i], n, err, uint64(produced)-before)
+		}
 	}
 }

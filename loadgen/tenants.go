@@ -33,7 +33,7 @@ func RegisterTenants(ctx context.Context, c config.Config, master *pseudonym.Mas
 		return nil, 0, err
 	}
 	defer conn.Close()
-	reg := registry.New(conn, c.ClickHouse.Database, master)
+	reg := registry.New(conn, c.ClickHouse.Database, master).Placing(c.ClickHouse.Cluster)
 	existing, err := reg.List(ctx)
 	if err != nil {
 		return nil, 0, err

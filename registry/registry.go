@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/go-faster/city"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/event"
@@ -53,6 +54,9 @@ type Tenant struct {
 	TokenHashes []string  // hex SHA-256 of each ingest token
 	Consents    []Consent // in time order
 	UpdatedAt   time.Time
+	// Shard is the tenant's shard on a ClickHouse cluster (system.clusters' shard_num), chosen
+	// once when it is registered (Registry.Placing); 0 on one server.
+	Shard uint16
 	// Tombstoned is set in a Cache's snapshot on a tenant that is still registered but has a
 	// tombstone: its deletion has begun (retention.DeleteTenant deletes the registry's rows
 	// last), and its events are refused as deleted from now on.
@@ -118,6 +122,50 @@ type Registry struct {
 	db     string
 	master *pseudonym.MasterKey
 	now    func() time.Time
+	// cluster is clickhouse.cluster: Add places each new tenant on a shard of it.
+	cluster string
+}
+
+// Placing makes Add place each new tenant on a shard of the ClickHouse cluster named cluster
+// (Tenant.Shard; PlaceShard over the shards the cluster has now); "" places nothing (one
+// server). It returns r.
+func (r *Registry) Placing(cluster string) *Registry {
+	r.cluster = cluster
+	return r
+}
+
+// PlaceShard is the shard of nums (the cluster's shard_num values, ascending) a tenant
+// registered now is placed on: cityHash64 of its id (ClickHouse's CityHash64, go-faster/city's
+// CH64) modulo the number of shards. Recorded once, it does not move when shards are added.
+func PlaceShard(tenant string, nums []uint16) uint16 {
+	if len(nums) == 0 {
+		return 0
+	}
+	return nums[city.CH64([]byte(tenant))%uint64(len(nums))]
+}
+
+// place reads the cluster's shards and places tenant on one of them.
+func (r *Registry) place(ctx context.Context, tenant string) (uint16, error) {
+	rows, err := r.conn.Query(ctx, "SELECT DISTINCT shard_num FROM system.clusters WHERE cluster = ? ORDER BY shard_num", r.cluster)
+	if err != nil {
+		return 0, fmt.Errorf("the shards of cluster %s: %w", r.cluster, err)
+	}
+	defer rows.Close()
+	var nums []uint16
+	for rows.Next() {
+		var n uint32
+		if err := rows.Scan(&n); err != nil {
+			return 0, err
+		}
+		nums = append(nums, uint16(n))
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if len(nums) == 0 {
+		return 0, fmt.Errorf("cluster %s is not declared on the server (system.clusters)", r.cluster)
+	}
+	return PlaceShard(tenant, nums), nil
 }
 
 // New returns a registry over database db. master encrypts new pseudonymisation roots; it may
@@ -153,6 +201,13 @@ func (r *Registry) Add(ctx context.Context, t Tenant) (string, error) {
 		return "", fmt.Errorf("%w: %s", ErrExists, t.ID)
 	} else if !errors.Is(err, ErrUnknownTenant) {
 		return "", err
+	}
+	if r.cluster != "" && t.Shard == 0 {
+		s, err := r.place(ctx, t.ID)
+		if err != nil {
+			return "", err
+		}
+		t.Shard = s
 	}
 	token, hash := NewToken()
 	t.TokenHashes = []string{hash}
@@ -260,7 +315,7 @@ func (r *Registry) put(ctx context.Context, t Tenant) error {
 		// second must still order.
 		now = t.UpdatedAt.Add(time.Second)
 	}
-	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+"_registry.tenants (tenant_id, status, edition, size_band, contract_end, token_hashes, deleted, updated_at)")
+	b, err := r.conn.PrepareBatch(ctx, "INSERT INTO "+r.db+"_registry.tenants (tenant_id, status, edition, size_band, contract_end, token_hashes, deleted, updated_at, shard)")
 	if err != nil {
 		return err
 	}
@@ -268,7 +323,7 @@ func (r *Registry) put(ctx context.Context, t Tenant) error {
 	if end.IsZero() {
 		end = time.Unix(0, 0).UTC()
 	}
-	if err := b.Append(t.ID, t.Status, t.Edition, t.SizeBand, end, t.TokenHashes, uint8(0), now); err != nil {
+	if err := b.Append(t.ID, t.Status, t.Edition, t.SizeBand, end, t.TokenHashes, uint8(0), now, t.Shard); err != nil {
 		return err
 	}
 	return b.Send()
@@ -325,7 +380,7 @@ func (r *Registry) load(ctx context.Context, only string) (map[string]*Tenant, e
 	if only != "" {
 		where, args = " WHERE tenant_id = ?", []any{only}
 	}
-	rows, err := r.conn.Query(ctx, "SELECT tenant_id, toString(status), edition, size_band, contract_end, token_hashes, deleted, updated_at FROM "+r.db+"_registry.tenants FINAL"+where, args...)
+	rows, err := r.conn.Query(ctx, "SELECT tenant_id, toString(status), edition, size_band, contract_end, token_hashes, deleted, updated_at, shard FROM "+r.db+"_registry.tenants FINAL"+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read tenant registry: %w", err)
 	}
@@ -333,7 +388,7 @@ func (r *Registry) load(ctx context.Context, only string) (map[string]*Tenant, e
 	for rows.Next() {
 		var t Tenant
 		var deleted uint8
-		if err := rows.Scan(&t.ID, &t.Status, &t.Edition, &t.SizeBand, &t.ContractEnd, &t.TokenHashes, &deleted, &t.UpdatedAt); err != nil {
+		if err := rows.Scan(&t.ID, &t.Status, &t.Edition, &t.SizeBand, &t.ContractEnd, &t.TokenHashes, &deleted, &t.UpdatedAt, &t.Shard); err != nil {
 			rows.Close()
 			return nil, err
 		}

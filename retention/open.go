@@ -10,13 +10,24 @@ import (
 	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/ops"
+	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/registry"
 )
 
-// newKeeper is the retention keeper of the configured database: it deletes on conn and
-// appends its receipts to the audit log on auditConn.
-func newKeeper(cfg config.Config, conn, auditConn driver.Conn, log *slog.Logger) *Keeper {
-	return New(cfg, keeperDeps(cfg, conn, auditConn, log))
+// newKeeper is the retention keeper of the configured database: it deletes on conn (on a
+// cluster, on each shard, connected with the settings of cfg.ClickHouse) and appends its
+// receipts to the audit log on auditConn. The function it returns closes what it opened.
+func newKeeper(ctx context.Context, cfg config.Config, conn, auditConn driver.Conn, log *slog.Logger) (*Keeper, func(), error) {
+	d := keeperDeps(cfg, conn, auditConn, log)
+	if cfg.ClickHouse.Cluster == "" {
+		return New(cfg, d), func() {}, nil
+	}
+	shards, conns, err := processor.ClusterShards(ctx, conn, cfg.ClickHouse)
+	if err != nil {
+		return nil, nil, err
+	}
+	d.Shards = shards
+	return New(cfg, d), conns.Close, nil
 }
 
 // keeperDeps are the dependencies of the keeper of the configured database: the registry and
@@ -66,6 +77,22 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 	conns = append(conns, aconns...)
 	d := keeperDeps(cfg, conns[0], conns[2], log)
 	d.Read = conns[1]
+	if cfg.ClickHouse.Cluster != "" {
+		// On a cluster a tenant's rows are deleted on its shard and verified gone on every
+		// replica (docs/CLUSTER.md), as retention's own writer on each node.
+		c, err := ops.RoleClickHouse(cfg, "retention", "", log)
+		if err != nil {
+			conns.Close()
+			return nil, err
+		}
+		shards, more, err := processor.ClusterShards(ctx, conns[0], c)
+		if err != nil {
+			conns.Close()
+			return nil, err
+		}
+		conns = append(conns, more...)
+		d.Shards = shards
+	}
 	return &Role{log: log, k: New(cfg, d), conns: conns}, nil
 }
 

@@ -62,7 +62,12 @@ func WriteReport(out io.Writer, rep Report) {
 // to w. Finding no row of the tenant is an error, once the deletion and its receipt are done.
 func DeleteTenantTo(ctx context.Context, w io.Writer, cfg config.Config, log *slog.Logger, tenant, why string) error {
 	return ops.WithClickHouse(ctx, cfg.ClickHouse, func(conn driver.Conn) error {
-		rec, err := newKeeper(cfg, conn, conn, log).DeleteTenant(ctx, tenant, why)
+		k, done, err := newKeeper(ctx, cfg, conn, conn, log)
+		if err != nil {
+			return err
+		}
+		defer done()
+		rec, err := k.DeleteTenant(ctx, tenant, why)
 		if err != nil {
 			return err
 		}
@@ -79,7 +84,12 @@ func DeleteTenantTo(ctx context.Context, w io.Writer, cfg config.Config, log *sl
 // when the Kafka topics hold its records (HorizonsTo).
 func VerifyTenantTo(ctx context.Context, w io.Writer, cfg config.Config, log *slog.Logger, tenant string) error {
 	err := ops.WithClickHouse(ctx, cfg.ClickHouse, func(conn driver.Conn) error {
-		return newKeeper(cfg, conn, conn, log).VerifyTo(ctx, w, tenant)
+		k, done, err := newKeeper(ctx, cfg, conn, conn, log)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return k.VerifyTo(ctx, w, tenant)
 	})
 	if err != nil {
 		return err

@@ -25,6 +25,7 @@ import (
 	"github.com/shukei/shukei/audit"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/databases"
+	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/processor"
 	"github.com/shukei/shukei/policy"
@@ -49,6 +50,12 @@ type Keeper struct {
 	// commitWindow is how long after a tombstone a processor's batch decided before it may
 	// still bring rows of the tenant (processor.CommitWindow): a deletion waits it out.
 	commitWindow time.Duration
+	// shards are the cluster's shards (clickhouse.cluster), each with a connection to every
+	// replica; one server is one shard of one replica (conn).
+	shards []processor.Shard
+	// replicaWait is how long a replica that does not answer is waited for before a deletion
+	// or its verification fails: both need every replica.
+	replicaWait time.Duration
 }
 
 // Deps are the keeper's collaborators, which NewKeeper and Open build and tests inject.
@@ -64,6 +71,9 @@ type Deps struct {
 	// are refused as tenant_deleted and keep nothing; without it (nil) they would be kept as
 	// unknown_tenant refusals, with the tenant's id.
 	TombstoneKey []byte
+	// Shards are the cluster's shards (processor.ClusterShards) as retention's writer reaches
+	// them; nil on one server.
+	Shards []processor.Shard
 }
 
 // New returns a keeper with the settings of cfg.Aggregator: how long after a window's release
@@ -76,7 +86,7 @@ func New(cfg config.Config, d Deps) *Keeper {
 	}
 	return &Keeper{conn: d.Conn, read: d.Read, db: d.Database, reg: d.Registry, audit: d.Audit, policy: d.Policy,
 		stateMargin: margin, periods: aggregator.PeriodsOf(cfg.Aggregator), tombstoneKey: d.TombstoneKey,
-		commitWindow: processor.CommitWindow}
+		commitWindow: processor.CommitWindow, shards: d.Shards, replicaWait: 2 * time.Minute}
 }
 
 func (k *Keeper) readConn() driver.Conn {
@@ -86,8 +96,12 @@ func (k *Keeper) readConn() driver.Conn {
 	return k.conn
 }
 
-// Table is a table holding tenant rows.
-type Table struct{ Database, Name string }
+// Table is a table holding tenant rows. A sharded table (the event store and its marts) holds
+// each tenant on the tenant's shard; the others are replicated on every node.
+type Table struct {
+	Database, Name string
+	Sharded        bool
+}
 
 func (t Table) String() string { return t.Database + "." + t.Name }
 
@@ -100,7 +114,7 @@ func (k *Keeper) TenantTables(ctx context.Context) ([]Table, error) {
 SELECT c.database, c.table
 FROM system.columns AS c
 ANY INNER JOIN (SELECT database, name AS table, engine FROM system.tables) AS t USING (database, table)
-WHERE c.name = 'tenant_id' AND (c.database = ? OR startsWith(c.database, ?)) AND t.engine NOT IN ('View', 'MaterializedView')
+WHERE c.name = 'tenant_id' AND (c.database = ? OR startsWith(c.database, ?)) AND t.engine NOT IN ('View', 'MaterializedView', 'Distributed')
   AND NOT (c.database = ? AND c.table = 'audit_log')
 ORDER BY c.database, c.table`, k.db, k.db+"_", databases.Audit(k.db))
 	if err != nil {
@@ -111,6 +125,10 @@ ORDER BY c.database, c.table`, k.db, k.db+"_", databases.Audit(k.db))
 	for rows.Next() {
 		var t Table
 		if err := rows.Scan(&t.Database, &t.Name); err != nil {
+			return nil, err
+		}
+		var err error
+		if t.Sharded, err = migrations.Sharded(k.db, t.Database, t.Name); err != nil {
 			return nil, err
 		}
 		out = append(out, t)
@@ -124,7 +142,9 @@ type Count struct {
 	Rows  uint64
 }
 
-// Verify counts the tenant's rows in every table, and its pseudonymisation root.
+// Verify counts the tenant's rows in every table, and its pseudonymisation root. On a cluster
+// it counts on every replica of every shard: a table's count is the most any replica of a shard
+// holds, added up over the shards of a sharded table, so zero means zero on every replica.
 func (k *Keeper) Verify(ctx context.Context, tenant string) ([]Count, error) {
 	tables, err := k.TenantTables(ctx)
 	if err != nil {
@@ -132,13 +152,73 @@ func (k *Keeper) Verify(ctx context.Context, tenant string) ([]Count, error) {
 	}
 	out := make([]Count, 0, len(tables))
 	for _, t := range tables {
-		var n uint64
-		if err := k.conn.QueryRow(ctx, "SELECT count() FROM "+t.String()+" WHERE tenant_id = ?", tenant).Scan(&n); err != nil {
-			return nil, fmt.Errorf("count %s in %s: %w", tenant, t, err)
+		c := Count{Table: t}
+		for _, s := range k.layout() {
+			var most uint64 // the most any replica of the shard holds
+			for _, r := range s.Replicas {
+				var n uint64
+				if err := k.onReplica(ctx, func() error {
+					return r.QueryRow(ctx, "SELECT count() FROM "+t.String()+" WHERE tenant_id = ?", tenant).Scan(&n)
+				}); err != nil {
+					return nil, fmt.Errorf("count %s in %s: %w", tenant, t, err)
+				}
+				most = max(most, n)
+			}
+			if t.Sharded {
+				c.Rows += most
+			} else {
+				c.Rows = max(c.Rows, most) // every node holds the same table
+			}
 		}
-		out = append(out, Count{Table: t, Rows: n})
+		out = append(out, c)
 	}
 	return out, nil
+}
+
+// layout is the shards deletions run on: the cluster's, or this server as one shard.
+func (k *Keeper) layout() []processor.Shard {
+	if len(k.shards) > 0 {
+		return k.shards
+	}
+	return []processor.Shard{{Write: k.conn, Replicas: []driver.Conn{k.conn}}}
+}
+
+// onReplica runs f until it succeeds, for at most replicaWait: a replica that is down is
+// waited for (a deletion must reach, and be verified on, every replica).
+func (k *Keeper) onReplica(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(k.replicaWait)
+	for {
+		err := f()
+		if err == nil || ctx.Err() != nil || len(k.shards) == 0 || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// deleteTenant deletes tenant's rows of t: on one replica of every shard of a sharded table
+// (the mutation reaches the shard's other replicas through replication), once for a table
+// replicated on every node.
+func (k *Keeper) deleteTenant(ctx context.Context, t Table, tenant string) error {
+	targets := []driver.Conn{k.conn}
+	if t.Sharded {
+		targets = targets[:0]
+		for _, s := range k.layout() {
+			targets = append(targets, s.Write)
+		}
+	}
+	for _, c := range targets {
+		if err := k.onReplica(ctx, func() error {
+			return c.Exec(ctx, "ALTER TABLE "+t.String()+" DELETE WHERE tenant_id = ?", tenant)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Receipt is what a deletion did.
@@ -166,12 +246,46 @@ func (k *Keeper) beginDeletion(ctx context.Context, tenant string) error {
 	// The tombstone first: from this moment a processor refuses the tenant's events still in
 	// Kafka as deleted and keeps nothing of them, instead of keeping them as unknown.
 	if k.tombstoneKey != nil {
-		if err := k.reg.Tombstone(ctx, decision.TenantTombstone(k.tombstoneKey, tenant), time.Now()); err != nil {
+		stone := decision.TenantTombstone(k.tombstoneKey, tenant)
+		if err := k.reg.Tombstone(ctx, stone, time.Now()); err != nil {
+			return err
+		}
+		if err := k.tombstoneEverywhere(ctx, stone); err != nil {
 			return err
 		}
 	}
 	// Keys next: from this moment no pseudonym of the tenant can be made or linked again.
 	return k.reg.DestroyKeys(ctx, tenant)
+}
+
+// tombstoneEverywhere waits until every replica holds the tombstone: a processor's fence reads
+// the tombstones on whichever node it reaches, and the commit window counts from the moment
+// every fence can see it. On one server the insert has made it visible already.
+func (k *Keeper) tombstoneEverywhere(ctx context.Context, stone string) error {
+	if len(k.shards) == 0 {
+		return nil
+	}
+	for _, s := range k.shards {
+		for _, r := range s.Replicas {
+			for {
+				var n uint64
+				if err := k.onReplica(ctx, func() error {
+					return r.QueryRow(ctx, "SELECT count() FROM "+databases.Registry(k.db)+".deleted_tenants WHERE tombstone = ?", stone).Scan(&n)
+				}); err != nil {
+					return fmt.Errorf("the tombstone has not reached every replica: %w", err)
+				}
+				if n > 0 {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("waiting for the tombstone to reach every replica: %w", ctx.Err())
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // waitCommitWindow waits until every batch a processor decided before the tombstones has been
@@ -205,7 +319,7 @@ func (k *Keeper) finishDeletion(ctx context.Context, tenant, why string) (Receip
 		r.Rows += c.Rows
 		r.Tables++
 		touched = append(touched, c.Table)
-		if err := k.conn.Exec(ctx, "ALTER TABLE "+c.Table.String()+" DELETE WHERE tenant_id = ?", tenant); err != nil {
+		if err := k.deleteTenant(ctx, c.Table, tenant); err != nil {
 			return r, fmt.Errorf("delete %s from %s: %w", tenant, c.Table, err)
 		}
 	}
@@ -251,30 +365,31 @@ func (k *Keeper) Sweep(ctx context.Context) (map[Table]uint64, error) {
 	swept := map[Table]uint64{}
 	var touched []Table
 	for _, t := range tables {
-		rows, err := k.conn.Query(ctx, "SELECT tenant_id, count() FROM "+t.String()+" GROUP BY tenant_id")
-		if err != nil {
-			return nil, fmt.Errorf("tenants of %s: %w", t, err)
+		// A sharded table is read on every shard (each holds its own tenants), a table
+		// replicated on every node once.
+		readers := []driver.Conn{k.conn}
+		if t.Sharded {
+			readers = readers[:0]
+			for _, s := range k.layout() {
+				readers = append(readers, s.Write)
+			}
 		}
 		var deleted []string
 		var n uint64
-		for rows.Next() {
-			var id string
-			var c uint64
-			if err := rows.Scan(&id, &c); err != nil {
-				rows.Close()
+		for _, c := range readers {
+			found, rows, err := k.deletedTenants(ctx, c, t, gone)
+			if err != nil {
 				return nil, err
 			}
-			if id != "" && gone[decision.TenantTombstone(k.tombstoneKey, id)] {
-				deleted = append(deleted, id)
-				n += c
+			for _, id := range found {
+				if !slices.Contains(deleted, id) {
+					deleted = append(deleted, id)
+				}
 			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
+			n += rows
 		}
 		for _, id := range deleted {
-			if err := k.conn.Exec(ctx, "ALTER TABLE "+t.String()+" DELETE WHERE tenant_id = ?", id); err != nil {
+			if err := k.deleteTenant(ctx, t, id); err != nil {
 				return nil, fmt.Errorf("sweep a deleted tenant from %s: %w", t, err)
 			}
 		}
@@ -301,21 +416,56 @@ func (k *Keeper) Sweep(ctx context.Context) (map[Table]uint64, error) {
 	return swept, nil
 }
 
-// waitMutations waits until ClickHouse has applied every pending mutation of tables.
-func (k *Keeper) waitMutations(ctx context.Context, tables []Table) error {
-	for _, t := range tables {
-		for {
-			var pending uint64
-			if err := k.conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0", t.Database, t.Name).Scan(&pending); err != nil {
+// deletedTenants returns the tenants of table t on c whose tombstone is in gone, and how many
+// rows they have there.
+func (k *Keeper) deletedTenants(ctx context.Context, c driver.Conn, t Table, gone map[string]bool) ([]string, uint64, error) {
+	var deleted []string
+	var n uint64
+	err := k.onReplica(ctx, func() error {
+		deleted, n = nil, 0
+		rows, err := c.Query(ctx, "SELECT tenant_id, count() FROM "+t.String()+" GROUP BY tenant_id")
+		if err != nil {
+			return fmt.Errorf("tenants of %s: %w", t, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var c uint64
+			if err := rows.Scan(&id, &c); err != nil {
 				return err
 			}
-			if pending == 0 {
-				break
+			if id != "" && gone[decision.TenantTombstone(k.tombstoneKey, id)] {
+				deleted = append(deleted, id)
+				n += c
 			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("waiting for the deletion in %s: %w", t, ctx.Err())
-			case <-time.After(100 * time.Millisecond):
+		}
+		return rows.Err()
+	})
+	return deleted, n, err
+}
+
+// waitMutations waits until ClickHouse has applied every pending mutation of tables, on every
+// replica (a deletion is done when no replica holds the rows any longer).
+func (k *Keeper) waitMutations(ctx context.Context, tables []Table) error {
+	for _, t := range tables {
+		for _, s := range k.layout() {
+			for _, r := range s.Replicas {
+				for {
+					var pending uint64
+					if err := k.onReplica(ctx, func() error {
+						return r.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0", t.Database, t.Name).Scan(&pending)
+					}); err != nil {
+						return err
+					}
+					if pending == 0 {
+						break
+					}
+					select {
+					case <-ctx.Done():
+						return fmt.Errorf("waiting for the deletion in %s: %w", t, ctx.Err())
+					case <-time.After(100 * time.Millisecond):
+					}
+				}
 			}
 		}
 	}
@@ -377,36 +527,61 @@ func (k *Keeper) DropExpired(ctx context.Context, now time.Time) ([]Dropped, err
 			continue
 		}
 		db, name, _ := strings.Cut(table, ".")
-		rows, err := k.conn.Query(ctx, "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active", db, name)
+		sharded, err := migrations.Sharded(k.db, db, name)
 		if err != nil {
 			return out, err
 		}
-		var parts []string
-		for rows.Next() {
-			var p string
-			if err := rows.Scan(&p); err != nil {
-				rows.Close()
+		// A sharded table's partitions are dropped on one replica of each shard (the drop is
+		// replicated within the shard); a table on every node, once.
+		targets := []driver.Conn{k.conn}
+		if sharded {
+			targets = targets[:0]
+			for _, s := range k.layout() {
+				targets = append(targets, s.Write)
+			}
+		}
+		cutoff := now.Add(-keep)
+		for _, c := range targets {
+			parts, err := activePartitions(ctx, c, db, name)
+			if err != nil {
 				return out, err
 			}
-			parts = append(parts, p)
-		}
-		rows.Close()
-		cutoff := now.Add(-keep)
-		for _, p := range parts {
-			ym, err := strconv.Atoi(p)
-			if err != nil || ym < 190001 {
-				continue // not a YYYYMM partition
-			}
-			monthEnd := time.Date(ym/100, time.Month(ym%100), 1, 0, 0, 0, 0, time.UTC).AddDate(0, 1, 0)
-			if !monthEnd.After(cutoff) {
-				if err := k.conn.Exec(ctx, "ALTER TABLE "+table+" DROP PARTITION "+strconv.Itoa(ym)); err != nil {
-					return out, fmt.Errorf("drop partition %d of %s: %w", ym, table, err)
+			for _, p := range parts {
+				ym, err := strconv.Atoi(p)
+				if err != nil || ym < 190001 {
+					continue // not a YYYYMM partition
 				}
-				out = append(out, Dropped{Table: table, Partition: p})
+				monthEnd := time.Date(ym/100, time.Month(ym%100), 1, 0, 0, 0, 0, time.UTC).AddDate(0, 1, 0)
+				if !monthEnd.After(cutoff) {
+					if err := c.Exec(ctx, "ALTER TABLE "+table+" DROP PARTITION "+strconv.Itoa(ym)); err != nil {
+						return out, fmt.Errorf("drop partition %d of %s: %w", ym, table, err)
+					}
+					if !slices.Contains(out, Dropped{Table: table, Partition: p}) {
+						out = append(out, Dropped{Table: table, Partition: p})
+					}
+				}
 			}
 		}
 	}
 	return out, nil
+}
+
+// activePartitions lists the partitions of database.table that hold active parts on c.
+func activePartitions(ctx context.Context, c driver.Conn, database, table string) ([]string, error) {
+	rows, err := c.Query(ctx, "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active", database, table)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var parts []string
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, err
+		}
+		parts = append(parts, p)
+	}
+	return parts, rows.Err()
 }
 
 // Report is what one run did.

@@ -219,7 +219,7 @@ func withAdmin(a *app, cmd *cobra.Command, withMaster bool, fn func(registry.Adm
 				return err
 			}
 		}
-		return fn(registry.Admin{Reg: registry.New(conn, a.cfg.ClickHouse.Database, master), Out: cmd.OutOrStdout()})
+		return fn(registry.Admin{Reg: registry.New(conn, a.cfg.ClickHouse.Database, master).Placing(a.cfg.ClickHouse.Cluster), Out: cmd.OutOrStdout()})
 	})
 }
 

@@ -537,7 +537,7 @@ func (p *Processor) stream(ctx context.Context, chunks <-chan *decided, batches 
 					parts[s] = parts[s][:0]
 				}
 				for _, r := range c.rows {
-					s := shardOf(r.t.Event.TenantID, n)
+					s := shardOf(r.t.Tenant, p.shards)
 					parts[s] = append(parts[s], r)
 				}
 			}

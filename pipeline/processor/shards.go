@@ -12,6 +12,7 @@ import (
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/ops"
+	"github.com/shukei/shukei/registry"
 )
 
 // Shard is where the processor writes one shard's events (docs/CLUSTER.md): Write reaches one
@@ -19,18 +20,29 @@ import (
 // reading back what a batch cut short left (loadState reads every replica: replication is
 // asynchronous, and a part on one replica only must still count as stored).
 type Shard struct {
+	Num      uint16 // shard_num in system.clusters; 0 on one server
 	Write    driver.Conn
 	Replicas []driver.Conn
 }
 
-// shardOf is the index of tenant's shard among n: cityHash64(tenant_id) % n, the key a
-// Distributed table over the event store uses (ClickHouse's CityHash64, go-faster/city's CH64),
-// so a tenant's rows, marts, deletion and per-tenant reports stay on one shard.
-func shardOf(tenant string, n int) int {
+// shardOf is the index in shards of tenant's shard: the shard the registry recorded when the
+// tenant was registered (Tenant.Shard, registry.PlaceShard), so adding a shard moves no
+// tenant; for a tenant with none recorded (or one no longer in the cluster), cityHash64 of its
+// id over today's shards. A tenant's rows, marts, deletion and per-tenant reports stay on one
+// shard.
+func shardOf(t *registry.Tenant, shards []Shard) int {
+	n := len(shards)
 	if n <= 1 {
 		return 0
 	}
-	return int(city.CH64([]byte(tenant)) % uint64(n))
+	if t.Shard != 0 {
+		for i, s := range shards {
+			if s.Num == t.Shard {
+				return i
+			}
+		}
+	}
+	return int(city.CH64([]byte(t.ID)) % uint64(n))
 }
 
 // ClusterShards connects to every shard of the cluster c.Cluster names, as it is declared in
@@ -83,7 +95,7 @@ func ClusterShards(ctx context.Context, conn driver.Conn, c config.ClickHouse) (
 			conns.Close()
 			return nil, nil, fmt.Errorf("shard %d: %w", n, err)
 		}
-		s := Shard{Write: w}
+		s := Shard{Num: uint16(n), Write: w}
 		for _, a := range addrs[n] {
 			r, err := open(a)
 			if err != nil {
