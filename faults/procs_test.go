@@ -1,4 +1,4 @@
-//go:build faults
+//go:build faults || cluster
 
 package faults
 
@@ -22,9 +22,11 @@ import (
 )
 
 // role is one Shukei role run as a subprocess of the real binary, on a fixed address, killed
-// and started again by the test. Only one instance of a role runs at a time.
+// and started again by the test. Only one instance of a role runs at a time (several instances
+// of one Shukei role are several roles, each with its name and the command in sub).
 type role struct {
 	name   string
+	sub    string // the shukei command; name when empty
 	bin    string
 	dir    string
 	env    []string
@@ -82,7 +84,11 @@ func (r *role) start(t *testing.T) *proc {
 	t.Helper()
 	r.mu.Lock()
 	p := &proc{n: len(r.all), out: &servicetest.Output{}, done: make(chan struct{})}
-	p.cmd = exec.Command(r.bin, r.name)
+	sub := r.sub
+	if sub == "" {
+		sub = r.name
+	}
+	p.cmd = exec.Command(r.bin, sub)
 	p.cmd.Dir, p.cmd.Env = r.dir, r.env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	err := p.cmd.Start()

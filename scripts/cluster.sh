@@ -165,6 +165,33 @@ start_cluster_ch() {
   fi
 }
 
+# replace_cluster_ch NODE: the node's disk is lost and a new server takes its place, the way
+# ClickHouse recovers a replica after a complete data loss (docs/CLUSTER.md, "Replacing a
+# replica"): stop it, delete its data, copy the table definitions (metadata/, whose macros are
+# unexpanded) and Shukei's users files from the other replica of its shard, set
+# flags/force_restore_data, start it: every replicated table fetches its parts from the others.
+replace_cluster_ch() {
+  local node=$1 base peer; base=$(cluster_ch_state)
+  case "$node" in
+    ch-s1r1) peer=ch-s1r2 ;; ch-s1r2) peer=ch-s1r1 ;;
+    ch-s2r1) peer=ch-s2r2 ;; ch-s2r2) peer=ch-s2r1 ;;
+    *) die "no ClickHouse node $node (nodes: $CLUSTER_CH_NODES)" ;;
+  esac
+  pid_alive "$base/$peer/pid" || die "$peer, the other replica of $node's shard, is not running: nothing to restore from"
+  stop_pid "$node" "$base/$node/pid"
+  rm -rf "${base:?}/$node/data"
+  mkdir -p "$base/$node/data/metadata" "$base/$node/data/flags"
+  local f
+  for f in "$base/$peer/data/metadata"/*; do
+    case "$(basename "$f")" in system|system.sql) continue ;; esac
+    cp -a "$f" "$base/$node/data/metadata/"
+  done
+  for f in "$base/$peer/users.d"/*; do [ -e "$f" ] && cp -a "$f" "$base/$node/users.d/"; done
+  touch "$base/$node/data/flags/force_restore_data"
+  log "$node: data deleted; table definitions copied from $peer, force_restore_data set"
+  start_cluster_ch "$node"
+}
+
 # --- Kafka: three brokers, each also a controller ----------------------------------------------
 
 kafka_node_index() {

@@ -13,7 +13,8 @@
 #   scripts/services.sh up|down|status --cluster
 #                               the same for the cluster instead: ZooKeeper, ClickHouse as two
 #                               shards of two replicas, three Kafka brokers (scripts/cluster.sh,
-#                               with stop-node and start-node for one of them)
+#                               with stop-node, kill-node (SIGKILL) and start-node for one of them,
+#                               and replace-node for a ClickHouse node whose disk is lost)
 #
 # Data and logs live under $SHUKEI_SERVICES_DIR (default: .services/ in the checkout, ignored
 # by git). Kafka's jars are cached outside the checkout in $SHUKEI_CACHE_DIR (default
@@ -343,6 +344,16 @@ case "${1:-} ${2:-}" in
   "down --cluster") cluster_down ;;
   "status --cluster") cluster_status ;;
   "stop-node "?*) stop_pid "$2" "$(node_pidfile "$2")" ;;
+  "replace-node "?*)
+    [ -f "$(cluster_dir)/clickhouse.dir" ] || die "the cluster was never started here; use 'up --cluster'"
+    replace_cluster_ch "$2"
+    wait_nodes "$2"
+    ;;
+  "kill-node "?*)
+    # A crash: SIGKILL, no shutdown (start-node brings it back with its data).
+    pidfile=$(node_pidfile "$2")
+    if pid_alive "$pidfile"; then kill -KILL "$(cat "$pidfile")"; rm -f "$pidfile"; log "$2 killed"; else log "$2 not running"; fi
+    ;;
   "start-node "?*)
     [ -f "$(cluster_dir)/clickhouse.dir" ] || die "the cluster was never started here; use 'up --cluster'"
     start_node "$2"
@@ -386,5 +397,5 @@ case "${1:-} ${2:-}" in
     cmd_status || true
     ;;
   "status "*) cmd_status ;;
-  *) echo "usage: $0 up|down|status [--cluster] | restart-clickhouse | restart-kafka | stop-node NODE | start-node NODE" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status [--cluster] | restart-clickhouse | restart-kafka | stop-node NODE | kill-node NODE | start-node NODE | replace-node NODE" >&2; exit 2 ;;
 esac

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -81,9 +83,30 @@ func AuditSpec(c config.Config) Spec {
 
 // Topic-level settings Shukei sets.
 const (
-	RetentionMs = "retention.ms"
-	SegmentMs   = "segment.ms"
+	RetentionMs       = "retention.ms"
+	SegmentMs         = "segment.ms"
+	MinInsyncReplicas = "min.insync.replicas"
 )
+
+// Durable returns s with min.insync.replicas=2 when it is replicated three times or more (and
+// sets none of its own): a write acknowledged by acks=all is then on two brokers at least, and
+// one broker may be lost without losing it or stopping the writes. Below three replicas the
+// broker's default stands (a single broker, or two where 2 would stop writes with one down).
+func Durable(s Spec) Spec {
+	if s.ReplicationFactor < 3 {
+		return s
+	}
+	if _, ok := s.Config[MinInsyncReplicas]; ok {
+		return s
+	}
+	c := maps.Clone(s.Config)
+	if c == nil {
+		c = map[string]string{}
+	}
+	c[MinInsyncReplicas] = "2"
+	s.Config = c
+	return s
+}
 
 // SegmentFor is the segment.ms Shukei gives a topic kept for retention. Kafka deletes records
 // a whole log segment at a time, once the segment's newest record is older than retention.ms,
@@ -143,6 +166,10 @@ func Ensure(ctx context.Context, brokers []string, specs []Spec) ([]Status, erro
 	}
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second}
 	req := &kafka.CreateTopicsRequest{}
+	specs = slices.Clone(specs)
+	for i := range specs {
+		specs[i] = Durable(specs[i])
+	}
 	for _, s := range specs {
 		tc := kafka.TopicConfig{Topic: s.Name, NumPartitions: s.Partitions, ReplicationFactor: s.ReplicationFactor}
 		for k, v := range s.Config {

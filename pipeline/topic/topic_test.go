@@ -294,3 +294,28 @@ func TestHorizonOfKey(t *testing.T) {
 		t.Errorf("missing topic: %+v %v", m, err)
 	}
 }
+
+// Three replicas and more get min.insync.replicas=2 (without touching the spec passed in or
+// overriding a value of its own); fewer keep the broker's default.
+func TestDurableAtThreeReplicas(t *testing.T) {
+	base := topic.Spec{Name: "usage.raw", Partitions: 6, ReplicationFactor: 3, Config: map[string]string{topic.RetentionMs: "1000"}}
+	got := topic.Durable(base)
+	if got.Config[topic.MinInsyncReplicas] != "2" || got.Config[topic.RetentionMs] != "1000" {
+		t.Errorf("RF 3: %v", got.Config)
+	}
+	if _, ok := base.Config[topic.MinInsyncReplicas]; ok {
+		t.Error("Durable changed the spec it was given")
+	}
+	for _, rf := range []int{1, 2} {
+		s := base
+		s.ReplicationFactor = rf
+		if _, ok := topic.Durable(s).Config[topic.MinInsyncReplicas]; ok {
+			t.Errorf("RF %d: min.insync.replicas set", rf)
+		}
+	}
+	own := base
+	own.Config = map[string]string{topic.MinInsyncReplicas: "3"}
+	if v := topic.Durable(own).Config[topic.MinInsyncReplicas]; v != "3" {
+		t.Errorf("a spec's own min.insync.replicas overridden: %s", v)
+	}
+}

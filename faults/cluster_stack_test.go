@@ -1,0 +1,522 @@
+//go:build cluster
+
+package faults
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shukei/shukei/aggregator"
+	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/databases"
+	"github.com/shukei/shukei/gate"
+	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/loadgen"
+	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/migrations"
+	"github.com/shukei/shukei/pipeline/topic"
+	"github.com/shukei/shukei/policy"
+	"github.com/shukei/shukei/query/principal"
+	"github.com/shukei/shukei/registry"
+)
+
+// Under the cluster the load is lighter than TestStackSurvivesFaults's (eight more server
+// processes share the two cores) and each stream instance is killed twice.
+const (
+	clusterRate  = 800
+	clusterKills = 2
+)
+
+// TestClusterStackSurvivesFaults is the whole-stack fault test on the cluster
+// (docs/CLUSTER.md): a collector, three processors, two aggregators and the query service as
+// real subprocesses on ClickHouse as two shards of two replicas and three Kafka brokers, under
+// one steady load, while ch-s1r1 (the node every role reaches first) is SIGKILLed and started
+// again, both replicas of shard 2 are stopped for 20 s, the broker leading the raw topic's
+// partition 0 is SIGKILLed and started again, and every processor and aggregator instance is
+// SIGKILLed twice. Then the accounting of TestStackSurvivesFaults: every acknowledged event
+// stored once (lost=0 duplicated=0, read through the Distributed event store, and both replicas
+// of each shard equal), every window released once from partials equal to a fault-free run,
+// the audit chain verified. Last, the same events through one server (the raw topic copied to
+// the single-node Kafka, a processor and a query service on the single-node ClickHouse, the
+// same registry): the event store, the gated atoms of the week and the per-tenant reports
+// answer the same on both.
+func TestClusterStackSurvivesFaults(t *testing.T) {
+	began := time.Now()
+	ctx := context.Background()
+	conns := make([]driver.Conn, len(clusterCH))
+	for i, addr := range clusterCH {
+		conns[i] = clusterConn(t, addr)
+	}
+	conn := conns[0]
+	db := fmt.Sprintf("t_cstack_%d", time.Now().UnixNano())
+	t.Cleanup(func() { dropRunDatabases(conns[1], db) })
+	dirs := clusterUsersDirs(t)
+	t.Cleanup(func() {
+		for _, d := range dirs {
+			_ = os.Remove(filepath.Join(d, migrations.UsersFileName(db)))
+		}
+	})
+	root := servicetest.ModuleRoot(t)
+	seed := servicetest.FaultSeed(t)
+
+	// The topics, replicated three times with min.insync.replicas=2 (topic.Durable).
+	raw, dlq, releases, auditTopic := servicetest.Name(t, "raw."), servicetest.Name(t, "dlq."), servicetest.Name(t, "rel."), servicetest.Name(t, "audit.")
+	specs := []topic.Spec{
+		{Name: raw, Partitions: 6, ReplicationFactor: 3, Config: topic.RetentionConfig(time.Hour)},
+		{Name: dlq, Partitions: 2, ReplicationFactor: 3, Config: topic.RetentionConfig(time.Hour)},
+		{Name: releases, Partitions: 1, ReplicationFactor: 3, Config: topic.RetentionConfig(time.Hour)},
+		{Name: auditTopic, Partitions: 1, ReplicationFactor: 3, Config: topic.RetentionConfig(time.Hour)},
+	}
+	st, err := topic.Ensure(ctx, clusterBrokers, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st[0].Config[topic.MinInsyncReplicas]; got != "2" {
+		t.Errorf("the raw topic's min.insync.replicas is %q, want 2", got)
+	}
+	t.Cleanup(func() { _ = topic.Delete(context.Background(), clusterBrokers, raw, dlq, releases, auditTopic) })
+
+	bin := filepath.Join(t.TempDir(), "shukei")
+	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", "shukei")).CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	keyText := pseudonym.NewMasterKeyText()
+	master, err := pseudonym.ParseMasterKey(keyText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "master.key")
+	if err := os.WriteFile(keyFile, []byte(keyText+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	var base []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "SHUKEI_") && !strings.HasPrefix(k, "SHUKEI_TEST_") {
+			continue
+		}
+		base = append(base, kv)
+	}
+	base = append(append(base, servicetest.AggregatorEnv()...),
+		"SHUKEI_KAFKA_RAW_TOPIC="+raw, "SHUKEI_KAFKA_DLQ_TOPIC="+dlq, "SHUKEI_KAFKA_RELEASE_TOPIC="+releases, "SHUKEI_AUDIT_TOPIC="+auditTopic,
+		"SHUKEI_PROCESSOR_BATCH_TIMEOUT=200ms", "SHUKEI_AGGREGATOR_RELEASE_INTERVAL=250ms",
+		"SHUKEI_AGGREGATOR_WINDOW="+window.String(), "SHUKEI_AGGREGATOR_ALLOWED_LATENESS="+lateness.String(),
+		"SHUKEI_AGGREGATOR_BUDGET_EPSILON=100000", "SHUKEI_AGGREGATOR_BUDGET_DELTA=0.5",
+		"SHUKEI_AGGREGATOR_FEATURES="+strings.Join(population.Features, ","), "SHUKEI_AGGREGATOR_SETTINGS="+strings.Join(population.Settings, ","),
+		"SHUKEI_ANONYMIZER_MASTER_KEY_FILE="+keyFile, "SHUKEI_COLLECTOR_OPS_LISTEN=127.0.0.1:0",
+		"SHUKEI_LOG_LEVEL=info", "SHUKEI_LOG_FORMAT=text",
+	)
+	env := append(append([]string{}, base...),
+		"SHUKEI_CLICKHOUSE_ADDR="+strings.Join(clusterCH, ","), "SHUKEI_CLICKHOUSE_DATABASE="+db, "SHUKEI_CLICKHOUSE_CLUSTER=shukei",
+		"SHUKEI_CLICKHOUSE_USERS_DIR="+strings.Join(dirs, string(filepath.ListSeparator)),
+		"SHUKEI_KAFKA_BROKERS="+strings.Join(clusterBrokers, ","), "SHUKEI_KAFKA_REPLICATION_FACTOR=3",
+		"SHUKEI_PROCESSOR_GROUP_ID="+servicetest.Name(t, "proc."), "SHUKEI_AGGREGATOR_GROUP_ID="+servicetest.Name(t, "agg."),
+	)
+	workDir := t.TempDir()
+	cli := func(env []string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Dir, cmd.Env = workDir, env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("shukei %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	cli(env, "migrate")
+
+	gen, err := loadgen.New(loadgen.Config{Tenants: 120, Seed: seed, Events: 10_000_000, BadShare: 0.02, Prefix: "cf-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(conn, db, master).Placing("shukei")
+	tokens := map[string]string{}
+	for _, ten := range gen.Tenants() {
+		if tokens[ten.ID], err = reg.Add(ctx, ten); err != nil {
+			t.Fatal(err)
+		}
+	}
+	qtoken, err := principal.New(conn, db).Add(ctx, principal.Principal{ID: "fault-dashboard", Kind: principal.Employee,
+		Purposes: []string{"service_improvement", "external_aggregate", "follow_up", "interview_selection"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	roles := map[string]*role{}
+	var names []string
+	add := func(name, sub, listenVar string) {
+		addr := freeAddr(t)
+		roles[name] = &role{name: name, sub: sub, bin: bin, dir: workDir, listen: addr, env: append(append([]string{}, env...), listenVar+"="+addr)}
+		names = append(names, name)
+	}
+	add("collector", "collector", "SHUKEI_COLLECTOR_LISTEN")
+	for i := 1; i <= 3; i++ {
+		add(fmt.Sprintf("processor-%d", i), "processor", "SHUKEI_PROCESSOR_LISTEN")
+	}
+	for i := 1; i <= 2; i++ {
+		add(fmt.Sprintf("aggregator-%d", i), "aggregator", "SHUKEI_AGGREGATOR_LISTEN")
+	}
+	add("query", "query", "SHUKEI_QUERY_LISTEN")
+	t.Cleanup(func() {
+		for _, n := range names {
+			roles[n].cleanup()
+		}
+		if t.Failed() {
+			for _, n := range names {
+				roles[n].dump(t)
+			}
+		}
+	})
+	for _, n := range names {
+		roles[n].start(t)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	var logMu sync.Mutex
+	var events []string
+	logf := func(format string, args ...any) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		line := fmt.Sprintf("%6.1fs ", time.Since(began).Seconds()) + fmt.Sprintf(format, args...)
+		events = append(events, line)
+		t.Log(line)
+	}
+
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	snd := newSender("http://"+roles["collector"].listen, tokens)
+	snd.loseEvery = 100
+	prb := &prober{base: "http://" + roles["query"].listen, token: qtoken}
+	var loadWG sync.WaitGroup
+	loadWG.Add(2)
+	loadStart := time.Now()
+	go func() { defer loadWG.Done(); snd.run(loadCtx, gen, clusterRate, 3) }()
+	go func() { defer loadWG.Done(); prb.run(loadCtx) }()
+	defer stopLoad()
+
+	// The faults: the stream instances' killers, and the services' faults one after another.
+	killed := []string{"processor-1", "processor-2", "processor-3", "aggregator-1", "aggregator-2"}
+	var faultWG sync.WaitGroup
+	for i, n := range killed {
+		rnd := rand.New(rand.NewPCG(seed, uint64(200+i)))
+		faultWG.Add(1)
+		go func() { defer faultWG.Done(); roles[n].killer(t, rnd, clusterKills, 80*time.Second, logf) }()
+	}
+	rnd := rand.New(rand.NewPCG(seed, 199))
+	pause := func(lo, hi time.Duration) { time.Sleep(lo + time.Duration(rnd.Int64N(int64(hi-lo)))) }
+	pause(8*time.Second, 12*time.Second)
+	logf("SIGKILL ch-s1r1")
+	node(t, "kill-node", "ch-s1r1")
+	pause(3*time.Second, 6*time.Second)
+	node(t, "start-node", "ch-s1r1")
+	logf("ch-s1r1 started again")
+	pause(5*time.Second, 10*time.Second)
+	logf("stopping both replicas of shard 2 for 20 s")
+	node(t, "stop-node", "ch-s2r1")
+	node(t, "stop-node", "ch-s2r2")
+	time.Sleep(20 * time.Second)
+	node(t, "start-node", "ch-s2r1")
+	node(t, "start-node", "ch-s2r2")
+	logf("shard 2 started again")
+	pause(5*time.Second, 10*time.Second)
+	leader := rawLeader(t, raw)
+	logf("SIGKILL %s, the leader of %s's partition 0", leader, raw)
+	node(t, "kill-node", leader)
+	pause(5*time.Second, 10*time.Second)
+	node(t, "start-node", leader)
+	logf("%s started again", leader)
+	faultWG.Wait()
+	time.Sleep(max(5*time.Second, time.Until(aggregator.WindowOf(loadStart, window).Start.Add(2*window+2*time.Second))))
+	stopLoad()
+	loadWG.Wait()
+	loadEnd := time.Now()
+	if left := snd.drain(time.Minute); left > 0 {
+		t.Fatalf("%d events still unanswered a minute after the load stopped", left)
+	}
+	if f, ok := snd.fatal.Load().(string); ok {
+		t.Fatalf("the load: %s", f)
+	}
+	for _, n := range killed {
+		if k := roles[n].kills; k != clusterKills {
+			t.Errorf("%s was SIGKILLed %d times, want %d", n, k, clusterKills)
+		}
+	}
+	t.Logf("load: %d events generated in %s, %d posts, %d resent, %d connection errors, %d 503s, %d replies lost on purpose; acknowledged %d, refused by the collector %v",
+		snd.generated.Load(), loadEnd.Sub(loadStart).Round(time.Second), snd.posts.Load(), snd.resent.Load(), snd.httpErrs.Load(), snd.unavailable.Load(), snd.lostReplies.Load(), len(snd.acked), snd.reasons)
+	t.Logf("dashboard requests: %d answered, %d refused or failed, %d connection errors", prb.answered.Load(), prb.other.Load(), prb.errs.Load())
+
+	end := endOffsets(t, clusterBrokers, raw)
+	var total int64
+	for _, o := range end {
+		total += o
+	}
+	eventually(t, "the processors account for every message in the raw topic", 4*time.Minute, func() bool {
+		n, err := accounted(ctx, conn, db, "shukei")
+		return err == nil && n >= uint64(total)
+	})
+	last := aggregator.WindowOf(loadEnd, window)
+	first := aggregator.WindowOf(loadStart, window)
+	eventually(t, "every window of the run released", lateness+3*time.Minute, func() bool {
+		var n uint64
+		err := conn.QueryRow(ctx, "SELECT uniqExact(window_start) FROM "+db+"_external_aggregate.releases WHERE window_start >= ? AND window_start <= ?", first.Start, last.Start).Scan(&n)
+		return err == nil && n == uint64(last.Start.Sub(first.Start)/window)+1
+	})
+	time.Sleep(2 * time.Second)
+	for _, n := range names {
+		roles[n].stop(t)
+	}
+	// Every replica caught up before the checks read one of them.
+	for i, c := range conns {
+		for _, table := range []string{db + ".events", db + ".rejections", db + "_aggregator.aggregate_state", db + "_external_aggregate.releases", db + "_external_aggregate.budget_ledger", db + "_audit.audit_log"} {
+			if err := c.Exec(ctx, "SYSTEM SYNC REPLICA "+table); err != nil {
+				t.Fatalf("%s: sync %s: %v", clusterNodes[i], table, err)
+			}
+		}
+	}
+
+	lost, dup := checkEvents(t, conn, db, "shukei", raw, clusterBrokers, dlq, snd, total)
+	fmt.Printf("stack faults: lost=%d duplicated=%d\n", lost, dup)
+	t.Logf("lost=%d duplicated=%d", lost, dup)
+	if lost != 0 || dup != 0 {
+		t.Errorf("lost=%d duplicated=%d", lost, dup)
+	}
+	checkReplicasAgree(t, conns, db)
+	checkReleases(t, conn, db, raw, clusterBrokers, master, reg, first, last)
+	checkAudit(t, conn, db, prb)
+	logMu.Lock()
+	t.Logf("schedule:\n  %s", strings.Join(events, "\n  "))
+	logMu.Unlock()
+
+	// The cluster's query service again (stopped with the others) for the comparison.
+	roles["query"].start(t)
+	sameOnOneServer(t, bin, base, conn, db, raw, qtoken, roles["query"].listen, loadStart)
+	t.Logf("total runtime %s", time.Since(began).Round(time.Second))
+}
+
+// clusterUsersDirs are the users.d directories of the cluster's nodes, in clusterNodes order.
+func clusterUsersDirs(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(servicetest.ModuleRoot(t), ".services", "cluster", "clickhouse.dir"))
+	if err != nil {
+		servicetest.Unavailable(t, "the ClickHouse cluster's state (scripts/services.sh up --cluster)", err)
+	}
+	var dirs []string
+	for _, n := range clusterNodes {
+		dirs = append(dirs, filepath.Join(strings.TrimSpace(string(b)), n, "users.d"))
+	}
+	return dirs
+}
+
+// rawLeader names the broker node (kafka-N) leading partition 0 of topic.
+func rawLeader(t *testing.T, name string) string {
+	t.Helper()
+	client := &kafka.Client{Addr: kafka.TCP(clusterBrokers...), Timeout: 10 * time.Second}
+	meta, err := client.Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range meta.Topics {
+		for _, p := range tp.Partitions {
+			if p.ID == 0 {
+				for i, b := range clusterBrokers {
+					if strings.HasSuffix(b, fmt.Sprintf(":%d", p.Leader.Port)) {
+						return fmt.Sprintf("kafka-%d", i+1)
+					}
+				}
+			}
+		}
+	}
+	t.Fatalf("no leader of %s's partition 0", name)
+	return ""
+}
+
+// checkReplicasAgree: each shard's two replicas hold the same events, and each tenant's events
+// are on the shard the registry recorded for it, on both of its replicas.
+func checkReplicasAgree(t *testing.T, conns []driver.Conn, db string) {
+	t.Helper()
+	ctx := context.Background()
+	var got [4][3]uint64
+	for i, c := range conns {
+		q := fmt.Sprintf("SELECT count(), sum(cityHash64(toString(event_id))), countIf(tenant_id NOT IN (SELECT tenant_id FROM %s_registry.tenants FINAL WHERE shard = %d)) FROM %s.events", db, i/2+1, db)
+		if err := c.QueryRow(ctx, q).Scan(&got[i][0], &got[i][1], &got[i][2]); err != nil {
+			t.Fatalf("%s: %v", clusterNodes[i], err)
+		}
+		if got[i][2] != 0 {
+			t.Errorf("%s holds %d events of tenants recorded on the other shard", clusterNodes[i], got[i][2])
+		}
+	}
+	for s := 0; s < 2; s++ {
+		a, b := got[2*s], got[2*s+1]
+		if a != b || a[0] == 0 {
+			t.Errorf("the replicas of shard %d disagree or are empty: %d events (hash %d) and %d (hash %d)", s+1, a[0], a[1], b[0], b[1])
+		}
+	}
+	t.Logf("shard 1: %d events on each replica; shard 2: %d", got[0][0], got[2][0])
+}
+
+// sameOnOneServer sends the cluster run's raw topic through one server: the topic copied to
+// the single-node Kafka (each message to its partition, in order), the cluster's registry,
+// keys and principals copied into a single-node database, a processor and a query service
+// there. The event store, the gated atoms of the run's week and the per-tenant reports must
+// answer the same as on the cluster.
+func sameOnOneServer(t *testing.T, bin string, base []string, cluster driver.Conn, cdb, raw, qtoken, clusterQuery string, loadStart time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	single, scfg := servicetest.ClickHouse(t)
+	servicetest.Kafka(t)
+	sdb := scfg.ClickHouse.Database
+	sraw := servicetest.Topic(t, scfg.Kafka.Brokers, 6)
+	sdlq := servicetest.Topic(t, scfg.Kafka.Brokers, 2)
+	env := append(append([]string{}, base...),
+		"SHUKEI_CLICKHOUSE_ADDR="+strings.Join(scfg.ClickHouse.Addr, ","), "SHUKEI_CLICKHOUSE_DATABASE="+sdb,
+		"SHUKEI_CLICKHOUSE_USERS_DIR="+servicetest.UsersDir(t), "SHUKEI_KAFKA_BROKERS="+strings.Join(scfg.Kafka.Brokers, ","),
+		"SHUKEI_KAFKA_RAW_TOPIC="+sraw, "SHUKEI_KAFKA_DLQ_TOPIC="+sdlq, "SHUKEI_AUDIT_TOPIC="+servicetest.Name(t, "audit."),
+		"SHUKEI_PROCESSOR_GROUP_ID="+servicetest.Name(t, "proc1."),
+	)
+	dir := t.TempDir()
+	mig := exec.Command(bin, "migrate")
+	mig.Dir, mig.Env = dir, env
+	if out, err := mig.CombinedOutput(); err != nil {
+		t.Fatalf("migrate one server: %v\n%s", err, out)
+	}
+	// The same registry, pseudonymisation roots and principals: the same pseudonyms, tokens.
+	for _, table := range []string{databases.Registry(cdb) + ".tenants", databases.Registry(cdb) + ".consents", databases.Registry(cdb) + ".policy_activations",
+		databases.Keys(cdb) + ".pseudonym_roots", databases.Principals(cdb) + ".principals"} {
+		d, name, _ := strings.Cut(table, ".")
+		to := sdb + strings.TrimPrefix(d, cdb) + "." + name
+		if err := single.Exec(ctx, "INSERT INTO "+to+" SELECT * FROM remote('"+clusterCH[1]+"', "+d+", "+name+")"); err != nil {
+			t.Fatalf("copy %s: %v", table, err)
+		}
+	}
+	// The raw topic, partition by partition, in order.
+	end := endOffsets(t, clusterBrokers, raw)
+	w := &kafka.Writer{Addr: kafka.TCP(scfg.Kafka.Brokers...), Topic: sraw, RequiredAcks: kafka.RequireAll, BatchSize: 1000, BatchTimeout: 10 * time.Millisecond,
+		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { return m.Partition })}
+	defer w.Close()
+	var copied int64
+	for p, hi := range end {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: clusterBrokers, Topic: raw, Partition: p, MaxWait: 200 * time.Millisecond})
+		var batch []kafka.Message
+		for off := int64(0); off < hi; off++ {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				t.Fatalf("read %s/%d at %d: %v", raw, p, off, err)
+			}
+			batch = append(batch, kafka.Message{Partition: p, Key: m.Key, Value: m.Value, Headers: m.Headers, Time: m.Time})
+			if len(batch) == 1000 || off == hi-1 {
+				if err := w.WriteMessages(ctx, batch...); err != nil {
+					t.Fatalf("copy to %s: %v", sraw, err)
+				}
+				copied += int64(len(batch))
+				batch = batch[:0]
+			}
+		}
+		_ = r.Close()
+	}
+	proc := &role{name: "processor", bin: bin, dir: dir, listen: freeAddr(t)}
+	proc.env = append(append([]string{}, env...), "SHUKEI_PROCESSOR_LISTEN="+proc.listen)
+	qry := &role{name: "query", bin: bin, dir: dir, listen: freeAddr(t)}
+	qry.env = append(append([]string{}, env...), "SHUKEI_QUERY_LISTEN="+qry.listen)
+	t.Cleanup(func() {
+		proc.cleanup()
+		qry.cleanup()
+		if t.Failed() {
+			proc.dump(t)
+			qry.dump(t)
+		}
+	})
+	proc.start(t)
+	qry.start(t)
+	eventually(t, "one server accounts for every copied message", 3*time.Minute, func() bool {
+		n, err := accounted(ctx, single, sdb, "")
+		return err == nil && n >= uint64(copied)
+	})
+	proc.stop(t)
+
+	// The event store: per tenant, the events and their ids.
+	store := func(c driver.Conn, table string) map[string][2]uint64 {
+		rows, err := c.Query(ctx, "SELECT tenant_id, count(), sum(cityHash64(toString(event_id), toString(user_pseudonym))) FROM "+table+" GROUP BY tenant_id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		out := map[string][2]uint64{}
+		for rows.Next() {
+			var id string
+			var n, h uint64
+			if err := rows.Scan(&id, &n, &h); err != nil {
+				t.Fatal(err)
+			}
+			out[id] = [2]uint64{n, h}
+		}
+		return out
+	}
+	onCluster, onOne := store(cluster, databases.Across("shukei", cdb+".events")), store(single, sdb+".events")
+	if !reflect.DeepEqual(onCluster, onOne) || len(onOne) == 0 {
+		t.Errorf("the event store differs: %d tenants on the cluster, %d on one server", len(onCluster), len(onOne))
+	}
+	// The gated atoms of the run's week: what every aggregate report is built from.
+	week := gate.Monday(loadStart)
+	for _, p := range []policy.Purpose{policy.ServiceImprovement, policy.Marketing} {
+		a, errA := gate.Compute(ctx, cluster, cdb, "shukei", p.String(), week, policy.MinK)
+		b, errB := gate.Compute(ctx, single, sdb, "", p.String(), week, policy.MinK)
+		if errA != nil || errB != nil {
+			t.Fatalf("atoms of %s: %v, %v", p, errA, errB)
+		}
+		if !reflect.DeepEqual(a, b) || len(a) == 0 {
+			t.Errorf("the %s atoms of the week differ: %d on the cluster, %d on one server", p, len(a), len(b))
+		}
+	}
+	// The per-tenant reports, through each query service.
+	for _, r := range []string{"tenant_signals?purpose=follow_up", "interview_candidates?purpose=interview_selection"} {
+		a, b := reportRows(t, "http://"+clusterQuery+"/v1/reports/"+r, qtoken), reportRows(t, "http://"+qry.listen+"/v1/reports/"+r, qtoken)
+		if !reflect.DeepEqual(a, b) || len(a) == 0 {
+			t.Errorf("%s answers %d rows on the cluster, %d on one server, or differently", r, len(a), len(b))
+		}
+	}
+	t.Logf("one server: %d events of %d tenants stored, as on the cluster", func() (n uint64) {
+		for _, v := range onOne {
+			n += v[0]
+		}
+		return
+	}(), len(onOne))
+}
+
+// reportRows GETs a report and returns its rows.
+func reportRows(t *testing.T, url, token string) []map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: %s: %s", url, resp.Status, body)
+	}
+	var res struct {
+		Rows []map[string]any `json:"rows"`
+	}
+	if err := json.Unmarshal(body, &res); err != nil {
+		t.Fatal(err)
+	}
+	return res.Rows
+}
