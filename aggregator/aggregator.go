@@ -387,16 +387,15 @@ func (a *Aggregator) maybeClose(ctx context.Context, gen *kafka.Generation, st *
 			}
 			continue
 		}
-		cw := closedWindow{w: acc.W}
+		// Every release is drawn from the tenant rows (partialsOf); the partials are the close's
+		// bounded summary of this partition, which replays are checked against.
+		cw := closedWindow{w: acc.W, tenants: acc.TenantRows()}
 		if a.kinds[0].period == PeriodWindow {
 			ps, err := acc.Partials(a.sampleKey)
 			if err != nil {
 				return fmt.Errorf("partials of %v: %w", acc.W, err)
 			}
 			cw.partials = ps
-		}
-		if a.periods() {
-			cw.tenants = acc.TenantRows()
 		}
 		closed = append(closed, cw)
 	}
@@ -433,17 +432,20 @@ func (a *Aggregator) maybeClose(ctx context.Context, gen *kafka.Generation, st *
 
 // releaseLoop is the release step: run by the instance holding partition 0.
 func (a *Aggregator) releaseLoop(ctx context.Context) {
-	nparts := -1
+	nparts := 0
 	t := time.NewTicker(a.cfg.ReleaseInterval)
 	defer t.Stop()
 	for {
-		if nparts < 0 {
-			if n, err := partitionCount(ctx, a.kcfg); err != nil {
-				a.m.kafkaErrors.Inc()
+		// The raw topic's partitions are read every round, not once: partitions added to the
+		// live topic hold every window back until they too have closed it (ReleaseDue). A
+		// topic never loses partitions, so a failed read keeps the last count.
+		if n, err := partitionCount(ctx, a.kcfg); err != nil {
+			a.m.kafkaErrors.Inc()
+			if nparts == 0 {
 				a.log.Warn("reading the raw topic's partitions failed; retrying", "err", err)
-			} else {
-				nparts = n
 			}
+		} else {
+			nparts = max(nparts, n)
 		}
 		if nparts > 0 {
 			if err := a.ReleaseDue(ctx, nparts); err != nil && ctx.Err() == nil {
@@ -481,20 +483,18 @@ func partitionCount(ctx context.Context, k config.Kafka) (int, error) {
 	return len(ps), nil
 }
 
-// periods reports whether weeks or months are released (base windows then store their tenant
-// rows).
-func (a *Aggregator) periods() bool {
-	return slices.ContainsFunc(a.kinds, func(k releaseKind) bool { return k.period != PeriodWindow })
-}
-
 // ReleaseDue releases every window — base window, week or month, as configured — that all
 // nparts partitions have closed and that has not been released yet, from the earliest window
 // with any data on: windows without data are released too (their configured cells, noised),
-// so whether a window is released says nothing about any tenant.
+// so whether a window is released says nothing about any tenant. A partition that has stored
+// progress counts even when nparts is older than the partitions added to the topic.
 func (a *Aggregator) ReleaseDue(ctx context.Context, nparts int) error {
 	closed, err := a.store.closedAll(ctx)
 	if err != nil {
 		return err
+	}
+	for p := range closed {
+		nparts = max(nparts, p+1)
 	}
 	if len(closed) < nparts {
 		return nil // a partition has not reported yet
@@ -539,21 +539,43 @@ func (a *Aggregator) ReleaseDue(ctx context.Context, nparts int) error {
 	return nil
 }
 
-// partialsOf returns what window w of kind k is released from: a base window's stored
-// partials, or a week's or month's tenant rows merged per tenant and bounded over the period.
+// partialsOf returns what window w of kind k is released from: the tenant rows of every base
+// window in w, from every partition, merged per tenant and bounded once over w (at most L0
+// cells, LInf in each). A base window is released this way too, not from the partials each
+// partition bounded on its own: a tenant's events of one window reach two partitions when
+// partitions are added to the raw topic while the window is open (the key's partition moves),
+// and two partitions' partials would then count the tenant up to twice the bounds.
+//
+// Always, not only when some tenant is in two partitions' rows: otherwise the result is the
+// same as merging the partials (the rows are what the partials were bounded from, with the
+// same caps, and each tenant's sample is seeded by window, metric and tenant, whatever the
+// partition), so one path serves both. It costs reading and bounding the window's rows
+// instead of its partials, once a window: measured on one server over three partitions, 0.18 s
+// instead of 0.01 s for 1,000 synthetic tenants (30,099 rows a day), 2 s instead of 0.03 s for
+// 10,000 (304,080 rows), with the same values in every cell; a month's release already reads
+// thirty days of such rows.
+//
+// A partition whose first close of a base window stored partials but no tenant rows closed
+// it before tenant rows were stored with every base window: its partials are merged as
+// they were.
 func (a *Aggregator) partialsOf(ctx context.Context, k releaseKind, w Window) ([]Partial, error) {
-	if k.period == PeriodWindow {
-		return a.store.partials(ctx, w)
-	}
-	rows, err := a.store.tenantRows(ctx, w)
+	rows, withRows, err := a.store.tenantRows(ctx, w)
 	if err != nil {
 		return nil, err
 	}
-	acc := k.plan.NewAcc(w) // the period's plan: its partials are made with its ε
+	acc := k.plan.NewAcc(w) // the kind's plan: its partials are made with its ε
 	if err := acc.AddRows(rows); err != nil {
 		return nil, err
 	}
-	return acc.Partials(a.sampleKey)
+	ps, err := acc.Partials(a.sampleKey)
+	if err != nil || k.period != PeriodWindow {
+		return ps, err
+	}
+	older, err := a.store.partialsExcept(ctx, w, withRows)
+	if err != nil {
+		return nil, err
+	}
+	return append(ps, older...), nil
 }
 
 // ReleaseID is the id of the release of window w under the plan.
@@ -806,10 +828,26 @@ func (a *Aggregator) withoutDeleted(ctx context.Context, closed []closedWindow) 
 	for i, c := range closed {
 		out[i] = c
 		out[i].tenants = nil
+		dropped := false
 		for _, t := range c.tenants {
-			if !gone[decision.TenantTombstone(a.hashKey, t.Tenant)] {
-				out[i].tenants = append(out[i].tenants, t)
+			if gone[decision.TenantTombstone(a.hashKey, t.Tenant)] {
+				dropped = true
+				continue
 			}
+			out[i].tenants = append(out[i].tenants, t)
+		}
+		if dropped && a.kinds[0].period == PeriodWindow {
+			// The partials follow the rows: bounded from what is left, exactly as the window's
+			// Acc would have bounded it without the deleted tenants.
+			acc := a.plan.NewAcc(c.w)
+			if err := acc.AddRows(out[i].tenants); err != nil {
+				return nil, err
+			}
+			ps, err := acc.Partials(a.sampleKey)
+			if err != nil {
+				return nil, err
+			}
+			out[i].partials = ps
 		}
 	}
 	return out, nil

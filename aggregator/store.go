@@ -19,8 +19,8 @@ type progress struct {
 	high   int64     // offsets below it were read before the last close
 }
 
-// closedWindow is one window a partition closes, with its partials and, when weeks or
-// months are released, its tenants' raw material.
+// closedWindow is one window a partition closes, with its partials (when base windows are
+// released) and its tenants' raw material, which every release is drawn from.
 type closedWindow struct {
 	w        Window
 	partials []Partial
@@ -197,6 +197,11 @@ func (s *store) releasedWindows(ctx context.Context) (map[spanKey]bool, error) {
 // replay after the registry changed) may hold other cells; merging both would let a tenant
 // reach 2·L0 cells. Rows of one close are unique by (metric, cell).
 func (s *store) partials(ctx context.Context, w Window) ([]Partial, error) {
+	return s.partialsExcept(ctx, w, nil)
+}
+
+// partialsExcept is partials without those of the partitions in skip.
+func (s *store) partialsExcept(ctx context.Context, w Window, skip map[int]bool) ([]Partial, error) {
 	rows, err := s.conn.Query(ctx, `SELECT partition, metric, cell, tenants, state FROM `+s.db+`_aggregator.aggregate_state
 WHERE kind = 'partial' AND plan_hash = ? AND window_start = ?
   AND (partition, close_id) IN (
@@ -222,6 +227,9 @@ ORDER BY partition, metric, cell`, s.plan, w.Start, s.plan, w.Start)
 		if err := rows.Scan(&k.part, &k.metric, &k.cell, &tenants, &state); err != nil {
 			return nil, err
 		}
+		if skip[int(k.part)] {
+			continue
+		}
 		if seen[k] {
 			continue // a close written twice (an insert retried after an unanswered success)
 		}
@@ -231,9 +239,10 @@ ORDER BY partition, metric, cell`, s.plan, w.Start, s.plan, w.Start)
 	return out, rows.Err()
 }
 
-// tenantRows returns the tenant rows of every base window in period w: for each (base window,
-// partition), those of its first close only, as partials does.
-func (s *store) tenantRows(ctx context.Context, w Window) ([]TenantRow, error) {
+// tenantRows returns the tenant rows of every base window in period w (a base window or a
+// longer period): for each (base window, partition), those of its first close only, as
+// partials does; and the partitions that have any.
+func (s *store) tenantRows(ctx context.Context, w Window) ([]TenantRow, map[int]bool, error) {
 	rows, err := s.conn.Query(ctx, `SELECT window_start, partition, tenant_id, metric, cell, events, users FROM `+s.db+`_aggregator.aggregate_state
 WHERE kind = 'tenant' AND plan_hash = ? AND window_start >= ? AND window_start < ?
   AND (window_start, partition, close_id) IN (
@@ -241,7 +250,7 @@ WHERE kind = 'tenant' AND plan_hash = ? AND window_start >= ? AND window_start <
     WHERE kind = 'tenant' AND plan_hash = ? AND window_start >= ? AND window_start < ? GROUP BY window_start, partition)
 ORDER BY window_start, partition, tenant_id, metric, cell`, s.plan, w.Start, w.End, s.plan, w.Start, w.End)
 	if err != nil {
-		return nil, fmt.Errorf("read tenant rows of %v: %w", w, err)
+		return nil, nil, fmt.Errorf("read tenant rows of %v: %w", w, err)
 	}
 	defer rows.Close()
 	type key struct {
@@ -250,6 +259,7 @@ ORDER BY window_start, partition, tenant_id, metric, cell`, s.plan, w.Start, w.E
 		tenant, metric, cell string
 	}
 	seen := map[key]bool{}
+	parts := map[int]bool{}
 	var out []TenantRow
 	for rows.Next() {
 		var (
@@ -259,16 +269,17 @@ ORDER BY window_start, partition, tenant_id, metric, cell`, s.plan, w.Start, w.E
 			users  []uint64
 		)
 		if err := rows.Scan(&start, &k.part, &k.tenant, &k.metric, &k.cell, &events, &users); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		k.start = start.Unix()
 		if seen[k] {
 			continue // a close written twice (an insert retried after an unanswered success)
 		}
 		seen[k] = true
+		parts[int(k.part)] = true
 		out = append(out, TenantRow{Tenant: k.tenant, Metric: k.metric, Cell: k.cell, Events: int64(min(events, 1<<62)), Users: users})
 	}
-	return out, rows.Err()
+	return out, parts, rows.Err()
 }
 
 // releasedIDs is the set of release ids that have release rows.

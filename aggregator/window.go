@@ -55,8 +55,9 @@ type cellAcc struct {
 func userKey(p pseudonym.Pseudonym) uint64 { return binary.BigEndian.Uint64(p[:8]) }
 
 // Acc accumulates one window of one Kafka partition: per tenant and cell, the raw material of
-// each metric. A tenant's events are all in one partition (the topic is keyed by tenant), so
-// bounding here bounds the tenant.
+// each metric. The topic is keyed by tenant, but partitions added to it while a window is open
+// move a tenant's later events to another partition, so the release step bounds each tenant
+// once from the rows of every partition (TenantRows, AddRows), never per partition.
 type Acc struct {
 	plan        *Plan
 	W           Window
@@ -141,8 +142,9 @@ func (a *Acc) Add(t *decision.Tagged, offset int64) bool {
 }
 
 // TenantRow is one tenant's raw material for one cell of one base window, before any
-// bounding: stored at the window's close (kind 'tenant' in aggregate_state) so that weekly and
-// monthly releases can bound each tenant over the whole period (docs/DESIGN.md §4). Users holds at
+// bounding: stored at the window's close (kind 'tenant' in aggregate_state) so that every
+// release bounds each tenant once, over every partition its events came through and, for
+// weeks and months, over the whole period (docs/DESIGN.md §4). Users holds at
 // most the metric's LInf user keys: the union of capped sets, capped again, is exactly the
 // capped union, so a period's value is the same as if it had been counted in one window.
 type TenantRow struct {

@@ -35,7 +35,8 @@ func newTopicsCmd(a *app) *cobra.Command {
 		Long: `topics creates the raw and DLQ topics, the release log and the audit log's sequencer
 (audit.topic, one partition) if they are missing, with the partition counts,
 replication factor and retention from the configuration, and checks existing ones. It never adds
-partitions to an existing topic: that would move tenants between partitions while consumers run.
+partitions to an existing topic: that moves tenants between partitions, so an operator does it
+with Kafka's tools (docs/CLUSTER.md, Operations).
 
 Retention is enforced: each topic gets retention.ms from kafka.raw_retention (the longest time a
 raw user id can exist anywhere in Shukei) or kafka.dlq_retention, and a segment.ms of at most an

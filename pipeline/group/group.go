@@ -23,6 +23,9 @@ type Config struct {
 	MaxBackoff time.Duration
 }
 
+// PartitionWatchInterval is how often each member checks the topic for added partitions.
+const PartitionWatchInterval = 5 * time.Second
+
 // Hooks report what happens, for metrics and logs. Any may be nil.
 type Hooks struct {
 	JoinFailed func(err error)
@@ -67,6 +70,11 @@ func Run(ctx context.Context, c Config, h Hooks, run Generation) error {
 		HeartbeatInterval: time.Second,
 		JoinGroupBackoff:  time.Second,
 		Timeout:           10 * time.Second,
+		// Partitions added to the live topic end the generation within PartitionWatchInterval,
+		// and the group rejoins with them assigned: without it they would be read by nobody
+		// until some member restarts.
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: PartitionWatchInterval,
 	})
 	if err != nil {
 		return fmt.Errorf("consumer group %s: %w", c.ID, err)

@@ -153,8 +153,8 @@ func (c Change) String() string {
 }
 
 // ErrPartitionMismatch means an existing topic has fewer partitions than configured. Shukei does
-// not add partitions by itself: that would move tenants between partitions (the key's hash
-// changes owner) while consumers run.
+// not add partitions by itself: that moves tenants between partitions (the key's hash changes
+// owner), an operator's decision (docs/CLUSTER.md, Operations).
 var ErrPartitionMismatch = errors.New("topic has fewer partitions than configured")
 
 // Ensure creates each missing topic and checks the existing ones: it never adds partitions
@@ -200,7 +200,7 @@ func Ensure(ctx context.Context, brokers []string, specs []Spec) ([]Status, erro
 	for _, s := range specs {
 		n := parts[s.Name]
 		if n < s.Partitions {
-			errs = append(errs, fmt.Errorf("%w: %s has %d, configured %d; add partitions with Kafka's tools while consumers are stopped, or lower the setting", ErrPartitionMismatch, s.Name, n, s.Partitions))
+			errs = append(errs, fmt.Errorf("%w: %s has %d, configured %d; add partitions with Kafka's tools (docs/CLUSTER.md, Operations), or lower the setting", ErrPartitionMismatch, s.Name, n, s.Partitions))
 		}
 		st := Status{Name: s.Name, Partitions: n, Created: created[s.Name]}
 		if len(s.Config) > 0 {
