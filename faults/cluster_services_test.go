@@ -29,7 +29,7 @@ var (
 	clusterBrokers = []string{"127.0.0.1:19192", "127.0.0.1:19193", "127.0.0.1:19194"}
 )
 
-func clusterConn(t *testing.T, addr string) driver.Conn {
+func clusterConn(t testing.TB, addr string) driver.Conn {
 	t.Helper()
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, Auth: clickhouse.Auth{Username: "default"}, DialTimeout: 5 * time.Second})
 	if err == nil {

@@ -118,7 +118,7 @@ func TestClusterStackSurvivesFaults(t *testing.T) {
 		"SHUKEI_AGGREGATOR_WINDOW="+window.String(), "SHUKEI_AGGREGATOR_ALLOWED_LATENESS="+lateness.String(),
 		"SHUKEI_AGGREGATOR_BUDGET_EPSILON=100000", "SHUKEI_AGGREGATOR_BUDGET_DELTA=0.5",
 		"SHUKEI_AGGREGATOR_FEATURES="+strings.Join(population.Features, ","), "SHUKEI_AGGREGATOR_SETTINGS="+strings.Join(population.Settings, ","),
-		"SHUKEI_ANONYMIZER_MASTER_KEY_FILE="+keyFile, "SHUKEI_COLLECTOR_OPS_LISTEN=127.0.0.1:0",
+		"SHUKEI_ANONYMIZER_MASTER_KEY_FILE="+keyFile, "SHUKEI_COLLECTOR_OPS_LISTEN=127.0.0.1:0", "SHUKEI_QUERY_OPS_LISTEN=127.0.0.1:0",
 		"SHUKEI_LOG_LEVEL=info", "SHUKEI_LOG_FORMAT=text",
 	)
 	env := append(append([]string{}, base...),
@@ -479,8 +479,18 @@ func sameOnOneServer(t *testing.T, bin string, base []string, cluster driver.Con
 		if errA != nil || errB != nil {
 			t.Fatalf("atoms of %s: %v, %v", p, errA, errB)
 		}
-		if !reflect.DeepEqual(a, b) || len(a) == 0 {
+		ka, kb := atomSet(a), atomSet(b)
+		if !reflect.DeepEqual(ka, kb) || len(a) == 0 {
+			shown := 0
+			for k, v := range ka {
+				if kb[k] != v && shown < 5 {
+					t.Logf("%s: %s on the cluster, %s on one server", k, v, kb[k])
+					shown++
+				}
+			}
 			t.Errorf("the %s atoms of the week differ: %d on the cluster, %d on one server", p, len(a), len(b))
+		} else {
+			t.Logf("the %s atoms of the week: %d, the same on both", p, len(a))
 		}
 	}
 	// The per-tenant reports, through each query service.
@@ -496,6 +506,15 @@ func sameOnOneServer(t *testing.T, bin string, base []string, cluster driver.Con
 		}
 		return
 	}(), len(onOne))
+}
+
+// atomSet keys each atom by its cell (the week in UTC) and gives its counts.
+func atomSet(atoms []gate.Atom) map[string]string {
+	out := map[string]string{}
+	for _, a := range atoms {
+		out[fmt.Sprintf("%s %s %s %s %s", a.Week.UTC().Format(time.DateOnly), a.Category, a.Feature, a.Status, a.Edition)] = fmt.Sprintf("tenants=%d users=%d uses=%d", a.Tenants, a.Users, a.Uses)
+	}
+	return out
 }
 
 // reportRows GETs a report and returns its rows.

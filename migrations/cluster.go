@@ -1,10 +1,14 @@
 package migrations
 
 import (
+	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/databases"
 )
@@ -170,4 +174,93 @@ func Sharded(db, database, table string) (bool, error) {
 		return false, err
 	}
 	return keys[tableKey(db, database, table)], nil
+}
+
+// Node is one node of a cluster as Complete reaches it.
+type Node struct {
+	Name string // host:port
+	Conn driver.Conn
+}
+
+// Complete creates on each node the databases and tables of db that the node conn reaches has
+// and it lacks, from their definitions there (SHOW CREATE, macros unexpanded): a node that joins
+// the cluster — a new shard's, or one rebuilt empty — gets Shukei's schema, which the migration
+// history (replicated, so already recorded) would not give it. A replicated table created so
+// registers a new replica and fetches its parts: a new shard's sharded tables start empty (its
+// own ZooKeeper path), the tables replicated on every node arrive whole. Stored tables are
+// created first, then the Distributed tables, then the materialised views (which name both).
+// It returns what it created, "node: db.table".
+func Complete(ctx context.Context, conn driver.Conn, db string, nodes []Node) ([]string, error) {
+	type table struct{ database, name, engine, create string }
+	list := func(c driver.Conn) (map[string]table, error) {
+		rows, err := c.Query(ctx, "SELECT database, name, engine FROM system.tables WHERE database = ? OR startsWith(database, ?)", db, db+"_")
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		out := map[string]table{}
+		for rows.Next() {
+			var t table
+			if err := rows.Scan(&t.database, &t.name, &t.engine); err != nil {
+				return nil, err
+			}
+			out[t.database+"."+t.name] = t
+		}
+		return out, rows.Err()
+	}
+	ref, err := list(conn)
+	if err != nil {
+		return nil, fmt.Errorf("the tables of %s: %w", db, err)
+	}
+	rank := func(engine string) int {
+		switch engine {
+		case "MaterializedView", "View":
+			return 2
+		case "Distributed":
+			return 1
+		}
+		return 0
+	}
+	var names []string
+	for n := range ref {
+		names = append(names, n)
+	}
+	sortTables(names, func(n string) int { return rank(ref[n].engine) })
+	var created []string
+	for _, node := range nodes {
+		have, err := list(node.Conn)
+		if err != nil {
+			return created, fmt.Errorf("the tables of %s on %s: %w", db, node.Name, err)
+		}
+		for _, n := range names {
+			if _, ok := have[n]; ok {
+				continue
+			}
+			t := ref[n]
+			if t.create == "" {
+				if err := conn.QueryRow(ctx, "SHOW CREATE TABLE "+n).Scan(&t.create); err != nil {
+					return created, fmt.Errorf("the definition of %s: %w", n, err)
+				}
+				ref[n] = t
+			}
+			if err := node.Conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+t.database); err != nil {
+				return created, fmt.Errorf("%s: create database %s: %w", node.Name, t.database, err)
+			}
+			if err := node.Conn.Exec(ctx, t.create); err != nil {
+				return created, fmt.Errorf("%s: create %s: %w", node.Name, n, err)
+			}
+			created = append(created, node.Name+": "+n)
+		}
+	}
+	return created, nil
+}
+
+// sortTables orders names by rank, then by name.
+func sortTables(names []string, rank func(string) int) {
+	slices.SortFunc(names, func(a, b string) int {
+		if d := rank(a) - rank(b); d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
 }

@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
+	"strconv"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/migrations"
@@ -30,6 +34,13 @@ func Migrate(ctx context.Context, out io.Writer, cfg config.Config) error {
 	where := "the server"
 	if c.Cluster != "" {
 		where = "every node of cluster " + c.Cluster
+		created, err := completeNodes(ctx, conn, c)
+		for _, n := range created {
+			fmt.Fprintf(out, "created  %s (a node without it: new, or rebuilt empty)\n", n)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(out, "database %s is at migration %d on %s (%d applied now, %d already)\n",
 		c.Database, len(res.Applied)+len(res.Skipped), where, len(res.Applied), len(res.Skipped))
@@ -66,4 +77,46 @@ func writeUsers(out io.Writer, cfg config.Config) error {
 		fmt.Fprintf(out, "role users: %d ClickHouse users of %d roles (purpose readers included), each allowed only its databases, in %s\n", len(users), len(migrations.Roles), path)
 	}
 	return nil
+}
+
+// completeNodes gives every node of the cluster the tables of the database it lacks
+// (migrations.Complete), connected with the settings of c to each node system.clusters lists.
+func completeNodes(ctx context.Context, conn driver.Conn, c config.ClickHouse) ([]string, error) {
+	rows, err := conn.Query(ctx, "SELECT host_address, port FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", c.Cluster)
+	if err != nil {
+		return nil, fmt.Errorf("the nodes of cluster %s: %w", c.Cluster, err)
+	}
+	var addrs []string
+	for rows.Next() {
+		var host string
+		var port uint16
+		if err := rows.Scan(&host, &port); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		addrs = append(addrs, net.JoinHostPort(host, strconv.Itoa(int(port))))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var nodes []migrations.Node
+	for _, a := range addrs {
+		cc := c
+		cc.Addr = []string{a}
+		nc, err := OpenClickHouse(ctx, cc)
+		if err != nil {
+			for _, n := range nodes {
+				_ = n.Conn.Close()
+			}
+			return nil, fmt.Errorf("node %s: %w", a, err)
+		}
+		nodes = append(nodes, migrations.Node{Name: a, Conn: nc})
+	}
+	defer func() {
+		for _, n := range nodes {
+			_ = n.Conn.Close()
+		}
+	}()
+	return migrations.Complete(ctx, conn, c.Database, nodes)
 }
