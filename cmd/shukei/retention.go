@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -60,6 +61,36 @@ a raw user id exists anywhere in Shukei.`,
 	}
 	verify.Flags().StringVar(&tenant, "tenant", "", "tenant id")
 	_ = verify.MarkFlagRequired("tenant")
-	cmd.AddCommand(run, verify)
+	var since, until string
+	rebuild := &cobra.Command{
+		Use:   "rebuild-marts --since DATE [--until DATE]",
+		Short: "Re-derive the purpose marts of whole ISO weeks from the event store, on every shard",
+		Long: `rebuild-marts deletes the purpose marts' rows of the ISO weeks from --since's to --until's
+(default: this week) and fills them again from the event store, by each materialised view's own
+SELECT, on every shard of a cluster. The marts are filled as the processor inserts events, and
+ClickHouse writes the event store before the marts, each on its own: a server killed in between
+keeps the events and loses that insert's rows of the marts (the processor warns when it resumes
+after such a batch). Run it for those weeks with the processors stopped, or for weeks no event
+arrives in any more: events stored into those weeks meanwhile may be counted twice. It connects
+as the administrator (clickhouse.username).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			from, err := time.Parse(time.DateOnly, since)
+			if err != nil {
+				return fmt.Errorf("--since: %w", err)
+			}
+			to := time.Now().UTC()
+			if until != "" {
+				if to, err = time.Parse(time.DateOnly, until); err != nil {
+					return fmt.Errorf("--until: %w", err)
+				}
+			}
+			return retention.RebuildMarts(cmd.Context(), cmd.OutOrStdout(), a.cfg, from, to)
+		},
+	}
+	rebuild.Flags().StringVar(&since, "since", "", "a day (YYYY-MM-DD) of the first week to rebuild")
+	rebuild.Flags().StringVar(&until, "until", "", "a day (YYYY-MM-DD) of the last week to rebuild (default: today)")
+	_ = rebuild.MarkFlagRequired("since")
+	cmd.AddCommand(run, verify, rebuild)
 	return cmd
 }

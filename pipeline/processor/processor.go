@@ -779,6 +779,15 @@ func (p *Processor) loadWithRetry(ctx context.Context, parts []int) (map[int]*pa
 		if err != nil {
 			return err
 		}
+		for part, st := range state {
+			if len(st.done) > 0 {
+				// A batch was cut after some of its events were stored. ClickHouse writes the
+				// event store before the views fill the marts, each on its own: a server that
+				// stopped in between kept the events without their marts' rows.
+				p.log.Warn("resuming after a batch cut short: its stored events are kept; if ClickHouse stopped during that insert, the purpose marts may lack them ('shukei retention rebuild-marts')",
+					"partition", part, "stored_beyond_checkpoint", len(st.done), "checkpoint", st.lo)
+			}
+		}
 		if p.cfg.DedupeHorizon > 0 {
 			var ids []string
 			for _, s := range p.shards {
