@@ -157,7 +157,7 @@ func (k *Keeper) Verify(ctx context.Context, tenant string) ([]Count, error) {
 			var most uint64 // the most any replica of the shard holds
 			for _, r := range s.Replicas {
 				var n uint64
-				if err := k.onReplica(ctx, func() error {
+				if err := k.onReplica(ctx, func(ctx context.Context) error {
 					return r.QueryRow(ctx, "SELECT count() FROM "+t.String()+" WHERE tenant_id = ?", tenant).Scan(&n)
 				}); err != nil {
 					return nil, fmt.Errorf("count %s in %s: %w", tenant, t, err)
@@ -185,10 +185,17 @@ func (k *Keeper) layout() []processor.Shard {
 
 // onReplica runs f until it succeeds, for at most replicaWait: a replica that is down is
 // waited for (a deletion must reach, and be verified on, every replica).
-func (k *Keeper) onReplica(ctx context.Context, f func() error) error {
+func (k *Keeper) onReplica(ctx context.Context, f func(context.Context) error) error {
 	deadline := time.Now().Add(k.replicaWait)
 	for {
-		err := f()
+		// Each attempt is bounded too: a node killed or stopped mid-query must not hold the
+		// deletion on a connection that never answers.
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if len(k.shards) > 0 {
+			actx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		}
+		err := f(actx)
+		cancel()
 		if err == nil || ctx.Err() != nil || len(k.shards) == 0 || time.Now().After(deadline) {
 			return err
 		}
@@ -212,7 +219,7 @@ func (k *Keeper) deleteTenant(ctx context.Context, t Table, tenant string) error
 		}
 	}
 	for _, c := range targets {
-		if err := k.onReplica(ctx, func() error {
+		if err := k.onReplica(ctx, func(ctx context.Context) error {
 			return c.Exec(ctx, "ALTER TABLE "+t.String()+" DELETE WHERE tenant_id = ?", tenant)
 		}); err != nil {
 			return err
@@ -265,17 +272,21 @@ func (k *Keeper) tombstoneEverywhere(ctx context.Context, stone string) error {
 	if len(k.shards) == 0 {
 		return nil
 	}
+	deadline := time.Now().Add(k.replicaWait)
 	for _, s := range k.shards {
 		for _, r := range s.Replicas {
 			for {
 				var n uint64
-				if err := k.onReplica(ctx, func() error {
+				if err := k.onReplica(ctx, func(ctx context.Context) error {
 					return r.QueryRow(ctx, "SELECT count() FROM "+databases.Registry(k.db)+".deleted_tenants WHERE tombstone = ?", stone).Scan(&n)
 				}); err != nil {
 					return fmt.Errorf("the tombstone has not reached every replica: %w", err)
 				}
 				if n > 0 {
 					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("the tombstone has not reached every replica after %s", k.replicaWait)
 				}
 				select {
 				case <-ctx.Done():
@@ -323,17 +334,8 @@ func (k *Keeper) finishDeletion(ctx context.Context, tenant, why string) (Receip
 			return r, fmt.Errorf("delete %s from %s: %w", tenant, c.Table, err)
 		}
 	}
-	if err := k.waitMutations(ctx, touched); err != nil {
-		return r, err
-	}
-	after, err := k.Verify(ctx, tenant)
-	if err != nil {
-		return r, err
-	}
-	for _, c := range after {
-		if c.Rows > 0 {
-			return r, fmt.Errorf("after deletion %s still holds %d rows of %s", c.Table, c.Rows, tenant)
-		}
+	if err := k.deleted(ctx, touched, func() ([]Count, error) { return k.Verify(ctx, tenant) }); err != nil {
+		return r, fmt.Errorf("after deletion of %s: %w", tenant, err)
 	}
 	rec, err := k.audit.Append(ctx, audit.Record{
 		Principal: "retention", Kind: "system", Report: "tenant_deletion", Decision: "deleted", Rows: r.Rows,
@@ -398,8 +400,12 @@ func (k *Keeper) Sweep(ctx context.Context) (map[Table]uint64, error) {
 			touched = append(touched, t)
 		}
 	}
-	if err := k.waitMutations(ctx, touched); err != nil {
-		return swept, err
+	if len(k.shards) == 0 {
+		if err := k.waitMutations(ctx, touched); err != nil {
+			return swept, err
+		}
+	} else if err := k.deleted(ctx, touched, func() ([]Count, error) { return k.leftOf(ctx, touched, gone) }); err != nil {
+		return swept, fmt.Errorf("sweep: %w", err)
 	}
 	if len(swept) > 0 {
 		var total uint64
@@ -421,7 +427,7 @@ func (k *Keeper) Sweep(ctx context.Context) (map[Table]uint64, error) {
 func (k *Keeper) deletedTenants(ctx context.Context, c driver.Conn, t Table, gone map[string]bool) ([]string, uint64, error) {
 	var deleted []string
 	var n uint64
-	err := k.onReplica(ctx, func() error {
+	err := k.onReplica(ctx, func(ctx context.Context) error {
 		deleted, n = nil, 0
 		rows, err := c.Query(ctx, "SELECT tenant_id, count() FROM "+t.String()+" GROUP BY tenant_id")
 		if err != nil {
@@ -444,21 +450,88 @@ func (k *Keeper) deletedTenants(ctx context.Context, c driver.Conn, t Table, gon
 	return deleted, n, err
 }
 
+// deleted waits until the deletions in tables are done and then requires left to find nothing.
+// On one server it waits for the tables' mutations, then counts once. On a cluster it counts on
+// every replica (left) until nothing is left, for at most replicaWait: the rows are what
+// matters, and ClickHouse 18.16 can leave a replica restarted during a mutation reporting it
+// not done (system.mutations: parts_to_do > 0) after its rows are gone.
+func (k *Keeper) deleted(ctx context.Context, tables []Table, left func() ([]Count, error)) error {
+	if len(k.shards) == 0 {
+		if err := k.waitMutations(ctx, tables); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(k.replicaWait)
+	for {
+		counts, err := left()
+		if err != nil {
+			return err
+		}
+		var still []string
+		for _, c := range counts {
+			if c.Rows > 0 {
+				still = append(still, fmt.Sprintf("%s holds %d rows", c.Table, c.Rows))
+			}
+		}
+		if len(still) == 0 {
+			return nil
+		}
+		if len(k.shards) == 0 || time.Now().After(deadline) {
+			return fmt.Errorf("%s", strings.Join(still, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// leftOf counts, on every replica, the rows of deleted tenants (by tombstone, gone) in tables:
+// the most any replica of a shard holds, summed over the shards of a sharded table.
+func (k *Keeper) leftOf(ctx context.Context, tables []Table, gone map[string]bool) ([]Count, error) {
+	var out []Count
+	for _, t := range tables {
+		c := Count{Table: t}
+		for _, s := range k.layout() {
+			var most uint64
+			for _, r := range s.Replicas {
+				_, n, err := k.deletedTenants(ctx, r, t, gone)
+				if err != nil {
+					return nil, err
+				}
+				most = max(most, n)
+			}
+			if t.Sharded {
+				c.Rows += most
+			} else {
+				c.Rows = max(c.Rows, most)
+			}
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
 // waitMutations waits until ClickHouse has applied every pending mutation of tables, on every
 // replica (a deletion is done when no replica holds the rows any longer).
 func (k *Keeper) waitMutations(ctx context.Context, tables []Table) error {
+	deadline := time.Now().Add(k.replicaWait)
 	for _, t := range tables {
 		for _, s := range k.layout() {
 			for _, r := range s.Replicas {
 				for {
 					var pending uint64
-					if err := k.onReplica(ctx, func() error {
+					if err := k.onReplica(ctx, func(ctx context.Context) error {
 						return r.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0", t.Database, t.Name).Scan(&pending)
 					}); err != nil {
 						return err
 					}
 					if pending == 0 {
 						break
+					}
+					if len(k.shards) > 0 && time.Now().After(deadline) { // one server: as long as it takes
+						return fmt.Errorf("the deletion in %s is still pending on a replica after %s", t, k.replicaWait)
 					}
 					select {
 					case <-ctx.Done():
