@@ -93,7 +93,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags faults ./...
-	$(GO) vet -tags cluster ./faults/
+	$(GO) vet -tags cluster ./faults/ ./attack/
 
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
