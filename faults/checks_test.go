@@ -64,14 +64,11 @@ func endOffsets(t *testing.T, brokers []string, topic string) map[int]int64 {
 	return out
 }
 
-// accountedRows are the raw topic's offsets the processor stored or rejected: %[1]s is the
-// database, %[2]s the cluster ("" on one server: the event store is read through its
-// Distributed table on a cluster).
-const accountedRows = "SELECT kafka_partition, kafka_offset FROM %[3]s " +
-	"UNION ALL SELECT kafka_partition, kafka_offset FROM %[1]s.rejections WHERE class != 'checkpoint'"
-
+// accountedSQL selects the raw topic's offsets the processor stored or rejected in database db,
+// reading the event store through its Distributed table on a cluster (cluster not empty).
 func accountedSQL(db, cluster string) string {
-	return fmt.Sprintf(accountedRows, db, cluster, databases.Across(cluster, db+".events"))
+	return "SELECT kafka_partition, kafka_offset FROM " + databases.Across(cluster, db+".events") +
+		" UNION ALL SELECT kafka_partition, kafka_offset FROM " + db + ".rejections WHERE class != 'checkpoint'"
 }
 
 func accounted(ctx context.Context, conn driver.Conn, db, cluster string) (uint64, error) {

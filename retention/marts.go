@@ -12,6 +12,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/processor"
 )
@@ -43,8 +44,8 @@ func RebuildMarts(ctx context.Context, out io.Writer, cfg config.Config, since, 
 		}
 		defer conns.Close()
 	}
-	from := monday(since)
-	to := monday(until).AddDate(0, 0, 7)
+	from := gate.Monday(since)
+	to := gate.Monday(until).AddDate(0, 0, 7)
 	if !to.After(from) {
 		return fmt.Errorf("nothing to rebuild: until (%s) is before since (%s)", until.Format(time.DateOnly), since.Format(time.DateOnly))
 	}
@@ -56,11 +57,6 @@ func RebuildMarts(ctx context.Context, out io.Writer, cfg config.Config, since, 
 		fmt.Fprintf(out, "shard %d: %d marts re-derived from the event store for %s to %s\n", i+1, n, from.Format(time.DateOnly), to.AddDate(0, 0, -1).Format(time.DateOnly))
 	}
 	return nil
-}
-
-func monday(t time.Time) time.Time {
-	t = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
-	return t.AddDate(0, 0, -((int(t.Weekday()) + 6) % 7))
 }
 
 var (

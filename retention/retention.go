@@ -513,31 +513,14 @@ func (k *Keeper) leftOf(ctx context.Context, tables []Table, gone map[string]boo
 	return out, nil
 }
 
-// waitMutations waits until ClickHouse has applied every pending mutation of tables, on every
-// replica (a deletion is done when no replica holds the rows any longer).
+// waitMutations waits until ClickHouse has applied every pending mutation of tables on every
+// replica (used on one server: a cluster's deletions are judged by their rows, deleted).
 func (k *Keeper) waitMutations(ctx context.Context, tables []Table) error {
-	deadline := time.Now().Add(k.replicaWait)
 	for _, t := range tables {
 		for _, s := range k.layout() {
 			for _, r := range s.Replicas {
-				for {
-					var pending uint64
-					if err := k.onReplica(ctx, func(ctx context.Context) error {
-						return r.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0", t.Database, t.Name).Scan(&pending)
-					}); err != nil {
-						return err
-					}
-					if pending == 0 {
-						break
-					}
-					if len(k.shards) > 0 && time.Now().After(deadline) { // one server: as long as it takes
-						return fmt.Errorf("the deletion in %s is still pending on a replica after %s", t, k.replicaWait)
-					}
-					select {
-					case <-ctx.Done():
-						return fmt.Errorf("waiting for the deletion in %s: %w", t, ctx.Err())
-					case <-time.After(100 * time.Millisecond):
-					}
+				if err := mutationsDone(ctx, r, t.String()); err != nil {
+					return err
 				}
 			}
 		}
