@@ -55,7 +55,7 @@ var (
 	clShardNodes = map[int][]string{1: {"ch-s1r1", "ch-s1r2"}, 2: {"ch-s2r1", "ch-s2r2"}}
 )
 
-// clStack is one test's Shukei on the cluster: its databases (migrated ON CLUSTER), its topics
+// clStack is one test's Shukei on the cluster: its databases (migrated on every node), its topics
 // (replication factor 3), a master key, the roles' users written into every node's users.d,
 // an administrator connection to every node, and the roles it runs.
 type clStack struct {
@@ -74,6 +74,23 @@ type clStack struct {
 	outputs []*output
 	procs   []*proc
 	stopped map[string]bool // nodes this test stopped or killed and has not started again
+}
+
+// clAdminPassword is the cluster administrator's (`default`) password, which
+// scripts/services.sh up --cluster generates into .services/cluster/admin.password.
+func clAdminPassword() string {
+	dir, err := os.Getwd()
+	for err == nil {
+		if b, rerr := os.ReadFile(filepath.Join(dir, ".services", "cluster", "admin.password")); rerr == nil {
+			return strings.TrimSpace(string(b))
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	return ""
 }
 
 func clOpen(addr, user, password, db string) (driver.Conn, error) {
@@ -100,7 +117,7 @@ func clRequire(t *testing.T) map[string]driver.Conn {
 	t.Helper()
 	conns := map[string]driver.Conn{}
 	for _, n := range clNodes {
-		c, err := clOpen(n.addr, "default", "", "")
+		c, err := clOpen(n.addr, "default", clAdminPassword(), "")
 		if err != nil {
 			for _, c := range conns {
 				c.Close()
@@ -160,6 +177,8 @@ func newClStack(t *testing.T, extraEnv ...string) *clStack {
 		"SHUKEI_CLICKHOUSE_CLUSTER="+clName,
 		"SHUKEI_CLICKHOUSE_DATABASE="+s.db,
 		"SHUKEI_CLICKHOUSE_USERNAME=default",
+		"SHUKEI_CLICKHOUSE_PASSWORD="+clAdminPassword(),
+		"SHUKEI_CLICKHOUSE_CLUSTER_USER=shukei_cluster",
 		"SHUKEI_CLICKHOUSE_USERS_DIR="+strings.Join(s.usersDir, ":"),
 		"SHUKEI_KAFKA_BROKERS="+strings.Join(clBrokers, ","),
 		"SHUKEI_KAFKA_REPLICATION_FACTOR=3",
@@ -279,7 +298,7 @@ func (s *clStack) node(verb, name string) {
 				continue
 			}
 			for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Second) {
-				c, err := clOpen(n.addr, "default", "", "")
+				c, err := clOpen(n.addr, "default", clAdminPassword(), "")
 				if err == nil {
 					old := s.admin[name]
 					s.admin[name] = c
@@ -335,12 +354,19 @@ func (s *clStack) cleanup() {
 			rows.Close()
 		}
 		cancel()
-		for _, d := range dbs {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			if err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+quoteIdent(d)+" ON CLUSTER "+clName); err != nil {
-				s.t.Logf("cleanup: drop %s on the cluster (left in place): %v", d, err)
+		// On every node: the servers have no distributed DDL queue (ON CLUSTER).
+		for _, n := range clNodes {
+			nc := s.admin[n.name]
+			if nc == nil {
+				continue
 			}
-			cancel()
+			for _, d := range dbs {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				if err := nc.Exec(ctx, "DROP DATABASE IF EXISTS "+quoteIdent(d)); err != nil {
+					s.t.Logf("cleanup: drop %s on %s (left in place): %v", d, n.name, err)
+				}
+				cancel()
+			}
 		}
 	}
 	for _, c := range s.admin {
@@ -834,7 +860,7 @@ func TestClusterRoleMatrixOnEveryNode(t *testing.T) {
 	s.logf("information: 'shukei migrate' with ch-s2r2 stopped returned after %s (%v): %s", time.Since(mBegan).Round(100*time.Millisecond), err, drLast(out))
 	s.node("start-node", "ch-s2r2")
 
-	// Every node holds the same databases and tables (ON CLUSTER).
+	// Every node holds the same databases and tables (migrate runs its DDL on every node).
 	tables := map[string][]drTable{}
 	var dbs []string
 	for _, n := range clNodes {
@@ -865,16 +891,10 @@ func TestClusterRoleMatrixOnEveryNode(t *testing.T) {
 	}
 	s.logf("%d databases, %d tables on ch-s1r1 (%d Distributed), %d role users", len(dbs), len(tables["ch-s1r1"]), len(distributed), len(users))
 
-	// The administrator's scratch table in every database, on every node (ON CLUSTER): what
-	// the DDL statements are tried on.
+	// The administrator's scratch table in every database, on every node (created node by
+	// node: the servers have no distributed DDL queue): what the DDL statements are tried on.
 	const scratch = "atk_scratch"
 	mkScratch := func() {
-		for _, db := range dbs {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			t := quoteIdent(db) + "." + quoteIdent(scratch)
-			_ = s.admin["ch-s1r1"].Exec(ctx, "CREATE TABLE IF NOT EXISTS "+t+" ON CLUSTER "+clName+" (x UInt8) ENGINE = MergeTree ORDER BY tuple()")
-			cancel()
-		}
 		for _, n := range clNodes {
 			for _, db := range dbs {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -897,6 +917,17 @@ func TestClusterRoleMatrixOnEveryNode(t *testing.T) {
 	deletes := func(row map[string]access) bool {
 		for _, a := range row {
 			if a == accDelete {
+				return true
+			}
+		}
+		return false
+	}
+	// inserts: the row says write somewhere. Promise 16 states that such a user can lift
+	// allow_ddl in a query on ClickHouse 18.16 and then run SYSTEM statements, which are not
+	// scoped by database (added to the promise after this attack found it: finding 4).
+	inserts := func(row map[string]access) bool {
+		for _, a := range row {
+			if a == accWrite {
 				return true
 			}
 		}
@@ -1014,6 +1045,9 @@ func TestClusterRoleMatrixOnEveryNode(t *testing.T) {
 						for _, lift := range []bool{false, true} {
 							if lift && row[db] == accWrite {
 								continue
+							}
+							if lift && kind == "system_stop_merges" && inserts(row) {
+								continue // promise 16's stated limit: SYSTEM with allow_ddl lifted
 							}
 							if err := run(q, lift); err == nil {
 								how := ""

@@ -203,7 +203,8 @@ type ClickHouse struct {
 	Username       string        `yaml:"username" doc:"user for migrations and writes"`
 	Password       string        `yaml:"password" secret:"true" doc:"password of that user (prefer SHUKEI_CLICKHOUSE_PASSWORD to the file)"`
 	DialTimeout    time.Duration `yaml:"dial_timeout" doc:"how long to wait for a server connection"`
-	Cluster        string        `yaml:"cluster" doc:"the ClickHouse cluster (remote_servers name) Shukei's tables live on, sharded by tenant and replicated (migrations run ON CLUSTER); empty: one server"`
+	Cluster        string        `yaml:"cluster" doc:"the ClickHouse cluster (remote_servers name) Shukei's tables live on, sharded by tenant and replicated (migrate runs each statement on the nodes it belongs on); empty: one server"`
+	ClusterUser    string        `yaml:"cluster_user" doc:"on ClickHouse 18.16, the user remote_servers names for queries one node sends another (a Distributed table's): 'shukei migrate' grants it, read-only, the databases of sharded tables and no other (scripts/cluster.sh declares it); empty where the cluster passes the initial user on (remote_servers <secret>, ClickHouse 20.10 and later)"`
 	UsersDir       string        `yaml:"users_dir" doc:"the server's users.d directory: 'shukei migrate' writes every role's users there (promise 16); on a cluster, every node's, separated by ':' (the users must exist on every node); empty: migrate prints the file instead"`
 	ReaderNetworks []string      `yaml:"reader_networks" doc:"networks (IP or CIDR) the roles' users may connect from"`
 	UsersKeyFile   string        `yaml:"users_key_file" doc:"the administrator's secret every role's key derives from ('shukei users key <role>'); empty: derived from the master key. Mode 0600"`

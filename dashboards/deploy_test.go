@@ -1833,8 +1833,10 @@ func TestComposeCluster(t *testing.T) {
 		if len(cl[0].all("shard")) != 2 {
 			t.Errorf("remote_servers cluster %s has %d shards, want 2", clusterName, len(cl[0].all("shard")))
 		}
-		if n.conf.get("distributed_ddl", "path") == "" {
-			t.Error("no distributed_ddl path: ON CLUSTER statements need the queue")
+		// No distributed DDL queue (the image's own config.xml declares one): 'shukei migrate'
+		// runs each statement node by node, and the queue would run a user's DDL as the server.
+		if d := n.conf.all("distributed_ddl"); len(d) != 1 || d[0].attr("remove") != "remove" || n.conf.get("distributed_ddl", "path") != "" {
+			t.Error(`cluster.xml must remove the distributed DDL queue: <distributed_ddl remove="remove"/>`)
 		}
 		// The coordination service is the stack's keepers, on the port they serve.
 		var zk []string
@@ -2025,8 +2027,19 @@ func listenerPort(listeners, name string) string {
 // xmlNode is any element of a ClickHouse configuration file, with its children.
 type xmlNode struct {
 	XMLName xml.Name
-	Text    string    `xml:",chardata"`
-	Nodes   []xmlNode `xml:",any"`
+	Attrs   []xml.Attr `xml:",any,attr"`
+	Text    string     `xml:",chardata"`
+	Nodes   []xmlNode  `xml:",any"`
+}
+
+// attr returns the value of the element's attribute name, "" when it has none.
+func (n xmlNode) attr(name string) string {
+	for _, a := range n.Attrs {
+		if a.Name.Local == name {
+			return a.Value
+		}
+	}
+	return ""
 }
 
 // all returns the elements at the path of names below n.

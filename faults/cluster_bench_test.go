@@ -54,8 +54,8 @@ func BenchmarkShardInsert(b *testing.B) {
 	b.Run("cluster-shard", func(b *testing.B) {
 		conn := clusterConn(b, clusterCH[0])
 		db := fmt.Sprintf("t_bench_%d", time.Now().UnixNano())
-		b.Cleanup(func() { dropRunDatabases(conn, db) })
-		if _, err := migrations.ApplyLayout(context.Background(), conn, db, migrations.Layout{Cluster: "shukei"}); err != nil {
+		b.Cleanup(func() { dropRunDatabases(b, db) })
+		if _, err := migrations.ApplyLayout(context.Background(), conn, db, clusterLayout(b)); err != nil {
 			b.Fatal(err)
 		}
 		run(b, conn, db)

@@ -88,9 +88,10 @@ func TestClusterMigrationsLayOutEveryTable(t *testing.T) {
 		conns[i] = clusterConn(t, addr)
 	}
 	db := fmt.Sprintf("t_mig_%d", time.Now().UnixNano())
-	t.Cleanup(func() { dropRunDatabases(conns[0], db) })
-	layout := migrations.Layout{Cluster: "shukei"}
+	t.Cleanup(func() { dropRunDatabases(t, db) })
+	layout := clusterLayout(t)
 	start := time.Now()
+	clusterGrant(t, db)
 	first, err := migrations.ApplyLayout(ctx, conns[0], db, layout)
 	if err != nil {
 		t.Fatal(err)
@@ -227,13 +228,13 @@ func isSharded(db, name string) bool {
 
 // 'shukei migrate' with clickhouse.cluster set lays the schema out on the cluster and declares
 // every role's users on every node: a role connects to any node, as its own users, and reaches
-// only its databases there.
+// only its databases there; and the nodes talk to each other as their own user (nodesTalkAsTheirOwnUser).
 func TestClusterMigrateDeclaresUsersOnEveryNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	admin := clusterConn(t, clusterCH[0])
+	_ = clusterConn(t, clusterCH[0]) // the cluster answers, or the test says why not
 	db := fmt.Sprintf("t_users_%d", time.Now().UnixNano())
-	t.Cleanup(func() { dropRunDatabases(admin, db) })
+	t.Cleanup(func() { dropRunDatabases(t, db) })
 
 	root := servicetest.ModuleRoot(t)
 	base, err := os.ReadFile(filepath.Join(root, ".services", "cluster", "clickhouse.dir"))
@@ -249,9 +250,8 @@ func TestClusterMigrateDeclaresUsersOnEveryNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{clusterCH[0]}
+	asClusterAdmin(t, &cfg)
 	cfg.ClickHouse.Database = db
-	cfg.ClickHouse.Cluster = "shukei"
 	cfg.ClickHouse.UsersDir = strings.Join(dirs, string(filepath.ListSeparator))
 	cfg.ClickHouse.UsersKey = hex.EncodeToString(key)
 	var out strings.Builder
@@ -302,23 +302,102 @@ func TestClusterMigrateDeclaresUsersOnEveryNode(t *testing.T) {
 		}
 		_ = conn.Close()
 	}
+	nodesTalkAsTheirOwnUser(t, db, users)
 }
 
-// dropRunDatabases drops the run's databases on every node.
-func dropRunDatabases(conn driver.Conn, db string) {
-	rows, err := conn.Query(context.Background(), "SELECT name FROM system.databases WHERE name = ? OR startsWith(name, ?)", db, db+"_")
-	if err != nil {
-		return
+// nodesTalkAsTheirOwnUser: a query one node sends another runs there as the cluster's internal
+// user (docs/CLUSTER.md, "Nodes talk to each other as a user of their own"), which reads only
+// the sharded tables' databases and writes nothing; remote() naming no user, or naming the
+// internal user without its password, is refused. Tried as the aggregator's writer, which on
+// ClickHouse 18.16 may lift allow_ddl (promise 16's stated limit) and create a Distributed
+// table of its own in its database, and as every node's own way out: prefer_localhost_replica=0.
+func nodesTalkAsTheirOwnUser(t *testing.T, db string, users []migrations.User) {
+	ctx := context.Background()
+	agg, ok := migrations.Find(users, db+"_aggregator")
+	if !ok || agg.Mode != migrations.Write {
+		t.Fatalf("no aggregator writer among the users (%+v)", agg)
 	}
-	var names []string
-	for rows.Next() {
-		var n string
-		if rows.Scan(&n) == nil {
-			names = append(names, n)
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{clusterCH[0]}, Auth: clickhouse.Auth{Username: agg.Name, Password: agg.Password, Database: db + "_aggregator"}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	lifted := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"allow_ddl": 1}))
+	remoteRead := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"prefer_localhost_replica": 0}))
+	secret := map[string]string{ // outside the aggregator's row, and not sharded
+		"principals": db + "_principals.principals", "audit": db + "_audit.audit_log",
+		"keys": db + "_keys.pseudonym_roots", "breakglass": db + "_breakglass.breakglass",
+	}
+	for name, table := range secret {
+		d, tb, _ := strings.Cut(table, ".")
+		own := db + "_aggregator.atk_" + name
+		if err := conn.Exec(lifted, "CREATE TABLE "+own+" (dummy UInt8) ENGINE = Distributed(shukei, "+d+", "+tb+")"); err != nil {
+			t.Logf("%s: a Distributed table over %s was refused (%v)", agg.Name, table, err)
+			continue
+		}
+		var n uint64
+		if err := conn.QueryRow(remoteRead, "SELECT count() FROM "+own).Scan(&n); err == nil {
+			t.Errorf("%s read %s (%d rows) through a Distributed table of its own, as the cluster's internal user: that user must not be allowed %s", agg.Name, table, n, d)
+		} else if !strings.Contains(err.Error(), "Access denied") || !strings.Contains(err.Error(), clusterUser) {
+			t.Errorf("reading %s through %s: %v, want the other shard to refuse %s access", table, own, err, clusterUser)
+		}
+		for _, q := range []string{
+			"SELECT count() FROM remote('" + clusterCH[2] + "', " + d + ", " + tb + ")",
+			"SELECT count() FROM remote('" + clusterCH[2] + "', " + d + ", " + tb + ", '" + clusterUser + "', '')",
+			"SELECT count() FROM remote('" + clusterCH[2] + "', " + d + ", " + tb + ", 'default', '')",
+		} {
+			if err := conn.QueryRow(ctx, q).Scan(&n); err == nil {
+				t.Errorf("%s: %s ran (%d rows)", agg.Name, q, n)
+			}
 		}
 	}
-	rows.Close()
-	for _, n := range names {
-		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+n+" ON CLUSTER shukei")
+	// The stated limit: a sharded database is readable that way. Writing through it is not.
+	own := db + "_aggregator.atk_events"
+	if err := conn.Exec(lifted, "CREATE TABLE "+own+" (event_id UUID, tenant_id String) ENGINE = Distributed(shukei, "+db+", events, rand())"); err != nil {
+		t.Fatalf("%s: a Distributed table over the event store: %v", agg.Name, err)
+	}
+	var n uint64
+	if err := conn.QueryRow(remoteRead, "SELECT count() FROM "+own).Scan(&n); err != nil {
+		t.Logf("%s: reading the event store through a Distributed table of its own was refused too: %v", agg.Name, err)
+	} else {
+		t.Logf("%s reads the event store through a Distributed table of its own (%d rows): promise 16's stated 18.16 limit on a cluster", agg.Name, n)
+	}
+	sync := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1, "prefer_localhost_replica": 0}))
+	if err := conn.Exec(sync, "INSERT INTO "+own+" (event_id, tenant_id) SELECT generateUUIDv4(), 'atk' FROM system.numbers LIMIT 50"); err == nil || !strings.Contains(err.Error(), "readonly") {
+		t.Errorf("%s: an insert into the event store through a Distributed table of its own: %v, want it refused (the cluster's internal user is read-only)", agg.Name, err)
+	}
+	for i, addr := range clusterCH {
+		admin := clusterConn(t, addr)
+		if err := admin.QueryRow(ctx, "SELECT count() FROM "+db+".events WHERE tenant_id = 'atk'").Scan(&n); err != nil || n != 0 {
+			t.Errorf("%s: %d rows written through the aggregator's Distributed table (%v)", clusterNodes[i], n, err)
+		}
+	}
+}
+
+// dropRunDatabases drops the run's databases on every node that answers.
+func dropRunDatabases(t testing.TB, db string) {
+	pw := clusterPassword(t, "admin")
+	for _, addr := range clusterCH {
+		conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, Auth: clickhouse.Auth{Username: "default", Password: pw}, DialTimeout: 5 * time.Second})
+		if err != nil {
+			continue
+		}
+		rows, err := conn.Query(context.Background(), "SELECT name FROM system.databases WHERE name = ? OR startsWith(name, ?)", db, db+"_")
+		if err != nil {
+			conn.Close()
+			continue
+		}
+		var names []string
+		for rows.Next() {
+			var n string
+			if rows.Scan(&n) == nil {
+				names = append(names, n)
+			}
+		}
+		rows.Close()
+		for _, n := range names {
+			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+n)
+		}
+		conn.Close()
 	}
 }

@@ -32,8 +32,9 @@ func TestClusterReplicaReplaced(t *testing.T) {
 		conns[i] = clusterConn(t, addr)
 	}
 	db := fmt.Sprintf("t_repl_%d", time.Now().UnixNano())
-	t.Cleanup(func() { dropRunDatabases(conns[0], db) })
-	if _, err := migrations.ApplyLayout(ctx, conns[0], db, migrations.Layout{Cluster: "shukei"}); err != nil {
+	t.Cleanup(func() { dropRunDatabases(t, db) })
+	clusterGrant(t, db)
+	if _, err := migrations.ApplyLayout(ctx, conns[0], db, clusterLayout(t)); err != nil {
 		t.Fatal(err)
 	}
 	insert := func(conn driver.Conn, tenant string, n int) {
@@ -161,13 +162,12 @@ func TestClusterMigrateCompletesANode(t *testing.T) {
 		conns[i] = clusterConn(t, addr)
 	}
 	db := fmt.Sprintf("t_node_%d", time.Now().UnixNano())
-	t.Cleanup(func() { dropRunDatabases(conns[0], db) })
+	t.Cleanup(func() { dropRunDatabases(t, db) })
 	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{clusterCH[0]}
-	cfg.ClickHouse.Username = "default"
+	asClusterAdmin(t, &cfg)
 	cfg.ClickHouse.Database = db
-	cfg.ClickHouse.Cluster = "shukei"
 	cfg.ClickHouse.UsersKey = strings.Repeat("ab", 32) // users printed, not installed: this test needs none
+	clusterGrant(t, db)                                // printed too: installed as the administrator would
 	var out strings.Builder
 	if err := ops.Migrate(ctx, &out, cfg); err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out.String())

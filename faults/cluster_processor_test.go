@@ -42,17 +42,16 @@ func TestClusterProcessorWritesEachShardExactlyOnce(t *testing.T) {
 		conns[i] = clusterConn(t, addr)
 	}
 	db := fmt.Sprintf("t_proc_%d", time.Now().UnixNano())
-	t.Cleanup(func() { dropRunDatabases(conns[0], db) })
-	layout := migrations.Layout{Cluster: "shukei"}
+	t.Cleanup(func() { dropRunDatabases(t, db) })
+	layout := clusterLayout(t)
+	clusterGrant(t, db)
 	if _, err := migrations.ApplyLayout(ctx, conns[0], db, layout); err != nil {
 		t.Fatal(err)
 	}
 
 	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{clusterCH[0]}
-	cfg.ClickHouse.Username = "default"
+	asClusterAdmin(t, &cfg)
 	cfg.ClickHouse.Database = db
-	cfg.ClickHouse.Cluster = "shukei"
 	cfg.Kafka.Brokers = clusterBrokers
 	cfg.Kafka.RawTopic = servicetest.Topic(t, clusterBrokers, 6)
 	cfg.Kafka.DLQTopic = servicetest.Topic(t, clusterBrokers, 2)

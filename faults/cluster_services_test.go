@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -17,7 +18,9 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/servicetest"
+	"github.com/shukei/shukei/migrations"
 )
 
 // The cluster `scripts/services.sh up --cluster` starts (scripts/cluster.sh): ClickHouse as two
@@ -29,9 +32,113 @@ var (
 	clusterBrokers = []string{"127.0.0.1:19192", "127.0.0.1:19193", "127.0.0.1:19194"}
 )
 
+// clusterUser is the user one node logs in as on another (scripts/cluster.sh, remote_servers).
+const clusterUser = "shukei_cluster"
+
+// clusterPassword reads the password scripts/cluster.sh generated for name: "admin" (the
+// administrator, `default`) or "internal" (clusterUser).
+func clusterPassword(t testing.TB, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(servicetest.ModuleRoot(t), ".services", "cluster", name+".password"))
+	if err != nil {
+		servicetest.Unavailable(t, "the ClickHouse cluster's "+name+" password (scripts/services.sh up --cluster)", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// asClusterAdmin points cfg at the cluster as its administrator, with the cluster's internal
+// user named so that 'shukei migrate' grants it the sharded databases.
+func asClusterAdmin(t testing.TB, cfg *config.Config) {
+	cfg.ClickHouse.Addr = []string{clusterCH[0]}
+	cfg.ClickHouse.Username = "default"
+	cfg.ClickHouse.Password = clusterPassword(t, "admin")
+	cfg.ClickHouse.Cluster = "shukei"
+	cfg.ClickHouse.ClusterUser = clusterUser
+}
+
+// clusterLayout is the cluster's migration layout, with an administrator's connection to
+// every node (clusterCH is in shard order: two replicas of shard 1, then of shard 2).
+func clusterLayout(t testing.TB) migrations.Layout {
+	t.Helper()
+	l := migrations.Layout{Cluster: "shukei"}
+	for i, addr := range clusterCH {
+		l.Nodes = append(l.Nodes, migrations.Node{Name: clusterNodes[i], Shard: uint32(i/2 + 1), Conn: clusterConn(t, addr)})
+	}
+	return l
+}
+
+// onEveryNode runs each statement on every node of the cluster, as the administrator: the
+// servers have no distributed DDL queue (ON CLUSTER), as Shukei's migrations need none.
+func onEveryNode(t testing.TB, stmts ...string) {
+	t.Helper()
+	for _, n := range clusterLayout(t).Nodes {
+		for _, q := range stmts {
+			if err := n.Conn.Exec(context.Background(), q); err != nil {
+				t.Fatalf("%s: %s: %v", n.Name, q, err)
+			}
+		}
+	}
+}
+
+// dropOnEveryNode drops database db on every node it can reach.
+func dropOnEveryNode(conns []driver.Conn, db string) {
+	for _, c := range conns {
+		_ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+	}
+}
+
+// clusterGrant grants the cluster's internal user db's sharded databases on every node, as
+// 'shukei migrate' does before it migrates (migrations.WriteClusterGrant), and waits until no
+// node refuses that user the database db: a Distributed table's reads of the other shards, and
+// migrate's check that a backfill's table is empty on every shard, need it.
+func clusterGrant(t testing.TB, db string) {
+	t.Helper()
+	for _, dir := range clusterUsersDirs(t) {
+		path, err := migrations.WriteClusterGrant(dir, db, clusterUser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Remove(path) })
+	}
+	pw := clusterPassword(t, "internal")
+	for _, addr := range clusterCH {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, Auth: clickhouse.Auth{Username: clusterUser, Password: pw}, DialTimeout: 5 * time.Second})
+			if err == nil {
+				var n uint64
+				err = conn.QueryRow(context.Background(), "SELECT count() FROM "+db+".events").Scan(&n)
+				conn.Close()
+			}
+			// Allowed once no longer refused: the database or table may not exist yet.
+			if err == nil || !strings.Contains(err.Error(), "Access denied") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still refuses %s the database %s 30 s after its grant was written: %v", addr, clusterUser, db, err)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+}
+
+// clusterUsersDirs are the users.d directories of the cluster's nodes, in clusterNodes order.
+func clusterUsersDirs(t testing.TB) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(servicetest.ModuleRoot(t), ".services", "cluster", "clickhouse.dir"))
+	if err != nil {
+		servicetest.Unavailable(t, "the ClickHouse cluster's state (scripts/services.sh up --cluster)", err)
+	}
+	var dirs []string
+	for _, n := range clusterNodes {
+		dirs = append(dirs, filepath.Join(strings.TrimSpace(string(b)), n, "users.d"))
+	}
+	return dirs
+}
+
 func clusterConn(t testing.TB, addr string) driver.Conn {
 	t.Helper()
-	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, Auth: clickhouse.Auth{Username: "default"}, DialTimeout: 5 * time.Second})
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, Auth: clickhouse.Auth{Username: "default", Password: clusterPassword(t, "admin")}, DialTimeout: 5 * time.Second})
 	if err == nil {
 		err = conn.Ping(context.Background())
 	}
@@ -54,7 +161,7 @@ func node(t *testing.T, verb, name string) {
 	}
 }
 
-// Distributed DDL reaches every node, a Distributed table shards rows by tenant, each shard's
+// DDL ON CLUSTER is refused, a Distributed table reads every shard (and takes no insert), each shard's
 // two replicas hold the same rows, and a replica stopped while rows arrive catches up when it
 // comes back.
 func TestClusterClickHouseShardsAndReplicates(t *testing.T) {
@@ -65,32 +172,43 @@ func TestClusterClickHouseShardsAndReplicates(t *testing.T) {
 	}
 	db := fmt.Sprintf("t_cluster_%d", time.Now().UnixNano())
 	ddl := []string{
-		"CREATE DATABASE " + db + " ON CLUSTER shukei",
-		"CREATE TABLE " + db + ".events_local ON CLUSTER shukei (tenant_id String, n UInt64) ENGINE = ReplicatedMergeTree('/clickhouse/shukei/tables/{shard}/" + db + "/events', '{replica}') ORDER BY (tenant_id, n)",
-		"CREATE TABLE " + db + ".events ON CLUSTER shukei AS " + db + ".events_local ENGINE = Distributed(shukei, " + db + ", events_local, cityHash64(tenant_id))",
+		"CREATE DATABASE " + db,
+		"CREATE TABLE " + db + ".events_local (tenant_id String, n UInt64) ENGINE = ReplicatedMergeTree('/clickhouse/shukei/tables/{shard}/" + db + "/events', '{replica}') ORDER BY (tenant_id, n)",
+		"CREATE TABLE " + db + ".events AS " + db + ".events_local ENGINE = Distributed(shukei, " + db + ", events_local, cityHash64(tenant_id))",
 	}
-	for _, q := range ddl {
-		if err := conns[0].Exec(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
+	// No distributed DDL queue: its worker would run a user's CREATE … AS SELECT unrestricted.
+	if err := conns[0].Exec(ctx, "CREATE DATABASE "+db+" ON CLUSTER shukei"); err == nil {
+		t.Fatal("DDL ON CLUSTER ran: the servers must have no distributed DDL queue (<distributed_ddl>)")
 	}
-	t.Cleanup(func() { _ = conns[0].Exec(context.Background(), "DROP DATABASE IF EXISTS "+db+" ON CLUSTER shukei") })
+	t.Cleanup(func() { dropOnEveryNode(conns, db) })
+	onEveryNode(t, ddl...)
 
+	clusterGrant(t, db)
+	// The writer chooses the shard, as Shukei's processor does: a node logs in on another as
+	// the cluster's internal user, which is read-only, so nothing writes through a Distributed
+	// table (and nothing that reaches a node can write elsewhere as that user).
+	ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
+	if err := conns[0].Exec(ictx, "INSERT INTO "+db+".events (tenant_id, n) SELECT 'tenant-x', number FROM system.numbers LIMIT 10"); err == nil || !strings.Contains(err.Error(), "readonly") {
+		t.Fatalf("an insert through the Distributed table: %v, want it refused (the cluster's internal user is read-only)", err)
+	}
 	insert := func(from, to int) {
 		t.Helper()
-		// insert_distributed_sync: the insert returns once every shard holds its rows.
-		ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
-		b, err := conns[0].PrepareBatch(ictx, "INSERT INTO "+db+".events (tenant_id, n)")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := from; i < to; i++ {
-			if err := b.Append(fmt.Sprintf("tenant-%03d", i%100), uint64(i)); err != nil {
+		for shard, conn := range []driver.Conn{conns[0], conns[2]} { // s1r1, s2r1
+			b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".events_local (tenant_id, n)")
+			if err != nil {
 				t.Fatal(err)
 			}
-		}
-		if err := b.Send(); err != nil {
-			t.Fatal(err)
+			for i := from; i < to; i++ {
+				if (i%100)%2 != shard {
+					continue
+				}
+				if err := b.Append(fmt.Sprintf("tenant-%03d", i%100), uint64(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := b.Send(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	local := func(i int) (rows uint64, tenants []string) {

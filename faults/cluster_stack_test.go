@@ -66,7 +66,7 @@ func TestClusterStackSurvivesFaults(t *testing.T) {
 	}
 	conn := conns[0]
 	db := fmt.Sprintf("t_cstack_%d", time.Now().UnixNano())
-	t.Cleanup(func() { dropRunDatabases(conns[1], db) })
+	t.Cleanup(func() { dropRunDatabases(t, db) })
 	dirs := clusterUsersDirs(t)
 	t.Cleanup(func() {
 		for _, d := range dirs {
@@ -125,6 +125,7 @@ func TestClusterStackSurvivesFaults(t *testing.T) {
 	)
 	env := append(append([]string{}, base...),
 		"SHUKEI_CLICKHOUSE_ADDR="+strings.Join(clusterCH, ","), "SHUKEI_CLICKHOUSE_DATABASE="+db, "SHUKEI_CLICKHOUSE_CLUSTER=shukei",
+		"SHUKEI_CLICKHOUSE_PASSWORD="+clusterPassword(t, "admin"), "SHUKEI_CLICKHOUSE_CLUSTER_USER="+clusterUser,
 		"SHUKEI_CLICKHOUSE_USERS_DIR="+strings.Join(dirs, string(filepath.ListSeparator)),
 		"SHUKEI_KAFKA_BROKERS="+strings.Join(clusterBrokers, ","), "SHUKEI_KAFKA_REPLICATION_FACTOR=3",
 		"SHUKEI_PROCESSOR_GROUP_ID="+servicetest.Name(t, "proc."), "SHUKEI_AGGREGATOR_GROUP_ID="+servicetest.Name(t, "agg."),
@@ -316,20 +317,6 @@ func TestClusterStackSurvivesFaults(t *testing.T) {
 		return cli(env, "retention", "rebuild-marts", "--since", since.UTC().Format(time.DateOnly))
 	})
 	t.Logf("total runtime %s", time.Since(began).Round(time.Second))
-}
-
-// clusterUsersDirs are the users.d directories of the cluster's nodes, in clusterNodes order.
-func clusterUsersDirs(t *testing.T) []string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(servicetest.ModuleRoot(t), ".services", "cluster", "clickhouse.dir"))
-	if err != nil {
-		servicetest.Unavailable(t, "the ClickHouse cluster's state (scripts/services.sh up --cluster)", err)
-	}
-	var dirs []string
-	for _, n := range clusterNodes {
-		dirs = append(dirs, filepath.Join(strings.TrimSpace(string(b)), n, "users.d"))
-	}
-	return dirs
 }
 
 // rawLeader names the broker node (kafka-N) leading partition 0 of topic.

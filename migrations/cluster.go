@@ -3,8 +3,10 @@ package migrations
 import (
 	"context"
 	"fmt"
+	"net"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -30,9 +32,31 @@ import (
 //
 // Statements are rewritten, never the migration files: one history serves both layouts, and a
 // statement of a kind the rewrite does not know is an error, not a silent single-node DDL.
+//
+// Migrations connect to every node themselves (Nodes) and run each statement where it belongs
+// (Step.On), never ON CLUSTER: the servers have no distributed DDL queue, whose worker runs
+// what it is given without the sender's restrictions (on ClickHouse 18.16 a user that may run
+// DDL in its own database would copy any other with CREATE TABLE … ON CLUSTER … AS SELECT).
 type Layout struct {
 	Cluster string
+	// Nodes are connections to every node of the cluster, in shard order (NodesOf).
+	Nodes []Node
 }
+
+// Target says on which nodes of a cluster a step runs.
+type Target int
+
+const (
+	// Everywhere: on every node, each for itself (databases, tables, views, renames, drops:
+	// ClickHouse replicates none of them).
+	Everywhere Target = iota
+	// PerShard: on one replica of each shard, the shard's other replicas following through
+	// ZooKeeper (an ALTER of a sharded table).
+	PerShard
+	// Once: on one node, the cluster's other replicas following (an ALTER of a table
+	// replicated on every node), or a backfill.
+	Once
+)
 
 // shardKeys are the tables kept per shard, as tableKey names them: the event store and every
 // table a materialised view over it fills (the view runs on each node over the rows that node's
@@ -71,12 +95,13 @@ var (
 // Step is one statement as it runs under a layout.
 type Step struct {
 	SQL string
+	On  Target
 	// Backfill names the table an INSERT … SELECT reads. On a cluster it runs on one node
 	// only, so Apply runs it only while that table is empty on every shard (a new cluster
 	// migrates before it stores anything).
 	Backfill string
-	// After are statements run right after SQL: on a cluster, the Distributed table beside a
-	// sharded table (databases.Across), created, altered and dropped with it.
+	// After are statements run right after SQL, on every node: on a cluster, the Distributed
+	// table beside a sharded table (databases.Across), created, altered and dropped with it.
 	After []string
 }
 
@@ -91,7 +116,6 @@ func (l Layout) Rewrite(db, stmt string) (Step, error) {
 	if l.Cluster == "" {
 		return Step{SQL: stmt}, nil
 	}
-	on := " ON CLUSTER " + l.Cluster
 	stmt = strings.TrimSpace(stmt)
 	sharded, err := shardKeys()
 	if err != nil {
@@ -99,7 +123,7 @@ func (l Layout) Rewrite(db, stmt string) (Step, error) {
 	}
 	switch {
 	case createDatabase.MatchString(stmt):
-		return Step{SQL: stmt + on}, nil
+		return Step{SQL: stmt}, nil
 	case createTable.MatchString(stmt):
 		m := createTable.FindStringSubmatch(stmt)
 		database, table, body := m[1], m[2], m[3]
@@ -119,50 +143,66 @@ func (l Layout) Rewrite(db, stmt string) (Step, error) {
 			args += ", " + extra
 		}
 		body = body[:locs[0][0]] + "ENGINE = Replicated" + e[1] + "(" + args + ")" + body[locs[0][1]:]
-		step := Step{SQL: "CREATE TABLE IF NOT EXISTS " + database + "." + table + on + " " + body}
+		step := Step{SQL: "CREATE TABLE IF NOT EXISTS " + database + "." + table + " " + body}
 		if sharded[tableKey(db, database, table)] {
 			// Readers query every shard through it. No sharding key: nothing writes through
 			// it (an insert into it fails), the processor writes each shard's own table.
-			step.After = []string{"CREATE TABLE IF NOT EXISTS " + database + "." + table + databases.AllShards + on +
+			step.After = []string{"CREATE TABLE IF NOT EXISTS " + database + "." + table + databases.AllShards +
 				" AS " + database + "." + table + " ENGINE = Distributed(" + l.Cluster + ", " + database + ", " + table + ")"}
 		}
 		return step, nil
 	case createView.MatchString(stmt):
-		m := createView.FindStringSubmatch(stmt)
-		return Step{SQL: "CREATE MATERIALIZED VIEW IF NOT EXISTS " + m[1] + on + " " + m[2]}, nil
+		return Step{SQL: stmt}, nil
 	case alterTable.MatchString(stmt):
 		m := alterTable.FindStringSubmatch(stmt)
 		if sharded[tableKey(db, m[1], m[2])] {
 			// One replica of each shard runs it; the shard's other replica follows through
 			// ZooKeeper.
-			step := Step{SQL: "ALTER TABLE " + m[1] + "." + m[2] + on + " " + m[3]}
+			step := Step{SQL: stmt, On: PerShard}
 			if columnChange.MatchString(m[3]) {
-				step.After = []string{"ALTER TABLE " + m[1] + "." + m[2] + databases.AllShards + on + " " + m[3]}
+				step.After = []string{"ALTER TABLE " + m[1] + "." + m[2] + databases.AllShards + " " + m[3]}
 			}
 			return step, nil
 		}
-		// A table replicated everywhere is one table in ZooKeeper: altered on this node, the
-		// change reaches every replica (ON CLUSTER would run it once per shard).
-		return Step{SQL: stmt}, nil
+		// A table replicated everywhere is one table in ZooKeeper: altered on one node, the
+		// change reaches every replica.
+		return Step{SQL: stmt, On: Once}, nil
 	case renameStmt.MatchString(stmt):
 		if m := renameStmt.FindStringSubmatch(stmt); sharded[tableKey(db, m[1], m[2])] {
 			return Step{}, fmt.Errorf("renaming the sharded table %s.%s has no cluster form (its Distributed table and views name it)", m[1], m[2])
 		}
-		return Step{SQL: stmt + on}, nil
+		return Step{SQL: stmt}, nil
 	case dropTable.MatchString(stmt):
-		step := Step{SQL: stmt + on}
+		step := Step{SQL: stmt}
 		if m := dropTable.FindStringSubmatch(stmt); sharded[tableKey(db, m[1], m[2])] {
-			step.After = []string{"DROP TABLE IF EXISTS " + m[1] + "." + m[2] + databases.AllShards + on}
+			step.After = []string{"DROP TABLE IF EXISTS " + m[1] + "." + m[2] + databases.AllShards}
 		}
 		return step, nil
 	case insertSelect.MatchString(stmt):
-		return Step{SQL: stmt, Backfill: insertSelect.FindStringSubmatch(stmt)[1]}, nil
+		return Step{SQL: stmt, On: Once, Backfill: insertSelect.FindStringSubmatch(stmt)[1]}, nil
 	}
 	first := stmt
 	if i := strings.IndexByte(first, '\n'); i >= 0 {
 		first = first[:i]
 	}
 	return Step{}, fmt.Errorf("no cluster form for the statement %q", first)
+}
+
+// targets are the nodes a step run on: every node, the first node of each shard, or the first.
+func (l Layout) targets(on Target) []Node {
+	switch on {
+	case Once:
+		return l.Nodes[:1]
+	case PerShard:
+		var out []Node
+		for i, n := range l.Nodes {
+			if i == 0 || n.Shard != l.Nodes[i-1].Shard {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	return l.Nodes
 }
 
 // Sharded says whether database.table (of the Shukei database db) is kept per shard on a
@@ -176,10 +216,78 @@ func Sharded(db, database, table string) (bool, error) {
 	return keys[tableKey(db, database, table)], nil
 }
 
-// Node is one node of a cluster as Complete reaches it.
+// ShardedDatabases are the databases of the Shukei database prefix db that hold sharded
+// tables on a cluster (the event store's and the purpose marts'), sorted.
+func ShardedDatabases(db string) ([]string, error) {
+	keys, err := shardKeys()
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []string
+	for k := range keys {
+		d := db + k[:strings.IndexByte(k, '.')]
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Node is one node of a cluster, connected.
 type Node struct {
-	Name string // host:port
-	Conn driver.Conn
+	Name  string // host:port
+	Shard uint32 // its shard_num
+	Conn  driver.Conn
+}
+
+// NodesOf connects to every node of cluster as system.clusters lists it on conn (in shard and
+// replica order), through open (which is given host:port and connects as the administrator
+// does). On error it closes what it opened.
+func NodesOf(ctx context.Context, conn driver.Conn, cluster string, open func(addr string) (driver.Conn, error)) ([]Node, error) {
+	rows, err := conn.Query(ctx, "SELECT host_address, port, shard_num FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", cluster)
+	if err != nil {
+		return nil, fmt.Errorf("the nodes of cluster %s: %w", cluster, err)
+	}
+	var nodes []Node
+	for rows.Next() {
+		var host string
+		var port uint16
+		var n Node
+		if err := rows.Scan(&host, &port, &n.Shard); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		n.Name = net.JoinHostPort(host, strconv.Itoa(int(port)))
+		nodes = append(nodes, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(nodes) == 0 {
+		return nil, fmt.Errorf("the server knows no cluster %q (remote_servers)", cluster)
+	}
+	for i := range nodes {
+		c, err := open(nodes[i].Name)
+		if err != nil {
+			CloseNodes(nodes[:i])
+			return nil, fmt.Errorf("connect to %s of cluster %s (every node must be up): %w", nodes[i].Name, cluster, err)
+		}
+		nodes[i].Conn = c
+	}
+	return nodes, nil
+}
+
+// CloseNodes closes the nodes' connections.
+func CloseNodes(nodes []Node) {
+	for _, n := range nodes {
+		if n.Conn != nil {
+			_ = n.Conn.Close()
+		}
+	}
 }
 
 // Complete creates on each node the databases and tables of db that the node conn reaches has

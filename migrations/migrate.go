@@ -114,14 +114,37 @@ func Apply(ctx context.Context, conn driver.Conn, db string) (Result, error) {
 	return ApplyLayout(ctx, conn, db, Layout{})
 }
 
-// ApplyLayout is Apply under a layout: on a cluster, conn is any one node, every node must be
-// up (DDL ON CLUSTER waits for each), and the history itself (schema_migrations) is replicated
-// everywhere.
+// ApplyLayout is Apply under a layout: on a cluster, conn is any one node, l.Nodes every node
+// (each must be up: a statement runs on each node it belongs on, see Step.On), and the history
+// itself (schema_migrations) is replicated everywhere.
 func ApplyLayout(ctx context.Context, conn driver.Conn, db string, l Layout) (Result, error) {
 	var res Result
 	migs, err := Migrations()
 	if err != nil {
 		return res, err
+	}
+	if l.Cluster != "" && len(l.Nodes) == 0 {
+		return res, fmt.Errorf("migrating cluster %s needs a connection to every node (migrations.NodesOf)", l.Cluster)
+	}
+	// run runs sql where on says; a RENAME already done on a node (renamed) is skipped there.
+	run := func(sql string, on Target) error {
+		if l.Cluster == "" {
+			if done, err := renamed(ctx, conn, sql); err != nil || done {
+				return err
+			}
+			return conn.Exec(ctx, sql)
+		}
+		for _, n := range l.targets(on) {
+			if done, err := renamed(ctx, n.Conn, sql); err != nil {
+				return fmt.Errorf("%s: %w", n.Name, err)
+			} else if done {
+				continue
+			}
+			if err := n.Conn.Exec(ctx, sql); err != nil {
+				return fmt.Errorf("%s: %w", n.Name, err)
+			}
+		}
+		return nil
 	}
 	for _, stmt := range []string{
 		"CREATE DATABASE IF NOT EXISTS " + db,
@@ -131,10 +154,17 @@ func ApplyLayout(ctx context.Context, conn driver.Conn, db string, l Layout) (Re
 	} {
 		step, err := l.Rewrite(db, stmt)
 		if err == nil {
-			err = conn.Exec(ctx, step.SQL)
+			err = run(step.SQL, step.On)
 		}
 		if err != nil {
 			return res, fmt.Errorf("prepare %s.schema_migrations: %w", db, err)
+		}
+	}
+	if l.Cluster != "" {
+		// The history is replicated: what another node recorded a moment ago must be here
+		// before it is read, or a migration would run twice.
+		if err := conn.Exec(ctx, "SYSTEM SYNC REPLICA "+db+".schema_migrations"); err != nil {
+			return res, fmt.Errorf("catch up on %s.schema_migrations: %w", db, err)
 		}
 	}
 	applied, err := Recorded(ctx, conn, db)
@@ -153,11 +183,6 @@ func ApplyLayout(ctx context.Context, conn driver.Conn, db string, l Layout) (Re
 			fail := func(err error) error {
 				return fmt.Errorf("migration %04d_%s.sql statement %d: %w", m.Version, m.Name, i+1, err)
 			}
-			if done, err := renamed(ctx, conn, stmt); err != nil {
-				return res, fail(err)
-			} else if done {
-				continue
-			}
 			step, err := l.Rewrite(db, stmt)
 			if err != nil {
 				return res, fail(err)
@@ -167,8 +192,11 @@ func ApplyLayout(ctx context.Context, conn driver.Conn, db string, l Layout) (Re
 					return res, fail(err)
 				}
 			}
-			for _, sql := range append([]string{step.SQL}, step.After...) {
-				if err := conn.Exec(ctx, sql); err != nil {
+			if err := run(step.SQL, step.On); err != nil {
+				return res, fail(err)
+			}
+			for _, sql := range step.After {
+				if err := run(sql, Everywhere); err != nil {
 					return res, fail(err)
 				}
 			}
@@ -186,8 +214,21 @@ func ApplyLayout(ctx context.Context, conn driver.Conn, db string, l Layout) (Re
 func emptyOnEveryShard(ctx context.Context, conn driver.Conn, cluster, table string) error {
 	db, name, _ := strings.Cut(table, ".")
 	var n uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM cluster('"+cluster+"', "+db+", "+name+")").Scan(&n); err != nil {
-		return fmt.Errorf("count %s on every shard: %w", table, err)
+	// The other nodes answer as the cluster's internal user, whose grant 'shukei migrate' has
+	// just written: the servers load it within seconds.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		err := conn.QueryRow(ctx, "SELECT count() FROM cluster('"+cluster+"', "+db+", "+name+")").Scan(&n)
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "Access denied") || time.Now().After(deadline) {
+			return fmt.Errorf("count %s on every shard (the other nodes answer as clickhouse.cluster_user, which must be allowed the database): %w", table, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	if n > 0 {
 		return fmt.Errorf("a backfill from %s (%d rows) would fill one shard only; on a cluster it runs only before anything is stored", table, n)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -139,13 +140,19 @@ func WriteUsers(dir, db string, users []User, networks []string) (string, error)
 		return "", err
 	}
 	_ = os.Remove(filepath.Join(dir, db+"-readers.xml"))
-	path := filepath.Join(dir, UsersFileName(db))
+	return writeAtomic(dir, UsersFileName(db), b)
+}
+
+// writeAtomic writes b as dir/name by a rename (the server reloads users.d within seconds and
+// must never read half a file), leaving an unchanged file alone, and returns its path.
+func writeAtomic(dir, name string, b []byte) (string, error) {
+	path := filepath.Join(dir, name)
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
 		return path, nil
 	}
 	tmp, err := os.CreateTemp(dir, ".users-*.tmp")
 	if err != nil {
-		return "", fmt.Errorf("write the roles' users into %s: %w", dir, err)
+		return "", fmt.Errorf("write %s into %s: %w", name, dir, err)
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(b); err != nil {
@@ -163,6 +170,48 @@ func WriteUsers(dir, db string, users []User, networks []string) (string, error)
 		return "", err
 	}
 	return path, nil
+}
+
+// ClusterGrantFileName is the file of database prefix db granting the cluster's internal user.
+func ClusterGrantFileName(db string) string { return db + "-cluster.xml" }
+
+// ClusterGrantFile renders the users.d file that grants user, the cluster's internal user
+// (clickhouse.cluster_user: the user remote_servers names), the databases of db that hold
+// sharded tables, which a Distributed table's query reads on the other shards — and no other
+// database: on ClickHouse 18.16 such a query runs on the other node as this user, not as the
+// user who sent it, so this grant bounds what any role reads through another node. The user
+// itself (its password, read-only profile and networks) is declared where remote_servers is
+// (scripts/cluster.sh); ClickHouse merges this file's allow_databases into it, one element per
+// database, named after it, so every Shukei database prefix on the cluster adds its own.
+func ClusterGrantFile(db, user string) ([]byte, error) {
+	if !validName.MatchString(user) {
+		return nil, fmt.Errorf("cluster user %q: want a ClickHouse user name of letters, digits and _", user)
+	}
+	dbs, err := ShardedDatabases(db)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteString(xml.Header)
+	fmt.Fprintf(&b, "<!-- Written by 'shukei migrate': the databases of %s the cluster's internal user %s may read on another node's behalf (sharded tables only). Do not edit; run migrate again. -->\n", db, user)
+	fmt.Fprintf(&b, "<yandex>\n  <users>\n    <%s>\n      <allow_databases>\n", user)
+	for _, d := range dbs {
+		fmt.Fprintf(&b, "        <%s>%s</%s>\n", d, d, d)
+	}
+	fmt.Fprintf(&b, "      </allow_databases>\n    </%s>\n  </users>\n</yandex>\n", user)
+	return b.Bytes(), nil
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// WriteClusterGrant writes db's grant of the cluster's internal user into dir (see
+// ClusterGrantFile) and returns its path.
+func WriteClusterGrant(dir, db, user string) (string, error) {
+	b, err := ClusterGrantFile(db, user)
+	if err != nil {
+		return "", err
+	}
+	return writeAtomic(dir, ClusterGrantFileName(db), b)
 }
 
 // OpenReader connects as r with the other options of base (addresses, timeouts), waiting up

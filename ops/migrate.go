@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"path/filepath"
-	"strconv"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
@@ -24,7 +22,18 @@ func Migrate(ctx context.Context, out io.Writer, cfg config.Config) error {
 		return err
 	}
 	defer conn.Close()
-	res, err := migrations.ApplyLayout(ctx, conn, c.Database, migrations.Layout{Cluster: c.Cluster})
+	if err := grantClusterUser(out, cfg); err != nil {
+		return err
+	}
+	layout := migrations.Layout{Cluster: c.Cluster}
+	if c.Cluster != "" {
+		// Each statement runs on the nodes it belongs on: no DDL ON CLUSTER (migrations.Layout).
+		if layout.Nodes, err = clusterNodes(ctx, conn, c); err != nil {
+			return err
+		}
+		defer migrations.CloseNodes(layout.Nodes)
+	}
+	res, err := migrations.ApplyLayout(ctx, conn, c.Database, layout)
 	for _, m := range res.Applied {
 		fmt.Fprintf(out, "applied  %04d_%s\n", m.Version, m.Name)
 	}
@@ -34,7 +43,7 @@ func Migrate(ctx context.Context, out io.Writer, cfg config.Config) error {
 	where := "the server"
 	if c.Cluster != "" {
 		where = "every node of cluster " + c.Cluster
-		created, err := completeNodes(ctx, conn, c)
+		created, err := migrations.Complete(ctx, conn, c.Database, layout.Nodes)
 		for _, n := range created {
 			fmt.Fprintf(out, "created  %s (a node without it: new, or rebuilt empty)\n", n)
 		}
@@ -79,44 +88,39 @@ func writeUsers(out io.Writer, cfg config.Config) error {
 	return nil
 }
 
-// completeNodes gives every node of the cluster the tables of the database it lacks
-// (migrations.Complete), connected with the settings of c to each node system.clusters lists.
-func completeNodes(ctx context.Context, conn driver.Conn, c config.ClickHouse) ([]string, error) {
-	rows, err := conn.Query(ctx, "SELECT host_address, port FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", c.Cluster)
-	if err != nil {
-		return nil, fmt.Errorf("the nodes of cluster %s: %w", c.Cluster, err)
+// grantClusterUser grants the cluster's internal user (clickhouse.cluster_user) the sharded
+// tables' databases on every node (in clickhouse.users_dir, else printed), before the
+// migrations run: a Distributed table's reads of the other shards, and the migrations' check
+// that a backfill's table is empty on every shard, go through that user.
+func grantClusterUser(out io.Writer, cfg config.Config) error {
+	c := cfg.ClickHouse
+	if c.Cluster == "" || c.ClusterUser == "" {
+		return nil
 	}
-	var addrs []string
-	for rows.Next() {
-		var host string
-		var port uint16
-		if err := rows.Scan(&host, &port); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		addrs = append(addrs, net.JoinHostPort(host, strconv.Itoa(int(port))))
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	var nodes []migrations.Node
-	for _, a := range addrs {
-		cc := c
-		cc.Addr = []string{a}
-		nc, err := OpenClickHouse(ctx, cc)
+	if c.UsersDir == "" {
+		b, err := migrations.ClusterGrantFile(c.Database, c.ClusterUser)
 		if err != nil {
-			for _, n := range nodes {
-				_ = n.Conn.Close()
-			}
-			return nil, fmt.Errorf("node %s: %w", a, err)
+			return err
 		}
-		nodes = append(nodes, migrations.Node{Name: a, Conn: nc})
+		fmt.Fprintf(out, "clickhouse.users_dir is not set: install this as users.d/%s on every node\n%s", migrations.ClusterGrantFileName(c.Database), b)
+		return nil
 	}
-	defer func() {
-		for _, n := range nodes {
-			_ = n.Conn.Close()
+	for _, dir := range filepath.SplitList(c.UsersDir) {
+		path, err := migrations.WriteClusterGrant(dir, c.Database, c.ClusterUser)
+		if err != nil {
+			return err
 		}
-	}()
-	return migrations.Complete(ctx, conn, c.Database, nodes)
+		fmt.Fprintf(out, "cluster user %s: may read only the sharded tables' databases of %s, in %s\n", c.ClusterUser, c.Database, path)
+	}
+	return nil
+}
+
+// clusterNodes connects to every node of the cluster system.clusters lists on conn, with the
+// settings of c.
+func clusterNodes(ctx context.Context, conn driver.Conn, c config.ClickHouse) ([]migrations.Node, error) {
+	return migrations.NodesOf(ctx, conn, c.Cluster, func(addr string) (driver.Conn, error) {
+		cc := c
+		cc.Addr = []string{addr}
+		return OpenClickHouse(ctx, cc)
+	})
 }

@@ -112,9 +112,56 @@ cluster_ch_base() {
 
 cluster_ch_state() { cat "$(cluster_dir)/clickhouse.dir" 2>/dev/null || echo "$(cluster_dir)/clickhouse"; }
 
-# The cluster as every node sees it: remote_servers, ZooKeeper and the distributed DDL queue.
+# cluster_password NAME: the generated password NAME (admin: the administrator `default`;
+# internal: the user a node logs in as on another, CLUSTER_USER), made once per cluster
+# directory and kept there (mode 600) for the tests and the administrator.
+cluster_password() {
+  local f; f="$(cluster_dir)/$1.password"
+  if [ ! -s "$f" ]; then
+    mkdir -p "$(cluster_dir)"
+    (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$f.tmp") && mv "$f.tmp" "$f"
+  fi
+  cat "$f"
+}
+
+sha256_hex() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+
+# The user a node logs in as when it sends another node a query (a Distributed table's):
+# ClickHouse 18.16 cannot pass the initial user on, so this user's rights bound what any such
+# query reads. Read-only, allowed no database of its own: 'shukei migrate' grants it the
+# databases that hold sharded tables (its <db>-cluster.xml in users.d), nothing else.
+CLUSTER_USER=${SHUKEI_CLUSTER_CLICKHOUSE_USER:-shukei_cluster}
+
+write_cluster_user() {
+  cat >"$1" <<XML
+<?xml version="1.0"?>
+<!-- Written by scripts/cluster.sh: the cluster's internal user (remote_servers names it). -->
+<yandex>
+    <profiles>
+        <shukei_cluster_internal>
+            <readonly>2</readonly>
+        </shukei_cluster_internal>
+    </profiles>
+    <users>
+        <$CLUSTER_USER>
+            <password_sha256_hex>$(sha256_hex "$(cluster_password internal)")</password_sha256_hex>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>shukei_cluster_internal</profile>
+            <quota>default</quota>
+            <allow_databases><system>system</system></allow_databases>
+        </$CLUSTER_USER>
+    </users>
+</yandex>
+XML
+}
+
+# The cluster as every node sees it: remote_servers and ZooKeeper. No distributed DDL queue:
+# 'shukei migrate' runs each statement on the nodes it belongs on, and the queue's worker would
+# run any user's ON CLUSTER statement as the server (a CREATE … AS SELECT of any database).
+# A node logs in on another as CLUSTER_USER, never as the administrator: remote() naming no
+# user (which logs in as `default`) then fails for want of the administrator's password.
 cluster_xml() {
-  local shard replica port
+  local shard replica port internal; internal=$(cluster_password internal)
   echo "    <remote_servers>"
   echo "        <shukei>"
   for shard in 1 2; do
@@ -122,14 +169,13 @@ cluster_xml() {
     echo "                <internal_replication>true</internal_replication>"
     for replica in 1 2; do
       port=$(ch_node_port "ch-s${shard}r${replica}")
-      echo "                <replica><host>127.0.0.1</host><port>$port</port></replica>"
+      echo "                <replica><host>127.0.0.1</host><port>$port</port><user>$CLUSTER_USER</user><password>$internal</password></replica>"
     done
     echo "            </shard>"
   done
   echo "        </shukei>"
   echo "    </remote_servers>"
   echo "    <zookeeper><node><host>127.0.0.1</host><port>$ZK_PORT</port></node><session_timeout_ms>10000</session_timeout_ms></zookeeper>"
-  echo "    <distributed_ddl><path>/clickhouse/shukei/task_queue/ddl</path></distributed_ddl>"
 }
 
 write_cluster_ch_config() {
@@ -145,7 +191,8 @@ write_cluster_ch_config() {
 $(cluster_xml)"
   write_ch_server_config "$d" "node $node of the ClickHouse cluster \"shukei\" (2 shards x 2 replicas), loopback" \
     $((CLUSTER_CH_TCP_BASE + i)) $((CLUSTER_CH_HTTP_BASE + i)) $((CLUSTER_CH_INTERSERVER_BASE + i)) 134217728 268435456 "$extra"
-  write_ch_users "$d/users.xml"
+  write_ch_users "$d/users.xml" "$(sha256_hex "$(cluster_password admin)")"
+  write_cluster_user "$d/users.d/shukei-cluster-user.xml"
 }
 
 start_cluster_ch() {
@@ -298,7 +345,7 @@ node_pidfile() {
 node_ready() {
   case "$1" in
     zookeeper) zk_ok ;;
-    ch-*) clickhouse-client --host 127.0.0.1 --port "$(ch_node_port "$1")" -q 'SELECT 1' >/dev/null 2>&1 ;;
+    ch-*) clickhouse-client --host 127.0.0.1 --port "$(ch_node_port "$1")" --password "$(cluster_password admin)" -q 'SELECT 1' >/dev/null 2>&1 ;;
     kafka-*)
       local log; log="$(cluster_dir)/$1/logs/server.log"
       [ "$(grep -c 'Kafka Server started' "$log" 2>/dev/null || true)" -gt "${2:-0}" ] \
@@ -384,5 +431,6 @@ cluster_status() {
     else printf '%-11s stopped\n' "$node"; rc=1; fi
   done
   echo "brokers: $(cluster_kafka_brokers)"
+  echo "clickhouse administrator: default, password in $(cluster_dir)/admin.password"
   return $rc
 }

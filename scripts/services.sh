@@ -239,7 +239,12 @@ write_ch_config() {
 # write_ch_users FILE: the server's users.xml. users.d/ next to it (merged into it by the
 # server) receives the per-purpose read-only users and the roles' users that 'shukei migrate'
 # writes.
+# write_ch_users FILE [PASSWORD_SHA256]: the server's own users file, its administrator
+# `default` (no password on the single server, which only loopback reaches; the cluster's gets
+# one, see scripts/cluster.sh).
 write_ch_users() {
+  local password="<password></password>"
+  [ -n "${2:-}" ] && password="<password_sha256_hex>$2</password_sha256_hex>"
   cat >"$1" <<XML
 <?xml version="1.0"?>
 <yandex>
@@ -256,7 +261,7 @@ write_ch_users() {
     </profiles>
     <users>
         <default>
-            <password></password>
+            $password
             <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
             <profile>default</profile>
             <quota>default</quota>
