@@ -251,4 +251,10 @@ func TestClusterMigrateCompletesANode(t *testing.T) {
 	if err := ops.Migrate(ctx, &out, cfg); err != nil || strings.Contains(out.String(), "created ") {
 		t.Errorf("a second migrate: %v\n%s", err, out.String())
 	}
+	// Without clickhouse.cluster_user, migrate says which user the nodes log in on each other as.
+	out.Reset()
+	cfg.ClickHouse.ClusterUser = ""
+	if err := ops.Migrate(ctx, &out, cfg); err != nil || !strings.Contains(out.String(), "log in on each other as "+clusterUser) {
+		t.Errorf("a migrate without clickhouse.cluster_user: %v, want a warning naming %s:\n%s", err, clusterUser, out.String())
+	}
 }

@@ -32,6 +32,9 @@ func Migrate(ctx context.Context, out io.Writer, cfg config.Config) error {
 			return err
 		}
 		defer migrations.CloseNodes(layout.Nodes)
+		if c.ClusterUser == "" {
+			warnClusterUser(ctx, out, conn, c.Cluster)
+		}
 	}
 	res, err := migrations.ApplyLayout(ctx, conn, c.Database, layout)
 	for _, m := range res.Applied {
@@ -113,6 +116,17 @@ func grantClusterUser(out io.Writer, cfg config.Config) error {
 		fmt.Fprintf(out, "cluster user %s: may read only the sharded tables' databases of %s, in %s\n", c.ClusterUser, c.Database, path)
 	}
 	return nil
+}
+
+// warnClusterUser says so when the cluster's nodes log in on each other as a user other than
+// the administrator's and clickhouse.cluster_user is empty: that user must be granted the
+// sharded tables' databases, or every read through a Distributed table is refused.
+func warnClusterUser(ctx context.Context, out io.Writer, conn driver.Conn, cluster string) {
+	var user string
+	if err := conn.QueryRow(ctx, "SELECT any(user) FROM system.clusters WHERE cluster = ? AND user NOT IN ('', 'default')", cluster).Scan(&user); err != nil || user == "" {
+		return
+	}
+	fmt.Fprintf(out, "warning: the nodes of cluster %s log in on each other as %s, and clickhouse.cluster_user is empty: set it to %s so that migrate grants it the sharded tables' databases (docs/CLUSTER.md)\n", cluster, user, user)
 }
 
 // clusterNodes connects to every node of the cluster system.clusters lists on conn, with the

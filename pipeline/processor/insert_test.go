@@ -147,3 +147,52 @@ func TestPausedInsertDoesNotHoldTheStore(t *testing.T) {
 		t.Fatal("committing an insert ClickHouse had ended succeeded")
 	}
 }
+
+// A batch abandoned with its insert open (a write failed on another shard, the generation
+// ended) stores nothing, then or later: were its rows stored when it is closed, they could land
+// after the high-water marks read next and be decided again — refused as duplicates of
+// themselves, or stored twice (seen on the cluster: offsets both stored and rejected). Both ways
+// an insert is given up are tried: abort, and the end of the context it was opened with.
+func TestAbandonedInsertStoresNothing(t *testing.T) {
+	r := newRig(t, 4)
+	p := r.processor(prometheus.NewRegistry())
+	count := func() uint64 {
+		t.Helper()
+		var n uint64
+		if err := r.conn.QueryRow(context.Background(), "SELECT count() FROM "+r.db+".events").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	ingested := time.Now().UTC().Truncate(time.Second)
+
+	b := &batch{ins: make([]*eventsInsert, 1)}
+	ins, err := p.openEventsInsert(context.Background(), p.conn, ingested)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.ins[0] = ins
+	if err := ins.add(decidedRows(t, r, p, 100), newEventColumns(100)); err != nil {
+		t.Fatal(err)
+	}
+	p.abort(b)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	ins2, err := p.openEventsInsert(ctx, p.conn, ingested)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ins2.add(decidedRows(t, r, p, 50), newEventColumns(50)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+
+	time.Sleep(2 * time.Second) // closed at once, ClickHouse 18.16 would have stored them by now
+	if n := count(); n != 0 {
+		t.Fatalf("%d rows of abandoned inserts stored right after they were given up", n)
+	}
+	time.Sleep(insertDropped + 3*time.Second) // closed by now, after ClickHouse dropped them
+	if n := count(); n != 0 {
+		t.Fatalf("%d rows of abandoned inserts stored once they were closed", n)
+	}
+}

@@ -170,7 +170,7 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, pa
 		if ctx.Err() != nil || !errors.As(err, &we) {
 			return err
 		}
-		p.fencedAt.Store(0)                                        // every insert of the fenced batch is closed by now
+		p.fencedAt.Store(0)                                        // no insert of the fenced batch is sent to any more
 		if errors.Is(err, errDeletedSinceDecided) && !fencedLast { // not a failure: decided again at once
 			p.log.Info("a tenant was deleted while its batch was in flight; the batch is decided again")
 			fencedLast = true
@@ -663,12 +663,24 @@ func (p *Processor) store(ctx context.Context, b *batch) error {
 }
 
 // abort abandons a batch's open inserts. Closing an insert's connection makes ClickHouse 18.16
-// store what it received (it takes the close for the end of the data), so after the fence has
-// stopped a batch — whose inserts hold rows of a deleted tenant — the inserts are left idle
-// until ClickHouse has dropped them (insertDropped after their last packet) and closed only then.
+// store what it received (it takes the close for the end of the data), so an abandoned batch's
+// inserts are left idle until ClickHouse has dropped them (insertDropped after their last
+// packet) and closed only then: after the fence has stopped a batch (whose inserts hold rows of
+// a deleted tenant), and after any other abandonment too — a write failed on another shard, the
+// generation ended — or the rows would land a moment after the high-water marks read next (here,
+// or by the instance given the partition) and be decided again: stored twice, or refused as
+// duplicates of themselves.
+//
+// The wait runs on its own: what is decided next may go ahead at once, since an insert left
+// idle stores nothing.
 func (p *Processor) abort(b *batch) {
-	p.idleOut()
-	b.abort()
+	if !b.inserting() {
+		return
+	}
+	go func() {
+		time.Sleep(insertDropped) // its last packet was sent before now, or before the fence
+		b.abort()
+	}()
 }
 
 // idleOut waits, when the fence stopped a batch, until ClickHouse has dropped every insert

@@ -160,14 +160,17 @@ func (p *Processor) openEventsInsert(ctx context.Context, conn driver.Conn, inge
 // insertContext is the context of an insert: ctx's values (settings), not its cancellation.
 // clickhouse-go ends a cancelled context's query by closing its connection, which ClickHouse
 // 18.16 takes, mid-insert, for the end of the data: it stores what it received. So when ctx
-// ends, the insert is closed only once ClickHouse has dropped it, if the fence stopped a batch
-// (idleOut), and at once otherwise.
+// ends before the insert did, the insert is closed only once ClickHouse has dropped it
+// (insertDropped after its last packet, which was sent before ctx ended), as abort does.
 func (p *Processor) insertContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
 		select {
 		case <-ctx.Done():
-			p.idleOut()
+			select {
+			case <-time.After(insertDropped):
+			case <-ictx.Done(): // committed or aborted meanwhile
+			}
 			cancel()
 		case <-ictx.Done():
 		}
