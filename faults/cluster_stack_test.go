@@ -574,7 +574,7 @@ func sameOnOneServer(t *testing.T, bin string, base []string, cluster driver.Con
 			out := map[string][2]uint64{}
 			for i, q := range []string{
 				"SELECT tenant_id, sumMerge(uses) FROM " + mart + " GROUP BY tenant_id",
-				"SELECT tenant_id, sum(toUInt64(if(category = 'feature_use', use_count, 1))) FROM " + events + " WHERE bitAnd(purposes, 2) != 0 AND category IN ('feature_use', 'app_access') GROUP BY tenant_id",
+				"SELECT tenant_id, sum(toUInt64(if(category = 'feature_use', use_count, 1))) FROM " + events + " WHERE " + policy.ServiceImprovement.SQL("purposes") + " AND category IN ('feature_use', 'app_access') GROUP BY tenant_id",
 			} {
 				rows, err := c.Query(ctx, q)
 				if err != nil {
