@@ -1002,12 +1002,36 @@ func TestClusterInternalUser(t *testing.T) {
 			obj := func(kind string, i int) string {
 				return quoteIdent(w) + "." + quoteIdent(fmt.Sprintf("atk_%s_%d_%d", kind, ui, i))
 			}
+			// over: an object of its own → the objects of its own it reads or feeds (for the report).
+			over := map[string][]string{}
+			// made: each object of its own → the statement that made it (allow_ddl lifted), for the
+			// report.
+			madeBy := map[string]string{}
+			createdName := regexp.MustCompile("^CREATE (?:MATERIALIZED VIEW|TABLE|VIEW)(?: IF NOT EXISTS)? (\\S+)")
 			ddl := func(c driver.Conn, where, route, q string) bool {
 				if err := ciExec(c, q, true, 30*time.Second); err != nil {
 					rep.refusal(route+" (creating it)", ciRefused(where, q, err))
 					return false
 				}
+				if m := createdName.FindStringSubmatch(q); m != nil {
+					if _, ok := madeBy[m[1]]; !ok {
+						madeBy[m[1]] = q
+					}
+				}
 				return true
+			}
+			// madeWith is how the objects a statement reads or writes were made.
+			madeWith := func(names ...string) string {
+				var out []string
+				for _, nm := range names {
+					if q, ok := madeBy[nm]; ok {
+						out = append(out, q)
+					}
+				}
+				if len(out) == 0 {
+					return ""
+				}
+				return " [made with (allow_ddl = 1): " + strings.Join(out, "; ") + "]"
 			}
 			read := func(c driver.Conn, where, group, route string, tg ciTarget, from, suffix string) {
 				if rep.slow(route) {
@@ -1019,10 +1043,10 @@ func TestClusterInternalUser(t *testing.T) {
 					rep.refusal(route, ciRefused(where, q, err))
 					return
 				}
-				judgeRead(group, where, u, tg, route, q, rows, marks)
+				judgeRead(group, where, u, tg, route, q+madeWith(append([]string{from}, over[from]...)...), rows, marks)
 			}
 			write := func(c driver.Conn, where, route string, tg ciTarget, into string, parity int, sync bool) {
-				m := newWriteMarker(ui, parity, wDesc{where, route, fmt.Sprintf("%s: %s into %s (its row says %s)", where, route, tg.tb, row[tg.tb.db])})
+				m := newWriteMarker(ui, parity, wDesc{})
 				var vals []string
 				var names []string
 				for _, c := range tg.scols {
@@ -1040,6 +1064,9 @@ func TestClusterInternalUser(t *testing.T) {
 				sent := ciSend(c, q)
 				err := c.Exec(ctx, q)
 				sent()
+				wdMu.Lock()
+				writeDesc[m] = wDesc{where, route, fmt.Sprintf("%s: %s into %s (its row says %s): %s%s", where, route, tg.tb, row[tg.tb.db], shown, madeWith(append([]string{into}, over[into]...)...))}
+				wdMu.Unlock()
 				if err != nil {
 					rep.refusal(route, ciRefused(where, shown, err))
 					return
@@ -1075,10 +1102,12 @@ func TestClusterInternalUser(t *testing.T) {
 						}
 						// A Merge table over it, and a view over it.
 						m := obj("md", i)
+						over[m] = []string{d}
 						if ddl(conn, who, "a Merge table over its own Distributed table", fmt.Sprintf("CREATE TABLE %s (%s) ENGINE = Merge(%s, %s)", m, tg.defs, sqlStr(w), sqlStr(fmt.Sprintf("^atk_d_%d_%d$", ui, i)))) {
 							read(conn, who, grpThrough, "a Merge table over its own Distributed table", tg, m, " SETTINGS prefer_localhost_replica = 0")
 						}
 						v := obj("vd", i)
+						over[v] = []string{d}
 						if ddl(conn, who, "a view over its own Distributed table", fmt.Sprintf("CREATE VIEW %s AS SELECT * FROM %s", v, d)) {
 							read(conn, who, grpThrough, "a view over its own Distributed table", tg, v, " SETTINGS prefer_localhost_replica = 0")
 						}
@@ -1148,6 +1177,7 @@ func TestClusterInternalUser(t *testing.T) {
 							continue
 						}
 						dd := obj("dd"+kind, i)
+						over[dd] = []string{quoteIdent(w) + "." + quoteIdent(fmt.Sprintf("atk_e%s_%d_%d", kind, ui, i))}
 						if ddl(conn, who, "a Distributed table over its objects on every node", fmt.Sprintf("CREATE TABLE %s (%s) ENGINE = Distributed(%s, %s, %s)", dd, tg.defs, clName, sqlStr(w), sqlStr(fmt.Sprintf("atk_e%s_%d_%d", kind, ui, i)))) {
 							for _, set := range []string{" SETTINGS prefer_localhost_replica = 0", ""} {
 								read(conn, who, grpThrough, fmt.Sprintf("a Distributed table of its own over its %s on every node (%d of 4 made)%s", map[string]string{"mv": "materialized views TO the target", "m": "Merge tables over the target", "b": "Buffer tables over the target", "v": "views over the target"}[kind], made, set), tg, dd, set)
@@ -1174,6 +1204,7 @@ func TestClusterInternalUser(t *testing.T) {
 					}
 					if ddl(conn, who, "a Null table of its own (a view's source)", fmt.Sprintf("CREATE TABLE %s (%s) ENGINE = Null", nul, srcDefs)) &&
 						ddl(conn, who, "a materialized view TO the target", fmt.Sprintf("CREATE MATERIALIZED VIEW %s TO %s AS SELECT * FROM %s", mv, tg.tb.ident(), nul)) {
+						over[nul] = []string{mv}
 						write(conn, who, "INSERT into its own table under a materialized view TO the target", tg, nul, 0, false)
 					}
 					bf := obj("wb", i)
