@@ -176,6 +176,9 @@ cluster_xml() {
   echo "        </shukei>"
   echo "    </remote_servers>"
   echo "    <zookeeper><node><host>127.0.0.1</host><port>$ZK_PORT</port></node><session_timeout_ms>10000</session_timeout_ms></zookeeper>"
+  # Replicas fetch parts from each other over the interserver port: without credentials it hands
+  # any replicated part to any HTTP request, url() from a role's query included.
+  echo "    <interserver_http_credentials><user>shukei_interserver</user><password>$(cluster_password interserver)</password></interserver_http_credentials>"
 }
 
 write_cluster_ch_config() {
