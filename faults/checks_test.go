@@ -41,7 +41,7 @@ func eventually(t *testing.T, what string, within time.Duration, cond func() boo
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
+			fatalf(t, "%s: not within %s", what, within)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
@@ -53,7 +53,7 @@ func endOffsets(t *testing.T, brokers []string, topic string) map[int]int64 {
 	for p := range 6 {
 		c, err := kafka.DialLeader(context.Background(), "tcp", brokers[0], topic, p)
 		if err != nil {
-			t.Fatalf("partition %d of %s: %v", p, topic, err)
+			fatalf(t, "partition %d of %s: %v", p, topic, err)
 		}
 		out[p], err = c.ReadLastOffset()
 		_ = c.Close()
@@ -157,17 +157,17 @@ func checkEvents(t *testing.T, conn driver.Conn, db, cluster, raw string, broker
 		}
 	}
 	if dupCopies == 0 && snd.lostReplies.Load() > 0 {
-		t.Errorf("%d replies were lost and their events resent, yet no copy reached the processor as a duplicate", snd.lostReplies.Load())
+		errorf(t, "%d replies were lost and their events resent, yet no copy reached the processor as a duplicate", snd.lostReplies.Load())
 	}
 	if unacked > 0 {
-		t.Errorf("%d events are stored that the collector never acknowledged", unacked)
+		errorf(t, "%d events are stored that the collector never acknowledged", unacked)
 	}
 	leaked := 0
 	for id, reason := range snd.rejected {
 		if stored[id] > 0 {
 			leaked++
 			if leaked <= 5 {
-				t.Errorf("event %s refused by the collector (%s) is stored", id, reason)
+				errorf(t, "event %s refused by the collector (%s) is stored", id, reason)
 			}
 		}
 	}
@@ -180,7 +180,7 @@ func checkEvents(t *testing.T, conn driver.Conn, db, cluster, raw string, broker
 		}
 	}
 	if noDLQ > 0 {
-		t.Errorf("%d rejections in ClickHouse have no DLQ record", noDLQ)
+		errorf(t, "%d rejections in ClickHouse have no DLQ record", noDLQ)
 	}
 	// Offsets: each message of the raw topic is an event row or a rejection row, once.
 	var nrows, distinct uint64
@@ -188,7 +188,7 @@ func checkEvents(t *testing.T, conn driver.Conn, db, cluster, raw string, broker
 		t.Fatal(err)
 	}
 	if int64(distinct) != total || nrows != distinct {
-		t.Errorf("raw topic holds %d messages; the store has %d rows for %d distinct offsets", total, nrows, distinct)
+		errorf(t, "raw topic holds %d messages; the store has %d rows for %d distinct offsets", total, nrows, distinct)
 	}
 	duplicated += int(nrows - distinct)
 	t.Logf("events: %d acknowledged, %d stored once, %d rejected by the processor with a reason and in the DLQ; %d retried copies in the topic rejected as duplicate_event_id; %d processor rejections, every one in the DLQ: %v; raw topic %d messages = %d rows",
@@ -277,7 +277,7 @@ func checkReleases(t *testing.T, conn driver.Conn, db, raw string, brokers []str
 			}
 			k := cellKey{int(part), metric, cell}
 			if prev, dup := got[k]; dup && prev != [2]int64{int64(tenants), v} {
-				t.Errorf("window %s: partial %+v stored twice with different values", w, k)
+				errorf(t, "window %s: partial %+v stored twice with different values", w, k)
 			}
 			got[k] = [2]int64{int64(tenants), v}
 		}
@@ -287,12 +287,12 @@ func checkReleases(t *testing.T, conn driver.Conn, db, raw string, brokers []str
 			if got[k] != v {
 				diff++
 				if diff <= 5 {
-					t.Errorf("window %s partial %+v: stored (tenants, value) %v, fault-free run %v", w, k, got[k], v)
+					errorf(t, "window %s partial %+v: stored (tenants, value) %v, fault-free run %v", w, k, got[k], v)
 				}
 			}
 		}
 		if len(got) != len(want) {
-			t.Errorf("window %s: %d partials stored, the fault-free run makes %d", w, len(got), len(want))
+			errorf(t, "window %s: %d partials stored, the fault-free run makes %d", w, len(got), len(want))
 		}
 		// One release: one id, one row per released cell.
 		var ids, cells, rowsN uint64
@@ -300,14 +300,14 @@ func checkReleases(t *testing.T, conn driver.Conn, db, raw string, brokers []str
 			t.Fatal(err)
 		}
 		if ids != 1 || cells != rowsN {
-			t.Errorf("window %s: %d release ids, %d rows for %d cells (want one release, one row a cell)", w, ids, rowsN, cells)
+			errorf(t, "window %s: %d release ids, %d rows for %d cells (want one release, one row a cell)", w, ids, rowsN, cells)
 		}
 		var charges uint64
 		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"_external_aggregate.budget_ledger WHERE window_start = ?", w.Start).Scan(&charges); err != nil {
 			t.Fatal(err)
 		}
 		if charges != 1 {
-			t.Errorf("window %s: the ledger holds %d charges", w, charges)
+			errorf(t, "window %s: the ledger holds %d charges", w, charges)
 		}
 		if diff == 0 && len(got) == len(want) && ids == 1 && cells == rowsN && charges == 1 {
 			t.Logf("window %s: released once (%d cells), charged once, %d partials equal to the fault-free run", w.Start.Format("15:04"), cells, len(want))
@@ -319,7 +319,7 @@ func checkReleases(t *testing.T, conn driver.Conn, db, raw string, brokers []str
 		t.Fatal(err)
 	}
 	if outside > 0 {
-		t.Errorf("%d ledger charges for windows outside the run", outside)
+		errorf(t, "%d ledger charges for windows outside the run", outside)
 	}
 	fmt.Printf("stack faults: windows released once=%d of %d\n", windows, windows)
 }
@@ -331,17 +331,17 @@ func checkAudit(t *testing.T, conn driver.Conn, db string, prb *prober) {
 	ctx := context.Background()
 	n, err := audit.New(conn, db).Verify(ctx)
 	if err != nil {
-		t.Errorf("audit chain: %v (after %d records)", err, n)
+		errorf(t, "audit chain: %v (after %d records)", err, n)
 	}
 	var allowed uint64
 	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"_audit.audit_log WHERE principal_id = 'fault-dashboard' AND decision = 'allowed'").Scan(&allowed); err != nil {
 		t.Fatal(err)
 	}
 	if allowed < uint64(prb.answered.Load()) {
-		t.Errorf("%d requests answered, only %d allowed records in the audit log", prb.answered.Load(), allowed)
+		errorf(t, "%d requests answered, only %d allowed records in the audit log", prb.answered.Load(), allowed)
 	}
 	if prb.answered.Load() == 0 {
-		t.Errorf("the query service answered nothing")
+		errorf(t, "the query service answered nothing")
 	}
 	t.Logf("audit: chain of %d records verifies; %d requests answered, %d allowed records", n, prb.answered.Load(), allowed)
 }

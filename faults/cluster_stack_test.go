@@ -58,6 +58,7 @@ const (
 // before and after 'shukei retention rebuild-marts' re-derives the cluster's marts (not yet
 // required: docs/CLUSTER.md, "Open").
 func TestClusterStackSurvivesFaults(t *testing.T) {
+	summarise(t)
 	began := time.Now()
 	ctx := context.Background()
 	conns := make([]driver.Conn, len(clusterCH))
@@ -89,13 +90,13 @@ func TestClusterStackSurvivesFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := st[0].Config[topic.MinInsyncReplicas]; got != "2" {
-		t.Errorf("the raw topic's min.insync.replicas is %q, want 2", got)
+		errorf(t, "the raw topic's min.insync.replicas is %q, want 2", got)
 	}
 	t.Cleanup(func() { _ = topic.Delete(context.Background(), clusterBrokers, raw, dlq, releases, auditTopic) })
 
 	bin := filepath.Join(t.TempDir(), "shukei")
 	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", "shukei")).CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+		fatalf(t, "build: %v\n%s", err, out)
 	}
 	keyText := pseudonym.NewMasterKeyText()
 	master, err := pseudonym.ParseMasterKey(keyText)
@@ -137,7 +138,7 @@ func TestClusterStackSurvivesFaults(t *testing.T) {
 		cmd.Dir, cmd.Env = workDir, env
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("shukei %s: %v\n%s", strings.Join(args, " "), err, out)
+			fatalf(t, "shukei %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 		return string(out)
 	}
@@ -250,14 +251,14 @@ func TestClusterStackSurvivesFaults(t *testing.T) {
 	loadWG.Wait()
 	loadEnd := time.Now()
 	if left := snd.drain(time.Minute); left > 0 {
-		t.Fatalf("%d events still unanswered a minute after the load stopped", left)
+		fatalf(t, "%d events still unanswered a minute after the load stopped", left)
 	}
 	if f, ok := snd.fatal.Load().(string); ok {
-		t.Fatalf("the load: %s", f)
+		fatalf(t, "the load: %s", f)
 	}
 	for _, n := range killed {
 		if k := roles[n].kills; k != clusterKills {
-			t.Errorf("%s was SIGKILLed %d times, want %d", n, k, clusterKills)
+			errorf(t, "%s was SIGKILLed %d times, want %d", n, k, clusterKills)
 		}
 	}
 	t.Logf("load: %d events generated in %s, %d posts, %d resent, %d connection errors, %d 503s, %d replies lost on purpose; acknowledged %d, refused by the collector %v",
@@ -288,7 +289,7 @@ func TestClusterStackSurvivesFaults(t *testing.T) {
 	for i, c := range conns {
 		for _, table := range []string{db + ".events", db + ".rejections", db + "_aggregator.aggregate_state", db + "_external_aggregate.releases", db + "_external_aggregate.budget_ledger", db + "_audit.audit_log"} {
 			if err := c.Exec(ctx, "SYSTEM SYNC REPLICA "+table); err != nil {
-				t.Fatalf("%s: sync %s: %v", clusterNodes[i], table, err)
+				fatalf(t, "%s: sync %s: %v", clusterNodes[i], table, err)
 			}
 		}
 	}
@@ -297,7 +298,7 @@ func TestClusterStackSurvivesFaults(t *testing.T) {
 	fmt.Printf("stack faults: lost=%d duplicated=%d\n", lost, dup)
 	t.Logf("lost=%d duplicated=%d", lost, dup)
 	if lost != 0 || dup != 0 {
-		t.Errorf("lost=%d duplicated=%d", lost, dup)
+		errorf(t, "lost=%d duplicated=%d", lost, dup)
 	}
 	checkReplicasAgree(t, conns, db)
 	checkReleases(t, conn, db, raw, clusterBrokers, master, reg, first, last)
@@ -338,7 +339,7 @@ func rawLeader(t *testing.T, name string) string {
 			}
 		}
 	}
-	t.Fatalf("no leader of %s's partition 0", name)
+	fatalf(t, "no leader of %s's partition 0", name)
 	return ""
 }
 
@@ -351,16 +352,16 @@ func checkReplicasAgree(t *testing.T, conns []driver.Conn, db string) {
 	for i, c := range conns {
 		q := fmt.Sprintf("SELECT count(), sum(cityHash64(toString(event_id))), countIf(tenant_id NOT IN (SELECT tenant_id FROM %s_registry.tenants FINAL WHERE shard = %d)) FROM %s.events", db, i/2+1, db)
 		if err := c.QueryRow(ctx, q).Scan(&got[i][0], &got[i][1], &got[i][2]); err != nil {
-			t.Fatalf("%s: %v", clusterNodes[i], err)
+			fatalf(t, "%s: %v", clusterNodes[i], err)
 		}
 		if got[i][2] != 0 {
-			t.Errorf("%s holds %d events of tenants recorded on the other shard", clusterNodes[i], got[i][2])
+			errorf(t, "%s holds %d events of tenants recorded on the other shard", clusterNodes[i], got[i][2])
 		}
 	}
 	for s := 0; s < 2; s++ {
 		a, b := got[2*s], got[2*s+1]
 		if a != b || a[0] == 0 {
-			t.Errorf("the replicas of shard %d disagree or are empty: %d events (hash %d) and %d (hash %d)", s+1, a[0], a[1], b[0], b[1])
+			errorf(t, "the replicas of shard %d disagree or are empty: %d events (hash %d) and %d (hash %d)", s+1, a[0], a[1], b[0], b[1])
 		}
 	}
 	t.Logf("shard 1: %d events on each replica; shard 2: %d", got[0][0], got[2][0])
@@ -390,7 +391,7 @@ func sameOnOneServer(t *testing.T, bin string, base []string, cluster driver.Con
 	mig := exec.Command(bin, "migrate")
 	mig.Dir, mig.Env = dir, env
 	if out, err := mig.CombinedOutput(); err != nil {
-		t.Fatalf("migrate one server: %v\n%s", err, out)
+		fatalf(t, "migrate one server: %v\n%s", err, out)
 	}
 	// The same registry, pseudonymisation roots and principals: the same pseudonyms, tokens.
 	for _, table := range []string{databases.Registry(cdb) + ".tenants", databases.Registry(cdb) + ".consents", databases.Registry(cdb) + ".policy_activations",
@@ -398,7 +399,7 @@ func sameOnOneServer(t *testing.T, bin string, base []string, cluster driver.Con
 		d, name, _ := strings.Cut(table, ".")
 		to := sdb + strings.TrimPrefix(d, cdb) + "." + name
 		if err := single.Exec(ctx, "INSERT INTO "+to+" SELECT * FROM remote('"+clusterCH[1]+"', "+d+", "+name+", 'default', '"+clusterPassword(t, "admin")+"')"); err != nil {
-			t.Fatalf("copy %s: %v", table, err)
+			fatalf(t, "copy %s: %v", table, err)
 		}
 	}
 	// The raw topic, partition by partition, in order.
@@ -413,12 +414,12 @@ func sameOnOneServer(t *testing.T, bin string, base []string, cluster driver.Con
 		for off := int64(0); off < hi; off++ {
 			m, err := r.ReadMessage(ctx)
 			if err != nil {
-				t.Fatalf("read %s/%d at %d: %v", raw, p, off, err)
+				fatalf(t, "read %s/%d at %d: %v", raw, p, off, err)
 			}
 			batch = append(batch, kafka.Message{Partition: p, Key: m.Key, Value: m.Value, Headers: m.Headers, Time: m.Time})
 			if len(batch) == 1000 || off == hi-1 {
 				if err := w.WriteMessages(ctx, batch...); err != nil {
-					t.Fatalf("copy to %s: %v", sraw, err)
+					fatalf(t, "copy to %s: %v", sraw, err)
 				}
 				copied += int64(len(batch))
 				batch = batch[:0]
@@ -466,7 +467,7 @@ func sameOnOneServer(t *testing.T, bin string, base []string, cluster driver.Con
 	}
 	onCluster, onOne := store(cluster, databases.Across("shukei", cdb+".events")), store(single, sdb+".events")
 	if !reflect.DeepEqual(onCluster, onOne) || len(onOne) == 0 {
-		t.Errorf("the event store differs: %d tenants on the cluster, %d on one server", len(onCluster), len(onOne))
+		errorf(t, "the event store differs: %d tenants on the cluster, %d on one server", len(onCluster), len(onOne))
 	}
 	// What the marts read besides ids and pseudonyms, per tenant (logged).
 	cols := func(c driver.Conn, table string) map[string]uint64 {
@@ -504,7 +505,7 @@ func sameOnOneServer(t *testing.T, bin string, base []string, cluster driver.Con
 		report := func(format string, args ...any) {
 			differ++
 			if strict {
-				t.Errorf(format, args...)
+				errorf(t, format, args...)
 			} else {
 				t.Logf("differs: "+format, args...)
 			}
@@ -513,7 +514,7 @@ func sameOnOneServer(t *testing.T, bin string, base []string, cluster driver.Con
 			a, errA := gate.Compute(ctx, cluster, cdb, "shukei", p.String(), week, policy.MinK)
 			b, errB := gate.Compute(ctx, single, sdb, "", p.String(), week, policy.MinK)
 			if errA != nil || errB != nil {
-				t.Fatalf("atoms of %s: %v, %v", p, errA, errB)
+				fatalf(t, "atoms of %s: %v, %v", p, errA, errB)
 			}
 			ka, kb := atomSet(a), atomSet(b)
 			if len(a) == 0 {
@@ -562,7 +563,7 @@ func sameOnOneServer(t *testing.T, bin string, base []string, cluster driver.Con
 		for _, n := range clusterLayout(t).Nodes {
 			for _, tb := range tables {
 				if err := n.Conn.Exec(ctx, "SYSTEM SYNC REPLICA "+tb); err != nil {
-					t.Fatalf("%s: sync %s: %v", n.Name, tb, err)
+					fatalf(t, "%s: sync %s: %v", n.Name, tb, err)
 				}
 			}
 		}
@@ -646,7 +647,7 @@ func reportRows(t *testing.T, url, token string) []map[string]any {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s: %s: %s", url, resp.Status, body)
+		fatalf(t, "%s: %s: %s", url, resp.Status, body)
 	}
 	var res struct {
 		Rows []map[string]any `json:"rows"`

@@ -5,6 +5,7 @@ package faults
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -98,7 +100,7 @@ func (r *role) start(t *testing.T) *proc {
 	}
 	r.mu.Unlock()
 	if err != nil {
-		t.Errorf("start %s: %v", r.name, err)
+		errorf(t, "start %s: %v", r.name, err)
 		return nil
 	}
 	go func() {
@@ -115,11 +117,11 @@ func (r *role) start(t *testing.T) *proc {
 			}
 		}
 		if !p.running() {
-			t.Errorf("%s instance %d exited during start-up: %s\n%s", r.name, p.n, p.exit(), p.out.Tail(40))
+			errorf(t, "%s instance %d exited during start-up: %s\n%s", r.name, p.n, p.exit(), p.out.Tail(40))
 			return p
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("%s instance %d: /healthz on %s does not answer after 60s", r.name, p.n, r.listen)
+			errorf(t, "%s instance %d: /healthz on %s does not answer after 60s", r.name, p.n, r.listen)
 			return p
 		}
 		time.Sleep(25 * time.Millisecond)
@@ -136,7 +138,7 @@ func (r *role) kill(t *testing.T) {
 		return
 	}
 	if !p.running() {
-		t.Errorf("%s instance %d had exited before its SIGKILL: %s\n%s", r.name, p.n, p.exit(), p.out.Tail(40))
+		errorf(t, "%s instance %d had exited before its SIGKILL: %s\n%s", r.name, p.n, p.exit(), p.out.Tail(40))
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
@@ -154,7 +156,7 @@ func (r *role) stop(t *testing.T) {
 	r.mu.Unlock()
 	if p == nil || !p.running() {
 		if p != nil {
-			t.Errorf("%s instance %d had exited before the end: %s", r.name, p.n, p.exit())
+			errorf(t, "%s instance %d had exited before the end: %s", r.name, p.n, p.exit())
 		}
 		return
 	}
@@ -162,10 +164,10 @@ func (r *role) stop(t *testing.T) {
 	select {
 	case <-p.done:
 		if p.err != nil {
-			t.Errorf("%s instance %d did not exit cleanly on SIGTERM: %s\n%s", r.name, p.n, p.exit(), p.out.Tail(40))
+			errorf(t, "%s instance %d did not exit cleanly on SIGTERM: %s\n%s", r.name, p.n, p.exit(), p.out.Tail(40))
 		}
 	case <-time.After(30 * time.Second):
-		t.Errorf("%s instance %d did not exit within 30s of SIGTERM", r.name, p.n)
+		errorf(t, "%s instance %d did not exit within 30s of SIGTERM", r.name, p.n)
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
@@ -320,7 +322,59 @@ func services(t *testing.T, root, arg string) time.Duration {
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "services.sh"), arg)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("scripts/services.sh %s: %v\n%s", arg, err, out)
+		fatalf(t, "scripts/services.sh %s: %v\n%s", arg, err, out)
 	}
 	return time.Since(began)
+}
+
+// The whole-stack tests print every role's log when they fail, which buries the failures
+// themselves far above the end of the output (and CI shows its end). errorf and fatalf report
+// as t.Errorf and t.Fatalf do and remember the message; summarise, registered first, repeats
+// every remembered failure last.
+var (
+	failuresMu sync.Mutex
+	failures   = map[string][]string{}
+)
+
+func remember(t *testing.T, format string, args ...any) {
+	root, _, _ := strings.Cut(t.Name(), "/")
+	failuresMu.Lock()
+	failures[root] = append(failures[root], fmt.Sprintf(format, args...))
+	failuresMu.Unlock()
+}
+
+func errorf(t *testing.T, format string, args ...any) {
+	t.Helper()
+	remember(t, format, args...)
+	t.Errorf(format, args...)
+}
+
+func fatalf(t *testing.T, format string, args ...any) {
+	t.Helper()
+	remember(t, format, args...)
+	t.Fatalf(format, args...)
+}
+
+// summarise repeats, at the very end of a failed test's output, every failure errorf and
+// fatalf reported (call it first in the test: cleanups run last-registered first).
+func summarise(t *testing.T) {
+	t.Cleanup(func() {
+		failuresMu.Lock()
+		msgs := failures[t.Name()]
+		delete(failures, t.Name())
+		failuresMu.Unlock()
+		if !t.Failed() {
+			return
+		}
+		if len(msgs) == 0 {
+			t.Logf("FAILED (by a check that does not use errorf/fatalf: see above)")
+			return
+		}
+		for i, m := range msgs {
+			if len(m) > 600 {
+				m = m[:600] + "…"
+			}
+			t.Logf("FAILED %d of %d: %s", i+1, len(msgs), m)
+		}
+	})
 }

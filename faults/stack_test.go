@@ -38,6 +38,7 @@ import (
 //
 // It prints "lost=N duplicated=N". SHUKEI_TEST_FAULT_SEED=<n> replays a schedule.
 func TestStackSurvivesFaults(t *testing.T) {
+	summarise(t)
 	began := time.Now()
 	conn, cfg := servicetest.ClickHouse(t)
 	servicetest.Kafka(t)
@@ -54,7 +55,7 @@ func TestStackSurvivesFaults(t *testing.T) {
 
 	bin := filepath.Join(t.TempDir(), "shukei")
 	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", "shukei")).CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+		fatalf(t, "build: %v\n%s", err, out)
 	}
 	keyText := pseudonym.NewMasterKeyText()
 	master, err := pseudonym.ParseMasterKey(keyText)
@@ -96,7 +97,7 @@ func TestStackSurvivesFaults(t *testing.T) {
 		cmd.Dir, cmd.Env = workDir, env
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("shukei %s: %v\n%s", strings.Join(args, " "), err, out)
+			fatalf(t, "shukei %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 		return string(out)
 	}
@@ -194,18 +195,18 @@ func TestStackSurvivesFaults(t *testing.T) {
 	loadWG.Wait()
 	loadEnd := time.Now()
 	if left := snd.drain(time.Minute); left > 0 {
-		t.Fatalf("%d events still unanswered a minute after the load stopped", left)
+		fatalf(t, "%d events still unanswered a minute after the load stopped", left)
 	}
 	if f, ok := snd.fatal.Load().(string); ok {
-		t.Fatalf("the load: %s", f)
+		fatalf(t, "the load: %s", f)
 	}
 	for _, n := range names {
 		if k := roles[n].kills; k != killsPer {
-			t.Errorf("%s was SIGKILLed %d times, want %d", n, k, killsPer)
+			errorf(t, "%s was SIGKILLed %d times, want %d", n, k, killsPer)
 		}
 	}
 	if proxy.broken.Load() == 0 {
-		t.Errorf("no insert went through the proxy while it failed them: the insert-error fault tested nothing")
+		errorf(t, "no insert went through the proxy while it failed them: the insert-error fault tested nothing")
 	}
 	t.Logf("load: %d events generated in %s, %d posts, %d events resent, %d connection errors, %d 503s, %d replies lost on purpose; acknowledged %d, refused by the collector %v",
 		snd.generated.Load(), loadEnd.Sub(loadStart).Round(time.Second), snd.posts.Load(), snd.resent.Load(), snd.httpErrs.Load(), snd.unavailable.Load(), snd.lostReplies.Load(), len(snd.acked), snd.reasons)
@@ -222,7 +223,7 @@ func TestStackSurvivesFaults(t *testing.T) {
 		return err == nil && n >= uint64(total)
 	})
 	if snd.lostReplies.Load() == 0 {
-		t.Errorf("no reply was lost: the collector retries were not exercised")
+		errorf(t, "no reply was lost: the collector retries were not exercised")
 	}
 	// The aggregator releases every window up to the one holding the load's end.
 	last := aggregator.WindowOf(loadEnd, window)
@@ -241,7 +242,7 @@ func TestStackSurvivesFaults(t *testing.T) {
 	fmt.Printf("stack faults: lost=%d duplicated=%d\n", lost, dup)
 	t.Logf("lost=%d duplicated=%d", lost, dup)
 	if lost != 0 || dup != 0 {
-		t.Errorf("lost=%d duplicated=%d", lost, dup)
+		errorf(t, "lost=%d duplicated=%d", lost, dup)
 	}
 	checkReleases(t, conn, db, raw, brokers, master, reg, first, last)
 	checkAudit(t, conn, db, prb)
