@@ -62,7 +62,10 @@ func Readers(db string, queryKey []byte) []Reader {
 
 // UsersFile renders the users.d file that declares every role's users (promise 16): each with
 // its password's SHA-256, the networks it may connect from, its databases, and a profile —
-// read-only (readonly=2: no INSERT, no DDL, and the setting cannot be lifted by a query), or
+// read-only (readonly=1: no INSERT, no DDL, no table functions — remote(), cluster(), url(),
+// file() — and no settings: a SETTINGS clause or SET is refused, settings sent with a query
+// over the native protocol are ignored, so prefer_localhost_replica cannot send a read of a
+// Distributed table through another node as the cluster's internal user), or
 // writer (allow_ddl=0 against accidents; on ClickHouse 18.16 a query may lift it, which the
 // promise says).
 func UsersFile(users []User, networks []string) ([]byte, error) {
@@ -82,7 +85,10 @@ func UsersFile(users []User, networks []string) ([]byte, error) {
 	}
 	type profile struct {
 		XMLName xml.Name
-		// 2: reads only, but the client may still send settings (clickhouse-go does).
+		// 1 for readers. Not 2: readonly=2 lets a query change every setting but readonly and
+		// allows table functions, and a reader that could name cluster('shukei', <db>, <table>)
+		// with prefer_localhost_replica = 0 read the event store and the other purposes' marts
+		// through the internal user on a cluster (the second blind cluster attack, promise 19).
 		Readonly         int  `xml:"readonly,omitempty"`
 		AllowDDL         *int `xml:"allow_ddl,omitempty"`
 		MaxExecutionTime int  `xml:"max_execution_time,omitempty"`
@@ -102,7 +108,7 @@ func UsersFile(users []User, networks []string) ([]byte, error) {
 	d := doc{
 		Comment: " Written by 'shukei migrate': every role's ClickHouse users, each allowed only its databases (promise 16). Do not edit; run migrate again. ",
 		Profiles: []profile{
-			{XMLName: xml.Name{Local: "shukei_reader"}, Readonly: 2, MaxExecutionTime: 30, MaxResultRows: 1_000_000, MaxMemoryUsage: 2_000_000_000},
+			{XMLName: xml.Name{Local: "shukei_reader"}, Readonly: 1, MaxExecutionTime: 30, MaxResultRows: 1_000_000, MaxMemoryUsage: 2_000_000_000},
 			{XMLName: xml.Name{Local: "shukei_writer"}, AllowDDL: &noDDL},
 			{XMLName: xml.Name{Local: "shukei_deleter"}},
 		},

@@ -84,6 +84,25 @@ func TestRoleUsersMatrixOnRealServer(t *testing.T) {
 			if err := c.Exec(ctx, "SET readonly = 0"); err == nil {
 				t.Errorf("%s lifted readonly", u.Name)
 			}
+			// No table function (remote(), cluster(), url() would send a read elsewhere, as
+			// another user), no SETTINGS clause (prefer_localhost_replica = 0 would send a
+			// Distributed read through another node), and settings sent with the query are
+			// ignored, not applied.
+			var n uint64
+			for _, q := range []string{
+				"SELECT count() FROM numbers(3)",
+				"SELECT count() FROM remote('127.0.0.1', system.one)",
+				"SELECT count() FROM system.one SETTINGS prefer_localhost_replica = 0",
+			} {
+				if err := c.QueryRow(ctx, q).Scan(&n); err == nil || !strings.Contains(err.Error(), "readonly") {
+					t.Errorf("%s: %s: %v, want refused in readonly mode", u.Name, q, err)
+				}
+			}
+			var v string
+			sctx := ch.Context(ctx, ch.WithSettings(ch.Settings{"max_result_rows": 7}))
+			if err := c.QueryRow(sctx, "SELECT value FROM system.settings WHERE name = 'max_result_rows'").Scan(&v); err != nil || v == "7" {
+				t.Errorf("%s: a setting sent with the query: max_result_rows = %q (%v), want the profile's", u.Name, v, err)
+			}
 		}
 		c.Close()
 	}
