@@ -303,6 +303,52 @@ func TestClusterMigrateDeclaresUsersOnEveryNode(t *testing.T) {
 		_ = conn.Close()
 	}
 	nodesTalkAsTheirOwnUser(t, db, users)
+	readersStayOnTheirNode(t, db, users)
+}
+
+// readersStayOnTheirNode: a user that reads only (readonly=1, promise 16) sends nothing through
+// another node — no table function (cluster(), remote(), url()), no SETTINGS clause
+// (prefer_localhost_replica = 0), and settings sent with the query are ignored — so the
+// internal user's wider grant (the sharded databases) is out of its reach: the second blind
+// cluster attack's reader route, tried on every node with every read-only user.
+func readersStayOnTheirNode(t *testing.T, db string, users []migrations.User) {
+	ctx := context.Background()
+	tried := 0
+	for _, u := range users {
+		if u.Mode != migrations.ReadOnly {
+			continue
+		}
+		for i, addr := range clusterCH {
+			conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, Auth: clickhouse.Auth{Username: u.Name, Password: u.Password, Database: u.Databases[0]}, DialTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n uint64
+			for _, q := range []string{
+				"SELECT count() FROM cluster('shukei', " + db + ", events) SETTINGS prefer_localhost_replica = 0",
+				"SELECT count() FROM cluster('shukei', " + db + ", events)",
+				"SELECT count() FROM remote('" + clusterCH[(i+1)%len(clusterCH)] + "', " + db + ", events, '" + clusterUser + "', '')",
+			} {
+				if err := conn.QueryRow(ctx, q).Scan(&n); err == nil || !strings.Contains(err.Error(), "readonly") {
+					t.Errorf("%s on %s: %s: %v (%d rows), want refused in readonly mode", u.Name, clusterNodes[i], q, err, n)
+				}
+			}
+			// A Distributed table the user may read, with the setting sent over the native
+			// protocol: ignored, so the node's own replica answers, as the user itself.
+			if slices.Contains(u.Databases, db+"_marketing") {
+				sent := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"prefer_localhost_replica": 0}))
+				var v string
+				if err := conn.QueryRow(sent, "SELECT value FROM system.settings WHERE name = 'prefer_localhost_replica'").Scan(&v); err != nil || v != "1" {
+					t.Errorf("%s on %s: prefer_localhost_replica = %q (%v) after sending 0, want 1", u.Name, clusterNodes[i], v, err)
+				}
+			}
+			_ = conn.Close()
+			tried++
+		}
+	}
+	if tried < 4*len(clusterCH) {
+		t.Errorf("tried %d read-only users × nodes, want at least %d", tried, 4*len(clusterCH))
+	}
 }
 
 // nodesTalkAsTheirOwnUser: a query one node sends another runs there as the cluster's internal
