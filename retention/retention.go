@@ -207,10 +207,12 @@ func (k *Keeper) onReplica(ctx context.Context, f func(context.Context) error) e
 	}
 }
 
-// deleteTenant deletes tenant's rows of t: on one replica of every shard of a sharded table
-// (the mutation reaches the shard's other replicas through replication), once for a table
-// replicated on every node.
-func (k *Keeper) deleteTenant(ctx context.Context, t Table, tenant string) error {
+// deleteTenant deletes the rows of t of every tenant being deleted (marked, markEverywhere):
+// on one replica of every shard of a sharded table (the mutation reaches the shard's other
+// replicas through replication), once for a table replicated on every node. The statement
+// names no tenant (registry.DeletingTenants): ClickHouse 18.16 keeps every mutation's text in
+// ZooKeeper, readable by any user.
+func (k *Keeper) deleteTenant(ctx context.Context, t Table) error {
 	targets := []driver.Conn{k.conn}
 	if t.Sharded {
 		targets = targets[:0]
@@ -220,9 +222,67 @@ func (k *Keeper) deleteTenant(ctx context.Context, t Table, tenant string) error
 	}
 	for _, c := range targets {
 		if err := k.onReplica(ctx, func(ctx context.Context) error {
-			return c.Exec(ctx, "ALTER TABLE "+t.String()+" DELETE WHERE tenant_id = ?", tenant)
+			return c.Exec(ctx, "ALTER TABLE "+t.String()+" DELETE WHERE "+registry.DeletingTenants(k.db))
 		}); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// unmarkEverywhere removes the marks of ticket and waits until no replica holds them: the
+// marks name the deleted tenants, and nothing of a tenant may outlive its deletion's return.
+func (k *Keeper) unmarkEverywhere(ctx context.Context, ticket string) error {
+	if err := k.reg.Unmark(ctx, ticket); err != nil {
+		return err
+	}
+	return k.onEveryReplica(ctx, "the marks of the deleted tenants gone", func(ctx context.Context, r driver.Conn) (bool, error) {
+		n, err := k.reg.Marked(ctx, r, ticket)
+		return n == 0, err
+	})
+}
+
+// markEverywhere marks tenants as being deleted (registry.MarkDeleting) and waits until every
+// replica holds the marks: each replica reads its own copy when it applies a deletion's
+// mutation, and one without them would delete nothing.
+func (k *Keeper) markEverywhere(ctx context.Context, ids []string) (string, error) {
+	ticket, err := k.reg.MarkDeleting(ctx, ids)
+	if err != nil {
+		return "", err
+	}
+	return ticket, k.onEveryReplica(ctx, "the tenants being deleted marked", func(ctx context.Context, r driver.Conn) (bool, error) {
+		n, err := k.reg.Marked(ctx, r, ticket)
+		return n >= uint64(len(ids)), err
+	})
+}
+
+// onEveryReplica waits, for at most replicaWait, until done holds on every replica (a replica
+// that is down is waited for, onReplica).
+func (k *Keeper) onEveryReplica(ctx context.Context, what string, done func(context.Context, driver.Conn) (bool, error)) error {
+	deadline := time.Now().Add(k.replicaWait)
+	for _, s := range k.layout() {
+		for _, r := range s.Replicas {
+			for {
+				var ok bool
+				if err := k.onReplica(ctx, func(ctx context.Context) error {
+					var err error
+					ok, err = done(ctx, r)
+					return err
+				}); err != nil {
+					return fmt.Errorf("%s on every replica: %w", what, err)
+				}
+				if ok {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("not yet %s on every replica after %s", what, k.replicaWait)
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("waiting until %s on every replica: %w", what, ctx.Err())
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
 		}
 	}
 	return nil
@@ -239,30 +299,36 @@ type Receipt struct {
 // DeleteTenant deletes every row of tenant and destroys its keys, waits until ClickHouse has
 // applied the deletions, checks nothing is left, and appends the receipt to the audit log.
 func (k *Keeper) DeleteTenant(ctx context.Context, tenant, why string) (Receipt, error) {
-	if err := k.beginDeletion(ctx, tenant); err != nil {
+	ticket, err := k.beginDeletion(ctx, tenant)
+	if err != nil {
 		return Receipt{}, err
 	}
 	if err := k.waitCommitWindow(ctx); err != nil {
 		return Receipt{}, err
 	}
-	return k.finishDeletion(ctx, tenant, why)
+	return k.finishDeletion(ctx, tenant, ticket, why)
 }
 
-// beginDeletion records the tenant's tombstone and destroys its keys.
-func (k *Keeper) beginDeletion(ctx context.Context, tenant string) error {
+// beginDeletion marks the tenant as being deleted on every replica, records its tombstone and
+// destroys its keys. It returns the mark's ticket, which finishDeletion removes.
+func (k *Keeper) beginDeletion(ctx context.Context, tenant string) (string, error) {
+	ticket, err := k.markEverywhere(ctx, []string{tenant})
+	if err != nil {
+		return "", err
+	}
 	// The tombstone first: from this moment a processor refuses the tenant's events still in
 	// Kafka as deleted and keeps nothing of them, instead of keeping them as unknown.
 	if k.tombstoneKey != nil {
 		stone := decision.TenantTombstone(k.tombstoneKey, tenant)
 		if err := k.reg.Tombstone(ctx, stone, time.Now()); err != nil {
-			return err
+			return "", err
 		}
 		if err := k.tombstoneEverywhere(ctx, stone); err != nil {
-			return err
+			return "", err
 		}
 	}
 	// Keys next: from this moment no pseudonym of the tenant can be made or linked again.
-	return k.reg.DestroyKeys(ctx, tenant)
+	return ticket, k.reg.DestroyKeys(ctx, tenant)
 }
 
 // tombstoneEverywhere waits until every replica holds the tombstone: a processor's fence reads
@@ -272,31 +338,11 @@ func (k *Keeper) tombstoneEverywhere(ctx context.Context, stone string) error {
 	if len(k.shards) == 0 {
 		return nil
 	}
-	deadline := time.Now().Add(k.replicaWait)
-	for _, s := range k.shards {
-		for _, r := range s.Replicas {
-			for {
-				var n uint64
-				if err := k.onReplica(ctx, func(ctx context.Context) error {
-					return r.QueryRow(ctx, "SELECT count() FROM "+databases.Registry(k.db)+".deleted_tenants WHERE tombstone = ?", stone).Scan(&n)
-				}); err != nil {
-					return fmt.Errorf("the tombstone has not reached every replica: %w", err)
-				}
-				if n > 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("the tombstone has not reached every replica after %s", k.replicaWait)
-				}
-				select {
-				case <-ctx.Done():
-					return fmt.Errorf("waiting for the tombstone to reach every replica: %w", ctx.Err())
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
-		}
-	}
-	return nil
+	return k.onEveryReplica(ctx, "the tombstone reached", func(ctx context.Context, r driver.Conn) (bool, error) {
+		var n uint64
+		err := r.QueryRow(ctx, "SELECT count() FROM "+databases.Registry(k.db)+".deleted_tenants WHERE tombstone = ?", stone).Scan(&n)
+		return n > 0, err
+	})
 }
 
 // waitCommitWindow waits until every batch a processor decided before the tombstones has been
@@ -316,7 +362,7 @@ func (k *Keeper) waitCommitWindow(ctx context.Context) error {
 
 // finishDeletion deletes every row of the tenant, waits for ClickHouse, verifies nothing is
 // left and writes the receipt.
-func (k *Keeper) finishDeletion(ctx context.Context, tenant, why string) (Receipt, error) {
+func (k *Keeper) finishDeletion(ctx context.Context, tenant, ticket, why string) (Receipt, error) {
 	before, err := k.Verify(ctx, tenant)
 	if err != nil {
 		return Receipt{}, err
@@ -330,7 +376,7 @@ func (k *Keeper) finishDeletion(ctx context.Context, tenant, why string) (Receip
 		r.Rows += c.Rows
 		r.Tables++
 		touched = append(touched, c.Table)
-		if err := k.deleteTenant(ctx, c.Table, tenant); err != nil {
+		if err := k.deleteTenant(ctx, c.Table); err != nil {
 			return r, fmt.Errorf("delete %s from %s: %w", tenant, c.Table, err)
 		}
 	}
@@ -345,6 +391,10 @@ func (k *Keeper) finishDeletion(ctx context.Context, tenant, why string) (Receip
 		return r, fmt.Errorf("the deletion of %s is done but its receipt could not be written: %w", tenant, err)
 	}
 	r.AuditSeq = rec.Seq
+	// Verified on every replica: the mark goes (its removal names only the ticket).
+	if err := k.unmarkEverywhere(ctx, ticket); err != nil {
+		return r, err
+	}
 	return r, nil
 }
 
@@ -366,6 +416,7 @@ func (k *Keeper) Sweep(ctx context.Context) (map[Table]uint64, error) {
 	}
 	swept := map[Table]uint64{}
 	var touched []Table
+	var tickets []string
 	for _, t := range tables {
 		// A sharded table is read on every shard (each holds its own tenants), a table
 		// replicated on every node once.
@@ -390,8 +441,13 @@ func (k *Keeper) Sweep(ctx context.Context) (map[Table]uint64, error) {
 			}
 			n += rows
 		}
-		for _, id := range deleted {
-			if err := k.deleteTenant(ctx, t, id); err != nil {
+		if len(deleted) > 0 {
+			ticket, err := k.markEverywhere(ctx, deleted)
+			if err != nil {
+				return nil, fmt.Errorf("sweep: %w", err)
+			}
+			tickets = append(tickets, ticket)
+			if err := k.deleteTenant(ctx, t); err != nil {
 				return nil, fmt.Errorf("sweep a deleted tenant from %s: %w", t, err)
 			}
 		}
@@ -406,6 +462,11 @@ func (k *Keeper) Sweep(ctx context.Context) (map[Table]uint64, error) {
 		}
 	} else if err := k.deleted(ctx, touched, func() ([]Count, error) { return k.leftOf(ctx, touched, gone) }); err != nil {
 		return swept, fmt.Errorf("sweep: %w", err)
+	}
+	for _, ticket := range tickets {
+		if err := k.unmarkEverywhere(ctx, ticket); err != nil {
+			return swept, err
+		}
 	}
 	if len(swept) > 0 {
 		var total uint64
@@ -665,8 +726,9 @@ func (k *Keeper) Run(ctx context.Context, now time.Time) (Report, error) {
 		return rep, err
 	}
 	// Every due tenant's deletion begins, then one commit window passes for all of them.
-	for _, t := range due {
-		if err := k.beginDeletion(ctx, t.ID); err != nil {
+	tickets := make([]string, len(due))
+	for i, t := range due {
+		if tickets[i], err = k.beginDeletion(ctx, t.ID); err != nil {
 			return rep, err
 		}
 	}
@@ -675,9 +737,9 @@ func (k *Keeper) Run(ctx context.Context, now time.Time) (Report, error) {
 			return rep, err
 		}
 	}
-	for _, t := range due {
+	for i, t := range due {
 		why := fmt.Sprintf("contract ended %s, retention %s", t.ContractEnd.Format("2006-01-02"), k.policy.AfterContractEnd)
-		r, err := k.finishDeletion(ctx, t.ID, why)
+		r, err := k.finishDeletion(ctx, t.ID, tickets[i], why)
 		if err != nil {
 			return rep, err
 		}

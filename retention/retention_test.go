@@ -166,6 +166,18 @@ func TestTenantDeletedEndToEnd(t *testing.T) {
 	if len(after) < 15 {
 		t.Errorf("verify looked at %d tables", len(after))
 	}
+	// The deletion named the tenant in no mutation (ClickHouse keeps their text, in ZooKeeper on
+	// a cluster, where system.zookeeper shows it to any user), and its mark is gone.
+	var named, mutations, marks uint64
+	if err := conn.QueryRow(ctx, "SELECT countIf(position(command, 'gone') > 0), count() FROM system.mutations WHERE startsWith(database, ?)", db).Scan(&named, &mutations); err != nil {
+		t.Fatal(err)
+	}
+	if named != 0 || mutations < 15 {
+		t.Errorf("%d of %d mutations of the deletion name the tenant; want 0 of at least 15", named, mutations)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"_registry.deleting").Scan(&marks); err != nil || marks != 0 {
+		t.Errorf("the deletion left %d marks (%v)", marks, err)
+	}
 	// The other tenant keeps every row (it had the same usage, minus the content event).
 	stays, _ := k.Verify(ctx, "stays")
 	for _, c := range stays {
