@@ -9,7 +9,7 @@ BENCH_PIPELINE_EVENTS ?= 500000
 TEST_ENV := SHUKEI_TEST_REQUIRE_SERVICES=1
 FUZZTIME ?= 30s
 
-.PHONY: all build demo test test-unit test-sdk-js test-faults test-cluster attack-cluster bench lint fuzz services-up services-down services-status cluster-up cluster-down clean
+.PHONY: all build demo test test-unit test-sdk-js test-faults test-cluster attack-cluster attack-exactly-once bench lint fuzz services-up services-down services-status cluster-up cluster-down clean
 
 all: build
 
@@ -70,6 +70,12 @@ test-cluster: services-up cluster-up
 ## failing until the code is fixed.
 attack-cluster: cluster-up
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -tags cluster -run 'TestCluster' -v ./attack/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+
+## The blind attack on promise 3 under interruptions at an insert's worst moment
+## (attack/EXACTLY-ONCE.md): not in make test yet, it fails on an open finding (docs/promises.md,
+## promise 3), kept failing until the processor is fixed.
+attack-exactly-once: services-up
+	$(TEST_ENV) $(GO) test -count=1 -timeout 15m -tags faults -run 'TestAttackExactlyOnceUnderInterruptions' -v ./attack/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
 
 test-sdk-js:
 	cd sdk/js && npm ci --no-audit --no-fund --loglevel=error && npm test
