@@ -371,6 +371,8 @@ func summarise(t *testing.T) {
 			return
 		}
 		for i, m := range msgs {
+			// One line each: make's filter keeps only lines that name a test file.
+			m = strings.Join(strings.Fields(m), " ")
 			if len(m) > 600 {
 				m = m[:600] + "…"
 			}
