@@ -69,7 +69,7 @@ func DeletingTenants(db string) string {
 // drop the key from memory at their next refresh. The tenant is marked as being deleted here
 // unless the caller marked it (retention does, and waits for every replica first); the marks
 // made here are removed once the root is gone.
-func (r *Registry) DestroyKeys(ctx context.Context, tenant string) error {
+func (r *Registry) DestroyKeys(ctx context.Context, tenant string) (err error) {
 	var marked uint64
 	if err := r.conn.QueryRow(ctx, "SELECT count() FROM "+r.db+"_registry.deleting WHERE id = ?", tenant).Scan(&marked); err != nil {
 		return fmt.Errorf("destroy pseudonymisation root of %s: %w", tenant, err)
@@ -79,7 +79,12 @@ func (r *Registry) DestroyKeys(ctx context.Context, tenant string) error {
 		if err != nil {
 			return err
 		}
-		defer func() { _ = r.Unmark(context.WithoutCancel(ctx), ticket) }()
+		defer func() {
+			// A mark left behind names the tenant: its removal failing is the call's error.
+			if uerr := r.Unmark(context.WithoutCancel(ctx), ticket); uerr != nil && err == nil {
+				err = uerr
+			}
+		}()
 	}
 	if err := r.conn.Exec(ctx, "ALTER TABLE "+r.db+"_keys.pseudonym_roots DELETE WHERE "+DeletingTenants(r.db)); err != nil {
 		return fmt.Errorf("destroy pseudonymisation root of %s: %w", tenant, err)

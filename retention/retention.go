@@ -414,9 +414,11 @@ func (k *Keeper) Sweep(ctx context.Context) (map[Table]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Find every deleted tenant's rows first, mark those tenants once, then delete in each
+	// table that holds some: one mark and one wait on every replica for the whole sweep.
 	swept := map[Table]uint64{}
 	var touched []Table
-	var tickets []string
+	var deleted []string
 	for _, t := range tables {
 		// A sharded table is read on every shard (each holds its own tenants), a table
 		// replicated on every node once.
@@ -427,7 +429,6 @@ func (k *Keeper) Sweep(ctx context.Context) (map[Table]uint64, error) {
 				readers = append(readers, s.Write)
 			}
 		}
-		var deleted []string
 		var n uint64
 		for _, c := range readers {
 			found, rows, err := k.deletedTenants(ctx, c, t, gone)
@@ -441,19 +442,21 @@ func (k *Keeper) Sweep(ctx context.Context) (map[Table]uint64, error) {
 			}
 			n += rows
 		}
-		if len(deleted) > 0 {
-			ticket, err := k.markEverywhere(ctx, deleted)
-			if err != nil {
-				return nil, fmt.Errorf("sweep: %w", err)
-			}
-			tickets = append(tickets, ticket)
-			if err := k.deleteTenant(ctx, t); err != nil {
-				return nil, fmt.Errorf("sweep a deleted tenant from %s: %w", t, err)
-			}
-		}
-		if len(deleted) > 0 {
+		if n > 0 {
 			swept[t] = n
 			touched = append(touched, t)
+		}
+	}
+	if len(touched) == 0 {
+		return swept, nil
+	}
+	ticket, err := k.markEverywhere(ctx, deleted)
+	if err != nil {
+		return nil, fmt.Errorf("sweep: %w", err)
+	}
+	for _, t := range touched {
+		if err := k.deleteTenant(ctx, t); err != nil {
+			return nil, fmt.Errorf("sweep a deleted tenant from %s: %w", t, err)
 		}
 	}
 	if len(k.shards) == 0 {
@@ -463,10 +466,8 @@ func (k *Keeper) Sweep(ctx context.Context) (map[Table]uint64, error) {
 	} else if err := k.deleted(ctx, touched, func() ([]Count, error) { return k.leftOf(ctx, touched, gone) }); err != nil {
 		return swept, fmt.Errorf("sweep: %w", err)
 	}
-	for _, ticket := range tickets {
-		if err := k.unmarkEverywhere(ctx, ticket); err != nil {
-			return swept, err
-		}
+	if err := k.unmarkEverywhere(ctx, ticket); err != nil {
+		return swept, err
 	}
 	if len(swept) > 0 {
 		var total uint64
