@@ -346,6 +346,20 @@ func (s *stack) cleanup() {
 			<-p.done
 		}
 	}
+	// SHUKEI_TEST_LOG_DIR keeps every role's and CLI run's whole output, for reading a failure
+	// against the timeline (the test itself prints only the last lines).
+	if dir := os.Getenv("SHUKEI_TEST_LOG_DIR"); dir != "" {
+		_ = os.MkdirAll(dir, 0o755)
+		for i, o := range s.outputs {
+			name := strings.Map(func(r rune) rune {
+				if r == '/' || r == ' ' || r == '=' || r == '(' || r == ')' {
+					return '_'
+				}
+				return r
+			}, o.name)
+			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("%03d-%.60s.log", i, name)), o.out.Bytes(), 0o644)
+		}
+	}
 }
 
 // rawMsg is one message the test wrote (or had the collector write) to the raw topic.

@@ -27,5 +27,6 @@ func (c ClickHouse) Options() *clickhouse.Options {
 		ClientInfo: clickhouse.ClientInfo{
 			Products: []struct{ Name, Version string }{{Name: "shukei", Version: "dev"}},
 		},
+		DialContext: c.Dial,
 	}
 }

@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -217,6 +218,10 @@ type ClickHouse struct {
 	// AwaitUser is how long a user the server does not know yet is waited for: a role's user
 	// that 'shukei migrate' has just declared (the server loads users.d within seconds).
 	AwaitUser time.Duration `yaml:"-"`
+	// Dial, when set, opens the connections instead of clickhouse-go's own dialer: the
+	// processor's, so that it can end an open insert without the server keeping any of it
+	// (processor.discarder).
+	Dial func(ctx context.Context, addr string) (net.Conn, error) `yaml:"-"`
 }
 
 // Log sets the structured logger.

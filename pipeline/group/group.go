@@ -21,7 +21,13 @@ type Config struct {
 	Topic   string
 	// MaxBackoff is the longest wait between attempts to join.
 	MaxBackoff time.Duration
+	// SessionTimeout is how long after a member's last heartbeat the coordinator gives its
+	// partitions to others; 0: DefaultSessionTimeout.
+	SessionTimeout time.Duration
 }
+
+// DefaultSessionTimeout is a member's session timeout unless its Config says otherwise.
+const DefaultSessionTimeout = 10 * time.Second
 
 // PartitionWatchInterval is how often each member checks the topic for added partitions.
 const PartitionWatchInterval = 5 * time.Second
@@ -60,12 +66,16 @@ type Generation func(ctx context.Context, gen *kafka.Generation, partitions []in
 
 // Run joins the group and runs each generation until ctx ends; it returns nil on shutdown.
 func Run(ctx context.Context, c Config, h Hooks, run Generation) error {
+	session := c.SessionTimeout
+	if session == 0 {
+		session = DefaultSessionTimeout
+	}
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                c.ID,
 		Brokers:           c.Brokers,
 		Topics:            []string{c.Topic},
 		StartOffset:       kafka.FirstOffset,
-		SessionTimeout:    10 * time.Second,
+		SessionTimeout:    session,
 		RebalanceTimeout:  30 * time.Second,
 		HeartbeatInterval: time.Second,
 		JoinGroupBackoff:  time.Second,

@@ -17,6 +17,7 @@ type metrics struct {
 	lag          *prometheus.GaugeVec
 	stage        *prometheus.HistogramVec
 	fenced       prometheus.Counter
+	leaseExpired prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -63,6 +64,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shukei_processor_fenced_batches_total",
 			Help: "Batches abandoned and decided again because one of their tenants was deleted after they were decided.",
 		}),
+		leaseExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shukei_processor_lease_refusals_total",
+			Help: "Packets to ClickHouse not sent because no heartbeat of the instance's generation was accepted recently enough (a paused or partitioned instance): its batch is abandoned.",
+		}),
 		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "shukei_processor_committed_offset",
 			Help: "Last committed offset by partition.",
@@ -81,6 +86,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, what := range []string{"insert events", "write DLQ", "insert rejections"} {
 		m.writeErrors.WithLabelValues(what)
 	}
-	reg.MustRegister(m.stage, m.events, m.skipped, m.batchSize, m.batchSeconds, m.writeErrors, m.kafkaErrors, m.retrying, m.fenced, m.assigned, m.committed, m.lag, m.dlq)
+	reg.MustRegister(m.stage, m.events, m.skipped, m.batchSize, m.batchSeconds, m.writeErrors, m.kafkaErrors, m.retrying, m.fenced, m.leaseExpired, m.assigned, m.committed, m.lag, m.dlq)
 	return m
 }

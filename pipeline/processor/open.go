@@ -38,6 +38,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 	if err != nil {
 		return nil, err
 	}
+	// Every connection is dialled through the discarder, so an abandoned insert can be ended
+	// with nothing of it kept (discarder).
+	disc := newDiscarder()
+	cfg.ClickHouse.Dial = disc.dial
 	conns, err := ops.AwaitRoleClickHouse(ctx, cfg, "processor", log, "", "_read")
 	if err != nil {
 		return nil, err
@@ -60,7 +64,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Role, erro
 		log.Info("processor writes per shard", "cluster", cfg.ClickHouse.Cluster, "shards", len(shards))
 	}
 	reg := ops.NewRegistry()
-	p, cache, err := Wire(ctx, conns[0], conns[1], cfg, master, log, func(d *Deps) { d.Registry = reg; d.Shards = shards })
+	p, cache, err := Wire(ctx, conns[0], conns[1], cfg, master, log, func(d *Deps) { d.Registry = reg; d.Shards = shards; d.discarder = disc })
 	if err != nil {
 		conns.Close()
 		return nil, err

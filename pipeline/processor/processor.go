@@ -16,13 +16,16 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
@@ -56,6 +59,11 @@ type Processor struct {
 	// fencedAt is when the fence last stopped a batch (UnixNano; 0: not in this generation):
 	// until ClickHouse has dropped the inserts left open then, none is closed (abort).
 	fencedAt atomic.Int64
+	// lease is the current generation's (runGeneration): no packet without it (fence).
+	lease *group.Lease
+	// disc ends abandoned inserts at once, keeping nothing of them; nil when the processor's
+	// connections were not dialled through it (abort then waits until ClickHouse dropped them).
+	disc *discarder
 	// rawCopy makes the processor a baseline for benchmarks: the same consumer, batching and
 	// insert path, writing the raw messages to <db>.raw_copy without any decision.
 	rawCopy bool
@@ -77,6 +85,9 @@ type Deps struct {
 	// Shards are where events go on a ClickHouse cluster (ClusterShards); empty on one server,
 	// where Conn takes them.
 	Shards []Shard
+	// discarder dialled the connections inserts go through (Open); nil: abandoned inserts are
+	// left idle until ClickHouse drops them.
+	discarder *discarder
 }
 
 // New builds a processor.
@@ -114,6 +125,7 @@ func New(cfg config.Config, d Deps) *Processor {
 		dedupe:  newDedupe(cfg.Processor.DedupeHorizon, cfg.Processor.DedupeMax),
 		deleted: &deletions{load: d.Cache.Tombstones},
 		shards:  d.Shards,
+		disc:    d.discarder,
 		rawCopy: d.RawCopy,
 	}
 }
@@ -123,7 +135,7 @@ func New(cfg config.Config, d Deps) *Processor {
 // next one starts from the store's high-water marks.
 func (p *Processor) Run(ctx context.Context) error {
 	defer p.dlq.Close()
-	return group.Run(ctx, group.Config{ID: p.cfg.GroupID, Brokers: p.kcfg.Brokers, Topic: p.kcfg.RawTopic, MaxBackoff: p.cfg.MaxBackoff},
+	return group.Run(ctx, group.Config{ID: p.cfg.GroupID, Brokers: p.kcfg.Brokers, Topic: p.kcfg.RawTopic, MaxBackoff: p.cfg.MaxBackoff, SessionTimeout: sessionTimeout},
 		group.StandardHooks("processor", p.log, p.m.kafkaErrors, p.m.assigned), p.runGeneration)
 }
 
@@ -157,6 +169,8 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, pa
 		<-ctx.Done()
 		return nil
 	}
+	// Nothing is sent to ClickHouse for this generation unless its lease is valid (fence).
+	p.lease = group.StartLease(ctx, p.kcfg.Brokers, gen, leaseFor)
 	backoff := group.NewBackoff(p.cfg.MaxBackoff)
 	fencedLast := false // a second fence in a row backs off like a failed write
 	stored := func() {
@@ -177,6 +191,17 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, pa
 			continue
 		}
 		fencedLast = false
+		if lost := p.lease.Check(); lost != nil && !errors.Is(lost, group.ErrLeaseExpired) {
+			// The coordinator said the generation is over: not a failure, and nothing to retry;
+			// the group ends this generation's context within a heartbeat (returning ends it
+			// too, should it not).
+			p.log.Info("the generation is over; its unfinished batch was abandoned", "generation", gen.ID, "reason", lost)
+			select {
+			case <-ctx.Done():
+			case <-time.After(sessionTimeout):
+			}
+			return nil
+		}
 		p.m.retrying.Set(1)
 		p.m.writeErrors.WithLabelValues(we.what).Inc()
 		p.log.Warn("write failed; backing off", "what", we.what, "err", group.ErrText(we.err))
@@ -195,6 +220,12 @@ func (p *Processor) process(ctx context.Context, gen *kafka.Generation, parts []
 	state, err := p.loadWithRetry(ctx, parts)
 	if err != nil {
 		return err
+	}
+	if p.log.Enabled(ctx, slog.LevelDebug) {
+		for _, part := range parts {
+			st := state[part]
+			p.log.Debug("resuming partition from the store's high-water marks", "generation", gen.ID, "partition", part, "checkpoint", st.lo, "stored_beyond", len(st.done))
+		}
 	}
 	// Ids of batches that were decided but not stored must not count as stored.
 	defer p.dedupe.dropPending()
@@ -378,6 +409,7 @@ type batch struct {
 	size       int
 	now        time.Time
 	start      time.Time
+	span       map[int][2]int64 // per partition, the first and last offset of its stored events
 }
 
 func (b *batch) add(c *decided) {
@@ -395,12 +427,41 @@ func (b *batch) add(c *decided) {
 	b.size += c.size
 }
 
+// discard makes ClickHouse fail every open insert of the batch (eventsInsert.discard); false
+// when one could not be.
+func (b *batch) discard() bool {
+	all := true
+	for _, in := range b.ins {
+		if in != nil && !in.ended && !in.discard() {
+			all = false
+		}
+	}
+	return all
+}
+
 func (b *batch) abort() {
 	for _, in := range b.ins {
 		if in != nil {
 			in.abort()
 		}
 	}
+}
+
+// spans is the batch's stored offsets for a log line: partition:first-last.
+func (b *batch) spans() string {
+	parts := make([]int, 0, len(b.span))
+	for part := range b.span {
+		parts = append(parts, part)
+	}
+	sort.Ints(parts)
+	var sb strings.Builder
+	for i, part := range parts {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		fmt.Fprintf(&sb, "%d:%d-%d", part, b.span[part][0], b.span[part][1])
+	}
+	return sb.String()
 }
 
 // inserting says whether any shard's insert is open.
@@ -521,7 +582,7 @@ func (p *Processor) stream(ctx context.Context, chunks <-chan *decided, batches 
 	parts := make([][]row, n)
 	for c := range chunks {
 		if b == nil {
-			b = &batch{ins: make([]*eventsInsert, n), next: map[int]int64{}, rejectedBy: map[event.Reason]int{}, tenants: map[string]string{}, now: c.now, start: time.Now()}
+			b = &batch{ins: make([]*eventsInsert, n), next: map[int]int64{}, rejectedBy: map[event.Reason]int{}, tenants: map[string]string{}, now: c.now, start: time.Now(), span: map[int][2]int64{}}
 		}
 		for t := range c.tenants {
 			if _, ok := b.tenants[t]; !ok {
@@ -564,6 +625,13 @@ func (p *Processor) stream(ctx context.Context, chunks <-chan *decided, batches 
 			}
 			p.m.stage.WithLabelValues("send_events").Observe(time.Since(mark).Seconds())
 		}
+		for _, r := range c.rows {
+			sp, ok := b.span[r.partition]
+			if !ok {
+				sp = [2]int64{r.offset, r.offset}
+			}
+			b.span[r.partition] = [2]int64{min(sp[0], r.offset), max(sp[1], r.offset)}
+		}
 		b.add(c)
 		if c.last {
 			select {
@@ -586,6 +654,7 @@ func (p *Processor) finish(ctx context.Context, gen *kafka.Generation, batches <
 			return err
 		}
 		p.dedupe.confirm(b.claimed)
+		p.log.Debug("batch stored", "decided", b.now, "events", b.stored, "offsets", b.spans(), "next", b.next)
 		p.m.events.WithLabelValues("stored", "").Add(float64(b.stored))
 		p.m.skipped.Add(float64(b.skipped))
 		for reason, n := range b.rejectedBy {
@@ -647,9 +716,18 @@ func (p *Processor) store(ctx context.Context, b *batch) error {
 	for part, next := range b.next {
 		rejs = append(rejs, rejected{partition: part, offset: next - 1}) // checkpoint
 	}
-	ictx, cancel := p.insertContext(clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"receive_timeout": int(insertIdle.Seconds())})))
+	id := uuid.NewString()
+	ictx, cancel := p.insertContext(clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"receive_timeout": int(insertIdle.Seconds())}), clickhouse.WithQueryID(id)))
 	defer cancel()
-	if err := insertRejections(ictx, p.conn, p.db, rejs, b.now.UTC().Truncate(time.Second), func() error { return p.fence(ctx, b) }, p.idleOut); err != nil {
+	giveUp := func() {
+		if p.disc == nil || !p.disc.discard(id) {
+			p.idleOut()
+		}
+	}
+	if p.disc != nil {
+		defer p.disc.forget(id)
+	}
+	if err := insertRejections(ictx, p.conn, p.db, rejs, b.now.UTC().Truncate(time.Second), func() error { return p.fence(ctx, b) }, giveUp); err != nil {
 		var we *writeError
 		if errors.As(err, &we) {
 			return err
@@ -677,9 +755,15 @@ func (p *Processor) abort(b *batch) {
 	if !b.inserting() {
 		return
 	}
+	p.log.Debug("batch abandoned with its insert open", "decided", b.now, "events", b.stored, "offsets", b.spans())
+	if b.discard() {
+		b.abort()
+		return
+	}
 	go func() {
 		time.Sleep(insertDropped) // its last packet was sent before now, or before the fence
 		b.abort()
+		p.log.Debug("abandoned batch closed", "decided", b.now, "offsets", b.spans())
 	}()
 }
 
@@ -717,6 +801,15 @@ var errDeletedSinceDecided = errors.New("the batch holds a tenant deleted since 
 // process paused between a passing check and the send it lets go, whose rows retention's sweep
 // of deleted tenants removes (retention.Keeper.Sweep).
 func (p *Processor) fence(ctx context.Context, b *batch) error {
+	if err := ctx.Err(); err != nil { // the generation ended: its partitions may be another's
+		return &writeError{"fence", err}
+	}
+	if p.lease != nil {
+		if err := p.lease.Check(); err != nil {
+			p.m.leaseExpired.Inc()
+			return &writeError{"lease", err}
+		}
+	}
 	if len(b.tenants) == 0 {
 		return nil
 	}
@@ -736,6 +829,23 @@ func (p *Processor) fence(ctx context.Context, b *batch) error {
 	}
 	return nil
 }
+
+// The processor's consumer-group session and lease: why a paused instance stores nothing its
+// partitions' next owner stores too.
+//
+// Every packet of an insert goes out only while the instance's lease is valid (fence): within
+// leaseFor of sending a heartbeat the group coordinator accepted. The coordinator gives the
+// partitions to another member no sooner than sessionTimeout after that heartbeat. What the
+// paused instance sent can still land after its last packet: an open insert until ClickHouse
+// drops it (insertDropped after its last packet, keeping nothing) — unless the process is
+// killed first, when ClickHouse 18.16 stores what the insert received, at that moment. So with
+// sessionTimeout ≥ leaseFor + insertDropped + a margin, whatever lands lands before the next
+// owner reads the high-water marks. (An instance that leaves the group in order has
+// discarded its open inserts before: discarder.)
+const (
+	leaseFor       = 2 * time.Second
+	sessionTimeout = 20 * time.Second
+)
 
 // fenceFresh is how old a read of the deleted tenants the fence may rely on.
 const fenceFresh = time.Second

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,8 @@ import (
 type rig struct {
 	cfg     config.Config
 	conn    driver.Conn
+	wconn   driver.Conn // the processor's, dialled through disc as the role's are (Open)
+	disc    *discarder
 	db      string
 	cache   *registry.Cache
 	keyring *pseudonym.Keyring
@@ -66,7 +69,13 @@ func newRig(t testing.TB, tenants int) *rig {
 	// A processor started as a subprocess connects as its role's own user (promise 16).
 	servicetest.DeclareRoleUsers(t, cfg.ClickHouse.Database, master.Derive("clickhouse-users"))
 	reg := registry.New(conn, cfg.ClickHouse.Database, master)
-	r := &rig{cfg: cfg, conn: conn, db: cfg.ClickHouse.Database, master: master, keyFile: keyFile}
+	r := &rig{cfg: cfg, conn: conn, db: cfg.ClickHouse.Database, master: master, keyFile: keyFile, disc: newDiscarder()}
+	wcfg := cfg.ClickHouse
+	wcfg.Dial = r.disc.dial
+	if r.wconn, err = clickhouse.Open(wcfg.Options()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.wconn.Close() })
 	statuses := []string{registry.StatusContracted, registry.StatusTrial, registry.StatusBeta}
 	for i := range tenants {
 		id := fmt.Sprintf("tenant-%02d", i)
@@ -90,7 +99,7 @@ func newRig(t testing.TB, tenants int) *rig {
 
 func (r *rig) processor(reg prometheus.Registerer) *Processor {
 	return New(r.cfg, Deps{
-		Conn: r.conn, Database: r.db, Cache: r.cache, Keyring: r.keyring, Policy: r.policy,
+		Conn: r.wconn, discarder: r.disc, Database: r.db, Cache: r.cache, Keyring: r.keyring, Policy: r.policy,
 		HashKey: r.master.Derive("dlq"), Registry: reg, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 }

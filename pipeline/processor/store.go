@@ -9,6 +9,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
 
 	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/decision"
@@ -140,6 +141,9 @@ type eventsInsert struct {
 	b        driver.Batch
 	ingested time.Time
 	cancel   context.CancelFunc // ends the insert's context (insertContext)
+	id       string             // its query id, for the discarder
+	disc     *discarder         // nil: the processor cannot discard inserts (abort)
+	ended    bool               // committed or aborted
 }
 
 func (p *Processor) openEventsInsert(ctx context.Context, conn driver.Conn, ingested time.Time) (*eventsInsert, error) {
@@ -148,13 +152,14 @@ func (p *Processor) openEventsInsert(ctx context.Context, conn driver.Conn, inge
 	// processor paused between two chunks (SIGSTOP, a stalled host), ClickHouse ends the insert
 	// when no chunk came for this long, and keeps nothing of it.
 	settings["receive_timeout"] = int(insertIdle.Seconds())
-	ictx, cancel := p.insertContext(clickhouse.Context(ctx, clickhouse.WithSettings(settings)))
+	id := uuid.NewString()
+	ictx, cancel := p.insertContext(clickhouse.Context(ctx, clickhouse.WithSettings(settings), clickhouse.WithQueryID(id)))
 	b, err := conn.PrepareBatch(ictx, fmt.Sprintf(eventsInsertSQL, p.db))
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	return &eventsInsert{b: b, ingested: ingested, cancel: cancel}, nil
+	return &eventsInsert{b: b, ingested: ingested, cancel: cancel, id: id, disc: p.disc}, nil
 }
 
 // insertContext is the context of an insert: ctx's values (settings), not its cancellation.
@@ -214,14 +219,28 @@ func (in *eventsInsert) add(rows []row, cols *eventColumns) error {
 // commit ends the insert: ClickHouse writes the batch now.
 func (in *eventsInsert) commit() error {
 	defer in.cancel()
+	in.ended = true
+	if in.disc != nil {
+		defer in.disc.forget(in.id)
+	}
 	return in.b.Send()
 }
 
+// discard makes ClickHouse fail the open insert, keeping nothing of it (discarder); false when
+// it cannot, and the insert must be left idle until ClickHouse drops it.
+func (in *eventsInsert) discard() bool {
+	return !in.ended && in.disc != nil && in.disc.discard(in.id)
+}
+
 // abort closes the insert's connection without ending it (see eventsInsert for what ClickHouse
-// keeps).
+// keeps: discard it first, or wait until ClickHouse dropped it).
 func (in *eventsInsert) abort() {
+	in.ended = true
 	_ = in.b.Abort()
 	in.cancel()
+	if in.disc != nil {
+		in.disc.forget(in.id)
+	}
 }
 
 // eventColumns are the event store's columns for one chunk, in eventsInsertSQL's column order.
@@ -309,8 +328,9 @@ func settingText(v event.SettingValue) string {
 
 // insertRejections writes a batch's rejections and checkpoints as one insert; fence, when not
 // nil, runs before the rows are sent and before the insert ends, and its error abandons it:
-// once rows were sent, after idle (closing the connection would make ClickHouse keep them).
-func insertRejections(ctx context.Context, conn driver.Conn, db string, rs []rejected, at time.Time, fence func() error, idle func()) error {
+// once rows were sent, after giveUp has made sure ClickHouse keeps nothing of them (closing the
+// connection would make it keep them).
+func insertRejections(ctx context.Context, conn driver.Conn, db string, rs []rejected, at time.Time, fence func() error, giveUp func()) error {
 	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".rejections (rejected_at, kafka_partition, kafka_offset, reason, class, field, tenant_id, schema, event_id, payload_hmac, payload)")
 	if err != nil {
 		return err
@@ -336,7 +356,7 @@ func insertRejections(ctx context.Context, conn driver.Conn, db string, rs []rej
 			return err
 		}
 		if err := fence(); err != nil {
-			idle()
+			giveUp()
 			_ = b.Abort()
 			return err
 		}
