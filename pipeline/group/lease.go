@@ -42,7 +42,9 @@ var ErrLeaseExpired = errors.New("no heartbeat accepted by the group coordinator
 // first heartbeat (or ctx ended, or the coordinator said the generation is over).
 func StartLease(ctx context.Context, brokers []string, gen *kafka.Generation, validFor time.Duration) *Lease {
 	l := &Lease{validFor: validFor}
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 2 * time.Second}
+	// Each round trip is cut short well within validFor: one slow answer must not outlive the
+	// lease of a healthy member.
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: time.Second}
 	var coordinator net.Addr
 	beat := func() {
 		sent := time.Now()

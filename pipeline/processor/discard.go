@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"sync"
+
+	"github.com/google/uuid"
 )
 
 // discarder ends an open insert so that ClickHouse keeps nothing of it, at once.
@@ -54,6 +56,10 @@ func (d *discarder) discard(id string) bool {
 		return false
 	}
 	_, err := c.Conn.Write([]byte{unknownPacket})
+	// Closed now, not when the driver gets to it: after a failed write clickhouse-go marks a
+	// connection closed without closing its socket, which the garbage collector then closes at
+	// some later moment.
+	_ = c.Conn.Close()
 	return err == nil
 }
 
@@ -74,24 +80,24 @@ type trackedConn struct {
 	id string
 }
 
-// Write looks at each packet the driver writes: clickhouse-go writes a packet (or a query
-// packet with the blocks that follow it) with one Write, so a query packet — type 1, then its
-// id as a length-prefixed string — starts the buffer.
+// Write looks at each packet the driver writes: clickhouse-go writes a query packet (with the
+// empty block that follows it) with one Write into an empty buffer, so a query packet — type
+// 1, then its id as a length-prefixed string — starts the buffer. Only an id that parses as a
+// uuid counts: a large block is flushed in pieces, and a piece may start with any byte. An id
+// is dropped when its insert ends (forget) or its connection closes; a connection's later
+// queries without such an id leave it in place, which is harmless: discard is only asked for
+// an insert that has not ended, whose connection nothing else uses.
 func (c *trackedConn) Write(b []byte) (int, error) {
-	if len(b) > 1 && b[0] == 1 {
-		id := ""
-		if int(b[1]) == queryIDLen && len(b) >= 2+queryIDLen {
-			id = string(b[2 : 2+queryIDLen])
+	if len(b) >= 2+queryIDLen && b[0] == 1 && int(b[1]) == queryIDLen {
+		if id, err := uuid.ParseBytes(b[2 : 2+queryIDLen]); err == nil {
+			c.d.mu.Lock()
+			if c.id != "" && c.d.byID[c.id] == c {
+				delete(c.d.byID, c.id)
+			}
+			c.id = id.String()
+			c.d.byID[c.id] = c
+			c.d.mu.Unlock()
 		}
-		c.d.mu.Lock()
-		if c.id != "" && c.d.byID[c.id] == c {
-			delete(c.d.byID, c.id)
-		}
-		c.id = id
-		if id != "" {
-			c.d.byID[id] = c
-		}
-		c.d.mu.Unlock()
 	}
 	return c.Conn.Write(b)
 }

@@ -264,3 +264,54 @@ func TestClosedInsertIsStoredBy1816(t *testing.T) {
 		t.Fatalf("ClickHouse %s kept %d of the 100 rows of a closed insert, want all: the behaviour the discarder exists for changed", version, n)
 	}
 }
+
+// A new generation reads the high-water marks only once no insert of an earlier one is open on
+// the server: an insert a paused instance had already sent lands before the read, not after.
+func TestNewGenerationAwaitsEarlierInserts(t *testing.T) {
+	r := newRig(t, 4)
+	p := r.processor(prometheus.NewRegistry())
+	p.gen = 6
+	ins, err := p.openEventsInsert(context.Background(), p.conn, time.Now().UTC().Truncate(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ins.abort()
+	if err := ins.add(decidedRows(t, r, p, 100), newEventColumns(100)); err != nil {
+		t.Fatal(err)
+	}
+	// The same generation does not wait for its own inserts.
+	if err := p.awaitEarlierInserts(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.gen = 7
+	done := make(chan time.Time, 1)
+	go func() {
+		if err := p.awaitEarlierInserts(context.Background()); err != nil {
+			t.Error(err)
+		}
+		done <- time.Now()
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	select {
+	case <-done:
+		t.Fatal("the next generation went on while an insert of the one before was open")
+	default:
+	}
+	committed := time.Now()
+	if err := ins.commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-done:
+		t.Logf("went on %v after the earlier generation's insert was committed", at.Sub(committed).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the next generation still waits 5 s after the earlier insert was committed")
+	}
+	st, err := loadState(context.Background(), p.conn, p.replicas(), p.db, []int{0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st[0].done) != 100 {
+		t.Fatalf("the marks read after the wait hold %d of the earlier insert's 100 offsets", len(st[0].done))
+	}
+}

@@ -20,7 +20,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -56,11 +55,13 @@ type Processor struct {
 	dedupe  *dedupe
 	deleted *deletions // the deleted tenants, for the fence
 	shards  []Shard    // where events go: one, conn, on a single server
-	// fencedAt is when the fence last stopped a batch (UnixNano; 0: not in this generation):
-	// until ClickHouse has dropped the inserts left open then, none is closed (abort).
-	fencedAt atomic.Int64
 	// lease is the current generation's (runGeneration): no packet without it (fence).
 	lease *group.Lease
+	gen   int32 // the current generation's id, the first 8 hex digits of its inserts' query ids
+	// closing counts abandoned inserts left idle until ClickHouse drops them (abort): Run
+	// waits for them, since the process's exit would close them early, and 18.16 would store
+	// what they received.
+	closing sync.WaitGroup
 	// disc ends abandoned inserts at once, keeping nothing of them; nil when the processor's
 	// connections were not dialled through it (abort then waits until ClickHouse dropped them).
 	disc *discarder
@@ -135,6 +136,7 @@ func New(cfg config.Config, d Deps) *Processor {
 // next one starts from the store's high-water marks.
 func (p *Processor) Run(ctx context.Context) error {
 	defer p.dlq.Close()
+	defer p.closing.Wait()
 	return group.Run(ctx, group.Config{ID: p.cfg.GroupID, Brokers: p.kcfg.Brokers, Topic: p.kcfg.RawTopic, MaxBackoff: p.cfg.MaxBackoff, SessionTimeout: sessionTimeout},
 		group.StandardHooks("processor", p.log, p.m.kafkaErrors, p.m.assigned), p.runGeneration)
 }
@@ -171,6 +173,7 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, pa
 	}
 	// Nothing is sent to ClickHouse for this generation unless its lease is valid (fence).
 	p.lease = group.StartLease(ctx, p.kcfg.Brokers, gen, leaseFor)
+	p.gen = gen.ID
 	backoff := group.NewBackoff(p.cfg.MaxBackoff)
 	fencedLast := false // a second fence in a row backs off like a failed write
 	stored := func() {
@@ -184,7 +187,6 @@ func (p *Processor) runGeneration(ctx context.Context, gen *kafka.Generation, pa
 		if ctx.Err() != nil || !errors.As(err, &we) {
 			return err
 		}
-		p.fencedAt.Store(0)                                        // no insert of the fenced batch is sent to any more
 		if errors.Is(err, errDeletedSinceDecided) && !fencedLast { // not a failure: decided again at once
 			p.log.Info("a tenant was deleted while its batch was in flight; the batch is decided again")
 			fencedLast = true
@@ -619,6 +621,9 @@ func (p *Processor) stream(ctx context.Context, chunks <-chan *decided, batches 
 				if cols[s] == nil {
 					cols[s] = newEventColumns(chunkRows)
 				}
+				if err := p.leased(); err != nil { // opening may have taken a while
+					return err
+				}
 				if err := b.ins[s].add(rows, cols[s]); err != nil {
 					return &writeError{"insert events", err}
 				}
@@ -716,12 +721,16 @@ func (p *Processor) store(ctx context.Context, b *batch) error {
 	for part, next := range b.next {
 		rejs = append(rejs, rejected{partition: part, offset: next - 1}) // checkpoint
 	}
-	id := uuid.NewString()
-	ictx, cancel := p.insertContext(clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"receive_timeout": int(insertIdle.Seconds())}), clickhouse.WithQueryID(id)))
+	id := p.insertID()
+	// One block, written only at the insert's end, as the events' (a fence after the data may
+	// still give it up).
+	settings := OneBlockSettings(len(rejs))
+	settings["receive_timeout"] = int(insertIdle.Seconds())
+	ictx, cancel := p.insertContext(clickhouse.Context(ctx, clickhouse.WithSettings(settings), clickhouse.WithQueryID(id)))
 	defer cancel()
 	giveUp := func() {
 		if p.disc == nil || !p.disc.discard(id) {
-			p.idleOut()
+			time.Sleep(insertDropped) // its last packet was sent before now
 		}
 	}
 	if p.disc != nil {
@@ -760,19 +769,13 @@ func (p *Processor) abort(b *batch) {
 		b.abort()
 		return
 	}
+	p.closing.Add(1)
 	go func() {
+		defer p.closing.Done()
 		time.Sleep(insertDropped) // its last packet was sent before now, or before the fence
 		b.abort()
 		p.log.Debug("abandoned batch closed", "decided", b.now, "offsets", b.spans())
 	}()
-}
-
-// idleOut waits, when the fence stopped a batch, until ClickHouse has dropped every insert
-// left open then.
-func (p *Processor) idleOut() {
-	if at := p.fencedAt.Load(); at != 0 {
-		time.Sleep(time.Until(time.Unix(0, at).Add(insertDropped)))
-	}
 }
 
 // replicas are every replica of every shard.
@@ -804,30 +807,80 @@ func (p *Processor) fence(ctx context.Context, b *batch) error {
 	if err := ctx.Err(); err != nil { // the generation ended: its partitions may be another's
 		return &writeError{"fence", err}
 	}
-	if p.lease != nil {
-		if err := p.lease.Check(); err != nil {
-			p.m.leaseExpired.Inc()
-			return &writeError{"lease", err}
+	if len(b.tenants) > 0 {
+		gone, err := p.deleted.current(ctx)
+		if err != nil {
+			return &writeError{"read deleted tenants", err}
+		}
+		for _, tomb := range b.tenants {
+			if gone[tomb] {
+				p.m.fenced.Inc()
+				if err := p.cache.Refresh(ctx); err != nil { // the next decision must know it
+					return &writeError{"read the registry", err}
+				}
+				return &writeError{"fence", errDeletedSinceDecided}
+			}
 		}
 	}
-	if len(b.tenants) == 0 {
+	return p.leased() // last: reading the deleted tenants may have taken a while
+}
+
+// leased is nil while the generation's lease is valid (the check before every packet).
+func (p *Processor) leased() error {
+	if p.lease == nil {
 		return nil
 	}
-	gone, err := p.deleted.current(ctx)
-	if err != nil {
-		return &writeError{"read deleted tenants", err}
-	}
-	for _, tomb := range b.tenants {
-		if gone[tomb] {
-			p.fencedAt.CompareAndSwap(0, time.Now().UnixNano())
-			p.m.fenced.Inc()
-			if err := p.cache.Refresh(ctx); err != nil { // the next decision must know it
-				return &writeError{"read the registry", err}
-			}
-			return &writeError{"fence", errDeletedSinceDecided}
-		}
+	if err := p.lease.Check(); err != nil {
+		p.m.leaseExpired.Inc()
+		return &writeError{"lease", err}
 	}
 	return nil
+}
+
+// insertID is a query id for one of the generation's inserts: a uuid whose first 8 hex digits
+// are the generation's id, so that the next generation's instances can tell its inserts from
+// theirs in system.processes (awaitEarlierInserts).
+func (p *Processor) insertID() string {
+	return fmt.Sprintf("%08x", uint32(p.gen)) + uuid.NewString()[8:]
+}
+
+// earlierInsertsWait bounds how long a generation waits for an earlier one's inserts: they end
+// within insertDropped of their last packet unless the server itself is stalled.
+const earlierInsertsWait = 2 * insertDropped
+
+// awaitEarlierInserts waits, before the high-water marks are read, until no server holds an
+// insert of this group's earlier generations into the store — the server's side of handing a
+// partition on: an instance paused past its session whose insert was already sent (a commit
+// the server has not finished writing, a packet it has not read yet) lands before the marks
+// are read, not after. Past earlierInsertsWait it warns and goes on.
+func (p *Processor) awaitEarlierInserts(ctx context.Context) error {
+	q := "SELECT count() FROM system.processes WHERE match(query_id, '^[0-9a-f]{8}-') AND substring(query_id, 1, 8) < ? AND " +
+		"(startsWith(query, 'INSERT INTO " + p.db + ".events') OR startsWith(query, 'INSERT INTO " + p.db + ".rejections'))"
+	gen := fmt.Sprintf("%08x", uint32(p.gen))
+	deadline := time.Now().Add(earlierInsertsWait)
+	for {
+		open := uint64(0)
+		for _, r := range p.replicas() {
+			var n uint64
+			if err := r.QueryRow(ctx, q, gen).Scan(&n); err != nil {
+				return fmt.Errorf("inserts of earlier generations: %w", err)
+			}
+			open += n
+		}
+		if open == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			p.log.Warn("inserts of an earlier generation still run; reading the high-water marks anyway", "inserts", open, "waited", earlierInsertsWait)
+			return nil
+		}
+		p.log.Info("waiting for inserts of an earlier generation to end before reading the high-water marks", "inserts", open)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // The processor's consumer-group session and lease: why a paused instance stores nothing its
@@ -896,6 +949,9 @@ func (p *Processor) retry(ctx context.Context, what string, fn func() error) err
 func (p *Processor) loadWithRetry(ctx context.Context, parts []int) (map[int]*partitionState, error) {
 	var state map[int]*partitionState
 	err := p.retry(ctx, "read high-water marks", func() error {
+		if err := p.awaitEarlierInserts(ctx); err != nil {
+			return err
+		}
 		var err error
 		state, err = loadState(ctx, p.conn, p.replicas(), p.db, parts)
 		if err != nil {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/google/uuid"
 
 	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/decision"
@@ -152,7 +151,7 @@ func (p *Processor) openEventsInsert(ctx context.Context, conn driver.Conn, inge
 	// processor paused between two chunks (SIGSTOP, a stalled host), ClickHouse ends the insert
 	// when no chunk came for this long, and keeps nothing of it.
 	settings["receive_timeout"] = int(insertIdle.Seconds())
-	id := uuid.NewString()
+	id := p.insertID()
 	ictx, cancel := p.insertContext(clickhouse.Context(ctx, clickhouse.WithSettings(settings), clickhouse.WithQueryID(id)))
 	b, err := conn.PrepareBatch(ictx, fmt.Sprintf(eventsInsertSQL, p.db))
 	if err != nil {
@@ -353,6 +352,8 @@ func insertRejections(ctx context.Context, conn driver.Conn, db string, rs []rej
 			return err
 		}
 		if err := b.Flush(); err != nil {
+			giveUp() // part of the rows may have reached the server
+			_ = b.Abort()
 			return err
 		}
 		if err := fence(); err != nil {
