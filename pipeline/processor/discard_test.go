@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -57,4 +58,14 @@ func TestDiscarderFindsTheInsertByItsQueryPacket(t *testing.T) {
 		t.Fatal("discard found an insert that had ended")
 	}
 	_ = c2.Close()
+}
+
+// The argument above leaseFor and sessionTimeout, as arithmetic: a paused instance's last packet
+// is sent within leaseFor of an accepted heartbeat, the insert it belongs to is gone from the
+// server insertDropped later, and the coordinator hands the partitions on no sooner than
+// sessionTimeout after that heartbeat — with at least 3 s to spare.
+func TestSessionOutlastsLeaseAndIdleInsert(t *testing.T) {
+	if spare := sessionTimeout - leaseFor - insertDropped; spare < 3*time.Second {
+		t.Fatalf("session %v leaves %v after lease %v and an idle insert's %v, want ≥ 3s", sessionTimeout, spare, leaseFor, insertDropped)
+	}
 }

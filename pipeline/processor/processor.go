@@ -58,6 +58,7 @@ type Processor struct {
 	// lease is the current generation's (runGeneration): no packet without it (fence).
 	lease *group.Lease
 	gen   int32 // the current generation's id, the first 8 hex digits of its inserts' query ids
+	debug bool  // the log takes debug records (batch offsets)
 	// closing counts abandoned inserts left idle until ClickHouse drops them (abort): Run
 	// waits for them, since the process's exit would close them early, and 18.16 would store
 	// what they received.
@@ -127,6 +128,7 @@ func New(cfg config.Config, d Deps) *Processor {
 		deleted: &deletions{load: d.Cache.Tombstones},
 		shards:  d.Shards,
 		disc:    d.discarder,
+		debug:   d.Log != nil && d.Log.Enabled(context.Background(), slog.LevelDebug),
 		rawCopy: d.RawCopy,
 	}
 }
@@ -631,6 +633,9 @@ func (p *Processor) stream(ctx context.Context, chunks <-chan *decided, batches 
 			p.m.stage.WithLabelValues("send_events").Observe(time.Since(mark).Seconds())
 		}
 		for _, r := range c.rows {
+			if !p.debug {
+				break // the spans are for the debug log only: no per-row work on the hot path
+			}
 			sp, ok := b.span[r.partition]
 			if !ok {
 				sp = [2]int64{r.offset, r.offset}
