@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -146,11 +148,49 @@ type Opened interface {
 
 // OpenAndRun is what 'shukei <role>' does: it opens the role with open (the role package's
 // Open), runs it until ctx ends and closes it.
+//
+// Opening reads from ClickHouse (the registry, the cluster's layout) after it answered a
+// ping; a server killed or restarted in between drops the connection mid-answer. Such an
+// open is tried again, backing off to 5 s, until ctx ends, as AwaitClickHouse waits for a
+// server away at the start: a role started beside a restarting server waits for it instead
+// of exiting. An open refused by a server that answered (an exception, a missing table) or
+// by the configuration is not retried.
 func OpenAndRun[R Opened](ctx context.Context, cfg config.Config, log *slog.Logger, open func(context.Context, config.Config, *slog.Logger) (R, error)) error {
-	r, err := open(ctx, cfg, log)
-	if err != nil {
-		return err
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	defer r.Close()
-	return r.Run(ctx)
+	wait := 250 * time.Millisecond
+	for {
+		r, err := open(ctx, cfg, log)
+		if err == nil {
+			defer r.Close()
+			return r.Run(ctx)
+		}
+		if !Unreachable(err) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("a service dropped the connection while the role was starting; starting again", "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// Unreachable reports whether err says a server could not be reached or dropped the
+// connection (refused, reset, closed in the middle of an answer, timed out) rather than
+// answered with an error of its own: what is worth trying again once it is back.
+func Unreachable(err error) bool {
+	var exc *clickhouse.Exception
+	switch {
+	case err == nil, errors.As(err, &exc), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
 }

@@ -3,13 +3,17 @@ package ops
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/shukei/shukei/config"
 )
@@ -139,5 +143,64 @@ func TestOpenAndRunRunsThenCloses(t *testing.T) {
 	open = func(context.Context, config.Config, *slog.Logger) (*fakeRole, error) { return nil, refused }
 	if err := OpenAndRun(context.Background(), config.Default(), nil, open); err != refused {
 		t.Fatalf("err %v, want Open's", err)
+	}
+}
+
+func TestOpenAndRunRetriesAnOpenCutByTheServer(t *testing.T) {
+	// What clickhouse-go returns when the server is killed between the ping and the first
+	// answer of a role's start-up read.
+	dropped := fmt.Errorf("read tenant registry: %w", fmt.Errorf("query processing: failed to read first block packet from 127.0.0.1:19100 (conn_id=1): %w", fmt.Errorf("read: %w", io.EOF)))
+	r := &fakeRole{}
+	tries := 0
+	open := func(context.Context, config.Config, *slog.Logger) (*fakeRole, error) {
+		tries++
+		if tries < 3 {
+			return nil, dropped
+		}
+		return r, nil
+	}
+	if err := OpenAndRun(context.Background(), config.Default(), nil, open); err != nil || tries != 3 || !r.ran || !r.closed {
+		t.Fatalf("err %v after %d opens (ran %v, closed %v): want the third open run", err, tries, r.ran, r.closed)
+	}
+
+	// A server that answered with an error, or a refused configuration, is not asked again.
+	for _, refused := range []error{
+		fmt.Errorf("read tenant registry: %w", &clickhouse.Exception{Code: 60, Message: "Table t_registry.tenants doesn't exist"}),
+		errors.New("set clickhouse.role_key_file"),
+	} {
+		tries = 0
+		open = func(context.Context, config.Config, *slog.Logger) (*fakeRole, error) { tries++; return nil, refused }
+		if err := OpenAndRun(context.Background(), config.Default(), nil, open); err != refused || tries != 1 {
+			t.Errorf("%v: err %v after %d opens, want it returned after one", refused, err, tries)
+		}
+	}
+
+	// Nor is anything once the role is asked to stop.
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	tries = 0
+	open = func(context.Context, config.Config, *slog.Logger) (*fakeRole, error) { tries++; return nil, dropped }
+	if err := OpenAndRun(ctx, config.Default(), nil, open); !errors.Is(err, io.EOF) || tries < 2 || tries > 4 {
+		t.Errorf("err %v after %d opens: want the last open's error once ctx ends, after 2 to 4 opens (250 ms, then 500 ms apart)", err, tries)
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{io.EOF, true},
+		{fmt.Errorf("x: %w", syscall.ECONNREFUSED), true},
+		{&net.OpError{Op: "dial", Err: syscall.ECONNRESET}, true},
+		{fmt.Errorf("write: %w", syscall.EPIPE), true},
+		{fmt.Errorf("x: %w", context.Canceled), false},
+		{&clickhouse.Exception{Code: 516, Message: "Authentication failed"}, false},
+		{errors.New("no such tenant"), false},
+	} {
+		if got := Unreachable(c.err); got != c.want {
+			t.Errorf("Unreachable(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }
