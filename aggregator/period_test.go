@@ -2,8 +2,11 @@ package aggregator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -549,17 +552,32 @@ func cellDeltaPrime(t *testing.T, p *Plan, m *Metric, a, b [][]byte, low int64, 
 	claimed = p.params(m).Epsilon / float64(m.L0)
 	sd := noiseSD(p, m)
 	const width = 8
+	// The draws are independent; they are spread over every CPU, each worker drawing a stride.
 	draw := func(states [][]byte, lo int64) []int64 {
 		out := make([]int64, n)
-		for i := range out {
-			r, err := p.releaseCell(m, states)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[i] = -1
-			if r.Value >= lo {
-				out[i] = (r.Value - lo) / width
-			}
+		workers := runtime.GOMAXPROCS(0)
+		errs := make([]error, workers)
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < n; i += workers {
+					r, err := p.releaseCell(m, states)
+					if err != nil {
+						errs[w] = err
+						return
+					}
+					out[i] = -1
+					if r.Value >= lo {
+						out[i] = (r.Value - lo) / width
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
 		}
 		return out
 	}

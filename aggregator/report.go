@@ -3,12 +3,16 @@ package aggregator
 import (
 	"cmp"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -200,11 +204,11 @@ func measure(plan *Plan, w Window, rows []TenantRow, tr *truth, minTenants, reps
 	for _, m := range plan.Metrics {
 		st[m.Name] = &stats{}
 	}
-	for range reps {
-		rs, _, err := plan.Release(partials)
-		if err != nil {
-			return nil, err
-		}
+	draws, err := drawReleases(plan, partials, reps)
+	if err != nil {
+		return nil, err
+	}
+	for _, rs := range draws {
 		got := map[string]Released{}
 		for _, r := range rs {
 			got[r.Metric+"/"+cellKey(r.DimValues)] = r
@@ -259,6 +263,27 @@ func measure(plan *Plan, w Window, rows []TenantRow, tr *truth, minTenants, reps
 		out = append(out, row)
 	}
 	return out, nil
+}
+
+// drawReleases draws the release of partials reps times, on every CPU: each draw is
+// independent (fresh noise from the DP library's secure source), and the draws are returned in
+// order, so what is measured of them does not depend on how they were scheduled.
+func drawReleases(plan *Plan, partials []Partial, reps int) ([][]Released, error) {
+	out := make([][]Released, reps)
+	errs := make([]error, reps)
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), reps) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < reps; i = int(next.Add(1) - 1) {
+				out[i], _, errs[i] = plan.Release(partials)
+			}
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
 }
 
 // topSpearman ranks the features by their released total over the metric's other dimension,

@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"os"
 	"strings"
@@ -10,6 +11,9 @@ import (
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/loadgen/population"
+	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/policy"
+	"github.com/shukei/shukei/registry"
 )
 
 func TestSpearman(t *testing.T) {
@@ -117,5 +121,55 @@ func TestPrintUtility(t *testing.T) {
 	month := time.Now().UTC().AddDate(0, -1, 0).Format("2006-01")
 	if !strings.Contains(b.String(), "Utility of the external_aggregate releases at ε=1 per metric release") || !strings.Contains(b.String(), "month "+month) {
 		t.Fatalf("the report of last month (%s) at ε=1:\n%s", month, b.String())
+	}
+}
+
+// The utility report draws its releases on every CPU (drawReleases): under -race this shows
+// the release path shares nothing mutable between draws, and the draws come back complete, in
+// order, with independent noise.
+func TestDrawReleasesConcurrently(t *testing.T) {
+	p := mustPlan(t, catalogueConfig())
+	pop := population.New(60, 1, "t")
+	w := WindowOf(time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC), 24*time.Hour)
+	tenants := map[string]*registry.Tenant{}
+	for i := range pop.Tenants {
+		tenants[pop.Tenants[i].ID] = &pop.Tenants[i].Tenant
+	}
+	acc := p.NewAcc(w)
+	var off int64
+	for _, ev := range pop.Day(w.Start) {
+		tg := decision.Tagged{Event: ev, Tenant: tenants[ev.TenantID], Purposes: uint16(policy.AllPurposes), Pseudonym: fakePseudonym(ev.TenantID, ev.User)}
+		acc.Add(&tg, off)
+		off++
+	}
+	partials, err := acc.Partials([]byte("test-key"))
+	if err != nil || len(partials) == 0 {
+		t.Fatalf("%d partials (%v)", len(partials), err)
+	}
+	const reps = 8
+	draws, err := drawReleases(p, partials, reps)
+	if err != nil || len(draws) != reps {
+		t.Fatalf("%d draws (%v), want %d", len(draws), err, reps)
+	}
+	cells := func(rs []Released) string {
+		var b strings.Builder
+		for _, r := range rs {
+			fmt.Fprintf(&b, "%s/%s ", r.Metric, cellKey(r.DimValues))
+		}
+		return b.String()
+	}
+	values := map[string]bool{}
+	for i, rs := range draws {
+		if len(rs) == 0 || cells(rs) != cells(draws[0]) {
+			t.Fatalf("draw %d released %d cells, not the catalogue's cells of draw 0", i, len(rs))
+		}
+		var b strings.Builder
+		for _, r := range rs {
+			fmt.Fprintf(&b, "%d ", r.Value)
+		}
+		values[b.String()] = true
+	}
+	if len(values) != reps {
+		t.Errorf("%d distinct draws of %d: the noise is not drawn afresh for each", len(values), reps)
 	}
 }
