@@ -188,6 +188,9 @@ func TestAddRowsCapsUsersAtLInf(t *testing.T) {
 // noise of scale b and truth t, E[max(0, t+N)] − t = (b/2)·e^(−t/b); the clamped interval covers
 // the truth exactly as often as the unclamped one.
 func TestNonNegativeBias(t *testing.T) {
+	if raceDetector {
+		t.Skip("statistical, one goroutine: make test runs it without -race")
+	}
 	const n = 40000
 	p := dp.Params{Epsilon: 1, L0: 4, LInf: 1, Mechanism: dp.Laplace}
 	b := float64(p.L0*p.LInf) / p.Epsilon

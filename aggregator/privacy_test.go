@@ -93,6 +93,9 @@ func heavyTenant(n int) func(add func(*decision.Tagged)) {
 // value of at most L0 cells of each metric, each by at most LInf; every other cell is exactly
 // the same, because the other tenants' sampling does not depend on it.
 func TestOneTenantMovesACellByAtMostLInf(t *testing.T) {
+	if raceDetector {
+		t.Skip("statistical, one goroutine: make test runs it without -race")
+	}
 	p := mustPlan(t, catalogueConfig())
 	pop := population.New(200, 3, "t")
 	without := boundedValues(partialsOf(t, p, pop, nil))
@@ -131,6 +134,9 @@ func TestOneTenantMovesACellByAtMostLInf(t *testing.T) {
 // a released cell with and without the heavy tenant is within [0, LInf] up to the noise's
 // sampling error.
 func TestReleasedCellMovesByAtMostLInfPlusNoise(t *testing.T) {
+	if raceDetector {
+		t.Skip("statistical, one goroutine: make test runs it without -race")
+	}
 	p := mustPlan(t, catalogueConfig())
 	pop := population.New(200, 3, "t")
 	a := partialsOf(t, p, pop, heavyTenant(100_000))

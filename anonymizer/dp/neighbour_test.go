@@ -13,6 +13,9 @@ import (
 // give δ′ > δ + slack with the same estimator — so the test can fail, and does for a
 // mechanism that is under-noised by a factor the real one would be accused of.
 func TestNeighbouringDatasets(t *testing.T) {
+	if raceDetector {
+		t.Skip("statistical, draws noise only: make test runs it without -race")
+	}
 	const nA = 30_000     // dataset A draws for the real mechanism (B: the cached 100,000)
 	const nUnder = 10_000 // per dataset for the under-noised mechanism
 	for _, claimed := range []Params{laplaceCount, gaussianCount} {

@@ -66,6 +66,9 @@ func cachedDraws(p Params) func(testing.TB) []Release {
 // and LInf > 1 so that a sensitivity computed from the wrong field (×3, ×4 in variance)
 // fails.
 func TestNoiseMeanAndVariance(t *testing.T) {
+	if raceDetector {
+		t.Skip("statistical, draws noise only: make test runs it without -race")
+	}
 	cases := []struct {
 		name    string
 		newCell func(Params) (*Cell, error)
