@@ -131,7 +131,7 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 	if d.K > 0 {
 		sealer = newSealer(d.Conn, d.Database, rlog, d.K, cfg.Aggregator.SealAfter, d.Registry, d.Log, time.Now).ReadMartsWith(d.Marts).onCluster(cfg.ClickHouse.Cluster)
 	}
-	return &Aggregator{
+	a := &Aggregator{
 		sealer:     sealer,
 		cfg:        cfg.Aggregator,
 		kcfg:       cfg.Kafka,
@@ -153,7 +153,9 @@ func New(cfg config.Config, d Deps) (*Aggregator, error) {
 		m:          newMetrics(d.Registry),
 		now:        now,
 		refused:    map[spanKey]bool{},
-	}, nil
+	}
+	st.keep = a.withoutDeleted
+	return a, nil
 }
 
 // YearBudgetOf is external_aggregate's rolling-year budget under configuration c, given its
@@ -406,11 +408,7 @@ func (a *Aggregator) maybeClose(ctx context.Context, gen *kafka.Generation, st *
 	pr := progress{closed: through, resume: resume, high: max(st.next, st.high)}
 	now := a.now().UTC().Truncate(time.Second)
 	if err := a.retry(ctx, "store partials", func() error {
-		kept, err := a.withoutDeleted(ctx, closed)
-		if err != nil {
-			return err
-		}
-		return a.store.writeClose(ctx, st.id, kept, pr, now)
+		return a.store.writeClose(ctx, st.id, closed, pr, now) // without the deleted tenants (store.keep)
 	}); err != nil {
 		return err
 	}
@@ -808,10 +806,10 @@ func (a *Aggregator) retry(ctx context.Context, what string, fn func() error) er
 }
 
 // withoutDeleted drops the tenant rows of tenants deleted, or being deleted, since their
-// window's events were read: the tombstones are read afresh just before the close is written,
-// so a tenant whose deletion began meanwhile leaves no raw material for the weeks and months
-// released afterwards (promise 8). What a close written in the instant after that read brings
-// anyway, retention's sweep removes.
+// window's events were read: the tombstones are read afresh once the close's insert is open
+// on the server (store.writeClose), so a tenant whose deletion began meanwhile leaves no raw
+// material for the weeks and months released afterwards (promise 8); a deletion this read
+// misses waits for that insert before it deletes.
 func (a *Aggregator) withoutDeleted(ctx context.Context, closed []closedWindow) ([]closedWindow, error) {
 	rows := false
 	for _, c := range closed {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/uuid"
 )
@@ -33,7 +34,16 @@ type store struct {
 	plan string // the base plan's hash: every partial, tenant row and progress row carries it
 	// plans are the hashes of every kind of release (base windows, weeks, months).
 	plans []string
+	// keep, when set, filters what a close writes once its insert is open on the server
+	// (writeClose): the aggregator drops the tenants deleted meanwhile.
+	keep func(context.Context, []closedWindow) ([]closedWindow, error)
 }
+
+// closeIdle is how long ClickHouse waits for the data of an open close insert (its
+// receive_timeout) before it ends the insert and keeps nothing of it; an instance paused for
+// longer between its check of the deleted tenants and its data has its insert dropped. 10 s,
+// as the processor's inserts (ClickHouse 18.16 checks it once per 10 s).
+const closeIdle = 10 * time.Second
 
 func intList(parts []int) string {
 	s := make([]string, len(parts))
@@ -75,9 +85,21 @@ func (s *store) writeClose(ctx context.Context, part int, closed []closedWindow,
 	if err != nil {
 		return err
 	}
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.db+"_aggregator.aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id, tenant_id, events, users)")
+	ictx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"receive_timeout": int(closeIdle.Seconds())}))
+	b, err := s.conn.PrepareBatch(ictx, "INSERT INTO "+s.db+"_aggregator.aggregate_state (kind, plan_hash, partition, window_start, window_end, metric, cell, tenants, state, closed_through, resume_offset, high_offset, at, close_id, tenant_id, events, users)")
 	if err != nil {
 		return err
+	}
+	// The insert is open on the server from here (it shows in system.processes). What it will
+	// hold is decided only now: a tenant deleted before this check is left out; a deletion
+	// whose tombstone this check missed began after the insert opened, and waits for it to end
+	// before it deletes (promise 8), whether it is sent at once, after a pause (dropped by the
+	// server past closeIdle: nothing kept, the close is retried) or never.
+	if s.keep != nil {
+		if closed, err = s.keep(ctx, closed); err != nil {
+			_ = b.Abort() // no data sent: nothing to keep
+			return err
+		}
 	}
 	id := uuid.NewString()
 	none := []uint64{}

@@ -348,16 +348,41 @@ func (k *Keeper) tombstoneEverywhere(ctx context.Context, stone string) error {
 // waitCommitWindow waits until every batch a processor decided before the tombstones has been
 // stored or abandoned (the processor checks its tenants against the tombstones before each
 // packet it sends): deleting before would leave the rows that land afterwards.
+//
+// Then it waits until no server runs an insert into the Shukei databases that it received
+// before the tombstones were visible everywhere (now, when it is called): a writer reads the
+// tombstones only once its insert is open on the server (the processor before each packet,
+// the aggregator's close once its insert is open), so an insert whose check missed a
+// tombstone was opened before it, and ends — written, or dropped by the server with nothing
+// kept — before this deletion deletes anything. A writer paused between its check and its
+// data, for however long, cannot bring a row afterwards (promise 8).
 func (k *Keeper) waitCommitWindow(ctx context.Context) error {
-	if k.tombstoneKey == nil || k.commitWindow <= 0 {
+	if k.tombstoneKey == nil {
 		return nil
 	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(k.commitWindow):
-		return nil
+	visible := time.Now()
+	if k.commitWindow > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(k.commitWindow):
+		}
 	}
+	return k.awaitInsertsOpenedBefore(ctx, visible)
+}
+
+// awaitInsertsOpenedBefore waits, on every replica and for at most replicaWait, until no
+// insert into the keeper's databases that the server received before t is running.
+func (k *Keeper) awaitInsertsOpenedBefore(ctx context.Context, t time.Time) error {
+	q := "SELECT count() FROM system.processes WHERE (startsWith(query, 'INSERT INTO " + k.db + ".') OR startsWith(query, 'INSERT INTO " + k.db + "_')) AND elapsed >= ?"
+	return k.onEveryReplica(ctx, "the inserts opened before the tombstones ended", func(ctx context.Context, r driver.Conn) (bool, error) {
+		// A second's margin for the clocks and the rounding: an insert opened just after t
+		// is waited for too, which is safe.
+		since := max(0, time.Since(t).Seconds()-1)
+		var n uint64
+		err := r.QueryRow(ctx, q, since).Scan(&n)
+		return n == 0, err
+	})
 }
 
 // finishDeletion deletes every row of the tenant, waits for ClickHouse, verifies nothing is
