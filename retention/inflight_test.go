@@ -2,6 +2,7 @@ package retention_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -11,8 +12,11 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
+	"github.com/shukei/shukei/audit"
+	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/migrations"
+	"github.com/shukei/shukei/registry"
 	"github.com/shukei/shukei/retention"
 )
 
@@ -80,4 +84,69 @@ func TestDeletionWaitsForInsertsOpenedBeforeIt(t *testing.T) {
 	if n != 0 {
 		t.Errorf("%d rows of the deleted tenant in aggregate_state after 'tenants delete' returned", n)
 	}
+}
+
+// Other databases come and go on the same server (another deployment's tests, a dropped
+// stack): listing the tables that hold tenant rows — which every deletion, verification and
+// sweep does — is not failed by a table dropped elsewhere while it reads the catalogue.
+func TestTenantTablesIgnoreOtherDatabasesDroppedMeanwhile(t *testing.T) {
+	conn, cfg := servicetest.ClickHouse(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := cfg.ClickHouse.Database
+	if _, err := migrations.Apply(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	k := retention.New(config.Config{}, retention.Deps{Conn: conn, Database: db, Registry: registry.New(conn, db, nil), Audit: audit.New(conn, db)})
+	want, err := k.TenantTables(ctx)
+	if err != nil || len(want) < 10 {
+		t.Fatalf("%d tables (%v)", len(want), err)
+	}
+	// Three writers create databases of ten tables each, rename the tables into a second
+	// database (as migrations move tables between databases) and drop both.
+	other := "zz_churn_" + strings.ReplaceAll(servicetest.Name(t, ""), ".", "_")
+	stop := make(chan struct{})
+	churned := make(chan int, 3)
+	for w := range 3 {
+		go func() {
+			n := 0
+			defer func() { churned <- n }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				a, b := fmt.Sprintf("%s_%d_a", other, w), fmt.Sprintf("%s_%d_b", other, w)
+				qs := []string{"CREATE DATABASE IF NOT EXISTS " + a, "CREATE DATABASE IF NOT EXISTS " + b}
+				for i := range 10 {
+					qs = append(qs, fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s.t%d (tenant_id String, x UInt8) ENGINE = MergeTree ORDER BY tenant_id", a, i))
+				}
+				for i := range 10 {
+					qs = append(qs, fmt.Sprintf("RENAME TABLE %s.t%d TO %s.t%d", a, i, b, i))
+				}
+				qs = append(qs, "DROP DATABASE IF EXISTS "+a, "DROP DATABASE IF EXISTS "+b)
+				for _, q := range qs {
+					if err := conn.Exec(ctx, q); err != nil {
+						t.Errorf("churn: %s: %v", q, err)
+						return
+					}
+				}
+				n++
+			}
+		}()
+	}
+	for i := range 200 {
+		got, err := k.TenantTables(ctx)
+		if err != nil {
+			t.Errorf("listing %d, beside drops of other databases: %v", i, err)
+			break
+		}
+		if len(got) != len(want) {
+			t.Errorf("listing %d: %d tables, want %d", i, len(got), len(want))
+			break
+		}
+	}
+	close(stop)
+	t.Logf("%d rounds of other databases created, renamed into and dropped meanwhile", <-churned+<-churned+<-churned)
 }

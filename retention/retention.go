@@ -13,12 +13,14 @@ package retention
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/aggregator"
@@ -110,30 +112,73 @@ func (t Table) String() string { return t.Database + "." + t.Name }
 // who read which tenant's data and of the deletion itself, a hash chain that a deletion would
 // break (promise 8 names it as the one exception).
 func (k *Keeper) TenantTables(ctx context.Context) ([]Table, error) {
-	rows, err := k.conn.Query(ctx, `
-SELECT c.database, c.table
-FROM system.columns AS c
-ANY INNER JOIN (SELECT database, name AS table, engine FROM system.tables) AS t USING (database, table)
-WHERE c.name = 'tenant_id' AND (c.database = ? OR startsWith(c.database, ?)) AND t.engine NOT IN ('View', 'MaterializedView', 'Distributed')
-  AND NOT (c.database = ? AND c.table = 'audit_log')
-ORDER BY c.database, c.table`, k.db, k.db+"_", databases.Audit(k.db))
+	// Each system table is read with the databases filtered in its own WHERE, which ClickHouse
+	// applies before it opens any table: read unfiltered (a join's WHERE comes after), 18.16
+	// opens every table of every database, and one dropped meanwhile by someone else fails the
+	// read (code 60). A table dropped between the two reads is left out; one of another
+	// database dropped during a read is tried again.
+	var out []Table
+	err := retryDropped(ctx, func() error {
+		out = nil
+		views := map[Table]bool{}
+		rows, err := k.conn.Query(ctx, "SELECT database, name FROM system.tables WHERE (database = ? OR startsWith(database, ?)) AND engine IN ('View', 'MaterializedView', 'Distributed')", k.db, k.db+"_")
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var t Table
+			if err := rows.Scan(&t.Database, &t.Name); err != nil {
+				rows.Close()
+				return err
+			}
+			views[t] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows, err = k.conn.Query(ctx, "SELECT database, table FROM system.columns WHERE (database = ? OR startsWith(database, ?)) AND name = 'tenant_id' AND NOT (database = ? AND table = 'audit_log') ORDER BY database, table",
+			k.db, k.db+"_", databases.Audit(k.db))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var t Table
+			if err := rows.Scan(&t.Database, &t.Name); err != nil {
+				return err
+			}
+			if views[t] {
+				continue
+			}
+			if t.Sharded, err = migrations.Sharded(k.db, t.Database, t.Name); err != nil {
+				return err
+			}
+			out = append(out, t)
+		}
+		return rows.Err()
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list the tables with tenant rows: %w", err)
 	}
-	defer rows.Close()
-	var out []Table
-	for rows.Next() {
-		var t Table
-		if err := rows.Scan(&t.Database, &t.Name); err != nil {
-			return nil, err
+	return out, nil
+}
+
+// retryDropped runs f again, up to three times, while it fails because a table or database
+// it did not ask for was dropped while ClickHouse listed it (codes 60 and 81).
+func retryDropped(ctx context.Context, f func() error) error {
+	for i := 0; ; i++ {
+		err := f()
+		var exc *clickhouse.Exception
+		if err == nil || i == 3 || !errors.As(err, &exc) || (exc.Code != 60 && exc.Code != 81) {
+			return err
 		}
-		var err error
-		if t.Sharded, err = migrations.Sharded(k.db, t.Database, t.Name); err != nil {
-			return nil, err
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
 		}
-		out = append(out, t)
 	}
-	return out, rows.Err()
 }
 
 // Count is what is left of a tenant in one table.
