@@ -6,12 +6,16 @@ package group
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"syscall"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/shukei/shukei/ops"
 )
 
 // Config names the group and its topic.
@@ -170,13 +174,26 @@ func ErrText(err error) string {
 	return s
 }
 
+// retryStale runs fn, and again at once, up to three more times, while it fails on a
+// connection the server dropped (EOF, reset) rather than one it refused: after a server
+// restarted, a pool still holds connections to its old process, each failing once before it
+// is discarded, and backing off on each (doubling up to the maximum) would keep a role idle
+// long after the server is back. A refused dial (the server still down) is backed off at once.
+func retryStale(fn func() error) error {
+	err := fn()
+	for i := 0; i < 3 && ops.Unreachable(err) && !errors.Is(err, syscall.ECONNREFUSED); i++ {
+		err = fn()
+	}
+	return err
+}
+
 // Retry runs fn until it succeeds or ctx ends, calling failed after each failure and waiting
 // with backoff before the next attempt: backpressure, not loss. It returns nil on success and
 // ctx's error when ctx ended first.
 func Retry(ctx context.Context, maxWait time.Duration, fn func() error, failed func(err error)) error {
 	b := NewBackoff(maxWait)
 	for {
-		err := fn()
+		err := retryStale(fn)
 		if err == nil {
 			return nil
 		}

@@ -20,7 +20,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -32,7 +31,6 @@ import (
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/event"
-	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/group"
 	"github.com/shukei/shukei/registry"
@@ -942,27 +940,13 @@ const CommitWindow = insertDropped + fenceFresh + 5*time.Second
 // retry runs fn until it succeeds or ctx ends, backing off exponentially: backpressure, not
 // loss. While it retries, nothing is read or committed.
 func (p *Processor) retry(ctx context.Context, what string, fn func() error) error {
-	err := group.Retry(ctx, p.cfg.MaxBackoff, func() error { return retryStale(fn) }, func(err error) {
+	err := group.Retry(ctx, p.cfg.MaxBackoff, fn, func(err error) {
 		p.m.retrying.Set(1)
 		p.m.writeErrors.WithLabelValues(what).Inc()
 		p.log.Warn("write failed; backing off", "what", what, "err", group.ErrText(err))
 	})
 	if err == nil {
 		p.m.retrying.Set(0)
-	}
-	return err
-}
-
-// retryStale runs fn, and again at once, up to three more times, while it fails on a
-// connection the server dropped (EOF, reset) rather than one it refused: after a server
-// restarted, the pool still holds connections to its old process, each failing once before
-// it is discarded, and backing off on each (doubling up to max_backoff) would keep the
-// processor idle long after the server is back. A refused dial (the server still down) is
-// backed off at once.
-func retryStale(fn func() error) error {
-	err := fn()
-	for i := 0; i < 3 && ops.Unreachable(err) && !errors.Is(err, syscall.ECONNREFUSED); i++ {
-		err = fn()
 	}
 	return err
 }
