@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/ledger"
 	"github.com/shukei/shukei/event"
+	"github.com/shukei/shukei/internal/freeport"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/pipeline/decision"
@@ -181,12 +181,11 @@ func (p *atkProc) running() bool {
 
 func atkFreeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // atkStart starts an aggregator and waits until its /healthz answers.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shukei/shukei/internal/freeport"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/loadgen/population"
 )
@@ -60,12 +60,10 @@ func TestAggregatorSurvivesKills(t *testing.T) {
 	)
 	logs := &servicetest.Output{}
 	startOne := func() *exec.Cmd {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := freeport.Addr()
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := ln.Addr().String()
-		ln.Close()
 		cmd := exec.Command(bin, "aggregator")
 		cmd.Env = append(env, "SHUKEI_AGGREGATOR_LISTEN="+addr)
 		cmd.Stdout, cmd.Stderr = logs, logs

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -31,6 +30,7 @@ import (
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/demo"
+	"github.com/shukei/shukei/internal/freeport"
 	"github.com/shukei/shukei/loadgen"
 	"github.com/shukei/shukei/loadgen/population"
 	"github.com/shukei/shukei/migrations"
@@ -128,14 +128,7 @@ func (r *roleProc) stop() {
 	}
 }
 
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+func freeAddr() (string, error) { return freeport.Addr() }
 
 // startRole runs this binary as role with env, and waits for its /healthz.
 func startRole(ctx context.Context, role string, env []string, args ...string) (*roleProc, error) {

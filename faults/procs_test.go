@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shukei/shukei/internal/freeport"
 	"github.com/shukei/shukei/internal/servicetest"
 )
 
@@ -73,12 +74,11 @@ func (p *proc) exit() string {
 // restarts, as behind a load balancer or a service name).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // start starts a new instance and waits until /healthz answers.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/internal/freeport"
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/migrations"
 	"github.com/shukei/shukei/pipeline/collector"
@@ -556,12 +556,10 @@ func TestLoadgenThroughCollectorAndDirect(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	t.Setenv("SHUKEI_COLLECTOR_LISTEN", addr)
 	t.Setenv("SHUKEI_COLLECTOR_OPS_LISTEN", "127.0.0.1:0")
 	t.Setenv("SHUKEI_REGISTRY_REFRESH", "200ms")
