@@ -100,6 +100,7 @@ var pipelineMetrics = map[string]metric{
 	"shukei_budget_epsilon_remaining":          {"gauge", []string{"purpose"}},
 	"shukei_aggregator_release_refusals_total": {"counter", []string{"purpose", "reason"}},
 	"shukei_aggregator_late_events_total":      {"counter", nil},
+	"shukei_processor_marts_unrepaired_total":  {"counter", nil},
 	// Prometheus's own, one series per scrape target.
 	"up": {"gauge", nil},
 }
@@ -109,7 +110,7 @@ var pipelineMetrics = map[string]metric{
 var targetLabels = []string{"job", "instance", "role"}
 
 // requiredAlerts must exist in rules.yml.
-var requiredAlerts = []string{"ShukeiConsumerLagHigh", "ShukeiDLQRateHigh", "ShukeiInsertErrors", "ShukeiPrivacyBudgetLow", "ShukeiReleaseRefused", "ShukeiAuditWriteFailing"}
+var requiredAlerts = []string{"ShukeiConsumerLagHigh", "ShukeiDLQRateHigh", "ShukeiInsertErrors", "ShukeiPrivacyBudgetLow", "ShukeiReleaseRefused", "ShukeiAuditWriteFailing", "ShukeiMartUnrepaired"}
 
 // (a) Compose itself accepts each file.
 // Grafana has no default admin password: without GRAFANA_ADMIN_PASSWORD Compose refuses.

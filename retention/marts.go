@@ -4,16 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"regexp"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/shukei/shukei/config"
 	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/ops"
+	"github.com/shukei/shukei/pipeline/marts"
 	"github.com/shukei/shukei/pipeline/processor"
 )
 
@@ -59,102 +59,35 @@ func RebuildMarts(ctx context.Context, out io.Writer, cfg config.Config, since, 
 	return nil
 }
 
-var (
-	viewTarget = regexp.MustCompile(`(?s)^CREATE MATERIALIZED VIEW \S+ TO ([a-z0-9_]+\.[a-z0-9_]+)\b.*?\sAS (SELECT\s.*)$`)
-	fromEvents = func(db string) *regexp.Regexp {
-		return regexp.MustCompile(`\bFROM\s+` + regexp.QuoteMeta(db) + `\.events\b`)
-	}
-)
-
 // rebuildShard rebuilds on one shard the marts filled by views over db.events, for the dates
 // [from, to): deleted there (waiting for every replica), then filled again by each view's
-// SELECT over the events of those dates.
+// SELECT over the events of those dates. The inserts are not deduplicated: on a replicated
+// mart ClickHouse drops a block equal to one inserted before (a rebuild of unchanged weeks run
+// twice would otherwise leave them empty).
 func rebuildShard(ctx context.Context, s processor.Shard, db string, from, to time.Time) (int, error) {
-	rows, err := s.Write.Query(ctx, "SELECT concat(database, '.', name) FROM system.tables WHERE engine = 'MaterializedView' AND (database = ? OR startsWith(database, ?)) ORDER BY database, name", db, db+"_")
+	all, err := marts.List(ctx, s.Write, db)
 	if err != nil {
 		return 0, err
 	}
-	var views []string
-	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			rows.Close()
-			return 0, err
+	for _, m := range all {
+		if err := s.Write.Exec(ctx, "ALTER TABLE "+m.Table+" DELETE WHERE "+m.Dated(from, to)); err != nil {
+			return 0, fmt.Errorf("delete the rows of %s: %w", m.Table, err)
 		}
-		views = append(views, v)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
-	day := func(t time.Time) string { return "toDate('" + t.Format(time.DateOnly) + "')" }
-	over := fromEvents(db)
-	events := "FROM (SELECT * FROM " + db + ".events WHERE toDate(occurred_at) >= " + day(from) + " AND toDate(occurred_at) < " + day(to) + ")"
-	type mart struct{ target, sel string }
-	var marts []mart
-	for _, v := range views {
-		var create string
-		if err := s.Write.QueryRow(ctx, "SHOW CREATE TABLE "+v).Scan(&create); err != nil {
-			return 0, fmt.Errorf("the definition of %s: %w", v, err)
-		}
-		m := viewTarget.FindStringSubmatch(strings.TrimSpace(create))
-		if m == nil || !over.MatchString(m[2]) {
-			continue // not a view of the event store
-		}
-		marts = append(marts, mart{target: m[1], sel: over.ReplaceAllLiteralString(m[2], events)})
-	}
-	var targets []string
-	for _, m := range marts {
-		col, err := timeColumn(ctx, s.Write, m.target)
-		if err != nil {
-			return 0, err
-		}
-		cond := col + " >= " + day(from) + " AND " + col + " < " + day(to)
-		if col == "occurred_at" {
-			cond = "toDate(occurred_at) >= " + day(from) + " AND toDate(occurred_at) < " + day(to)
-		}
-		if err := s.Write.Exec(ctx, "ALTER TABLE "+m.target+" DELETE WHERE "+cond); err != nil {
-			return 0, fmt.Errorf("delete the rows of %s: %w", m.target, err)
-		}
-		targets = append(targets, m.target)
 	}
 	for _, r := range s.Replicas {
-		for _, t := range targets {
-			if err := mutationsDone(ctx, r, t); err != nil {
+		for _, m := range all {
+			if err := mutationsDone(ctx, r, m.Table); err != nil {
 				return 0, err
 			}
 		}
 	}
-	for _, m := range marts {
-		if err := s.Write.Exec(ctx, "INSERT INTO "+m.target+" "+m.sel); err != nil {
-			return 0, fmt.Errorf("re-derive %s: %w", m.target, err)
+	insert := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplicate": 0}))
+	for _, m := range all {
+		if err := s.Write.Exec(insert, "INSERT INTO "+m.Table+" ("+strings.Join(m.Columns, ", ")+") SELECT "+strings.Join(m.Columns, ", ")+" FROM ("+m.Over(marts.EventsDated(from, to))+")"); err != nil {
+			return 0, fmt.Errorf("re-derive %s: %w", m.Table, err)
 		}
 	}
-	return len(marts), nil
-}
-
-// timeColumn is the column a mart's rows are dated by: day, week or occurred_at.
-func timeColumn(ctx context.Context, conn driver.Conn, table string) (string, error) {
-	database, name, _ := strings.Cut(table, ".")
-	rows, err := conn.Query(ctx, "SELECT name FROM system.columns WHERE database = ? AND table = ?", database, name)
-	if err != nil {
-		return "", err
-	}
-	defer rows.Close()
-	var cols []string
-	for rows.Next() {
-		var c string
-		if err := rows.Scan(&c); err != nil {
-			return "", err
-		}
-		cols = append(cols, c)
-	}
-	for _, c := range []string{"day", "week", "occurred_at"} {
-		if slices.Contains(cols, c) {
-			return c, nil
-		}
-	}
-	return "", fmt.Errorf("%s has no day, week or occurred_at column", table)
+	return len(all), nil
 }
 
 // mutationsDone waits until table has no pending mutation on conn.

@@ -4,20 +4,22 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // metrics never carry a tenant label.
 type metrics struct {
-	events       *prometheus.CounterVec
-	skipped      prometheus.Counter
-	batchSize    prometheus.Histogram
-	batchSeconds prometheus.Histogram
-	writeErrors  *prometheus.CounterVec
-	kafkaErrors  prometheus.Counter
-	retrying     prometheus.Gauge
-	assigned     prometheus.Gauge
-	committed    *prometheus.GaugeVec
-	dlq          *prometheus.CounterVec
-	lag          *prometheus.GaugeVec
-	stage        *prometheus.HistogramVec
-	fenced       prometheus.Counter
-	leaseExpired prometheus.Counter
+	events          *prometheus.CounterVec
+	skipped         prometheus.Counter
+	batchSize       prometheus.Histogram
+	batchSeconds    prometheus.Histogram
+	writeErrors     *prometheus.CounterVec
+	kafkaErrors     prometheus.Counter
+	retrying        prometheus.Gauge
+	assigned        prometheus.Gauge
+	committed       *prometheus.GaugeVec
+	dlq             *prometheus.CounterVec
+	lag             *prometheus.GaugeVec
+	stage           *prometheus.HistogramVec
+	fenced          prometheus.Counter
+	leaseExpired    prometheus.Counter
+	martsRepaired   prometheus.Counter
+	martsUnrepaired prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -68,6 +70,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shukei_processor_lease_refusals_total",
 			Help: "Packets to ClickHouse not sent because no heartbeat of the instance's generation was accepted recently enough (a paused or partitioned instance): its batch is abandoned.",
 		}),
+		martsRepaired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shukei_processor_marts_repaired_total",
+			Help: "Purpose-mart row keys a batch cut short had left without its rows, inserted again when the processor resumed.",
+		}),
+		martsUnrepaired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shukei_processor_marts_unrepaired_total",
+			Help: "Purpose-mart row keys found differing from the event store when the processor resumed after a batch cut short, in a way the cut batch does not explain: re-derive them with 'shukei retention rebuild-marts'.",
+		}),
 		committed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "shukei_processor_committed_offset",
 			Help: "Last committed offset by partition.",
@@ -86,6 +96,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, what := range []string{"insert events", "write DLQ", "insert rejections"} {
 		m.writeErrors.WithLabelValues(what)
 	}
-	reg.MustRegister(m.stage, m.events, m.skipped, m.batchSize, m.batchSeconds, m.writeErrors, m.kafkaErrors, m.retrying, m.fenced, m.leaseExpired, m.assigned, m.committed, m.lag, m.dlq)
+	reg.MustRegister(m.stage, m.events, m.skipped, m.batchSize, m.batchSeconds, m.writeErrors, m.kafkaErrors, m.retrying, m.fenced, m.leaseExpired, m.martsRepaired, m.martsUnrepaired, m.assigned, m.committed, m.lag, m.dlq)
 	return m
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/shukei/shukei/anonymizer/pseudonym"
 	"github.com/shukei/shukei/config"
+	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/event"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/group"
@@ -55,6 +56,8 @@ type Processor struct {
 	dedupe  *dedupe
 	deleted *deletions // the deleted tenants, for the fence
 	shards  []Shard    // where events go: one, conn, on a single server
+	// beforeRepairInsert, when set (tests), runs between repairMarts' last check and its insert.
+	beforeRepairInsert func()
 	// lease is the current generation's (runGeneration): no packet without it (fence).
 	lease *group.Lease
 	gen   int32 // the current generation's id, the first 8 hex digits of its inserts' query ids
@@ -859,8 +862,12 @@ const earlierInsertsWait = 2 * insertDropped
 // the server has not finished writing, a packet it has not read yet) lands before the marks
 // are read, not after. Past earlierInsertsWait it warns and goes on.
 func (p *Processor) awaitEarlierInserts(ctx context.Context) error {
-	q := "SELECT count() FROM system.processes WHERE match(query_id, '^[0-9a-f]{8}-') AND substring(query_id, 1, 8) < ? AND " +
-		"(startsWith(query, 'INSERT INTO " + p.db + ".events') OR startsWith(query, 'INSERT INTO " + p.db + ".rejections'))"
+	into := []string{"startsWith(query, 'INSERT INTO " + p.db + ".events')", "startsWith(query, 'INSERT INTO " + p.db + ".rejections')"}
+	for _, m := range databases.Marts { // repairMarts' inserts
+		into = append(into, "startsWith(query, 'INSERT INTO "+databases.Purpose(p.db, m)+".')")
+	}
+	q := "SELECT count() FROM system.processes WHERE match(query_id, '^[0-9a-f]{8}-') AND substring(query_id, 1, 8) < ? AND (" +
+		strings.Join(into, " OR ") + ")"
 	gen := fmt.Sprintf("%08x", uint32(p.gen))
 	deadline := time.Now().Add(earlierInsertsWait)
 	for {
@@ -966,10 +973,13 @@ func (p *Processor) loadWithRetry(ctx context.Context, parts []int) (map[int]*pa
 			if len(st.done) > 0 {
 				// A batch was cut after some of its events were stored. ClickHouse writes the
 				// event store before the views fill the marts, each on its own: a server that
-				// stopped in between kept the events without their marts' rows.
-				p.log.Warn("resuming after a batch cut short: its stored events are kept; if ClickHouse stopped during that insert, the purpose marts may lack them ('shukei retention rebuild-marts')",
+				// stopped in between kept the events without their marts' rows (repairMarts).
+				p.log.Info("resuming after a batch cut short: its stored events are kept, the purpose marts checked against them",
 					"partition", part, "stored_beyond_checkpoint", len(st.done), "checkpoint", st.lo)
 			}
+		}
+		if err := p.repairMarts(ctx, state); err != nil {
+			return err
 		}
 		if p.cfg.DedupeHorizon > 0 {
 			var ids []string

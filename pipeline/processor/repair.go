@@ -1,0 +1,302 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/shukei/shukei/gate"
+	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/pipeline/marts"
+)
+
+// Repairing the purpose marts after a batch cut short (docs/CLUSTER.md, "An insert cut short").
+//
+// ClickHouse 18.16 writes an insert's event-store part first and then, view by view, each
+// mart's parts, each committed on its own. A server killed (or a connection cut) in between
+// keeps the events and some of the marts' rows, and the processor, resuming, finds the events
+// stored and does not insert them again: the marts would stay short of them. So when the
+// high-water marks show a batch cut short, the processor compares, before it reads on, every
+// mart's rows of the cut events' tenants and weeks with what the mart's view makes of the
+// event store, key by key (a mart's sorting key; a plain mart's whole row):
+//
+//   - a key whose value equals the event store's is whole;
+//   - a key whose value equals the event store's without one cut insert (its events share
+//     the partition and ingested_at) lacks exactly that insert's rows: they are inserted, by
+//     the view's own SELECT over that insert's events, for those keys only;
+//   - any other difference is not the processor's to mend: it is counted
+//     (shukei_processor_marts_unrepaired_total) and logged, for 'shukei retention rebuild-marts'.
+//
+// Only the partition's owner writes its tenants (the raw topic is keyed by tenant; the lease,
+// the discarder and awaitEarlierInserts hand a partition over), so nothing else moves those
+// rows while they are compared. The insert itself is guarded: it inserts only while the mart's
+// rows of those tenants and weeks still read as they did when compared, so an instance paused
+// mid-repair whose partitions another has repaired since inserts nothing when it wakes.
+// Deleted tenants are left out (promise 8). On a cluster, every replica of the shard must read
+// the same cut events and marts before anything is compared: a part one replica has not
+// fetched yet would look missing.
+
+// martsAgreeWait bounds how long the replicas of a shard may disagree before the repair gives
+// up for now (and the read of the high-water marks is retried, backing off).
+const martsAgreeWait = time.Minute
+
+// cutInsert is one insert of a batch cut short: its partition and ingest time, among the
+// events beyond the checkpoints (cut).
+type cutInsert struct {
+	partition uint16
+	ingested  time.Time
+	cut       string
+}
+
+func (c cutInsert) where() string {
+	return fmt.Sprintf("%s AND kafka_partition = %d AND ingested_at = toDateTime(%d)", c.cut, c.partition, c.ingested.Unix())
+}
+
+// repairMarts repairs the marts of every shard for the batches state shows cut short.
+func (p *Processor) repairMarts(ctx context.Context, state map[int]*partitionState) error {
+	var cuts []string
+	for part, st := range state {
+		if len(st.done) > 0 {
+			cuts = append(cuts, fmt.Sprintf("(kafka_partition = %d AND kafka_offset > %d)", part, st.lo))
+		}
+	}
+	if len(cuts) == 0 {
+		return nil
+	}
+	slices.Sort(cuts)
+	cut := "(" + strings.Join(cuts, " OR ") + ")"
+	for i, s := range p.shards {
+		if err := p.repairShard(ctx, s, cut); err != nil {
+			return fmt.Errorf("repair the marts of shard %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// repairShard repairs one shard's marts for the events beyond the checkpoints that cut selects.
+func (p *Processor) repairShard(ctx context.Context, s Shard, cut string) error {
+	inserts, tenants, from, to, err := p.cutScope(ctx, s, cut)
+	if err != nil || len(inserts) == 0 {
+		return err
+	}
+	gone, err := p.deleted.current(ctx)
+	if err != nil {
+		return err
+	}
+	tenants = slices.DeleteFunc(tenants, func(t string) bool { return gone[decision.TenantTombstone(p.hashKey, t)] })
+	if len(tenants) == 0 {
+		return nil
+	}
+	all, err := marts.List(ctx, s.Write, p.db)
+	if err != nil {
+		return err
+	}
+	scope := "has(" + stringArray(tenants) + ", tenant_id) AND "
+	events := scope + marts.EventsDated(from, to)
+	if err := p.awaitReplicasAgree(ctx, s, all, scope, events, from, to); err != nil {
+		return err
+	}
+	for _, m := range all {
+		if err := p.repairMart(ctx, s.Write, m, inserts, m.Rows(scope+m.Dated(from, to)), events); err != nil {
+			return fmt.Errorf("%s: %w", m.Table, err)
+		}
+	}
+	return nil
+}
+
+// cutScope reads, on every replica of s, the inserts the events beyond the checkpoints came
+// in, their tenants and the ISO weeks [from, to) they occurred in.
+func (p *Processor) cutScope(ctx context.Context, s Shard, cut string) (inserts []cutInsert, tenants []string, from, to time.Time, err error) {
+	seenInsert, seenTenant := map[cutInsert]bool{}, map[string]bool{}
+	for _, r := range s.Replicas {
+		rows, err := r.Query(ctx, "SELECT kafka_partition, ingested_at, groupUniqArray(tenant_id), min(toDate(occurred_at)), max(toDate(occurred_at)) FROM "+p.db+".events WHERE "+cut+" GROUP BY kafka_partition, ingested_at")
+		if err != nil {
+			return nil, nil, from, to, fmt.Errorf("the events of the batches cut short: %w", err)
+		}
+		for rows.Next() {
+			c := cutInsert{cut: cut}
+			var ts []string
+			var lo, hi time.Time
+			if err := rows.Scan(&c.partition, &c.ingested, &ts, &lo, &hi); err != nil {
+				rows.Close()
+				return nil, nil, from, to, err
+			}
+			c.ingested = c.ingested.UTC()
+			if !seenInsert[c] {
+				seenInsert[c] = true
+				inserts = append(inserts, c)
+			}
+			for _, t := range ts {
+				if !seenTenant[t] {
+					seenTenant[t] = true
+					tenants = append(tenants, t)
+				}
+			}
+			if from.IsZero() || lo.Before(from) {
+				from = lo
+			}
+			if hi.After(to) {
+				to = hi
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, nil, from, to, err
+		}
+	}
+	slices.Sort(tenants)
+	slices.SortFunc(inserts, func(a, b cutInsert) int {
+		if a.partition != b.partition {
+			return int(a.partition) - int(b.partition)
+		}
+		return a.ingested.Compare(b.ingested)
+	})
+	// Whole ISO weeks: the weekly marts' rows hold a week's events.
+	return inserts, tenants, gate.Monday(from), gate.Monday(to).AddDate(0, 0, 7), nil
+}
+
+// awaitReplicasAgree waits until every replica of s reads the same events of the scope and the
+// same rows of every mart in it.
+func (p *Processor) awaitReplicasAgree(ctx context.Context, s Shard, all []marts.Mart, scope, events string, from, to time.Time) error {
+	if len(s.Replicas) < 2 {
+		return nil
+	}
+	queries := []string{"SELECT sum(cityHash64(toString(event_id))) FROM " + p.db + ".events WHERE " + events}
+	for _, m := range all {
+		queries = append(queries, m.Fingerprint(m.Rows(scope+m.Dated(from, to))))
+	}
+	deadline := time.Now().Add(martsAgreeWait)
+	for {
+		differ := ""
+		for _, q := range queries {
+			var first uint64
+			for i, r := range s.Replicas {
+				var v uint64
+				if err := r.QueryRow(ctx, q).Scan(&v); err != nil {
+					return err
+				}
+				if i == 0 {
+					first = v
+				} else if v != first && differ == "" {
+					differ = q
+				}
+			}
+		}
+		if differ == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the shard's replicas still read the cut batch's events or marts differently after %s (%.80s…)", martsAgreeWait, differ)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// repairMart compares mart m's rows that rows selects with what its view makes of the events
+// that events selects, and inserts what one cut insert left out.
+func (p *Processor) repairMart(ctx context.Context, conn driver.Conn, m marts.Mart, inserts []cutInsert, rows, events string) error {
+	have, err := marts.ReadValues(ctx, conn, m.Values(rows))
+	if err != nil {
+		return err
+	}
+	want, err := marts.ReadValues(ctx, conn, m.Values(m.Over(events)))
+	if err != nil {
+		return err
+	}
+	differ := map[uint64]bool{}
+	for k, v := range want {
+		if h, ok := have[k]; !ok || h != v {
+			differ[k] = true
+		}
+	}
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			differ[k] = true
+		}
+	}
+	if len(differ) == 0 {
+		return nil
+	}
+	repaired := 0
+	for _, in := range inserts {
+		without, err := marts.ReadValues(ctx, conn, m.Values(m.Over(events+" AND NOT ("+in.where()+")")))
+		if err != nil {
+			return err
+		}
+		var lacking []uint64
+		for k := range differ {
+			h, hok := have[k]
+			w, wok := without[k]
+			if hok == wok && h == w {
+				lacking = append(lacking, k)
+			}
+		}
+		if len(lacking) == 0 {
+			continue
+		}
+		slices.Sort(lacking)
+		if err := p.insertLacking(ctx, conn, m, in, rows, events, lacking); err != nil {
+			return err
+		}
+		for _, k := range lacking {
+			delete(differ, k)
+		}
+		repaired += len(lacking)
+	}
+	if repaired > 0 {
+		p.m.martsRepaired.Add(float64(repaired))
+		p.log.Warn("repaired a purpose mart after a batch cut short: its rows of the batch's events were missing", "mart", m.Table, "keys", repaired)
+	}
+	if len(differ) > 0 {
+		p.m.martsUnrepaired.Add(float64(len(differ)))
+		p.log.Error("a purpose mart differs from the event store in a way a cut batch does not explain; re-derive it with 'shukei retention rebuild-marts'",
+			"mart", m.Table, "keys", len(differ))
+	}
+	return nil
+}
+
+// insertLacking inserts insert in's rows of mart m for the keys lacking, by the view's SELECT
+// over that insert's events, while the mart's rows still read as they did when compared.
+func (p *Processor) insertLacking(ctx context.Context, conn driver.Conn, m marts.Mart, in cutInsert, rows, events string, lacking []uint64) error {
+	var fp uint64
+	if err := conn.QueryRow(ctx, m.Fingerprint(rows)).Scan(&fp); err != nil {
+		return err
+	}
+	keys := make([]string, len(lacking))
+	for i, k := range lacking {
+		keys[i] = strconv.FormatUint(k, 10)
+	}
+	cols := strings.Join(m.Columns, ", ")
+	q := "INSERT INTO " + m.Table + " (" + cols + ") SELECT " + cols + " FROM (" + m.Over(events+" AND "+in.where()) + ")" +
+		" WHERE " + m.KeyHash() + " IN (" + strings.Join(keys, ", ") + ")" +
+		" AND (" + m.Fingerprint(rows) + ") = " + strconv.FormatUint(fp, 10)
+	if err := p.leased(); err != nil {
+		return err
+	}
+	if p.beforeRepairInsert != nil {
+		p.beforeRepairInsert() // tests: pause here, as a stopped process would
+	}
+	// Not deduplicated: on a replicated mart ClickHouse would drop a block equal to one
+	// inserted before, and the rows are inserted because they are not there.
+	insert := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplicate": 0}), clickhouse.WithQueryID(p.insertID()))
+	return conn.Exec(insert, q)
+}
+
+// stringArray renders ss as a ClickHouse array literal of strings.
+func stringArray(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}

@@ -1,0 +1,262 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shukei/shukei/ops"
+	"github.com/shukei/shukei/pipeline/decision"
+	"github.com/shukei/shukei/pipeline/marts"
+)
+
+// A batch cut short after its events were stored, with some or all of the views' rows missing
+// (ClickHouse 18.16 commits the event store's part and each mart's parts one after the other;
+// a server killed in between keeps a prefix), leaves the marts short. Resuming, the processor
+// (as its own ClickHouse user, which may insert but not delete) must bring every mart to what
+// its view makes of the event store — and must not add what is already there.
+//
+// The cut is made for real on the server: the batch's events are inserted with the views of
+// the marts it should miss detached, after a whole batch of the same tenants and days (so the
+// marts already hold rows under the same keys).
+func TestCutBatchMartsAreRepairedAtResume(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		// missing says which views did not run for the cut insert.
+		missing func(view string) bool
+		// spoil, if set, adds a row to a mart that no cut explains.
+		spoil      string
+		repaired   bool
+		unrepaired bool
+	}{
+		{name: "no view ran", missing: func(string) bool { return true }, repaired: true},
+		{name: "some views ran", missing: func(v string) bool {
+			return strings.Contains(v, "_marketing.") || strings.Contains(v, "_support.") || strings.Contains(v, "tenant_weekly")
+		}, repaired: true},
+		{name: "every view ran", missing: func(string) bool { return false }},
+		{name: "a difference no cut explains", missing: func(v string) bool { return strings.Contains(v, "_follow_up.") },
+			spoil: "_service_improvement.feature_daily", repaired: true, unrepaired: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, 5)
+			ctx := context.Background()
+			p := r.roleProcessor(t)
+			all, detached, cutTenant := r.cutBatch(t, p, c.missing)
+			if c.spoil != "" {
+				if err := r.conn.Exec(ctx, "INSERT INTO "+r.db+c.spoil+" (day, edition, category, feature, tenant_id, users, uses, events) SELECT today(), 'standard', 'feature_use', 'app.record.create', ?, uniqState(toFixedString('0123456789abcdef', 16)), sumState(toUInt64(7)), sumState(toUInt64(1))", cutTenant); err != nil {
+					t.Fatal(err)
+				}
+			}
+			short := differences(t, r.conn, all)
+			if len(detached) > 0 && len(short) == 0 {
+				t.Fatalf("with %d views detached the marts equal the event store: the cut was not made", len(detached))
+			}
+			t.Logf("before resuming: %d views detached for the cut insert, marts differing: %v", len(detached), short)
+
+			if _, err := p.loadWithRetry(ctx, []int{0}); err != nil {
+				t.Fatal(err)
+			}
+			after := differences(t, r.conn, all)
+			repaired := testutil.ToFloat64(p.m.martsRepaired)
+			unrepaired := testutil.ToFloat64(p.m.martsUnrepaired)
+			t.Logf("after resuming: marts differing: %v; repaired %v keys, unrepaired %v", after, repaired, unrepaired)
+			if c.unrepaired {
+				if unrepaired == 0 {
+					t.Errorf("a mart row no cut explains was not counted as unrepaired")
+				}
+				if len(after) != 1 || after[0] != r.db+c.spoil {
+					t.Errorf("after resuming the marts differing are %v, want only the spoiled %s", after, r.db+c.spoil)
+				}
+			} else {
+				if len(after) > 0 {
+					t.Errorf("after resuming the marts still differ from the event store: %v", after)
+				}
+				if unrepaired != 0 {
+					t.Errorf("%v keys counted as unrepaired", unrepaired)
+				}
+			}
+			if c.repaired != (repaired > 0) {
+				t.Errorf("repaired %v keys; want some: %v", repaired, c.repaired)
+			}
+			// Resuming again finds nothing left to do (the repair is not drawn twice).
+			p2 := r.roleProcessor(t)
+			if _, err := p2.loadWithRetry(ctx, []int{0}); err != nil {
+				t.Fatal(err)
+			}
+			if n := testutil.ToFloat64(p2.m.martsRepaired); n != 0 {
+				t.Errorf("a second resume repaired %v keys again", n)
+			}
+			if again := differences(t, r.conn, all); len(again) != len(after) {
+				t.Errorf("after a second resume the marts differing are %v, were %v", again, after)
+			}
+		})
+	}
+}
+
+// cutBatch stores a whole batch of 200 events of partition 0 with its checkpoint, then a batch
+// of 200 more cut short: its events stored with the views for which missing says so detached
+// (so their marts lack its rows), and no checkpoint. It returns the marts, the views detached
+// and a tenant of the cut batch.
+func (r *rig) cutBatch(t *testing.T, p *Processor, missing func(view string) bool) (all []marts.Mart, detached []string, tenant string) {
+	t.Helper()
+	ctx := context.Background()
+	rows := decidedMixedRows(t, r, p, 400)
+	first, cut := rows[:200], rows[200:]
+	r.insertEvents(t, p, first, time.Now().Add(-10*time.Second))
+	if err := r.conn.Exec(ctx, "INSERT INTO "+r.db+".rejections (rejected_at, kafka_partition, kafka_offset, class) SELECT now(), toUInt16(0), toUInt64(199), 'checkpoint'"); err != nil {
+		t.Fatal(err)
+	}
+	all, err := marts.List(ctx, r.conn, r.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) < 7 {
+		t.Fatalf("%d marts over the event store, want at least 7", len(all))
+	}
+	for _, m := range all {
+		if missing(m.View) {
+			detached = append(detached, m.View)
+		}
+	}
+	for _, v := range detached {
+		if err := r.conn.Exec(ctx, "DETACH TABLE "+v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.insertEvents(t, p, cut, time.Now())
+	for _, v := range detached {
+		if err := r.conn.Exec(ctx, "ATTACH TABLE "+v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return all, detached, cut[0].t.Event.TenantID
+}
+
+// An instance paused between its last check and its repair insert, whose partitions another
+// instance has repaired meanwhile, inserts nothing when it wakes: the marts are not doubled.
+func TestRepairInsertsNothingOnceAnotherRepaired(t *testing.T) {
+	r := newRig(t, 5)
+	ctx := context.Background()
+	stalled, other := r.roleProcessor(t), r.roleProcessor(t)
+	all, _, _ := r.cutBatch(t, stalled, func(string) bool { return true })
+	woke := 0
+	stalled.beforeRepairInsert = func() {
+		if woke == 0 { // the first insert it was about to send: the other repairs everything
+			if _, err := other.loadWithRetry(ctx, []int{0}); err != nil {
+				t.Error(err)
+			}
+			if n := testutil.ToFloat64(other.m.martsRepaired); n == 0 {
+				t.Error("the other instance repaired nothing")
+			}
+		}
+		woke++
+	}
+	if _, err := stalled.loadWithRetry(ctx, []int{0}); err != nil {
+		t.Fatal(err)
+	}
+	if woke == 0 {
+		t.Fatal("the stalled instance never reached a repair insert")
+	}
+	if d := differences(t, r.conn, all); len(d) > 0 {
+		t.Errorf("after both repaired, the marts differ from the event store: %v", d)
+	}
+	t.Logf("the stalled instance reached %d repair inserts; repaired %v keys, the other %v", woke,
+		testutil.ToFloat64(stalled.m.martsRepaired), testutil.ToFloat64(other.m.martsRepaired))
+}
+
+// roleProcessor is a processor that connects as the processor role's own ClickHouse user.
+func (r *rig) roleProcessor(t *testing.T) *Processor {
+	t.Helper()
+	cfg := r.cfg
+	cfg.Anonymizer.MasterKeyFile, cfg.Anonymizer.MasterKey = r.keyFile, ""
+	own, err := ops.RoleClickHouse(cfg, "processor", "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := clickhouse.Open(own.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return New(r.cfg, Deps{
+		Conn: conn, Database: r.db, Cache: r.cache, Keyring: r.keyring, Policy: r.policy,
+		HashKey: r.master.Derive("dlq"), Registry: prometheus.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+}
+
+// decidedMixedRows decides n valid events of every category (mixed) and returns them as rows
+// of partition 0 at offsets 0 to n-1.
+func decidedMixedRows(t *testing.T, r *rig, p *Processor, n int) []row {
+	t.Helper()
+	rnd := rand.New(rand.NewPCG(5, 5))
+	dctx := p.decisionContext()
+	rows := make([]row, 0, n)
+	for i := range n {
+		tenant := r.tenants[rnd.IntN(len(r.tenants))]
+		value, err := json.Marshal(mixed(i, tenant, rnd, dctx.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tagged, rej := decision.DecideMessage([]byte(tenant), value, dctx)
+		if rej != nil {
+			t.Fatalf("event %d refused: %s", i, rej.Reason)
+		}
+		rows = append(rows, row{t: &tagged, partition: 0, offset: int64(i)})
+	}
+	return rows
+}
+
+// insertEvents stores rows as one insert of the processor's, ingested at ingested.
+func (r *rig) insertEvents(t *testing.T, p *Processor, rows []row, ingested time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	ins, err := p.openEventsInsert(ctx, r.conn, ingested.UTC().Truncate(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ins.abort()
+	cols := newEventColumns(chunkRows)
+	for i := 0; i < len(rows); i += chunkRows {
+		if err := ins.add(rows[i:min(i+chunkRows, len(rows))], cols); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ins.commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// differences are the marts whose rows differ, key by key, from what their views make of the
+// whole event store.
+func differences(t *testing.T, conn driver.Conn, all []marts.Mart) []string {
+	t.Helper()
+	var out []string
+	for _, m := range all {
+		have, err := marts.ReadValues(context.Background(), conn, m.Values(m.Rows("1")))
+		if err != nil {
+			t.Fatalf("%s: %v", m.Table, err)
+		}
+		want, err := marts.ReadValues(context.Background(), conn, m.Values(m.Over("1")))
+		if err != nil {
+			t.Fatalf("%s over the store: %v", m.Table, err)
+		}
+		if len(want) == 0 && !strings.Contains(m.Table, "external_consented") { // no tenant here consented
+			t.Fatalf("%s: its view makes nothing of the event store", m.Table)
+		}
+		if fmt.Sprint(have) != fmt.Sprint(want) {
+			out = append(out, m.Table)
+		}
+	}
+	return out
+}
