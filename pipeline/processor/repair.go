@@ -97,7 +97,7 @@ func (p *Processor) repairShard(ctx context.Context, s Shard, cut string) error 
 	if err != nil {
 		return err
 	}
-	scope := "has(" + stringArray(tenants) + ", tenant_id) AND "
+	scope := "tenant_id IN " + stringList(tenants) + " AND " // the marts' and the store's index
 	events := scope + marts.EventsDated(from, to)
 	if err := p.awaitReplicasAgree(ctx, s, all, scope, events, from, to); err != nil {
 		return err
@@ -292,11 +292,11 @@ func (p *Processor) insertLacking(ctx context.Context, conn driver.Conn, m marts
 	return conn.Exec(insert, q)
 }
 
-// stringArray renders ss as a ClickHouse array literal of strings.
-func stringArray(ss []string) string {
+// stringList renders ss as a parenthesised list of ClickHouse string literals.
+func stringList(ss []string) string {
 	q := make([]string, len(ss))
 	for i, s := range ss {
 		q[i] = "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 	}
-	return "[" + strings.Join(q, ", ") + "]"
+	return "(" + strings.Join(q, ", ") + ")"
 }

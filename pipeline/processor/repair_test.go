@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/ops"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/marts"
@@ -259,4 +260,30 @@ func differences(t *testing.T, conn driver.Conn, all []marts.Mart) []string {
 		}
 	}
 	return out
+}
+
+// Tenant ids reach the repair's SQL as literals: quotes and backslashes are escaped, and the
+// server reads back exactly the ids.
+func TestStringListReadsBackOnTheServer(t *testing.T) {
+	ids := []string{"tenant-01", `o'brien`, `back\slash`, `\'`, "日本"}
+	if got, want := stringList(ids[:3]), `('tenant-01', 'o\'brien', 'back\\slash')`; got != want {
+		t.Fatalf("stringList = %s, want %s", got, want)
+	}
+	conn, _ := servicetest.ClickHouse(t)
+	rows, err := conn.Query(context.Background(), "SELECT arrayJoin(["+strings.Trim(stringList(ids), "()")+"])")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, s)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(ids) {
+		t.Errorf("the server read %q, want %q", got, ids)
+	}
 }
