@@ -183,8 +183,23 @@ func (m Mart) Values(source string) string {
 	vals := make([]string, len(m.Merges))
 	for i, g := range m.Merges {
 		vals[i] = g.Func + "(" + g.Column + ")"
+		if arrayValued(g.Func) {
+			// The order of an array a state finalises to follows the state's hash table,
+			// which depends on how the states were merged: compared as a multiset.
+			vals[i] = "arraySort(" + vals[i] + ")"
+		}
 	}
 	return "SELECT " + m.KeyHash() + " AS key, " + hashOf(vals) + " AS value FROM (" + source + ") GROUP BY " + strings.Join(m.Keys, ", ")
+}
+
+// arrayValued says whether the aggregate function merge finalises to an array.
+func arrayValued(merge string) bool {
+	for _, p := range []string{"groupArray", "groupUniqArray", "topK"} {
+		if strings.HasPrefix(merge, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // Fingerprint is a query of one UInt64 that changes with any row key's value in Values(source).
