@@ -15,13 +15,21 @@ import (
 
 // decidedRows decides n good events and returns them as rows at made-up offsets.
 func decidedRows(t *testing.T, r *rig, p *Processor, n int) []row {
+	return decidedFrom(t, r, p, n, 3, func(_ int, tenant string, rnd *rand.Rand, now time.Time) map[string]any {
+		return good(tenant, rnd, now)
+	})
+}
+
+// decidedFrom decides n events made by ev (of random tenants of the rig, drawn with seed) and
+// returns them as rows of partition 0 at offsets 0 to n-1.
+func decidedFrom(t *testing.T, r *rig, p *Processor, n int, seed uint64, ev func(i int, tenant string, rnd *rand.Rand, now time.Time) map[string]any) []row {
 	t.Helper()
-	rnd := rand.New(rand.NewPCG(3, 3))
+	rnd := rand.New(rand.NewPCG(seed, seed))
 	dctx := p.decisionContext()
 	rows := make([]row, 0, n)
 	for i := range n {
 		tenant := r.tenants[rnd.IntN(len(r.tenants))]
-		value, err := json.Marshal(good(tenant, rnd, dctx.Now))
+		value, err := json.Marshal(ev(i, tenant, rnd, dctx.Now))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,11 +2,9 @@ package processor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +16,6 @@ import (
 
 	"github.com/shukei/shukei/internal/servicetest"
 	"github.com/shukei/shukei/ops"
-	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/marts"
 )
 
@@ -199,23 +196,7 @@ func (r *rig) roleProcessor(t *testing.T) *Processor {
 // decidedMixedRows decides n valid events of every category (mixed) and returns them as rows
 // of partition 0 at offsets 0 to n-1.
 func decidedMixedRows(t *testing.T, r *rig, p *Processor, n int) []row {
-	t.Helper()
-	rnd := rand.New(rand.NewPCG(5, 5))
-	dctx := p.decisionContext()
-	rows := make([]row, 0, n)
-	for i := range n {
-		tenant := r.tenants[rnd.IntN(len(r.tenants))]
-		value, err := json.Marshal(mixed(i, tenant, rnd, dctx.Now))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tagged, rej := decision.DecideMessage([]byte(tenant), value, dctx)
-		if rej != nil {
-			t.Fatalf("event %d refused: %s", i, rej.Reason)
-		}
-		rows = append(rows, row{t: &tagged, partition: 0, offset: int64(i)})
-	}
-	return rows
+	return decidedFrom(t, r, p, n, 5, mixed)
 }
 
 // insertEvents stores rows as one insert of the processor's, ingested at ingested.
