@@ -9,7 +9,7 @@ BENCH_PIPELINE_EVENTS ?= 500000
 TEST_ENV := SHUKEI_TEST_REQUIRE_SERVICES=1
 FUZZTIME ?= 30s
 
-.PHONY: all build demo test test-unit test-sdk-js test-faults test-cluster attack-cluster attack-exactly-once bench lint fuzz services-up services-down services-status cluster-up cluster-down clean
+.PHONY: all build demo test test-unit test-sdk-js test-faults test-cluster attack-cluster attack-exactly-once attack-marts-cut bench lint fuzz services-up services-down services-status cluster-up cluster-down clean
 
 all: build
 
@@ -71,6 +71,13 @@ test-cluster: services-up cluster-up
 ## failing until the code is fixed.
 attack-cluster: cluster-up
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -tags cluster -run 'TestCluster' -v ./attack/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+
+## The blind attack on promise 20 (attack/MARTS-CUT.md): ClickHouse SIGKILLed the instant an
+## insert's event-store part (or the k-th mart part, or a repair's part) lands, processors
+## killed or stopped mid-repair; every mart must equal its view over the event store. It fails
+## today (its findings are in the brief), so it is not in make test yet.
+attack-marts-cut: services-up
+	$(TEST_ENV) $(GO) test -count=1 -timeout 15m -tags faults -run 'TestAttackMartsExactAfterCutInserts' -v ./attack/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
 
 ## The blind attack on promise 3 under interruptions at an insert's worst moment
 ## (attack/EXACTLY-ONCE.md): three processors SIGSTOPped or SIGKILLed, and ClickHouse stopped or
