@@ -27,9 +27,10 @@ import (
 // event store, key by key (a mart's sorting key; a plain mart's whole row):
 //
 //   - a key whose value equals the event store's is whole;
-//   - a key whose value equals the event store's without one cut insert (its events share
-//     the partition and ingested_at) lacks exactly that insert's rows: they are inserted, by
-//     the view's own SELECT over that insert's events, for those keys only;
+//   - a key whose value equals the event store's without the partition's last cut insert (its
+//     events share the partition and ingested_at; earlier ones were repaired when the
+//     processor resumed after them, cutScope) lacks exactly that insert's rows: they are
+//     inserted, by the view's own SELECT over that insert's events, for those keys only;
 //   - any other difference is not the processor's to mend: it is counted
 //     (shukei_processor_marts_unrepaired_total) and logged, for 'shukei retention rebuild-marts'.
 //
@@ -110,53 +111,69 @@ func (p *Processor) repairShard(ctx context.Context, s Shard, cut string) error 
 	return nil
 }
 
-// cutScope reads, on every replica of s, the inserts the events beyond the checkpoints came
-// in, their tenants and the ISO weeks [from, to) they occurred in.
+// cutScope reads, on every replica of s, the last insert of each partition among the events
+// beyond the checkpoints, its tenants and the ISO weeks [from, to) its events occurred in.
+//
+// Only the last: a processor resumes, repairs and only then reads on, so every earlier insert
+// beyond the checkpoint was a batch cut short before an earlier resume, which repaired it (or
+// counted what it could not explain). Two inserts that contributed alike to a key (one new user
+// and the same uses each) would otherwise both look like the one the mart lacks.
 func (p *Processor) cutScope(ctx context.Context, s Shard, cut string) (inserts []cutInsert, tenants []string, from, to time.Time, err error) {
-	seenInsert, seenTenant := map[cutInsert]bool{}, map[string]bool{}
+	type found struct {
+		in       cutInsert
+		tenants  []string
+		from, to time.Time
+	}
+	last := map[uint16]*found{}
+	var all []found
 	for _, r := range s.Replicas {
 		rows, err := r.Query(ctx, "SELECT kafka_partition, ingested_at, groupUniqArray(tenant_id), min(toDate(occurred_at)), max(toDate(occurred_at)) FROM "+p.db+".events WHERE "+cut+" GROUP BY kafka_partition, ingested_at")
 		if err != nil {
 			return nil, nil, from, to, fmt.Errorf("the events of the batches cut short: %w", err)
 		}
 		for rows.Next() {
-			c := cutInsert{cut: cut}
-			var ts []string
-			var lo, hi time.Time
-			if err := rows.Scan(&c.partition, &c.ingested, &ts, &lo, &hi); err != nil {
+			f := found{in: cutInsert{cut: cut}}
+			if err := rows.Scan(&f.in.partition, &f.in.ingested, &f.tenants, &f.from, &f.to); err != nil {
 				rows.Close()
 				return nil, nil, from, to, err
 			}
-			c.ingested = c.ingested.UTC()
-			if !seenInsert[c] {
-				seenInsert[c] = true
-				inserts = append(inserts, c)
-			}
-			for _, t := range ts {
-				if !seenTenant[t] {
-					seenTenant[t] = true
-					tenants = append(tenants, t)
-				}
-			}
-			if from.IsZero() || lo.Before(from) {
-				from = lo
-			}
-			if hi.After(to) {
-				to = hi
-			}
+			f.in.ingested = f.in.ingested.UTC()
+			all = append(all, f)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return nil, nil, from, to, err
 		}
 	}
-	slices.Sort(tenants)
-	slices.SortFunc(inserts, func(a, b cutInsert) int {
-		if a.partition != b.partition {
-			return int(a.partition) - int(b.partition)
+	for i := range all {
+		f := &all[i]
+		if l := last[f.in.partition]; l == nil || f.in.ingested.After(l.in.ingested) {
+			last[f.in.partition] = f
 		}
-		return a.ingested.Compare(b.ingested)
-	})
+	}
+	seen := map[string]bool{}
+	for _, f := range all {
+		if l := last[f.in.partition]; !l.in.ingested.Equal(f.in.ingested) {
+			continue // an earlier insert, repaired when the processor resumed after it
+		}
+		if !slices.Contains(inserts, f.in) {
+			inserts = append(inserts, f.in)
+		}
+		for _, t := range f.tenants {
+			if !seen[t] {
+				seen[t] = true
+				tenants = append(tenants, t)
+			}
+		}
+		if from.IsZero() || f.from.Before(from) {
+			from = f.from
+		}
+		if f.to.After(to) {
+			to = f.to
+		}
+	}
+	slices.Sort(tenants)
+	slices.SortFunc(inserts, func(a, b cutInsert) int { return int(a.partition) - int(b.partition) })
 	// Whole ISO weeks: the weekly marts' rows hold a week's events.
 	return inserts, tenants, gate.Monday(from), gate.Monday(to).AddDate(0, 0, 7), nil
 }
