@@ -82,10 +82,12 @@ func (p *Processor) repairMarts(ctx context.Context, state map[int]*partitionSta
 
 // repairShard repairs one shard's marts for the events beyond the checkpoints that cut selects.
 func (p *Processor) repairShard(ctx context.Context, s Shard, cut string) error {
-	inserts, tenants, from, to, err := p.cutScope(ctx, s, cut)
+	inserts, tenants, first, last, err := p.cutScope(ctx, s, cut)
 	if err != nil || len(inserts) == 0 {
 		return err
 	}
+	// Whole ISO weeks for the weekly marts, and for the replicas' agreement.
+	from, to := gate.Monday(first), gate.Monday(last).AddDate(0, 0, 7)
 	gone, err := p.deleted.current(ctx)
 	if err != nil {
 		return err
@@ -104,7 +106,13 @@ func (p *Processor) repairShard(ctx context.Context, s Shard, cut string) error 
 		return err
 	}
 	for _, m := range all {
-		if err := p.repairMart(ctx, s.Write, m, inserts, m.Rows(scope+m.Dated(from, to)), events); err != nil {
+		// A mart of days (or events) is compared over the cut events' days only; a weekly one
+		// over their whole weeks. The store is read for no more than the mart's rows hold.
+		lo, hi := first, last.AddDate(0, 0, 1)
+		if m.Time == "week" {
+			lo, hi = from, to
+		}
+		if err := p.repairMart(ctx, s.Write, m, inserts, m.Rows(scope+m.Dated(lo, hi)), scope+marts.EventsDated(lo, hi)); err != nil {
 			return fmt.Errorf("%s: %w", m.Table, err)
 		}
 	}
@@ -112,7 +120,7 @@ func (p *Processor) repairShard(ctx context.Context, s Shard, cut string) error 
 }
 
 // cutScope reads, on every replica of s, the last insert of each partition among the events
-// beyond the checkpoints, its tenants and the ISO weeks [from, to) its events occurred in.
+// beyond the checkpoints, its tenants and the first and last days its events occurred on.
 //
 // Only the last: a processor resumes, repairs and only then reads on, so every earlier insert
 // beyond the checkpoint was a batch cut short before an earlier resume, which repaired it (or
@@ -174,8 +182,7 @@ func (p *Processor) cutScope(ctx context.Context, s Shard, cut string) (inserts 
 	}
 	slices.Sort(tenants)
 	slices.SortFunc(inserts, func(a, b cutInsert) int { return int(a.partition) - int(b.partition) })
-	// Whole ISO weeks: the weekly marts' rows hold a week's events.
-	return inserts, tenants, gate.Monday(from), gate.Monday(to).AddDate(0, 0, 7), nil
+	return inserts, tenants, from, to, nil
 }
 
 // awaitReplicasAgree waits until every replica of s reads the same events of the scope and the

@@ -194,10 +194,12 @@ func (r *rig) roleProcessor(t *testing.T) *Processor {
 	})
 }
 
-// decidedMixedRows decides n valid events of every category (mixed) and returns them as rows
-// of partition 0 at offsets 0 to n-1.
+// decidedMixedRows decides n valid events of every category (mixed), over today and the two
+// days before, and returns them as rows of partition 0 at offsets 0 to n-1.
 func decidedMixedRows(t *testing.T, r *rig, p *Processor, n int) []row {
-	return decidedFrom(t, r, p, n, 5, mixed)
+	return decidedFrom(t, r, p, n, 5, func(i int, tenant string, rnd *rand.Rand, now time.Time) map[string]any {
+		return mixed(i, tenant, rnd, now.Add(-time.Duration(i%3)*24*time.Hour))
+	})
 }
 
 // insertEvents stores rows as one insert of the processor's, ingested at ingested.
