@@ -182,18 +182,18 @@ func ExpireState(ctx context.Context, conn, releases driver.Conn, db string, now
 		byPlan[w.Plan] = append(byPlan[w.Plan], strconv.FormatInt(w.Start.Unix(), 10))
 	}
 	for _, plan := range slices.Sorted(maps.Keys(byPlan)) {
-		or = append(or, fmt.Sprintf("(kind = 'partial' AND plan_hash = %s AND toUInt32(window_start) IN (%s))", quote(plan), strings.Join(byPlan[plan], ",")))
+		or = append(or, fmt.Sprintf("(kind = 'partial' AND plan_hash = %s AND toUInt32(window_start) IN (%s))", databases.Literal(plan), strings.Join(byPlan[plan], ",")))
 	}
 	byPlan = map[string][]string{}
 	for _, w := range tenantWins {
 		byPlan[w.plan] = append(byPlan[w.plan], strconv.FormatInt(w.start.Unix(), 10))
 	}
 	for _, plan := range slices.Sorted(maps.Keys(byPlan)) {
-		or = append(or, fmt.Sprintf("(kind = 'tenant' AND plan_hash = %s AND toUInt32(window_start) IN (%s))", quote(plan), strings.Join(byPlan[plan], ",")))
+		or = append(or, fmt.Sprintf("(kind = 'tenant' AND plan_hash = %s AND toUInt32(window_start) IN (%s))", databases.Literal(plan), strings.Join(byPlan[plan], ",")))
 	}
 	var progress []string
 	for k, ct := range latest {
-		progress = append(progress, fmt.Sprintf("(plan_hash = %s AND partition = %d AND toUInt32(closed_through) < %d)", quote(k.plan), k.part, ct.Unix()))
+		progress = append(progress, fmt.Sprintf("(plan_hash = %s AND partition = %d AND toUInt32(closed_through) < %d)", databases.Literal(k.plan), k.part, ct.Unix()))
 	}
 	slices.Sort(progress)
 	if len(progress) > 0 {
@@ -243,9 +243,4 @@ func waitMutations(ctx context.Context, conn driver.Conn, db, table string) erro
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// quote renders s as a ClickHouse string literal.
-func quote(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }

@@ -5,6 +5,8 @@
 // built from these functions and the prefix `clickhouse.database`.
 package databases
 
+import "strings"
+
 // Store is the event store: events and rejections (written by the processor) and the
 // migrations' own bookkeeping.
 func Store(db string) string { return db }
@@ -57,4 +59,11 @@ func Across(cluster, table string) string {
 		return table
 	}
 	return table + AllShards
+}
+
+// Literal renders s as a ClickHouse string literal, its quotes and backslashes escaped: for
+// the few values that must be written into a statement (an IN list, which ClickHouse 18.16
+// will not take as a bound slice) rather than bound.
+func Literal(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }

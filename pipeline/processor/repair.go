@@ -11,6 +11,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/shukei/shukei/databases"
 	"github.com/shukei/shukei/gate"
 	"github.com/shukei/shukei/pipeline/decision"
 	"github.com/shukei/shukei/pipeline/marts"
@@ -320,7 +321,7 @@ func (p *Processor) insertLacking(ctx context.Context, conn driver.Conn, m marts
 func stringList(ss []string) string {
 	q := make([]string, len(ss))
 	for i, s := range ss {
-		q[i] = "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+		q[i] = databases.Literal(s)
 	}
 	return "(" + strings.Join(q, ", ") + ")"
 }
