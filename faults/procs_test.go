@@ -204,6 +204,17 @@ func (r *role) count(sub string) int {
 	return n
 }
 
+// lines are the lines containing sub over every instance's output.
+func (r *role) lines(sub string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, p := range r.all {
+		out = append(out, p.out.Lines(sub)...)
+	}
+	return out
+}
+
 func (r *role) dump(t *testing.T) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -37,6 +37,17 @@ func (o *Output) String() string { return string(o.Bytes()) }
 // Count counts the occurrences of sub.
 func (o *Output) Count(sub string) int { return bytes.Count(o.Bytes(), []byte(sub)) }
 
+// Lines are the lines that contain sub.
+func (o *Output) Lines(sub string) []string {
+	var out []string
+	for _, l := range strings.Split(o.String(), "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // Tail is the last lines lines, with a note of how many came before.
 func (o *Output) Tail(lines int) string {
 	all := strings.Split(strings.TrimRight(o.String(), "\n"), "\n")

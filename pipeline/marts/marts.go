@@ -192,6 +192,28 @@ func (m Mart) Values(source string) string {
 	return "SELECT " + m.KeyHash() + " AS key, " + hashOf(vals) + " AS value FROM (" + source + ") GROUP BY " + strings.Join(m.Keys, ", ")
 }
 
+// Show is a query of one String describing row key key of the rows source holds: the key's
+// columns and its finalised aggregates (aggregating marts) or how many rows have it (plain
+// ones), for a log line an operator can act on. Empty when source holds no such row.
+func (m Mart) Show(source string, key uint64) string {
+	cols := make([]string, 0, len(m.Keys)+len(m.Merges))
+	for _, k := range m.Keys {
+		cols = append(cols, "'"+k+"=', toString("+k+")")
+	}
+	if !m.Aggregating() {
+		cols = append(cols, "'rows=', toString(count())")
+	}
+	for _, g := range m.Merges {
+		v := g.Func + "(" + g.Column + ")"
+		if arrayValued(g.Func) {
+			v = "arraySort(" + v + ")"
+		}
+		cols = append(cols, "'"+g.Column+"=', toString("+v+")")
+	}
+	return "SELECT concat(" + strings.Join(cols, ", ' ', ") + ") FROM (" + source + ") WHERE " + m.KeyHash() + " = " + fmt.Sprint(key) +
+		" GROUP BY " + strings.Join(m.Keys, ", ")
+}
+
 // arrayValued says whether the aggregate function merge finalises to an array.
 func arrayValued(merge string) bool {
 	for _, p := range []string{"groupArray", "groupUniqArray", "topK"} {

@@ -73,5 +73,19 @@ func TestMartReadsAsItsViewWhateverTheMerges(t *testing.T) {
 		if differ > 0 || len(have) != len(want) {
 			t.Errorf("%s: %d of %d keys read differently from its view over the same events (%d keys in the mart)", m.Table, differ, len(want), len(have))
 		}
+		// Show describes a key alike on both sides, in words naming its columns.
+		for k := range want {
+			var a, b string
+			if err := conn.QueryRow(ctx, m.Show(m.Rows("1"), k)).Scan(&a); err != nil {
+				t.Fatalf("%s: show: %v", m.Table, err)
+			}
+			if err := conn.QueryRow(ctx, m.Show(m.Over("1"), k)).Scan(&b); err != nil {
+				t.Fatalf("%s: show over the store: %v", m.Table, err)
+			}
+			if a != b || !strings.Contains(a, "tenant_id=tenant-") {
+				t.Errorf("%s: key %d shows as %q in the mart, %q over the store", m.Table, k, a, b)
+			}
+			break
+		}
 	}
 }

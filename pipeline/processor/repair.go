@@ -2,6 +2,8 @@ package processor
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -285,9 +287,40 @@ func (p *Processor) repairMart(ctx context.Context, conn driver.Conn, m marts.Ma
 	if len(differ) > 0 {
 		p.m.martsUnrepaired.Add(float64(len(differ)))
 		p.log.Error("a purpose mart differs from the event store in a way a cut batch does not explain; re-derive it with 'shukei retention rebuild-marts'",
-			"mart", m.Table, "keys", len(differ))
+			"mart", m.Table, "keys", len(differ), "cut", cutText(inserts), "example", p.showKey(ctx, conn, m, differ, rows, events))
 	}
 	return nil
+}
+
+// cutText names the cut inserts for a log line: partition@ingest time.
+func cutText(inserts []cutInsert) string {
+	s := make([]string, len(inserts))
+	for i, in := range inserts {
+		s[i] = fmt.Sprintf("%d@%s", in.partition, in.ingested.Format(time.RFC3339))
+	}
+	return strings.Join(s, " ")
+}
+
+// showKey describes one of the keys that differ, as the mart holds it and as its view makes it
+// of the event store: what an operator (or a failed test) needs to tell a lost part from a
+// double count.
+func (p *Processor) showKey(ctx context.Context, conn driver.Conn, m marts.Mart, differ map[uint64]bool, rows, events string) string {
+	keys := make([]uint64, 0, len(differ))
+	for k := range differ {
+		keys = append(keys, k)
+	}
+	k := slices.Min(keys)
+	show := func(source string) string {
+		var out string
+		if err := conn.QueryRow(ctx, m.Show(source, k)).Scan(&out); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return "(none)"
+			}
+			return "(" + err.Error() + ")"
+		}
+		return out
+	}
+	return "mart: " + show(rows) + "; event store: " + show(m.Over(events))
 }
 
 // insertLacking inserts insert in's rows of mart m for the keys lacking, by the view's SELECT

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -63,6 +64,8 @@ func TestCutBatchMartsAreRepairedAtResume(t *testing.T) {
 			}
 			t.Logf("before resuming: %d views detached for the cut insert, marts differing: %v", len(detached), short)
 
+			var logged bytes.Buffer
+			p.log = slog.New(slog.NewTextHandler(&logged, nil))
 			if _, err := p.loadWithRetry(ctx, []int{0}); err != nil {
 				t.Fatal(err)
 			}
@@ -73,6 +76,12 @@ func TestCutBatchMartsAreRepairedAtResume(t *testing.T) {
 			if c.unrepaired {
 				if unrepaired == 0 {
 					t.Errorf("a mart row no cut explains was not counted as unrepaired")
+				}
+				// The log names the key as the mart holds it and as the event store makes it.
+				line := logged.String()
+				if i := strings.Index(line, "does not explain"); i < 0 || !strings.Contains(line[i:], "mart: day=") || !strings.Contains(line[i:], "; event store: day=") ||
+					!strings.Contains(line[i:], "tenant_id="+cutTenant) || !strings.Contains(line[i:], "uses=") {
+					t.Errorf("the unrepaired difference is logged without the key as mart and event store read it:\n%s", line)
 				}
 				if len(after) != 1 || after[0] != r.db+c.spoil {
 					t.Errorf("after resuming the marts differing are %v, want only the spoiled %s", after, r.db+c.spoil)
