@@ -585,6 +585,24 @@ func sameOnOneServer(t *testing.T, bin string, base []string, cluster driver.Con
 				}
 			}
 		}
+		// SYNC REPLICA waits for what a replica's queue holds; a replica whose ZooKeeper
+		// session was renewed may not have pulled the log yet. The replicas of each shard must
+		// read the same events and mart rows before a Distributed read is compared.
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			differ := replicasDiffer(t, cdb)
+			if len(differ) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				for _, d := range differ {
+					errorf(t, "two minutes after SYNC REPLICA the replicas still differ: %s", d)
+				}
+				logReplicaState(t, cdb)
+				return
+			}
+			time.Sleep(time.Second)
+		}
 	}
 	// Which tenants, and where: per tenant, the service-improvement mart's uses and what the
 	// event store says they should be, on each side (logged when the marts differ).
@@ -741,5 +759,59 @@ func martDrift(t *testing.T, db string) {
 		}
 		errorf(t, "%s: marts differing from their views over the node's event store: %s", n.Name, strings.Join(drift, ", "))
 		errorf(t, "%s: e.g. %s", n.Name, example)
+	}
+}
+
+// replicasDiffer compares the replicas of each shard: the event store's ids and every purpose
+// mart's rows (marts.Fingerprint). It names what differs.
+func replicasDiffer(t *testing.T, db string) []string {
+	ctx := context.Background()
+	nodes := clusterLayout(t).Nodes
+	var out []string
+	for i := 0; i+1 < len(nodes); i += 2 {
+		a, b := nodes[i], nodes[i+1]
+		all, err := marts.List(ctx, a.Conn, db)
+		if err != nil {
+			return []string{fmt.Sprintf("%s: the marts: %v", a.Name, err)}
+		}
+		queries := map[string]string{db + ".events": "SELECT sum(cityHash64(toString(event_id))) FROM " + db + ".events"}
+		for _, m := range all {
+			queries[m.Table] = m.Fingerprint(m.Rows("1"))
+		}
+		for table, q := range queries {
+			var va, vb uint64
+			errA, errB := a.Conn.QueryRow(ctx, q).Scan(&va), b.Conn.QueryRow(ctx, q).Scan(&vb)
+			if errA != nil || errB != nil || va != vb {
+				out = append(out, fmt.Sprintf("%s on %s and %s (%d, %v; %d, %v)", table, a.Name, b.Name, va, errA, vb, errB))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// logReplicaState logs, node by node, the replication state of db's tables that are behind:
+// read-only, session expired, entries queued, or log entries not yet pulled.
+func logReplicaState(t *testing.T, db string) {
+	ctx := context.Background()
+	for _, n := range clusterLayout(t).Nodes {
+		rows, err := n.Conn.Query(ctx, "SELECT concat(database, '.', table), is_readonly, is_session_expired, queue_size, log_pointer, log_max_index, absolute_delay FROM system.replicas "+
+			"WHERE (database = ? OR startsWith(database, ?)) AND (is_readonly OR is_session_expired OR queue_size > 0 OR log_pointer <= log_max_index)", db, db+"_")
+		if err != nil {
+			errorf(t, "%s: system.replicas: %v", n.Name, err)
+			continue
+		}
+		for rows.Next() {
+			var table string
+			var ro, expired uint8
+			var queue uint32
+			var ptr, max, delay uint64
+			if err := rows.Scan(&table, &ro, &expired, &queue, &ptr, &max, &delay); err != nil {
+				errorf(t, "%s: system.replicas: %v", n.Name, err)
+				break
+			}
+			errorf(t, "%s: %s read-only %d, session expired %d, queue %d, log pointer %d of %d, delay %d s", n.Name, table, ro, expired, queue, ptr, max, delay)
+		}
+		rows.Close()
 	}
 }
