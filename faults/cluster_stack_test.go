@@ -726,31 +726,14 @@ func martDrift(t *testing.T, db string) {
 				errorf(t, "%s: %s over the store: %v", n.Name, m.Table, err)
 				continue
 			}
-			var differ []uint64
-			for k, v := range want {
-				if have[k] != v {
-					differ = append(differ, k)
-				}
-			}
-			for k := range have {
-				if _, ok := want[k]; !ok {
-					differ = append(differ, k)
-				}
-			}
+			differ := marts.Differ(have, want)
 			if len(differ) == 0 {
 				continue
 			}
 			drift = append(drift, fmt.Sprintf("%s %d of %d keys", strings.TrimPrefix(m.Table, db), len(differ), len(want)))
 			if example == "" {
-				k := slices.Min(differ)
-				show := func(q string) string {
-					var s string
-					if err := n.Conn.QueryRow(ctx, q).Scan(&s); err != nil {
-						return "(" + err.Error() + ")"
-					}
-					return s
-				}
-				example = fmt.Sprintf("%s: mart: %s; event store: %s", m.Table, show(m.Show(m.Rows("1"), k)), show(m.Show(m.Over("1"), k)))
+				k := differ[0]
+				example = fmt.Sprintf("%s: mart: %s; event store: %s", m.Table, marts.ShowKey(ctx, n.Conn, m, m.Rows("1"), k), marts.ShowKey(ctx, n.Conn, m, m.Over("1"), k))
 			}
 		}
 		if len(drift) == 0 {

@@ -8,6 +8,8 @@ package marts
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -248,4 +250,35 @@ func ReadValues(ctx context.Context, conn driver.Conn, query string, args ...any
 		out[k] = v
 	}
 	return out, rows.Err()
+}
+
+// Differ are the row keys whose values differ between have and want (ReadValues of a mart and
+// of its view), a key missing on one side included, in ascending order.
+func Differ(have, want map[uint64]uint64) []uint64 {
+	var out []uint64
+	for k, v := range want {
+		if h, ok := have[k]; !ok || h != v {
+			out = append(out, k)
+		}
+	}
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ShowKey runs Show(source, key) on conn: "(none)" when source holds no such row, the error in
+// parentheses when the query fails (it describes, for a log line; it never decides).
+func ShowKey(ctx context.Context, conn driver.Conn, m Mart, source string, key uint64) string {
+	var out string
+	if err := conn.QueryRow(ctx, m.Show(source, key)).Scan(&out); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return "(none)"
+		}
+		return "(" + err.Error() + ")"
+	}
+	return out
 }

@@ -64,28 +64,32 @@ func TestMartReadsAsItsViewWhateverTheMerges(t *testing.T) {
 		if len(want) == 0 && !strings.HasSuffix(m.Table, "external_consented.tenant_daily") {
 			t.Errorf("%s: its view makes nothing of 1,000 events", m.Table)
 		}
-		differ := 0
-		for k, v := range want {
-			if have[k] != v {
-				differ++
-			}
-		}
-		if differ > 0 || len(have) != len(want) {
-			t.Errorf("%s: %d of %d keys read differently from its view over the same events (%d keys in the mart)", m.Table, differ, len(want), len(have))
+		if differ := marts.Differ(have, want); len(differ) > 0 || len(have) != len(want) {
+			t.Errorf("%s: %d of %d keys read differently from its view over the same events (%d keys in the mart)", m.Table, len(differ), len(want), len(have))
 		}
 		// Show describes a key alike on both sides, in words naming its columns.
 		for k := range want {
-			var a, b string
-			if err := conn.QueryRow(ctx, m.Show(m.Rows("1"), k)).Scan(&a); err != nil {
-				t.Fatalf("%s: show: %v", m.Table, err)
-			}
-			if err := conn.QueryRow(ctx, m.Show(m.Over("1"), k)).Scan(&b); err != nil {
-				t.Fatalf("%s: show over the store: %v", m.Table, err)
-			}
+			a, b := marts.ShowKey(ctx, conn, m, m.Rows("1"), k), marts.ShowKey(ctx, conn, m, m.Over("1"), k)
 			if a != b || !strings.Contains(a, "tenant_id=tenant-") {
 				t.Errorf("%s: key %d shows as %q in the mart, %q over the store", m.Table, k, a, b)
 			}
+			if none := marts.ShowKey(ctx, conn, m, m.Rows("1"), k+1); none != "(none)" {
+				t.Errorf("%s: a key no row has shows as %q", m.Table, none)
+			}
 			break
 		}
+	}
+}
+
+// Differ names a key whose value changed, one only the view has (a row missing from the mart)
+// and one only the mart has (a row its view does not make), in order, and nothing else.
+func TestDiffer(t *testing.T) {
+	have := map[uint64]uint64{1: 10, 2: 20, 5: 50, 9: 90}
+	want := map[uint64]uint64{1: 10, 2: 21, 3: 30, 9: 90}
+	if got := fmt.Sprint(marts.Differ(have, want)); got != "[2 3 5]" {
+		t.Errorf("Differ = %s, want [2 3 5]", got)
+	}
+	if got := marts.Differ(want, want); len(got) != 0 {
+		t.Errorf("Differ of equal values = %v", got)
 	}
 }

@@ -2,9 +2,8 @@ package processor
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -241,15 +240,8 @@ func (p *Processor) repairMart(ctx context.Context, conn driver.Conn, m marts.Ma
 		return err
 	}
 	differ := map[uint64]bool{}
-	for k, v := range want {
-		if h, ok := have[k]; !ok || h != v {
-			differ[k] = true
-		}
-	}
-	for k := range have {
-		if _, ok := want[k]; !ok {
-			differ[k] = true
-		}
+	for _, k := range marts.Differ(have, want) {
+		differ[k] = true
 	}
 	if len(differ) == 0 {
 		return nil
@@ -301,26 +293,12 @@ func cutText(inserts []cutInsert) string {
 	return strings.Join(s, " ")
 }
 
-// showKey describes one of the keys that differ, as the mart holds it and as its view makes it
-// of the event store: what an operator (or a failed test) needs to tell a lost part from a
-// double count.
+// showKey describes the smallest of the keys that differ, as the mart holds it and as its view
+// makes it of the event store: what an operator (or a failed test) needs to tell a lost part
+// from a double count.
 func (p *Processor) showKey(ctx context.Context, conn driver.Conn, m marts.Mart, differ map[uint64]bool, rows, events string) string {
-	keys := make([]uint64, 0, len(differ))
-	for k := range differ {
-		keys = append(keys, k)
-	}
-	k := slices.Min(keys)
-	show := func(source string) string {
-		var out string
-		if err := conn.QueryRow(ctx, m.Show(source, k)).Scan(&out); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return "(none)"
-			}
-			return "(" + err.Error() + ")"
-		}
-		return out
-	}
-	return "mart: " + show(rows) + "; event store: " + show(m.Over(events))
+	k := slices.Min(slices.Collect(maps.Keys(differ)))
+	return "mart: " + marts.ShowKey(ctx, conn, m, rows, k) + "; event store: " + marts.ShowKey(ctx, conn, m, m.Over(events), k)
 }
 
 // insertLacking inserts insert in's rows of mart m for the keys lacking, by the view's SELECT
