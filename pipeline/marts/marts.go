@@ -196,10 +196,16 @@ func (m Mart) Values(source string) string {
 
 // Show is a query of one String describing row key key of the rows source holds: the key's
 // columns and its finalised aggregates (aggregating marts) or how many rows have it (plain
-// ones), for a log line an operator can act on. Empty when source holds no such row.
+// ones), for a log line an operator can act on; never a user's pseudonym. Empty when source
+// holds no such row.
 func (m Mart) Show(source string, key uint64) string {
 	cols := make([]string, 0, len(m.Keys)+len(m.Merges))
 	for _, k := range m.Keys {
+		if k == "user_pseudonym" {
+			// The support trace's rows name a user: a log line is no place for a pseudonym
+			// (the row's event_id, tenant and time already identify it).
+			continue
+		}
 		cols = append(cols, "'"+k+"=', toString("+k+")")
 	}
 	if !m.Aggregating() {

@@ -70,7 +70,7 @@ func TestMartReadsAsItsViewWhateverTheMerges(t *testing.T) {
 		// Show describes a key alike on both sides, in words naming its columns.
 		for k := range want {
 			a, b := marts.ShowKey(ctx, conn, m, m.Rows("1"), k), marts.ShowKey(ctx, conn, m, m.Over("1"), k)
-			if a != b || !strings.Contains(a, "tenant_id=tenant-") {
+			if a != b || !strings.Contains(a, "tenant_id=tenant-") || strings.Contains(a, "user_pseudonym") || strings.Contains(a, "user-0000") {
 				t.Errorf("%s: key %d shows as %q in the mart, %q over the store", m.Table, k, a, b)
 			}
 			if none := marts.ShowKey(ctx, conn, m, m.Rows("1"), k+1); none != "(none)" {
