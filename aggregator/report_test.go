@@ -89,9 +89,9 @@ func TestUtilityTargets(t *testing.T) {
 	}
 }
 
-// The tests that skip under -race are run without it by make test (and so by CI): a test that
-// skips there and is missing from that run would never run at all. They never skip for a
-// missing service: they need none. Every package's tests are searched for that skip.
+// The tests that skip (or shrink) under -race are run without it by make test (and so by CI): a
+// test that skips there and is missing from that run would never run at all (or never whole).
+// None skips for a missing service. Every package's tests are searched for that branch.
 func TestRaceSkippedTestsRunWithoutRace(t *testing.T) {
 	b, err := os.ReadFile("../Makefile")
 	if err != nil {
