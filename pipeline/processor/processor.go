@@ -617,7 +617,7 @@ func (p *Processor) stream(ctx context.Context, chunks <-chan *decided, batches 
 					continue
 				}
 				if b.ins[s] == nil {
-					ins, err := p.openEventsInsert(ctx, p.shards[s].Write, b.now.UTC().Truncate(time.Second))
+					ins, err := p.openEventsInsert(ctx, p.shards[s].Write, b.now)
 					if err != nil {
 						return &writeError{"insert events", err}
 					}

@@ -30,8 +30,8 @@ import (
 //
 //   - a key whose value equals the event store's is whole;
 //   - a key whose value equals the event store's without the partition's last cut insert (its
-//     events share the partition and ingested_at; earlier ones were repaired when the
-//     processor resumed after them, cutScope) lacks exactly that insert's rows: they are
+//     events share the partition, ingested_at and insert_ns; earlier ones were stored whole or
+//     repaired when the processor resumed after them, cutScope) lacks exactly that insert's rows: they are
 //     inserted, by the view's own SELECT over that insert's events, for those keys only;
 //   - any other difference is not the processor's to mend: it is counted
 //     (shukei_processor_marts_unrepaired_total) and logged, for 'shukei retention rebuild-marts'.
@@ -49,16 +49,23 @@ import (
 // up for now (and the read of the high-water marks is retried, backing off).
 const martsAgreeWait = time.Minute
 
-// cutInsert is one insert of a batch cut short: its partition and ingest time, among the
-// events beyond the checkpoints (cut).
+// cutInsert is one insert of a batch cut short: its partition, ingest second and decision time
+// in nanoseconds (insert_ns: two batches of a partition may share a second), among the events
+// beyond the checkpoints (cut).
 type cutInsert struct {
 	partition uint16
 	ingested  time.Time
+	ns        uint64
 	cut       string
 }
 
 func (c cutInsert) where() string {
-	return fmt.Sprintf("%s AND kafka_partition = %d AND ingested_at = toDateTime(%d)", c.cut, c.partition, c.ingested.Unix())
+	return fmt.Sprintf("%s AND kafka_partition = %d AND ingested_at = toDateTime(%d) AND insert_ns = %d", c.cut, c.partition, c.ingested.Unix(), c.ns)
+}
+
+// after says whether c was inserted after d (both of one partition).
+func (c cutInsert) after(d cutInsert) bool {
+	return c.ingested.After(d.ingested) || c.ingested.Equal(d.ingested) && c.ns > d.ns
 }
 
 // repairMarts repairs the marts of every shard for the batches state shows cut short.
@@ -125,9 +132,12 @@ func (p *Processor) repairShard(ctx context.Context, s Shard, cut string) error 
 // beyond the checkpoints, its tenants and the first and last days its events occurred on.
 //
 // Only the last: a processor resumes, repairs and only then reads on, so every earlier insert
-// beyond the checkpoint was a batch cut short before an earlier resume, which repaired it (or
-// counted what it could not explain). Two inserts that contributed alike to a key (one new user
-// and the same uses each) would otherwise both look like the one the mart lacks.
+// beyond the checkpoint was either stored whole (a batch whose checkpoint was not written yet
+// when the next one was cut: batches overlap) or a batch cut short before an earlier resume,
+// which repaired it (or counted what it could not explain). Two inserts that contributed alike
+// to a key (one new user and the same uses each) would otherwise both look like the one the
+// mart lacks. An insert is its partition, ingested_at and insert_ns: two batches of one
+// partition may be inserted in one second.
 func (p *Processor) cutScope(ctx context.Context, s Shard, cut string) (inserts []cutInsert, tenants []string, from, to time.Time, err error) {
 	type found struct {
 		in       cutInsert
@@ -137,13 +147,13 @@ func (p *Processor) cutScope(ctx context.Context, s Shard, cut string) (inserts 
 	last := map[uint16]*found{}
 	var all []found
 	for _, r := range s.Replicas {
-		rows, err := r.Query(ctx, "SELECT kafka_partition, ingested_at, groupUniqArray(tenant_id), min(toDate(occurred_at)), max(toDate(occurred_at)) FROM "+p.db+".events WHERE "+cut+" GROUP BY kafka_partition, ingested_at")
+		rows, err := r.Query(ctx, "SELECT kafka_partition, ingested_at, insert_ns, groupUniqArray(tenant_id), min(toDate(occurred_at)), max(toDate(occurred_at)) FROM "+p.db+".events WHERE "+cut+" GROUP BY kafka_partition, ingested_at, insert_ns")
 		if err != nil {
 			return nil, nil, from, to, fmt.Errorf("the events of the batches cut short: %w", err)
 		}
 		for rows.Next() {
 			f := found{in: cutInsert{cut: cut}}
-			if err := rows.Scan(&f.in.partition, &f.in.ingested, &f.tenants, &f.from, &f.to); err != nil {
+			if err := rows.Scan(&f.in.partition, &f.in.ingested, &f.in.ns, &f.tenants, &f.from, &f.to); err != nil {
 				rows.Close()
 				return nil, nil, from, to, err
 			}
@@ -157,14 +167,14 @@ func (p *Processor) cutScope(ctx context.Context, s Shard, cut string) (inserts 
 	}
 	for i := range all {
 		f := &all[i]
-		if l := last[f.in.partition]; l == nil || f.in.ingested.After(l.in.ingested) {
+		if l := last[f.in.partition]; l == nil || f.in.after(l.in) {
 			last[f.in.partition] = f
 		}
 	}
 	seen := map[string]bool{}
 	for _, f := range all {
-		if l := last[f.in.partition]; !l.in.ingested.Equal(f.in.ingested) {
-			continue // an earlier insert, repaired when the processor resumed after it
+		if l := last[f.in.partition]; l.in.after(f.in) {
+			continue // an earlier insert, stored whole or repaired when the processor resumed after it
 		}
 		if !slices.Contains(inserts, f.in) {
 			inserts = append(inserts, f.in)
@@ -288,7 +298,10 @@ func (p *Processor) repairMart(ctx context.Context, conn driver.Conn, m marts.Ma
 func cutText(inserts []cutInsert) string {
 	s := make([]string, len(inserts))
 	for i, in := range inserts {
-		s[i] = fmt.Sprintf("%d@%s", in.partition, in.ingested.Format(time.RFC3339))
+		s[i] = fmt.Sprintf("%d@%s", in.partition, time.Unix(0, int64(in.ns)).UTC().Format(time.RFC3339Nano))
+		if in.ns == 0 { // stored before insert_ns
+			s[i] = fmt.Sprintf("%d@%s", in.partition, in.ingested.Format(time.RFC3339))
+		}
 	}
 	return strings.Join(s, " ")
 }

@@ -125,7 +125,7 @@ const eventsInsertSQL = `INSERT INTO %s.events (event_id, tenant_id, occurred_at
  user_pseudonym, os, os_major, device_kind, contract_status, edition, size_band, purposes, policy_version,
  app_id, action, feature_id, use_count, records_registered, setting_key, setting_value, customization_present,
  customization_count, operation_id, result_code, request_id, user_count, organization_count, client_kind, browser,
- kafka_partition, kafka_offset)`
+ kafka_partition, kafka_offset, insert_ns)`
 
 // eventsInsert is one batch's insert into the event store, sent a chunk at a time. ClickHouse
 // joins the chunks into one block and writes it when the insert ends (min_insert_block_size_rows
@@ -139,13 +139,18 @@ const eventsInsertSQL = `INSERT INTO %s.events (event_id, tenant_id, occurred_at
 type eventsInsert struct {
 	b        driver.Batch
 	ingested time.Time
+	ns       uint64             // the batch's decision time (insert_ns): tells two inserts of one second apart
 	cancel   context.CancelFunc // ends the insert's context (insertContext)
 	id       string             // its query id, for the discarder
 	disc     *discarder         // nil: the processor cannot discard inserts (abort)
 	ended    bool               // committed or aborted
 }
 
-func (p *Processor) openEventsInsert(ctx context.Context, conn driver.Conn, ingested time.Time) (*eventsInsert, error) {
+// openEventsInsert opens the insert of a batch decided at at: its events are ingested at at's
+// second (ingested_at) and carry at in nanoseconds (insert_ns), which tells apart two inserts
+// of one partition in one second — the repair of a batch cut short finds the one cut by it
+// (repair.go).
+func (p *Processor) openEventsInsert(ctx context.Context, conn driver.Conn, at time.Time) (*eventsInsert, error) {
 	settings := OneBlockSettings(p.cfg.BatchSize)
 	// An open insert holds the table against DROP PARTITION (retention) and DDL. Were the
 	// processor paused between two chunks (SIGSTOP, a stalled host), ClickHouse ends the insert
@@ -158,7 +163,7 @@ func (p *Processor) openEventsInsert(ctx context.Context, conn driver.Conn, inge
 		cancel()
 		return nil, err
 	}
-	return &eventsInsert{b: b, ingested: ingested, cancel: cancel, id: id, disc: p.disc}, nil
+	return &eventsInsert{b: b, ingested: at.UTC().Truncate(time.Second), ns: uint64(at.UnixNano()), cancel: cancel, id: id, disc: p.disc}, nil
 }
 
 // insertContext is the context of an insert: ctx's values (settings), not its cancellation.
@@ -207,7 +212,7 @@ const insertDropped = insertIdle + 3*time.Second
 
 // add sends rows as one block of the insert; cols is scratch space, reused chunk after chunk.
 func (in *eventsInsert) add(rows []row, cols *eventColumns) error {
-	for i, c := range cols.fill(rows, in.ingested) {
+	for i, c := range cols.fill(rows, in.ingested, in.ns) {
 		if err := in.b.Column(i).Append(c); err != nil {
 			return fmt.Errorf("append column %d: %w", i, err)
 		}
@@ -252,7 +257,7 @@ type eventColumns struct {
 	schemaVersion, custPresent                                                                                  []uint8
 	osMajor, purposes, policyVersion, partition                                                                 []uint16
 	useCount, records, custCount, users, orgs                                                                   []uint32
-	offset                                                                                                      []uint64
+	offset, insertNS                                                                                            []uint64
 }
 
 func newEventColumns(n int) *eventColumns {
@@ -263,12 +268,12 @@ func newEventColumns(n int) *eventColumns {
 		mk[uint8](n), mk[uint8](n),
 		mk[uint16](n), mk[uint16](n), mk[uint16](n), mk[uint16](n),
 		mk[uint32](n), mk[uint32](n), mk[uint32](n), mk[uint32](n), mk[uint32](n),
-		mk[uint64](n),
+		mk[uint64](n), mk[uint64](n),
 	}
 }
 
 // fill writes rows into the columns and returns them cut to len(rows), in eventsInsertSQL's order.
-func (c *eventColumns) fill(rows []row, ingested time.Time) []any {
+func (c *eventColumns) fill(rows []row, ingested time.Time, insertNS uint64) []any {
 	n := len(rows)
 	if n > len(c.eventID) {
 		*c = *newEventColumns(n)
@@ -301,14 +306,14 @@ func (c *eventColumns) fill(rows []row, ingested time.Time) []any {
 		c.category[i], c.schemaVersion[i], c.source[i] = decision.Category(ev.Schema), decision.SchemaVersion(ev.Schema), ev.Source
 		c.pseudo[i], c.osName[i], c.osMajor[i], c.device[i] = string(r.t.Pseudonym[:]), string(ev.Client.OS), decision.OSMajor(ev.Client.OSVersion), string(ev.Client.DeviceKind)
 		c.status[i], c.edition[i], c.sizeBand[i], c.purposes[i], c.policyVersion[i] = t.Status, t.Edition, t.SizeBand, r.t.Purposes, r.t.PolicyVersion
-		c.partition[i], c.offset[i] = uint16(r.partition), uint64(r.offset)
+		c.partition[i], c.offset[i], c.insertNS[i] = uint16(r.partition), uint64(r.offset), insertNS
 	}
 	// The order of eventsInsertSQL's column list.
 	return []any{c.eventID[:n], c.tenant[:n], c.occurred[:n], c.ingested[:n], c.category[:n], c.schemaVersion[:n], c.source[:n],
 		c.pseudo[:n], c.osName[:n], c.osMajor[:n], c.device[:n], c.status[:n], c.edition[:n], c.sizeBand[:n], c.purposes[:n], c.policyVersion[:n],
 		c.appID[:n], c.action[:n], c.featureID[:n], c.useCount[:n], c.records[:n], c.settingKey[:n], c.settingValue[:n], c.custPresent[:n],
 		c.custCount[:n], c.operationID[:n], c.resultCode[:n], c.requestID[:n], c.users[:n], c.orgs[:n], c.clientKind[:n], c.browser[:n],
-		c.partition[:n], c.offset[:n]}
+		c.partition[:n], c.offset[:n], c.insertNS[:n]}
 }
 
 func mk[T any](n int) []T { return make([]T, n) }
