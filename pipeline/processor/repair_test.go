@@ -296,43 +296,12 @@ func TestRepairOfTheSecondCutOfTheSameBatchRun(t *testing.T) {
 	r := newRig(t, 1) // every event of the one tenant
 	ctx := context.Background()
 	p := r.roleProcessor(t)
-	tenant := r.tenants[0]
-	occurred := time.Now().UTC().Truncate(time.Hour)
-	alike := func(user string) func(int, string, *rand.Rand, time.Time) map[string]any {
-		return func(_ int, _ string, rnd *rand.Rand, now time.Time) map[string]any {
-			ev := good(tenant, rnd, now)
-			ev["occurred_at"] = occurred.Format(time.RFC3339)
-			ev["user"] = user
-			ev["data"] = map[string]any{"feature_id": "app.record.create", "count": 2, "records_registered": 0}
-			return ev
-		}
-	}
-	whole := decidedFrom(t, r, p, 50, 9, func(i int, tenant string, rnd *rand.Rand, now time.Time) map[string]any {
-		return alike(fmt.Sprintf("u-whole-%d", i%5))(i, tenant, rnd, now)
-	})
-	r.insertEvents(t, p, whole, time.Now().Add(-20*time.Second))
-	if err := r.conn.Exec(ctx, "INSERT INTO "+r.db+".rejections (rejected_at, kafka_partition, kafka_offset, class) SELECT now(), toUInt16(0), toUInt64(49), 'checkpoint'"); err != nil {
-		t.Fatal(err)
-	}
-	all, err := marts.List(ctx, r.conn, r.db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	uses := r.featureUses()
+	all := r.storedWhole(t, p, 50, 9, uses(func(i int) string { return fmt.Sprintf("u-whole-%d", i%5) }))
 	cut := func(user string, offset int64, ingested time.Time) {
 		t.Helper()
-		rows := decidedFrom(t, r, p, 1, uint64(offset), alike(user))
-		rows[0].offset = offset
-		for _, m := range all {
-			if err := r.conn.Exec(ctx, "DETACH TABLE "+m.View); err != nil {
-				t.Fatal(err)
-			}
-		}
-		r.insertEvents(t, p, rows, ingested)
-		for _, m := range all {
-			if err := r.conn.Exec(ctx, "ATTACH TABLE "+m.View); err != nil {
-				t.Fatal(err)
-			}
-		}
+		rows := atOffsets(decidedFrom(t, r, p, 1, uint64(offset), uses(func(int) string { return user })), offset)
+		r.withoutViews(t, all, func() { r.insertEvents(t, p, rows, ingested) })
 	}
 	cut("u-first", 50, time.Now().Add(-10*time.Second))
 	if _, err := p.loadWithRetry(ctx, []int{0}); err != nil {
@@ -346,11 +315,7 @@ func TestRepairOfTheSecondCutOfTheSameBatchRun(t *testing.T) {
 	if _, err := again.loadWithRetry(ctx, []int{0}); err != nil {
 		t.Fatal(err)
 	}
-	if d := compareMarts(t, r.conn, all, false); len(d) > 0 {
-		var users, events uint64
-		_ = r.conn.QueryRow(ctx, "SELECT uniqMerge(users), sumMerge(events) FROM "+r.db+"_service_improvement.feature_daily WHERE tenant_id = ?", tenant).Scan(&users, &events)
-		t.Errorf("after the second resume the marts differ from the store: %v (feature_daily: %d users, %d events; the store has 7 users, 52 events)", d, users, events)
-	}
+	r.martsEqualTheStore(t, all, "after the second resume", 7, 52)
 	if n := testutil.ToFloat64(again.m.martsUnrepaired); n != 0 {
 		t.Errorf("%v keys counted as unexplained", n)
 	}
@@ -365,47 +330,13 @@ func TestCutBatchAfterAWholeOneOfTheSameSecond(t *testing.T) {
 	r := newRig(t, 1)
 	ctx := context.Background()
 	p := r.roleProcessor(t)
-	tenant := r.tenants[0]
-	occurred := time.Now().UTC().Truncate(time.Hour)
-	alike := func(user func(int) string) func(int, string, *rand.Rand, time.Time) map[string]any {
-		return func(i int, _ string, rnd *rand.Rand, now time.Time) map[string]any {
-			ev := good(tenant, rnd, now)
-			ev["occurred_at"] = occurred.Format(time.RFC3339)
-			ev["user"] = user(i)
-			ev["data"] = map[string]any{"feature_id": "app.record.create", "count": 2, "records_registered": 0}
-			return ev
-		}
-	}
-	at := func(rows []row, from int64) []row {
-		for i := range rows {
-			rows[i].offset = from + int64(i)
-		}
-		return rows
-	}
-	base := at(decidedFrom(t, r, p, 20, 11, alike(func(i int) string { return fmt.Sprintf("u-base-%d", i%4) })), 0)
-	r.insertEvents(t, p, base, time.Now().Add(-20*time.Second))
-	if err := r.conn.Exec(ctx, "INSERT INTO "+r.db+".rejections (rejected_at, kafka_partition, kafka_offset, class) SELECT now(), toUInt16(0), toUInt64(19), 'checkpoint'"); err != nil {
-		t.Fatal(err)
-	}
-	all, err := marts.List(ctx, r.conn, r.db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	uses := r.featureUses()
+	all := r.storedWhole(t, p, 20, 11, uses(func(i int) string { return fmt.Sprintf("u-base-%d", i%4) }))
 	second := time.Now().Truncate(time.Second)
-	whole := at(decidedFrom(t, r, p, 30, 12, alike(func(i int) string { return fmt.Sprintf("u-whole-%d", i%3) })), 20)
+	whole := atOffsets(decidedFrom(t, r, p, 30, 12, uses(func(i int) string { return fmt.Sprintf("u-whole-%d", i%3) })), 20)
 	r.insertEvents(t, p, whole, second.Add(100*time.Millisecond))
-	cut := at(decidedFrom(t, r, p, 10, 13, alike(func(i int) string { return fmt.Sprintf("u-cut-%d", i%2) })), 50)
-	for _, m := range all {
-		if err := r.conn.Exec(ctx, "DETACH TABLE "+m.View); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r.insertEvents(t, p, cut, second.Add(300*time.Millisecond))
-	for _, m := range all {
-		if err := r.conn.Exec(ctx, "ATTACH TABLE "+m.View); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cut := atOffsets(decidedFrom(t, r, p, 10, 13, uses(func(i int) string { return fmt.Sprintf("u-cut-%d", i%2) })), 50)
+	r.withoutViews(t, all, func() { r.insertEvents(t, p, cut, second.Add(300*time.Millisecond)) })
 	var inserts, seconds uint64
 	if err := r.conn.QueryRow(ctx, "SELECT uniqExact(insert_ns), uniqExact(ingested_at) FROM "+r.db+".events WHERE kafka_offset >= 20").Scan(&inserts, &seconds); err != nil {
 		t.Fatal(err)
@@ -421,15 +352,80 @@ func TestCutBatchAfterAWholeOneOfTheSameSecond(t *testing.T) {
 	if _, err := p.loadWithRetry(ctx, []int{0}); err != nil {
 		t.Fatal(err)
 	}
-	if d := compareMarts(t, r.conn, all, false); len(d) > 0 {
-		var users, events uint64
-		_ = r.conn.QueryRow(ctx, "SELECT uniqMerge(users), sumMerge(events) FROM "+r.db+"_service_improvement.feature_daily WHERE tenant_id = ?", tenant).Scan(&users, &events)
-		t.Errorf("after resuming the marts differ from the store: %v (feature_daily: %d users, %d events; the store has 9 users, 60 events)", d, users, events)
-	}
+	r.martsEqualTheStore(t, all, "after resuming", 9, 60)
 	if n := testutil.ToFloat64(p.m.martsUnrepaired); n != 0 {
 		t.Errorf("%v keys counted as unexplained:\n%s", n, logged.String())
 	}
 	if n := testutil.ToFloat64(p.m.martsRepaired); n == 0 {
 		t.Error("nothing was repaired")
+	}
+}
+
+// featureUses makes events of the rig's first tenant that all fall under one key of every
+// mart: one feature, 2 uses each, at one hour, by user(i).
+func (r *rig) featureUses() func(user func(int) string) func(int, string, *rand.Rand, time.Time) map[string]any {
+	tenant, occurred := r.tenants[0], time.Now().UTC().Truncate(time.Hour)
+	return func(user func(int) string) func(int, string, *rand.Rand, time.Time) map[string]any {
+		return func(i int, _ string, rnd *rand.Rand, now time.Time) map[string]any {
+			ev := good(tenant, rnd, now)
+			ev["occurred_at"] = occurred.Format(time.RFC3339)
+			ev["user"] = user(i)
+			ev["data"] = map[string]any{"feature_id": "app.record.create", "count": 2, "records_registered": 0}
+			return ev
+		}
+	}
+}
+
+// atOffsets places rows at partition 0's offsets from on.
+func atOffsets(rows []row, from int64) []row {
+	for i := range rows {
+		rows[i].offset = from + int64(i)
+	}
+	return rows
+}
+
+// storedWhole stores n events made by gen as a whole batch of partition 0 (offsets 0 to n-1, 20
+// s ago) with its checkpoint, and returns the marts over the event store.
+func (r *rig) storedWhole(t *testing.T, p *Processor, n int, seed uint64, gen func(int, string, *rand.Rand, time.Time) map[string]any) []marts.Mart {
+	t.Helper()
+	ctx := context.Background()
+	r.insertEvents(t, p, atOffsets(decidedFrom(t, r, p, n, seed, gen), 0), time.Now().Add(-20*time.Second))
+	if err := r.conn.Exec(ctx, "INSERT INTO "+r.db+".rejections (rejected_at, kafka_partition, kafka_offset, class) SELECT now(), toUInt16(0), toUInt64(?), 'checkpoint'", n-1); err != nil {
+		t.Fatal(err)
+	}
+	all, err := marts.List(ctx, r.conn, r.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all
+}
+
+// withoutViews runs insert with every mart's view detached: an insert cut short before any
+// view ran.
+func (r *rig) withoutViews(t *testing.T, all []marts.Mart, insert func()) {
+	t.Helper()
+	ctx := context.Background()
+	for _, m := range all {
+		if err := r.conn.Exec(ctx, "DETACH TABLE "+m.View); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert()
+	for _, m := range all {
+		if err := r.conn.Exec(ctx, "ATTACH TABLE "+m.View); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// martsEqualTheStore fails the test if a mart differs from its view over the event store,
+// saying what the feature mart holds of the first tenant against the users and events the
+// store has.
+func (r *rig) martsEqualTheStore(t *testing.T, all []marts.Mart, when string, users, events uint64) {
+	t.Helper()
+	if d := compareMarts(t, r.conn, all, false); len(d) > 0 {
+		var u, e uint64
+		_ = r.conn.QueryRow(context.Background(), "SELECT uniqMerge(users), sumMerge(events) FROM "+r.db+"_service_improvement.feature_daily WHERE tenant_id = ?", r.tenants[0]).Scan(&u, &e)
+		t.Errorf("%s the marts differ from the store: %v (feature_daily: %d users, %d events; the store has %d users, %d events)", when, d, u, e, users, events)
 	}
 }
