@@ -298,10 +298,11 @@ func (p *Processor) repairMart(ctx context.Context, conn driver.Conn, m marts.Ma
 func cutText(inserts []cutInsert) string {
 	s := make([]string, len(inserts))
 	for i, in := range inserts {
-		s[i] = fmt.Sprintf("%d@%s", in.partition, time.Unix(0, int64(in.ns)).UTC().Format(time.RFC3339Nano))
+		at := time.Unix(0, int64(in.ns)).UTC().Format(time.RFC3339Nano)
 		if in.ns == 0 { // stored before insert_ns
-			s[i] = fmt.Sprintf("%d@%s", in.partition, in.ingested.Format(time.RFC3339))
+			at = in.ingested.Format(time.RFC3339)
 		}
+		s[i] = fmt.Sprintf("%d@%s", in.partition, at)
 	}
 	return strings.Join(s, " ")
 }
