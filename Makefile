@@ -8,6 +8,9 @@ BENCH_PIPELINE_EVENTS ?= 500000
 # Integration tests fail instead of skipping when a service is missing.
 TEST_ENV := SHUKEI_TEST_REQUIRE_SERVICES=1
 FUZZTIME ?= 30s
+# What a verbose test run shows: each test's start and result, its log lines (file:line), and
+# the package's verdict; the targets below add the summary lines they report (lost=, ...).
+SHOWN := ^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:
 
 .PHONY: all build demo test test-unit test-sdk-js test-faults test-faults-processor test-faults-aggregator test-faults-stack test-cluster attack-cluster attack-exactly-once attack-marts-cut bench lint fuzz services-up services-down services-status cluster-up cluster-down clean
 
@@ -31,7 +34,7 @@ test: services-up lint test-sdk-js
 	$(TEST_ENV) $(GO) test -race -count=1 -timeout 20m ./...
 	@# The tests that skip or shrink under -race: the DP statistical tests (they only draw
 	@# noise) and the demo's two whole runs (CPU-bound under the detector).
-	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -run 'TestUtilityTargets|TestNeighbouringMonthReleases|TestDoubleCloseNeighbours|TestNonNegativeBias|TestReleasedCellMovesByAtMostLInfPlusNoise|TestOneTenantMovesACellByAtMostLInf|TestNoiseMeanAndVariance|TestNeighbouringDatasets|TestDemoOnRealServices' -v ./aggregator/ ./anonymizer/dp/ ./cmd/shukei/ 2>&1 | grep -E '^(--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -run 'TestUtilityTargets|TestNeighbouringMonthReleases|TestDoubleCloseNeighbours|TestNonNegativeBias|TestReleasedCellMovesByAtMostLInfPlusNoise|TestOneTenantMovesACellByAtMostLInf|TestNoiseMeanAndVariance|TestNeighbouringDatasets|TestDemoOnRealServices' -v ./aggregator/ ./anonymizer/dp/ ./cmd/shukei/ 2>&1 | grep -E '$(SHOWN)'; exit $${PIPESTATUS[0]}
 	$(MAKE) test-faults-processor
 	@# The aggregator's fault suite restarts no service and the cluster's tests only read the
 	@# single-node services, so the two run side by side (each mostly waits on windows and
@@ -51,17 +54,17 @@ test-faults:
 
 ## The processor killed five times and ClickHouse restarted under it.
 test-faults-processor: services-up
-	$(TEST_ENV) $(GO) test -race -count=1 -timeout 20m -tags faults -run 'Kills' -v ./pipeline/processor/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|lost=|DLQ:|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+	$(TEST_ENV) $(GO) test -race -count=1 -timeout 20m -tags faults -run 'Kills' -v ./pipeline/processor/ 2>&1 | grep -E '$(SHOWN)|lost=|DLQ:'; exit $${PIPESTATUS[0]}
 
 ## The aggregator killed, paused and resumed (it restarts no service).
 test-faults-aggregator: services-up
-	$(TEST_ENV) $(GO) test -race -count=1 -timeout 20m -tags faults -run 'Kills|TestAttack' -v ./aggregator/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|aggregator faults:|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+	$(TEST_ENV) $(GO) test -race -count=1 -timeout 20m -tags faults -run 'Kills|TestAttack' -v ./aggregator/ 2>&1 | grep -E '$(SHOWN)|aggregator faults:'; exit $${PIPESTATUS[0]}
 
 ## The whole stack under faults, and the two attacks that kill or stop ClickHouse under inserts.
 test-faults-stack: services-up
 	@# The whole-stack test's roles are subprocesses (built without -race); -race would only
 	@# slow its harness (in CI: 342 s with it, 272 s without, over a longer load).
-	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -tags faults -run 'Faults' -v ./faults/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|stack faults:|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -tags faults -run 'Faults' -v ./faults/ 2>&1 | grep -E '$(SHOWN)|stack faults:'; exit $${PIPESTATUS[0]}
 	$(MAKE) attack-exactly-once
 	$(MAKE) attack-marts-cut
 
@@ -79,9 +82,9 @@ cluster-down:
 ## test on the cluster (TestClusterStackSurvivesFaults) also replays its events through the
 ## single-node services, so they are started too.
 test-cluster: services-up cluster-up
-	$(TEST_ENV) $(GO) test -count=1 -timeout 25m -tags cluster -run 'TestCluster' -v ./faults/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|stack faults:|\.go:[0-9]+:'; \
+	$(TEST_ENV) $(GO) test -count=1 -timeout 25m -tags cluster -run 'TestCluster' -v ./faults/ 2>&1 | grep -E '$(SHOWN)|stack faults:'; \
 	  rc=$${PIPESTATUS[0]}; \
-	  $(TEST_ENV) $(GO) test -count=1 -timeout 20m -tags cluster -run 'TestClusterDeletionOnEveryReplica|TestClusterRoleMatrixOnEveryNode' -v ./attack/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; \
+	  $(TEST_ENV) $(GO) test -count=1 -timeout 20m -tags cluster -run 'TestClusterDeletionOnEveryReplica|TestClusterRoleMatrixOnEveryNode' -v ./attack/ 2>&1 | grep -E '$(SHOWN)'; \
 	  rc2=$${PIPESTATUS[0]}; scripts/services.sh down --cluster; [ $$rc -eq 0 ] && [ $$rc2 -eq 0 ]
 
 ## The whole blind attack on promises 16 and 19 on the cluster (attack/CLUSTER.md,
@@ -90,20 +93,20 @@ test-cluster: services-up cluster-up
 ## not in make test yet: they fail on open findings (docs/promises.md, promises 16 and 19), kept
 ## failing until the code is fixed.
 attack-cluster: cluster-up
-	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -tags cluster -run 'TestCluster' -v ./attack/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -tags cluster -run 'TestCluster' -v ./attack/ 2>&1 | grep -E '$(SHOWN)'; exit $${PIPESTATUS[0]}
 
 ## The blind attack on promise 20 (attack/MARTS-CUT.md): ClickHouse SIGKILLed the instant an
 ## insert's event-store part (or the k-th mart part, or a repair's part) lands, processors
 ## killed or stopped mid-repair; every mart must equal its view over the event store. Run by
 ## test-faults (it kills ClickHouse).
 attack-marts-cut: services-up
-	$(TEST_ENV) $(GO) test -count=1 -timeout 15m -tags faults -run 'TestAttackMartsExactAfterCutInserts' -v ./attack/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+	$(TEST_ENV) $(GO) test -count=1 -timeout 15m -tags faults -run 'TestAttackMartsExactAfterCutInserts' -v ./attack/ 2>&1 | grep -E '$(SHOWN)'; exit $${PIPESTATUS[0]}
 
 ## The blind attack on promise 3 under interruptions at an insert's worst moment
 ## (attack/EXACTLY-ONCE.md): three processors SIGSTOPped or SIGKILLed, and ClickHouse stopped or
 ## killed, when an insert opens or its data goes out. Run by test-faults (it restarts ClickHouse).
 attack-exactly-once: services-up
-	$(TEST_ENV) $(GO) test -count=1 -timeout 15m -tags faults -run 'TestAttackExactlyOnceUnderInterruptions' -v ./attack/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:'; exit $${PIPESTATUS[0]}
+	$(TEST_ENV) $(GO) test -count=1 -timeout 15m -tags faults -run 'TestAttackExactlyOnceUnderInterruptions' -v ./attack/ 2>&1 | grep -E '$(SHOWN)'; exit $${PIPESTATUS[0]}
 
 test-sdk-js:
 	cd sdk/js && npm ci --no-audit --no-fund --loglevel=error && npm test
