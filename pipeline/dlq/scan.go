@@ -160,20 +160,9 @@ func (s Source) bounds(ctx context.Context, since time.Time, parts []int) ([]Bou
 		return out, nil
 	}
 	// A transient answer (a leader being elected just after the topic was created or a broker
-	// restarted) is asked again for up to 15 s; anything else is an error at once.
+	// restarted) is asked again for a while; anything else is an error at once.
 	list := func(req func(int) kafka.OffsetRequest) (map[int]kafka.PartitionOffsets, error) {
-		for deadline := time.Now().Add(15 * time.Second); ; {
-			out, err := listOnce(req)
-			var ke kafka.Error
-			if err == nil || !errors.As(err, &ke) || !ke.Temporary() || time.Now().After(deadline) {
-				return out, err
-			}
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(300 * time.Millisecond):
-			}
-		}
+		return topic.RetryTransient(ctx, topic.TransientWithin, func() (map[int]kafka.PartitionOffsets, error) { return listOnce(req) })
 	}
 	first, err := list(kafka.FirstOffsetOf)
 	if err != nil {

@@ -137,22 +137,33 @@ func HorizonOf(ctx context.Context, brokers []string, topicName string, key []by
 	for _, p := range parts {
 		reqs = append(reqs, kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
 	}
-	offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topicName: reqs}})
+	// A partition just created, or whose broker restarted, may answer "not leader" for a
+	// moment: asked again (RetryTransient), not reported as a broken topic.
+	byPart, err := RetryTransient(ctx, TransientWithin, func() (map[int]kafka.PartitionOffsets, error) {
+		offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topicName: reqs}})
+		if err != nil {
+			return nil, fmt.Errorf("offsets of %s: %w", topicName, err)
+		}
+		byPart := map[int]kafka.PartitionOffsets{}
+		for _, po := range offs.Topics[topicName] {
+			byPart[po.Partition] = po
+		}
+		for _, p := range parts {
+			po, ok := byPart[p]
+			if !ok {
+				return nil, fmt.Errorf("offsets of %s partition %d: no answer", topicName, p)
+			}
+			if po.Error != nil {
+				return nil, fmt.Errorf("offsets of %s partition %d: %w", topicName, p, po.Error)
+			}
+		}
+		return byPart, nil
+	})
 	if err != nil {
-		return h, fmt.Errorf("offsets of %s: %w", topicName, err)
-	}
-	byPart := map[int]kafka.PartitionOffsets{}
-	for _, po := range offs.Topics[topicName] {
-		byPart[po.Partition] = po
+		return h, err
 	}
 	for _, p := range parts {
-		po, ok := byPart[p]
-		if !ok {
-			return h, fmt.Errorf("offsets of %s partition %d: no answer", topicName, p)
-		}
-		if po.Error != nil {
-			return h, fmt.Errorf("offsets of %s partition %d: %w", topicName, p, po.Error)
-		}
+		po := byPart[p]
 		r := Retained{Partition: p, First: po.FirstOffset, Next: po.LastOffset}
 		if !r.Empty() {
 			if r.Oldest, _, err = recordTimes(ctx, client, topicName, p, r.First, r.Next); err != nil {
@@ -174,12 +185,15 @@ func HorizonOf(ctx context.Context, brokers []string, topicName string, key []by
 // it and the newest timestamp of the records fetched below next (the whole batch holding
 // offset: Kafka judges a segment by its newest timestamp, not by its last record's).
 func recordTimes(ctx context.Context, client *kafka.Client, topicName string, part int, offset, next int64) (first, newest time.Time, err error) {
-	resp, err := client.Fetch(ctx, &kafka.FetchRequest{Topic: topicName, Partition: part, Offset: offset, MinBytes: 1, MaxBytes: 1 << 20, MaxWait: time.Second})
+	resp, err := RetryTransient(ctx, TransientWithin, func() (*kafka.FetchResponse, error) {
+		resp, err := client.Fetch(ctx, &kafka.FetchRequest{Topic: topicName, Partition: part, Offset: offset, MinBytes: 1, MaxBytes: 1 << 20, MaxWait: time.Second})
+		if err == nil && resp.Error != nil {
+			err = resp.Error
+		}
+		return resp, err
+	})
 	if err != nil {
 		return first, newest, fmt.Errorf("read %s partition %d at offset %d: %w", topicName, part, offset, err)
-	}
-	if resp.Error != nil {
-		return first, newest, fmt.Errorf("read %s partition %d at offset %d: %w", topicName, part, offset, resp.Error)
 	}
 	if resp.Records == nil {
 		return first, newest, fmt.Errorf("read %s partition %d at offset %d: no records", topicName, part, offset)
