@@ -166,27 +166,46 @@ func Topic(t testing.TB, brokers []string, partitions int) string {
 	return name
 }
 
-// ReadTopic reads every message of every partition of a topic from the beginning, stopping at
-// a partition when nothing more arrives for a moment.
+// ReadTopic reads every message of every partition of a topic, from its first retained offset
+// to its end offset as the read begins, and fails the test if it cannot within two minutes.
 func ReadTopic(t testing.TB, brokers []string, topicName string) []kafka.Message {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	parts, err := topic.Partitions(ctx, brokers, topicName)
 	if err != nil {
 		t.Fatalf("partitions of %s: %v", topicName, err)
 	}
-	var out []kafka.Message
+	// Every partition up to its end offset as the read begins, however slowly the broker answers
+	// (a loaded machine may stall a fetch for seconds: stopping at the first quiet moment
+	// returned part of a topic).
+	var ps []int
 	for p := range parts[topicName] {
+		ps = append(ps, p)
+	}
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second}
+	bounds, err := topic.Offsets(ctx, client, topicName, ps)
+	if err != nil {
+		t.Fatalf("read %s: %v", topicName, err)
+	}
+	var out []kafka.Message
+	for _, p := range ps {
+		first, end := bounds[p].FirstOffset, bounds[p].LastOffset
+		if end <= first {
+			continue
+		}
 		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topicName, Partition: p, MaxWait: 100 * time.Millisecond})
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		if err := r.SetOffset(first); err != nil {
+			t.Fatalf("read %s partition %d from offset %d: %v", topicName, p, first, err)
+		}
+		for at := first; at < end; {
 			m, err := r.ReadMessage(ctx)
-			cancel()
 			if err != nil {
-				break
+				_ = r.Close()
+				t.Fatalf("read %s partition %d: %v, after offset %d of [%d, %d)", topicName, p, err, at, first, end)
 			}
 			out = append(out, m)
+			at = m.Offset + 1
 		}
 		_ = r.Close()
 	}

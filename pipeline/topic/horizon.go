@@ -133,32 +133,7 @@ func HorizonOf(ctx context.Context, brokers []string, topicName string, key []by
 			parts = append(parts, p)
 		}
 	}
-	reqs := make([]kafka.OffsetRequest, 0, 2*len(parts))
-	for _, p := range parts {
-		reqs = append(reqs, kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
-	}
-	// A partition just created, or whose broker restarted, may answer "not leader" for a
-	// moment: asked again (RetryTransient), not reported as a broken topic.
-	byPart, err := RetryTransient(ctx, TransientWithin, func() (map[int]kafka.PartitionOffsets, error) {
-		offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topicName: reqs}})
-		if err != nil {
-			return nil, fmt.Errorf("offsets of %s: %w", topicName, err)
-		}
-		byPart := map[int]kafka.PartitionOffsets{}
-		for _, po := range offs.Topics[topicName] {
-			byPart[po.Partition] = po
-		}
-		for _, p := range parts {
-			po, ok := byPart[p]
-			if !ok {
-				return nil, fmt.Errorf("offsets of %s partition %d: no answer", topicName, p)
-			}
-			if po.Error != nil {
-				return nil, fmt.Errorf("offsets of %s partition %d: %w", topicName, p, po.Error)
-			}
-		}
-		return byPart, nil
-	})
+	byPart, err := Offsets(ctx, client, topicName, parts)
 	if err != nil {
 		return h, err
 	}
@@ -179,6 +154,36 @@ func HorizonOf(ctx context.Context, brokers []string, topicName string, key []by
 		h.GoneBy = n.Newest.Add(h.Retention + h.Segment + h.CheckInterval + h.DeleteDelay)
 	}
 	return h, nil
+}
+
+// Offsets reads the first and the next offset of each of topicName's partitions parts (in
+// FirstOffset and LastOffset). A partition just created, or whose broker restarted, may answer
+// "not leader" for a moment: asked again (RetryTransient), not reported as a broken topic.
+func Offsets(ctx context.Context, client *kafka.Client, topicName string, parts []int) (map[int]kafka.PartitionOffsets, error) {
+	reqs := make([]kafka.OffsetRequest, 0, 2*len(parts))
+	for _, p := range parts {
+		reqs = append(reqs, kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
+	}
+	return RetryTransient(ctx, TransientWithin, func() (map[int]kafka.PartitionOffsets, error) {
+		offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topicName: reqs}})
+		if err != nil {
+			return nil, fmt.Errorf("offsets of %s: %w", topicName, err)
+		}
+		byPart := map[int]kafka.PartitionOffsets{}
+		for _, po := range offs.Topics[topicName] {
+			byPart[po.Partition] = po
+		}
+		for _, p := range parts {
+			po, ok := byPart[p]
+			if !ok {
+				return nil, fmt.Errorf("offsets of %s partition %d: no answer", topicName, p)
+			}
+			if po.Error != nil {
+				return nil, fmt.Errorf("offsets of %s partition %d: %w", topicName, p, po.Error)
+			}
+		}
+		return byPart, nil
+	})
 }
 
 // recordTimes fetches from offset and returns the timestamp of the first record at or after
