@@ -12,7 +12,7 @@ FUZZTIME ?= 30s
 # the package's verdict; the targets below add the summary lines they report (lost=, ...).
 SHOWN := ^(=== RUN|--- |PASS|FAIL|ok|panic)|\.go:[0-9]+:
 
-.PHONY: all build demo test test-unit test-sdk-js test-faults test-faults-processor test-faults-aggregator test-faults-stack test-cluster attack-cluster attack-exactly-once attack-marts-cut bench lint fuzz services-up services-down services-status cluster-up cluster-down clean
+.PHONY: all build demo test test-unit test-sdk-js test-faults test-faults-processor test-faults-aggregator test-faults-stack test-cluster attack-cluster attack-exactly-once attack-marts-cut attack-marts-cut-burst bench lint fuzz services-up services-down services-status cluster-up cluster-down clean
 
 all: build
 
@@ -101,6 +101,12 @@ attack-cluster: cluster-up
 ## test-faults (it kills ClickHouse).
 attack-marts-cut: services-up
 	$(TEST_ENV) $(GO) test -count=1 -timeout 15m -tags faults -run 'TestAttackMartsExactAfterCutInserts' -v ./attack/ 2>&1 | grep -E '$(SHOWN)'; exit $${PIPESTATUS[0]}
+
+## The second blind attack on promise 20 (attack/MARTS-CUT-BURST.md): batches of 100 ms, cuts
+## aimed at the second or third insert of one instance and partition within one second. About 4
+## minutes on a quiet machine; not in make test (CI time): run it after changing the repair.
+attack-marts-cut-burst: services-up
+	$(TEST_ENV) $(GO) test -count=1 -timeout 20m -tags faults -run 'TestAttackMartsExactAfterCutBursts' -v ./attack/ 2>&1 | grep -E '$(SHOWN)'; exit $${PIPESTATUS[0]}
 
 ## The blind attack on promise 3 under interruptions at an insert's worst moment
 ## (attack/EXACTLY-ONCE.md): three processors SIGSTOPped or SIGKILLed, and ClickHouse stopped or

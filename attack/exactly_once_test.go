@@ -225,8 +225,16 @@ func TestAttackExactlyOnceUnderInterruptions(t *testing.T) {
 		s.addrs["processor"] = listen[i]
 		procs[i] = s.start("processor", "SHUKEI_PROCESSOR_LISTEN="+listen[i], "SHUKEI_CLICKHOUSE_ADDR="+proxies[i].addr())
 	}
+	// The proxies reach the server the stack was given (SHUKEI_CLICKHOUSE_ADDR, e.g. a second
+	// single-node instance), 127.0.0.1:19000 by default.
+	chAddr := "127.0.0.1:19000"
+	for _, kv := range s.env {
+		if v, ok := strings.CutPrefix(kv, "SHUKEI_CLICKHOUSE_ADDR="); ok {
+			chAddr = strings.Split(v, ",")[0]
+		}
+	}
 	for i := range n {
-		proxies[i] = startCHProxy(t, i, "127.0.0.1:19000", &arm, &inserts, &tablesMu, tables)
+		proxies[i] = startCHProxy(t, i, chAddr, &arm, &inserts, &tablesMu, tables)
 		listen[i] = freeAddr(t)
 		startInst(i)
 	}
