@@ -172,6 +172,18 @@ type mbAim struct {
 	any         bool // any part of the instance (only), no run needed
 }
 
+// cond is an interruption's condition: the part is one the aim wants, its instance and
+// description then put in chosen and why.
+func (k *mbTracker) cond(a mbAim, chosen *int, why *string) func(part string) bool {
+	return func(part string) bool {
+		i, d, ok := k.match(part, a)
+		if ok {
+			*chosen, *why = i, d
+		}
+		return ok
+	}
+}
+
 // match says whether the part named name is one the aim wants, and describes it.
 func (k *mbTracker) match(name string, a mbAim) (int, string, bool) {
 	k.mu.Lock()
@@ -435,14 +447,8 @@ func TestAttackMartsExactAfterCutBursts(t *testing.T) {
 	cut := func(label string, aim mbAim, after int, withInst func(int)) (int, bool) {
 		chosen, why := -1, ""
 		arm := &mcArm{after: after, only: -1, keepOn: after > 0,
-			cond: func(part string) bool {
-				i, d, ok := track.match(part, aim)
-				if ok {
-					chosen, why = i, d
-				}
-				return ok
-			},
-			who: func() int { return chosen }}
+			cond: track.cond(aim, &chosen, &why),
+			who:  func() int { return chosen }}
 		before := r.landed
 		last = mbCheck{}
 		_, ok := r.killArm(label, arm, withInst)
@@ -549,13 +555,7 @@ func TestAttackMartsExactAfterCutBursts(t *testing.T) {
 		killed := make(chan struct{}, 1)
 		pid := h.chPID()
 		arm := &mcArm{after: 0, only: -1,
-			cond: func(part string) bool {
-				i, d, ok := track.match(part, pair)
-				if ok {
-					chosen, why = i, d
-				}
-				return ok
-			},
+			cond: track.cond(pair, &chosen, &why),
 			act: func() int {
 				i := chosen
 				h.onQuery.Store(&mcQueryHook{fn: func(inst int, table string) bool {
@@ -597,40 +597,13 @@ func TestAttackMartsExactAfterCutBursts(t *testing.T) {
 	a = 1 + rng.IntN(maxAfter)
 	label = fmt.Sprintf("cut B10 (ClickHouse SIGKILL after %d mart part(s) of the 2nd of two inserts in one second, then again at the first repair's part)", a)
 	if _, ok := cut(label, pair, a, nil); ok {
-		repairArm := &mcArm{only: -1, fired: make(chan mcFire, 1)}
-		seen := make(chan string, 1)
-		var pid2 int
-		h.onQuery.Store(&mcQueryHook{fn: func(inst int, table string) bool {
-			if !strings.HasPrefix(table, h.db+"_") {
-				return false
-			}
-			if h.onQuery.Swap(nil) != nil {
-				pid2 = h.chPID()
-				repairArm.martTable = table
-				repairArm.act = func() int { _ = syscall.Kill(pid2, syscall.SIGKILL); return inst }
-				h.arm.Store(repairArm)
-				seen <- fmt.Sprintf("processor %d's repair INSERT INTO %s", inst, table)
-			}
-			return false
-		}})
-		h.openGate()
-		select {
-		case what := <-seen:
-			select {
-			case f := <-repairArm.fired:
-				before := r.landed
-				last = mbCheck{}
-				r.afterKill(label+", the repair", pid2, f, "at the repair's part "+strings.Join(f.parts, ", ")+" ("+what+")")
-				record(label+", the repair", what, before)
-				h.openGate()
-			case <-time.After(10 * time.Second):
-				h.arm.CompareAndSwap(repairArm, nil)
-				h.logf("%s: repair insert seen (%s) but no part of it appeared within 10 s", label, what)
-			}
-		case <-time.After(12 * time.Second):
-			h.onQuery.Store(nil)
-			h.logf("%s: no INSERT into a purpose database passed the proxies within 12 s of the restart", label)
-		}
+		h.cutTheRepair(label, func(f mcFire, what string, pid int) {
+			before := r.landed
+			last = mbCheck{}
+			r.afterKill(label+", the repair", pid, f, "at the repair's part "+strings.Join(f.parts, ", ")+" ("+what+")")
+			record(label+", the repair", what, before)
+			h.openGate()
+		})
 		time.Sleep(5 * time.Second)
 		r.ensureAllUp()
 	}
@@ -642,14 +615,8 @@ func TestAttackMartsExactAfterCutBursts(t *testing.T) {
 		chosen, why := -1, ""
 		pid := h.chPID()
 		arm := &mcArm{after: 0, only: -1,
-			cond: func(part string) bool {
-				i, d, ok := track.match(part, pair)
-				if ok {
-					chosen, why = i, d
-				}
-				return ok
-			},
-			act: func() int { _ = syscall.Kill(pid, syscall.SIGSTOP); return chosen }}
+			cond: track.cond(pair, &chosen, &why),
+			act:  func() int { _ = syscall.Kill(pid, syscall.SIGSTOP); return chosen }}
 		before := r.landed
 		if f, ok := r.fire(arm); !ok {
 			h.logf("%s: no event-store part of the aim within 25 s; not cut", label)

@@ -1217,43 +1217,16 @@ func TestAttackMartsExactAfterCutInserts(t *testing.T) {
 	a = 1 + rng.IntN(maxAfter)
 	label = fmt.Sprintf("cut 4 (ClickHouse SIGKILL after %d mart part(s), then again during the repair)", a)
 	if _, ok := killCH(label, a, -1, nil); ok {
-		repairArm := &mcArm{only: -1, fired: make(chan mcFire, 1)}
-		seen := make(chan string, 1)
-		var pid2 int
-		h.onQuery.Store(&mcQueryHook{fn: func(inst int, table string) bool {
-			if !strings.HasPrefix(table, s.db+"_") {
-				return false
+		h.cutTheRepair(label, func(f mcFire, what string, pid int) {
+			r.cuts++
+			h.closeGate()
+			h.logf("%s: repair seen (%s); SIGKILL ClickHouse at its part %s", label, what, strings.Join(f.parts, ", "))
+			h.restartCH(pid)
+			if h.observe(label + ", after the repair cut") {
+				r.landed++
 			}
-			if h.onQuery.Swap(nil) != nil {
-				pid2 = h.chPID()
-				repairArm.martTable = table
-				repairArm.act = func() int { _ = syscall.Kill(pid2, syscall.SIGKILL); return inst }
-				h.arm.Store(repairArm)
-				seen <- fmt.Sprintf("processor %d, INSERT INTO %s", inst, table)
-			}
-			return false
-		}})
-		h.openGate()
-		select {
-		case what := <-seen:
-			select {
-			case f := <-repairArm.fired:
-				r.cuts++
-				h.closeGate()
-				h.logf("%s: repair seen (%s); SIGKILL ClickHouse at its part %s", label, what, strings.Join(f.parts, ", "))
-				h.restartCH(pid2)
-				if h.observe(label + ", after the repair cut") {
-					r.landed++
-				}
-				h.openGate()
-			case <-time.After(10 * time.Second):
-				h.arm.CompareAndSwap(repairArm, nil)
-				h.logf("%s: repair insert seen (%s) but no part of it appeared within 10 s", label, what)
-			}
-		case <-time.After(12 * time.Second):
-			h.onQuery.Store(nil)
-			h.logf("%s: no INSERT into a purpose database passed the proxies within 12 s of the restart", label)
-		}
+			h.openGate()
+		})
 		time.Sleep(5 * time.Second)
 	}
 	ensureAllUp()
@@ -1697,5 +1670,42 @@ func (h *mcHarness) discoverMarts() {
 	}
 	if len(h.marts) == 0 {
 		t.Fatalf("harness: no materialised view over %s.events found", db)
+	}
+}
+
+// cutTheRepair arms, for the first INSERT into a purpose database (a repair) that passes a
+// proxy, a SIGKILL of ClickHouse the instant that insert's part is in place, and opens the gate;
+// when it fires, cut gets the fire, the INSERT seen and the pid killed. It logs, and cuts
+// nothing, when no such INSERT passes within 12 s or none of its parts appears within 10 s.
+func (h *mcHarness) cutTheRepair(label string, cut func(f mcFire, what string, pid int)) {
+	repairArm := &mcArm{only: -1, fired: make(chan mcFire, 1)}
+	seen := make(chan string, 1)
+	var pid int
+	h.onQuery.Store(&mcQueryHook{fn: func(inst int, table string) bool {
+		if !strings.HasPrefix(table, h.db+"_") {
+			return false
+		}
+		if h.onQuery.Swap(nil) != nil {
+			pid = h.chPID()
+			repairArm.martTable = table
+			repairArm.act = func() int { _ = syscall.Kill(pid, syscall.SIGKILL); return inst }
+			h.arm.Store(repairArm)
+			seen <- fmt.Sprintf("processor %d's repair INSERT INTO %s", inst, table)
+		}
+		return false
+	}})
+	h.openGate()
+	select {
+	case what := <-seen:
+		select {
+		case f := <-repairArm.fired:
+			cut(f, what, pid)
+		case <-time.After(10 * time.Second):
+			h.arm.CompareAndSwap(repairArm, nil)
+			h.logf("%s: repair insert seen (%s) but no part of it appeared within 10 s", label, what)
+		}
+	case <-time.After(12 * time.Second):
+		h.onQuery.Store(nil)
+		h.logf("%s: no INSERT into a purpose database passed the proxies within 12 s of the restart", label)
 	}
 }
